@@ -1,0 +1,1 @@
+//! The CPU backend (Cranelift). Layout only: the CPU backend issue fills this crate.

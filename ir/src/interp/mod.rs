@@ -1,0 +1,1 @@
+//! The reference interpreter: the definition of every op's semantics.

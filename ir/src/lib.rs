@@ -1,0 +1,32 @@
+//! kiln's typed IR.
+//!
+//! A [`Graph`] holds values typed by [`TensorType`] (a [`DType`] and a shape of symbolic
+//! [`Dim`]s) and [`Node`]s drawn from one closed op set, [`Op`]. The crate also owns what
+//! every later stage relies on: shape and type inference ([`infer`]), the verifier
+//! ([`verify()`]), the text format ([`print`], [`parse`]) and the reference interpreter
+//! ([`interp`]), which defines what every op means.
+#![warn(missing_docs)]
+
+mod dim;
+mod dtype;
+mod graph;
+mod infer;
+pub mod interp;
+mod op;
+pub mod shape_eval;
+mod tensor;
+mod text;
+mod verify;
+
+pub use dim::{Atom, Bindings, Dim, DimParseError};
+pub use dtype::{DType, UnknownDType};
+pub use graph::{Graph, Node, TensorType, ValueId};
+pub use half;
+pub use infer::{infer, InferError};
+pub use op::{
+    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind, ReduceKind,
+    ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+};
+pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
+pub use text::{parse, print, ParseError};
+pub use verify::{verify, VerifyError};

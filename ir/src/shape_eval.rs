@@ -1,0 +1,1 @@
+//! Symbolic evaluation of shape computations.

@@ -1,0 +1,512 @@
+//! Concrete tensors: one ndarray per element type, shared by reference counting.
+
+use crate::DType;
+use half::{bf16, f16};
+use ndarray::{ArcArray, ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A dynamic-rank, reference-counted ndarray.
+pub type ArcArrayD<T> = ArcArray<T, IxDyn>;
+
+/// A tensor with a concrete shape and data.
+///
+/// Cloning is cheap: the data is shared. Equality is bitwise, so a tensor holding NaN equals
+/// itself, which is what a round trip through the text format needs.
+///
+/// ```
+/// use kiln_ir::{DType, Tensor};
+/// let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap();
+/// assert_eq!(t.dtype(), DType::F32);
+/// assert_eq!(t.cast(DType::I64).to_i64_vec(), vec![1, 2, 3]);
+/// ```
+#[derive(Clone)]
+pub enum Tensor {
+    /// f32 data.
+    F32(ArcArrayD<f32>),
+    /// f16 data.
+    F16(ArcArrayD<f16>),
+    /// bf16 data.
+    BF16(ArcArrayD<bf16>),
+    /// f64 data.
+    F64(ArcArrayD<f64>),
+    /// i8 data.
+    I8(ArcArrayD<i8>),
+    /// u8 data.
+    U8(ArcArrayD<u8>),
+    /// i16 data.
+    I16(ArcArrayD<i16>),
+    /// u16 data.
+    U16(ArcArrayD<u16>),
+    /// i32 data.
+    I32(ArcArrayD<i32>),
+    /// u32 data.
+    U32(ArcArrayD<u32>),
+    /// i64 data.
+    I64(ArcArrayD<i64>),
+    /// u64 data.
+    U64(ArcArrayD<u64>),
+    /// bool data.
+    Bool(ArcArrayD<bool>),
+}
+
+/// Applies `$body` to the array inside any tensor variant, bound as `$a`.
+#[macro_export]
+macro_rules! dispatch {
+    ($t:expr, $a:ident => $body:expr) => {
+        match $t {
+            $crate::Tensor::F32($a) => $body,
+            $crate::Tensor::F16($a) => $body,
+            $crate::Tensor::BF16($a) => $body,
+            $crate::Tensor::F64($a) => $body,
+            $crate::Tensor::I8($a) => $body,
+            $crate::Tensor::U8($a) => $body,
+            $crate::Tensor::I16($a) => $body,
+            $crate::Tensor::U16($a) => $body,
+            $crate::Tensor::I32($a) => $body,
+            $crate::Tensor::U32($a) => $body,
+            $crate::Tensor::I64($a) => $body,
+            $crate::Tensor::U64($a) => $body,
+            $crate::Tensor::Bool($a) => $body,
+        }
+    };
+}
+
+/// An element type that a [`Tensor`] can hold.
+pub trait Elem: Copy + Default + PartialEq + PartialOrd + fmt::Debug + Send + Sync + 'static {
+    /// The matching dtype.
+    const DTYPE: DType;
+    /// Converts to f64 (bool: 0 or 1).
+    fn to_f64(self) -> f64;
+    /// Converts from f64, saturating for integers (NaN becomes 0).
+    fn from_f64(v: f64) -> Self;
+    /// Converts to i128, truncating floats toward zero.
+    fn to_i128(self) -> i128;
+    /// Converts from i128, wrapping for integers.
+    fn from_i128(v: i128) -> Self;
+    /// Wraps an array into a tensor.
+    fn wrap(a: ArcArrayD<Self>) -> Tensor;
+    /// The array, if the tensor holds this element type.
+    fn view(t: &Tensor) -> Option<&ArcArrayD<Self>>;
+    /// Little-endian bytes of one element.
+    fn write_le(self, out: &mut Vec<u8>);
+    /// Reads one element from little-endian bytes of the right length.
+    fn read_le(b: &[u8]) -> Self;
+}
+
+macro_rules! int_elem {
+    ($t:ty, $v:ident, $d:ident) => {
+        impl Elem for $t {
+            const DTYPE: DType = DType::$d;
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_i128(self) -> i128 {
+                self as i128
+            }
+            fn from_i128(v: i128) -> Self {
+                v as $t
+            }
+            fn wrap(a: ArcArrayD<Self>) -> Tensor {
+                Tensor::$v(a)
+            }
+            fn view(t: &Tensor) -> Option<&ArcArrayD<Self>> {
+                match t {
+                    Tensor::$v(a) => Some(a),
+                    _ => None,
+                }
+            }
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(b: &[u8]) -> Self {
+                <$t>::from_le_bytes(b.try_into().expect("element width"))
+            }
+        }
+    };
+}
+
+int_elem!(i8, I8, I8);
+int_elem!(u8, U8, U8);
+int_elem!(i16, I16, I16);
+int_elem!(u16, U16, U16);
+int_elem!(i32, I32, I32);
+int_elem!(u32, U32, U32);
+int_elem!(i64, I64, I64);
+int_elem!(u64, U64, U64);
+
+macro_rules! float_elem {
+    ($t:ty, $v:ident, $to:expr, $from:expr) => {
+        impl Elem for $t {
+            const DTYPE: DType = DType::$v;
+            fn to_f64(self) -> f64 {
+                $to(self)
+            }
+            fn from_f64(v: f64) -> Self {
+                $from(v)
+            }
+            fn to_i128(self) -> i128 {
+                $to(self) as i128
+            }
+            fn from_i128(v: i128) -> Self {
+                $from(v as f64)
+            }
+            fn wrap(a: ArcArrayD<Self>) -> Tensor {
+                Tensor::$v(a)
+            }
+            fn view(t: &Tensor) -> Option<&ArcArrayD<Self>> {
+                match t {
+                    Tensor::$v(a) => Some(a),
+                    _ => None,
+                }
+            }
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(b: &[u8]) -> Self {
+                <$t>::from_le_bytes(b.try_into().expect("element width"))
+            }
+        }
+    };
+}
+
+float_elem!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
+float_elem!(f64, F64, |x: f64| x, |v: f64| v);
+float_elem!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
+float_elem!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
+
+impl Elem for bool {
+    const DTYPE: DType = DType::Bool;
+    fn to_f64(self) -> f64 {
+        self as u8 as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn to_i128(self) -> i128 {
+        self as i128
+    }
+    fn from_i128(v: i128) -> Self {
+        v != 0
+    }
+    fn wrap(a: ArcArrayD<Self>) -> Tensor {
+        Tensor::Bool(a)
+    }
+    fn view(t: &Tensor) -> Option<&ArcArrayD<Self>> {
+        match t {
+            Tensor::Bool(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.push(self as u8);
+    }
+    fn read_le(b: &[u8]) -> Self {
+        b[0] != 0
+    }
+}
+
+/// Applies `$body` with `$T` bound to the Rust element type of a dtype.
+#[macro_export]
+macro_rules! with_dtype {
+    ($d:expr, $T:ident => $body:expr) => {
+        match $d {
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::DType::Bool => {
+                type $T = bool;
+                $body
+            }
+        }
+    };
+}
+
+/// Errors building a tensor from raw parts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    /// The element count does not match the shape.
+    #[error("shape {shape:?} holds {expected} elements but {got} were given")]
+    Length {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Elements the shape holds.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// The shape's element count overflows.
+    #[error("shape {0:?} is too large")]
+    TooLarge(Vec<usize>),
+}
+
+fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|n| *n <= isize::MAX as usize)
+        .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))
+}
+
+impl Tensor {
+    /// A tensor from a flat vector in row-major order.
+    pub fn from_vec<T: Elem>(data: Vec<T>, shape: &[usize]) -> Result<Tensor, TensorError> {
+        let expected = element_count(shape)?;
+        if expected != data.len() {
+            return Err(TensorError::Length {
+                shape: shape.to_vec(),
+                expected,
+                got: data.len(),
+            });
+        }
+        let a = ArrayD::from_shape_vec(IxDyn(shape), data).expect("length checked");
+        Ok(T::wrap(a.into_shared()))
+    }
+
+    /// A tensor from an owned ndarray.
+    pub fn from_array<T: Elem>(a: ArrayD<T>) -> Tensor {
+        T::wrap(a.into_shared())
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar<T: Elem>(v: T) -> Tensor {
+        T::wrap(ArrayD::from_elem(IxDyn(&[]), v).into_shared())
+    }
+
+    /// A tensor of `dtype` filled with `v` (converted from f64).
+    pub fn full(dtype: DType, shape: &[usize], v: f64) -> Result<Tensor, TensorError> {
+        element_count(shape)?;
+        Ok(with_dtype!(dtype, T => T::wrap(ArrayD::from_elem(IxDyn(shape), T::from_f64(v)).into_shared())))
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, TensorError> {
+        Tensor::full(dtype, shape, 0.0)
+    }
+
+    /// A tensor from little-endian bytes.
+    pub fn from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, TensorError> {
+        let n = element_count(shape)?;
+        let w = dtype.size_bytes();
+        if bytes.len() != n * w {
+            return Err(TensorError::Length {
+                shape: shape.to_vec(),
+                expected: n * w,
+                got: bytes.len(),
+            });
+        }
+        Ok(with_dtype!(dtype, T => {
+            let v: Vec<T> = bytes.chunks_exact(w).map(T::read_le).collect();
+            Tensor::from_vec(v, shape)?
+        }))
+    }
+
+    /// The data as little-endian bytes, row-major.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.dtype().size_bytes());
+        dispatch!(self, a => for x in a.iter() { x.write_le(&mut out) });
+        out
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        fn d<T: Elem>(_: &ArcArrayD<T>) -> DType {
+            T::DTYPE
+        }
+        dispatch!(self, a => d(a))
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        dispatch!(self, a => a.shape())
+    }
+
+    /// The rank.
+    pub fn rank(&self) -> usize {
+        self.shape().len()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        dispatch!(self, a => a.len())
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The typed array, if the dtype matches.
+    pub fn as_array<T: Elem>(&self) -> Option<&ArcArrayD<T>> {
+        T::view(self)
+    }
+
+    /// Converts to another dtype with ONNX `Cast` semantics (floats truncate toward zero
+    /// into integers; integers wrap; non-zero is `true`).
+    pub fn cast(&self, to: DType) -> Tensor {
+        if self.dtype() == to {
+            return self.clone();
+        }
+        let via_float = self.dtype().is_float() || to.is_float();
+        with_dtype!(to, T => dispatch!(self, a => T::wrap(a.map(|x| {
+            if via_float { T::from_f64(x.to_f64()) } else { T::from_i128(x.to_i128()) }
+        }).into_shared())))
+    }
+
+    /// The elements as f64, row-major.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        dispatch!(self, a => a.iter().map(|x| x.to_f64()).collect())
+    }
+
+    /// The elements as i64, row-major (floats truncate).
+    pub fn to_i64_vec(&self) -> Vec<i64> {
+        dispatch!(self, a => a.iter().map(|x| x.to_i128() as i64).collect())
+    }
+
+    /// The same data under a new shape with the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
+        let expected = element_count(shape)?;
+        if expected != self.len() {
+            return Err(TensorError::Length {
+                shape: shape.to_vec(),
+                expected,
+                got: self.len(),
+            });
+        }
+        Ok(dispatch!(self, a => Elem::wrap(
+            a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).expect("count checked").into_shared()
+        )))
+    }
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.dtype() == other.dtype() && self.shape() == other.shape() && self.to_le_bytes() == other.to_le_bytes()
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor<{}{:?}>", self.dtype(), self.shape())?;
+        if self.len() <= 16 {
+            dispatch!(self, a => write!(f, "{:?}", a.iter().collect::<Vec<_>>()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The serialized form of a tensor: dtype, shape and base64 little-endian bytes.
+#[derive(Serialize, Deserialize)]
+struct TensorRepr {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: String,
+}
+
+impl Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        TensorRepr {
+            dtype: self.dtype(),
+            shape: self.shape().to_vec(),
+            data: base64::engine::general_purpose::STANDARD.encode(self.to_le_bytes()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Tensor, D::Error> {
+        use base64::Engine;
+        let r = TensorRepr::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(r.data)
+            .map_err(serde::de::Error::custom)?;
+        Tensor::from_le_bytes(r.dtype, &r.shape, &bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_every_dtype() {
+        for d in DType::ALL {
+            let t = Tensor::full(d, &[2, 3], 1.0).unwrap();
+            let back = Tensor::from_le_bytes(d, &[2, 3], &t.to_le_bytes()).unwrap();
+            assert_eq!(t, back);
+            assert_eq!(back.dtype(), d);
+        }
+    }
+
+    #[test]
+    fn cast_follows_onnx() {
+        let t = Tensor::from_vec(vec![-1.7f32, 0.0, 2.9], &[3]).unwrap();
+        assert_eq!(t.cast(DType::I32).to_i64_vec(), vec![-1, 0, 2]);
+        assert_eq!(t.cast(DType::Bool).to_i64_vec(), vec![1, 0, 1]);
+        let big = Tensor::from_vec(vec![300i64], &[1]).unwrap();
+        assert_eq!(big.cast(DType::U8).to_i64_vec(), vec![44]);
+    }
+
+    #[test]
+    fn wrong_length_is_an_error() {
+        assert!(Tensor::from_vec(vec![1.0f32; 5], &[2, 3]).is_err());
+        assert!(Tensor::from_le_bytes(DType::F32, &[2], &[0; 7]).is_err());
+        assert!(Tensor::zeros(DType::F32, &[usize::MAX, 4]).is_err());
+    }
+
+    #[test]
+    fn nan_equals_itself() {
+        let t = Tensor::from_vec(vec![f32::NAN], &[1]).unwrap();
+        assert_eq!(t, t.clone());
+    }
+}
