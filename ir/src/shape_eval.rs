@@ -259,6 +259,11 @@ fn compare(b: BinaryOp, p: &Dim, q: &Dim) -> Option<bool> {
     if b == BinaryOp::Equal && p == q {
         return Some(true);
     }
+    // Symbolic elements are sizes, never negative: `seq == -1` is false.
+    let negative = |d: &Dim| d.as_const().is_some_and(|c| c < 0);
+    if b == BinaryOp::Equal && (negative(p) && !q.is_const() || negative(q) && !p.is_const()) {
+        return Some(false);
+    }
     let (x, y) = (p.as_const()?, q.as_const()?);
     match b {
         BinaryOp::Equal => Some(x == y),

@@ -95,8 +95,10 @@ fn concat(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 }
 
 /// A slice bound normalized against `dim`: negative counts from the end, then clamped to
-/// `[lo, dim + hi]`. Symbolic dims are assumed large enough for small constant bounds.
-fn bound(v: i64, dim: &Dim, lo: i64, hi: i64) -> Dim {
+/// `[lo, dim + hi]`. Symbolic bounds, and small constant bounds on symbolic dims, are
+/// assumed to be in range (exporters slice `[:seq]`, not past the end).
+fn bound(v: &Dim, dim: &Dim, lo: i64, hi: i64) -> Dim {
+    let Some(v) = v.as_const() else { return v.clone() };
     match dim.as_const() {
         Some(d) => Dim::from((if v < 0 { v + d } else { v }).clamp(lo, d + hi)),
         None if v >= i32::MAX as i64 => dim.clone() + Dim::from(hi),
@@ -107,52 +109,39 @@ fn bound(v: i64, dim: &Dim, lo: i64, hi: i64) -> Dim {
 }
 
 /// The `SliceAxis` for ONNX `start:end:step` on a dim.
-pub(crate) fn slice_axis(axis: usize, dim: &Dim, start: i64, end: i64, step: i64) -> SliceAxis {
-    let (start, end) = if step > 0 {
-        let s = bound(start, dim, 0, 0);
-        let e = bound(end, dim, 0, 0);
-        let e = if let (Some(a), Some(b)) = (s.as_const(), e.as_const()) {
-            Dim::from(a.max(b))
-        } else {
-            e
-        };
-        (s, e)
-    } else {
-        let s = bound(start, dim, 0, -1);
-        let e = bound(end, dim, -1, -1);
-        let e = if let (Some(a), Some(b)) = (s.as_const(), e.as_const()) {
-            Dim::from(b.min(a))
-        } else {
-            e
-        };
-        (s, e)
+pub(crate) fn slice_axis(axis: usize, dim: &Dim, start: &Dim, end: &Dim, step: i64) -> SliceAxis {
+    let (lo, hi) = if step > 0 { (0, 0) } else { (-1, -1) };
+    let s = bound(start, dim, 0, hi);
+    let e = bound(end, dim, lo, hi);
+    let e = match (s.as_const(), e.as_const()) {
+        (Some(a), Some(b)) if step > 0 => Dim::from(a.max(b)),
+        (Some(a), Some(b)) => Dim::from(b.min(a)),
+        _ => e,
     };
-    SliceAxis {
-        axis,
-        start,
-        end,
-        step,
-    }
+    SliceAxis { axis, start: s, end: e, step }
 }
 
 fn slice(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
     let shape = cx.ty(x).shape;
-    let get = |attr: &str, i: usize| -> R<Option<Vec<i64>>> {
+    let get = |attr: &str, i: usize| -> R<Option<Vec<Dim>>> {
         match (n.ints(attr), n.opt(i)) {
-            (Some(a), _) => Ok(Some(a)),
-            (None, Some(v)) => Ok(Some(cx.ints(v, attr)?)),
+            (Some(a), _) => Ok(Some(a.into_iter().map(Dim::from).collect())),
+            (None, Some(v)) => Ok(Some(cx.dims(v, attr)?)),
             (None, None) => Ok(None),
         }
     };
     let starts = get("starts", 1)?.ok_or_else(|| cx.err("starts are required"))?;
     let ends = get("ends", 2)?.ok_or_else(|| cx.err("ends are required"))?;
-    let axes = get("axes", 3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
-    let steps = get("steps", 4)?.unwrap_or_else(|| vec![1; starts.len()]);
-    if [ends.len(), axes.len(), steps.len()]
-        .iter()
-        .any(|&l| l != starts.len())
-    {
+    let axes = match get("axes", 3)? {
+        Some(a) => a.iter().map(|d| d.as_const().ok_or_else(|| cx.err("symbolic axes"))).collect::<R<Vec<_>>>()?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps = match get("steps", 4)? {
+        Some(a) => a.iter().map(|d| d.as_const().ok_or_else(|| cx.err("symbolic steps"))).collect::<R<Vec<_>>>()?,
+        None => vec![1; starts.len()],
+    };
+    if [ends.len(), axes.len(), steps.len()].iter().any(|&l| l != starts.len()) {
         return Err(cx.err("starts, ends, axes and steps differ in length"));
     }
     let mut out = Vec::new();
@@ -161,7 +150,7 @@ fn slice(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         if steps[i] == 0 {
             return Err(cx.err("step is zero"));
         }
-        out.push(slice_axis(axis, &shape[axis], starts[i], ends[i], steps[i]));
+        out.push(slice_axis(axis, &shape[axis], &starts[i], &ends[i], steps[i]));
     }
     Ok(vec![cx.emit1("", Op::Slice { axes: out }, &[x])?])
 }
