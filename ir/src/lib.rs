@@ -22,7 +22,7 @@ pub use dim::{Atom, Bindings, Dim, DimParseError};
 pub use dtype::{DType, UnknownDType};
 pub use graph::{Graph, Node, TensorType, ValueId};
 pub use half;
-pub use infer::{infer, InferError};
+pub use infer::{infer, input_arity, Arity, InferError};
 pub use op::{
     ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind, ReduceKind,
     ScanKind, ScatterReduction, SliceAxis, UnaryOp,

@@ -1,0 +1,231 @@
+//! Inference for contractions and windows: matmul, einsum, convolution, pooling.
+
+use super::{
+    broadcast_dim, broadcast_shapes, expect_dtype, is_numeric, one, same_dtype, unify_or, Res,
+};
+use crate::{ConvAttrs, ConvTransposeAttrs, Dim, EinsumSpec, PoolAttrs, TensorType};
+use std::collections::BTreeMap;
+
+/// `[..., m, k] × [..., k, n] → [..., m, n]`, batch dims broadcast.
+pub(super) fn matmul(a: &TensorType, b: &TensorType) -> Res<Vec<TensorType>> {
+    same_dtype(a, b, "input")?;
+    expect_dtype(a, "input", is_numeric, "a numeric")?;
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(format!("inputs must have rank >= 2, got {a} and {b}"));
+    }
+    let (ra, rb) = (a.rank(), b.rank());
+    unify_or(&a.shape[ra - 1], &b.shape[rb - 2], "contraction dims")?;
+    let mut shape = broadcast_shapes(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
+    shape.push(a.shape[ra - 2].clone());
+    shape.push(b.shape[rb - 1].clone());
+    one(TensorType::new(a.dtype, shape))
+}
+
+/// Checks that every per-spatial-dim attribute list has `n` entries.
+fn check_lens(n: usize, lists: &[(&str, usize)]) -> Res<()> {
+    for (name, len) in lists {
+        if *len != n {
+            return Err(format!("{name} has {len} entries for {n} spatial dims"));
+        }
+    }
+    Ok(())
+}
+
+/// Fails if any entry is zero.
+fn positive(name: &str, v: &[usize]) -> Res<()> {
+    if v.contains(&0) {
+        return Err(format!("{name} must be positive, got {v:?}"));
+    }
+    Ok(())
+}
+
+/// The rank checks shared by conv and conv-transpose: `x[n, c, ...]`, `w` of the same rank.
+fn conv_ranks(x: &TensorType, w: &TensorType, groups: usize) -> Res<usize> {
+    same_dtype(x, w, "input and weight")?;
+    if x.rank() < 3 || w.rank() != x.rank() {
+        return Err(format!(
+            "expects x[n, c, ...] and a weight of the same rank, got {x} and {w}"
+        ));
+    }
+    if groups == 0 {
+        return Err("groups must be positive".into());
+    }
+    Ok(x.rank() - 2)
+}
+
+/// Fails if `d` is a constant that `groups` does not divide.
+fn divisible(d: &Dim, groups: usize, what: &str) -> Res<()> {
+    match d.as_const() {
+        Some(c) if c % groups as i64 != 0 => {
+            Err(format!("{what} ({c}) not divisible by groups ({groups})"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `dilation * (k - 1) + 1`: the extent of a dilated window.
+fn window(k: &Dim, dilation: usize) -> Dim {
+    (k.clone() - Dim::from(1i64)) * Dim::from(dilation) + Dim::from(1i64)
+}
+
+/// Fails if the output size of spatial dim `i` is a constant below one.
+fn positive_size(d: Dim, i: usize) -> Res<Dim> {
+    match d.as_const() {
+        Some(c) if c < 1 => Err(format!(
+            "spatial dim {i} has output size {c} (window larger than padded input)"
+        )),
+        _ => Ok(d),
+    }
+}
+
+/// `x[n, c, ...] ⋆ w[m, c/groups, k...] → [n, m, ...]`.
+pub(super) fn conv(a: &ConvAttrs, x: &TensorType, w: &TensorType) -> Res<Vec<TensorType>> {
+    let s = conv_ranks(x, w, a.groups)?;
+    check_lens(
+        s,
+        &[
+            ("strides", a.strides.len()),
+            ("dilations", a.dilations.len()),
+            ("pads", a.pads.len()),
+        ],
+    )?;
+    positive("strides", &a.strides)?;
+    positive("dilations", &a.dilations)?;
+    let weight_c = w.shape[1].clone() * Dim::from(a.groups);
+    unify_or(
+        &x.shape[1],
+        &weight_c,
+        "input channels and weight channels × groups",
+    )?;
+    divisible(&w.shape[0], a.groups, "output channels")?;
+    let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
+    for i in 0..s {
+        let (pb, pe) = a.pads[i];
+        let span =
+            x.shape[i + 2].clone() + Dim::from(pb + pe) - window(&w.shape[i + 2], a.dilations[i]);
+        shape.push(positive_size(
+            span.div_floor(a.strides[i] as i64) + Dim::from(1i64),
+            i,
+        )?);
+    }
+    one(TensorType::new(x.dtype, shape))
+}
+
+/// `x[n, c, ...]`, `w[c, m/groups, k...] → [n, m, ...]`.
+pub(super) fn conv_transpose(
+    a: &ConvTransposeAttrs,
+    x: &TensorType,
+    w: &TensorType,
+) -> Res<Vec<TensorType>> {
+    let s = conv_ranks(x, w, a.groups)?;
+    check_lens(
+        s,
+        &[
+            ("strides", a.strides.len()),
+            ("dilations", a.dilations.len()),
+            ("pads", a.pads.len()),
+            ("output_padding", a.output_padding.len()),
+        ],
+    )?;
+    positive("strides", &a.strides)?;
+    positive("dilations", &a.dilations)?;
+    unify_or(&x.shape[1], &w.shape[0], "input channels and weight dim 0")?;
+    divisible(&x.shape[1], a.groups, "input channels")?;
+    let mut shape = vec![x.shape[0].clone(), w.shape[1].clone() * Dim::from(a.groups)];
+    for i in 0..s {
+        let (pb, pe) = a.pads[i];
+        let full = (x.shape[i + 2].clone() - Dim::from(1i64)) * Dim::from(a.strides[i])
+            + window(&w.shape[i + 2], a.dilations[i])
+            + Dim::from(a.output_padding[i]);
+        shape.push(positive_size(full - Dim::from(pb + pe), i)?);
+    }
+    one(TensorType::new(x.dtype, shape))
+}
+
+/// Pooling over the trailing spatial dims of `x[n, c, ...]`.
+pub(super) fn pool(a: &PoolAttrs, x: &TensorType) -> Res<Vec<TensorType>> {
+    if x.rank() < 3 {
+        return Err(format!("expects x[n, c, ...], got {x}"));
+    }
+    let s = x.rank() - 2;
+    check_lens(
+        s,
+        &[
+            ("kernel", a.kernel.len()),
+            ("strides", a.strides.len()),
+            ("dilations", a.dilations.len()),
+            ("pads", a.pads.len()),
+        ],
+    )?;
+    positive("kernel", &a.kernel)?;
+    positive("strides", &a.strides)?;
+    positive("dilations", &a.dilations)?;
+    let mut shape = x.shape[..2].to_vec();
+    for i in 0..s {
+        shape.push(positive_size(pool_len(a, i, &x.shape[i + 2]), i)?);
+    }
+    one(TensorType::new(x.dtype, shape))
+}
+
+/// Output length of spatial dim `i`. With `ceil_mode`, a last window that would start in
+/// the end padding is dropped (ONNX and PyTorch agree on this).
+fn pool_len(a: &PoolAttrs, i: usize, input: &Dim) -> Dim {
+    let (pb, pe) = a.pads[i];
+    let stride = a.strides[i];
+    let extent = (a.kernel[i] - 1) * a.dilations[i] + 1;
+    let span = input.clone() + Dim::from(pb + pe) - Dim::from(extent);
+    if !a.ceil_mode {
+        return span.div_floor(stride as i64) + Dim::from(1i64);
+    }
+    let out = span.div_ceil(stride as i64) + Dim::from(1i64);
+    if pe + stride <= extent {
+        // The last window always starts inside the input or the begin padding.
+        return out;
+    }
+    // Drop it when (out - 1) * stride >= input + pb: subtract min(max(gap + 1, 0), 1).
+    let gap = (out.clone() - Dim::from(1i64)) * Dim::from(stride) - input.clone() - Dim::from(pb);
+    let one = Dim::from(1i64);
+    out - (gap + one.clone())
+        .max_with(&Dim::from(0i64))
+        .min_with(&one)
+}
+
+/// Label sizes come from the inputs (size-1 broadcasts); the output takes its labels' sizes.
+pub(super) fn einsum(spec: &EinsumSpec, xs: &[&TensorType]) -> Res<Vec<TensorType>> {
+    if xs.is_empty() {
+        return Err("needs at least one input".into());
+    }
+    let mut sizes: BTreeMap<char, Dim> = BTreeMap::new();
+    for (i, (x, labels)) in xs.iter().zip(&spec.inputs).enumerate() {
+        same_dtype(xs[0], x, "input")?;
+        if x.rank() != labels.len() {
+            let l: String = labels.iter().collect();
+            return Err(format!(
+                "input {i} has rank {} but {} labels `{l}`",
+                x.rank(),
+                labels.len()
+            ));
+        }
+        for (&c, d) in labels.iter().zip(&x.shape) {
+            let merged = match sizes.get(&c) {
+                Some(prev) => broadcast_dim(prev, d)
+                    .map_err(|_| format!("label `{c}` has sizes {prev} and {d}"))?,
+                None => d.clone(),
+            };
+            sizes.insert(c, merged);
+        }
+    }
+    let mut shape = Vec::with_capacity(spec.output.len());
+    for (j, c) in spec.output.iter().enumerate() {
+        if spec.output[..j].contains(c) {
+            return Err(format!("output label `{c}` repeated"));
+        }
+        shape.push(
+            sizes
+                .get(c)
+                .cloned()
+                .ok_or_else(|| format!("output label `{c}` is in no input"))?,
+        );
+    }
+    one(TensorType::new(xs[0].dtype, shape))
+}

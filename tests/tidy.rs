@@ -1,0 +1,132 @@
+//! House rules as a test: module docs, no orphan files, reasoned ignores, no trailing
+//! whitespace, and dependency edges as ARCHITECTURE.md states them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `.rs` file of the project, skipping build outputs and vendored test data.
+fn rust_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for top in ["src", "ir", "frontend", "passes", "backends", "tests", "benches", "examples"] {
+        walk(&root().join(top), &mut out);
+    }
+    out
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if p.is_dir() {
+            if !matches!(name, "target" | "cases" | "models") {
+                walk(&p, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(root()).unwrap_or(p).display().to_string()
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let bad: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|p| !fs::read_to_string(p).unwrap_or_default().trim_start().starts_with("//!"))
+        .map(|p| rel(&p))
+        .collect();
+    assert!(bad.is_empty(), "files without a leading `//!` doc: {bad:#?}");
+}
+
+#[test]
+fn no_trailing_whitespace() {
+    let mut bad = Vec::new();
+    for p in rust_files() {
+        for (i, line) in fs::read_to_string(&p).unwrap_or_default().lines().enumerate() {
+            if line.ends_with(' ') || line.ends_with('\t') {
+                bad.push(format!("{}:{}", rel(&p), i + 1));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "trailing whitespace at {bad:#?}");
+}
+
+#[test]
+fn every_ignore_gives_a_reason() {
+    let mut bad = Vec::new();
+    for p in rust_files() {
+        if p.ends_with("tests/tidy.rs") {
+            continue;
+        }
+        for (i, line) in fs::read_to_string(&p).unwrap_or_default().lines().enumerate() {
+            if line.trim() == "#[ignore]" {
+                bad.push(format!("{}:{}", rel(&p), i + 1));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "`#[ignore]` without a reason at {bad:#?}");
+}
+
+/// A file under a crate's `src/` must be declared by `mod NAME` in its parent module.
+#[test]
+fn no_orphan_modules() {
+    let mut bad = Vec::new();
+    for p in rust_files() {
+        let s = rel(&p);
+        let Some(idx) = s.find("src/") else { continue };
+        let name = p.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if matches!(name.as_str(), "lib" | "main" | "mod") || s[idx + 4..].starts_with("bin/") {
+            continue;
+        }
+        let dir = p.parent().expect("file has a parent");
+        let parents = if dir.ends_with("src") {
+            vec![dir.join("lib.rs"), dir.join("main.rs")]
+        } else {
+            let up = dir.parent().expect("dir has a parent");
+            let dname = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            vec![dir.join("mod.rs"), up.join(format!("{dname}.rs"))]
+        };
+        let declared = parents.iter().any(|parent| {
+            fs::read_to_string(parent).unwrap_or_default().lines().any(|l| {
+                let l = l.trim();
+                l.ends_with(&format!("mod {name};")) || l.contains(&format!("mod {name} {{"))
+            })
+        });
+        if !declared {
+            bad.push(s);
+        }
+    }
+    assert!(bad.is_empty(), "files no `mod` declares: {bad:#?}");
+}
+
+/// Dependencies point down DESIGN.md's table: ir imports no kiln crate; the frontend,
+/// passes and backends import only kiln-ir.
+#[test]
+fn dependency_edges_point_down() {
+    let allowed: &[(&str, &[&str])] = &[
+        ("ir", &[]),
+        ("frontend", &["kiln-ir"]),
+        ("passes", &["kiln-ir"]),
+        ("backends/cpu", &["kiln-ir"]),
+    ];
+    for (dir, ok) in allowed {
+        let toml = fs::read_to_string(root().join(dir).join("Cargo.toml")).expect("member manifest");
+        let deps: Vec<&str> = toml
+            .lines()
+            .filter_map(|l| l.split(['=', '.', ' ']).next())
+            .filter(|name| name.starts_with("kiln-") && !toml.contains(&format!("name = \"{name}\"")))
+            .collect();
+        for d in deps {
+            assert!(ok.contains(&d), "{dir} depends on {d}, which ARCHITECTURE.md forbids");
+        }
+    }
+}
