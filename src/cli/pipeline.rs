@@ -40,8 +40,11 @@ pub(crate) fn optimize(
 }
 
 fn report_passes(report: &PipelineReport, timer: &Timer) {
-    for (name, took) in &report.passes {
-        timer.report(&format!("pass {name}"), *took);
+    for run in &report.passes {
+        timer.report(
+            &format!("pass {} (round {})", run.name, run.round),
+            run.time,
+        );
     }
 }
 
