@@ -147,7 +147,9 @@ impl Dim {
             return self.clone();
         }
         if let Some(c) = self.as_const() {
-            return Dim::constant(c.div_euclid(d) - if d < 0 && c.rem_euclid(d) != 0 { 1 } else { 0 });
+            return Dim::constant(
+                c.div_euclid(d) - if d < 0 && c.rem_euclid(d) != 0 { 1 } else { 0 },
+            );
         }
         if d > 0 && self.terms.values().all(|c| c % d == 0) {
             return Dim {
@@ -215,7 +217,9 @@ impl Atom {
 
     fn substitute(&self, b: &Bindings) -> Dim {
         match self {
-            Atom::Sym(s) => b.get(s).map_or_else(|| Dim::sym(s.clone()), |v| Dim::constant(*v)),
+            Atom::Sym(s) => b
+                .get(s)
+                .map_or_else(|| Dim::sym(s.clone()), |v| Dim::constant(*v)),
             Atom::FloorDiv(d, c) => d.substitute(b).div_floor(*c),
             Atom::Min(x, y) => x.substitute(b).min_with(&y.substitute(b)),
             Atom::Max(x, y) => x.substitute(b).max_with(&y.substitute(b)),
@@ -249,7 +253,11 @@ impl std::ops::Neg for Dim {
     type Output = Dim;
     fn neg(self) -> Dim {
         Dim {
-            terms: self.terms.into_iter().map(|(m, c)| (m, c.wrapping_neg())).collect(),
+            terms: self
+                .terms
+                .into_iter()
+                .map(|(m, c)| (m, c.wrapping_neg()))
+                .collect(),
         }
     }
 }
@@ -340,7 +348,10 @@ pub struct DimParseError {
 impl std::str::FromStr for Dim {
     type Err = DimParseError;
     fn from_str(s: &str) -> Result<Dim, DimParseError> {
-        let mut p = DimParser { s: s.as_bytes(), pos: 0 };
+        let mut p = DimParser {
+            s: s.as_bytes(),
+            pos: 0,
+        };
         let err = |reason: String| DimParseError {
             text: s.to_string(),
             reason,
@@ -429,12 +440,15 @@ impl DimParser<'_> {
                     self.pos += 1;
                 }
                 let t = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or_default();
-                t.parse::<i64>().map(Dim::constant).map_err(|e| e.to_string())
+                t.parse::<i64>()
+                    .map(Dim::constant)
+                    .map_err(|e| e.to_string())
             }
             Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = self.pos;
                 while self.pos < self.s.len()
-                    && (self.s[self.pos].is_ascii_alphanumeric() || matches!(self.s[self.pos], b'_' | b'.'))
+                    && (self.s[self.pos].is_ascii_alphanumeric()
+                        || matches!(self.s[self.pos], b'_' | b'.'))
                 {
                     self.pos += 1;
                 }
@@ -448,7 +462,11 @@ impl DimParser<'_> {
                     if !self.eat(b')') {
                         return Err("missing `)`".into());
                     }
-                    return Ok(if name == "min" { a.min_with(&b) } else { a.max_with(&b) });
+                    return Ok(if name == "min" {
+                        a.min_with(&b)
+                    } else {
+                        a.max_with(&b)
+                    });
                 }
                 Ok(Dim::sym(name))
             }
@@ -476,7 +494,16 @@ mod tests {
 
     #[test]
     fn display_parses_back() {
-        for s in ["batch", "seq+1", "12*seq", "2*batch*seq-3", "(seq+1)/2", "min(seq, 512)", "-seq+4", "0"] {
+        for s in [
+            "batch",
+            "seq+1",
+            "12*seq",
+            "2*batch*seq-3",
+            "(seq+1)/2",
+            "min(seq, 512)",
+            "-seq+4",
+            "0",
+        ] {
             let x = d(s);
             assert_eq!(d(&x.to_string()), x, "{s} printed as {x}");
         }
@@ -493,7 +520,9 @@ mod tests {
 
     #[test]
     fn eval_and_substitute() {
-        let b: Bindings = [("seq".to_string(), 7), ("batch".to_string(), 2)].into_iter().collect();
+        let b: Bindings = [("seq".to_string(), 7), ("batch".to_string(), 2)]
+            .into_iter()
+            .collect();
         assert_eq!(d("(seq+1)/2*batch").eval(&b), Some(8));
         assert_eq!(d("max(seq, 9)").eval(&b), Some(9));
         assert_eq!(d("seq+unknown").eval(&b), None);

@@ -24,8 +24,8 @@ pub use graph::{Graph, Node, TensorType, ValueId};
 pub use half;
 pub use infer::{infer, InferError};
 pub use op::{
-    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind, ReduceKind,
-    ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind,
+    ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
 pub use text::{parse, print, ParseError};

@@ -20,5 +20,8 @@ pub fn print(g: &Graph) -> String {
 /// Parses the text format.
 pub fn parse(s: &str) -> Result<Graph, ParseError> {
     let _ = s;
-    Err(ParseError { line: 1, message: "parser not written yet".into() })
+    Err(ParseError {
+        line: 1,
+        message: "parser not written yet".into(),
+    })
 }
