@@ -13,7 +13,12 @@ fn main() {
     let trials = runner::collect(&root)
         .into_iter()
         .map(|path| {
-            let name = path.strip_prefix(&root).unwrap_or(&path).with_extension("").display().to_string();
+            let name = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .with_extension("")
+                .display()
+                .to_string();
             libtest_mimic::Trial::test(name, move || runner::run_file(&path).map_err(Into::into))
         })
         .collect();

@@ -31,7 +31,9 @@ pub fn precise(ctx: &mut Ctx<'_>, index: usize, case: &Case, actual: &str) {
 
 /// Every expected block that is a graph must parse (style.md §9.2).
 pub fn expected_block_parses(ctx: &mut Ctx<'_>, case: &Case) {
-    let Some(expected) = &case.expected else { return };
+    let Some(expected) = &case.expected else {
+        return;
+    };
     if !expected.trim_start().starts_with("graph") {
         return;
     }
@@ -39,7 +41,10 @@ pub fn expected_block_parses(ctx: &mut Ctx<'_>, case: &Case) {
         let first = (case.after.start..case.after.end)
             .find(|&j| is_expectation(&ctx.file.lines[j]))
             .unwrap_or(case.after.start);
-        ctx.fail(first + e.line, format!("the expected block does not parse: {}", e.message));
+        ctx.fail(
+            first + e.line,
+            format!("the expected block does not parse: {}", e.message),
+        );
     }
 }
 
@@ -58,7 +63,13 @@ pub fn rewrite(file: &TestFile, blessed: &BTreeMap<usize, String>) -> String {
         };
         let block: Vec<String> = new
             .lines()
-            .map(|l| if l.is_empty() { ";".to_string() } else { format!("; {l}") })
+            .map(|l| {
+                if l.is_empty() {
+                    ";".to_string()
+                } else {
+                    format!("; {l}")
+                }
+            })
             .collect();
         let mut inserted = false;
         let mut kept = Vec::new();

@@ -55,7 +55,10 @@ fn comment_body(line: &str) -> Option<&str> {
 /// `name: text` if the comment is a directive (`run:`, `bind:`, `error:`, `check:`, …).
 fn directive(body: &str) -> Option<(String, String)> {
     let (name, text) = body.split_once(':')?;
-    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     ok.then(|| (name.to_string(), text.trim().to_string()))
 }
 
@@ -96,22 +99,37 @@ impl TestFile {
         match words.next() {
             None => {}
             Some("test") => {
-                let name = words.next().ok_or(format!("line {}: `test` needs a command", i + 1))?;
+                let name = words
+                    .next()
+                    .ok_or(format!("line {}: `test` needs a command", i + 1))?;
                 let options = words.map(str::to_string).collect();
-                self.commands.push(Command { name: name.to_string(), options });
+                self.commands.push(Command {
+                    name: name.to_string(),
+                    options,
+                });
             }
             Some("pipeline") => {
                 let rest = line["pipeline".len()..].split(',');
-                self.pipeline = Some(rest.map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect());
+                self.pipeline = Some(
+                    rest.map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .collect(),
+                );
             }
             Some("set") => {
                 let kv = line["set".len()..].trim();
-                let (k, v) = kv.split_once('=').ok_or(format!("line {}: `set` needs KEY=VALUE", i + 1))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or(format!("line {}: `set` needs KEY=VALUE", i + 1))?;
                 self.sets.push((k.trim().to_string(), v.trim().to_string()));
             }
             Some(w) if w.starts_with(';') => {
                 if let Some((name, text)) = comment_body(line).and_then(directive) {
-                    directives.push(Directive { line: i + 1, name, text });
+                    directives.push(Directive {
+                        line: i + 1,
+                        name,
+                        text,
+                    });
                 }
             }
             Some(w) => return Err(format!("line {}: unexpected `{w}` in the header", i + 1)),
@@ -121,7 +139,9 @@ impl TestFile {
 
     /// Reads the case starting at line `i`; returns the index after it.
     fn case(&mut self, start: usize, header: &[Directive]) -> Result<usize, String> {
-        let Some(end) = (start..self.lines.len()).find(|&j| self.lines[j].trim_start().starts_with('}')) else {
+        let Some(end) =
+            (start..self.lines.len()).find(|&j| self.lines[j].trim_start().starts_with('}'))
+        else {
             return Err(format!("line {}: graph without a closing `}}`", start + 1));
         };
         let after_end = (end + 1..self.lines.len())
@@ -129,17 +149,28 @@ impl TestFile {
             .unwrap_or(self.lines.len());
         let mut directives: Vec<Directive> = header
             .iter()
-            .map(|d| Directive { line: d.line, name: d.name.clone(), text: d.text.clone() })
+            .map(|d| Directive {
+                line: d.line,
+                name: d.name.clone(),
+                text: d.text.clone(),
+            })
             .collect();
         let mut expected: Vec<&str> = Vec::new();
         for j in end + 1..after_end {
             let line = &self.lines[j];
             if !line.trim().is_empty() && !line.trim_start().starts_with(';') {
-                return Err(format!("line {}: only `;` comments may follow a graph", j + 1));
+                return Err(format!(
+                    "line {}: only `;` comments may follow a graph",
+                    j + 1
+                ));
             }
             match comment_body(line) {
                 Some(body) => match directive(body) {
-                    Some((name, text)) => directives.push(Directive { line: j + 1, name, text }),
+                    Some((name, text)) => directives.push(Directive {
+                        line: j + 1,
+                        name,
+                        text,
+                    }),
                     None => expected.push(body),
                 },
                 None => {}
@@ -158,7 +189,9 @@ impl TestFile {
     /// The value of a `set` key, parsed, or `default`.
     pub fn setting<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
         match self.sets.iter().rev().find(|(k, _)| k == key) {
-            Some((_, v)) => v.parse().map_err(|_| format!("bad value `{v}` for `set {key}`")),
+            Some((_, v)) => v
+                .parse()
+                .map_err(|_| format!("bad value `{v}` for `set {key}`")),
             None => Ok(default),
         }
     }

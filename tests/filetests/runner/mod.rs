@@ -3,6 +3,7 @@
 
 mod expect;
 mod file;
+mod optimize;
 mod parse;
 mod verify;
 
@@ -25,7 +26,8 @@ impl Ctx<'_> {
     pub fn fail(&mut self, line: usize, message: impl AsRef<str>) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let shown = self.path.strip_prefix(root).unwrap_or(self.path);
-        self.failures.push(format!("{}:{line}: {}", shown.display(), message.as_ref()));
+        self.failures
+            .push(format!("{}:{line}: {}", shown.display(), message.as_ref()));
     }
 
     /// Parses a case's graph, recording a failure with the file line if it does not parse.
@@ -33,7 +35,10 @@ impl Ctx<'_> {
         match kiln_ir::parse_with_lines(&case.text) {
             Ok(p) => Some(p),
             Err(e) => {
-                self.fail(case.first_line + e.line - 1, format!("parse error: {}", e.message));
+                self.fail(
+                    case.first_line + e.line - 1,
+                    format!("parse error: {}", e.message),
+                );
                 None
             }
         }
@@ -45,7 +50,9 @@ pub fn collect(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for p in entries.flatten().map(|e| e.path()) {
             if p.is_dir() {
                 stack.push(p);
@@ -75,6 +82,7 @@ pub fn run_file(path: &Path) -> Result<(), String> {
             match cmd.name.as_str() {
                 "parse" => parse::subtest(&mut ctx, i, case),
                 "verify" => verify::subtest(&mut ctx, case),
+                "optimize" => optimize::subtest(&mut ctx, i, case, cmd),
                 other => ctx.fail(1, format!("unknown test command `{other}`")),
             }
         }

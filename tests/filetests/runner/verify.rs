@@ -31,14 +31,26 @@ pub fn subtest(ctx: &mut Ctx<'_>, case: &Case) {
     };
     match (expected.as_slice(), actual) {
         ([], None) => {}
-        ([], Some((line, msg))) => ctx.fail(to_file(line.unwrap_or(1)), format!("unexpected error: {msg}")),
-        ([(line, want), ..], None) => ctx.fail(to_file(*line), format!("expected an error containing `{want}`, but the graph verifies")),
+        ([], Some((line, msg))) => ctx.fail(
+            to_file(line.unwrap_or(1)),
+            format!("unexpected error: {msg}"),
+        ),
+        ([(line, want), ..], None) => ctx.fail(
+            to_file(*line),
+            format!("expected an error containing `{want}`, but the graph verifies"),
+        ),
         ([(line, want), ..], Some((got_line, msg))) => {
             if !msg.contains(want.as_str()) {
-                ctx.fail(to_file(*line), format!("expected an error containing `{want}`, got: {msg}"));
+                ctx.fail(
+                    to_file(*line),
+                    format!("expected an error containing `{want}`, got: {msg}"),
+                );
             } else if got_line.is_some_and(|l| l != *line) {
                 let l = to_file(got_line.unwrap_or(*line));
-                ctx.fail(to_file(*line), format!("the error is reported at line {l}, not here: {msg}"));
+                ctx.fail(
+                    to_file(*line),
+                    format!("the error is reported at line {l}, not here: {msg}"),
+                );
             }
         }
     }
