@@ -1,4 +1,34 @@
-//! kiln: a model compiler.
+//! kiln: a model compiler. ONNX (or kiln's text IR) in, a typed graph with symbolic shapes,
+//! optimized by passes, run by the reference interpreter (native backends to come).
+//!
+//! This crate is the facade: [`Model`] loads, optimizes and runs a model; [`npz`] moves
+//! tensors through numpy files; [`onnx_suite`] runs ONNX backend test cases. It is the only
+//! kiln crate that knows about files the user hands in and the terminal's needs.
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! let model = kiln::Model::load("tests/models/bert_tiny.onnx")?.optimize()?;
+//! let inputs: BTreeMap<_, _> = kiln::npz::read_npz("tests/models/bert_tiny.inputs.npz".as_ref())?
+//!     .into_iter()
+//!     .collect();
+//! for (name, tensor) in model.run(&inputs)? {
+//!     println!("{name}: {:?}", tensor.shape());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod bind;
+pub mod compare;
+mod error;
+pub mod generate;
+mod model;
+pub mod npz;
+pub mod onnx_suite;
+pub mod summary;
+
+pub use error::Error;
 pub use kiln_frontend as frontend;
 pub use kiln_ir as ir;
 pub use kiln_passes as passes;
+pub use model::{Model, ModelFormat};

@@ -1,2 +1,7 @@
-//! The `kiln` command line.
-fn main() {}
+//! The `kiln` command line: the only place that prints, exits or shows progress bars.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

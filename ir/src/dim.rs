@@ -21,7 +21,7 @@ use std::fmt;
 /// assert_eq!(d.eval(&bound), Some(15));
 /// assert_eq!((seq * Dim::from(12)).div_floor(4).to_string(), "3*seq");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dim {
     /// Monomial (sorted list of atoms, empty for the constant term) to its coefficient.
     /// Coefficients are never zero.
@@ -311,10 +311,31 @@ impl fmt::Display for Dim {
                 if j > 0 {
                     f.write_str("*")?;
                 }
-                write!(f, "{atom}")?;
+                // `3*(seq)/5` would read back as `(3*seq)/5`, and a leading `-(seq)/5` as
+                // `(-seq)/5`: a floor division after a factor or a sign needs parentheses.
+                if matches!(atom, Atom::FloorDiv(..)) && (j > 0 || a != 1 || (i == 0 && c < 0)) {
+                    write!(f, "({atom})")?;
+                } else {
+                    write!(f, "{atom}")?;
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// Serialized as its text (`2*seq+1`): the polynomial's map has non-string keys, which
+/// JSON cannot hold, and the text is what a reader of the JSON wants anyway.
+impl Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dim, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -503,6 +524,9 @@ mod tests {
             "min(seq, 512)",
             "-seq+4",
             "0",
+            "3*((seq)/5)",
+            "b*((seq)/5)",
+            "-((seq)/5)+b",
         ] {
             let x = d(s);
             assert_eq!(d(&x.to_string()), x, "{s} printed as {x}");

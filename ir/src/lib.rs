@@ -28,5 +28,5 @@ pub use op::{
     ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
-pub use text::{parse, print, ParseError};
+pub use text::{parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError};
 pub use verify::{verify, VerifyError};

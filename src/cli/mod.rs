@@ -1,0 +1,81 @@
+//! Argument parsing and dispatch; each command lives in its own module.
+//!
+//! Errors reach the user as one line on stderr (`error: …`) and exit code 1; anyhow lives
+//! only here, at the edge.
+
+mod inspect;
+mod ops;
+mod pipeline;
+mod run;
+mod test_onnx;
+mod timing;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// kiln: a model compiler (ONNX in, typed IR with symbolic shapes, native code out).
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about,
+    after_help = "Example:\n  kiln run tests/models/bert_tiny.onnx --dim batch=2 --dim seq=16"
+)]
+struct Cli {
+    /// Print per-stage timings (load, each pass, run) to stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile and run a model once, on given or generated inputs, and summarize the outputs.
+    #[command(after_help = run::EXAMPLE)]
+    Run(run::RunArgs),
+    /// Print a model's graph after the default pipeline (or after one pass).
+    #[command(after_help = inspect::EXAMPLE)]
+    Inspect(inspect::InspectArgs),
+    /// Run ONNX backend test-case folders; ends with `N passed, N failed`.
+    #[command(name = "test-onnx", after_help = test_onnx::EXAMPLE)]
+    TestOnnx(test_onnx::TestOnnxArgs),
+    /// List the ONNX ops and opset ranges the frontend supports.
+    #[command(after_help = ops::EXAMPLE)]
+    Ops,
+}
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub(crate) enum Backend {
+    /// The reference interpreter.
+    #[default]
+    Interp,
+}
+
+/// Parses the command line, runs the command, and turns an error into one line and exit 1.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let timer = timing::Timer::new(cli.verbose);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, &timer),
+        Command::Inspect(args) => inspect::inspect(args, &timer),
+        Command::TestOnnx(args) => test_onnx::test_onnx(args),
+        Command::Ops => ops::ops(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,64 @@
+//! Loading and optimizing a model with per-stage timings, shared by `run` and `inspect`.
+
+use super::timing::Timer;
+use anyhow::Context;
+use kiln::frontend::ImportOptions;
+use kiln::passes::{PassManager, PipelineReport, RunOptions};
+use kiln::Model;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Loads a model; `dims` fixes symbol sizes at import.
+pub(crate) fn load(
+    path: &Path,
+    dims: &BTreeMap<String, i64>,
+    timer: &Timer,
+) -> anyhow::Result<Model> {
+    let opts = ImportOptions {
+        dims: dims.clone(),
+        ..ImportOptions::default()
+    };
+    Ok(timer.time("load (decode + import)", || Model::load_with(path, &opts))?)
+}
+
+/// Runs the default pipeline, stopping after `stop_after` when given, and reports each
+/// pass's time.
+pub(crate) fn optimize(
+    model: &Model,
+    stop_after: Option<String>,
+    timer: &Timer,
+) -> anyhow::Result<Model> {
+    let opts = RunOptions {
+        stop_after,
+        verify: true,
+    };
+    let (optimized, report) = model
+        .optimize_with(&PassManager::default_pipeline(), &opts)
+        .with_context(|| format!("optimizing {}", model.path().display()))?;
+    report_passes(&report, timer);
+    Ok(optimized)
+}
+
+fn report_passes(report: &PipelineReport, timer: &Timer) {
+    for run in &report.passes {
+        timer.report(
+            &format!("pass {} (round {})", run.name, run.round),
+            run.time,
+        );
+    }
+}
+
+/// Parses `NAME=N` for `--dim`.
+pub(crate) fn parse_dim(s: &str) -> Result<(String, i64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got `{s}`"))?;
+    let n: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not an integer"))?;
+    if n < 0 {
+        return Err(format!("dim `{name}` must be non-negative, got {n}"));
+    }
+    Ok((name.trim().to_string(), n))
+}

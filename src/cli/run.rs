@@ -1,0 +1,88 @@
+//! `kiln run`: compile and run a model once.
+
+use super::pipeline::{load, optimize, parse_dim};
+use super::timing::Timer;
+use super::Backend;
+use anyhow::Context;
+use clap::Args;
+use kiln::generate::generate_inputs;
+use kiln::ir::Tensor;
+use kiln::npz::{read_npz, write_npz};
+use kiln::summary::summarize;
+use kiln::Model;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub(crate) const EXAMPLE: &str = "Examples:
+  kiln run tests/models/bert_tiny.onnx
+  kiln run tests/models/gpt2_tiny.onnx --dim batch=2 --dim seq=16 -o out.npz
+  kiln run model.onnx --inputs in.npz -o out.npz -v";
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The model: an ONNX file or kiln text IR (.kir).
+    model: PathBuf,
+    /// Inputs by name, as an .npz file; without it, valid inputs are generated.
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// Write the outputs, by name, to this .npz file.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Size of a symbolic dim for generated inputs, e.g. `--dim seq=128` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim)]
+    dims: Vec<(String, i64)>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t)]
+    backend: Backend,
+    /// Seed for generated inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run the graph as imported, without the optimization pipeline.
+    #[arg(long)]
+    no_optimize: bool,
+}
+
+pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
+    let dims: BTreeMap<String, i64> = args.dims.iter().cloned().collect();
+    let mut model = load(&args.model, &dims, timer)?;
+    if !args.no_optimize {
+        model = optimize(&model, None, timer)?;
+    }
+    let inputs = inputs(&args, &model, &dims)?;
+    let outputs = match args.backend {
+        Backend::Interp => timer.time("run (interp)", || model.run(&inputs))?,
+    };
+    for (name, t) in &outputs {
+        println!("{}", summarize(name, t));
+    }
+    if let Some(path) = &args.output {
+        write_npz(path, &outputs)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inputs(
+    args: &RunArgs,
+    model: &Model,
+    dims: &BTreeMap<String, i64>,
+) -> anyhow::Result<BTreeMap<String, Tensor>> {
+    if let Some(path) = &args.inputs {
+        return Ok(read_npz(path)?.into_iter().collect());
+    }
+    let generated = generate_inputs(model.graph(), dims, args.seed)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("generating inputs for {}", args.model.display()))?;
+    if !generated.defaulted.is_empty() {
+        let list: Vec<String> = generated
+            .defaulted
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
+        eprintln!(
+            "note: using {} (set sizes with --dim NAME=N)",
+            list.join(", ")
+        );
+    }
+    Ok(generated.inputs.into_iter().collect())
+}

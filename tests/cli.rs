@@ -1,0 +1,107 @@
+//! The `kiln` binary's happy paths: run prints summaries, inspect emits parseable JSON, and
+//! every command's help carries an example.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = kiln(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kiln {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn model(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn run_with_generated_inputs_prints_a_summary_per_output() {
+    let out = stdout_of(&[
+        "run",
+        &model("bert_tiny.onnx"),
+        "--dim",
+        "batch=2",
+        "--dim",
+        "seq=5",
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("last_hidden_state"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("f32[2, 5, 64]") && line.contains("min") && line.contains("mean"),
+        "{line}"
+    );
+}
+
+#[test]
+fn run_with_inputs_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.npz");
+    let inputs = model("gpt2_tiny.inputs.npz");
+    let out = out_path.display().to_string();
+    let printed = stdout_of(&[
+        "run",
+        &model("gpt2_tiny.onnx"),
+        "--inputs",
+        &inputs,
+        "-o",
+        &out,
+    ]);
+    assert!(printed.contains("f32[2, 16, 64]"), "{printed}");
+    let written = kiln::npz::read_npz(&out_path).unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].1.shape(), &[2, 16, 64]);
+}
+
+#[test]
+fn inspect_json_parses_as_a_graph() {
+    let out = stdout_of(&["inspect", &model("bert_tiny_ts.onnx"), "--format", "json"]);
+    let graph: kiln::ir::Graph = serde_json::from_str(&out).unwrap();
+    assert_eq!(graph.inputs.len(), 3);
+    assert!(!graph.nodes.is_empty());
+}
+
+#[test]
+fn inspect_text_parses_back() {
+    let out = stdout_of(&["inspect", &model("vit_tiny_ts.onnx")]);
+    let graph = kiln::ir::parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(graph.outputs.len(), 1);
+}
+
+#[test]
+fn every_help_has_an_example() {
+    for cmd in [
+        vec![],
+        vec!["run"],
+        vec!["inspect"],
+        vec!["test-onnx"],
+        vec!["ops"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let out = stdout_of(&args);
+        assert!(
+            out.contains("Example"),
+            "kiln {args:?} has no example:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn ops_lists_supported_ops() {
+    let out = stdout_of(&["ops"]);
+    assert!(out.lines().any(|l| l.starts_with("MatMul")), "{out}");
+}

@@ -1,0 +1,89 @@
+//! The vendored transformer models (tests/models) against onnxruntime's reference outputs, at
+//! both sizes each was exported for, optimized and as imported.
+
+use kiln::compare::{compare, Tolerance};
+use kiln::ir::Tensor;
+use kiln::npz::read_npz;
+use kiln::Model;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models")
+}
+
+/// Runs `model` on `{name}{size}.inputs.npz` and compares with `{name}{size}.outputs.npz`;
+/// returns one line per mismatch.
+fn check_size(model: &Model, name: &str, size: &str) -> Vec<String> {
+    let dir = models_dir();
+    let inputs: BTreeMap<String, Tensor> = read_npz(&dir.join(format!("{name}{size}.inputs.npz")))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let expected = read_npz(&dir.join(format!("{name}{size}.outputs.npz"))).unwrap();
+    let actual: BTreeMap<String, Tensor> = match model.run(&inputs) {
+        Ok(outputs) => outputs.into_iter().collect(),
+        Err(e) => return vec![format!("{name}{size}: {e}")],
+    };
+    expected
+        .iter()
+        .filter_map(|(out, want)| match actual.get(out) {
+            None => Some(format!("{name}{size}: no output `{out}`")),
+            Some(got) => compare(got, want, Tolerance::MODELS)
+                .err()
+                .map(|m| format!("{name}{size}: `{out}`: {m}")),
+        })
+        .collect()
+}
+
+fn check_model(name: &str) {
+    let model =
+        Model::load(models_dir().join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
+    let optimized = model.optimize().unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = Vec::new();
+    for (label, m) in [("optimized", &optimized), ("as imported", &model)] {
+        for size in ["", ".alt"] {
+            failures.extend(
+                check_size(m, name, size)
+                    .into_iter()
+                    .map(|f| format!("{label}: {f}")),
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
+}
+
+macro_rules! model_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_model(stringify!($name));
+            }
+        )*
+
+        #[test]
+        fn every_vendored_model_has_a_test() {
+            let mut tested = vec![$(stringify!($name)),*];
+            tested.sort();
+            let mut vendored: Vec<String> = std::fs::read_dir(models_dir())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".onnx").map(str::to_string))
+                .collect();
+            vendored.sort();
+            assert_eq!(vendored, tested);
+        }
+    };
+}
+
+model_tests!(
+    bert_tiny,
+    bert_tiny_ts,
+    bert_tiny_ts_qdyn,
+    gpt2_tiny,
+    gpt2_tiny_ts,
+    llama_tiny,
+    llama_tiny_ts,
+    vit_tiny,
+    vit_tiny_ts,
+);
