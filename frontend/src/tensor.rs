@@ -185,3 +185,61 @@ fn typed_fields(
         DType::BF16 => conv(i32s, |x| bf16::from_bits(x as u16), shape),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(code: i32) -> TensorProto {
+        TensorProto {
+            dims: vec![2],
+            data_type: Some(code),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_dtype_reads_from_raw_data_and_typed_fields() {
+        for code in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16] {
+            let dtype = dtype_of(code).unwrap();
+            let expected = Tensor::full(dtype, &[2], 1.0).unwrap();
+            let mut raw = proto(code);
+            raw.raw_data = Some(expected.to_le_bytes());
+            let mut ext = ExternalData::new(None);
+            assert_eq!(
+                tensor_from_proto(&raw, &mut ext).unwrap(),
+                expected,
+                "{dtype} raw"
+            );
+            let mut typed = proto(code);
+            match dtype {
+                DType::F32 => typed.float_data = vec![1.0; 2],
+                DType::F64 => typed.double_data = vec![1.0; 2],
+                DType::I64 => typed.int64_data = vec![1; 2],
+                DType::U32 | DType::U64 => typed.uint64_data = vec![1; 2],
+                DType::F16 => typed.int32_data = vec![f16::ONE.to_bits() as i32; 2],
+                DType::BF16 => typed.int32_data = vec![bf16::ONE.to_bits() as i32; 2],
+                _ => typed.int32_data = vec![1; 2],
+            }
+            assert_eq!(
+                tensor_from_proto(&typed, &mut ext).unwrap(),
+                expected,
+                "{dtype} typed"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_counts_and_strings_are_errors() {
+        let mut ext = ExternalData::new(None);
+        let mut t = proto(1);
+        t.float_data = vec![1.0; 3];
+        assert!(tensor_from_proto(&t, &mut ext).is_err());
+        let mut huge = proto(1);
+        huge.dims = vec![i64::MAX, i64::MAX];
+        assert!(tensor_from_proto(&huge, &mut ext).is_err());
+        assert!(tensor_from_proto(&proto(8), &mut ext)
+            .unwrap_err()
+            .contains("string"));
+    }
+}

@@ -24,12 +24,20 @@ fn every_model_imports_with_symbolic_dims() {
     }
     for name in NAMES {
         let path = Path::new(MODELS).join(format!("{name}.onnx"));
-        let g = load_model(&path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let g =
+            load_model(&path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         kiln_ir::verify(&g).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let n_shape = g.nodes.iter().filter(|n| matches!(n.op, kiln_ir::Op::ShapeOf)).count();
+        let n_shape = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, kiln_ir::Op::ShapeOf))
+            .count();
         assert_eq!(n_shape, 0, "{name}: shape computations were not folded");
         let out = g.value_type(g.outputs[0].1);
-        assert!(out.shape.iter().any(|d| !d.is_const()), "{name}: output {out} lost its symbolic dims");
+        assert!(
+            out.shape.iter().any(|d| !d.is_const()),
+            "{name}: output {out} lost its symbolic dims"
+        );
         println!("{name}: {} nodes, output {out}", g.nodes.len());
     }
 }

@@ -124,7 +124,10 @@ pub fn eval(op: &Op, args: &[Arg<'_>]) -> Option<Vec<Known>> {
 }
 
 /// Integer vectors as dims, with the dtype the result takes.
-fn int_operands(ks: &[&Known]) -> Option<(Vec<(Vec<Dim>, bool)>, DType)> {
+/// An integer vector as dims, and whether it is rank 0.
+type DimVec = (Vec<Dim>, bool);
+
+fn int_operands(ks: &[&Known]) -> Option<(Vec<DimVec>, DType)> {
     let dtype = ks.first()?.dtype();
     if !dtype.is_int() || ks.iter().any(|k| k.dtype() != dtype) {
         return None;
@@ -176,6 +179,10 @@ fn cast(k: &Known, to: DType) -> Option<Known> {
 }
 
 fn unary(u: UnaryOp, ks: &[&Known]) -> Option<Known> {
+    if let (UnaryOp::Not, [Known::Tensor(t)]) = (u, ks) {
+        let a = t.as_array::<bool>()?;
+        return Some(Known::Tensor(Tensor::from_array(a.map(|b| !b))));
+    }
     let (mut ops, dtype) = int_operands(ks)?;
     let (dims, scalar) = ops.pop()?;
     let out = match u {

@@ -82,6 +82,10 @@ pub(crate) fn register(reg: &mut Registry) {
     });
     reg.add("Identity", 1, |_, n| Ok(vec![n.input(0)?.clone()]));
     reg.add("Dropout", 7, dropout);
+    reg.add("BitCast", 26, |cx, n| {
+        let to = dtype_of(n.req_int("to")? as i32).map_err(|m| n.ctx.unsupported(m))?;
+        Ok(vec![cx.emit1("", Op::Bitcast { to }, &[n.input(0)?])?])
+    });
 }
 
 fn pow(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
@@ -99,13 +103,46 @@ fn modulo(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     Ok(vec![cx.binary("", op, n.input(0)?, n.input(1)?)?])
 }
 
+/// The unsigned type of the same width, for shifting signed integers.
+fn unsigned_of(d: DType) -> Option<DType> {
+    match d {
+        DType::I8 => Some(DType::U8),
+        DType::I16 => Some(DType::U16),
+        DType::I32 => Some(DType::U32),
+        DType::I64 => Some(DType::U64),
+        _ => None,
+    }
+}
+
+/// Shifts; signed inputs shift through their unsigned twin (right shifts stay arithmetic:
+/// a negative `a` shifts as `!((!a) >> b)`).
 fn bit_shift(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let op = match n.string("direction", "").as_str() {
         "LEFT" => B::ShiftLeft,
         "RIGHT" => B::ShiftRight,
         d => return Err(cx.err(format!("direction `{d}` is neither LEFT nor RIGHT"))),
     };
-    Ok(vec![cx.binary("", op, n.input(0)?, n.input(1)?)?])
+    let (a, b) = (n.input(0)?, n.input(1)?);
+    let signed = cx.dtype(a);
+    let Some(u) = unsigned_of(signed) else {
+        return Ok(vec![cx.binary("", op, a, b)?]);
+    };
+    let bu = cx.emit1("bitcast_b", Op::Bitcast { to: u }, &[b])?;
+    let au = cx.emit1("bitcast_a", Op::Bitcast { to: u }, &[a])?;
+    if op == B::ShiftLeft {
+        let s = cx.binary("shift", op, &au, &bu)?;
+        return Ok(vec![cx.emit1("", Op::Bitcast { to: signed }, &[&s])?]);
+    }
+    let na = cx.unary("not_a", U::BitNot, a)?;
+    let nau = cx.emit1("bitcast_not_a", Op::Bitcast { to: u }, &[&na])?;
+    let pos = cx.binary("shift", op, &au, &bu)?;
+    let neg = cx.binary("shift_not", op, &nau, &bu)?;
+    let pos = cx.emit1("bitcast_pos", Op::Bitcast { to: signed }, &[&pos])?;
+    let neg = cx.emit1("bitcast_neg", Op::Bitcast { to: signed }, &[&neg])?;
+    let neg = cx.unary("not_shifted", U::BitNot, &neg)?;
+    let zero = cx.scalar(signed, 0.0);
+    let is_neg = cx.binary("is_neg", B::Less, a, &zero)?;
+    Ok(vec![cx.emit1("", Op::Where, &[&is_neg, &neg, &pos])?])
 }
 
 fn is_inf(cx: &mut Cx, n: &N) -> R<Vec<Val>> {

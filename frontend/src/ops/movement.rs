@@ -98,7 +98,9 @@ fn concat(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 /// `[lo, dim + hi]`. Symbolic bounds, and small constant bounds on symbolic dims, are
 /// assumed to be in range (exporters slice `[:seq]`, not past the end).
 fn bound(v: &Dim, dim: &Dim, lo: i64, hi: i64) -> Dim {
-    let Some(v) = v.as_const() else { return v.clone() };
+    let Some(v) = v.as_const() else {
+        return v.clone();
+    };
     match dim.as_const() {
         Some(d) => Dim::from((if v < 0 { v + d } else { v }).clamp(lo, d + hi)),
         None if v >= i32::MAX as i64 => dim.clone() + Dim::from(hi),
@@ -118,7 +120,12 @@ pub(crate) fn slice_axis(axis: usize, dim: &Dim, start: &Dim, end: &Dim, step: i
         (Some(a), Some(b)) => Dim::from(b.min(a)),
         _ => e,
     };
-    SliceAxis { axis, start: s, end: e, step }
+    SliceAxis {
+        axis,
+        start: s,
+        end: e,
+        step,
+    }
 }
 
 fn slice(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
@@ -134,14 +141,23 @@ fn slice(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let starts = get("starts", 1)?.ok_or_else(|| cx.err("starts are required"))?;
     let ends = get("ends", 2)?.ok_or_else(|| cx.err("ends are required"))?;
     let axes = match get("axes", 3)? {
-        Some(a) => a.iter().map(|d| d.as_const().ok_or_else(|| cx.err("symbolic axes"))).collect::<R<Vec<_>>>()?,
+        Some(a) => a
+            .iter()
+            .map(|d| d.as_const().ok_or_else(|| cx.err("symbolic axes")))
+            .collect::<R<Vec<_>>>()?,
         None => (0..starts.len() as i64).collect(),
     };
     let steps = match get("steps", 4)? {
-        Some(a) => a.iter().map(|d| d.as_const().ok_or_else(|| cx.err("symbolic steps"))).collect::<R<Vec<_>>>()?,
+        Some(a) => a
+            .iter()
+            .map(|d| d.as_const().ok_or_else(|| cx.err("symbolic steps")))
+            .collect::<R<Vec<_>>>()?,
         None => vec![1; starts.len()],
     };
-    if [ends.len(), axes.len(), steps.len()].iter().any(|&l| l != starts.len()) {
+    if [ends.len(), axes.len(), steps.len()]
+        .iter()
+        .any(|&l| l != starts.len())
+    {
         return Err(cx.err("starts, ends, axes and steps differ in length"));
     }
     let mut out = Vec::new();
@@ -150,7 +166,13 @@ fn slice(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         if steps[i] == 0 {
             return Err(cx.err("step is zero"));
         }
-        out.push(slice_axis(axis, &shape[axis], &starts[i], &ends[i], steps[i]));
+        out.push(slice_axis(
+            axis,
+            &shape[axis],
+            &starts[i],
+            &ends[i],
+            steps[i],
+        ));
     }
     Ok(vec![cx.emit1("", Op::Slice { axes: out }, &[x])?])
 }
