@@ -11,14 +11,18 @@ fn root() -> PathBuf {
 /// Every `.rs` file of the project, skipping build outputs and vendored test data.
 fn rust_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for top in ["src", "ir", "frontend", "passes", "backends", "tests", "benches", "examples"] {
+    for top in [
+        "src", "ir", "frontend", "passes", "backends", "tests", "benches", "examples",
+    ] {
         walk(&root().join(top), &mut out);
     }
     out
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -41,17 +45,29 @@ fn rel(p: &Path) -> String {
 fn every_rust_file_starts_with_a_module_doc() {
     let bad: Vec<String> = rust_files()
         .into_iter()
-        .filter(|p| !fs::read_to_string(p).unwrap_or_default().trim_start().starts_with("//!"))
+        .filter(|p| {
+            !fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim_start()
+                .starts_with("//!")
+        })
         .map(|p| rel(&p))
         .collect();
-    assert!(bad.is_empty(), "files without a leading `//!` doc: {bad:#?}");
+    assert!(
+        bad.is_empty(),
+        "files without a leading `//!` doc: {bad:#?}"
+    );
 }
 
 #[test]
 fn no_trailing_whitespace() {
     let mut bad = Vec::new();
     for p in rust_files() {
-        for (i, line) in fs::read_to_string(&p).unwrap_or_default().lines().enumerate() {
+        for (i, line) in fs::read_to_string(&p)
+            .unwrap_or_default()
+            .lines()
+            .enumerate()
+        {
             if line.ends_with(' ') || line.ends_with('\t') {
                 bad.push(format!("{}:{}", rel(&p), i + 1));
             }
@@ -67,7 +83,11 @@ fn every_ignore_gives_a_reason() {
         if p.ends_with("tests/tidy.rs") {
             continue;
         }
-        for (i, line) in fs::read_to_string(&p).unwrap_or_default().lines().enumerate() {
+        for (i, line) in fs::read_to_string(&p)
+            .unwrap_or_default()
+            .lines()
+            .enumerate()
+        {
             if line.trim() == "#[ignore]" {
                 bad.push(format!("{}:{}", rel(&p), i + 1));
             }
@@ -83,7 +103,11 @@ fn no_orphan_modules() {
     for p in rust_files() {
         let s = rel(&p);
         let Some(idx) = s.find("src/") else { continue };
-        let name = p.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = p
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if matches!(name.as_str(), "lib" | "main" | "mod") || s[idx + 4..].starts_with("bin/") {
             continue;
         }
@@ -96,10 +120,13 @@ fn no_orphan_modules() {
             vec![dir.join("mod.rs"), up.join(format!("{dname}.rs"))]
         };
         let declared = parents.iter().any(|parent| {
-            fs::read_to_string(parent).unwrap_or_default().lines().any(|l| {
-                let l = l.trim();
-                l.ends_with(&format!("mod {name};")) || l.contains(&format!("mod {name} {{"))
-            })
+            fs::read_to_string(parent)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| {
+                    let l = l.trim();
+                    l.ends_with(&format!("mod {name};")) || l.contains(&format!("mod {name} {{"))
+                })
         });
         if !declared {
             bad.push(s);
@@ -119,14 +146,20 @@ fn dependency_edges_point_down() {
         ("backends/cpu", &["kiln-ir"]),
     ];
     for (dir, ok) in allowed {
-        let toml = fs::read_to_string(root().join(dir).join("Cargo.toml")).expect("member manifest");
+        let toml =
+            fs::read_to_string(root().join(dir).join("Cargo.toml")).expect("member manifest");
         let deps: Vec<&str> = toml
             .lines()
             .filter_map(|l| l.split(['=', '.', ' ']).next())
-            .filter(|name| name.starts_with("kiln-") && !toml.contains(&format!("name = \"{name}\"")))
+            .filter(|name| {
+                name.starts_with("kiln-") && !toml.contains(&format!("name = \"{name}\""))
+            })
             .collect();
         for d in deps {
-            assert!(ok.contains(&d), "{dir} depends on {d}, which ARCHITECTURE.md forbids");
+            assert!(
+                ok.contains(&d),
+                "{dir} depends on {d}, which ARCHITECTURE.md forbids"
+            );
         }
     }
 }

@@ -1,7 +1,80 @@
 //! ONNX to kiln IR.
+//!
+//! [`load_model`] decodes an ONNX model and lowers every node into kiln's core ops
+//! (DESIGN decision 1), folding shape computations into symbolic dims on the way
+//! (decision 2). One file per ONNX op family lives under `ops/`; each registers its ops
+//! with the opset versions it supports. Errors are values that name the file, node, op
+//! and opset; nothing outside the model's folder is ever read.
+#![warn(missing_docs)]
+
+mod cx;
+mod error;
+mod import;
+mod node;
+mod ops;
+mod registry;
+mod tensor;
 
 /// The ONNX protobuf types, generated from the vendored `onnx.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+pub use error::FrontendError;
+pub use registry::{supported_ops, OpSupport};
+
+use kiln_ir::{Graph, Tensor};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Options for importing a model.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Graph inputs whose values are fixed at import. They become constants and are not
+    /// inputs of the imported graph (this is how a shape operand fed by an input is handled).
+    pub known_inputs: BTreeMap<String, Tensor>,
+    /// Values for symbolic dims (`dim_param` names, as written or sanitized).
+    pub dims: BTreeMap<String, i64>,
+}
+
+/// Imports the ONNX model at `path`; external data is read relative to its folder.
+pub fn load_model(path: &Path, opts: &ImportOptions) -> Result<Graph, FrontendError> {
+    let bytes = read(path)?;
+    import::import(&bytes, path.parent(), &path.display().to_string(), opts)
+}
+
+/// Imports a serialized ONNX model; external data, if any, is read relative to `base_dir`.
+pub fn load_model_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Graph, FrontendError> {
+    import::import(bytes, base_dir, "<model bytes>", opts)
+}
+
+/// Reads a serialized `TensorProto` (as in ONNX test data), returning its name and value.
+pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), FrontendError> {
+    let bytes = read(path)?;
+    let file = path.display().to_string();
+    let t = proto::TensorProto::decode(bytes.as_slice()).map_err(|e| FrontendError::Model {
+        file: file.clone(),
+        message: format!("not a valid TensorProto: {e}"),
+    })?;
+    let mut ext = tensor::ExternalData::new(path.parent());
+    let tensor =
+        tensor::tensor_from_proto(&t, &mut ext).map_err(|message| FrontendError::Tensor {
+            file,
+            tensor: t.name().to_string(),
+            message,
+        })?;
+    Ok((t.name().to_string(), tensor))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, FrontendError> {
+    std::fs::read(path).map_err(|source| FrontendError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }

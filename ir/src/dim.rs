@@ -21,7 +21,7 @@ use std::fmt;
 /// assert_eq!(d.eval(&bound), Some(15));
 /// assert_eq!((seq * Dim::from(12)).div_floor(4).to_string(), "3*seq");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dim {
     /// Monomial (sorted list of atoms, empty for the constant term) to its coefficient.
     /// Coefficients are never zero.
@@ -147,7 +147,9 @@ impl Dim {
             return self.clone();
         }
         if let Some(c) = self.as_const() {
-            return Dim::constant(c.div_euclid(d) - if d < 0 && c.rem_euclid(d) != 0 { 1 } else { 0 });
+            return Dim::constant(
+                c.div_euclid(d) - if d < 0 && c.rem_euclid(d) != 0 { 1 } else { 0 },
+            );
         }
         if d > 0 && self.terms.values().all(|c| c % d == 0) {
             return Dim {
@@ -215,7 +217,9 @@ impl Atom {
 
     fn substitute(&self, b: &Bindings) -> Dim {
         match self {
-            Atom::Sym(s) => b.get(s).map_or_else(|| Dim::sym(s.clone()), |v| Dim::constant(*v)),
+            Atom::Sym(s) => b
+                .get(s)
+                .map_or_else(|| Dim::sym(s.clone()), |v| Dim::constant(*v)),
             Atom::FloorDiv(d, c) => d.substitute(b).div_floor(*c),
             Atom::Min(x, y) => x.substitute(b).min_with(&y.substitute(b)),
             Atom::Max(x, y) => x.substitute(b).max_with(&y.substitute(b)),
@@ -249,7 +253,11 @@ impl std::ops::Neg for Dim {
     type Output = Dim;
     fn neg(self) -> Dim {
         Dim {
-            terms: self.terms.into_iter().map(|(m, c)| (m, c.wrapping_neg())).collect(),
+            terms: self
+                .terms
+                .into_iter()
+                .map(|(m, c)| (m, c.wrapping_neg()))
+                .collect(),
         }
     }
 }
@@ -303,10 +311,31 @@ impl fmt::Display for Dim {
                 if j > 0 {
                     f.write_str("*")?;
                 }
-                write!(f, "{atom}")?;
+                // `3*(seq)/5` would read back as `(3*seq)/5`, and a leading `-(seq)/5` as
+                // `(-seq)/5`: a floor division after a factor or a sign needs parentheses.
+                if matches!(atom, Atom::FloorDiv(..)) && (j > 0 || a != 1 || (i == 0 && c < 0)) {
+                    write!(f, "({atom})")?;
+                } else {
+                    write!(f, "{atom}")?;
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// Serialized as its text (`2*seq+1`): the polynomial's map has non-string keys, which
+/// JSON cannot hold, and the text is what a reader of the JSON wants anyway.
+impl Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dim, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -340,7 +369,10 @@ pub struct DimParseError {
 impl std::str::FromStr for Dim {
     type Err = DimParseError;
     fn from_str(s: &str) -> Result<Dim, DimParseError> {
-        let mut p = DimParser { s: s.as_bytes(), pos: 0 };
+        let mut p = DimParser {
+            s: s.as_bytes(),
+            pos: 0,
+        };
         let err = |reason: String| DimParseError {
             text: s.to_string(),
             reason,
@@ -429,12 +461,15 @@ impl DimParser<'_> {
                     self.pos += 1;
                 }
                 let t = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or_default();
-                t.parse::<i64>().map(Dim::constant).map_err(|e| e.to_string())
+                t.parse::<i64>()
+                    .map(Dim::constant)
+                    .map_err(|e| e.to_string())
             }
             Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = self.pos;
                 while self.pos < self.s.len()
-                    && (self.s[self.pos].is_ascii_alphanumeric() || matches!(self.s[self.pos], b'_' | b'.'))
+                    && (self.s[self.pos].is_ascii_alphanumeric()
+                        || matches!(self.s[self.pos], b'_' | b'.'))
                 {
                     self.pos += 1;
                 }
@@ -448,7 +483,11 @@ impl DimParser<'_> {
                     if !self.eat(b')') {
                         return Err("missing `)`".into());
                     }
-                    return Ok(if name == "min" { a.min_with(&b) } else { a.max_with(&b) });
+                    return Ok(if name == "min" {
+                        a.min_with(&b)
+                    } else {
+                        a.max_with(&b)
+                    });
                 }
                 Ok(Dim::sym(name))
             }
@@ -476,7 +515,19 @@ mod tests {
 
     #[test]
     fn display_parses_back() {
-        for s in ["batch", "seq+1", "12*seq", "2*batch*seq-3", "(seq+1)/2", "min(seq, 512)", "-seq+4", "0"] {
+        for s in [
+            "batch",
+            "seq+1",
+            "12*seq",
+            "2*batch*seq-3",
+            "(seq+1)/2",
+            "min(seq, 512)",
+            "-seq+4",
+            "0",
+            "3*((seq)/5)",
+            "b*((seq)/5)",
+            "-((seq)/5)+b",
+        ] {
             let x = d(s);
             assert_eq!(d(&x.to_string()), x, "{s} printed as {x}");
         }
@@ -493,7 +544,9 @@ mod tests {
 
     #[test]
     fn eval_and_substitute() {
-        let b: Bindings = [("seq".to_string(), 7), ("batch".to_string(), 2)].into_iter().collect();
+        let b: Bindings = [("seq".to_string(), 7), ("batch".to_string(), 2)]
+            .into_iter()
+            .collect();
         assert_eq!(d("(seq+1)/2*batch").eval(&b), Some(8));
         assert_eq!(d("max(seq, 9)").eval(&b), Some(9));
         assert_eq!(d("seq+unknown").eval(&b), None);

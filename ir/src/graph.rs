@@ -129,7 +129,12 @@ impl Graph {
     }
 
     /// Appends a node, inferring the types of its outputs.
-    pub fn add_node(&mut self, name: impl Into<String>, op: Op, inputs: &[ValueId]) -> Result<Vec<ValueId>, InferError> {
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: &[ValueId],
+    ) -> Result<Vec<ValueId>, InferError> {
         let types: Vec<&TensorType> = inputs.iter().map(|v| &self.values[v.index()]).collect();
         let out_types = infer(&op, &types)?;
         Ok(self.push_node(name.into(), op, inputs.to_vec(), out_types))
@@ -137,7 +142,13 @@ impl Graph {
 
     /// Appends a node whose output types are already known (the parser's path; the
     /// verifier checks them against inference).
-    pub fn push_node(&mut self, name: String, op: Op, inputs: Vec<ValueId>, out_types: Vec<TensorType>) -> Vec<ValueId> {
+    pub fn push_node(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: Vec<ValueId>,
+        out_types: Vec<TensorType>,
+    ) -> Vec<ValueId> {
         let outputs: Vec<ValueId> = out_types.into_iter().map(|t| self.new_value(t)).collect();
         self.nodes.push(Node {
             name,
@@ -169,7 +180,12 @@ impl Graph {
         let mut s: Vec<String> = self
             .inputs
             .iter()
-            .flat_map(|(_, v)| self.values[v.index()].shape.iter().flat_map(|d| d.symbols()))
+            .flat_map(|(_, v)| {
+                self.values[v.index()]
+                    .shape
+                    .iter()
+                    .flat_map(|d| d.symbols())
+            })
             .collect();
         s.sort();
         s.dedup();

@@ -24,9 +24,9 @@ pub use graph::{Graph, Node, TensorType, ValueId};
 pub use half;
 pub use infer::{infer, input_arity, Arity, InferError};
 pub use op::{
-    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind, ReduceKind,
-    ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind,
+    ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
-pub use text::{parse, print, ParseError};
+pub use text::{parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError};
 pub use verify::{verify, VerifyError};

@@ -493,8 +493,12 @@ impl Op {
             Op::Cast { .. } => "cast".into(),
             Op::Bitcast { .. } => "bitcast".into(),
             Op::Reduce { kind, .. } => format!("reduce_{}", kind.name()),
-            Op::ArgReduce { kind: ArgKind::Max, .. } => "argmax".into(),
-            Op::ArgReduce { kind: ArgKind::Min, .. } => "argmin".into(),
+            Op::ArgReduce {
+                kind: ArgKind::Max, ..
+            } => "argmax".into(),
+            Op::ArgReduce {
+                kind: ArgKind::Min, ..
+            } => "argmin".into(),
             Op::Softmax { log: false, .. } => "softmax".into(),
             Op::Softmax { log: true, .. } => "log_softmax".into(),
             Op::MatMul => "matmul".into(),
@@ -518,8 +522,14 @@ impl Op {
             Op::ScatterNd { .. } => "scatter_nd".into(),
             Op::Range { .. } => "range".into(),
             Op::Trilu { .. } => "trilu".into(),
-            Op::Scan { kind: ScanKind::Sum, .. } => "cumsum".into(),
-            Op::Scan { kind: ScanKind::Prod, .. } => "cumprod".into(),
+            Op::Scan {
+                kind: ScanKind::Sum,
+                ..
+            } => "cumsum".into(),
+            Op::Scan {
+                kind: ScanKind::Prod,
+                ..
+            } => "cumprod".into(),
             Op::TopK { .. } => "topk".into(),
             Op::OneHot { .. } => "one_hot".into(),
             Op::NonZero { .. } => "nonzero".into(),
@@ -582,7 +592,10 @@ names!(PadMode { Constant => "constant", Reflect => "reflect", Edge => "edge", W
 impl UnaryOp {
     /// True if the op maps to bool whatever its input.
     pub fn returns_bool(self) -> bool {
-        matches!(self, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsPosInf | UnaryOp::IsNegInf)
+        matches!(
+            self,
+            UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsPosInf | UnaryOp::IsNegInf
+        )
     }
 }
 

@@ -73,7 +73,9 @@ macro_rules! dispatch {
 }
 
 /// An element type that a [`Tensor`] can hold.
-pub trait Elem: Copy + Default + PartialEq + PartialOrd + fmt::Debug + Send + Sync + 'static {
+pub trait Elem:
+    Copy + Default + PartialEq + PartialOrd + fmt::Debug + Send + Sync + 'static
+{
     /// The matching dtype.
     const DTYPE: DType;
     /// Converts to f64 (bool: 0 or 1).
@@ -324,7 +326,9 @@ impl Tensor {
     /// A tensor of `dtype` filled with `v` (converted from f64).
     pub fn full(dtype: DType, shape: &[usize], v: f64) -> Result<Tensor, TensorError> {
         element_count(shape)?;
-        Ok(with_dtype!(dtype, T => T::wrap(ArrayD::from_elem(IxDyn(shape), T::from_f64(v)).into_shared())))
+        Ok(
+            with_dtype!(dtype, T => T::wrap(ArrayD::from_elem(IxDyn(shape), T::from_f64(v)).into_shared())),
+        )
     }
 
     /// A zero-filled tensor.
@@ -333,7 +337,11 @@ impl Tensor {
     }
 
     /// A tensor from little-endian bytes.
-    pub fn from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, TensorError> {
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<Tensor, TensorError> {
         let n = element_count(shape)?;
         let w = dtype.size_bytes();
         if bytes.len() != n * w {
@@ -429,7 +437,9 @@ impl Tensor {
 
 impl PartialEq for Tensor {
     fn eq(&self, other: &Tensor) -> bool {
-        self.dtype() == other.dtype() && self.shape() == other.shape() && self.to_le_bytes() == other.to_le_bytes()
+        self.dtype() == other.dtype()
+            && self.shape() == other.shape()
+            && self.to_le_bytes() == other.to_le_bytes()
     }
 }
 

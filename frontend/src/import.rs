@@ -1,0 +1,195 @@
+//! Model import: decode, declare inputs, lower nodes in order through the registry, and
+//! declare outputs.
+
+use crate::cx::{Cx, Val, R};
+use crate::node::{Ctx, N};
+use crate::proto::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
+use crate::registry::{registry, Missing};
+use crate::tensor::{dtype_of, tensor_from_proto, ExternalData};
+use crate::{FrontendError, ImportOptions};
+use kiln_ir::{Dim, Graph, Tensor, TensorType};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Decodes and imports a model; `file` names it in errors.
+pub(crate) fn import(
+    bytes: &[u8],
+    base: Option<&Path>,
+    file: &str,
+    opts: &ImportOptions,
+) -> R<Graph> {
+    let model_err = |m: String| FrontendError::Model {
+        file: file.to_string(),
+        message: m,
+    };
+    let model =
+        ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| model_err("not a valid ONNX model: no graph".into()))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain(), "" | "ai.onnx"))
+        .map(|o| o.version())
+        .ok_or_else(|| model_err("the model imports no default-domain opset".into()))?;
+    let ctx = Ctx {
+        file: file.to_string(),
+        node: String::new(),
+        op: String::new(),
+        opset,
+    };
+    let mut cx = Cx::new(Graph::new(graph.name()), ctx, opts, ExternalData::new(base));
+    let mut vals: HashMap<String, Val> = HashMap::new();
+    for t in &graph.initializer {
+        let tensor =
+            tensor_from_proto(t, &mut cx.ext).map_err(|m| tensor_err(file, t.name(), m))?;
+        vals.insert(t.name().to_string(), Val::tensor(tensor));
+    }
+    for vi in &graph.input {
+        if vals.contains_key(vi.name()) {
+            continue;
+        }
+        let v = declare_input(&mut cx, vi)?;
+        vals.insert(vi.name().to_string(), v);
+    }
+    for (idx, node) in graph.node.iter().enumerate() {
+        lower_node(&mut cx, &mut vals, node, idx)?;
+    }
+    for vi in &graph.output {
+        let v = vals
+            .get(vi.name())
+            .ok_or_else(|| model_err(format!("graph output `{}` is never defined", vi.name())))?
+            .clone();
+        cx.ctx.node = format!("output:{}", vi.name());
+        let id = cx.ir(&v)?;
+        cx.g.add_output(vi.name(), id);
+    }
+    Ok(cx.g)
+}
+
+fn tensor_err(file: &str, tensor: &str, message: String) -> FrontendError {
+    FrontendError::Tensor {
+        file: file.to_string(),
+        tensor: tensor.to_string(),
+        message,
+    }
+}
+
+/// A symbol name made of identifier characters.
+fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, 'd');
+    }
+    s
+}
+
+/// A graph input: a known tensor when the caller gave its value, else an IR input whose
+/// symbolic dims come from `dim_param` (bound by `ImportOptions::dims` when given).
+fn declare_input(cx: &mut Cx, vi: &ValueInfoProto) -> R<Val> {
+    let name = vi.name();
+    if let Some(t) = cx.opts.known_inputs.get(name) {
+        return Ok(Val::tensor(t.clone()));
+    }
+    let err = |m: &str| FrontendError::Model {
+        file: cx.ctx.file.clone(),
+        message: format!("graph input `{name}`: {m}"),
+    };
+    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err(err("only tensor inputs are supported"));
+    };
+    let dtype = dtype_of(tt.elem_type()).map_err(|m| err(&m))?;
+    let dims = tt.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default();
+    let mut shape = Vec::with_capacity(dims.len());
+    for d in &dims {
+        let dim = match &d.value {
+            Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::from(*v),
+            Some(dimension::Value::DimParam(p)) if !p.is_empty() => {
+                let s = sanitize(p);
+                match cx.opts.dims.get(p).or_else(|| cx.opts.dims.get(&s)) {
+                    Some(v) => Dim::from(*v),
+                    None => Dim::sym(s),
+                }
+            }
+            _ => Dim::sym(cx.fresh_symbol("unk")),
+        };
+        shape.push(dim);
+    }
+    Ok(Val::Ir(cx.g.add_input(name, TensorType::new(dtype, shape))))
+}
+
+fn node_name(node: &crate::proto::NodeProto, idx: usize) -> String {
+    match (node.name(), node.output.first()) {
+        (n, _) if !n.is_empty() => n.to_string(),
+        (_, Some(o)) if !o.is_empty() => o.clone(),
+        _ => format!("{}_{idx}", node.op_type()),
+    }
+}
+
+fn lower_node(
+    cx: &mut Cx,
+    vals: &mut HashMap<String, Val>,
+    node: &crate::proto::NodeProto,
+    idx: usize,
+) -> R<()> {
+    cx.ctx.node = node_name(node, idx);
+    cx.ctx.op = node.op_type().to_string();
+    let domain = node.domain();
+    if !matches!(domain, "" | "ai.onnx") {
+        return Err(cx.ctx.unsupported(format!("op domain `{domain}`")));
+    }
+    let handler = registry()
+        .find(node.op_type(), cx.ctx.opset)
+        .map_err(|m| match m {
+            Missing::Op => cx.ctx.unsupported("op"),
+            Missing::Opset(r) => cx
+                .ctx
+                .unsupported(format!("opset version (supported: {r})")),
+        })?;
+    let mut inputs = Vec::with_capacity(node.input.len());
+    for name in &node.input {
+        if name.is_empty() {
+            inputs.push(None);
+        } else {
+            let v = vals
+                .get(name)
+                .ok_or_else(|| cx.err(format!("input `{name}` is not defined before use")))?;
+            inputs.push(Some(v.clone()));
+        }
+    }
+    let n = N {
+        proto: node,
+        ctx: cx.ctx.clone(),
+        inputs,
+    };
+    let outs = handler(cx, &n)?;
+    for (i, name) in node.output.iter().enumerate() {
+        if name.is_empty() {
+            continue;
+        }
+        let v = outs
+            .get(i)
+            .ok_or_else(|| cx.ctx.unsupported(format!("output {i}")))?;
+        vals.insert(name.clone(), v.clone());
+    }
+    Ok(())
+}
+
+/// Converts one constant attribute or tensor proto, for `Constant` nodes.
+pub(crate) fn node_tensor(cx: &mut Cx, t: &crate::proto::TensorProto) -> R<Tensor> {
+    let file = cx.ctx.file.clone();
+    tensor_from_proto(t, &mut cx.ext).map_err(|m| tensor_err(&file, t.name(), m))
+}

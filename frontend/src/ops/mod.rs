@@ -1,0 +1,27 @@
+//! ONNX op families, one file each (style H11). Adding a family is one file here plus one
+//! line in [`register_all`].
+
+mod activation;
+mod conv;
+mod elementwise;
+pub(crate) mod linalg;
+mod movement;
+mod norm;
+mod quant;
+mod reduce;
+pub(crate) mod shape;
+
+use crate::registry::Registry;
+
+/// Registers every family.
+pub(crate) fn register_all(reg: &mut Registry) {
+    elementwise::register(reg);
+    activation::register(reg);
+    reduce::register(reg);
+    shape::register(reg);
+    movement::register(reg);
+    linalg::register(reg);
+    norm::register(reg);
+    quant::register(reg);
+    conv::register(reg);
+}
