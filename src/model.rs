@@ -2,10 +2,10 @@
 
 use crate::bind::order_inputs;
 use crate::Error;
-use kiln_frontend::ImportOptions;
+use kiln_frontend::{FrontendError, ImportOptions};
 use kiln_ir::{Graph, Tensor};
 use kiln_passes::{PassManager, PipelineReport, RunOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The file formats [`Model::load`] reads, chosen by extension.
@@ -33,6 +33,9 @@ impl ModelFormat {
 pub struct Model {
     graph: Graph,
     path: PathBuf,
+    /// Inputs whose values were bound at import (shape operands); [`Model::run`] accepts
+    /// and ignores them.
+    bound_at_import: BTreeSet<String>,
 }
 
 impl Model {
@@ -54,10 +57,33 @@ impl Model {
                 })
             }
         };
+        let bound_at_import = opts.known_inputs.keys().cloned().collect();
         Ok(Model {
             graph,
             path: path.to_path_buf(),
+            bound_at_import,
         })
+    }
+
+    /// Loads a model; when the ONNX import needs an input's value (it feeds a shape operand
+    /// such as Reshape's shape), takes it from `inputs` and retries.
+    pub fn load_binding(
+        path: impl AsRef<Path>,
+        opts: &ImportOptions,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Model, Error> {
+        let mut opts = opts.clone();
+        loop {
+            match Model::load_with(path.as_ref(), &opts) {
+                Err(Error::Frontend(FrontendError::NeedsKnownInput { input, .. }))
+                    if inputs.contains_key(&input) && !opts.known_inputs.contains_key(&input) =>
+                {
+                    let value = inputs[&input].clone();
+                    opts.known_inputs.insert(input, value);
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Wraps a graph built in memory; `path` is only used in messages.
@@ -65,6 +91,7 @@ impl Model {
         Model {
             graph,
             path: path.into(),
+            bound_at_import: BTreeSet::new(),
         }
     }
 
@@ -101,16 +128,24 @@ impl Model {
             Model {
                 graph,
                 path: self.path.clone(),
+                bound_at_import: self.bound_at_import.clone(),
             },
             report,
         ))
     }
 
     /// Runs the model with the reference interpreter. Inputs are given by name; every graph
-    /// input must be present with its declared dtype and rank, and no unknown name may appear.
-    /// Returns the outputs by name, in the graph's output order.
+    /// input must be present with its declared dtype and rank, and no unknown name may appear
+    /// (inputs bound at import are accepted and ignored). Returns the outputs by name, in the
+    /// graph's output order.
     pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> {
-        let ordered = order_inputs(&self.graph, inputs)?;
+        let declared = |name: &String| self.graph.inputs.iter().any(|(n, _)| n == name);
+        let runtime: BTreeMap<String, Tensor> = inputs
+            .iter()
+            .filter(|(name, _)| declared(name) || !self.bound_at_import.contains(*name))
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect();
+        let ordered = order_inputs(&self.graph, &runtime)?;
         let outputs = kiln_ir::interp::run(&self.graph, &ordered)?;
         Ok(self
             .graph

@@ -6,7 +6,7 @@
 
 use crate::compare::{compare, Tolerance};
 use crate::{Error, Model};
-use kiln_frontend::{FrontendError, ImportOptions};
+use kiln_frontend::ImportOptions;
 use kiln_ir::Tensor;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -147,7 +147,13 @@ fn run_case_inner(case: &Case, opts: SuiteOptions) -> Result<(), String> {
 fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), String> {
     let inputs = read_pbs(set, "input_")?;
     let expected = read_pbs(set, "output_")?;
-    let model = import_binding_known_inputs(&case.dir.join("model.onnx"), &inputs)?;
+    let by_name: BTreeMap<String, Tensor> = inputs.iter().cloned().collect();
+    let model = Model::load_binding(
+        case.dir.join("model.onnx"),
+        &ImportOptions::default(),
+        &by_name,
+    )
+    .map_err(|e| e.to_string())?;
     let model = if opts.optimize {
         model.optimize().map_err(|e| e.to_string())?
     } else {
@@ -159,10 +165,7 @@ fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), Strin
         .iter()
         .map(|(n, _)| n.as_str())
         .collect();
-    let feed: BTreeMap<String, Tensor> = named_inputs(&inputs, &declared)
-        .into_iter()
-        .filter(|(name, _)| declared.contains(&name.as_str()))
-        .collect();
+    let feed: BTreeMap<String, Tensor> = named_inputs(&inputs, &declared).into_iter().collect();
     let actual = model.run(&feed).map_err(|e| e.to_string())?;
     if actual.len() != expected.len() {
         return Err(format!(
@@ -188,34 +191,6 @@ fn named_inputs(inputs: &[(String, Tensor)], declared: &[&str]) -> Vec<(String, 
             _ => (name.clone(), t.clone()),
         })
         .collect()
-}
-
-/// Imports the model; when the frontend needs an input's value (a shape operand), binds it
-/// from the test data and retries.
-fn import_binding_known_inputs(path: &Path, inputs: &[(String, Tensor)]) -> Result<Model, String> {
-    let mut opts = ImportOptions::default();
-    loop {
-        match Model::load_with(path, &opts) {
-            Ok(m) => return Ok(m),
-            Err(Error::Frontend(FrontendError::NeedsKnownInput { input, .. })) => {
-                let value = inputs
-                    .iter()
-                    .find(|(n, _)| *n == input)
-                    .map(|(_, t)| t.clone());
-                match value {
-                    Some(t) if !opts.known_inputs.contains_key(&input) => {
-                        opts.known_inputs.insert(input, t);
-                    }
-                    _ => {
-                        return Err(format!(
-                            "import needs the value of input `{input}`, which the test data lacks"
-                        ))
-                    }
-                }
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
 }
 
 fn data_sets(dir: &Path) -> Result<Vec<PathBuf>, String> {

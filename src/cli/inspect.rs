@@ -33,7 +33,7 @@ enum Format {
 }
 
 pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
-    let mut model = load(&args.model, &BTreeMap::new(), timer)?;
+    let mut model = load(&args.model, &BTreeMap::new(), &BTreeMap::new(), timer)?;
     if args.after.as_deref() != Some("import") {
         model = optimize(&model, args.after, timer)?;
     }

@@ -3,22 +3,27 @@
 use super::timing::Timer;
 use anyhow::Context;
 use kiln::frontend::ImportOptions;
+use kiln::ir::Tensor;
 use kiln::passes::{PassManager, PipelineReport, RunOptions};
 use kiln::Model;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Loads a model; `dims` fixes symbol sizes at import.
+/// Loads a model; `dims` fixes symbol sizes at import, and inputs the import needs as
+/// constants (shape operands) come from `given`.
 pub(crate) fn load(
     path: &Path,
     dims: &BTreeMap<String, i64>,
+    given: &BTreeMap<String, Tensor>,
     timer: &Timer,
 ) -> anyhow::Result<Model> {
     let opts = ImportOptions {
         dims: dims.clone(),
         ..ImportOptions::default()
     };
-    Ok(timer.time("load (decode + import)", || Model::load_with(path, &opts))?)
+    Ok(timer.time("load (decode + import)", || {
+        Model::load_binding(path, &opts, given)
+    })?)
 }
 
 /// Runs the default pipeline, stopping after `stop_after` when given, and reports each

@@ -45,11 +45,19 @@ pub(crate) struct RunArgs {
 
 pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let dims: BTreeMap<String, i64> = args.dims.iter().cloned().collect();
-    let mut model = load(&args.model, &dims, timer)?;
+    let given = match &args.inputs {
+        Some(path) => read_npz(path)?.into_iter().collect(),
+        None => BTreeMap::new(),
+    };
+    let mut model = load(&args.model, &dims, &given, timer)?;
     if !args.no_optimize {
         model = optimize(&model, None, timer)?;
     }
-    let inputs = inputs(&args, &model, &dims)?;
+    let inputs = if args.inputs.is_some() {
+        given
+    } else {
+        generate(&args, &model, &dims)?
+    };
     let outputs = match args.backend {
         Backend::Interp => timer.time("run (interp)", || model.run(&inputs))?,
     };
@@ -62,14 +70,11 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inputs(
+fn generate(
     args: &RunArgs,
     model: &Model,
     dims: &BTreeMap<String, i64>,
 ) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    if let Some(path) = &args.inputs {
-        return Ok(read_npz(path)?.into_iter().collect());
-    }
     let generated = generate_inputs(model.graph(), dims, args.seed)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("generating inputs for {}", args.model.display()))?;
