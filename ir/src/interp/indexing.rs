@@ -203,7 +203,7 @@ pub(crate) fn one_hot(
 pub(crate) fn non_zero(op: &Op, x: &Tensor) -> Result<Tensor> {
     let coords: Vec<Vec<usize>> = dispatch!(x, a => a
         .indexed_iter()
-        .filter(|(_, v)| **v != Elem::from_f64(0.0))
+        .filter(|(_, v)| Elem::to_f64(**v) != 0.0)
         .map(|(p, _)| p.slice().to_vec())
         .collect());
     let (rank, count) = (x.rank(), coords.len());
