@@ -42,7 +42,15 @@ pub struct ImportOptions {
 /// Imports the ONNX model at `path`; external data is read relative to its folder.
 pub fn load_model(path: &Path, opts: &ImportOptions) -> Result<Graph, FrontendError> {
     let bytes = read(path)?;
-    import::import(&bytes, path.parent(), &path.display().to_string(), opts)
+    import::import(&bytes, Some(model_folder(path)), &path.display().to_string(), opts)
+}
+
+/// The folder holding `path`: `.` for a bare file name, whose `parent()` is empty.
+fn model_folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Imports a serialized ONNX model; external data, if any, is read relative to `base_dir`.
@@ -62,7 +70,7 @@ pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), FrontendError> {
         file: file.clone(),
         message: format!("not a valid TensorProto: {e}"),
     })?;
-    let mut ext = tensor::ExternalData::new(path.parent());
+    let mut ext = tensor::ExternalData::new(Some(model_folder(path)));
     let tensor =
         tensor::tensor_from_proto(&t, &mut ext).map_err(|message| FrontendError::Tensor {
             file,
