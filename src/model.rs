@@ -2,7 +2,7 @@
 
 use crate::bind::order_inputs;
 use crate::Error;
-use kiln_frontend::{FrontendError, ImportOptions};
+use kiln_frontend::{FrontendError, ImportOptions, LoadStats};
 use kiln_ir::{Graph, Tensor};
 use kiln_passes::{PassManager, PipelineReport, RunOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +36,8 @@ pub struct Model {
     /// Inputs whose values were bound at import (shape operands); [`Model::run`] accepts
     /// and ignores them.
     bound_at_import: BTreeSet<String>,
+    /// How long loading took, by stage (zero for graphs built in memory).
+    load_stats: LoadStats,
 }
 
 impl Model {
@@ -48,9 +50,20 @@ impl Model {
     /// frontend; a `.kir` file ignores them.
     pub fn load_with(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Model, Error> {
         let path = path.as_ref();
-        let graph = match ModelFormat::from_path(path) {
-            Some(ModelFormat::Onnx) => kiln_frontend::load_model(path, opts)?,
-            Some(ModelFormat::Text) => load_text(path)?,
+        let (graph, load_stats) = match ModelFormat::from_path(path) {
+            Some(ModelFormat::Onnx) => kiln_frontend::load_model_with_stats(path, opts)?,
+            Some(ModelFormat::Text) => {
+                let start = std::time::Instant::now();
+                let graph = load_text(path)?;
+                let import = start.elapsed();
+                (
+                    graph,
+                    LoadStats {
+                        import,
+                        ..LoadStats::default()
+                    },
+                )
+            }
             None => {
                 return Err(Error::UnknownFormat {
                     path: path.to_path_buf(),
@@ -62,6 +75,7 @@ impl Model {
             graph,
             path: path.to_path_buf(),
             bound_at_import,
+            load_stats,
         })
     }
 
@@ -92,7 +106,13 @@ impl Model {
             graph,
             path: path.into(),
             bound_at_import: BTreeSet::new(),
+            load_stats: LoadStats::default(),
         }
+    }
+
+    /// How long loading took: reading, decoding and importing the file.
+    pub fn load_stats(&self) -> &LoadStats {
+        &self.load_stats
     }
 
     /// The graph.
@@ -129,6 +149,7 @@ impl Model {
                 graph,
                 path: self.path.clone(),
                 bound_at_import: self.bound_at_import.clone(),
+                load_stats: self.load_stats,
             },
             report,
         ))

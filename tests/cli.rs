@@ -105,3 +105,40 @@ fn ops_lists_supported_ops() {
     let out = stdout_of(&["ops"]);
     assert!(out.lines().any(|l| l.starts_with("MatMul")), "{out}");
 }
+
+#[test]
+fn verbose_run_times_each_stage() {
+    let out = kiln(&["run", "-v", &model("bert_tiny.onnx")]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for stage in [
+        "read",
+        "decode",
+        "import",
+        "pass fold-shapes",
+        "pass dce",
+        "run",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(" ms  ") && l.contains(stage)),
+            "no `{stage}` timing in:\n{stderr}"
+        );
+    }
+}
+
+/// A bare file name resolves external data against the working directory.
+#[test]
+fn run_from_the_model_folder_with_a_bare_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "bert_tiny.onnx"])
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kiln run bert_tiny.onnx failed: {stderr}"
+    );
+}

@@ -12,9 +12,17 @@ use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Decodes and imports a model; `file` names it in errors.
+/// Decodes a serialized model; `file` names it in errors.
+pub(crate) fn decode(bytes: &[u8], file: &str) -> R<ModelProto> {
+    ModelProto::decode(bytes).map_err(|e| FrontendError::Model {
+        file: file.to_string(),
+        message: format!("not a valid ONNX model: {e}"),
+    })
+}
+
+/// Imports a decoded model; `file` names it in errors.
 pub(crate) fn import(
-    bytes: &[u8],
+    model: &ModelProto,
     base: Option<&Path>,
     file: &str,
     opts: &ImportOptions,
@@ -23,8 +31,6 @@ pub(crate) fn import(
         file: file.to_string(),
         message: m,
     };
-    let model =
-        ModelProto::decode(bytes).map_err(|e| model_err(format!("not a valid ONNX model: {e}")))?;
     let graph = model
         .graph
         .as_ref()

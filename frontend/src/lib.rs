@@ -28,6 +28,7 @@ use kiln_ir::{Graph, Tensor};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Options for importing a model.
 #[derive(Clone, Debug, Default)]
@@ -41,8 +42,40 @@ pub struct ImportOptions {
 
 /// Imports the ONNX model at `path`; external data is read relative to its folder.
 pub fn load_model(path: &Path, opts: &ImportOptions) -> Result<Graph, FrontendError> {
+    load_model_with_stats(path, opts).map(|(g, _)| g)
+}
+
+/// How long each stage of [`load_model_with_stats`] took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadStats {
+    /// Reading the model file.
+    pub read: Duration,
+    /// Protobuf decoding.
+    pub decode: Duration,
+    /// Lowering to IR, including external data mapping and shape folding.
+    pub import: Duration,
+}
+
+/// [`load_model`], also reporting how long reading, decoding and importing took.
+pub fn load_model_with_stats(
+    path: &Path,
+    opts: &ImportOptions,
+) -> Result<(Graph, LoadStats), FrontendError> {
+    let file = path.display().to_string();
+    let start = Instant::now();
     let bytes = read(path)?;
-    import::import(&bytes, Some(model_folder(path)), &path.display().to_string(), opts)
+    let read = start.elapsed();
+    let start = Instant::now();
+    let model = import::decode(&bytes, &file)?;
+    let decode = start.elapsed();
+    let start = Instant::now();
+    let graph = import::import(&model, Some(model_folder(path)), &file, opts)?;
+    let stats = LoadStats {
+        read,
+        decode,
+        import: start.elapsed(),
+    };
+    Ok((graph, stats))
 }
 
 /// The folder holding `path`: `.` for a bare file name, whose `parent()` is empty.
@@ -59,7 +92,8 @@ pub fn load_model_bytes(
     base_dir: Option<&Path>,
     opts: &ImportOptions,
 ) -> Result<Graph, FrontendError> {
-    import::import(bytes, base_dir, "<model bytes>", opts)
+    let model = import::decode(bytes, "<model bytes>")?;
+    import::import(&model, base_dir, "<model bytes>", opts)
 }
 
 /// Reads a serialized `TensorProto` (as in ONNX test data), returning its name and value.

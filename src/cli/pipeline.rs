@@ -21,9 +21,12 @@ pub(crate) fn load(
         dims: dims.clone(),
         ..ImportOptions::default()
     };
-    Ok(timer.time("load (decode + import)", || {
-        Model::load_binding(path, &opts, given)
-    })?)
+    let model = Model::load_binding(path, &opts, given)?;
+    let stats = model.load_stats();
+    timer.report("read", stats.read);
+    timer.report("decode", stats.decode);
+    timer.report("import", stats.import);
+    Ok(model)
 }
 
 /// Runs the default pipeline, stopping after `stop_after` when given, and reports each
