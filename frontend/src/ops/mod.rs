@@ -2,6 +2,7 @@
 //! line in [`register_all`].
 
 mod activation;
+mod attention;
 mod conv;
 mod elementwise;
 pub(crate) mod linalg;
@@ -24,4 +25,5 @@ pub(crate) fn register_all(reg: &mut Registry) {
     norm::register(reg);
     quant::register(reg);
     conv::register(reg);
+    attention::register(reg);
 }
