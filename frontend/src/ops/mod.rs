@@ -10,6 +10,7 @@ mod movement;
 mod norm;
 mod quant;
 mod reduce;
+mod rotary;
 pub(crate) mod shape;
 
 use crate::registry::Registry;
@@ -26,4 +27,5 @@ pub(crate) fn register_all(reg: &mut Registry) {
     quant::register(reg);
     conv::register(reg);
     attention::register(reg);
+    rotary::register(reg);
 }
