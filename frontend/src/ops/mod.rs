@@ -10,6 +10,7 @@ mod movement;
 mod norm;
 mod quant;
 mod reduce;
+mod rms;
 mod rotary;
 pub(crate) mod shape;
 
@@ -28,4 +29,5 @@ pub(crate) fn register_all(reg: &mut Registry) {
     conv::register(reg);
     attention::register(reg);
     rotary::register(reg);
+    rms::register(reg);
 }
