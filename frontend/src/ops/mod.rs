@@ -6,6 +6,7 @@ mod attention;
 mod conv;
 mod elementwise;
 pub(crate) mod linalg;
+mod loss;
 mod movement;
 mod norm;
 mod quant;
@@ -30,4 +31,5 @@ pub(crate) fn register_all(reg: &mut Registry) {
     attention::register(reg);
     rotary::register(reg);
     rms::register(reg);
+    loss::register(reg);
 }
