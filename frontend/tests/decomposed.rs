@@ -45,12 +45,15 @@ fn int_attr(name: &str, v: i64) -> AttributeProto {
     }
 }
 
-/// A one-node model at `opset`; `inputs` are `(name, elem_type, dims)`.
+/// A graph input: name, ONNX element type, dims (`Err` for a symbolic dim).
+type Input<'a> = (&'a str, i32, Vec<Result<i64, &'a str>>);
+
+/// A one-node model at `opset`, imported and run on `data`.
 fn run_node(
     op: &str,
     opset: i64,
     attrs: Vec<AttributeProto>,
-    inputs: &[(&str, i32, Vec<Result<i64, &str>>)],
+    inputs: &[Input],
     n_out: usize,
     data: &[Tensor],
 ) -> Vec<Tensor> {
