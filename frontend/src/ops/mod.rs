@@ -2,13 +2,17 @@
 //! line in [`register_all`].
 
 mod activation;
+mod attention;
 mod conv;
 mod elementwise;
 pub(crate) mod linalg;
+mod loss;
 mod movement;
 mod norm;
 mod quant;
 mod reduce;
+mod rms;
+mod rotary;
 pub(crate) mod shape;
 
 use crate::registry::Registry;
@@ -24,4 +28,8 @@ pub(crate) fn register_all(reg: &mut Registry) {
     norm::register(reg);
     quant::register(reg);
     conv::register(reg);
+    attention::register(reg);
+    rotary::register(reg);
+    rms::register(reg);
+    loss::register(reg);
 }
