@@ -94,6 +94,8 @@ pub trait Elem:
     fn write_le(self, out: &mut Vec<u8>);
     /// Reads one element from little-endian bytes of the right length.
     fn read_le(b: &[u8]) -> Self;
+    /// The element's bit pattern, for bitwise comparison.
+    fn bits(self) -> u64;
 }
 
 macro_rules! int_elem {
@@ -126,6 +128,9 @@ macro_rules! int_elem {
             }
             fn read_le(b: &[u8]) -> Self {
                 <$t>::from_le_bytes(b.try_into().expect("element width"))
+            }
+            fn bits(self) -> u64 {
+                self as u64
             }
         }
     };
@@ -171,6 +176,9 @@ macro_rules! float_elem {
             fn read_le(b: &[u8]) -> Self {
                 <$t>::from_le_bytes(b.try_into().expect("element width"))
             }
+            fn bits(self) -> u64 {
+                self.to_bits() as u64
+            }
         }
     };
 }
@@ -208,6 +216,9 @@ impl Elem for bool {
     }
     fn read_le(b: &[u8]) -> Self {
         b[0] != 0
+    }
+    fn bits(self) -> u64 {
+        self as u64
     }
 }
 
@@ -436,10 +447,17 @@ impl Tensor {
 }
 
 impl PartialEq for Tensor {
+    /// Bitwise equality, element by element: no copy, and it stops at the first difference,
+    /// which matters for passes that compare constants holding a model's weights.
     fn eq(&self, other: &Tensor) -> bool {
+        fn same<T: Elem>(a: &ArcArrayD<T>, other: &Tensor) -> bool {
+            let b = T::view(other).expect("dtypes compared first");
+            (a.as_ptr() == b.as_ptr() && a.strides() == b.strides())
+                || a.iter().zip(b.iter()).all(|(x, y)| x.bits() == y.bits())
+        }
         self.dtype() == other.dtype()
             && self.shape() == other.shape()
-            && self.to_le_bytes() == other.to_le_bytes()
+            && dispatch!(self, a => same(a, other))
     }
 }
 
@@ -512,6 +530,17 @@ mod tests {
         assert!(Tensor::from_vec(vec![1.0f32; 5], &[2, 3]).is_err());
         assert!(Tensor::from_le_bytes(DType::F32, &[2], &[0; 7]).is_err());
         assert!(Tensor::zeros(DType::F32, &[usize::MAX, 4]).is_err());
+    }
+
+    #[test]
+    fn equality_is_bitwise_and_by_value() {
+        let a = Tensor::from_vec(vec![1.0f32, -0.0, 3.0], &[3]).unwrap();
+        let b = Tensor::from_vec(vec![1.0f32, -0.0, 3.0], &[3]).unwrap();
+        let c = Tensor::from_vec(vec![1.0f32, 0.0, 3.0], &[3]).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c, "-0.0 and 0.0 differ bitwise");
+        assert_ne!(a, a.reshape(&[3, 1]).unwrap());
+        assert_ne!(a, a.cast(DType::F64));
     }
 
     #[test]
