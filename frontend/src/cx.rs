@@ -30,6 +30,44 @@ impl Val {
     }
 }
 
+/// The most elements a folded constant (each input and each output) may have.
+const FOLD_LIMIT: usize = 1 << 20;
+
+/// Evaluates `op` with the interpreter when every operand is a concrete tensor and the
+/// inferred outputs have constant shapes of at most [`FOLD_LIMIT`] elements. `None` leaves
+/// the op to the graph (where an error, if the op is malformed, is reported by inference).
+fn fold_constant(op: &Op, args: &[&Val]) -> Option<Vec<Tensor>> {
+    let tensors: Vec<Tensor> = args
+        .iter()
+        .map(|a| match a {
+            Val::Known(Known::Tensor(t)) if t.len() <= FOLD_LIMIT => Some(t.clone()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let types: Vec<TensorType> = tensors
+        .iter()
+        .map(|t| TensorType::fixed(t.dtype(), t.shape()))
+        .collect();
+    let outs = kiln_ir::infer(op, &types.iter().collect::<Vec<_>>()).ok()?;
+    let small = |t: &TensorType| {
+        t.const_shape().is_some_and(|s| {
+            s.iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .is_some_and(|n| n <= FOLD_LIMIT)
+        })
+    };
+    if !outs.iter().all(small) {
+        return None;
+    }
+    let got = kiln_ir::interp::eval_op(op, &tensors, &kiln_ir::Bindings::new()).ok()?;
+    let agree = got.len() == outs.len()
+        && got
+            .iter()
+            .zip(&outs)
+            .all(|(t, ty)| t.dtype() == ty.dtype && ty.const_shape().as_deref() == Some(t.shape()));
+    agree.then_some(got)
+}
+
 /// The import context.
 pub(crate) struct Cx<'o> {
     pub(crate) g: Graph,
@@ -115,6 +153,9 @@ impl<'o> Cx<'o> {
             .collect();
         if let Some(out) = shape_eval::eval(&op, &eval_args) {
             return Ok(out.into_iter().map(Val::Known).collect());
+        }
+        if let Some(out) = fold_constant(&op, args) {
+            return Ok(out.into_iter().map(Val::tensor).collect());
         }
         let ids = args.iter().map(|a| self.ir(a)).collect::<R<Vec<_>>>()?;
         let name = self.node_name(suffix);
@@ -229,5 +270,35 @@ impl<'o> Cx<'o> {
             Val::Known(Known::Tensor(t)) => Ok(t.clone()),
             _ => Err(self.not_known(v, what)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_constants_fold_through_the_interpreter() {
+        let a = Val::tensor(Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap());
+        let b = Val::tensor(Tensor::scalar(0.5f32));
+        let out = fold_constant(&Op::Binary(BinaryOp::Mul), &[&a, &b]).unwrap();
+        assert_eq!(
+            out,
+            vec![Tensor::from_vec(vec![0.5f32, 1.0, 1.5, 2.0], &[2, 2]).unwrap()]
+        );
+    }
+
+    #[test]
+    fn oversized_or_malformed_folds_are_left_to_the_graph() {
+        let big = Val::tensor(Tensor::zeros(DType::U8, &[FOLD_LIMIT + 1]).unwrap());
+        assert!(fold_constant(&Op::Unary(UnaryOp::Neg), &[&big]).is_none());
+        let one = Val::tensor(Tensor::scalar(1u8));
+        let huge = Op::Expand {
+            shape: vec![Dim::from(FOLD_LIMIT as i64), Dim::from(2i64)],
+        };
+        assert!(fold_constant(&huge, &[&one]).is_none());
+        let f = Val::tensor(Tensor::scalar(1.0f32));
+        let i = Val::tensor(Tensor::scalar(1i64));
+        assert!(fold_constant(&Op::Binary(BinaryOp::Add), &[&f, &i]).is_none());
     }
 }

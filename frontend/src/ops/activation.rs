@@ -4,7 +4,7 @@ use crate::cx::{Cx, Val, R};
 use crate::node::N;
 use crate::ops::shape::product;
 use crate::registry::Registry;
-use kiln_ir::{ArgKind, BinaryOp as B, Op, UnaryOp as U};
+use kiln_ir::{ArgKind, BinaryOp as B, DType, Op, UnaryOp as U};
 
 /// Registers the family.
 pub(crate) fn register(reg: &mut Registry) {
@@ -200,8 +200,19 @@ fn softsign(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 }
 
 /// `max(0, x) + min(0, alpha · (e^(x/alpha) - 1))`.
+/// Celu, computed in f32 for half-precision inputs and rounded once, as ONNX does.
 fn celu(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
+    let t = cx.dtype(x);
+    if matches!(t, DType::F16 | DType::BF16) {
+        let wide = cx.cast("widen", x, DType::F32)?;
+        let y = celu_in(cx, n, &wide)?;
+        return Ok(vec![cx.cast("narrow", &y, t)?]);
+    }
+    Ok(vec![celu_in(cx, n, x)?])
+}
+
+fn celu_in(cx: &mut Cx, n: &N, x: &Val) -> R<Val> {
     let t = cx.dtype(x);
     let (zero, one, a) = (
         cx.scalar(t, 0.0),
@@ -214,7 +225,7 @@ fn celu(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let em1 = cx.binary("expm1", B::Sub, &e, &one)?;
     let s = cx.binary("alpha", B::Mul, &em1, &a)?;
     let neg = cx.binary("min", B::Min, &s, &zero)?;
-    Ok(vec![cx.binary("", B::Add, &pos, &neg)?])
+    cx.binary("", B::Add, &pos, &neg)
 }
 
 fn thresholded_relu(cx: &mut Cx, n: &N) -> R<Vec<Val>> {

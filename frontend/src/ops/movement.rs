@@ -65,6 +65,7 @@ pub(crate) fn register(reg: &mut Registry) {
             &[n.input(0)?],
         )?])
     });
+    reg.add("EyeLike", 9, eye_like);
     reg.add("CumSum", 11, |cx, n| cumulative(cx, n, ScanKind::Sum));
     reg.add("CumProd", 26, |cx, n| cumulative(cx, n, ScanKind::Prod));
     reg.add("TopK", 1, top_k);
@@ -366,13 +367,13 @@ fn space_to_depth(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
             k.clone(),
         ],
     )?;
-    let t = cx.emit1(
-        "transpose",
-        Op::Transpose {
-            perm: vec![0, 3, 5, 1, 2, 4],
-        },
-        &[&a],
-    )?;
+    // DCR (the default) puts the block offset before the channel, CRD after it.
+    let perm = if n.string("mode", "DCR") == "CRD" {
+        vec![0, 1, 3, 5, 2, 4]
+    } else {
+        vec![0, 3, 5, 1, 2, 4]
+    };
+    let t = cx.emit1("transpose", Op::Transpose { perm }, &[&a])?;
     Ok(vec![cx.reshape(
         "",
         &t,
@@ -420,4 +421,23 @@ fn one_hot(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         Op::OneHot { axis, depth },
         &[idx, &values],
     )?])
+}
+
+/// Ones on diagonal `k` of a rank-2 tensor shaped like the input: a full tensor of ones
+/// cut to one diagonal by an upper and a lower `trilu`.
+fn eye_like(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
+    let x = n.input(0)?;
+    let ty = cx.ty(x);
+    if ty.rank() != 2 {
+        return Err(n.ctx.err(format!("input has rank {}, not 2", ty.rank())));
+    }
+    let to = match n.attr("dtype").and_then(|a| a.i) {
+        Some(code) => crate::tensor::dtype_of(code as i32).map_err(|m| n.ctx.unsupported(m))?,
+        None => ty.dtype,
+    };
+    let k = n.int("k", 0);
+    let one = cx.scalar(to, 1.0);
+    let ones = cx.emit1("ones", Op::Expand { shape: ty.shape }, &[&one])?;
+    let up = cx.emit1("upper", Op::Trilu { upper: true, k }, &[&ones])?;
+    Ok(vec![cx.emit1("", Op::Trilu { upper: false, k }, &[&up])?])
 }
