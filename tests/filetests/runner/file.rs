@@ -164,16 +164,16 @@ impl TestFile {
                     j + 1
                 ));
             }
-            match comment_body(line) {
-                Some(body) => match directive(body) {
-                    Some((name, text)) => directives.push(Directive {
-                        line: j + 1,
-                        name,
-                        text,
-                    }),
-                    None => expected.push(body),
-                },
-                None => {}
+            let Some(body) = comment_body(line) else {
+                continue;
+            };
+            match directive(body) {
+                Some((name, text)) => directives.push(Directive {
+                    line: j + 1,
+                    name,
+                    text,
+                }),
+                None => expected.push(body),
             }
         }
         self.cases.push(Case {

@@ -1,8 +1,11 @@
 //! The filetest runner: splits a `.kir` file, dispatches each `test` command, collects
 //! failures with file and line, and rewrites expected blocks under `KILN_BLESS=1`.
 
+mod check;
+mod equiv;
 mod expect;
 mod file;
+mod interpret;
 mod optimize;
 mod parse;
 mod verify;
@@ -83,6 +86,8 @@ pub fn run_file(path: &Path) -> Result<(), String> {
                 "parse" => parse::subtest(&mut ctx, i, case),
                 "verify" => verify::subtest(&mut ctx, case),
                 "optimize" => optimize::subtest(&mut ctx, i, case, cmd),
+                "interpret" => interpret::subtest(&mut ctx, case),
+                "equiv" => equiv::subtest(&mut ctx, case),
                 other => ctx.fail(1, format!("unknown test command `{other}`")),
             }
         }
