@@ -2,12 +2,15 @@
 //! line in [`register_all`].
 
 mod activation;
-mod conv;
+pub(crate) mod conv;
+mod einsum;
 mod elementwise;
 pub(crate) mod linalg;
 mod movement;
 mod norm;
-mod quant;
+mod pool;
+mod qlinear;
+pub(crate) mod quant;
 mod reduce;
 pub(crate) mod shape;
 
@@ -24,4 +27,7 @@ pub(crate) fn register_all(reg: &mut Registry) {
     norm::register(reg);
     quant::register(reg);
     conv::register(reg);
+    pool::register(reg);
+    einsum::register(reg);
+    qlinear::register(reg);
 }

@@ -67,7 +67,7 @@ fn quantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 }
 
 /// Clamps to the range of `to` and casts.
-fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
+pub(crate) fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
     let (lo, hi) = match to {
         DType::U8 => (0.0, 255.0),
         DType::I8 => (-128.0, 127.0),
