@@ -3,13 +3,16 @@
 
 mod activation;
 mod attention;
-mod conv;
+pub(crate) mod conv;
+mod einsum;
 mod elementwise;
 pub(crate) mod linalg;
 mod loss;
 mod movement;
 mod norm;
-mod quant;
+mod pool;
+mod qlinear;
+pub(crate) mod quant;
 mod reduce;
 mod rms;
 mod rotary;
@@ -32,4 +35,7 @@ pub(crate) fn register_all(reg: &mut Registry) {
     rotary::register(reg);
     rms::register(reg);
     loss::register(reg);
+    pool::register(reg);
+    einsum::register(reg);
+    qlinear::register(reg);
 }

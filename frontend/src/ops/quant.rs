@@ -12,7 +12,6 @@ pub(crate) fn register(reg: &mut Registry) {
     reg.add("QuantizeLinear", 10, quantize);
     reg.add("DynamicQuantizeLinear", 11, dynamic_quantize);
     reg.add("MatMulInteger", 10, matmul_integer);
-    reg.add("QLinearMatMul", 10, qlinear_matmul);
 }
 
 /// A per-axis parameter reshaped to broadcast along `axis` of a rank-`rank` tensor.
@@ -68,7 +67,7 @@ fn quantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 }
 
 /// Clamps to the range of `to` and casts.
-fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
+pub(crate) fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
     let (lo, hi) = match to {
         DType::U8 => (0.0, 255.0),
         DType::I8 => (-128.0, 127.0),
@@ -120,29 +119,6 @@ fn dynamic_quantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 fn matmul_integer(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let (a, b) = (n.input(0)?, n.input(1)?);
     Ok(vec![int_matmul(cx, a, b, n.opt(2), n.opt(3))?])
-}
-
-/// `saturate(round((a - a_zp) @ (b - b_zp) · (a_scale · b_scale / y_scale)) + y_zp)`: the
-/// integer product, rescaled in f64 like the ONNX reference (the multiplier is formed in the
-/// scales' own type), into the type of `y_zp` (that of `a` without one).
-fn qlinear_matmul(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
-    let (a, b) = (n.input(0)?, n.input(3)?);
-    let acc = int_matmul(cx, a, b, n.opt(2), n.opt(5))?;
-    let ab = cx.binary("scale_ab", B::Mul, n.input(1)?, n.input(4)?)?;
-    let m = cx.binary("multiplier", B::Div, &ab, n.input(6)?)?;
-    let m = cx.cast("multiplier_f64", &m, DType::F64)?;
-    let accf = cx.cast("acc_f64", &acc, DType::F64)?;
-    let mut y = cx.binary("rescale", B::Mul, &accf, &m)?;
-    let to = match n.opt(7) {
-        Some(z) => {
-            let zf = cx.cast("zero_point_f64", z, DType::F64)?;
-            y = cx.binary("add_zero_point", B::Add, &y, &zf)?;
-            cx.dtype(z)
-        }
-        None => cx.dtype(a),
-    };
-    let r = cx.unary("round", U::Round, &y)?;
-    Ok(vec![saturate(cx, &r, to)?])
 }
 
 /// `(a - a_zp) @ (b - b_zp)` in i32; `a_zp` may be per row, `b_zp` per column.
