@@ -6,7 +6,7 @@
 # Usage: scripts/update-onnx-ratchet.sh [ONNX_NODE_TESTS_DIR] [MAX_CASE_KIB]
 set -euo pipefail
 src=${1:-/work/shared/onnx-node-tests}
-max_kib=${2:-64}
+max_kib=${2:-256}
 cd "$(dirname "$0")/.."
 list=tests/onnx/passing.txt
 tmp=$(mktemp)
