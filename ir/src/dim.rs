@@ -19,7 +19,7 @@ use std::fmt;
 /// assert_eq!(d, "seq*2+1".parse().unwrap());
 /// let bound = [("seq".to_string(), 7)].into_iter().collect();
 /// assert_eq!(d.eval(&bound), Some(15));
-/// assert_eq!((seq * Dim::from(12)).div_floor(4).to_string(), "3*seq");
+/// assert_eq!((seq * Dim::from(12i64)).div_floor(4).to_string(), "3*seq");
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dim {
