@@ -1,9 +1,9 @@
-//! Dev test: every model in /work/shared/models imports.
+//! Every vendored model (tests/models at the repo root) imports.
 
 use kiln_frontend::{load_model, ImportOptions};
 use std::path::Path;
 
-const MODELS: &str = "/work/shared/models";
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/models");
 const NAMES: [&str; 9] = [
     "bert_tiny",
     "bert_tiny_ts",
