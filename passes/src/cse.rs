@@ -2,7 +2,7 @@
 
 use crate::rewrite::{reroute, retain_nodes};
 use crate::{Pass, PassError, PassReport};
-use kiln_ir::{Graph, Op, ValueId};
+use kiln_ir::{dispatch, Elem, Graph, Op, ValueId};
 use std::collections::BTreeMap;
 
 /// Common subexpression elimination. Two nodes are the same when their ops are equal
@@ -47,20 +47,29 @@ impl Pass for Cse {
     }
 }
 
-/// A hash of a constant's dtype, shape and bytes (FNV-1a), so that equal-looking constants
-/// are compared in full only when they probably match; 0 for other ops.
+/// A hash of a constant's dtype, shape and a bounded sample of its elements (FNV-1a);
+/// 0 for other ops. Equal keys are then compared in full, so sampling cannot merge
+/// different constants; hashing every byte of a model's weights would only cost time.
 fn fingerprint(op: &Op) -> u64 {
     let Op::Const(t) = op else { return 0 };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
     };
-    t.dtype().name().bytes().for_each(&mut eat);
-    t.shape()
-        .iter()
-        .flat_map(|d| d.to_le_bytes())
-        .for_each(&mut eat);
-    t.to_le_bytes().into_iter().for_each(&mut eat);
+    t.dtype().name().bytes().for_each(|b| eat(u64::from(b)));
+    t.shape().iter().for_each(|&d| eat(d as u64));
+    dispatch!(t, a => {
+        let step = (a.len() / SAMPLES).max(1);
+        match a.as_slice() {
+            Some(s) => s.iter().step_by(step).take(SAMPLES).for_each(|x| eat(x.bits())),
+            None => a.iter().step_by(step).take(SAMPLES).for_each(|x| eat(x.bits())),
+        }
+    });
     h
 }
+
+/// How many elements of a constant [`fingerprint`] hashes.
+const SAMPLES: usize = 64;
