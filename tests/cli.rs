@@ -142,3 +142,22 @@ fn run_from_the_model_folder_with_a_bare_name() {
         "kiln run bert_tiny.onnx failed: {stderr}"
     );
 }
+
+/// `kiln inspect m.onnx | head` must not panic when the reader goes away.
+#[test]
+fn inspect_into_a_closed_pipe_exits_cleanly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["inspect", &model("bert_tiny.onnx")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
+}

@@ -38,8 +38,11 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
         model = optimize(&model, args.after, timer)?;
     }
     match args.format {
-        Format::Text => print!("{}", kiln::ir::print(model.graph())),
-        Format::Json => println!("{}", serde_json::to_string_pretty(model.graph())?),
+        Format::Text => super::emit(&kiln::ir::print(model.graph()))?,
+        Format::Json => super::emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(model.graph())?
+        ))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,6 +72,16 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout. A closed pipe (`kiln inspect m.onnx | head`) ends the output quietly,
+/// where `print!` would panic.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)

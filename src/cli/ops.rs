@@ -10,7 +10,10 @@ pub(crate) fn ops() -> anyhow::Result<ExitCode> {
     let width = ops.iter().map(|o| o.name.len()).max().unwrap_or(0);
     for op in &ops {
         let until = op.until.map(|u| u.to_string()).unwrap_or_default();
-        println!("{:width$}  opset {}..{until}", op.name, op.since);
+        super::emit(&format!(
+            "{:width$}  opset {}..{until}\n",
+            op.name, op.since
+        ))?;
     }
     eprintln!("{} ops", ops.len());
     Ok(ExitCode::SUCCESS)

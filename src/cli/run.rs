@@ -62,7 +62,7 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
         Backend::Interp => timer.time("run (interp)", || model.run(&inputs))?,
     };
     for (name, t) in &outputs {
-        println!("{}", summarize(name, t));
+        super::emit(&format!("{}\n", summarize(name, t)))?;
     }
     if let Some(path) = &args.output {
         write_npz(path, &outputs)?;

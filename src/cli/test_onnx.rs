@@ -43,7 +43,7 @@ pub(crate) fn test_onnx(args: TestOnnxArgs) -> anyhow::Result<ExitCode> {
         ..SuiteOptions::default()
     };
     let Backend::Interp = args.backend;
-    let passing = run_all(&cases, opts);
+    let passing = run_all(&cases, opts)?;
     println!(
         "{} passed, {} failed",
         passing.len(),
@@ -71,11 +71,13 @@ fn collect_cases(args: &TestOnnxArgs) -> anyhow::Result<Vec<Case>> {
 }
 
 /// Runs every case, printing each failure on one line; returns the passing names.
-fn run_all(cases: &[Case], opts: SuiteOptions) -> Vec<String> {
+fn run_all(cases: &[Case], opts: SuiteOptions) -> anyhow::Result<Vec<String>> {
     let bar = progress_bar(cases.len());
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut passing = Vec::new();
+    // The first stdout error is kept and returned once the panic hook is restored.
+    let mut written = Ok(());
     for case in cases {
         bar.set_message(case.name.clone());
         let line = match run_case(case, opts) {
@@ -86,14 +88,14 @@ fn run_all(cases: &[Case], opts: SuiteOptions) -> Vec<String> {
             Outcome::Fail(reason) => Some(format!("FAIL {}: {reason}", case.name)),
             Outcome::Panic(message) => Some(format!("PANIC {}: {message}", case.name)),
         };
-        if let Some(line) = line {
-            bar.suspend(|| println!("{line}"));
+        if let (Some(line), Ok(())) = (line, &written) {
+            written = bar.suspend(|| super::emit(&format!("{line}\n")));
         }
         bar.inc(1);
     }
     std::panic::set_hook(default_hook);
     bar.finish_and_clear();
-    passing
+    written.map(|()| passing)
 }
 
 fn progress_bar(n: usize) -> ProgressBar {
