@@ -2,39 +2,13 @@
 //! prost-built models with symbolic dims, run by the interpreter and checked against naive
 //! Rust references.
 
-use kiln_frontend::proto::{
-    tensor_shape_proto::{dimension, Dimension},
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
+mod common;
+use common::value_info;
+
+use kiln_frontend::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use kiln_frontend::{load_model_bytes, ImportOptions};
 use kiln_ir::Tensor;
 use prost::Message;
-
-fn value_info(name: &str, elem: i32, dims: &[Result<i64, &str>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Ok(v) => dimension::Value::DimValue(*v),
-                Err(p) => dimension::Value::DimParam(p.to_string()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let tt = type_proto::Tensor {
-        elem_type: Some(elem),
-        shape: Some(TensorShapeProto { dim }),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tt)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto {

@@ -1,40 +1,17 @@
 //! Import errors on small models built with prost: malformed bytes, unknown ops, opsets,
 //! external data that escapes the model's folder, and shape operands fed by inputs.
 
+mod common;
+use common::value_info;
+
 use kiln_frontend::proto::{
-    tensor_shape_proto::{dimension, Dimension},
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto,
 };
 use kiln_frontend::{load_model, load_model_bytes, FrontendError, ImportOptions};
 use kiln_ir::{Dim, Tensor};
 use prost::Message;
 use std::path::Path;
-
-fn value_info(name: &str, elem: i32, dims: &[Result<i64, &str>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Ok(v) => dimension::Value::DimValue(*v),
-                Err(p) => dimension::Value::DimParam(p.to_string()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let tt = type_proto::Tensor {
-        elem_type: Some(elem),
-        shape: Some(TensorShapeProto { dim }),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tt)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {
