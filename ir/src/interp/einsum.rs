@@ -132,6 +132,7 @@ fn advance(counter: &mut [usize], dims: &[usize]) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::interp::eval_op;
+    use crate::interp::test_util::iota;
     use crate::{Bindings, EinsumSpec, Op, Tensor};
 
     fn es(eq: &str, inputs: &[Tensor]) -> Tensor {
@@ -143,10 +144,6 @@ mod tests {
         eval_op(&Op::Einsum(spec), inputs, &Bindings::new())
             .unwrap()
             .remove(0)
-    }
-    fn iota(shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        Tensor::from_vec((0..n as i64).collect(), shape).unwrap()
     }
 
     #[test]

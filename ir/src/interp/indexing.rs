@@ -216,17 +216,11 @@ pub(crate) fn non_zero(op: &Op, x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use crate::interp::eval_op;
+    use crate::interp::test_util::{ints as t, iota};
     use crate::{Bindings, Op, Tensor};
 
     fn ev(op: Op, inputs: &[Tensor]) -> Tensor {
         eval_op(&op, inputs, &Bindings::new()).unwrap().remove(0)
-    }
-    fn t(v: Vec<i64>, s: &[usize]) -> Tensor {
-        Tensor::from_vec(v, s).unwrap()
-    }
-    fn iota(shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        t((0..n as i64).collect(), shape)
     }
 
     #[test]

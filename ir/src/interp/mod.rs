@@ -22,6 +22,8 @@ mod reduce;
 mod run;
 mod scan;
 mod scatter;
+#[cfg(test)]
+mod test_util;
 mod topk;
 
 pub use run::run;

@@ -258,6 +258,7 @@ pub(crate) fn expand(op: &Op, x: &Tensor, shape: &[Dim], b: &Bindings) -> Result
 #[cfg(test)]
 mod tests {
     use crate::interp::eval_op;
+    use crate::interp::test_util::iota;
     use crate::{Bindings, Dim, Op, PadMode, SliceAxis, Tensor};
 
     fn ev(op: Op, inputs: &[Tensor]) -> Tensor {
@@ -268,10 +269,6 @@ mod tests {
         )
         .unwrap()
         .remove(0)
-    }
-    fn iota(shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        Tensor::from_vec((0..n as i64).collect(), shape).unwrap()
     }
 
     #[test]

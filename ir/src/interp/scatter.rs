@@ -99,11 +99,8 @@ pub(crate) fn scatter_nd(
 #[cfg(test)]
 mod tests {
     use crate::interp::eval_op;
-    use crate::{Bindings, Op, ScatterReduction, Tensor};
-
-    fn t(v: Vec<i64>, s: &[usize]) -> Tensor {
-        Tensor::from_vec(v, s).unwrap()
-    }
+    use crate::interp::test_util::ints as t;
+    use crate::{Bindings, Op, ScatterReduction};
 
     #[test]
     fn scatter_elements_with_reductions() {
