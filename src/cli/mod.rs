@@ -48,9 +48,25 @@ enum Command {
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub(crate) enum Backend {
-    /// The reference interpreter.
+    /// Native code from the Cranelift JIT (the default).
     #[default]
+    Cpu,
+    /// The reference interpreter (slow; the oracle every backend is checked against).
     Interp,
+}
+
+impl From<Backend> for kiln::Backend {
+    fn from(b: Backend) -> kiln::Backend {
+        match b {
+            Backend::Cpu => kiln::Backend::Cpu,
+            Backend::Interp => kiln::Backend::Interp,
+        }
+    }
+}
+
+/// The default for `--threads`: every core.
+pub(crate) fn default_threads() -> usize {
+    kiln::Options::default().threads
 }
 
 /// Parses the command line, runs the command, and turns an error into one line and exit 1.

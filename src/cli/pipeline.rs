@@ -70,3 +70,16 @@ pub(crate) fn parse_dim(s: &str) -> Result<(String, i64), String> {
     }
     Ok((name.trim().to_string(), n))
 }
+
+/// Compiles an (already optimized) model for the CPU, timed as `compile`.
+pub(crate) fn compile(
+    model: &Model,
+    threads: usize,
+    timer: &Timer,
+) -> anyhow::Result<kiln::Compiled> {
+    let opts = kiln::Options {
+        threads: threads.max(1),
+        optimize: false,
+    };
+    Ok(timer.time("compile", || model.compile(&opts))?)
+}

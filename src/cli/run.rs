@@ -1,6 +1,6 @@
 //! `kiln run`: compile and run a model once.
 
-use super::pipeline::{load, optimize, parse_dim};
+use super::pipeline::{compile, load, optimize, parse_dim};
 use super::timing::Timer;
 use super::Backend;
 use anyhow::Context;
@@ -35,6 +35,9 @@ pub(crate) struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
+    /// Threads for the cpu backend (default: every core).
+    #[arg(long, default_value_t = super::default_threads())]
+    threads: usize,
     /// Seed for generated inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -53,13 +56,21 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     if !args.no_optimize {
         model = optimize(&model, None, timer)?;
     }
+    let compiled = match args.backend {
+        Backend::Cpu => Some(compile(&model, args.threads, timer)?),
+        Backend::Interp => None,
+    };
     let inputs = if args.inputs.is_some() {
         given
     } else {
         generate(&args, &model, &dims)?
     };
-    let outputs = match args.backend {
-        Backend::Interp => timer.time("run (interp)", || model.run(&inputs))?,
+    let outputs = match &compiled {
+        Some(c) => {
+            timer.time("compile for input shapes", || c.prepare(&inputs))?;
+            timer.time("run (cpu)", || c.run(&inputs))?
+        }
+        None => timer.time("run (interp)", || model.run(&inputs))?,
     };
     for (name, t) in &outputs {
         super::emit(&format!("{}\n", summarize(name, t)))?;
