@@ -110,7 +110,9 @@ fn live_ranges(p: &Program) -> Vec<Option<(usize, usize)>> {
 }
 
 /// An input of `kernel` that dies there, whose block `out` may reuse: only loop nests
-/// that read it exactly where they write, with the same size.
+/// that read it exactly where they write, with the same element size and count (element
+/// `i` of the input is read before element `i` of the output is written, and by the same
+/// iteration).
 fn in_place_source(
     p: &Program,
     kernel: &Kernel,
@@ -138,7 +140,8 @@ fn in_place_source(
             && offsets[a.buf].is_some()
             && !handed_over[a.buf]
             && live[a.buf].is_some_and(|r| r.1 == k)
-            && align(p.buffers[a.buf].bytes()) == align(p.buffers[out].bytes())
+            && p.buffers[a.buf].len == p.buffers[out].len
+            && p.buffers[a.buf].dtype.size_bytes() == p.buffers[out].dtype.size_bytes()
     })?;
     // Every other read of that buffer in the nest must be at the same position too, and
     // gathers may read anywhere.

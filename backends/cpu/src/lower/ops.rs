@@ -9,16 +9,16 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 
-/// The Cranelift type holding one element of `dtype` (f16/bf16 never reach code generation).
+/// The Cranelift type holding one element of `dtype`.
 pub fn clif_type(dtype: DType) -> Result<Type, LowerError> {
     Ok(match dtype {
         DType::F32 => types::F32,
         DType::F64 => types::F64,
         DType::I8 | DType::U8 | DType::Bool => types::I8,
-        DType::I16 | DType::U16 => types::I16,
+        // Halves only move (arithmetic on them runs in the runtime, see `schedule::support`).
+        DType::I16 | DType::U16 | DType::F16 | DType::BF16 => types::I16,
         DType::I32 | DType::U32 => types::I32,
         DType::I64 | DType::U64 => types::I64,
-        DType::F16 | DType::BF16 => return Err(LowerError::Dtype(dtype)),
     })
 }
 
