@@ -1,0 +1,3 @@
+//! Lowering of kernels to Cranelift IR.
+
+pub mod math;
