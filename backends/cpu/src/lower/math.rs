@@ -14,9 +14,18 @@
 //! `minps`/`maxps`. Placing the input as the second operand makes a NaN input pass through
 //! unchanged, so NaN propagates without the fix-up sequence CLIF's `fmin`/`fmax` need on x64.
 //!
-//! Accuracy, measured by the tests at the bottom of this file against Rust's f64 functions
-//! rounded to f32 (dense sweeps plus random inputs over the whole finite range): see the
-//! `*_BOUNDS` constants there, which the tests enforce.
+//! Accuracy against Rust's f64 functions rounded to f32, measured over dense sweeps, strided
+//! sweeps of every binade and random inputs (every f32 in [0, 6] for erf); identical for both
+//! forms. The tests at the bottom of this file enforce the brief's bounds (exp/log 3e-7
+//! relative; tanh/sigmoid 2e-7 absolute and 1e-6 relative; erf 3e-7 absolute):
+//!
+//! | function | max relative error (normal results) | max absolute error | subnormal results |
+//! |----------|-------------------------------------|--------------------|-------------------|
+//! | exp      | 1.2e-7                              | -                  | within 1 ulp      |
+//! | log      | 1.2e-7                              | -                  | (none)            |
+//! | tanh     | 1.2e-7                              | 6.0e-8             | exact             |
+//! | sigmoid  | 2.2e-7                              | 6.0e-8             | within 1 ulp      |
+//! | erf      | 2.3e-7                              | 1.2e-7             | within 1 ulp      |
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
@@ -754,6 +763,87 @@ mod tests {
             &[inputs(-6.0, 6.0), bit_range(0.5, 4.0, 5)].concat(),
             bounds,
         );
+    }
+
+    /// Special values, compared bit for bit (any NaN matches NaN).
+    #[test]
+    fn math_special_values_are_exact() {
+        let (inf, nan) = (f32::INFINITY, f32::NAN);
+        /// A function and its (input, exact output) pairs.
+        type Case = (&'static str, Emit, Vec<(f32, f32)>);
+        let cases: [Case; 5] = [
+            (
+                "exp",
+                exp,
+                vec![
+                    (inf, inf),
+                    (-inf, 0.0),
+                    (100.0, inf),
+                    (-200.0, 0.0),
+                    (0.0, 1.0),
+                    (-0.0, 1.0),
+                ],
+            ),
+            (
+                "log",
+                log,
+                vec![
+                    (0.0, -inf),
+                    (-0.0, -inf),
+                    (inf, inf),
+                    (1.0, 0.0),
+                    (-1.0, nan),
+                    (-inf, nan),
+                ],
+            ),
+            (
+                "tanh",
+                tanh,
+                vec![
+                    (inf, 1.0),
+                    (-inf, -1.0),
+                    (20.0, 1.0),
+                    (-20.0, -1.0),
+                    (0.0, 0.0),
+                    (-0.0, -0.0),
+                ],
+            ),
+            (
+                "erf",
+                erf,
+                vec![
+                    (inf, 1.0),
+                    (-inf, -1.0),
+                    (10.0, 1.0),
+                    (-10.0, -1.0),
+                    (0.0, 0.0),
+                    (-0.0, -0.0),
+                ],
+            ),
+            (
+                "sigmoid",
+                sigmoid,
+                vec![
+                    (inf, 1.0),
+                    (-inf, 0.0),
+                    (200.0, 1.0),
+                    (-200.0, 0.0),
+                    (0.0, 0.5),
+                    (-0.0, 0.5),
+                ],
+            ),
+        ];
+        for (name, emit, mut pairs) in cases {
+            pairs.push((nan, nan));
+            let (xs, want): (Vec<f32>, Vec<f32>) = pairs.into_iter().unzip();
+            for ty in [types::F32X4, types::F32] {
+                let got = emit_test_jit(emit, ty).eval(&xs);
+                for ((x, g), w) in xs.iter().zip(&got).zip(&want) {
+                    let same = g.to_bits() == w.to_bits() || g.is_nan() && w.is_nan();
+                    assert!(same, "{name} {ty}: f({x:e}) = {g:e}, want {w:e}");
+                }
+            }
+        }
     }
 
     /// erf in f64 by the series erf x = 2/√π · e^-x² · Σ 2^n x^(2n+1) / (2n+1)!!
