@@ -7,6 +7,7 @@
 //! All kernels of a program go into one JIT module, finalized once.
 
 mod expr;
+pub mod math;
 pub mod libcalls;
 mod nest;
 mod ops;

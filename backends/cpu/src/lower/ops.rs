@@ -4,7 +4,7 @@
 //! [`vectorizable`] says which ops have one.
 
 use super::libcalls::Libcall;
-use super::{FnCx, LowerError};
+use super::{math, FnCx, LowerError};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
@@ -34,7 +34,8 @@ pub fn vectorizable_unary(u: UnaryOp) -> bool {
     use UnaryOp::*;
     matches!(
         u,
-        Abs | Neg | Floor | Ceil | Round | Sqrt | Rsqrt | Reciprocal | Relu
+        Abs | Neg | Floor | Ceil | Round | Sqrt | Rsqrt | Reciprocal | Relu | Exp | Log | Tanh
+            | Erf | Sigmoid
     )
 }
 
@@ -115,6 +116,11 @@ impl FnCx<'_, '_> {
             }
             Reciprocal => self.b.ins().fdiv(one, x),
             Relu => self.fselect(FloatCC::LessThan, x, zero, zero, x),
+            Exp if !f64 => math::exp(&mut self.b, x),
+            Log if !f64 => math::log(&mut self.b, x),
+            Tanh if !f64 => math::tanh(&mut self.b, x),
+            Erf if !f64 => math::erf(&mut self.b, x),
+            Sigmoid if !f64 => math::sigmoid(&mut self.b, x),
             Sigmoid => {
                 let n = self.b.ins().fneg(x);
                 let e = self.call(Libcall::unary(Exp, true), &[n])?;
