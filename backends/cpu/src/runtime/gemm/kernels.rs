@@ -1,0 +1,260 @@
+//! GEMM micro-kernels: one register tile of C updated by a rank-`kc` product of a packed A
+//! panel and a B panel.
+//!
+//! Each kernel family is const-generic over the number of live rows `R`, so edge rows use
+//! the same code with fewer accumulators and every C element sees the same sequence of fused
+//! multiply-adds whatever the tile shape: results are bit-identical for any work split.
+//! The AVX-512 and AVX2 kernels are selected at run time; the portable kernel serves other
+//! CPUs.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// One micro-kernel call. A is packed (`a_step` floats per k step, rows contiguous); B has
+/// `ldb` floats per k step and at least `nr` readable floats per step (packed or direct).
+pub(super) struct Tile {
+    pub kc: usize,
+    pub a: *const f32,
+    pub a_step: usize,
+    pub b: *const f32,
+    pub ldb: usize,
+    pub c: *mut f32,
+    pub rs_c: isize,
+    pub cs_c: isize,
+    /// Live columns of C, at most the kernel's `nr`.
+    pub cols: usize,
+    /// Add the product to C instead of overwriting it.
+    pub load_c: bool,
+}
+
+/// A micro-kernel for a fixed number of rows.
+pub(super) type KernelFn = unsafe fn(&Tile);
+
+/// A micro-kernel family with its register tile and cache blocking.
+pub(super) struct Kernel {
+    /// A short name for benchmarks and tests.
+    pub name: &'static str,
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Columns of the register tile.
+    pub nr: usize,
+    /// Depth of one packed block (the B micro-panel `kc × nr` stays in L1).
+    pub kc: usize,
+    /// Rows of one packed A block (stays in L2).
+    pub mc: usize,
+    /// Columns of one packed B block.
+    pub nc: usize,
+    /// `by_rows[r - 1]` computes a tile with `r` live rows.
+    pub by_rows: &'static [KernelFn],
+}
+
+/// Stores one row of results to C: overwrite or accumulate, honouring `cols` and strides.
+///
+/// # Safety
+/// `row` must point at row `i` of the tile in C, valid for `t.cols` columns.
+#[inline(always)]
+unsafe fn store_row_scalar(t: &Tile, row: *mut f32, out: &[f32]) {
+    for (j, &v) in out.iter().enumerate().take(t.cols) {
+        // SAFETY: j < cols, and the caller guarantees those columns are in C.
+        let p = unsafe { row.offset(j as isize * t.cs_c) };
+        // SAFETY: as above.
+        unsafe { *p = if t.load_c { *p + v } else { v } };
+    }
+}
+
+/// Portable kernel: 4 × 8, plain multiply-add (no FMA guarantee on unknown CPUs).
+///
+/// # Safety
+/// `t` must describe valid A, B and C memory for `R` rows, `t.kc` steps and `t.cols` columns.
+unsafe fn portable<const R: usize>(t: &Tile) {
+    const NR: usize = 8;
+    let mut acc = [[0f32; NR]; R];
+    for p in 0..t.kc {
+        // SAFETY: A has `a_step` floats per step and B at least NR floats per step.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(t.a.add(p * t.a_step), R),
+                std::slice::from_raw_parts(t.b.add(p * t.ldb), NR),
+            )
+        };
+        for (row, &ai) in acc.iter_mut().zip(a) {
+            for (c, &bj) in row.iter_mut().zip(b) {
+                *c += ai * bj;
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i < R is inside the tile.
+        unsafe { store_row_scalar(t, t.c.offset(i as isize * t.rs_c), row) };
+    }
+}
+
+/// The portable kernel family.
+pub(super) static PORTABLE: Kernel = Kernel {
+    name: "portable-4x8",
+    mr: 4,
+    nr: 8,
+    kc: 256,
+    mc: 64,
+    nc: 2048,
+    by_rows: &[portable::<1>, portable::<2>, portable::<3>, portable::<4>],
+};
+
+/// AVX2 + FMA kernel: up to 6 rows × 16 columns, 12 ymm accumulators.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `t` as for [`portable`] with 16 readable B floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const R: usize>(t: &Tile) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (mut a, mut b) = (t.a, t.b);
+    for _ in 0..t.kc {
+        // SAFETY: B has 16 readable floats per step, A has R; pointers advance in bounds.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(t.a_step);
+            b = b.add(t.ldb);
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i < R lies in the tile; the vector path needs 16 contiguous columns.
+        unsafe {
+            let c = t.c.offset(i as isize * t.rs_c);
+            if t.cols == 16 && t.cs_c == 1 {
+                let (mut v0, mut v1) = (row[0], row[1]);
+                if t.load_c {
+                    v0 = _mm256_add_ps(_mm256_loadu_ps(c), v0);
+                    v1 = _mm256_add_ps(_mm256_loadu_ps(c.add(8)), v1);
+                }
+                _mm256_storeu_ps(c, v0);
+                _mm256_storeu_ps(c.add(8), v1);
+            } else {
+                let mut out = [0f32; 16];
+                _mm256_storeu_ps(out.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), row[1]);
+                store_row_scalar(t, c, &out);
+            }
+        }
+    }
+}
+
+/// The AVX2 + FMA kernel family.
+#[cfg(target_arch = "x86_64")]
+pub(super) static AVX2: Kernel = Kernel {
+    name: "avx2-6x16",
+    mr: 6,
+    nr: 16,
+    kc: 256,
+    mc: 144,
+    nc: 3072,
+    by_rows: &[
+        avx2::<1>, avx2::<2>, avx2::<3>, avx2::<4>, avx2::<5>, avx2::<6>,
+    ],
+};
+
+/// AVX-512 kernel: up to 12 rows × 32 columns, 24 zmm accumulators.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `t` as for [`portable`] with 32 readable B floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<const R: usize>(t: &Tile) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (mut a, mut b) = (t.a, t.b);
+    for _ in 0..t.kc {
+        // SAFETY: B has 32 readable floats per step, A has R; pointers advance in bounds.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(t.a_step);
+            b = b.add(t.ldb);
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i < R lies in the tile; the vector path needs 32 contiguous columns.
+        unsafe {
+            let c = t.c.offset(i as isize * t.rs_c);
+            if t.cols == 32 && t.cs_c == 1 {
+                let (mut v0, mut v1) = (row[0], row[1]);
+                if t.load_c {
+                    v0 = _mm512_add_ps(_mm512_loadu_ps(c), v0);
+                    v1 = _mm512_add_ps(_mm512_loadu_ps(c.add(16)), v1);
+                }
+                _mm512_storeu_ps(c, v0);
+                _mm512_storeu_ps(c.add(16), v1);
+            } else {
+                let mut out = [0f32; 32];
+                _mm512_storeu_ps(out.as_mut_ptr(), row[0]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(16), row[1]);
+                store_row_scalar(t, c, &out);
+            }
+        }
+    }
+}
+
+/// The AVX-512 kernel family.
+#[cfg(target_arch = "x86_64")]
+pub(super) static AVX512: Kernel = Kernel {
+    name: "avx512-12x32",
+    mr: 12,
+    nr: 32,
+    kc: 256,
+    mc: 192,
+    nc: 3072,
+    by_rows: &[
+        avx512::<1>,
+        avx512::<2>,
+        avx512::<3>,
+        avx512::<4>,
+        avx512::<5>,
+        avx512::<6>,
+        avx512::<7>,
+        avx512::<8>,
+        avx512::<9>,
+        avx512::<10>,
+        avx512::<11>,
+        avx512::<12>,
+    ],
+};
+
+/// Every kernel family this CPU can run, best first.
+pub(super) fn available() -> Vec<&'static Kernel> {
+    let mut kernels = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            kernels.push(&AVX512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            kernels.push(&AVX2);
+        }
+    }
+    kernels.push(&PORTABLE);
+    kernels
+}
+
+/// The best kernel family for this CPU.
+pub(super) fn best() -> &'static Kernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return &AVX512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return &AVX2;
+        }
+    }
+    &PORTABLE
+}
