@@ -123,12 +123,34 @@ unsafe fn avx2<const R: usize>(t: &Tile) {
             b = b.add(t.ldb);
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        // SAFETY: row i < R lies in the tile; the vector path needs 16 contiguous columns.
+    // Spill through a constant-indexed array so the accumulators stay in registers above.
+    let mut out = [[0f32; 16]; R];
+    for (row, acc) in out.iter_mut().zip(&acc) {
+        // SAFETY: each row of `out` holds 16 floats.
+        unsafe {
+            _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
+        }
+    }
+    // SAFETY: the CPU supports AVX2 (checked by the caller); the tile is valid.
+    unsafe { avx2_store(t, out.as_flattened()) };
+}
+
+/// Writes a finished AVX2 tile (`rows × 16`, row-major in `out`) to C.
+///
+/// # Safety
+/// As for [`avx2`]; `out` holds the live rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn avx2_store(t: &Tile, out: &[f32]) {
+    for (i, row) in out.chunks_exact(16).enumerate() {
+        // SAFETY: row i lies in the tile; the vector path needs 16 contiguous columns.
         unsafe {
             let c = t.c.offset(i as isize * t.rs_c);
             if t.cols == 16 && t.cs_c == 1 {
-                let (mut v0, mut v1) = (row[0], row[1]);
+                let mut v0 = _mm256_loadu_ps(row.as_ptr());
+                let mut v1 = _mm256_loadu_ps(row.as_ptr().add(8));
                 if t.load_c {
                     v0 = _mm256_add_ps(_mm256_loadu_ps(c), v0);
                     v1 = _mm256_add_ps(_mm256_loadu_ps(c.add(8)), v1);
@@ -136,10 +158,7 @@ unsafe fn avx2<const R: usize>(t: &Tile) {
                 _mm256_storeu_ps(c, v0);
                 _mm256_storeu_ps(c.add(8), v1);
             } else {
-                let mut out = [0f32; 16];
-                _mm256_storeu_ps(out.as_mut_ptr(), row[0]);
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), row[1]);
-                store_row_scalar(t, c, &out);
+                store_row_scalar(t, c, row);
             }
         }
     }
@@ -182,12 +201,34 @@ unsafe fn avx512<const R: usize>(t: &Tile) {
             b = b.add(t.ldb);
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        // SAFETY: row i < R lies in the tile; the vector path needs 32 contiguous columns.
+    // Spill through a constant-indexed array so the accumulators stay in registers above.
+    let mut out = [[0f32; 32]; R];
+    for (row, acc) in out.iter_mut().zip(&acc) {
+        // SAFETY: each row of `out` holds 32 floats.
+        unsafe {
+            _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+        }
+    }
+    // SAFETY: the CPU supports AVX-512F (checked by the caller); the tile is valid.
+    unsafe { avx512_store(t, out.as_flattened()) };
+}
+
+/// Writes a finished AVX-512 tile (`rows × 32`, row-major in `out`) to C.
+///
+/// # Safety
+/// As for [`avx512`]; `out` holds the live rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+unsafe fn avx512_store(t: &Tile, out: &[f32]) {
+    for (i, row) in out.chunks_exact(32).enumerate() {
+        // SAFETY: row i lies in the tile; the vector path needs 32 contiguous columns.
         unsafe {
             let c = t.c.offset(i as isize * t.rs_c);
             if t.cols == 32 && t.cs_c == 1 {
-                let (mut v0, mut v1) = (row[0], row[1]);
+                let mut v0 = _mm512_loadu_ps(row.as_ptr());
+                let mut v1 = _mm512_loadu_ps(row.as_ptr().add(16));
                 if t.load_c {
                     v0 = _mm512_add_ps(_mm512_loadu_ps(c), v0);
                     v1 = _mm512_add_ps(_mm512_loadu_ps(c.add(16)), v1);
@@ -195,10 +236,7 @@ unsafe fn avx512<const R: usize>(t: &Tile) {
                 _mm512_storeu_ps(c, v0);
                 _mm512_storeu_ps(c.add(16), v1);
             } else {
-                let mut out = [0f32; 32];
-                _mm512_storeu_ps(out.as_mut_ptr(), row[0]);
-                _mm512_storeu_ps(out.as_mut_ptr().add(16), row[1]);
-                store_row_scalar(t, c, &out);
+                store_row_scalar(t, c, row);
             }
         }
     }
