@@ -65,11 +65,17 @@ impl MatMut {
 /// Products with fewer flops than this run on the calling thread only.
 const SERIAL_FLOPS: usize = 1 << 16;
 
+/// The name of the micro-kernel family this CPU uses, e.g. `avx512-12x32`.
+pub fn kernel_name() -> &'static str {
+    kernels::best().name
+}
+
 /// C = A·B (or C += A·B when `accumulate`), where A is m×k, B is k×n and C is m×n.
 ///
 /// # Safety
 /// Every element of the three views must be valid (C writable and not aliasing A or B) for
 /// the given sizes.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm(
     pool: &ThreadPool,
     m: usize,
@@ -345,28 +351,43 @@ impl Block<'_> {
     /// `packed_a` holds `mc` packed rows of depth `kc`; C is valid for `mc × nc`.
     unsafe fn sweep(&self, mc: usize, packed_a: *const f32, c: MatMut) {
         let (mr, nr, kc) = (self.kern.mr, self.kern.nr, self.kc);
+        let tile = |ir: usize, jr: usize, b_ptr: *const f32, ldb: usize| {
+            let rows = mr.min(mc - ir);
+            let tile = Tile {
+                kc,
+                // SAFETY: panel ir/mr of packed A is inside the buffer.
+                a: unsafe { packed_a.add(ir * kc) },
+                a_step: mr,
+                b: b_ptr,
+                ldb,
+                c: c.at(ir, jr).ptr,
+                rs_c: c.row_stride,
+                cs_c: c.col_stride,
+                cols: nr.min(self.nc - jr),
+                load_c: self.load_c,
+            };
+            // SAFETY: the tile describes valid memory, and the kernel family was chosen
+            // for this CPU.
+            unsafe { (self.kern.by_rows[rows - 1])(&tile) };
+        };
+        // Packed B: the A micro-panel stays in L1 while B's micro-panels stream from L2
+        // (a B micro-panel of the wide kernels would not fit in L1 beside an A panel).
+        if let BSource::Packed(packed) = self.b {
+            for ir in (0..mc).step_by(mr) {
+                for (panel, jr) in (0..self.nc).step_by(nr).enumerate() {
+                    // SAFETY: packed panels are contiguous, nr*kc floats each.
+                    tile(ir, jr, unsafe { packed.add(panel * nr * kc) }, nr);
+                }
+            }
+            return;
+        }
+        // B in place (few rows of A): each B panel is read once from memory, then from L1.
         for (panel, jr) in (0..self.nc).step_by(nr).enumerate() {
             let cols = nr.min(self.nc - jr);
             // SAFETY: panel `panel` of B exists (packed, in place, or copied to the edge buffer).
             let (b_ptr, ldb) = unsafe { self.b_panel(panel, jr, cols) };
             for ir in (0..mc).step_by(mr) {
-                let rows = mr.min(mc - ir);
-                let tile = Tile {
-                    kc,
-                    // SAFETY: panel ir/mr of packed A is inside the buffer.
-                    a: unsafe { packed_a.add(ir * kc) },
-                    a_step: mr,
-                    b: b_ptr,
-                    ldb,
-                    c: c.at(ir, jr).ptr,
-                    rs_c: c.row_stride,
-                    cs_c: c.col_stride,
-                    cols,
-                    load_c: self.load_c,
-                };
-                // SAFETY: the tile describes valid memory, and the kernel family was chosen
-                // for this CPU.
-                unsafe { (self.kern.by_rows[rows - 1])(&tile) };
+                tile(ir, jr, b_ptr, ldb);
             }
         }
     }
