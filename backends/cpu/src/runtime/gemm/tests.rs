@@ -198,7 +198,7 @@ fn every_dim_up_to_70_matches_naive() {
 fn large_blocks_cross_every_cache_block() {
     let pool = ThreadPool::new(2);
     for kernel in kernels::available() {
-        let (m, k, n) = (kernel.mc + 5, kernel.kc + 7, 2 * kernel.nr + 3);
+        let (m, k, n) = (kernel.mc + 5, kernel.kc + 7, kernel.nc + kernel.nr + 3);
         for accumulate in [false, true] {
             let case = Case {
                 m,
