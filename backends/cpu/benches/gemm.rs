@@ -95,6 +95,22 @@ fn time_gemm(pool: &ThreadPool, (m, k, n): (usize, usize, usize), runs: usize) -
     (times[times.len() / 2], times[0])
 }
 
+/// Median microseconds of a warm `parallel_for` with one empty task per thread.
+fn time_dispatch(pool: &ThreadPool) -> f64 {
+    let tasks = pool.threads();
+    let mut times: Vec<f64> = (0..20_000)
+        .map(|_| {
+            let start = Instant::now();
+            pool.parallel_for(tasks, &|i| {
+                std::hint::black_box(i);
+            });
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -105,6 +121,9 @@ fn main() {
     };
     for &threads in &args.threads {
         let pool = ThreadPool::new(threads);
+        let dispatch = time_dispatch(&pool);
+        println!("pool dispatch threads={threads} median {dispatch:.2} us");
+        println!("{{\"impl\":\"kiln-pool\",\"threads\":{threads},\"dispatch_us\":{dispatch:.3}}}");
         for &(m, k, n) in &args.sizes {
             let (median, best) = time_gemm(&pool, (m, k, n), args.runs);
             let flops = 2.0 * (m * k * n) as f64;

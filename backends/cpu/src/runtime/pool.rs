@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// How long a waiting thread spins before it also yields between checks. On an oversubscribed
+/// machine the thread it waits for may need this core; pure spinning would then cost a whole
+/// `SPIN` (or a time slice) per handoff.
+const YIELD_AFTER: Duration = Duration::from_micros(2);
+
 /// The job type as the workers see it; the caller guarantees the borrow outlives the run.
 type Job = *const (dyn Fn(usize) + Sync + 'static);
 
@@ -183,14 +188,14 @@ fn run_tasks(
     result
 }
 
-/// The caller's wait for the workers: spins briefly, then yields (the machine is shared).
+/// The caller's wait for the workers: spins briefly, then yields between checks.
 fn wait_until_done(pending: &AtomicUsize) {
-    let mut spins = 0u32;
+    let start = Instant::now();
     while pending.load(Ordering::Acquire) != 0 {
-        if spins < 10_000 {
-            spins += 1;
+        for _ in 0..16 {
             std::hint::spin_loop();
-        } else {
+        }
+        if start.elapsed() > YIELD_AFTER {
             thread::yield_now();
         }
     }
@@ -222,15 +227,19 @@ fn worker_loop(shared: &Shared, index: usize) {
 fn wait_for_generation(shared: &Shared, index: usize, seen: u64) -> u64 {
     let start = Instant::now();
     loop {
-        for _ in 0..64 {
+        for _ in 0..16 {
             let now = shared.generation.load(Ordering::Acquire);
             if now != seen {
                 return now;
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() > SPIN {
+        let waited = start.elapsed();
+        if waited > SPIN {
             break;
+        }
+        if waited > YIELD_AFTER {
+            thread::yield_now();
         }
     }
     let sleeping = &shared.sleeping[index - 1];
