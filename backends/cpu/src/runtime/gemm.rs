@@ -15,7 +15,7 @@ mod kernels;
 mod pack;
 
 use super::pool::ThreadPool;
-use kernels::{Kernel, Tile};
+use kernels::{Kernel, RowStream, Tile};
 use pack::{pack_a, pack_b, with_scratch};
 
 /// A read-only strided f32 matrix view: element (i, j) is at `ptr + i*row_stride + j*col_stride`.
@@ -273,6 +273,14 @@ unsafe fn gemm_block(
     // B panels are reused once per A panel; with few A panels, packing B costs more than
     // reading it in place (possible when its columns are contiguous).
     let direct_b = b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr;
+    if let Some(stream) = kern
+        .stream
+        .filter(|rows| direct_b && c.col_stride == 1 && m <= rows.len())
+    {
+        // SAFETY: the views are valid; B and C have unit column strides.
+        unsafe { stream_rows(stream, kern.kc, m, k, n, a, b, c, accumulate) };
+        return;
+    }
     with_scratch(|scratch| {
         for jc in (0..n).step_by(kern.nc) {
             let nc = kern.nc.min(n - jc);
@@ -325,6 +333,41 @@ unsafe fn gemm_block(
             }
         }
     });
+}
+
+/// GEMV-like products: the rows of A stream together over B in place, `kc` rows of B at a time (the
+/// same depth blocking as the tiled path, so results are bit-identical to it).
+///
+/// # Safety
+/// The views must be valid for the sizes given; B and C must have unit column strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn stream_rows(
+    stream: &[unsafe fn(&RowStream)],
+    kc_max: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    for pc in (0..k).step_by(kc_max) {
+        let rows = RowStream {
+            kc: kc_max.min(k - pc),
+            a: a.at(0, pc).ptr,
+            a_rs: a.row_stride,
+            a_cs: a.col_stride,
+            b: b.at(pc, 0).ptr,
+            ldb: b.row_stride as usize,
+            c: c.ptr,
+            c_rs: c.row_stride,
+            cols: n,
+            load_c: accumulate || pc > 0,
+        };
+        // SAFETY: the rows and the B block are inside the caller's valid views; m >= 1.
+        unsafe { stream[m - 1](&rows) };
+    }
 }
 
 /// Where a `kc × nc` block of B comes from.

@@ -30,6 +30,25 @@ pub(super) struct Tile {
 /// A micro-kernel for a fixed number of rows.
 pub(super) type KernelFn = unsafe fn(&Tile);
 
+/// A few rows of A against an in-place B (unit column stride), for GEMV-like products: B is
+/// read row by row in long contiguous runs instead of one narrow panel at a time.
+pub(super) struct RowStream {
+    pub kc: usize,
+    /// Rows of A; element (i, p) at `a + i * a_rs + p * a_cs`.
+    pub a: *const f32,
+    pub a_rs: isize,
+    pub a_cs: isize,
+    /// `kc × cols` of B, `ldb` floats between rows, columns contiguous.
+    pub b: *const f32,
+    pub ldb: usize,
+    /// Rows of C, `c_rs` floats apart, columns contiguous.
+    pub c: *mut f32,
+    pub c_rs: isize,
+    pub cols: usize,
+    /// Add the product to C instead of overwriting it.
+    pub load_c: bool,
+}
+
 /// A micro-kernel family with its register tile and cache blocking.
 pub(super) struct Kernel {
     /// A short name for benchmarks and tests.
@@ -46,6 +65,10 @@ pub(super) struct Kernel {
     pub nc: usize,
     /// `by_rows[r - 1]` computes a tile with `r` live rows.
     pub by_rows: &'static [KernelFn],
+    /// A row-streaming routine for very few rows of A, giving bit-identical results to
+    /// `by_rows` (same FMA sequence per element), if this family has one.
+    /// `stream[r - 1]` handles `r` rows.
+    pub stream: Option<&'static [unsafe fn(&RowStream)]>,
 }
 
 /// Stores one row of results to C: overwrite or accumulate, honouring `cols` and strides.
@@ -98,6 +121,7 @@ pub(super) static PORTABLE: Kernel = Kernel {
     mc: 64,
     nc: 2048,
     by_rows: &[portable::<1>, portable::<2>, portable::<3>, portable::<4>],
+    stream: None,
 };
 
 /// Prefetches the first and last live column of each of the tile's `rows` rows of C, so the
@@ -193,6 +217,7 @@ pub(super) static AVX2: Kernel = Kernel {
     by_rows: &[
         avx2::<1>, avx2::<2>, avx2::<3>, avx2::<4>, avx2::<5>, avx2::<6>,
     ],
+    stream: None,
 };
 
 /// AVX-512 kernel: up to 12 rows × 32 columns, 24 zmm accumulators.
@@ -285,7 +310,69 @@ pub(super) static AVX512: Kernel = Kernel {
         avx512::<11>,
         avx512::<12>,
     ],
+    stream: Some(&[
+        avx512_stream::<1>,
+        avx512_stream::<2>,
+        avx512_stream::<3>,
+        avx512_stream::<4>,
+    ]),
 };
+
+/// AVX-512 row stream for `R` rows: chunks of `16 / R` vectors per row (16 zmm accumulators
+/// in all), so B is read once; the last vector of the last chunk is masked.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `s` must describe valid memory for `R` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_stream<const R: usize>(s: &RowStream) {
+    let per_row = 16 / R;
+    let width = 16 * per_row;
+    for j0 in (0..s.cols).step_by(width) {
+        let live = width.min(s.cols - j0);
+        let vectors = live.div_ceil(16);
+        let mut masks = [0u16; 16];
+        for (v, mask) in masks.iter_mut().enumerate().take(vectors) {
+            let lanes = (live - 16 * v).min(16);
+            *mask = if lanes == 16 {
+                u16::MAX
+            } else {
+                (1u16 << lanes) - 1
+            };
+        }
+        let mut acc = [[_mm512_setzero_ps(); 16]; R];
+        for p in 0..s.kc {
+            // SAFETY: row p of B holds `live` valid columns from j0; masked lanes are not read.
+            unsafe {
+                let row = s.b.add(p * s.ldb + j0);
+                let mut bv = [_mm512_setzero_ps(); 16];
+                for v in 0..vectors {
+                    bv[v] = _mm512_maskz_loadu_ps(masks[v], row.add(16 * v));
+                }
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let a = *s.a.offset(i as isize * s.a_rs + p as isize * s.a_cs);
+                    let ap = _mm512_set1_ps(a);
+                    for v in 0..vectors {
+                        acc[v] = _mm512_fmadd_ps(ap, bv[v], acc[v]);
+                    }
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            for v in 0..vectors {
+                // SAFETY: the masked lanes cover exactly the live columns of row i of C.
+                unsafe {
+                    let c = s.c.offset(i as isize * s.c_rs).add(j0 + 16 * v);
+                    let mut out = acc[v];
+                    if s.load_c {
+                        out = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], c), out);
+                    }
+                    _mm512_mask_storeu_ps(c, masks[v], out);
+                }
+            }
+        }
+    }
+}
 
 /// Every kernel family this CPU can run, best first.
 #[cfg(test)]
