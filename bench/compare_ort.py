@@ -192,6 +192,11 @@ def summarize(a, rounds, ort_create_ms, model, inputs, spec):
 
     s = {"model": str(model), "inputs": str(inputs), "threads": a.threads, "rounds": a.rounds}
     s.update(runs=a.runs, warmup=a.warmup, ort_median_ms=med("ort"), ort_session_ms=ort_create_ms)
+    for who in ("kiln", "ort", "numpy"):
+        if who in rounds[0]:
+            s[f"{who}_rounds_ms"] = [round(float(x[who]["median_ms"]), 3) for x in rounds]
+    # The 1-minute load average at the end: above the core count, the figures are unreliable.
+    s["loadavg_1m"] = os.getloadavg()[0]
     if "kiln" in rounds[0]:
         s["kiln_median_ms"] = med("kiln")
         s["kiln_compile_ms"] = med("kiln", "compile_ms")
@@ -214,6 +219,7 @@ def summarize(a, rounds, ort_create_ms, model, inputs, spec):
 
 def print_summary(s):
     print(f"summary over {s['rounds']} rounds, {s['threads']} thread(s), {s['runs']} runs each:")
+    print(f"  load average (1 min) at the end: {s['loadavg_1m']:.2f} on {os.cpu_count()} cores")
     for who in ("kiln", "ort", "numpy"):
         if f"{who}_median_ms" in s:
             g = f", {s[f'{who}_gflops']:.1f} GFLOP/s" if "gemm" in s else ""
