@@ -44,6 +44,12 @@ pub enum Error {
     /// The interpreter rejected the inputs or failed on an op.
     #[error(transparent)]
     Interp(#[from] kiln_ir::interp::InterpError),
+    /// The CPU backend could not compile the graph (names the node and op).
+    #[error(transparent)]
+    Compile(#[from] kiln_cpu::CompileError),
+    /// The compiled model rejected the inputs or failed in a runtime call.
+    #[error(transparent)]
+    Run(#[from] kiln_cpu::RunError),
     /// A numpy file could not be read or written.
     #[error(transparent)]
     Npy(#[from] crate::npz::NpyError),

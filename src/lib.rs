@@ -20,6 +20,7 @@
 
 mod bind;
 pub mod compare;
+mod compiled;
 mod error;
 pub mod generate;
 mod model;
@@ -27,7 +28,9 @@ pub mod npz;
 pub mod onnx_suite;
 pub mod summary;
 
+pub use compiled::{Backend, Compiled, Options};
 pub use error::Error;
+pub use kiln_cpu as cpu;
 pub use kiln_frontend as frontend;
 pub use kiln_ir as ir;
 pub use kiln_passes as passes;

@@ -120,6 +120,11 @@ impl Model {
         &self.graph
     }
 
+    /// Inputs whose values were bound at import (accepted and ignored by `run`).
+    pub fn bound_at_import(&self) -> &BTreeSet<String> {
+        &self.bound_at_import
+    }
+
     /// The file the model came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -5,7 +5,7 @@
 //! never the end of the run.
 
 use crate::compare::{compare, Tolerance};
-use crate::{Error, Model};
+use crate::{Backend, Error, Model, Options};
 use kiln_frontend::ImportOptions;
 use kiln_ir::Tensor;
 use std::collections::BTreeMap;
@@ -35,10 +35,14 @@ pub enum Outcome {
 /// How cases run.
 #[derive(Clone, Copy, Debug)]
 pub struct SuiteOptions {
-    /// Run the default pass pipeline before interpreting.
+    /// Run the default pass pipeline before running.
     pub optimize: bool,
     /// Float tolerance.
     pub tolerance: Tolerance,
+    /// Where the cases run.
+    pub backend: Backend,
+    /// Threads for the CPU backend.
+    pub threads: usize,
 }
 
 impl Default for SuiteOptions {
@@ -46,6 +50,8 @@ impl Default for SuiteOptions {
         SuiteOptions {
             optimize: true,
             tolerance: Tolerance::ONNX,
+            backend: Backend::Interp,
+            threads: 1,
         }
     }
 }
@@ -166,7 +172,17 @@ fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), Strin
         .map(|(n, _)| n.as_str())
         .collect();
     let feed: BTreeMap<String, Tensor> = named_inputs(&inputs, &declared).into_iter().collect();
-    let actual = model.run(&feed).map_err(|e| e.to_string())?;
+    let actual = match opts.backend {
+        Backend::Interp => model.run(&feed),
+        Backend::Cpu => {
+            let compile = Options {
+                threads: opts.threads,
+                optimize: false,
+            };
+            model.compile(&compile).and_then(|c| c.run(&feed))
+        }
+    }
+    .map_err(|e| e.to_string())?;
     if actual.len() != expected.len() {
         return Err(format!(
             "{} outputs but expected {}",

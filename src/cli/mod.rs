@@ -3,6 +3,7 @@
 //! Errors reach the user as one line on stderr (`error: …`) and exit code 1; anyhow lives
 //! only here, at the edge.
 
+mod bench;
 mod inspect;
 mod ops;
 mod pipeline;
@@ -40,6 +41,9 @@ enum Command {
     /// Run ONNX backend test-case folders; ends with `N passed, N failed`.
     #[command(name = "test-onnx", after_help = test_onnx::EXAMPLE)]
     TestOnnx(test_onnx::TestOnnxArgs),
+    /// Compile a model and time repeated runs; prints one JSON line (median, p10, p90).
+    #[command(after_help = bench::EXAMPLE)]
+    Bench(bench::BenchArgs),
     /// List the ONNX ops and opset ranges the frontend supports.
     #[command(after_help = ops::EXAMPLE)]
     Ops,
@@ -48,9 +52,25 @@ enum Command {
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub(crate) enum Backend {
-    /// The reference interpreter.
+    /// Native code from the Cranelift JIT (the default).
     #[default]
+    Cpu,
+    /// The reference interpreter (slow; the oracle every backend is checked against).
     Interp,
+}
+
+impl From<Backend> for kiln::Backend {
+    fn from(b: Backend) -> kiln::Backend {
+        match b {
+            Backend::Cpu => kiln::Backend::Cpu,
+            Backend::Interp => kiln::Backend::Interp,
+        }
+    }
+}
+
+/// The default for `--threads`: every core.
+pub(crate) fn default_threads() -> usize {
+    kiln::Options::default().threads
 }
 
 /// Parses the command line, runs the command, and turns an error into one line and exit 1.
@@ -61,6 +81,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &timer),
         Command::Inspect(args) => inspect::inspect(args, &timer),
         Command::TestOnnx(args) => test_onnx::test_onnx(args),
+        Command::Bench(args) => bench::bench(args, &timer),
         Command::Ops => ops::ops(),
     };
     match result {

@@ -1,15 +1,11 @@
 //! `kiln run`: compile and run a model once.
 
-use super::pipeline::{load, optimize, parse_dim};
+use super::pipeline::{compile, generate, load, optimize, parse_dim};
 use super::timing::Timer;
 use super::Backend;
-use anyhow::Context;
 use clap::Args;
-use kiln::generate::generate_inputs;
-use kiln::ir::Tensor;
 use kiln::npz::{read_npz, write_npz};
 use kiln::summary::summarize;
-use kiln::Model;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +31,9 @@ pub(crate) struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
+    /// Threads for the cpu backend (default: every core).
+    #[arg(long, default_value_t = super::default_threads())]
+    threads: usize,
     /// Seed for generated inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -53,13 +52,21 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     if !args.no_optimize {
         model = optimize(&model, None, timer)?;
     }
+    let compiled = match args.backend {
+        Backend::Cpu => Some(compile(&model, args.threads, timer)?),
+        Backend::Interp => None,
+    };
     let inputs = if args.inputs.is_some() {
         given
     } else {
-        generate(&args, &model, &dims)?
+        generate(&args.model, &model, &dims, args.seed)?
     };
-    let outputs = match args.backend {
-        Backend::Interp => timer.time("run (interp)", || model.run(&inputs))?,
+    let outputs = match &compiled {
+        Some(c) => {
+            timer.time("compile for input shapes", || c.prepare(&inputs))?;
+            timer.time("run (cpu)", || c.run(&inputs))?
+        }
+        None => timer.time("run (interp)", || model.run(&inputs))?,
     };
     for (name, t) in &outputs {
         super::emit(&format!("{}\n", summarize(name, t)))?;
@@ -68,26 +75,4 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
         write_npz(path, &outputs)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn generate(
-    args: &RunArgs,
-    model: &Model,
-    dims: &BTreeMap<String, i64>,
-) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    let generated = generate_inputs(model.graph(), dims, args.seed)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("generating inputs for {}", args.model.display()))?;
-    if !generated.defaulted.is_empty() {
-        let list: Vec<String> = generated
-            .defaulted
-            .iter()
-            .map(|(s, n)| format!("{s}={n}"))
-            .collect();
-        eprintln!(
-            "note: using {} (set sizes with --dim NAME=N)",
-            list.join(", ")
-        );
-    }
-    Ok(generated.inputs.into_iter().collect())
 }

@@ -31,7 +31,10 @@ pub(crate) struct TestOnnxArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
-    /// Interpret the graph as imported, without the optimization pipeline.
+    /// Threads for the cpu backend.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Run the graph as imported, without the optimization pipeline.
     #[arg(long)]
     no_optimize: bool,
 }
@@ -40,9 +43,10 @@ pub(crate) fn test_onnx(args: TestOnnxArgs) -> anyhow::Result<ExitCode> {
     let cases = collect_cases(&args)?;
     let opts = SuiteOptions {
         optimize: !args.no_optimize,
+        backend: args.backend.into(),
+        threads: args.threads.max(1),
         ..SuiteOptions::default()
     };
-    let Backend::Interp = args.backend;
     let passing = run_all(&cases, opts)?;
     println!(
         "{} passed, {} failed",

@@ -1,1 +1,31 @@
-//! The CPU backend (Cranelift). Layout only: the CPU backend issue fills this crate.
+//! kiln's CPU backend: a graph at concrete shapes is scheduled into kernels
+//! ([`schedule`]), its temporaries get one planned arena ([`plan`]), and the kernels are
+//! compiled to machine code with Cranelift ([`lower`]) and run on a persistent worker pool
+//! ([`runtime`]). [`CompiledModel`] ties these together and caches one specialization per
+//! set of input shapes.
+//!
+//! ```
+//! use kiln_cpu::{CompiledModel, Options};
+//! use kiln_ir::{parse, Tensor};
+//! let g = parse(
+//!     "graph @g(%x: f32[n]) -> f32[n] {
+//!         %y = exp %x
+//!         return %y
+//!     }",
+//! )
+//! .unwrap();
+//! let model = CompiledModel::new(g, &Options::default()).unwrap();
+//! let x = Tensor::from_vec(vec![0.0f32, 1.0, 2.0], &[3]).unwrap();
+//! let y = model.run(&[x]).unwrap();
+//! assert!((y[0].to_f64_vec()[1] - std::f64::consts::E).abs() < 1e-6);
+//! ```
+#![warn(missing_docs)]
+
+mod exec;
+pub mod kernel;
+pub mod lower;
+pub mod plan;
+pub mod runtime;
+pub mod schedule;
+
+pub use exec::{CompileError, CompiledModel, Options, RunError, Specialized};

@@ -321,8 +321,14 @@ fn int_binary<T: Elem>(
     })?))
 }
 
-/// Integer power by squaring, wrapping; negative exponents truncate like `1 / xⁿ`.
-fn int_pow(x: i128, e: i128) -> i128 {
+/// Integer power by squaring, wrapping; negative exponents truncate like `1 / xⁿ`:
+/// `x^e` with wrapping multiplication; negative exponents give 0 unless `|x| = 1`.
+///
+/// ```
+/// assert_eq!(kiln_ir::interp::int_pow(3, 4), 81);
+/// assert_eq!(kiln_ir::interp::int_pow(-1, -3), -1);
+/// ```
+pub fn int_pow(x: i128, e: i128) -> i128 {
     if e < 0 {
         return match x {
             1 => 1,

@@ -26,7 +26,8 @@ mod scatter;
 mod test_util;
 mod topk;
 
-pub use run::run;
+pub use elementwise::int_pow;
+pub use run::{bind_input_types, run};
 
 use crate::{Bindings, DType, Dim, Op, Tensor};
 

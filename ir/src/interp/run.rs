@@ -94,17 +94,47 @@ pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
 
 /// Checks each input against its declared type and binds the symbols its dims name.
 fn bind_inputs(g: &Graph, inputs: &[Tensor]) -> Result<Bindings> {
+    let types: Vec<TensorType> = inputs
+        .iter()
+        .map(|t| TensorType::fixed(t.dtype(), t.shape()))
+        .collect();
+    bind_input_types(g, &types)
+}
+
+/// Binds the symbols of `g`'s input shapes from the concrete types of the inputs (in
+/// graph-input order): checks dtype, rank and every dim, and names the input on a mismatch.
+/// Backends use it to validate inputs before running generated code.
+///
+/// ```
+/// use kiln_ir::{interp::bind_input_types, DType, Dim, Graph, TensorType};
+/// let mut g = Graph::new("g");
+/// g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym("n"), Dim::from(3)]));
+/// let b = bind_input_types(&g, &[TensorType::fixed(DType::F32, &[5, 3])]).unwrap();
+/// assert_eq!(b["n"], 5);
+/// assert!(bind_input_types(&g, &[TensorType::fixed(DType::F32, &[5, 4])]).is_err());
+/// ```
+pub fn bind_input_types(g: &Graph, inputs: &[TensorType]) -> Result<Bindings> {
+    if inputs.len() != g.inputs.len() {
+        return Err(InterpError::InputCount {
+            expected: g.inputs.len(),
+            got: inputs.len(),
+        });
+    }
     let mut b = Bindings::new();
     for ((name, v), t) in g.inputs.iter().zip(inputs) {
         let ty = g.value_type(*v);
         let mismatch = || InterpError::Input {
             name: name.clone(),
-            message: format!("expected {ty}, got {}", concrete(t)),
+            message: format!("expected {ty}, got {}", t),
         };
-        if ty.dtype != t.dtype() || ty.rank() != t.rank() {
+        if ty.dtype != t.dtype || ty.rank() != t.rank() {
             return Err(mismatch());
         }
-        for (d, &n) in ty.shape.iter().zip(t.shape()) {
+        for (d, &n) in ty
+            .shape
+            .iter()
+            .zip(t.const_shape().unwrap_or_default().iter())
+        {
             if let Some(c) = d.as_const() {
                 if c != n as i64 {
                     return Err(mismatch());
@@ -116,7 +146,7 @@ fn bind_inputs(g: &Graph, inputs: &[Tensor]) -> Result<Bindings> {
                             name: name.clone(),
                             message: format!(
                                 "expected {ty}, got {}, but `{s}` is {bound} from an earlier input",
-                                concrete(t)
+                                t
                             ),
                         });
                     }
@@ -128,13 +158,17 @@ fn bind_inputs(g: &Graph, inputs: &[Tensor]) -> Result<Bindings> {
     }
     for ((name, v), t) in g.inputs.iter().zip(inputs) {
         let ty = g.value_type(*v);
-        for (d, &n) in ty.shape.iter().zip(t.shape()) {
+        for (d, &n) in ty
+            .shape
+            .iter()
+            .zip(t.const_shape().unwrap_or_default().iter())
+        {
             if d.eval(&b).is_some_and(|e| e != n as i64) {
                 return Err(InterpError::Input {
                     name: name.clone(),
                     message: format!(
                         "expected {ty}, got {}: `{d}` is {} here",
-                        concrete(t),
+                        t,
                         d.eval(&b).unwrap_or(0)
                     ),
                 });

@@ -1,0 +1,373 @@
+//! The compiled model: per-shape specializations (schedule, memory plan, native code) kept
+//! in a cache, a pool of arenas, and the worker pool that runs the kernels.
+//!
+//! Dynamic shapes are handled by specialization: the first run at a new set of input shapes
+//! binds the symbols, schedules, plans and compiles for those shapes; later runs at the same
+//! shapes reuse that code without compiling.
+
+use crate::kernel::{BufferKind, Kernel, Program};
+use crate::lower::{self, Compiled, LowerError, Slots};
+use crate::plan::{plan, MemoryPlan, ALIGN};
+use crate::runtime::{self, pool::ThreadPool, CallError, Memory};
+use crate::schedule::{schedule, support, ScheduleError};
+use kiln_ir::{interp, Bindings, Graph, Tensor, TensorType};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How to compile.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads, including the caller's (default: every core).
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Why compilation failed.
+#[derive(Debug, Error)]
+pub enum CompileError {
+    /// Scheduling failed (an unsupported op, or an unknown dim).
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// Code generation failed for a kernel.
+    #[error("node {node} \"{name}\" ({op}): {source}")]
+    Lower {
+        /// Node index.
+        node: usize,
+        /// Source node name.
+        name: String,
+        /// Op name.
+        op: String,
+        /// The failure.
+        source: LowerError,
+    },
+}
+
+/// Why a run failed.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The inputs do not match the model (count, dtype or shape); names the input.
+    #[error("{0}")]
+    Input(String),
+    /// Compiling for these input shapes failed.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A runtime call failed.
+    #[error("node {node} \"{name}\": {source}")]
+    Call {
+        /// Node index.
+        node: usize,
+        /// Source node name.
+        name: String,
+        /// The failure.
+        source: CallError,
+    },
+}
+
+/// A graph compiled for the CPU: `Send + Sync`, runs at any input shape its symbols allow.
+pub struct CompiledModel {
+    graph: Graph,
+    pool: ThreadPool,
+    cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<Specialized>>>,
+    arenas: Mutex<Vec<Arena>>,
+}
+
+/// Everything compiled for one set of input shapes.
+pub struct Specialized {
+    /// The kernels.
+    pub program: Program,
+    /// The arena layout.
+    pub plan: MemoryPlan,
+    code: Compiled,
+    /// Slot and byte offset of each buffer.
+    slots: Vec<(u32, usize)>,
+    /// Addresses of the constants, in slot order after the inputs.
+    consts: Vec<usize>,
+    /// How long scheduling, planning and code generation took.
+    pub compile_time: Duration,
+}
+
+impl CompiledModel {
+    /// Compiles `graph`. Every node is checked for support now; code is generated now when
+    /// the input shapes are static, otherwise on the first run at each new shape.
+    pub fn new(graph: Graph, opts: &Options) -> Result<CompiledModel, CompileError> {
+        for node in &graph.nodes {
+            // `support` is total; this documents that the check happens at compile time.
+            let _ = support(&graph, node);
+        }
+        let model = CompiledModel {
+            graph,
+            pool: ThreadPool::new(opts.threads),
+            cache: Mutex::new(HashMap::new()),
+            arenas: Mutex::new(Vec::new()),
+        };
+        let static_shapes: Option<Vec<Vec<usize>>> = model
+            .graph
+            .inputs
+            .iter()
+            .map(|(_, v)| model.graph.value_type(*v).const_shape())
+            .collect();
+        if let Some(shapes) = static_shapes {
+            model.specialize(&shapes).map_err(|e| match e {
+                RunError::Compile(c) => c,
+                other => CompileError::Schedule(ScheduleError::Unsupported {
+                    node: 0,
+                    name: String::new(),
+                    op: String::new(),
+                    reason: other.to_string(),
+                }),
+            })?;
+        }
+        Ok(model)
+    }
+
+    /// The graph this model runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Number of threads kernels use.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The code for these input shapes (compiled on first use, then cached).
+    pub fn specialize(&self, shapes: &[Vec<usize>]) -> Result<Arc<Specialized>, RunError> {
+        if let Some(s) = self.cache.lock().expect("cache lock").get(shapes) {
+            return Ok(s.clone());
+        }
+        let types: Vec<TensorType> = self
+            .graph
+            .inputs
+            .iter()
+            .zip(shapes)
+            .map(|((_, v), s)| TensorType::fixed(self.graph.value_type(*v).dtype, s))
+            .collect();
+        let bindings = interp::bind_input_types(&self.graph, &types)
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        let spec = Arc::new(self.compile_for(&bindings)?);
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(shapes.to_vec(), spec.clone());
+        Ok(spec)
+    }
+
+    fn compile_for(&self, bindings: &Bindings) -> Result<Specialized, CompileError> {
+        let start = Instant::now();
+        let program = schedule(&self.graph, bindings)?;
+        let plan = plan(&program);
+        let (slots, consts) = slot_table(&program, &plan, self.graph.inputs.len());
+        let code = lower::compile(&program, &SlotMap(&slots)).map_err(|(kernel, source)| {
+            let index = program.kernel_nodes[kernel];
+            let node = &self.graph.nodes[index];
+            CompileError::Lower {
+                node: index,
+                name: node.name.clone(),
+                op: node.op.name(),
+                source,
+            }
+        })?;
+        Ok(Specialized {
+            program,
+            plan,
+            code,
+            slots,
+            consts,
+            compile_time: start.elapsed(),
+        })
+    }
+
+    /// Runs the model on `inputs` (in graph-input order). Dtypes and shapes are checked
+    /// against the graph before any generated code runs.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let types: Vec<TensorType> = inputs
+            .iter()
+            .map(|t| TensorType::fixed(t.dtype(), t.shape()))
+            .collect();
+        interp::bind_input_types(&self.graph, &types)
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let spec = self.specialize(&shapes)?;
+        let inputs: Vec<Tensor> = inputs.iter().map(contiguous).collect();
+        let mut arena = self.take_arena(spec.plan.arena_bytes);
+        let result = self.execute(&spec, &inputs, &mut arena);
+        self.arenas.lock().expect("arena lock").push(arena);
+        result
+    }
+
+    fn execute(
+        &self,
+        spec: &Specialized,
+        inputs: &[Tensor],
+        arena: &mut Arena,
+    ) -> Result<Vec<Tensor>, RunError> {
+        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(1 + inputs.len() + spec.consts.len());
+        ptrs.push(arena.ptr());
+        ptrs.extend(
+            inputs
+                .iter()
+                .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
+        );
+        ptrs.extend(spec.consts.iter().map(|&a| a as *mut u8));
+        let mem = RunMemory {
+            ptrs: &ptrs,
+            slots: &spec.slots,
+        };
+        for (i, kernel) in spec.program.kernels.iter().enumerate() {
+            match (&spec.code.kernels[i], kernel) {
+                (Some((f, extent)), k) => self.launch(*f, *extent, work(k), &ptrs),
+                (None, Kernel::Call(call)) => {
+                    // SAFETY: `mem` maps every buffer to memory of its planned size.
+                    unsafe { runtime::run_call(&spec.program, call, &mem, &self.pool) }.map_err(
+                        |source| {
+                            let node = spec.program.kernel_nodes[i];
+                            RunError::Call {
+                                node,
+                                name: self.graph.nodes[node].name.clone(),
+                                source,
+                            }
+                        },
+                    )?;
+                }
+                (None, _) => unreachable!("every loop and reduction kernel is compiled"),
+            }
+        }
+        Ok(spec
+            .program
+            .outputs
+            .iter()
+            .zip(&spec.program.output_shapes)
+            .map(|(&b, shape)| read_buffer(&mem, &spec.program, b, shape))
+            .collect())
+    }
+
+    /// Calls a kernel over `0..extent`, split across the pool when the work is large.
+    fn launch(&self, f: lower::KernelFn, extent: u64, work: usize, ptrs: &[*mut u8]) {
+        let threads = self.pool.threads() as u64;
+        let table = ptrs.as_ptr() as usize;
+        if threads <= 1 || extent < 2 || work < PARALLEL_WORK {
+            // SAFETY: the table maps every slot the kernel was compiled against.
+            unsafe { f(ptrs.as_ptr(), 0, extent) };
+            return;
+        }
+        let chunks = threads.min(extent);
+        self.pool.parallel_for(chunks as usize, &|c| {
+            let (lo, hi) = (extent * c as u64 / chunks, extent * (c as u64 + 1) / chunks);
+            // SAFETY: as above; chunks write disjoint iterations of the outer loop.
+            unsafe { f(table as *const *mut u8, lo, hi) };
+        });
+    }
+
+    fn take_arena(&self, bytes: usize) -> Arena {
+        let mut arenas = self.arenas.lock().expect("arena lock");
+        let mut arena = arenas.pop().unwrap_or_default();
+        arena.reserve(bytes);
+        arena
+    }
+}
+
+/// Kernels with fewer element operations than this run on one thread.
+const PARALLEL_WORK: usize = 1 << 15;
+
+fn work(k: &Kernel) -> usize {
+    match k {
+        Kernel::Loop(l) => l.shape.iter().product::<usize>() * l.expr.nodes.len(),
+        Kernel::Reduce(r) => {
+            r.shape.iter().product::<usize>()
+                * r.reduced.iter().product::<usize>()
+                * r.value.nodes.len()
+        }
+        Kernel::Call(_) => 0,
+    }
+}
+
+/// A row-major copy of `t` unless it already is one (shares the data then).
+fn contiguous(t: &Tensor) -> Tensor {
+    if kiln_ir::dispatch!(t, a => a.is_standard_layout()) {
+        t.clone()
+    } else {
+        kiln_ir::dispatch!(t, a => Tensor::from_array(a.as_standard_layout().to_owned()))
+    }
+}
+
+fn read_buffer(mem: &RunMemory<'_>, p: &Program, b: usize, shape: &[usize]) -> Tensor {
+    let buf = &p.buffers[b];
+    // SAFETY: the buffer holds `bytes()` initialized bytes after the program ran.
+    let bytes = unsafe { std::slice::from_raw_parts(mem.addr(b), buf.bytes()) };
+    Tensor::from_le_bytes(buf.dtype, shape, bytes).expect("planned size matches the shape")
+}
+
+/// Slot and offset of every buffer, and the constants' addresses.
+fn slot_table(p: &Program, plan: &MemoryPlan, inputs: usize) -> (Vec<(u32, usize)>, Vec<usize>) {
+    let mut consts = Vec::new();
+    let slots = p
+        .buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| match &b.kind {
+            BufferKind::Temp => (0, plan.offsets[i].unwrap_or(0)),
+            BufferKind::Input(k) => (1 + *k as u32, 0),
+            BufferKind::Const(t) => {
+                consts.push(kiln_ir::dispatch!(t, a => a.as_ptr() as usize));
+                ((inputs + consts.len()) as u32, 0)
+            }
+        })
+        .collect();
+    (slots, consts)
+}
+
+struct SlotMap<'a>(&'a [(u32, usize)]);
+
+impl Slots for SlotMap<'_> {
+    fn slot(&self, buf: usize) -> (u32, usize) {
+        self.0[buf]
+    }
+}
+
+struct RunMemory<'a> {
+    ptrs: &'a [*mut u8],
+    slots: &'a [(u32, usize)],
+}
+
+// SAFETY: the pointers are only dereferenced by kernels that the executor orders; sharing
+// the table across the pool's threads is how kernels are split.
+unsafe impl Sync for RunMemory<'_> {}
+
+impl Memory for RunMemory<'_> {
+    fn addr(&self, buf: usize) -> *mut u8 {
+        let (slot, off) = self.slots[buf];
+        self.ptrs[slot as usize].wrapping_add(off)
+    }
+}
+
+/// A 64-byte aligned, zero-initialized scratch block that only grows.
+#[derive(Default)]
+struct Arena {
+    blocks: Vec<Align64>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Align64([u8; ALIGN]);
+
+impl Arena {
+    fn reserve(&mut self, bytes: usize) {
+        let n = bytes.div_ceil(ALIGN).max(1);
+        if self.blocks.len() < n {
+            self.blocks.resize(n, Align64([0; ALIGN]));
+        }
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        self.blocks.as_mut_ptr() as *mut u8
+    }
+}

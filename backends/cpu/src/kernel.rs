@@ -1,0 +1,340 @@
+//! The kernel description: what the scheduler produces and every code generator consumes.
+//!
+//! A [`Program`] is an ordered list of [`Kernel`]s over numbered [`Buffer`]s, at concrete
+//! shapes. Nothing here knows about Cranelift: the PTX backend is meant to translate the same
+//! description. A [`LoopNest`] is a loop nest over an output region whose body is an
+//! expression DAG ([`Expr`]); a fused group of elementwise producers and consumers is just a
+//! bigger DAG, so the description holds fusion even though the scheduler does not fuse yet.
+
+use kiln_ir::{BinaryOp, DType, Op, ReduceKind, Tensor, UnaryOp};
+
+/// Index of a buffer in [`Program::buffers`].
+pub type BufId = usize;
+
+/// A scheduled model at concrete shapes.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// Every buffer the kernels touch.
+    pub buffers: Vec<Buffer>,
+    /// Kernels in execution order.
+    pub kernels: Vec<Kernel>,
+    /// The graph node each kernel comes from (for errors and profiles).
+    pub kernel_nodes: Vec<usize>,
+    /// The buffer holding each graph output, in graph-output order.
+    pub outputs: Vec<BufId>,
+    /// The shape of each graph output.
+    pub output_shapes: Vec<Vec<usize>>,
+}
+
+/// A flat, contiguous array of elements.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    /// Element type.
+    pub dtype: DType,
+    /// Number of elements.
+    pub len: usize,
+    /// Where its memory comes from.
+    pub kind: BufferKind,
+    /// The IR value (`%N`) it was made for, for reports.
+    pub value: u32,
+}
+
+impl Buffer {
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.len * self.dtype.size_bytes()
+    }
+}
+
+/// Where a buffer's memory comes from.
+#[derive(Clone, Debug)]
+pub enum BufferKind {
+    /// The `i`-th graph input, owned by the caller.
+    Input(usize),
+    /// A constant, owned by the compiled model.
+    Const(Tensor),
+    /// A temporary, placed in the arena by the memory plan.
+    Temp,
+}
+
+/// One element access: `buffer[offset + Σ index[d] * strides[d]]`, in elements, where
+/// `index` is the loop nest's index. Broadcasting is a zero stride, a transpose permuted
+/// strides, a slice an offset and scaled strides.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// The buffer.
+    pub buf: BufId,
+    /// Offset of index 0, in elements.
+    pub offset: isize,
+    /// One stride per loop axis, in elements.
+    pub strides: Vec<isize>,
+}
+
+/// A scalar constant in an expression, stored as the bits of its dtype's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    /// A float of any float dtype, widened.
+    Float(f64),
+    /// An integer or bool of any integer dtype, widened.
+    Int(i64),
+}
+
+/// One node of an [`Expr`] DAG. Operands are indices of earlier nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExprNode {
+    /// Loads one element.
+    Load(Access),
+    /// A constant.
+    Const(Scalar),
+    /// Gathers along one axis: `data[.., idx, ..]` where `idx` is an earlier node (an
+    /// integer, negative counts from the end) and `access` addresses `data` with the gathered
+    /// axis' stride given separately.
+    Gather {
+        /// The data access without the gathered axis' contribution.
+        access: Access,
+        /// The index node.
+        index: usize,
+        /// Stride of the gathered axis, in elements.
+        axis_stride: isize,
+        /// Size of the gathered axis (for negative indices and bounds).
+        axis_len: usize,
+    },
+    /// An elementwise unary op.
+    Unary(UnaryOp, usize),
+    /// An elementwise binary op.
+    Binary(BinaryOp, usize, usize),
+    /// `cond ? a : b`.
+    Where(usize, usize, usize),
+    /// Converts with ONNX `Cast` semantics.
+    Cast(usize),
+    /// Reinterprets the bits.
+    Bitcast(usize),
+    /// The accumulator of a [`Reduce`] (only in its `post` expression).
+    Acc,
+}
+
+/// An expression DAG: nodes in topological order, each with its dtype; the last is the result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expr {
+    /// The nodes.
+    pub nodes: Vec<ExprNode>,
+    /// The dtype of each node's value.
+    pub dtypes: Vec<DType>,
+}
+
+impl Expr {
+    /// Appends a node and returns its index.
+    pub fn push(&mut self, node: ExprNode, dtype: DType) -> usize {
+        self.nodes.push(node);
+        self.dtypes.push(dtype);
+        self.nodes.len() - 1
+    }
+
+    /// The index of the result node.
+    pub fn root(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    /// The dtype of the result.
+    pub fn dtype(&self) -> DType {
+        self.dtypes[self.root()]
+    }
+
+    /// Every buffer the expression reads.
+    pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
+        self.nodes.iter().filter_map(|n| match n {
+            ExprNode::Load(a) | ExprNode::Gather { access: a, .. } => Some(a.buf),
+            _ => None,
+        })
+    }
+}
+
+/// `out[i] = expr(i)` for every index `i` of `shape`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopNest {
+    /// The iteration space.
+    pub shape: Vec<usize>,
+    /// Where each result goes (strides over `shape`).
+    pub out: Access,
+    /// The body.
+    pub expr: Expr,
+}
+
+/// How a [`Reduce`] combines values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    /// Sum, from 0.
+    Sum,
+    /// Product, from 1.
+    Prod,
+    /// Maximum (NaN propagates), from -inf (or the type's minimum).
+    Max,
+    /// Minimum (NaN propagates), from +inf (or the type's maximum).
+    Min,
+}
+
+/// `out[i] = post(combine_j value(i, j))`: the iteration space is `shape` (the output's
+/// loop axes) followed by `reduced` (the reduced axes); `value` addresses both, `post` sees
+/// the accumulator as [`ExprNode::Acc`] and may load at the output index (its accesses
+/// have strides over `shape` only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reduce {
+    /// Output loop axes.
+    pub shape: Vec<usize>,
+    /// Reduced axes (innermost).
+    pub reduced: Vec<usize>,
+    /// Where each result goes (strides over `shape`).
+    pub out: Access,
+    /// The combined value, over `shape ++ reduced`.
+    pub value: Expr,
+    /// The combination.
+    pub combine: Combine,
+    /// Applied to the accumulator before the store.
+    pub post: Expr,
+}
+
+/// A call into a precompiled runtime routine.
+#[derive(Clone, Debug)]
+pub enum Call {
+    /// Batched `f32` matrix product. Each operand is `batch` matrices addressed by batch
+    /// strides (zero for a broadcast operand) and row/column strides, in elements.
+    MatMul(MatMul),
+    /// An op run by its runtime implementation on whole tensors. Only ops listed by
+    /// [`crate::schedule::support`] (and in ARCHITECTURE.md) take this path.
+    Op(OpCall),
+}
+
+/// Operands of [`Call::MatMul`].
+#[derive(Clone, Debug)]
+pub struct MatMul {
+    /// Number of matrices.
+    pub batch: usize,
+    /// Rows of `a` and `c`.
+    pub m: usize,
+    /// Columns of `a`, rows of `b`.
+    pub k: usize,
+    /// Columns of `b` and `c`.
+    pub n: usize,
+    /// Left operand.
+    pub a: MatOperand,
+    /// Right operand.
+    pub b: MatOperand,
+    /// Result.
+    pub c: MatOperand,
+}
+
+/// One matrix operand of a [`MatMul`]: matrix `i` of the batch starts at
+/// `offset + batch_offsets[i]`.
+#[derive(Clone, Debug)]
+pub struct MatOperand {
+    /// The buffer.
+    pub buf: BufId,
+    /// Element offset of each matrix of the batch.
+    pub batch_offsets: Vec<usize>,
+    /// Row stride, in elements.
+    pub row_stride: isize,
+    /// Column stride, in elements.
+    pub col_stride: isize,
+}
+
+/// Operands of [`Call::Op`]: whole tensors, by buffer and shape.
+#[derive(Clone, Debug)]
+pub struct OpCall {
+    /// The op.
+    pub op: Op,
+    /// Inputs: buffer and shape.
+    pub inputs: Vec<(BufId, Vec<usize>)>,
+    /// Outputs: buffer and shape.
+    pub outputs: Vec<(BufId, Vec<usize>)>,
+    /// Bindings of symbols the op's attributes mention.
+    pub bindings: kiln_ir::Bindings,
+}
+
+/// One kernel.
+#[derive(Clone, Debug)]
+pub enum Kernel {
+    /// A loop nest (elementwise, data movement, gathers).
+    Loop(LoopNest),
+    /// A reduction.
+    Reduce(Reduce),
+    /// A runtime call.
+    Call(Call),
+}
+
+impl Kernel {
+    /// The buffers the kernel reads.
+    pub fn reads(&self) -> Vec<BufId> {
+        match self {
+            Kernel::Loop(l) => l.expr.reads().collect(),
+            Kernel::Reduce(r) => r.value.reads().chain(r.post.reads()).collect(),
+            Kernel::Call(Call::MatMul(m)) => vec![m.a.buf, m.b.buf],
+            Kernel::Call(Call::Op(c)) => c.inputs.iter().map(|(b, _)| *b).collect(),
+        }
+    }
+
+    /// The buffers the kernel writes.
+    pub fn writes(&self) -> Vec<BufId> {
+        match self {
+            Kernel::Loop(l) => vec![l.out.buf],
+            Kernel::Reduce(r) => vec![r.out.buf],
+            Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
+            Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|(b, _)| *b).collect(),
+        }
+    }
+
+    /// A short name for reports and profiles.
+    pub fn label(&self) -> String {
+        match self {
+            Kernel::Loop(l) => format!("loop{:?}", l.shape),
+            Kernel::Reduce(r) => format!("reduce{:?}x{:?}", r.shape, r.reduced),
+            Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
+            Kernel::Call(Call::Op(c)) => format!("runtime {}", c.op.name()),
+        }
+    }
+}
+
+/// Identity element of a combination for a dtype.
+pub fn combine_identity(c: Combine, dtype: DType) -> Scalar {
+    match (c, dtype.is_float()) {
+        (Combine::Sum, true) => Scalar::Float(0.0),
+        (Combine::Sum, false) => Scalar::Int(0),
+        (Combine::Prod, true) => Scalar::Float(1.0),
+        (Combine::Prod, false) => Scalar::Int(1),
+        (Combine::Max, true) => Scalar::Float(f64::NEG_INFINITY),
+        (Combine::Min, true) => Scalar::Float(f64::INFINITY),
+        (Combine::Max, false) => Scalar::Int(int_range(dtype).0),
+        (Combine::Min, false) => Scalar::Int(int_range(dtype).1),
+    }
+}
+
+/// The smallest and largest value of an integer or bool dtype (as i64; u64's max saturates).
+pub fn int_range(dtype: DType) -> (i64, i64) {
+    match dtype {
+        DType::I8 => (i8::MIN as i64, i8::MAX as i64),
+        DType::U8 => (0, u8::MAX as i64),
+        DType::I16 => (i16::MIN as i64, i16::MAX as i64),
+        DType::U16 => (0, u16::MAX as i64),
+        DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+        DType::U32 => (0, u32::MAX as i64),
+        DType::U64 => (0, -1),
+        DType::Bool => (0, 1),
+        _ => (i64::MIN, i64::MAX),
+    }
+}
+
+/// The reduction kinds of the IR map onto a pre-map, a combination and a post-map; this
+/// names the combination (the scheduler builds the maps).
+pub fn combine_of(kind: ReduceKind) -> Combine {
+    match kind {
+        ReduceKind::Sum
+        | ReduceKind::Mean
+        | ReduceKind::L1
+        | ReduceKind::L2
+        | ReduceKind::LogSum
+        | ReduceKind::LogSumExp
+        | ReduceKind::SumSquare => Combine::Sum,
+        ReduceKind::Max => Combine::Max,
+        ReduceKind::Min => Combine::Min,
+        ReduceKind::Prod => Combine::Prod,
+    }
+}

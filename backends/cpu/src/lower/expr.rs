@@ -1,0 +1,174 @@
+//! Emitting an [`Expr`] DAG for one element (scalar) or four adjacent f32 elements (vector).
+
+use super::ops::{clif_type, vectorizable_binary, vectorizable_unary};
+use super::{FnCx, LowerError};
+use crate::kernel::{Expr, ExprNode, Scalar};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use kiln_ir::{BinaryOp, DType, UnaryOp};
+
+/// Vector width, in f32 lanes.
+pub(crate) const LANES: i64 = 4;
+
+/// True if `e` has an `f32x4` form: f32 throughout and only ops with vector code.
+pub(crate) fn vectorizable(e: &Expr) -> bool {
+    e.dtypes.iter().all(|&d| d == DType::F32)
+        && e.nodes.iter().all(|n| match n {
+            ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc => true,
+            ExprNode::Unary(u, _) => vectorizable_unary(*u),
+            ExprNode::Binary(BinaryOp::Pow, _, y) => {
+                matches!(e.nodes[*y], ExprNode::Const(Scalar::Float(c)) if c == 2.0 || c == 1.0)
+            }
+            ExprNode::Binary(b, _, _) => vectorizable_binary(*b),
+            ExprNode::Gather { .. }
+            | ExprNode::Where(..)
+            | ExprNode::Cast(_)
+            | ExprNode::Bitcast(_) => false,
+        })
+}
+
+/// Addresses for one evaluation of an expression.
+pub(crate) struct Operands<'v> {
+    /// Per node: the element address of a load, or the base address of a gather.
+    pub addrs: &'v [Option<Value>],
+    /// Per node, vector mode only: a loop-invariant load already splat to all lanes.
+    pub splats: &'v [Option<Value>],
+    /// The accumulator, in a reduction's post expression.
+    pub acc: Option<Value>,
+    /// Evaluate four f32 lanes at once.
+    pub vector: bool,
+}
+
+impl FnCx<'_, '_> {
+    /// Emits `e` and returns its root's value.
+    pub(crate) fn emit_expr(&mut self, e: &Expr, ops: &Operands<'_>) -> Result<Value, LowerError> {
+        let mut vals: Vec<Value> = Vec::with_capacity(e.nodes.len());
+        for (i, node) in e.nodes.iter().enumerate() {
+            let dtype = e.dtypes[i];
+            let ty = if ops.vector {
+                types::F32X4
+            } else {
+                clif_type(dtype)?
+            };
+            let v = match node {
+                ExprNode::Load(_) => match ops.splats.get(i).copied().flatten() {
+                    Some(s) => s,
+                    None => self.load(ty, addr(ops, i)?),
+                },
+                ExprNode::Const(c) => self.constant(ty, *c),
+                ExprNode::Acc => ops
+                    .acc
+                    .ok_or_else(|| LowerError::Op("accumulator outside a reduction".into()))?,
+                ExprNode::Gather {
+                    index,
+                    axis_stride,
+                    axis_len,
+                    ..
+                } => {
+                    let idx = self.clamp_index(vals[*index], e.dtypes[*index], *axis_len);
+                    let step = (*axis_stride * dtype.size_bytes() as isize) as i64;
+                    let off = self.b.ins().imul_imm_s(idx, step);
+                    let a = self.b.ins().iadd(addr(ops, i)?, off);
+                    self.load(ty, a)
+                }
+                ExprNode::Unary(u, a) => self.unary(*u, e.dtypes[*a], vals[*a])?,
+                ExprNode::Binary(op, a, b) => {
+                    let y_const = match e.nodes[*b] {
+                        ExprNode::Const(Scalar::Float(c)) => Some(c),
+                        _ => None,
+                    };
+                    if e.dtypes[*a].is_float() {
+                        self.float_binary(*op, vals[*a], vals[*b], y_const)?
+                    } else {
+                        self.int_binary(*op, e.dtypes[*a], vals[*a], vals[*b])?
+                    }
+                }
+                ExprNode::Where(c, a, b) => self.b.ins().select(vals[*c], vals[*a], vals[*b]),
+                ExprNode::Cast(a) => self.cast(e.dtypes[*a], dtype, vals[*a])?,
+                ExprNode::Bitcast(a) => {
+                    let from = self.b.func.dfg.value_type(vals[*a]);
+                    if from == ty {
+                        vals[*a]
+                    } else {
+                        self.b.ins().bitcast(ty, MemFlagsData::new(), vals[*a])
+                    }
+                }
+            };
+            vals.push(v);
+        }
+        Ok(*vals
+            .last()
+            .ok_or_else(|| LowerError::Op("empty expression".into()))?)
+    }
+
+    fn unary(&mut self, u: UnaryOp, d: DType, x: Value) -> Result<Value, LowerError> {
+        use UnaryOp::*;
+        match (d.is_float(), u) {
+            (true, IsNan | IsInf | IsPosInf | IsNegInf) => self.float_test(u, x),
+            (true, _) => self.float_unary(u, x),
+            (false, IsNan | IsInf | IsPosInf | IsNegInf) => Ok(self.b.ins().iconst(types::I8, 0)),
+            (false, _) => self.int_unary(u, d, x),
+        }
+    }
+
+    pub(crate) fn load(&mut self, ty: Type, addr: Value) -> Value {
+        self.b.ins().load(ty, MemFlagsData::trusted(), addr, 0)
+    }
+
+    pub(crate) fn constant(&mut self, ty: Type, c: Scalar) -> Value {
+        let lane = ty.lane_type();
+        let v = match c {
+            Scalar::Float(f) if lane == types::F64 => self.b.ins().f64const(f),
+            Scalar::Float(f) if lane == types::F32 => self.b.ins().f32const(f as f32),
+            Scalar::Float(f) => self.b.ins().iconst(lane, f as i64),
+            Scalar::Int(i) if lane == types::F64 => self.b.ins().f64const(i as f64),
+            Scalar::Int(i) if lane == types::F32 => self.b.ins().f32const(i as f32),
+            Scalar::Int(i) => self.b.ins().iconst(lane, mask(i, lane)),
+        };
+        if ty.is_vector() {
+            self.b.ins().splat(ty, v)
+        } else {
+            v
+        }
+    }
+
+    /// An index of dtype `d` as i64 in `0..len`: negative counts from the end, and
+    /// out-of-range indices are clamped (the interpreter rejects them; clamping keeps
+    /// generated code memory-safe).
+    fn clamp_index(&mut self, idx: Value, d: DType, len: usize) -> Value {
+        let ty = self.b.func.dfg.value_type(idx);
+        let wide = if ty == types::I64 {
+            idx
+        } else if matches!(d, DType::U8 | DType::U16 | DType::U32 | DType::Bool) {
+            self.b.ins().uextend(types::I64, idx)
+        } else {
+            self.b.ins().sextend(types::I64, idx)
+        };
+        let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, wide, 0);
+        let wrapped = self.b.ins().iadd_imm_s(wide, len as i64);
+        let i = self.b.ins().select(neg, wrapped, wide);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let last = self
+            .b
+            .ins()
+            .iconst(types::I64, len.saturating_sub(1) as i64);
+        let i = self.b.ins().smax(i, zero);
+        self.b.ins().smin(i, last)
+    }
+}
+
+fn addr(ops: &Operands<'_>, i: usize) -> Result<Value, LowerError> {
+    ops.addrs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| LowerError::Op(format!("expression node {i} has no address")))
+}
+
+/// `i` truncated to the width of `ty`, as iconst wants it.
+fn mask(i: i64, ty: Type) -> i64 {
+    match ty.bits() {
+        64 => i,
+        bits => i & ((1i64 << bits) - 1),
+    }
+}

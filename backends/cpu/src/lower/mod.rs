@@ -1,0 +1,290 @@
+//! Lowering to machine code with Cranelift: every [`LoopNest`] and [`Reduce`] kernel of a
+//! [`Program`] becomes one function of the form
+//! `extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64)`, which runs the iterations
+//! `start..end` of the kernel's outermost loop (so the executor can split that loop across
+//! threads). `ptrs` is the slot table: slot 0 is the arena, then the graph inputs, then the
+//! constants; a buffer's address is `ptrs[slot] + byte offset`, both fixed at compile time.
+//! All kernels of a program go into one JIT module, finalized once.
+
+mod expr;
+pub mod libcalls;
+pub mod math;
+mod nest;
+mod ops;
+
+use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce};
+use cranelift_codegen::ir::{
+    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
+};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module};
+use kiln_ir::{BinaryOp, DType, UnaryOp};
+use libcalls::Libcall;
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// Why a kernel could not be lowered.
+#[derive(Debug, Error)]
+pub enum LowerError {
+    /// A dtype with no code generation (f16/bf16 run in the runtime).
+    #[error("no code generation for dtype {0}")]
+    Dtype(DType),
+    /// An op at a dtype it does not support.
+    #[error("cannot lower {0}")]
+    Op(String),
+    /// Cranelift refused the function (a bug in kiln).
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+    /// The host CPU is not supported by Cranelift.
+    #[error("unsupported host: {0}")]
+    Host(String),
+}
+
+/// A compiled kernel: runs iterations `start..end` of its outermost loop.
+pub type KernelFn = unsafe extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64);
+
+/// The native code of one program: one entry per kernel (`None` for runtime calls), with
+/// the extent of the loop the entry splits.
+pub struct Compiled {
+    /// Owns the code; dropping it frees the functions.
+    _module: JITModule,
+    /// Entry points and outer-loop extents, by kernel index.
+    pub kernels: Vec<Option<(KernelFn, u64)>>,
+}
+
+// SAFETY: after `finalize_definitions` the module's code is immutable; the function
+// pointers are plain code addresses, callable from any thread.
+unsafe impl Send for Compiled {}
+// SAFETY: as above; nothing in `Compiled` is mutated after construction.
+unsafe impl Sync for Compiled {}
+
+/// Where a buffer lives: a slot of the pointer table and a byte offset in it.
+pub trait Slots {
+    /// The slot and byte offset of `buf`.
+    fn slot(&self, buf: BufId) -> (u32, usize);
+}
+
+/// Compiles every loop and reduction kernel of `p`.
+/// On failure, returns the index of the kernel that failed with the error.
+pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, LowerError)> {
+    let mut module = new_module().map_err(|e| (0, e))?;
+    let mut ids = Vec::with_capacity(p.kernels.len());
+    let mut state = ModuleState {
+        ctx: module.make_context(),
+        fctx: FunctionBuilderContext::new(),
+        libcalls: HashMap::new(),
+    };
+    for (i, kernel) in p.kernels.iter().enumerate() {
+        let body = match kernel {
+            Kernel::Loop(l) => Body::Loop(l),
+            Kernel::Reduce(r) => Body::Reduce(r),
+            Kernel::Call(_) => {
+                ids.push(None);
+                continue;
+            }
+        };
+        let (id, extent) =
+            define(&mut module, &mut state, p, slots, &body, i).map_err(|e| (i, e))?;
+        ids.push(Some((id, extent)));
+    }
+    module
+        .finalize_definitions()
+        .map_err(|e| (0, LowerError::Codegen(e.to_string())))?;
+    let kernels = ids
+        .into_iter()
+        .map(|e| {
+            e.map(|(id, extent)| {
+                let ptr = module.get_finalized_function(id);
+                // SAFETY: `ptr` was defined with the `KernelFn` signature (see `kernel_sig`).
+                (
+                    unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) },
+                    extent,
+                )
+            })
+        })
+        .collect();
+    Ok(Compiled {
+        _module: module,
+        kernels,
+    })
+}
+
+enum Body<'k> {
+    Loop(&'k LoopNest),
+    Reduce(&'k Reduce),
+}
+
+struct ModuleState {
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    libcalls: HashMap<Libcall, FuncId>,
+}
+
+fn define(
+    module: &mut JITModule,
+    st: &mut ModuleState,
+    p: &Program,
+    slots: &dyn Slots,
+    body: &Body<'_>,
+    index: usize,
+) -> Result<(FuncId, u64), LowerError> {
+    let sig = kernel_sig(module);
+    let id = module
+        .declare_function(&format!("kernel{index}"), Linkage::Local, &sig)
+        .map_err(|e| LowerError::Codegen(e.to_string()))?;
+    st.ctx.func.signature = sig;
+    let extent;
+    {
+        let b = FunctionBuilder::new(&mut st.ctx.func, &mut st.fctx);
+        let mut cx = FnCx::new(b, module, &mut st.libcalls, p, slots);
+        extent = match body {
+            Body::Loop(l) => cx.loop_nest(l)?,
+            Body::Reduce(r) => cx.reduce(r)?,
+        };
+        cx.b.ins().return_(&[]);
+        cx.b.seal_all_blocks();
+        let config = cx.module.isa().frontend_config();
+        cx.b.finalize(config);
+    }
+    module
+        .define_function(id, &mut st.ctx)
+        .map_err(|e| LowerError::Codegen(format!("kernel {index}: {e:?}")))?;
+    module.clear_context(&mut st.ctx);
+    Ok((id, extent))
+}
+
+fn kernel_sig(module: &JITModule) -> Signature {
+    let mut sig = module.make_signature();
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+/// A JIT module for the host CPU, at `opt_level=speed`, with every libcall registered.
+fn new_module() -> Result<JITModule, LowerError> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| LowerError::Host(e.to_string()))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| LowerError::Host(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| LowerError::Host(e.to_string()))?;
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    for lc in all_libcalls() {
+        if let Some(addr) = lc.address() {
+            jb.symbol(lc.name(), addr);
+        }
+    }
+    Ok(JITModule::new(jb))
+}
+
+fn all_libcalls() -> impl Iterator<Item = Libcall> {
+    let unary = UnaryOp::ALL
+        .iter()
+        .flat_map(|&u| [Libcall::Unary(u, false), Libcall::Unary(u, true)]);
+    let binary = [BinaryOp::Pow, BinaryOp::Mod, BinaryOp::Fmod]
+        .into_iter()
+        .flat_map(|b| [Libcall::Binary(b, false), Libcall::Binary(b, true)]);
+    unary.chain(binary).chain([Libcall::IntBinary])
+}
+
+/// The state of lowering one kernel function.
+pub(crate) struct FnCx<'a, 'f> {
+    pub b: FunctionBuilder<'f>,
+    module: &'a mut JITModule,
+    libcalls: &'a mut HashMap<Libcall, FuncId>,
+    func_refs: HashMap<Libcall, FuncRef>,
+    program: &'a Program,
+    slots: &'a dyn Slots,
+    /// The function's parameters: the slot table, start, end.
+    params: [Value; 3],
+    /// Base address of each buffer, computed in the entry block.
+    bases: HashMap<BufId, Value>,
+}
+
+impl<'a, 'f> FnCx<'a, 'f> {
+    fn new(
+        mut b: FunctionBuilder<'f>,
+        module: &'a mut JITModule,
+        libcalls: &'a mut HashMap<Libcall, FuncId>,
+        program: &'a Program,
+        slots: &'a dyn Slots,
+    ) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry);
+        let params = [p[0], p[1], p[2]];
+        FnCx {
+            b,
+            module,
+            libcalls,
+            func_refs: HashMap::new(),
+            program,
+            slots,
+            params,
+            bases: HashMap::new(),
+        }
+    }
+
+    /// Computes the base addresses of `bufs` (call in the entry block, before any loop).
+    fn load_bases(&mut self, bufs: impl IntoIterator<Item = BufId>) {
+        for buf in bufs {
+            if self.bases.contains_key(&buf) {
+                continue;
+            }
+            let (slot, off) = self.slots.slot(buf);
+            let flags = MemFlagsData::trusted().with_readonly();
+            let base = self
+                .b
+                .ins()
+                .load(types::I64, flags, self.params[0], (slot * 8) as i32);
+            let addr = self.b.ins().iadd_imm_s(base, off as i64);
+            self.bases.insert(buf, addr);
+        }
+    }
+
+    fn base(&self, buf: BufId) -> Value {
+        self.bases[&buf]
+    }
+
+    fn dtype_of(&self, buf: BufId) -> DType {
+        self.program.buffers[buf].dtype
+    }
+
+    /// Calls a runtime function.
+    fn call(&mut self, lc: Libcall, args: &[Value]) -> Result<Value, LowerError> {
+        let fref = match self.func_refs.get(&lc) {
+            Some(f) => *f,
+            None => {
+                if lc.address().is_none() {
+                    return Err(LowerError::Op(format!("no runtime function {}", lc.name())));
+                }
+                let id = match self.libcalls.get(&lc) {
+                    Some(id) => *id,
+                    None => {
+                        let sig = lc.signature(self.module.isa().default_call_conv());
+                        let id = self
+                            .module
+                            .declare_function(&lc.name(), Linkage::Import, &sig)
+                            .map_err(|e| LowerError::Codegen(e.to_string()))?;
+                        self.libcalls.insert(lc, id);
+                        id
+                    }
+                };
+                let fref = self.module.declare_func_in_func(id, self.b.func);
+                self.func_refs.insert(lc, fref);
+                fref
+            }
+        };
+        let inst = self.b.ins().call(fref, args);
+        Ok(self.b.inst_results(inst)[0])
+    }
+}

@@ -1,0 +1,431 @@
+//! Loop nests: normalizing the iteration space and emitting the loops of [`LoopNest`] and
+//! [`Reduce`] kernels, with an f32x4 innermost loop (plus a scalar tail) when every access
+//! is contiguous or invariant along it.
+
+use super::expr::{vectorizable, Operands, LANES};
+use super::ops::clif_type;
+use super::{FnCx, LowerError};
+use crate::kernel::{combine_identity, Access, Combine, Expr, ExprNode, LoopNest, Reduce};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::Variable;
+use kiln_ir::DType;
+
+/// Drops size-1 axes and merges adjacent axes that every access walks contiguously, so the
+/// loops are as few and as long as possible. Rewrites `strides` (one row per access) and
+/// returns the new shape (at least one axis).
+pub(crate) fn normalize(shape: &[usize], strides: &mut [Vec<isize>]) -> Vec<usize> {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<isize>> = vec![Vec::new(); strides.len()];
+    for (d, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let merge = !out_shape.is_empty()
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| *o.last().expect("same length") == s[d] * n as isize);
+        if merge {
+            *out_shape.last_mut().expect("non-empty") *= n;
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                *o.last_mut().expect("non-empty") = s[d];
+            }
+        } else {
+            out_shape.push(n);
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                o.push(s[d]);
+            }
+        }
+    }
+    if out_shape.is_empty() {
+        out_shape.push(1);
+        out_strides.iter_mut().for_each(|o| o.push(0));
+    }
+    for (s, o) in strides.iter_mut().zip(out_strides) {
+        *s = o;
+    }
+    out_shape
+}
+
+/// The accesses of an expression (loads and gathers) in node order, and which node uses which.
+fn expr_accesses(e: &Expr) -> (Vec<Access>, Vec<Option<usize>>) {
+    let mut accs = Vec::new();
+    let node_acc = e
+        .nodes
+        .iter()
+        .map(|n| match n {
+            ExprNode::Load(a) | ExprNode::Gather { access: a, .. } => {
+                accs.push(a.clone());
+                Some(accs.len() - 1)
+            }
+            _ => None,
+        })
+        .collect();
+    (accs, node_acc)
+}
+
+/// One access, ready for code: buffer, byte strides per loop axis, element size.
+struct Walk {
+    buf: usize,
+    offset: i64,
+    strides: Vec<i64>,
+}
+
+impl FnCx<'_, '_> {
+    fn walks(&self, accs: &[Access], strides: &[Vec<isize>]) -> Vec<Walk> {
+        accs.iter()
+            .zip(strides)
+            .map(|(a, s)| {
+                let size = self.dtype_of(a.buf).size_bytes() as i64;
+                Walk {
+                    buf: a.buf,
+                    offset: a.offset as i64 * size,
+                    strides: s.iter().map(|&x| x as i64 * size).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// `for i in lo..hi (step)`; `hi` is exclusive and must be reachable from `lo` by `step`.
+    fn for_range(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        body: &mut dyn FnMut(&mut Self, Value) -> Result<(), LowerError>,
+    ) -> Result<(), LowerError> {
+        let header = self.b.create_block();
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, types::I64);
+        self.b.ins().jump(header, &[lo.into()]);
+        self.b.switch_to_block(header);
+        let i = self.b.block_params(header)[0];
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(more, inner, &[], exit, &[]);
+        self.b.switch_to_block(inner);
+        body(self, i)?;
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// `base + offset + i * stride` (skipping the multiply for invariant accesses).
+    fn advance(&mut self, off: Value, i: Value, stride: i64) -> Value {
+        if stride == 0 {
+            return off;
+        }
+        let step = self.b.ins().imul_imm_s(i, stride);
+        self.b.ins().iadd(off, step)
+    }
+
+    /// Bounds of loop axis `d`: the function's `start..end` for the outermost axis.
+    fn bounds(&mut self, d: usize, n: usize) -> (Value, Value) {
+        if d == 0 {
+            (self.params[1], self.params[2])
+        } else {
+            let lo = self.b.ins().iconst(types::I64, 0);
+            let hi = self.b.ins().iconst(types::I64, n as i64);
+            (lo, hi)
+        }
+    }
+
+    /// Emits loops over axes `d..rank-1` of `shape`, advancing each walk's offset, and calls
+    /// `inner` with the bounds of the last axis and the offsets at its start.
+    fn levels(
+        &mut self,
+        shape: &[usize],
+        walks: &[Walk],
+        d: usize,
+        offs: Vec<Value>,
+        inner: &mut dyn FnMut(&mut Self, Value, Value, &[Value]) -> Result<(), LowerError>,
+    ) -> Result<(), LowerError> {
+        let (lo, hi) = self.bounds(d, shape[d]);
+        if d + 1 == shape.len() {
+            return inner(self, lo, hi, &offs);
+        }
+        self.for_range(lo, hi, 1, &mut |cx, i| {
+            let next: Vec<Value> = offs
+                .iter()
+                .zip(walks)
+                .map(|(&o, w)| cx.advance(o, i, w.strides[d]))
+                .collect();
+            cx.levels(shape, walks, d + 1, next, inner)
+        })
+    }
+
+    fn start_offsets(&mut self, walks: &[Walk]) -> Vec<Value> {
+        walks
+            .iter()
+            .map(|w| {
+                let base = self.base(w.buf);
+                self.b.ins().iadd_imm_s(base, w.offset)
+            })
+            .collect()
+    }
+
+    /// Lowers a loop nest; returns the extent of its outermost loop.
+    pub(crate) fn loop_nest(&mut self, l: &LoopNest) -> Result<u64, LowerError> {
+        let (loads, node_acc) = expr_accesses(&l.expr);
+        let mut accs = vec![l.out.clone()];
+        accs.extend(loads);
+        let mut strides: Vec<Vec<isize>> = accs.iter().map(|a| a.strides.clone()).collect();
+        let shape = normalize(&l.shape, &mut strides);
+        self.load_bases(accs.iter().map(|a| a.buf));
+        let walks = self.walks(&accs, &strides);
+        let last = shape.len() - 1;
+        let vector = vectorizable(&l.expr)
+            && self.dtype_of(l.out.buf) == DType::F32
+            && strides[0][last] == 1
+            && strides[1..].iter().all(|s| s[last] == 0 || s[last] == 1);
+        let out_ty = clif_type(self.dtype_of(l.out.buf))?;
+        let offs = self.start_offsets(&walks);
+        let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
+            let element = &mut |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>]| {
+                let addrs: Vec<Value> = offs
+                    .iter()
+                    .zip(&walks)
+                    .map(|(&o, w)| cx.advance(o, i, w.strides[last]))
+                    .collect();
+                let node_addrs: Vec<Option<Value>> =
+                    node_acc.iter().map(|a| a.map(|a| addrs[a + 1])).collect();
+                let ops = Operands {
+                    addrs: &node_addrs,
+                    splats,
+                    acc: None,
+                    vector,
+                };
+                let v = cx.emit_expr(&l.expr, &ops)?;
+                cx.b.ins().store(MemFlagsData::trusted(), v, addrs[0], 0);
+                Ok(())
+            };
+            cx.innermost(
+                lo, hi, vector, &l.expr, &node_acc, offs, &walks, last, out_ty, element,
+            )
+        };
+        self.levels(&shape, &walks, 0, offs, &mut inner)?;
+        Ok(shape[0] as u64)
+    }
+
+    /// The innermost loop: vector iterations then a scalar tail, or all scalar.
+    #[allow(clippy::too_many_arguments)]
+    fn innermost(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        vector: bool,
+        e: &Expr,
+        node_acc: &[Option<usize>],
+        offs: &[Value],
+        walks: &[Walk],
+        last: usize,
+        _ty: Type,
+        element: &mut dyn FnMut(&mut Self, Value, bool, &[Option<Value>]) -> Result<(), LowerError>,
+    ) -> Result<(), LowerError> {
+        let mut tail_lo = lo;
+        if vector {
+            // Loop-invariant loads are read once and splat.
+            let splats = self.splats(e, node_acc, offs, walks, last, 1);
+            let n = self.b.ins().isub(hi, lo);
+            let whole = self.b.ins().band_imm_s(n, !(LANES - 1));
+            let vhi = self.b.ins().iadd(lo, whole);
+            self.for_range(lo, vhi, LANES, &mut |cx, i| element(cx, i, true, &splats))?;
+            tail_lo = vhi;
+        }
+        self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &[]))
+    }
+
+    /// For each load node invariant along the last axis: its value splat to f32x4.
+    fn splats(
+        &mut self,
+        e: &Expr,
+        node_acc: &[Option<usize>],
+        offs: &[Value],
+        walks: &[Walk],
+        last: usize,
+        first_walk: usize,
+    ) -> Vec<Option<Value>> {
+        e.nodes
+            .iter()
+            .zip(node_acc)
+            .map(|(n, a)| match (n, a) {
+                (ExprNode::Load(_), Some(a)) if walks[a + first_walk].strides[last] == 0 => {
+                    let v = self.load(types::F32, offs[a + first_walk]);
+                    Some(self.b.ins().splat(types::F32X4, v))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Lowers a reduction; returns the extent of its outermost loop.
+    pub(crate) fn reduce(&mut self, r: &Reduce) -> Result<u64, LowerError> {
+        let k = r.shape.len();
+        let (vloads, vnode) = expr_accesses(&r.value);
+        let (ploads, pnode) = expr_accesses(&r.post);
+        // Kept axes: out, post loads, and the kept part of value loads, normalized together.
+        let mut kept: Vec<Vec<isize>> = std::iter::once(&r.out)
+            .chain(&ploads)
+            .map(|a| a.strides.clone())
+            .chain(vloads.iter().map(|a| a.strides[..k].to_vec()))
+            .collect();
+        let kshape = normalize(&r.shape, &mut kept);
+        let mut red: Vec<Vec<isize>> = vloads.iter().map(|a| a.strides[k..].to_vec()).collect();
+        let rshape = normalize(&r.reduced, &mut red);
+        let all: Vec<Access> = std::iter::once(r.out.clone())
+            .chain(ploads)
+            .chain(vloads.clone())
+            .collect();
+        self.load_bases(all.iter().map(|a| a.buf));
+        let kwalks = self.walks(&all, &kept);
+        let nv = vloads.len();
+        let first_v = all.len() - nv;
+        let rwalks = self.walks(&vloads, &red);
+        let dtype = r.value.dtype();
+        let ty = clif_type(dtype)?;
+        let offs = self.start_offsets(&kwalks);
+        let klast = kshape.len() - 1;
+        let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
+            cx.for_range(lo, hi, 1, &mut |cx, i| {
+                let at: Vec<Value> = offs
+                    .iter()
+                    .zip(&kwalks)
+                    .map(|(&o, w)| cx.advance(o, i, w.strides[klast]))
+                    .collect();
+                let acc = cx.b.declare_var(ty);
+                let init = cx.constant(ty, combine_identity(r.combine, dtype));
+                cx.b.def_var(acc, init);
+                let voffs: Vec<Value> = at[first_v..].to_vec();
+                cx.reduce_levels(r, &rshape, &rwalks, &vnode, 0, voffs, acc, ty)?;
+                let a = cx.b.use_var(acc);
+                let paddrs: Vec<Option<Value>> =
+                    pnode.iter().map(|p| p.map(|p| at[p + 1])).collect();
+                let ops = Operands {
+                    addrs: &paddrs,
+                    splats: &[],
+                    acc: Some(a),
+                    vector: false,
+                };
+                let v = cx.emit_expr(&r.post, &ops)?;
+                cx.b.ins().store(MemFlagsData::trusted(), v, at[0], 0);
+                Ok(())
+            })
+        };
+        if kshape.len() == 1 {
+            let (lo, hi) = self.bounds(0, kshape[0]);
+            inner(self, lo, hi, &offs)?;
+        } else {
+            self.levels(&kshape, &kwalks, 0, offs, &mut inner)?;
+        }
+        Ok(kshape[0] as u64)
+    }
+
+    /// The loops over the reduced axes, accumulating into `acc`.
+    #[allow(clippy::too_many_arguments)]
+    fn reduce_levels(
+        &mut self,
+        r: &Reduce,
+        shape: &[usize],
+        walks: &[Walk],
+        node_acc: &[Option<usize>],
+        d: usize,
+        offs: Vec<Value>,
+        acc: Variable,
+        ty: Type,
+    ) -> Result<(), LowerError> {
+        let lo = self.b.ins().iconst(types::I64, 0);
+        let hi = self.b.ins().iconst(types::I64, shape[d] as i64);
+        if d + 1 < shape.len() {
+            return self.for_range(lo, hi, 1, &mut |cx, i| {
+                let next: Vec<Value> = offs
+                    .iter()
+                    .zip(walks)
+                    .map(|(&o, w)| cx.advance(o, i, w.strides[d]))
+                    .collect();
+                cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc, ty)
+            });
+        }
+        let vector =
+            vectorizable(&r.value) && walks.iter().all(|w| w.strides[d] == 0 || w.strides[d] == 4);
+        let element =
+            |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>], acc: Variable| {
+                let addrs: Vec<Option<Value>> = node_acc
+                    .iter()
+                    .map(|a| a.map(|a| cx.advance(offs[a], i, walks[a].strides[d])))
+                    .collect();
+                let ops = Operands {
+                    addrs: &addrs,
+                    splats,
+                    acc: None,
+                    vector,
+                };
+                let v = cx.emit_expr(&r.value, &ops)?;
+                let cur = cx.b.use_var(acc);
+                let next = cx.combine(r.combine, r.value.dtype(), cur, v);
+                cx.b.def_var(acc, next);
+                Ok(())
+            };
+        let mut tail_lo = lo;
+        if vector {
+            let splats = self.splats(&r.value, node_acc, &offs, walks, d, 0);
+            let vacc = self.b.declare_var(types::F32X4);
+            let init = self.constant(types::F32X4, combine_identity(r.combine, DType::F32));
+            self.b.def_var(vacc, init);
+            let whole = shape[d] as i64 & !(LANES - 1);
+            let vhi = self.b.ins().iconst(types::I64, whole);
+            self.for_range(lo, vhi, LANES, &mut |cx, i| {
+                element(cx, i, true, &splats, vacc)
+            })?;
+            let v = self.b.use_var(vacc);
+            let mut h = self.b.ins().extractlane(v, 0);
+            for lane in 1..LANES as u8 {
+                let x = self.b.ins().extractlane(v, lane);
+                h = self.combine(r.combine, DType::F32, h, x);
+            }
+            let cur = self.b.use_var(acc);
+            let merged = self.combine(r.combine, DType::F32, cur, h);
+            self.b.def_var(acc, merged);
+            tail_lo = vhi;
+        }
+        self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &[], acc))
+    }
+
+    fn combine(&mut self, c: Combine, d: DType, a: Value, b: Value) -> Value {
+        let unsigned = matches!(
+            d,
+            DType::U8 | DType::U16 | DType::U32 | DType::U64 | DType::Bool
+        );
+        let ins = self.b.ins();
+        match (c, d.is_float()) {
+            (Combine::Sum, true) => ins.fadd(a, b),
+            (Combine::Sum, false) => ins.iadd(a, b),
+            (Combine::Prod, true) => ins.fmul(a, b),
+            (Combine::Prod, false) => ins.imul(a, b),
+            (Combine::Max, true) => ins.fmax(a, b),
+            (Combine::Min, true) => ins.fmin(a, b),
+            (Combine::Max, false) if unsigned => ins.umax(a, b),
+            (Combine::Max, false) => ins.smax(a, b),
+            (Combine::Min, false) if unsigned => ins.umin(a, b),
+            (Combine::Min, false) => ins.smin(a, b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn contiguous_axes_merge_and_unit_axes_drop() {
+        let mut s = vec![vec![12, 4, 1], vec![0, 4, 1]];
+        assert_eq!(normalize(&[2, 3, 4], &mut s), vec![2, 12]);
+        assert_eq!(s, vec![vec![12, 1], vec![0, 1]]);
+        let mut t = vec![vec![3, 1, 1]];
+        assert_eq!(normalize(&[4, 1, 3], &mut t), vec![12]);
+        let mut u = vec![vec![0]];
+        assert_eq!(normalize(&[1], &mut u), vec![1]);
+        assert_eq!(u, vec![vec![0]]);
+    }
+}

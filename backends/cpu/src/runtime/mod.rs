@@ -1,0 +1,117 @@
+//! The runtime that compiled code runs on: the worker pool, the GEMM micro-kernels, and the
+//! routines behind [`Call`] kernels.
+
+pub mod gemm;
+pub mod pool;
+
+use crate::kernel::{BufId, Call, MatMul, OpCall, Program};
+use gemm::{MatMut, MatRef};
+use kiln_ir::{interp, Tensor};
+use pool::ThreadPool;
+
+/// Resolves a buffer to its address for this run.
+pub trait Memory: Sync {
+    /// The first byte of `buf`.
+    fn addr(&self, buf: BufId) -> *mut u8;
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct CallError {
+    /// The op.
+    pub op: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Runs one call kernel.
+///
+/// # Safety
+/// `mem` must map every buffer of `p` to memory of its size.
+pub unsafe fn run_call(
+    p: &Program,
+    call: &Call,
+    mem: &dyn Memory,
+    pool: &ThreadPool,
+) -> Result<(), CallError> {
+    match call {
+        Call::MatMul(mm) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { matmul(mm, mem, pool) };
+            Ok(())
+        }
+        // SAFETY: forwarded from the caller.
+        Call::Op(c) => unsafe { op_call(p, c, mem) },
+    }
+}
+
+/// A batched f32 matmul: the batch is spread over the pool when it is large enough,
+/// otherwise each product uses the pool itself.
+unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
+    let (a, b, c) = (
+        mem.addr(mm.a.buf) as usize,
+        mem.addr(mm.b.buf) as usize,
+        mem.addr(mm.c.buf) as usize,
+    );
+    let one = |i: usize, pool: &ThreadPool| {
+        let at = |base: usize, o: &crate::kernel::MatOperand| {
+            (base as *mut f32).wrapping_add(o.batch_offsets[i])
+        };
+        let ar = MatRef {
+            ptr: at(a, &mm.a),
+            row_stride: mm.a.row_stride,
+            col_stride: mm.a.col_stride,
+        };
+        let br = MatRef {
+            ptr: at(b, &mm.b),
+            row_stride: mm.b.row_stride,
+            col_stride: mm.b.col_stride,
+        };
+        let cm = MatMut {
+            ptr: at(c, &mm.c),
+            row_stride: mm.c.row_stride,
+            col_stride: mm.c.col_stride,
+        };
+        // SAFETY: the schedule sized each buffer for every matrix of the batch.
+        unsafe { gemm::sgemm(pool, mm.m, mm.k, mm.n, ar, br, cm, false) };
+    };
+    if mm.batch >= pool.threads() && mm.batch > 1 {
+        pool.parallel_for(mm.batch, &|i| one(i, pool));
+    } else {
+        (0..mm.batch).for_each(|i| one(i, pool));
+    }
+}
+
+/// Runs an op by its reference implementation on copies of its inputs.
+unsafe fn op_call(p: &Program, c: &OpCall, mem: &dyn Memory) -> Result<(), CallError> {
+    let err = |message: String| CallError {
+        op: c.op.name(),
+        message,
+    };
+    let inputs = c
+        .inputs
+        .iter()
+        .map(|(buf, shape)| {
+            let b = &p.buffers[*buf];
+            // SAFETY: the buffer holds `b.bytes()` initialized bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(mem.addr(*buf), b.bytes()) };
+            Tensor::from_le_bytes(b.dtype, shape, bytes).map_err(|e| err(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = interp::eval_op(&c.op, &inputs, &c.bindings).map_err(|e| err(e.to_string()))?;
+    for ((buf, shape), t) in c.outputs.iter().zip(outputs) {
+        let planned = p.buffers[*buf].dtype;
+        if t.shape() != shape.as_slice() || t.dtype() != planned {
+            return Err(err(format!(
+                "produced {}{:?}, planned {planned}{shape:?}",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        let bytes = t.to_le_bytes();
+        // SAFETY: the planned buffer has exactly this many bytes (same dtype and shape).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.addr(*buf), bytes.len()) };
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Scheduling: a graph at concrete shapes becomes a [`Program`] of kernels.
+//!
+//! One node becomes one or a few kernels (no fusion yet: that is the optimizer's job, and
+//! the [`Expr`] DAG already holds fused groups). Reshapes are free: the output shares the
+//! input's buffer. Ops without a native lowering go to the runtime only if
+//! [`support`] lists them; any other op is a [`ScheduleError::Unsupported`].
+
+mod elementwise;
+mod movement;
+mod reduce;
+
+use crate::kernel::*;
+use kiln_ir::{Bindings, DType, Graph, Node, Op, Tensor, ValueId};
+use thiserror::Error;
+
+/// Why a graph could not be scheduled.
+#[derive(Debug, Error)]
+pub enum ScheduleError {
+    /// The backend has no lowering for this op (at this dtype).
+    #[error("node {node} \"{name}\" ({op}): the cpu backend cannot compile this op: {reason}")]
+    Unsupported {
+        /// Node index.
+        node: usize,
+        /// Source node name.
+        name: String,
+        /// Op name.
+        op: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// A dim could not be evaluated at these input shapes (a data-dependent size).
+    #[error("value %{value}: dim `{dim}` is not known from the input shapes (data-dependent sizes are not supported by the cpu backend)")]
+    UnknownDim {
+        /// The value.
+        value: u32,
+        /// The dim.
+        dim: String,
+    },
+}
+
+/// Where a graph value lives: a contiguous buffer and its shape.
+#[derive(Clone, Debug)]
+pub(crate) struct View {
+    pub buf: BufId,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// Builds a [`Program`] for `g` with its symbols bound (from the input shapes).
+pub fn schedule(g: &Graph, bindings: &Bindings) -> Result<Program, ScheduleError> {
+    let mut s = Scheduler {
+        g,
+        bindings,
+        program: Program {
+            buffers: Vec::new(),
+            kernels: Vec::new(),
+            kernel_nodes: Vec::new(),
+            outputs: Vec::new(),
+            output_shapes: Vec::new(),
+        },
+        views: vec![None; g.values.len()],
+        current: 0,
+    };
+    for (i, (_, v)) in g.inputs.iter().enumerate() {
+        let shape = s.shape_of(*v)?;
+        s.bind(*v, BufferKind::Input(i), shape);
+    }
+    for (index, node) in g.nodes.iter().enumerate() {
+        s.current = index;
+        s.node(index, node)?;
+    }
+    s.program.outputs = g.outputs.iter().map(|(_, v)| s.view(*v).buf).collect();
+    s.program.output_shapes = g
+        .outputs
+        .iter()
+        .map(|(_, v)| s.view(*v).shape.clone())
+        .collect();
+    Ok(s.program)
+}
+
+pub(crate) struct Scheduler<'g> {
+    g: &'g Graph,
+    bindings: &'g Bindings,
+    program: Program,
+    views: Vec<Option<View>>,
+    /// The node being scheduled.
+    current: usize,
+}
+
+impl Scheduler<'_> {
+    fn shape_of(&self, v: ValueId) -> Result<Vec<usize>, ScheduleError> {
+        self.g
+            .value_type(v)
+            .shape
+            .iter()
+            .map(|d| {
+                d.eval(self.bindings)
+                    .filter(|&n| n >= 0)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| ScheduleError::UnknownDim {
+                        value: v.0,
+                        dim: d.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    pub(crate) fn view(&self, v: ValueId) -> &View {
+        self.views[v.index()]
+            .as_ref()
+            .expect("graph values are defined before use (verified IR)")
+    }
+
+    /// Gives value `v` a fresh buffer of `kind`.
+    fn bind(&mut self, v: ValueId, kind: BufferKind, shape: Vec<usize>) -> BufId {
+        let dtype = self.g.value_type(v).dtype;
+        let buf = self.program.buffers.len();
+        self.program.buffers.push(Buffer {
+            dtype,
+            len: shape.iter().product(),
+            kind,
+            value: v.0,
+        });
+        self.views[v.index()] = Some(View { buf, shape, dtype });
+        buf
+    }
+
+    /// A fresh temporary for output `v` of the current node.
+    pub(crate) fn temp(&mut self, v: ValueId) -> Result<View, ScheduleError> {
+        let shape = self.shape_of(v)?;
+        self.bind(v, BufferKind::Temp, shape);
+        Ok(self.view(v).clone())
+    }
+
+    /// A temporary that no graph value names (an intermediate of a multi-kernel op).
+    pub(crate) fn scratch(&mut self, dtype: DType, shape: Vec<usize>, value: ValueId) -> View {
+        let buf = self.program.buffers.len();
+        self.program.buffers.push(Buffer {
+            dtype,
+            len: shape.iter().product(),
+            kind: BufferKind::Temp,
+            value: value.0,
+        });
+        View { buf, shape, dtype }
+    }
+
+    pub(crate) fn push(&mut self, k: Kernel) {
+        self.program.kernels.push(k);
+        self.program.kernel_nodes.push(self.current);
+    }
+
+    fn constant(&mut self, v: ValueId, t: Tensor) {
+        let shape = t.shape().to_vec();
+        self.bind(v, BufferKind::Const(standard_layout(t)), shape);
+    }
+
+    fn node(&mut self, index: usize, node: &Node) -> Result<(), ScheduleError> {
+        let unsupported = |reason: String| ScheduleError::Unsupported {
+            node: index,
+            name: node.name.clone(),
+            op: node.op.name(),
+            reason,
+        };
+        if let Support::Runtime(_) = support(self.g, node) {
+            return self.runtime_op(node);
+        }
+        let out = node.outputs[0];
+        match &node.op {
+            Op::Const(t) => self.constant(out, t.clone()),
+            Op::ShapeValue { dims, scalar } => {
+                let vals: Vec<i64> = dims
+                    .iter()
+                    .map(|d| {
+                        d.eval(self.bindings)
+                            .ok_or_else(|| unsupported(format!("`{d}` unbound")))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let shape: &[usize] = if *scalar { &[] } else { &[vals.len()] };
+                let t = Tensor::from_vec(vals, shape).map_err(|e| unsupported(e.to_string()))?;
+                self.constant(out, t);
+            }
+            Op::ShapeOf => {
+                let shape: Vec<i64> = self
+                    .view(node.inputs[0])
+                    .shape
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect();
+                let n = shape.len();
+                let t = Tensor::from_vec(shape, &[n]).map_err(|e| unsupported(e.to_string()))?;
+                self.constant(out, t);
+            }
+            Op::Reshape { .. } => {
+                let src = self.view(node.inputs[0]).clone();
+                let shape = self.shape_of(out)?;
+                self.views[out.index()] = Some(View { shape, ..src });
+            }
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Bitcast { .. } => {
+                self.elementwise(node)?
+            }
+            Op::Reduce { kind, axes, .. } => self.reduce(node, *kind, axes)?,
+            Op::Softmax { axis, log } => self.softmax(node, *axis, *log)?,
+            Op::MatMul => self.matmul(node)?,
+            Op::Transpose { perm } => self.transpose(node, perm)?,
+            Op::Slice { axes } => self.slice(node, axes)?,
+            Op::Concat { axis } => self.concat(node, *axis)?,
+            Op::Expand { .. } => self.expand(node)?,
+            Op::Pad { pads, .. } => self.pad(node, pads)?,
+            Op::Gather { axis } => self.gather(node, *axis)?,
+            Op::GatherElements { axis } => self.gather_elements(node, *axis)?,
+            op => {
+                return Err(unsupported(format!(
+                    "`support` calls `{}` native but the scheduler has no lowering",
+                    op.name()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules `node` as a call to its runtime implementation.
+    fn runtime_op(&mut self, node: &Node) -> Result<(), ScheduleError> {
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|v| {
+                let view = self.view(*v);
+                (view.buf, view.shape.clone())
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        for v in &node.outputs {
+            let view = self.temp(*v)?;
+            outputs.push((view.buf, view.shape));
+        }
+        self.push(Kernel::Call(Call::Op(OpCall {
+            op: node.op.clone(),
+            inputs,
+            outputs,
+            bindings: self.bindings.clone(),
+        })));
+        Ok(())
+    }
+}
+
+/// How the backend handles a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Generated code (or a GEMM call).
+    Native,
+    /// A call into the op's runtime implementation (kiln-ir's reference kernel over whole
+    /// tensors), for the reason given. ARCHITECTURE.md lists the same set.
+    Runtime(&'static str),
+}
+
+/// How `node` of `g` is compiled. Every op is covered: the match is exhaustive, so a new op
+/// cannot slip through to a silent fallback.
+pub fn support(g: &Graph, node: &Node) -> Support {
+    let dtype = |v: ValueId| g.value_type(v).dtype;
+    let half = node
+        .inputs
+        .iter()
+        .chain(&node.outputs)
+        .any(|v| matches!(dtype(*v), DType::F16 | DType::BF16));
+    use Support::*;
+    match &node.op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Bitcast { .. }
+        | Op::Reduce { .. }
+        | Op::Softmax { .. }
+            if half =>
+        {
+            Runtime("f16/bf16 arithmetic (rounded after every op)")
+        }
+        Op::Const(_) | Op::ShapeValue { .. } | Op::ShapeOf | Op::Reshape { .. } => Native,
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Bitcast { .. } => Native,
+        Op::Reduce { .. } | Op::Softmax { .. } => Native,
+        Op::MatMul if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
+        Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
+        Op::Pad {
+            mode: kiln_ir::PadMode::Constant,
+            ..
+        } => Native,
+        Op::Pad { .. } => Runtime("reflect/edge/wrap padding"),
+        Op::Gather { .. } | Op::GatherElements { .. } => Native,
+        Op::Conv(_) => Runtime("convolution"),
+        Op::ConvTranspose(_) => Runtime("transposed convolution"),
+        Op::Pool(_) => Runtime("pooling"),
+        Op::ArgReduce { .. } => Runtime("argmax/argmin"),
+        Op::GatherNd { .. } => Runtime("gather_nd"),
+        Op::ScatterElements { .. } | Op::ScatterNd { .. } => Runtime("scatter"),
+        Op::Range { .. } => Runtime("range"),
+        Op::Trilu { .. } => Runtime("trilu"),
+        Op::Scan { .. } => Runtime("cumulative sum/product"),
+        Op::TopK { .. } => Runtime("top-k (a sort)"),
+        Op::OneHot { .. } => Runtime("one-hot"),
+        Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
+        Op::Einsum(_) => Runtime("einsum"),
+    }
+}
+
+/// Row-major strides, in elements.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
+    let mut strides = vec![0isize; shape.len()];
+    let mut acc = 1isize;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d as isize;
+    }
+    strides
+}
+
+/// Strides for reading a tensor of `shape` broadcast to `out` (numpy rules, aligned right):
+/// broadcast axes get stride 0.
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<isize> {
+    let own = contiguous_strides(shape);
+    let lead = out.len() - shape.len();
+    (0..out.len())
+        .map(|d| {
+            if d < lead || shape[d - lead] == 1 {
+                0
+            } else {
+                own[d - lead]
+            }
+        })
+        .collect()
+}
+
+/// A tensor with its elements in row-major order (constants are read by generated code);
+/// shares the data when it already is.
+fn standard_layout(t: Tensor) -> Tensor {
+    if kiln_ir::dispatch!(&t, a => a.is_standard_layout()) {
+        return t;
+    }
+    kiln_ir::dispatch!(&t, a => Tensor::from_array(a.as_standard_layout().to_owned()))
+}

@@ -1,0 +1,209 @@
+//! Reductions and softmax as [`Reduce`] kernels: the IR's reduction kinds become a pre-map
+//! in the value expression, a combination, and a post-map on the accumulator.
+
+use super::{contiguous_strides, ScheduleError, Scheduler, View};
+use crate::kernel::*;
+use kiln_ir::{BinaryOp, DType, Node, ReduceKind, UnaryOp};
+
+/// The iteration space of reducing `shape` over `axes`: kept axes then reduced axes, with
+/// the input's strides in that order.
+struct Space {
+    kept: Vec<usize>,
+    reduced: Vec<usize>,
+    /// Input strides over `kept ++ reduced`.
+    strides: Vec<isize>,
+    /// Input strides over `kept ++ [zeros for reduced]` (reading a kept-shape tensor that
+    /// broadcasts over the reduced axes, in the input's layout).
+    kept_strides: Vec<isize>,
+}
+
+impl Space {
+    fn new(shape: &[usize], axes: &[usize]) -> Space {
+        let own = contiguous_strides(shape);
+        let keep: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).collect();
+        let kept: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
+        let mut strides: Vec<isize> = keep.iter().map(|&d| own[d]).collect();
+        strides.extend(axes.iter().map(|&d| own[d]));
+        Space {
+            reduced: axes.iter().map(|&d| shape[d]).collect(),
+            kept_strides: contiguous_strides(&kept),
+            kept,
+            strides,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.reduced.iter().product()
+    }
+
+    /// Loads the input over `kept ++ reduced`.
+    fn load_input(&self, src: &View) -> ExprNode {
+        ExprNode::Load(Access {
+            buf: src.buf,
+            offset: 0,
+            strides: self.strides.clone(),
+        })
+    }
+
+    /// Loads a kept-shape buffer over `kept ++ reduced` (broadcast over the reduced axes).
+    fn load_kept_wide(&self, buf: BufId) -> ExprNode {
+        let mut strides = self.kept_strides.clone();
+        strides.extend(self.reduced.iter().map(|_| 0));
+        ExprNode::Load(Access {
+            buf,
+            offset: 0,
+            strides,
+        })
+    }
+
+    /// Loads a kept-shape buffer over `kept`.
+    fn load_kept(&self, buf: BufId) -> ExprNode {
+        ExprNode::Load(Access {
+            buf,
+            offset: 0,
+            strides: self.kept_strides.clone(),
+        })
+    }
+
+    fn reduce(&self, out: BufId, value: Expr, combine: Combine, post: Expr) -> Kernel {
+        Kernel::Reduce(Reduce {
+            shape: self.kept.clone(),
+            reduced: self.reduced.clone(),
+            out: Access {
+                buf: out,
+                offset: 0,
+                strides: self.kept_strides.clone(),
+            },
+            value,
+            combine,
+            post,
+        })
+    }
+}
+
+fn acc_only(dtype: DType) -> Expr {
+    let mut e = Expr::default();
+    e.push(ExprNode::Acc, dtype);
+    e
+}
+
+fn float(e: &mut Expr, v: f64, dtype: DType) -> usize {
+    e.push(ExprNode::Const(Scalar::Float(v)), dtype)
+}
+
+impl Scheduler<'_> {
+    pub(super) fn reduce(
+        &mut self,
+        node: &Node,
+        kind: ReduceKind,
+        axes: &[usize],
+    ) -> Result<(), ScheduleError> {
+        let src = self.view(node.inputs[0]).clone();
+        let out = self.temp(node.outputs[0])?;
+        let space = Space::new(&src.shape, axes);
+        let t = src.dtype;
+        let mut max = None;
+        if kind == ReduceKind::LogSumExp {
+            let m = self.scratch(t, space.kept.clone(), node.outputs[0]);
+            let mut value = Expr::default();
+            value.push(space.load_input(&src), t);
+            self.push(space.reduce(m.buf, value, Combine::Max, acc_only(t)));
+            max = Some(m.buf);
+        }
+        let mut value = Expr::default();
+        let x = value.push(space.load_input(&src), t);
+        match kind {
+            ReduceKind::L1 => {
+                value.push(ExprNode::Unary(UnaryOp::Abs, x), t);
+            }
+            ReduceKind::L2 | ReduceKind::SumSquare => {
+                value.push(ExprNode::Binary(BinaryOp::Mul, x, x), t);
+            }
+            ReduceKind::LogSumExp => {
+                let m = value.push(space.load_kept_wide(max.expect("set above")), t);
+                // exp(-inf - -inf) is NaN; a lane of -inf contributes exp(-inf) = 0.
+                let d = value.push(ExprNode::Binary(BinaryOp::Sub, x, m), t);
+                value.push(ExprNode::Unary(UnaryOp::Exp, d), t);
+            }
+            _ => {}
+        }
+        let mut post = acc_only(t);
+        let acc = 0;
+        match kind {
+            ReduceKind::Mean if t.is_float() => {
+                let n = float(&mut post, space.count() as f64, t);
+                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), t);
+            }
+            ReduceKind::Mean => {
+                let n = post.push(ExprNode::Const(Scalar::Int(space.count() as i64)), t);
+                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), t);
+            }
+            ReduceKind::L2 => {
+                post.push(ExprNode::Unary(UnaryOp::Sqrt, acc), t);
+            }
+            ReduceKind::LogSum => {
+                post.push(ExprNode::Unary(UnaryOp::Log, acc), t);
+            }
+            ReduceKind::LogSumExp => {
+                let l = post.push(ExprNode::Unary(UnaryOp::Log, acc), t);
+                let m = post.push(space.load_kept(max.expect("set above")), t);
+                post.push(ExprNode::Binary(BinaryOp::Add, l, m), t);
+            }
+            _ => {}
+        }
+        self.push(space.reduce(out.buf, value, combine_of(kind), post));
+        Ok(())
+    }
+
+    /// Three passes over each lane: its max, the sum of `exp(x - max)`, then the result.
+    pub(super) fn softmax(
+        &mut self,
+        node: &Node,
+        axis: usize,
+        log: bool,
+    ) -> Result<(), ScheduleError> {
+        let src = self.view(node.inputs[0]).clone();
+        let out = self.temp(node.outputs[0])?;
+        let space = Space::new(&src.shape, &[axis]);
+        let t = src.dtype;
+        let m = self.scratch(t, space.kept.clone(), node.outputs[0]);
+        let z = self.scratch(t, space.kept.clone(), node.outputs[0]);
+        let mut value = Expr::default();
+        value.push(space.load_input(&src), t);
+        self.push(space.reduce(m.buf, value, Combine::Max, acc_only(t)));
+
+        let shifted = |e: &mut Expr| {
+            let x = e.push(space.load_input(&src), t);
+            let mx = e.push(space.load_kept_wide(m.buf), t);
+            e.push(ExprNode::Binary(BinaryOp::Sub, x, mx), t)
+        };
+        let mut value = Expr::default();
+        let d = shifted(&mut value);
+        value.push(ExprNode::Unary(UnaryOp::Exp, d), t);
+        self.push(space.reduce(z.buf, value, Combine::Sum, acc_only(t)));
+
+        // The final pass iterates `kept ++ [axis]` and writes the output in its own layout.
+        let mut expr = Expr::default();
+        let d = shifted(&mut expr);
+        let s = expr.push(space.load_kept_wide(z.buf), t);
+        if log {
+            let l = expr.push(ExprNode::Unary(UnaryOp::Log, s), t);
+            expr.push(ExprNode::Binary(BinaryOp::Sub, d, l), t);
+        } else {
+            let e = expr.push(ExprNode::Unary(UnaryOp::Exp, d), t);
+            expr.push(ExprNode::Binary(BinaryOp::Div, e, s), t);
+        }
+        let mut shape = space.kept.clone();
+        shape.extend(&space.reduced);
+        self.push(Kernel::Loop(LoopNest {
+            out: Access {
+                buf: out.buf,
+                offset: 0,
+                strides: space.strides.clone(),
+            },
+            shape,
+            expr,
+        }));
+        Ok(())
+    }
+}

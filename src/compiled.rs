@@ -1,0 +1,130 @@
+//! [`Compiled`]: a model compiled to native code by the CPU backend.
+
+use crate::bind::order_inputs;
+use crate::{Error, Model};
+use kiln_ir::Tensor;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter (the oracle).
+    Interp,
+    /// Native code from the Cranelift CPU backend.
+    #[default]
+    Cpu,
+}
+
+/// How [`Model::compile`] compiles.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads, including the caller's (default: every core).
+    pub threads: usize,
+    /// Run the default pass pipeline first (default: true).
+    pub optimize: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            threads: kiln_cpu::Options::default().threads,
+            optimize: true,
+        }
+    }
+}
+
+/// A model compiled for the CPU. It is `Send + Sync`: share it between threads and call
+/// [`Compiled::run`] from any of them.
+///
+/// ```no_run
+/// use std::collections::BTreeMap;
+/// let model = kiln::Model::load("tests/models/bert_tiny.onnx")?.compile(&kiln::Options::default())?;
+/// let inputs: BTreeMap<_, _> = kiln::npz::read_npz("tests/models/bert_tiny.inputs.npz".as_ref())?
+///     .into_iter()
+///     .collect();
+/// for (name, tensor) in model.run(&inputs)? {
+///     println!("{name}: {:?}", tensor.shape());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Compiled {
+    model: kiln_cpu::CompiledModel,
+    bound_at_import: BTreeSet<String>,
+}
+
+impl Model {
+    /// Optimizes (unless `opts.optimize` is false) and compiles the model for the CPU.
+    /// Unsupported ops are reported now; code for symbolic input shapes is generated on the
+    /// first run at each shape and cached.
+    pub fn compile(&self, opts: &Options) -> Result<Compiled, Error> {
+        let model = if opts.optimize {
+            self.optimize()?
+        } else {
+            self.clone()
+        };
+        let cpu = kiln_cpu::Options {
+            threads: opts.threads.max(1),
+        };
+        Ok(Compiled {
+            model: kiln_cpu::CompiledModel::new(model.graph().clone(), &cpu)?,
+            bound_at_import: model.bound_at_import().clone(),
+        })
+    }
+}
+
+impl Compiled {
+    /// Runs the model. Inputs are given by name and checked (names, dtypes, shapes) before
+    /// any generated code runs; returns the outputs by name, in graph order.
+    pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> {
+        let ordered = self.order(inputs)?;
+        let outputs = self.model.run(&ordered)?;
+        Ok(self
+            .model
+            .graph()
+            .outputs
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(outputs)
+            .collect())
+    }
+
+    /// Compiles for the shapes of `inputs` now (if not yet cached) and returns how long
+    /// that took.
+    pub fn prepare(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Duration, Error> {
+        let ordered = self.order(inputs)?;
+        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
+        Ok(self.model.specialize(&shapes)?.compile_time)
+    }
+
+    /// The code for the shapes of `inputs` (for reports: kernels, memory plan).
+    pub fn specialization(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<std::sync::Arc<kiln_cpu::Specialized>, Error> {
+        let ordered = self.order(inputs)?;
+        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
+        Ok(self.model.specialize(&shapes)?)
+    }
+
+    /// Threads the kernels use.
+    pub fn threads(&self) -> usize {
+        self.model.threads()
+    }
+
+    /// The compiled graph.
+    pub fn graph(&self) -> &kiln_ir::Graph {
+        self.model.graph()
+    }
+
+    fn order(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, Error> {
+        let g = self.model.graph();
+        let declared = |name: &String| g.inputs.iter().any(|(n, _)| n == name);
+        let runtime: BTreeMap<String, Tensor> = inputs
+            .iter()
+            .filter(|(name, _)| declared(name) || !self.bound_at_import.contains(*name))
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect();
+        order_inputs(g, &runtime)
+    }
+}
