@@ -81,6 +81,29 @@ impl Space {
     }
 }
 
+/// The dtype a reduction of `t` accumulates in: `t` itself, except for integers (and bool)
+/// where the interpreter's result is not the same computed in `t` with wrapping: a mean
+/// (the interpreter sums in i128; i64 holds any narrower sum exactly) and the kinds with a
+/// float result (`l2`, `log_sum`, `log_sum_exp`: computed in f64, then cast back). Bool
+/// sums count in i64, since a byte would wrap to `false` at 256 `true`s.
+fn accumulator(kind: ReduceKind, t: DType) -> DType {
+    if t.is_float() {
+        return t;
+    }
+    match kind {
+        ReduceKind::Sum | ReduceKind::L1 | ReduceKind::SumSquare if t == DType::Bool => DType::I64,
+        ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp => DType::F64,
+        // i64 and u64 means still wrap where the interpreter's i128 sum does not.
+        ReduceKind::Mean => DType::I64,
+        ReduceKind::Sum
+        | ReduceKind::Max
+        | ReduceKind::Min
+        | ReduceKind::Prod
+        | ReduceKind::L1
+        | ReduceKind::SumSquare => t,
+    }
+}
+
 fn acc_only(dtype: DType) -> Expr {
     let mut e = Expr::default();
     e.push(ExprNode::Acc, dtype);
@@ -110,46 +133,66 @@ impl Scheduler<'_> {
             self.push(space.reduce(m.buf, value, Combine::Max, acc_only(t)));
             max = Some(m.buf);
         }
+        // The accumulator's dtype: the input's, except where the interpreter computes an
+        // integer reduction in a wider type (mean in i128, the float-valued kinds in f64).
+        let a = accumulator(kind, t);
         let mut value = Expr::default();
-        let x = value.push(space.load_input(&src), t);
+        let mut x = value.push(space.load_input(&src), t);
+        if a != t {
+            x = value.push(ExprNode::Cast(x), a);
+        }
         match kind {
             ReduceKind::L1 => {
-                value.push(ExprNode::Unary(UnaryOp::Abs, x), t);
+                value.push(ExprNode::Unary(UnaryOp::Abs, x), a);
             }
             ReduceKind::L2 | ReduceKind::SumSquare => {
-                value.push(ExprNode::Binary(BinaryOp::Mul, x, x), t);
+                value.push(ExprNode::Binary(BinaryOp::Mul, x, x), a);
             }
             ReduceKind::LogSumExp => {
-                let m = value.push(space.load_kept_wide(max.expect("set above")), t);
+                let mut m = value.push(space.load_kept_wide(max.expect("set above")), t);
+                if a != t {
+                    m = value.push(ExprNode::Cast(m), a);
+                }
                 // exp(-inf - -inf) is NaN; a lane of -inf contributes exp(-inf) = 0.
-                let d = value.push(ExprNode::Binary(BinaryOp::Sub, x, m), t);
-                value.push(ExprNode::Unary(UnaryOp::Exp, d), t);
+                let d = value.push(ExprNode::Binary(BinaryOp::Sub, x, m), a);
+                value.push(ExprNode::Unary(UnaryOp::Exp, d), a);
             }
             _ => {}
         }
-        let mut post = acc_only(t);
+        let mut post = acc_only(a);
         let acc = 0;
         match kind {
-            ReduceKind::Mean if t.is_float() => {
-                let n = float(&mut post, space.count() as f64, t);
-                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), t);
+            ReduceKind::Mean if a.is_float() => {
+                let n = float(&mut post, space.count() as f64, a);
+                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), a);
             }
             ReduceKind::Mean => {
-                let n = post.push(ExprNode::Const(Scalar::Int(space.count() as i64)), t);
-                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), t);
+                let n = post.push(ExprNode::Const(Scalar::Int(space.count() as i64)), a);
+                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), a);
             }
             ReduceKind::L2 => {
-                post.push(ExprNode::Unary(UnaryOp::Sqrt, acc), t);
+                post.push(ExprNode::Unary(UnaryOp::Sqrt, acc), a);
             }
             ReduceKind::LogSum => {
-                post.push(ExprNode::Unary(UnaryOp::Log, acc), t);
+                post.push(ExprNode::Unary(UnaryOp::Log, acc), a);
             }
             ReduceKind::LogSumExp => {
-                let l = post.push(ExprNode::Unary(UnaryOp::Log, acc), t);
-                let m = post.push(space.load_kept(max.expect("set above")), t);
-                post.push(ExprNode::Binary(BinaryOp::Add, l, m), t);
+                let l = post.push(ExprNode::Unary(UnaryOp::Log, acc), a);
+                let mut m = post.push(space.load_kept(max.expect("set above")), t);
+                if a != t {
+                    m = post.push(ExprNode::Cast(m), a);
+                }
+                let r = post.push(ExprNode::Binary(BinaryOp::Add, l, m), a);
+                // An infinite max is the result (the interpreter's rule): `exp(∞ - ∞)`
+                // would make it NaN.
+                let inf = post.push(ExprNode::Unary(UnaryOp::IsInf, m), DType::Bool);
+                post.push(ExprNode::Where(inf, m, r), a);
             }
             _ => {}
+        }
+        if a != t {
+            let r = post.root();
+            post.push(ExprNode::Cast(r), t);
         }
         self.push(space.reduce(out.buf, value, combine_of(kind), post));
         Ok(())

@@ -1,0 +1,7 @@
+//! Shared parts of the differential tests: a seeded generator of random graphs and inputs,
+//! and the output comparison.
+
+pub mod compare;
+pub mod data;
+pub mod gen;
+pub mod rng;
