@@ -7,8 +7,8 @@
 //! All kernels of a program go into one JIT module, finalized once.
 
 mod expr;
-pub mod math;
 pub mod libcalls;
+pub mod math;
 mod nest;
 mod ops;
 

@@ -1,6 +1,7 @@
 //! Loop nests: normalizing the iteration space and emitting the loops of [`LoopNest`] and
 //! [`Reduce`] kernels, with an f32x4 innermost loop (plus a scalar tail) when every access
-//! is contiguous or invariant along it.
+//! is contiguous or invariant along it. A scatter's store adds its indirect terms to the
+//! output address (and is never vectorized).
 
 use super::expr::{vectorizable, Operands, LANES};
 use super::ops::clif_type;
@@ -176,7 +177,8 @@ impl FnCx<'_, '_> {
         self.load_bases(accs.iter().map(|a| a.buf));
         let walks = self.walks(&accs, &strides);
         let last = shape.len() - 1;
-        let vector = vectorizable(&l.expr)
+        let vector = l.scatter.is_empty()
+            && vectorizable(&l.expr)
             && self.dtype_of(l.out.buf) == DType::F32
             && strides[0][last] == 1
             && strides[1..].iter().all(|s| s[last] == 0 || s[last] == 1);
@@ -197,8 +199,17 @@ impl FnCx<'_, '_> {
                     acc: None,
                     vector,
                 };
-                let v = cx.emit_expr(&l.expr, &ops)?;
-                cx.b.ins().store(MemFlagsData::trusted(), v, addrs[0], 0);
+                let vals = cx.emit_values(&l.expr, &ops)?;
+                let v = *vals
+                    .last()
+                    .ok_or_else(|| LowerError::Op("empty expression".into()))?;
+                let at = if l.scatter.is_empty() {
+                    addrs[0]
+                } else {
+                    let elem = cx.dtype_of(l.out.buf);
+                    cx.indirect(addrs[0], &l.scatter, &vals, &l.expr.dtypes, elem)
+                };
+                cx.b.ins().store(MemFlagsData::trusted(), v, at, 0);
                 Ok(())
             };
             cx.innermost(

@@ -34,8 +34,19 @@ pub fn vectorizable_unary(u: UnaryOp) -> bool {
     use UnaryOp::*;
     matches!(
         u,
-        Abs | Neg | Floor | Ceil | Round | Sqrt | Rsqrt | Reciprocal | Relu | Exp | Log | Tanh
-            | Erf | Sigmoid
+        Abs | Neg
+            | Floor
+            | Ceil
+            | Round
+            | Sqrt
+            | Rsqrt
+            | Reciprocal
+            | Relu
+            | Exp
+            | Log
+            | Tanh
+            | Erf
+            | Sigmoid
     )
 }
 

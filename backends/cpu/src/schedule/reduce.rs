@@ -203,6 +203,8 @@ impl Scheduler<'_> {
             },
             shape,
             expr,
+            scatter: Vec::new(),
+            serial: false,
         }));
         Ok(())
     }
