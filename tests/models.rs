@@ -1,10 +1,11 @@
 //! The vendored transformer models (tests/models) against onnxruntime's reference outputs, at
-//! both sizes each was exported for, optimized and as imported.
+//! both sizes each was exported for: interpreted (optimized and as imported) and compiled by
+//! the CPU backend (one compiled model runs both sizes).
 
 use kiln::compare::{compare, Tolerance};
 use kiln::ir::Tensor;
 use kiln::npz::read_npz;
-use kiln::Model;
+use kiln::{Error, Model, Options};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -14,14 +15,20 @@ fn models_dir() -> PathBuf {
 
 /// Runs `model` on `{name}{size}.inputs.npz` and compares with `{name}{size}.outputs.npz`;
 /// returns one line per mismatch.
-fn check_size(model: &Model, name: &str, size: &str) -> Vec<String> {
+type Outputs = Result<Vec<(String, Tensor)>, Error>;
+
+fn check_size(
+    run: &dyn Fn(&BTreeMap<String, Tensor>) -> Outputs,
+    name: &str,
+    size: &str,
+) -> Vec<String> {
     let dir = models_dir();
     let inputs: BTreeMap<String, Tensor> = read_npz(&dir.join(format!("{name}{size}.inputs.npz")))
         .unwrap()
         .into_iter()
         .collect();
     let expected = read_npz(&dir.join(format!("{name}{size}.outputs.npz"))).unwrap();
-    let actual: BTreeMap<String, Tensor> = match model.run(&inputs) {
+    let actual: BTreeMap<String, Tensor> = match run(&inputs) {
         Ok(outputs) => outputs.into_iter().collect(),
         Err(e) => return vec![format!("{name}{size}: {e}")],
     };
@@ -40,11 +47,21 @@ fn check_model(name: &str) {
     let model =
         Model::load(models_dir().join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
     let optimized = model.optimize().unwrap_or_else(|e| panic!("{e}"));
+    let opts = Options {
+        threads: 2,
+        optimize: false,
+    };
+    let compiled = optimized.compile(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let runs: [(&str, &dyn Fn(&BTreeMap<String, Tensor>) -> Outputs); 3] = [
+        ("interp, optimized", &|i| optimized.run(i)),
+        ("interp, as imported", &|i| model.run(i)),
+        ("cpu", &|i| compiled.run(i)),
+    ];
     let mut failures = Vec::new();
-    for (label, m) in [("optimized", &optimized), ("as imported", &model)] {
+    for (label, run) in runs {
         for size in ["", ".alt"] {
             failures.extend(
-                check_size(m, name, size)
+                check_size(run, name, size)
                     .into_iter()
                     .map(|f| format!("{label}: {f}")),
             );

@@ -1,8 +1,10 @@
 //! The ONNX node-test ratchet: every case in tests/onnx/passing.txt (vendored under
-//! tests/onnx/cases/) must pass with the interpreter, optimized and as imported.
+//! tests/onnx/cases/) must pass with the interpreter, optimized and as imported, and
+//! compiled by the CPU backend.
 //! `scripts/update-onnx-ratchet.sh` grows the list; it never shrinks.
 
 use kiln::onnx_suite::{list_names, run_case, Case, Outcome, SuiteOptions};
+use kiln::Backend;
 use std::path::PathBuf;
 
 fn onnx_dir() -> PathBuf {
@@ -20,9 +22,11 @@ fn listed_cases() -> Vec<Case> {
         .collect()
 }
 
-fn regressions(optimize: bool) -> Vec<String> {
+fn regressions(optimize: bool, backend: Backend) -> Vec<String> {
     let opts = SuiteOptions {
         optimize,
+        backend,
+        threads: 2,
         ..SuiteOptions::default()
     };
     let default_hook = std::panic::take_hook();
@@ -56,7 +60,7 @@ fn every_listed_case_is_vendored() {
 
 #[test]
 fn listed_cases_pass_optimized() {
-    let failures = regressions(true);
+    let failures = regressions(true, Backend::Interp);
     assert!(
         failures.is_empty(),
         "{} regressed:\n{}",
@@ -67,7 +71,18 @@ fn listed_cases_pass_optimized() {
 
 #[test]
 fn listed_cases_pass_as_imported() {
-    let failures = regressions(false);
+    let failures = regressions(false, Backend::Interp);
+    assert!(
+        failures.is_empty(),
+        "{} regressed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn listed_cases_pass_compiled_for_cpu() {
+    let failures = regressions(true, Backend::Cpu);
     assert!(
         failures.is_empty(),
         "{} regressed:\n{}",

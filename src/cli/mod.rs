@@ -3,6 +3,7 @@
 //! Errors reach the user as one line on stderr (`error: …`) and exit code 1; anyhow lives
 //! only here, at the edge.
 
+mod bench;
 mod inspect;
 mod ops;
 mod pipeline;
@@ -40,6 +41,9 @@ enum Command {
     /// Run ONNX backend test-case folders; ends with `N passed, N failed`.
     #[command(name = "test-onnx", after_help = test_onnx::EXAMPLE)]
     TestOnnx(test_onnx::TestOnnxArgs),
+    /// Compile a model and time repeated runs; prints one JSON line (median, p10, p90).
+    #[command(after_help = bench::EXAMPLE)]
+    Bench(bench::BenchArgs),
     /// List the ONNX ops and opset ranges the frontend supports.
     #[command(after_help = ops::EXAMPLE)]
     Ops,
@@ -77,6 +81,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &timer),
         Command::Inspect(args) => inspect::inspect(args, &timer),
         Command::TestOnnx(args) => test_onnx::test_onnx(args),
+        Command::Bench(args) => bench::bench(args, &timer),
         Command::Ops => ops::ops(),
     };
     match result {

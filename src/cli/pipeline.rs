@@ -83,3 +83,28 @@ pub(crate) fn compile(
     };
     Ok(timer.time("compile", || model.compile(&opts))?)
 }
+
+/// Generated inputs for `model` (symbol sizes from `dims`, or defaults, which are noted on
+/// stderr).
+pub(crate) fn generate(
+    path: &Path,
+    model: &Model,
+    dims: &BTreeMap<String, i64>,
+    seed: u64,
+) -> anyhow::Result<BTreeMap<String, Tensor>> {
+    let generated = kiln::generate::generate_inputs(model.graph(), dims, seed)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("generating inputs for {}", path.display()))?;
+    if !generated.defaulted.is_empty() {
+        let list: Vec<String> = generated
+            .defaulted
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
+        eprintln!(
+            "note: using {} (set sizes with --dim NAME=N)",
+            list.join(", ")
+        );
+    }
+    Ok(generated.inputs.into_iter().collect())
+}

@@ -1,15 +1,11 @@
 //! `kiln run`: compile and run a model once.
 
-use super::pipeline::{compile, load, optimize, parse_dim};
+use super::pipeline::{compile, generate, load, optimize, parse_dim};
 use super::timing::Timer;
 use super::Backend;
-use anyhow::Context;
 use clap::Args;
-use kiln::generate::generate_inputs;
-use kiln::ir::Tensor;
 use kiln::npz::{read_npz, write_npz};
 use kiln::summary::summarize;
-use kiln::Model;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +59,7 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let inputs = if args.inputs.is_some() {
         given
     } else {
-        generate(&args, &model, &dims)?
+        generate(&args.model, &model, &dims, args.seed)?
     };
     let outputs = match &compiled {
         Some(c) => {
@@ -79,26 +75,4 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
         write_npz(path, &outputs)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn generate(
-    args: &RunArgs,
-    model: &Model,
-    dims: &BTreeMap<String, i64>,
-) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    let generated = generate_inputs(model.graph(), dims, args.seed)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("generating inputs for {}", args.model.display()))?;
-    if !generated.defaulted.is_empty() {
-        let list: Vec<String> = generated
-            .defaulted
-            .iter()
-            .map(|(s, n)| format!("{s}={n}"))
-            .collect();
-        eprintln!(
-            "note: using {} (set sizes with --dim NAME=N)",
-            list.join(", ")
-        );
-    }
-    Ok(generated.inputs.into_iter().collect())
 }

@@ -3,13 +3,15 @@
 //!
 //! Dynamic shapes are handled by specialization: the first run at a new set of input shapes
 //! binds the symbols, schedules, plans and compiles for those shapes; later runs at the same
-//! shapes reuse that code without compiling.
+//! shapes reuse that code without compiling. Graphs with data-dependent shapes run as stages
+//! ([`crate::stages`]), each specialized the same way.
 
 use crate::kernel::{BufferKind, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError, Slots};
 use crate::plan::{plan, MemoryPlan, ALIGN};
 use crate::runtime::{self, pool::ThreadPool, CallError, Memory};
-use crate::schedule::{schedule, support, ScheduleError};
+use crate::schedule::{schedule, ScheduleError};
+use crate::stages::{split, Stage};
 use kiln_ir::{interp, Bindings, Graph, Tensor, TensorType};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -75,7 +77,9 @@ pub enum RunError {
 /// A graph compiled for the CPU: `Send + Sync`, runs at any input shape its symbols allow.
 pub struct CompiledModel {
     graph: Graph,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
+    /// Set when the graph has data-dependent shapes: it then runs as these stages.
+    stages: Option<Vec<(Stage, Option<CompiledModel>)>>,
     cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<Specialized>>>,
     arenas: Mutex<Vec<Arena>>,
 }
@@ -99,16 +103,35 @@ impl CompiledModel {
     /// Compiles `graph`. Every node is checked for support now; code is generated now when
     /// the input shapes are static, otherwise on the first run at each new shape.
     pub fn new(graph: Graph, opts: &Options) -> Result<CompiledModel, CompileError> {
-        for node in &graph.nodes {
-            // `support` is total; this documents that the check happens at compile time.
-            let _ = support(&graph, node);
-        }
+        CompiledModel::with_pool(graph, Arc::new(ThreadPool::new(opts.threads)))
+    }
+
+    fn with_pool(graph: Graph, pool: Arc<ThreadPool>) -> Result<CompiledModel, CompileError> {
+        let stages = match split(&graph) {
+            Some(stages) => Some(
+                stages
+                    .into_iter()
+                    .map(|st| {
+                        let model = match st.runtime {
+                            Some(_) => None,
+                            None => Some(CompiledModel::with_pool(st.graph.clone(), pool.clone())?),
+                        };
+                        Ok((st, model))
+                    })
+                    .collect::<Result<Vec<_>, CompileError>>()?,
+            ),
+            None => None,
+        };
         let model = CompiledModel {
             graph,
-            pool: ThreadPool::new(opts.threads),
+            pool,
+            stages,
             cache: Mutex::new(HashMap::new()),
             arenas: Mutex::new(Vec::new()),
         };
+        if model.stages.is_some() {
+            return Ok(model);
+        }
         let static_shapes: Option<Vec<Vec<usize>>> = model
             .graph
             .inputs
@@ -195,6 +218,9 @@ impl CompiledModel {
             .collect();
         interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
+        if let Some(stages) = &self.stages {
+            return self.run_stages(stages, inputs);
+        }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.specialize(&shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(contiguous).collect();
@@ -202,6 +228,44 @@ impl CompiledModel {
         let result = self.execute(&spec, &inputs, &mut arena);
         self.arenas.lock().expect("arena lock").push(arena);
         result
+    }
+
+    /// Runs the stages in order, passing the values that cross stage boundaries.
+    fn run_stages(
+        &self,
+        stages: &[(Stage, Option<CompiledModel>)],
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, RunError> {
+        let mut values: HashMap<kiln_ir::ValueId, Tensor> = HashMap::new();
+        for ((_, v), t) in self.graph.inputs.iter().zip(inputs) {
+            values.insert(*v, t.clone());
+        }
+        for (stage, model) in stages {
+            let args: Vec<Tensor> = stage.inputs.iter().map(|v| values[v].clone()).collect();
+            let outputs = match (model, &stage.runtime) {
+                (Some(model), _) => model.run(&args)?,
+                (None, Some(op)) => {
+                    interp::eval_op(op, &args, &Bindings::new()).map_err(|e| RunError::Call {
+                        node: 0,
+                        name: stage.graph.nodes[0].name.clone(),
+                        source: CallError {
+                            op: op.name(),
+                            message: e.to_string(),
+                        },
+                    })?
+                }
+                (None, None) => unreachable!("a stage is compiled unless it is a runtime op"),
+            };
+            for (v, t) in stage.outputs.iter().zip(outputs) {
+                values.insert(*v, t);
+            }
+        }
+        Ok(self
+            .graph
+            .outputs
+            .iter()
+            .map(|(_, v)| values[v].clone())
+            .collect())
     }
 
     fn execute(

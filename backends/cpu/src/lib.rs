@@ -27,5 +27,6 @@ pub mod lower;
 pub mod plan;
 pub mod runtime;
 pub mod schedule;
+mod stages;
 
 pub use exec::{CompileError, CompiledModel, Options, RunError, Specialized};

@@ -8,7 +8,7 @@ use super::ops::clif_type;
 use super::{FnCx, LowerError};
 use crate::kernel::{combine_identity, Access, Combine, Expr, ExprNode, LoopNest, Reduce};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::DType;
 
@@ -66,6 +66,15 @@ fn expr_accesses(e: &Expr) -> (Vec<Access>, Vec<Option<usize>>) {
     (accs, node_acc)
 }
 
+/// The body of the innermost loop level: given the bounds of the last axis and each
+/// walk's offset at its start.
+type InnerFn<'f, 'a, 'b> =
+    dyn FnMut(&mut FnCx<'a, 'b>, Value, Value, &[Value]) -> Result<(), LowerError> + 'f;
+
+/// One element (or four, in vector mode) at loop index `i`, with the splat invariants.
+type ElementFn<'f, 'a, 'b> =
+    dyn FnMut(&mut FnCx<'a, 'b>, Value, bool, &[Option<Value>]) -> Result<(), LowerError> + 'f;
+
 /// One access, ready for code: buffer, byte strides per loop axis, element size.
 struct Walk {
     buf: usize,
@@ -73,7 +82,7 @@ struct Walk {
     strides: Vec<i64>,
 }
 
-impl FnCx<'_, '_> {
+impl<'a, 'b> FnCx<'a, 'b> {
     fn walks(&self, accs: &[Access], strides: &[Vec<isize>]) -> Vec<Walk> {
         accs.iter()
             .zip(strides)
@@ -141,7 +150,7 @@ impl FnCx<'_, '_> {
         walks: &[Walk],
         d: usize,
         offs: Vec<Value>,
-        inner: &mut dyn FnMut(&mut Self, Value, Value, &[Value]) -> Result<(), LowerError>,
+        inner: &mut InnerFn<'_, 'a, 'b>,
     ) -> Result<(), LowerError> {
         let (lo, hi) = self.bounds(d, shape[d]);
         if d + 1 == shape.len() {
@@ -182,7 +191,7 @@ impl FnCx<'_, '_> {
             && self.dtype_of(l.out.buf) == DType::F32
             && strides[0][last] == 1
             && strides[1..].iter().all(|s| s[last] == 0 || s[last] == 1);
-        let out_ty = clif_type(self.dtype_of(l.out.buf))?;
+        clif_type(self.dtype_of(l.out.buf))?;
         let offs = self.start_offsets(&walks);
         let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
             let element = &mut |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>]| {
@@ -213,7 +222,7 @@ impl FnCx<'_, '_> {
                 Ok(())
             };
             cx.innermost(
-                lo, hi, vector, &l.expr, &node_acc, offs, &walks, last, out_ty, element,
+                lo, hi, vector, &l.expr, &node_acc, offs, &walks, last, element,
             )
         };
         self.levels(&shape, &walks, 0, offs, &mut inner)?;
@@ -232,8 +241,7 @@ impl FnCx<'_, '_> {
         offs: &[Value],
         walks: &[Walk],
         last: usize,
-        _ty: Type,
-        element: &mut dyn FnMut(&mut Self, Value, bool, &[Option<Value>]) -> Result<(), LowerError>,
+        element: &mut ElementFn<'_, 'a, 'b>,
     ) -> Result<(), LowerError> {
         let mut tail_lo = lo;
         if vector {
@@ -309,7 +317,7 @@ impl FnCx<'_, '_> {
                 let init = cx.constant(ty, combine_identity(r.combine, dtype));
                 cx.b.def_var(acc, init);
                 let voffs: Vec<Value> = at[first_v..].to_vec();
-                cx.reduce_levels(r, &rshape, &rwalks, &vnode, 0, voffs, acc, ty)?;
+                cx.reduce_levels(r, &rshape, &rwalks, &vnode, 0, voffs, acc)?;
                 let a = cx.b.use_var(acc);
                 let paddrs: Vec<Option<Value>> =
                     pnode.iter().map(|p| p.map(|p| at[p + 1])).collect();
@@ -344,7 +352,6 @@ impl FnCx<'_, '_> {
         d: usize,
         offs: Vec<Value>,
         acc: Variable,
-        ty: Type,
     ) -> Result<(), LowerError> {
         let lo = self.b.ins().iconst(types::I64, 0);
         let hi = self.b.ins().iconst(types::I64, shape[d] as i64);
@@ -355,7 +362,7 @@ impl FnCx<'_, '_> {
                     .zip(walks)
                     .map(|(&o, w)| cx.advance(o, i, w.strides[d]))
                     .collect();
-                cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc, ty)
+                cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc)
             });
         }
         let vector =

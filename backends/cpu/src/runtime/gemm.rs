@@ -1,36 +1,83 @@
-//! Placeholder GEMM (replaced by the packed AVX2 kernel).
+//! f32 GEMM for the CPU runtime: a BLIS-style packed algorithm with our own micro-kernels.
+//!
+//! Cranelift's x64 backend stops at 128-bit vectors, about half of this CPU's f32 peak, so
+//! heavy contractions run here instead of in generated code. The loops follow BLIS: B is
+//! packed per `kc × nc` block, A per `mc × kc` block, and a register-tile micro-kernel
+//! (AVX-512 12×32, AVX2 6×16 or portable 4×8, chosen at run time) sweeps the packed panels.
+//!
+//! Operands are strided views, so transposes and batch slices need no copies. Work is split
+//! over the pool by output blocks (across batch items first, then along N or M), so each C
+//! element is computed by one thread with a fixed k order: results are bit-identical for any
+//! thread count. When A has few rows (a decode step) B is read in place, since packing it
+//! would cost as much as the product.
+
+mod kernels;
+mod pack;
 
 use super::pool::ThreadPool;
+use kernels::{Kernel, RowStream, Tile};
+use pack::{pack_a, pack_b, with_scratch};
 
-/// A read-only strided matrix.
-#[derive(Clone, Copy)]
+/// A read-only strided f32 matrix view: element (i, j) is at `ptr + i*row_stride + j*col_stride`.
+#[derive(Clone, Copy, Debug)]
 pub struct MatRef {
-    /// First element.
+    /// The address of element (0, 0).
     pub ptr: *const f32,
-    /// Row stride, in elements.
+    /// Distance in floats between consecutive rows.
     pub row_stride: isize,
-    /// Column stride, in elements.
+    /// Distance in floats between consecutive columns.
     pub col_stride: isize,
 }
 
-/// A writable strided matrix.
-#[derive(Clone, Copy)]
+/// A writable strided f32 matrix view: element (i, j) is at `ptr + i*row_stride + j*col_stride`.
+#[derive(Clone, Copy, Debug)]
 pub struct MatMut {
-    /// First element.
+    /// The address of element (0, 0).
     pub ptr: *mut f32,
-    /// Row stride, in elements.
+    /// Distance in floats between consecutive rows.
     pub row_stride: isize,
-    /// Column stride, in elements.
+    /// Distance in floats between consecutive columns.
     pub col_stride: isize,
 }
 
-/// C = A·B (or C += A·B).
+impl MatRef {
+    /// The view of the sub-matrix starting at (`row`, `col`).
+    fn at(self, row: usize, col: usize) -> MatRef {
+        let offset = row as isize * self.row_stride + col as isize * self.col_stride;
+        MatRef {
+            ptr: self.ptr.wrapping_offset(offset),
+            ..self
+        }
+    }
+}
+
+impl MatMut {
+    /// The view of the sub-matrix starting at (`row`, `col`).
+    fn at(self, row: usize, col: usize) -> MatMut {
+        let offset = row as isize * self.row_stride + col as isize * self.col_stride;
+        MatMut {
+            ptr: self.ptr.wrapping_offset(offset),
+            ..self
+        }
+    }
+}
+
+/// Products with fewer flops than this run on the calling thread only.
+const SERIAL_FLOPS: usize = 1 << 16;
+
+/// The name of the micro-kernel family this CPU uses, e.g. `avx512-12x32`.
+pub fn kernel_name() -> &'static str {
+    kernels::best().name
+}
+
+/// C = A·B (or C += A·B when `accumulate`), where A is m×k, B is k×n and C is m×n.
 ///
 /// # Safety
-/// The matrices must be valid for their shapes and strides.
+/// Every element of the three views must be valid (C writable and not aliasing A or B) for
+/// the given sizes.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm(
-    _pool: &ThreadPool,
+    pool: &ThreadPool,
     m: usize,
     k: usize,
     n: usize,
@@ -39,15 +86,389 @@ pub unsafe fn sgemm(
     c: MatMut,
     accumulate: bool,
 ) {
-    for i in 0..m as isize {
-        for j in 0..n as isize {
-            let mut s = 0f32;
-            for p in 0..k as isize {
-                s += *a.ptr.offset(i * a.row_stride + p * a.col_stride)
-                    * *b.ptr.offset(p * b.row_stride + j * b.col_stride);
+    // SAFETY: forwarded from the caller; a batch of one never uses the batch strides.
+    unsafe { sgemm_batched(pool, 1, m, k, n, a, 0, b, 0, c, 0, accumulate) }
+}
+
+/// For every `i < batch`: Cᵢ = Aᵢ·Bᵢ (or += when `accumulate`), where Aᵢ is `a` advanced by
+/// `i * a_batch_stride` floats (likewise B and C). A stride of 0 broadcasts an operand.
+///
+/// # Safety
+/// Every element of every batch item's views must be valid, and the C items must not
+/// overlap each other or any A or B item.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_batched(
+    pool: &ThreadPool,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    a_batch_stride: isize,
+    b: MatRef,
+    b_batch_stride: isize,
+    c: MatMut,
+    c_batch_stride: isize,
+    accumulate: bool,
+) {
+    let problem = Problem {
+        kernel: kernels::best(),
+        batch,
+        m,
+        k,
+        n,
+        a,
+        a_batch_stride,
+        b,
+        b_batch_stride,
+        c,
+        c_batch_stride,
+        accumulate,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { problem.run(pool) }
+}
+
+/// One batched product with its kernel family; the unit of work splitting.
+#[derive(Clone, Copy)]
+struct Problem {
+    kernel: &'static Kernel,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    a_batch_stride: isize,
+    b: MatRef,
+    b_batch_stride: isize,
+    c: MatMut,
+    c_batch_stride: isize,
+    accumulate: bool,
+}
+
+// SAFETY: the caller of `sgemm_batched` guarantees the views are valid; tasks write disjoint
+// blocks of C and only read A and B.
+unsafe impl Sync for Problem {}
+
+/// How one batch item's C is cut into parts.
+#[derive(Clone, Copy)]
+enum Split {
+    /// Parts are column ranges (each packs its own slice of B).
+    Columns { width: usize },
+    /// Parts are row ranges.
+    Rows { height: usize },
+}
+
+impl Problem {
+    /// Splits the work into tasks and runs them on the pool.
+    ///
+    /// # Safety
+    /// As for [`sgemm_batched`].
+    unsafe fn run(&self, pool: &ThreadPool) {
+        if self.batch == 0 || self.m == 0 || self.n == 0 {
+            return;
+        }
+        let threads = pool.threads();
+        let flops = 2 * self.batch * self.m * self.k * self.n;
+        let parts = if flops < SERIAL_FLOPS {
+            1
+        } else {
+            threads / gcd(self.batch, threads)
+        };
+        let split = self.split(parts);
+        let per_item = match split {
+            Split::Columns { width } => self.n.div_ceil(width),
+            Split::Rows { height } => self.m.div_ceil(height),
+        };
+        let tasks = self.batch * per_item;
+        let task = |t: usize| {
+            // SAFETY: tasks cover disjoint blocks of C; views are valid per the contract.
+            unsafe { self.run_part(t / per_item, t % per_item, split) }
+        };
+        if flops < SERIAL_FLOPS {
+            (0..tasks).for_each(task);
+        } else {
+            pool.parallel_for(tasks, &task);
+        }
+    }
+
+    /// Cuts C into `parts` pieces along N when it is at least as wide as tall, else along M,
+    /// in whole register tiles.
+    fn split(&self, parts: usize) -> Split {
+        let (mr, nr) = (self.kernel.mr, self.kernel.nr);
+        if self.n >= self.m {
+            let width = self.n.div_ceil(parts).div_ceil(nr) * nr;
+            Split::Columns { width }
+        } else {
+            let height = self.m.div_ceil(parts).div_ceil(mr) * mr;
+            Split::Rows { height }
+        }
+    }
+
+    /// Computes part `part` of batch item `item`.
+    ///
+    /// # Safety
+    /// As for [`sgemm_batched`].
+    unsafe fn run_part(&self, item: usize, part: usize, split: Split) {
+        let i = item as isize;
+        let a = MatRef {
+            ptr: self.a.ptr.wrapping_offset(i * self.a_batch_stride),
+            ..self.a
+        };
+        let b = MatRef {
+            ptr: self.b.ptr.wrapping_offset(i * self.b_batch_stride),
+            ..self.b
+        };
+        let c = MatMut {
+            ptr: self.c.ptr.wrapping_offset(i * self.c_batch_stride),
+            ..self.c
+        };
+        let (m, k, n) = (self.m, self.k, self.n);
+        let block = match split {
+            Split::Columns { width } => {
+                let j0 = part * width;
+                (m, n.min(j0 + width) - j0, a, b.at(0, j0), c.at(0, j0))
             }
-            let o = c.ptr.offset(i * c.row_stride + j * c.col_stride);
-            *o = if accumulate { *o + s } else { s };
+            Split::Rows { height } => {
+                let i0 = part * height;
+                (m.min(i0 + height) - i0, n, a.at(i0, 0), b, c.at(i0, 0))
+            }
+        };
+        let (m, n, a, b, c) = block;
+        // SAFETY: the block lies inside this item's valid views.
+        unsafe { gemm_block(self.kernel, m, k, n, a, b, c, self.accumulate) }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One thread's BLIS loop nest over an m×k×n block with its own packing buffers.
+///
+/// # Safety
+/// The views must be valid for the sizes given.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block(
+    kern: &Kernel,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    if k == 0 {
+        if !accumulate {
+            // SAFETY: C is valid for m×n.
+            unsafe { zero(m, n, c) };
+        }
+        return;
+    }
+    // B panels are reused once per A panel; with few A panels, packing B costs more than
+    // reading it in place (possible when its columns are contiguous).
+    let direct_b = b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr;
+    if let Some(stream) = kern
+        .stream
+        .filter(|rows| direct_b && c.col_stride == 1 && m <= rows.len())
+    {
+        // SAFETY: the views are valid; B and C have unit column strides.
+        unsafe { stream_rows(stream, kern.kc, m, k, n, a, b, c, accumulate) };
+        return;
+    }
+    with_scratch(|scratch| {
+        for jc in (0..n).step_by(kern.nc) {
+            let nc = kern.nc.min(n - jc);
+            for pc in (0..k).step_by(kern.kc) {
+                let kc = kern.kc.min(k - pc);
+                let b_block = b.at(pc, jc);
+                let block = Block {
+                    kern,
+                    kc,
+                    nc,
+                    load_c: accumulate || pc > 0,
+                    b: if direct_b {
+                        BSource::Direct(b_block, scratch.b.get(kern.nr * kc))
+                    } else {
+                        let packed = scratch.b.get(nc.div_ceil(kern.nr) * kern.nr * kc);
+                        // SAFETY: the block of B is valid; the buffer has the size asked for.
+                        unsafe {
+                            pack_b(
+                                kern.nr,
+                                kc,
+                                nc,
+                                b_block.ptr,
+                                b.row_stride,
+                                b.col_stride,
+                                packed,
+                            )
+                        };
+                        BSource::Packed(packed)
+                    },
+                };
+                for ic in (0..m).step_by(kern.mc) {
+                    let mc = kern.mc.min(m - ic);
+                    let packed_a = scratch.a.get(mc.div_ceil(kern.mr) * kern.mr * kc);
+                    let a_block = a.at(ic, pc);
+                    // SAFETY: the block of A is valid; the buffer has the size asked for.
+                    unsafe {
+                        pack_a(
+                            kern.mr,
+                            mc,
+                            kc,
+                            a_block.ptr,
+                            a.row_stride,
+                            a.col_stride,
+                            packed_a,
+                        )
+                    };
+                    // SAFETY: C's block at (ic, jc) is valid for mc×nc.
+                    unsafe { block.sweep(mc, packed_a, c.at(ic, jc)) };
+                }
+            }
+        }
+    });
+}
+
+/// GEMV-like products: the rows of A stream together over B in place, `kc` rows of B at a time (the
+/// same depth blocking as the tiled path, so results are bit-identical to it).
+///
+/// # Safety
+/// The views must be valid for the sizes given; B and C must have unit column strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn stream_rows(
+    stream: &[unsafe fn(&RowStream)],
+    kc_max: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    for pc in (0..k).step_by(kc_max) {
+        let rows = RowStream {
+            kc: kc_max.min(k - pc),
+            a: a.at(0, pc).ptr,
+            a_rs: a.row_stride,
+            a_cs: a.col_stride,
+            b: b.at(pc, 0).ptr,
+            ldb: b.row_stride as usize,
+            c: c.ptr,
+            c_rs: c.row_stride,
+            cols: n,
+            load_c: accumulate || pc > 0,
+        };
+        // SAFETY: the rows and the B block are inside the caller's valid views; m >= 1.
+        unsafe { stream[m - 1](&rows) };
+    }
+}
+
+/// Where a `kc × nc` block of B comes from.
+enum BSource {
+    /// Packed panels of `nr` columns.
+    Packed(*mut f32),
+    /// Read in place (unit column stride); the pointer is a buffer for a ragged last panel.
+    Direct(MatRef, *mut f32),
+}
+
+/// One (pc, jc) block: a depth slice of A and B against a column block of C.
+struct Block<'k> {
+    kern: &'k Kernel,
+    kc: usize,
+    nc: usize,
+    load_c: bool,
+    b: BSource,
+}
+
+impl Block<'_> {
+    /// Runs the micro-kernel over every register tile of an `mc × nc` block of C.
+    ///
+    /// # Safety
+    /// `packed_a` holds `mc` packed rows of depth `kc`; C is valid for `mc × nc`.
+    unsafe fn sweep(&self, mc: usize, packed_a: *const f32, c: MatMut) {
+        let (mr, nr, kc) = (self.kern.mr, self.kern.nr, self.kc);
+        let tile = |ir: usize, jr: usize, b_ptr: *const f32, ldb: usize| {
+            let rows = mr.min(mc - ir);
+            let tile = Tile {
+                kc,
+                // SAFETY: panel ir/mr of packed A is inside the buffer.
+                a: unsafe { packed_a.add(ir * kc) },
+                a_step: mr,
+                b: b_ptr,
+                ldb,
+                c: c.at(ir, jr).ptr,
+                rs_c: c.row_stride,
+                cs_c: c.col_stride,
+                cols: nr.min(self.nc - jr),
+                load_c: self.load_c,
+            };
+            // SAFETY: the tile describes valid memory, and the kernel family was chosen
+            // for this CPU.
+            unsafe { (self.kern.by_rows[rows - 1])(&tile) };
+        };
+        // Packed B: the A micro-panel stays in L1 while B's micro-panels stream from L2
+        // (a B micro-panel of the wide kernels would not fit in L1 beside an A panel).
+        if let BSource::Packed(packed) = self.b {
+            for ir in (0..mc).step_by(mr) {
+                for (panel, jr) in (0..self.nc).step_by(nr).enumerate() {
+                    // SAFETY: packed panels are contiguous, nr*kc floats each.
+                    tile(ir, jr, unsafe { packed.add(panel * nr * kc) }, nr);
+                }
+            }
+            return;
+        }
+        // B in place (few rows of A): each B panel is read once from memory, then from L1.
+        for (panel, jr) in (0..self.nc).step_by(nr).enumerate() {
+            let cols = nr.min(self.nc - jr);
+            // SAFETY: panel `panel` of B exists (packed, in place, or copied to the edge buffer).
+            let (b_ptr, ldb) = unsafe { self.b_panel(panel, jr, cols) };
+            for ir in (0..mc).step_by(mr) {
+                tile(ir, jr, b_ptr, ldb);
+            }
+        }
+    }
+
+    /// The B panel for columns `jr..jr + cols` and its per-step stride.
+    ///
+    /// # Safety
+    /// The panel must exist in the block.
+    unsafe fn b_panel(&self, panel: usize, jr: usize, cols: usize) -> (*const f32, usize) {
+        let (nr, kc) = (self.kern.nr, self.kc);
+        match self.b {
+            // SAFETY: packed panels are contiguous, nr*kc floats each.
+            BSource::Packed(packed) => (unsafe { packed.add(panel * nr * kc) }, nr),
+            BSource::Direct(b, _) if cols == nr => {
+                (b.at(0, jr).ptr, usize::try_from(b.row_stride).unwrap_or(0))
+            }
+            BSource::Direct(b, edge) => {
+                let b = b.at(0, jr);
+                // SAFETY: the edge buffer holds nr*kc floats; B is valid for kc×cols.
+                unsafe { pack_b(nr, kc, cols, b.ptr, b.row_stride, b.col_stride, edge) };
+                (edge, nr)
+            }
         }
     }
 }
+
+/// Writes zeros to an m×n view.
+///
+/// # Safety
+/// C must be valid for m×n.
+unsafe fn zero(m: usize, n: usize, c: MatMut) {
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: (i, j) is inside the view.
+            unsafe { *c.at(i, j).ptr = 0.0 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -46,41 +46,74 @@ pub unsafe fn run_call(
     }
 }
 
-/// A batched f32 matmul: the batch is spread over the pool when it is large enough,
-/// otherwise each product uses the pool itself.
+/// A batched f32 matmul. When every operand's matrices are evenly spaced (the usual case,
+/// broadcasting included) the whole batch is one `sgemm_batched` call, which spreads batch
+/// items and tiles over the pool; otherwise each product is its own call.
 unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
-    let (a, b, c) = (
-        mem.addr(mm.a.buf) as usize,
-        mem.addr(mm.b.buf) as usize,
-        mem.addr(mm.c.buf) as usize,
-    );
-    let one = |i: usize, pool: &ThreadPool| {
-        let at = |base: usize, o: &crate::kernel::MatOperand| {
-            (base as *mut f32).wrapping_add(o.batch_offsets[i])
-        };
-        let ar = MatRef {
-            ptr: at(a, &mm.a),
-            row_stride: mm.a.row_stride,
-            col_stride: mm.a.col_stride,
-        };
-        let br = MatRef {
-            ptr: at(b, &mm.b),
-            row_stride: mm.b.row_stride,
-            col_stride: mm.b.col_stride,
-        };
-        let cm = MatMut {
-            ptr: at(c, &mm.c),
-            row_stride: mm.c.row_stride,
-            col_stride: mm.c.col_stride,
-        };
-        // SAFETY: the schedule sized each buffer for every matrix of the batch.
-        unsafe { gemm::sgemm(pool, mm.m, mm.k, mm.n, ar, br, cm, false) };
+    let at = |o: &crate::kernel::MatOperand, i: usize| {
+        (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[i])
     };
-    if mm.batch >= pool.threads() && mm.batch > 1 {
-        pool.parallel_for(mm.batch, &|i| one(i, pool));
-    } else {
-        (0..mm.batch).for_each(|i| one(i, pool));
+    let mat = |o: &crate::kernel::MatOperand, i: usize| MatRef {
+        ptr: at(o, i),
+        row_stride: o.row_stride,
+        col_stride: o.col_stride,
+    };
+    let out = |i: usize| MatMut {
+        ptr: at(&mm.c, i),
+        row_stride: mm.c.row_stride,
+        col_stride: mm.c.col_stride,
+    };
+    if let (Some(sa), Some(sb), Some(sc)) = (
+        even_stride(&mm.a.batch_offsets),
+        even_stride(&mm.b.batch_offsets),
+        even_stride(&mm.c.batch_offsets),
+    ) {
+        // SAFETY: the schedule sized each buffer for every matrix of the batch.
+        unsafe {
+            gemm::sgemm_batched(
+                pool,
+                mm.batch,
+                mm.m,
+                mm.k,
+                mm.n,
+                mat(&mm.a, 0),
+                sa,
+                mat(&mm.b, 0),
+                sb,
+                out(0),
+                sc,
+                false,
+            )
+        };
+        return;
     }
+    for i in 0..mm.batch {
+        // SAFETY: as above.
+        unsafe {
+            gemm::sgemm(
+                pool,
+                mm.m,
+                mm.k,
+                mm.n,
+                mat(&mm.a, i),
+                mat(&mm.b, i),
+                out(i),
+                false,
+            )
+        };
+    }
+}
+
+/// The common difference of `offsets`, if they are evenly spaced.
+fn even_stride(offsets: &[usize]) -> Option<isize> {
+    let step = match offsets {
+        [a, b, ..] => *b as isize - *a as isize,
+        _ => 0,
+    };
+    offsets
+        .windows(2)
+        .all(|w| w[1] as isize - w[0] as isize == step)
+        .then_some(step)
 }
 
 /// Runs an op by its reference implementation on copies of its inputs.
