@@ -7,6 +7,7 @@
 
 mod argreduce;
 mod elementwise;
+mod iota;
 mod movement;
 mod reduce;
 mod scatter;
@@ -216,6 +217,9 @@ impl Scheduler<'_> {
                 select_last,
                 ..
             } => self.arg_reduce(node, *kind, *axis, *select_last)?,
+            Op::Range { .. } => self.range(node)?,
+            Op::Trilu { upper, k } => self.trilu(node, *upper, *k)?,
+            Op::OneHot { axis, depth } => self.one_hot(node, *axis, *depth)?,
             Op::GatherNd { batch_dims } => self.gather_nd(node, *batch_dims)?,
             Op::ScatterElements { axis, reduction } => {
                 self.scatter_elements(node, *axis, *reduction)?
@@ -316,11 +320,12 @@ pub fn support(g: &Graph, node: &Node) -> Support {
             Runtime("scatter reductions on f16/bf16/bool (arithmetic in another type)")
         }
         Op::ScatterElements { .. } | Op::ScatterNd { .. } => Native,
-        Op::Range { .. } => Runtime("range"),
-        Op::Trilu { .. } => Runtime("trilu"),
+        Op::Range { .. } if half => Runtime("f16/bf16 range (rounded from f64)"),
+        Op::Range { .. } | Op::Trilu { .. } => Native,
         Op::Scan { .. } => Runtime("cumulative sum/product"),
         Op::TopK { .. } => Runtime("top-k (a sort)"),
-        Op::OneHot { .. } => Runtime("one-hot"),
+        Op::OneHot { .. } if dtype(node.inputs[0]).is_int() => Native,
+        Op::OneHot { .. } => Runtime("one-hot with float indices"),
         Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
         Op::Einsum(_) => Runtime("einsum"),
     }

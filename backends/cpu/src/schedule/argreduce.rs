@@ -1,10 +1,10 @@
 //! ArgMax/ArgMin as two reductions: the extreme along the axis (NaN propagates), then the
 //! first (or, with `select_last`, the last) index holding it. The index comes from a
-//! constant `0..len` buffer read along the reduced axis.
+//! constant `0..len` buffer read along the reduced axis (see `schedule/iota.rs`).
 
 use super::{contiguous_strides, ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{ArgKind, BinaryOp, DType, Node, Tensor, UnaryOp};
+use kiln_ir::{ArgKind, BinaryOp, DType, Node, UnaryOp};
 
 impl Scheduler<'_> {
     /// `out[p] = argmax/argmin of x[p with axis = j] over j`, with the interpreter's ties
@@ -119,20 +119,6 @@ impl Scheduler<'_> {
             post: acc(DType::I64),
         }));
         Ok(())
-    }
-
-    /// A constant buffer holding `0..len` as i64.
-    fn iota(&mut self, len: usize, value: kiln_ir::ValueId) -> BufId {
-        let t = Tensor::from_vec((0..len as i64).collect::<Vec<i64>>(), &[len])
-            .expect("length matches the shape");
-        let buf = self.program.buffers.len();
-        self.program.buffers.push(Buffer {
-            dtype: DType::I64,
-            len,
-            kind: BufferKind::Const(t),
-            value: value.0,
-        });
-        buf
     }
 }
 
