@@ -107,6 +107,15 @@ impl Compiled {
         Ok(self.model.specialize(&shapes)?)
     }
 
+    /// Runs once and times every kernel.
+    pub fn profile(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<kiln_cpu::KernelTime>, Error> {
+        let ordered = self.order(inputs)?;
+        Ok(self.model.profile(&ordered)?)
+    }
+
     /// Threads the kernels use.
     pub fn threads(&self) -> usize {
         self.model.threads()

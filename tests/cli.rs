@@ -88,6 +88,7 @@ fn every_help_has_an_example() {
         vec!["run"],
         vec!["inspect"],
         vec!["test-onnx"],
+        vec!["bench"],
         vec!["ops"],
     ] {
         let mut args = cmd.clone();
@@ -160,4 +161,54 @@ fn inspect_into_a_closed_pipe_exits_cleanly() {
         "exit {:?}: {stderr}",
         out.status.code()
     );
+}
+
+#[test]
+fn bench_prints_one_json_line_with_the_documented_keys() {
+    let out = stdout_of(&[
+        "bench",
+        &model("gpt2_tiny.onnx"),
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["threads"], 2);
+    for key in ["compile_ms", "median_ms", "p10_ms", "p90_ms"] {
+        assert!(v[key].as_f64().is_some_and(|x| x >= 0.0), "{key} in {out}");
+    }
+    assert!(v["p10_ms"].as_f64() <= v["median_ms"].as_f64());
+    assert!(v["median_ms"].as_f64() <= v["p90_ms"].as_f64());
+}
+
+#[test]
+fn inspect_memory_reports_the_peak_and_every_buffer() {
+    let out = stdout_of(&[
+        "inspect",
+        &model("bert_tiny.onnx"),
+        "--memory",
+        "--dim",
+        "batch=1",
+        "--dim",
+        "seq=16",
+    ]);
+    let first = out.lines().next().unwrap();
+    let peak: usize = first
+        .strip_prefix("arena: ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {first:?}"));
+    assert!(peak > 0 && peak % 64 == 0, "{first}");
+    let offsets: Vec<usize> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .collect();
+    assert!(!offsets.is_empty(), "{out}");
+    assert!(offsets.iter().all(|&o| o < peak), "{out}");
 }

@@ -163,3 +163,37 @@ fn dependency_edges_point_down() {
         }
     }
 }
+
+/// Every `Runtime("reason")` the CPU backend's `support` returns is listed in
+/// ARCHITECTURE.md (between the runtime-calls markers), and nothing else is.
+#[test]
+fn runtime_calls_are_documented() {
+    let code = fs::read_to_string(root().join("backends/cpu/src/schedule.rs")).unwrap();
+    let mut in_code: Vec<String> = code
+        .split("Runtime(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_string))
+        .collect();
+    let doc = fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let list = doc
+        .split("<!-- runtime-calls -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /runtime-calls -->").next())
+        .expect("ARCHITECTURE.md has a runtime-calls list");
+    let mut in_doc: Vec<String> = list
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("- `")?
+                .strip_suffix('`')
+                .map(str::to_string)
+        })
+        .collect();
+    in_code.sort();
+    in_code.dedup();
+    in_doc.sort();
+    assert_eq!(
+        in_code, in_doc,
+        "schedule::support's runtime calls vs ARCHITECTURE.md"
+    );
+}

@@ -41,6 +41,10 @@ pub(crate) struct BenchArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t)]
     backend: super::Backend,
+    /// Also print where the time goes (cpu backend): time per op and the slowest kernels,
+    /// summed over the timed runs, on stderr.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
@@ -60,6 +64,9 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         super::Backend::Cpu => {
             let compiled = super::pipeline::compile(&model, args.threads, timer)?;
             timer.time("compile for input shapes", || compiled.prepare(&inputs))?;
+            if args.profile {
+                print_profile(&compiled, &inputs, args.runs.max(1))?;
+            }
             Box::new(move || compiled.run(&inputs).map(drop))
         }
         super::Backend::Interp => Box::new(move || model.run(&inputs).map(drop)),
@@ -106,4 +113,49 @@ fn round(x: f64) -> f64 {
 fn percentile(v: &[f64], p: f64) -> f64 {
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i.min(v.len() - 1)]
+}
+
+/// Prints time per op kind and the ten slowest kernels, summed over `runs` profiled runs.
+fn print_profile(
+    compiled: &kiln::Compiled,
+    inputs: &BTreeMap<String, kiln::ir::Tensor>,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let mut per_kernel: Vec<(String, f64)> = Vec::new();
+    for _ in 0..runs {
+        for (k, t) in compiled.profile(inputs)?.into_iter().enumerate() {
+            if per_kernel.len() <= k {
+                per_kernel.push((format!("{} \"{}\" ({})", t.kernel, t.name, t.op), 0.0));
+            }
+            per_kernel[k].1 += ms(t.time) / runs as f64;
+        }
+    }
+    let total: f64 = per_kernel.iter().map(|(_, t)| t).sum();
+    let mut by_op: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (label, t) in &per_kernel {
+        let op = label
+            .rsplit('(')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(')')
+            .to_string();
+        let e = by_op.entry(op).or_default();
+        e.0 += t;
+        e.1 += 1;
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    eprintln!(
+        "profile: {total:.3} ms per run in {} kernels",
+        per_kernel.len()
+    );
+    for (op, (t, n)) in ops {
+        eprintln!("{:>9.3} ms {:>5.1}%  {n:>4} x {op}", t, 100.0 * t / total);
+    }
+    per_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
+    eprintln!("slowest kernels:");
+    for (label, t) in per_kernel.iter().take(10) {
+        eprintln!("{t:>9.3} ms  {label}");
+    }
+    Ok(())
 }

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 pub(crate) const EXAMPLE: &str = "Examples:
   kiln inspect tests/models/bert_tiny.onnx
   kiln inspect tests/models/bert_tiny.onnx --after fold-shapes
-  kiln inspect tests/models/bert_tiny.onnx --after import --format json";
+  kiln inspect tests/models/bert_tiny.onnx --after import --format json
+  kiln inspect tests/models/bert_tiny.onnx --memory --dim batch=1 --dim seq=128";
 
 #[derive(Args)]
 pub(crate) struct InspectArgs {
@@ -22,6 +23,13 @@ pub(crate) struct InspectArgs {
     /// Stop the default pipeline after this pass (`import` = before any pass).
     #[arg(long, value_name = "PASS")]
     after: Option<String>,
+    /// Print the cpu backend's memory plan instead: the peak arena size and each buffer's
+    /// offset, size and live range (kernel indices), at the sizes given by --dim.
+    #[arg(long)]
+    memory: bool,
+    /// Size of a symbolic dim for --memory, e.g. `--dim seq=128` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = super::pipeline::parse_dim)]
+    dims: Vec<(String, i64)>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -35,7 +43,10 @@ enum Format {
 pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let mut model = load(&args.model, &BTreeMap::new(), &BTreeMap::new(), timer)?;
     if args.after.as_deref() != Some("import") {
-        model = optimize(&model, args.after, timer)?;
+        model = optimize(&model, args.after.clone(), timer)?;
+    }
+    if args.memory {
+        return memory(&args, &model);
     }
     match args.format {
         Format::Text => super::emit(&kiln::ir::print(model.graph()))?,
@@ -44,5 +55,43 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
             serde_json::to_string_pretty(model.graph())?
         ))?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
+    let dims: BTreeMap<String, i64> = args.dims.iter().cloned().collect();
+    let inputs = super::pipeline::generate(&args.model, model, &dims, 0)?;
+    let opts = kiln::Options {
+        threads: 1,
+        optimize: false,
+    };
+    let spec = model.compile(&opts)?.specialization(&inputs)?;
+    let (p, plan) = (&spec.program, &spec.plan);
+    let mut out = format!(
+        "arena: {} bytes peak, {} kernels, {} buffers in the arena ({} in place)\n",
+        plan.arena_bytes,
+        p.kernels.len(),
+        plan.offsets.iter().flatten().count(),
+        plan.in_place
+    );
+    out += "buffer  value  dtype  elements       bytes      offset  live (kernels)\n";
+    for (b, buf) in p.buffers.iter().enumerate() {
+        let place = match (&buf.kind, plan.offsets[b]) {
+            (kiln::cpu::kernel::BufferKind::Input(i), _) => format!("input {i}"),
+            (kiln::cpu::kernel::BufferKind::Const(_), _) => "constant".to_string(),
+            (_, Some(off)) => off.to_string(),
+            (_, None) => "unused".to_string(),
+        };
+        let live = plan.live[b].map_or(String::new(), |(a, z)| format!("{a}..={z}"));
+        out += &format!(
+            "{b:>6}  %{:<5} {:<6} {:>8} {:>11} {:>11}  {live}\n",
+            buf.value,
+            buf.dtype.to_string(),
+            buf.len,
+            buf.bytes(),
+            place
+        );
+    }
+    super::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -225,9 +225,39 @@ impl CompiledModel {
         let spec = self.specialize(&shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(contiguous).collect();
         let mut arena = self.take_arena(spec.plan.arena_bytes);
-        let result = self.execute(&spec, &inputs, &mut arena);
+        let result = self.execute(&spec, &inputs, &mut arena, None);
         self.arenas.lock().expect("arena lock").push(arena);
         result
+    }
+
+    /// Runs the model once, timing every kernel (for `kiln bench --profile`). Graphs with
+    /// data-dependent shapes are not profiled per kernel.
+    pub fn profile(&self, inputs: &[Tensor]) -> Result<Vec<KernelTime>, RunError> {
+        if self.stages.is_some() {
+            return Ok(Vec::new());
+        }
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let spec = self.specialize(&shapes)?;
+        let inputs: Vec<Tensor> = inputs.iter().map(contiguous).collect();
+        let mut arena = self.take_arena(spec.plan.arena_bytes);
+        let mut times = Vec::new();
+        let result = self.execute(&spec, &inputs, &mut arena, Some(&mut times));
+        self.arenas.lock().expect("arena lock").push(arena);
+        result?;
+        Ok(times
+            .into_iter()
+            .enumerate()
+            .map(|(k, time)| {
+                let node = spec.program.kernel_nodes[k];
+                KernelTime {
+                    kernel: spec.program.kernels[k].label(),
+                    node,
+                    name: self.graph.nodes[node].name.clone(),
+                    op: self.graph.nodes[node].op.name(),
+                    time,
+                }
+            })
+            .collect())
     }
 
     /// Runs the stages in order, passing the values that cross stage boundaries.
@@ -273,6 +303,7 @@ impl CompiledModel {
         spec: &Specialized,
         inputs: &[Tensor],
         arena: &mut Arena,
+        mut profile: Option<&mut Vec<Duration>>,
     ) -> Result<Vec<Tensor>, RunError> {
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(1 + inputs.len() + spec.consts.len());
         ptrs.push(arena.ptr());
@@ -287,6 +318,7 @@ impl CompiledModel {
             slots: &spec.slots,
         };
         for (i, kernel) in spec.program.kernels.iter().enumerate() {
+            let start = profile.is_some().then(Instant::now);
             match (&spec.code.kernels[i], kernel) {
                 (Some((f, extent)), k) => self.launch(*f, *extent, work(k), k.serial(), &ptrs),
                 (None, Kernel::Call(call)) => {
@@ -303,6 +335,9 @@ impl CompiledModel {
                     )?;
                 }
                 (None, _) => unreachable!("every loop and reduction kernel is compiled"),
+            }
+            if let (Some(times), Some(start)) = (profile.as_deref_mut(), start) {
+                times.push(start.elapsed());
             }
         }
         Ok(spec
@@ -338,6 +373,21 @@ impl CompiledModel {
         arena.reserve(bytes);
         arena
     }
+}
+
+/// How long one kernel took in [`CompiledModel::profile`].
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    /// The kernel's label (`loop[..]`, `matmul ..`, …).
+    pub kernel: String,
+    /// The graph node it comes from.
+    pub node: usize,
+    /// The node's source name.
+    pub name: String,
+    /// The node's op.
+    pub op: String,
+    /// Wall time.
+    pub time: Duration,
 }
 
 /// Kernels with fewer element operations than this run on one thread.

@@ -29,4 +29,4 @@ pub mod runtime;
 pub mod schedule;
 mod stages;
 
-pub use exec::{CompileError, CompiledModel, Options, RunError, Specialized};
+pub use exec::{CompileError, CompiledModel, KernelTime, Options, RunError, Specialized};

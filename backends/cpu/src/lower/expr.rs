@@ -3,28 +3,44 @@
 use super::ops::{clif_type, vectorizable_binary, vectorizable_unary};
 use super::{FnCx, LowerError};
 use crate::kernel::{Expr, ExprNode, Indirect, Scalar};
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 
 /// Vector width, in f32 lanes.
 pub(crate) const LANES: i64 = 4;
 
-/// True if `e` has an `f32x4` form: f32 throughout and only ops with vector code.
+/// True if `e` has a four-lane form: f32 values (as f32x4) and bools (as i32x4 masks of
+/// all ones or zeros), and only ops with vector code.
 pub(crate) fn vectorizable(e: &Expr) -> bool {
-    e.dtypes.iter().all(|&d| d == DType::F32)
-        && e.nodes.iter().all(|n| match n {
+    use UnaryOp::*;
+    let float = |i: usize| e.dtypes[i] == DType::F32;
+    e.dtypes.iter().all(|&d| d == DType::F32 || d == DType::Bool)
+        && e.nodes.iter().enumerate().all(|(i, n)| match n {
             ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc => true,
-            ExprNode::Unary(u, _) => vectorizable_unary(*u),
-            ExprNode::Binary(BinaryOp::Pow, _, y) => {
-                matches!(e.nodes[*y], ExprNode::Const(Scalar::Float(c)) if c == 2.0 || c == 1.0)
+            ExprNode::Unary(Not, a) => !float(*a),
+            ExprNode::Unary(IsNan | IsInf | IsPosInf | IsNegInf, a) => float(*a),
+            ExprNode::Unary(u, a) => float(*a) && vectorizable_unary(*u),
+            ExprNode::Binary(BinaryOp::Pow, a, y) => {
+                float(*a)
+                    && matches!(e.nodes[*y], ExprNode::Const(Scalar::Float(c)) if c == 2.0 || c == 1.0)
             }
-            ExprNode::Binary(b, _, _) => vectorizable_binary(*b),
-            ExprNode::Gather { .. }
-            | ExprNode::Where(..)
-            | ExprNode::Cast(_)
-            | ExprNode::Bitcast(_) => false,
+            ExprNode::Binary(b, a, _) if float(*a) => {
+                vectorizable_binary(*b) || is_comparison(*b)
+            }
+            ExprNode::Binary(b, _, _) => matches!(
+                b,
+                BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Equal
+            ),
+            ExprNode::Where(..) => true,
+            ExprNode::Cast(a) => float(*a) != float(i),
+            ExprNode::Gather { .. } | ExprNode::Bitcast(_) => false,
         })
+}
+
+fn is_comparison(b: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(b, Equal | Less | LessOrEqual | Greater | GreaterOrEqual)
 }
 
 /// Addresses for one evaluation of an expression.
@@ -57,16 +73,22 @@ impl FnCx<'_, '_> {
         let mut vals: Vec<Value> = Vec::with_capacity(e.nodes.len());
         for (i, node) in e.nodes.iter().enumerate() {
             let dtype = e.dtypes[i];
-            let ty = if ops.vector {
-                types::F32X4
-            } else {
-                clif_type(dtype)?
+            let ty = match (ops.vector, dtype) {
+                (true, DType::Bool) => types::I32X4,
+                (true, _) => types::F32X4,
+                (false, _) => clif_type(dtype)?,
             };
             let v = match node {
                 ExprNode::Load(_) => match ops.splats.get(i).copied().flatten() {
                     Some(s) => s,
+                    None if ty == types::I32X4 => self.load_mask(addr(ops, i)?),
                     None => self.load(ty, addr(ops, i)?),
                 },
+                ExprNode::Const(c) if ty == types::I32X4 => {
+                    let on = matches!(c, Scalar::Int(v) if *v != 0)
+                        || matches!(c, Scalar::Float(f) if *f != 0.0);
+                    self.constant(ty, Scalar::Int(-(on as i64)))
+                }
                 ExprNode::Const(c) => self.constant(ty, *c),
                 ExprNode::Acc => ops
                     .acc
@@ -75,6 +97,7 @@ impl FnCx<'_, '_> {
                     let a = self.indirect(addr(ops, i)?, indices, &vals, &e.dtypes, dtype);
                     self.load(ty, a)
                 }
+                ExprNode::Unary(UnaryOp::Not, a) if ops.vector => self.b.ins().bnot(vals[*a]),
                 ExprNode::Unary(u, a) => self.unary(*u, e.dtypes[*a], vals[*a])?,
                 ExprNode::Binary(op, a, b) => {
                     let y_const = match e.nodes[*b] {
@@ -87,7 +110,11 @@ impl FnCx<'_, '_> {
                         self.int_binary(*op, e.dtypes[*a], vals[*a], vals[*b])?
                     }
                 }
+                ExprNode::Where(c, a, b) if ops.vector => {
+                    self.mask_select(vals[*c], vals[*a], vals[*b])
+                }
                 ExprNode::Where(c, a, b) => self.b.ins().select(vals[*c], vals[*a], vals[*b]),
+                ExprNode::Cast(a) if ops.vector => self.vector_cast(dtype, vals[*a]),
                 ExprNode::Cast(a) => self.cast(e.dtypes[*a], dtype, vals[*a])?,
                 ExprNode::Bitcast(a) => {
                     let from = self.b.func.dfg.value_type(vals[*a]);
@@ -129,6 +156,58 @@ impl FnCx<'_, '_> {
             (false, IsNan | IsInf | IsPosInf | IsNegInf) => Ok(self.b.ins().iconst(types::I8, 0)),
             (false, _) => self.int_unary(u, d, x),
         }
+    }
+
+    /// Four bools (bytes) at `addr` as an i32x4 mask.
+    pub(crate) fn load_mask(&mut self, addr: Value) -> Value {
+        let word = self.load(types::I32, addr);
+        let v = self.b.ins().scalar_to_vector(types::I32X4, word);
+        let bytes = self.b.ins().bitcast(types::I8X16, little(), v);
+        let halves = self.b.ins().swiden_low(bytes);
+        let words = self.b.ins().swiden_low(halves);
+        let zero = self.constant(types::I32X4, Scalar::Int(0));
+        self.b.ins().icmp(IntCC::NotEqual, words, zero)
+    }
+
+    /// Stores an i32x4 mask as four bools (bytes of 0 or 1).
+    pub(crate) fn store_mask(&mut self, mask: Value, addr: Value) {
+        let one = self.constant(types::I32X4, Scalar::Int(1));
+        let bits = self.b.ins().band(mask, one);
+        let halves = self.b.ins().snarrow(bits, bits);
+        let bytes = self.b.ins().snarrow(halves, halves);
+        let words = self.b.ins().bitcast(types::I32X4, little(), bytes);
+        let word = self.b.ins().extractlane(words, 0);
+        self.b.ins().store(MemFlagsData::trusted(), word, addr, 0);
+    }
+
+    /// A loop-invariant bool as an i32x4 mask.
+    pub(crate) fn splat_mask(&mut self, addr: Value) -> Value {
+        let byte = self.load(types::I8, addr);
+        let word = self.b.ins().uextend(types::I32, byte);
+        let ones = self.b.ins().ineg(word);
+        self.b.ins().splat(types::I32X4, ones)
+    }
+
+    /// `mask ? a : b` lane by lane, for f32x4 or mask operands.
+    fn mask_select(&mut self, mask: Value, a: Value, b: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(a);
+        let m = if ty == types::I32X4 {
+            mask
+        } else {
+            self.b.ins().bitcast(ty, little(), mask)
+        };
+        self.b.ins().bitselect(m, a, b)
+    }
+
+    /// Vector casts between f32 and bool.
+    fn vector_cast(&mut self, to: DType, x: Value) -> Value {
+        if to == DType::Bool {
+            let zero = self.constant(types::F32X4, Scalar::Float(0.0));
+            return self.b.ins().fcmp(FloatCC::NotEqual, x, zero);
+        }
+        let one = self.constant(types::F32X4, Scalar::Float(1.0));
+        let zero = self.constant(types::F32X4, Scalar::Float(0.0));
+        self.mask_select(x, one, zero)
     }
 
     pub(crate) fn load(&mut self, ty: Type, addr: Value) -> Value {
@@ -183,6 +262,11 @@ fn addr(ops: &Operands<'_>, i: usize) -> Result<Value, LowerError> {
         .copied()
         .flatten()
         .ok_or_else(|| LowerError::Op(format!("expression node {i} has no address")))
+}
+
+/// Flags for bitcasts between vector types of different lane counts.
+fn little() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
 }
 
 /// `i` truncated to the width of `ty`, as iconst wants it.

@@ -188,7 +188,6 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let last = shape.len() - 1;
         let vector = l.scatter.is_empty()
             && vectorizable(&l.expr)
-            && self.dtype_of(l.out.buf) == DType::F32
             && strides[0][last] == 1
             && strides[1..].iter().all(|s| s[last] == 0 || s[last] == 1);
         clif_type(self.dtype_of(l.out.buf))?;
@@ -212,13 +211,17 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 let v = *vals
                     .last()
                     .ok_or_else(|| LowerError::Op("empty expression".into()))?;
-                let at = if l.scatter.is_empty() {
-                    addrs[0]
+                if vector && l.expr.dtype() == DType::Bool {
+                    cx.store_mask(v, addrs[0]);
                 } else {
-                    let elem = cx.dtype_of(l.out.buf);
-                    cx.indirect(addrs[0], &l.scatter, &vals, &l.expr.dtypes, elem)
-                };
-                cx.b.ins().store(MemFlagsData::trusted(), v, at, 0);
+                    let at = if l.scatter.is_empty() {
+                        addrs[0]
+                    } else {
+                        let elem = cx.dtype_of(l.out.buf);
+                        cx.indirect(addrs[0], &l.scatter, &vals, &l.expr.dtypes, elem)
+                    };
+                    cx.b.ins().store(MemFlagsData::trusted(), v, at, 0);
+                }
                 Ok(())
             };
             cx.innermost(
@@ -271,8 +274,14 @@ impl<'a, 'b> FnCx<'a, 'b> {
             .zip(node_acc)
             .map(|(n, a)| match (n, a) {
                 (ExprNode::Load(_), Some(a)) if walks[a + first_walk].strides[last] == 0 => {
-                    let v = self.load(types::F32, offs[a + first_walk]);
-                    Some(self.b.ins().splat(types::F32X4, v))
+                    let addr = offs[a + first_walk];
+                    Some(match self.dtype_of(walks[a + first_walk].buf) {
+                        DType::Bool => self.splat_mask(addr),
+                        _ => {
+                            let v = self.load(types::F32, addr);
+                            self.b.ins().splat(types::F32X4, v)
+                        }
+                    })
                 }
                 _ => None,
             })
@@ -365,8 +374,9 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc)
             });
         }
-        let vector =
-            vectorizable(&r.value) && walks.iter().all(|w| w.strides[d] == 0 || w.strides[d] == 4);
+        let vector = vectorizable(&r.value)
+            && r.value.dtypes.iter().all(|&t| t == DType::F32)
+            && walks.iter().all(|w| w.strides[d] == 0 || w.strides[d] == 4);
         let element =
             |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>], acc: Variable| {
                 let addrs: Vec<Option<Value>> = node_acc

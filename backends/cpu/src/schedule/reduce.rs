@@ -155,7 +155,9 @@ impl Scheduler<'_> {
         Ok(())
     }
 
-    /// Three passes over each lane: its max, the sum of `exp(x - max)`, then the result.
+    /// Softmax: the lane's max, then `exp(x - max)` written to the output, its sum, and the
+    /// output divided by the sum in place (so `exp` runs once per element). Log-softmax:
+    /// the max, the sum of `exp(x - max)`, then `x - max - log(sum)`.
     pub(super) fn softmax(
         &mut self,
         node: &Node,
@@ -177,30 +179,49 @@ impl Scheduler<'_> {
             let mx = e.push(space.load_kept_wide(m.buf), t);
             e.push(ExprNode::Binary(BinaryOp::Sub, x, mx), t)
         };
+        let mut shape = space.kept.clone();
+        shape.extend(&space.reduced);
+        // Every pass over the lane iterates `kept ++ [axis]` in the input's layout.
+        let out_access = Access {
+            buf: out.buf,
+            offset: 0,
+            strides: space.strides.clone(),
+        };
+        let out_view = View {
+            buf: out.buf,
+            ..src.clone()
+        };
+        if !log {
+            let mut expr = Expr::default();
+            let d = shifted(&mut expr);
+            expr.push(ExprNode::Unary(UnaryOp::Exp, d), t);
+            self.push(Kernel::Loop(LoopNest::new(
+                shape.clone(),
+                out_access.clone(),
+                expr,
+            )));
+            let mut value = Expr::default();
+            value.push(space.load_input(&out_view), t);
+            self.push(space.reduce(z.buf, value, Combine::Sum, acc_only(t)));
+            let mut expr = Expr::default();
+            let e = expr.push(space.load_input(&out_view), t);
+            let s = expr.push(space.load_kept_wide(z.buf), t);
+            expr.push(ExprNode::Binary(BinaryOp::Div, e, s), t);
+            self.push(Kernel::Loop(LoopNest::new(shape, out_access, expr)));
+            return Ok(());
+        }
         let mut value = Expr::default();
         let d = shifted(&mut value);
         value.push(ExprNode::Unary(UnaryOp::Exp, d), t);
         self.push(space.reduce(z.buf, value, Combine::Sum, acc_only(t)));
 
-        // The final pass iterates `kept ++ [axis]` and writes the output in its own layout.
         let mut expr = Expr::default();
         let d = shifted(&mut expr);
         let s = expr.push(space.load_kept_wide(z.buf), t);
-        if log {
-            let l = expr.push(ExprNode::Unary(UnaryOp::Log, s), t);
-            expr.push(ExprNode::Binary(BinaryOp::Sub, d, l), t);
-        } else {
-            let e = expr.push(ExprNode::Unary(UnaryOp::Exp, d), t);
-            expr.push(ExprNode::Binary(BinaryOp::Div, e, s), t);
-        }
-        let mut shape = space.kept.clone();
-        shape.extend(&space.reduced);
+        let l = expr.push(ExprNode::Unary(UnaryOp::Log, s), t);
+        expr.push(ExprNode::Binary(BinaryOp::Sub, d, l), t);
         self.push(Kernel::Loop(LoopNest {
-            out: Access {
-                buf: out.buf,
-                offset: 0,
-                strides: space.strides.clone(),
-            },
+            out: out_access,
             shape,
             expr,
             scatter: Vec::new(),

@@ -1,0 +1,117 @@
+//! The library's compiled model: `Send + Sync`, inputs checked before generated code runs,
+//! one compiled model serving several shapes without recompiling, and agreement with the
+//! interpreter when called from several threads at once.
+
+use kiln::ir::Tensor;
+use kiln::{Compiled, Error, Model, Options};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn compiled(name: &str) -> (Model, Compiled) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name);
+    let model = Model::load(path).unwrap().optimize().unwrap();
+    let opts = Options {
+        threads: 2,
+        optimize: false,
+    };
+    let c = model.compile(&opts).unwrap();
+    (model, c)
+}
+
+fn gpt2_inputs(batch: usize, seq: usize) -> BTreeMap<String, Tensor> {
+    let ids: Vec<i64> = (0..batch * seq).map(|i| (i * 7 % 50) as i64).collect();
+    let mask = vec![1i64; batch * seq];
+    BTreeMap::from([
+        (
+            "input_ids".to_string(),
+            Tensor::from_vec(ids, &[batch, seq]).unwrap(),
+        ),
+        (
+            "attention_mask".to_string(),
+            Tensor::from_vec(mask, &[batch, seq]).unwrap(),
+        ),
+    ])
+}
+
+#[test]
+fn compiled_models_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Compiled>();
+}
+
+#[test]
+fn wrong_inputs_are_errors_that_name_the_input() {
+    let (_, c) = compiled("gpt2_tiny.onnx");
+    let mut bad = gpt2_inputs(1, 4);
+    bad.insert(
+        "attention_mask".into(),
+        Tensor::from_vec(vec![1i64; 5], &[1, 5]).unwrap(),
+    );
+    let e = c.run(&bad).unwrap_err().to_string();
+    assert!(e.contains("attention_mask"), "{e}");
+    let mut wrong_dtype = gpt2_inputs(1, 4);
+    wrong_dtype.insert(
+        "input_ids".into(),
+        Tensor::from_vec(vec![0f32; 4], &[1, 4]).unwrap(),
+    );
+    let e = c.run(&wrong_dtype).unwrap_err();
+    assert!(
+        matches!(e, Error::Input { ref name, .. } if name == "input_ids"),
+        "{e}"
+    );
+    let mut missing = gpt2_inputs(1, 4);
+    missing.remove("input_ids");
+    assert!(c
+        .run(&missing)
+        .unwrap_err()
+        .to_string()
+        .contains("input_ids"));
+}
+
+#[test]
+fn one_compiled_model_runs_many_shapes_and_reuses_code_per_shape() {
+    let (model, c) = compiled("gpt2_tiny.onnx");
+    for (batch, seq) in [(1, 7), (3, 16), (2, 1), (1, 7)] {
+        let inputs = gpt2_inputs(batch, seq);
+        let want = model.run(&inputs).unwrap();
+        let got = c.run(&inputs).unwrap();
+        for ((_, w), (_, g)) in want.iter().zip(&got) {
+            kiln::compare::compare(g, w, kiln::compare::Tolerance::MODELS).unwrap();
+        }
+    }
+    let first = c.specialization(&gpt2_inputs(1, 7)).unwrap();
+    let again = c.specialization(&gpt2_inputs(1, 7)).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second call at one shape recompiled"
+    );
+    let other = c.specialization(&gpt2_inputs(3, 16)).unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+}
+
+#[test]
+fn concurrent_runs_from_several_threads_agree() {
+    let (_, c) = compiled("bert_tiny.onnx");
+    let inputs = kiln::npz::read_npz(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/bert_tiny.inputs.npz"),
+    )
+    .unwrap()
+    .into_iter()
+    .collect::<BTreeMap<_, _>>();
+    let want = c.run(&inputs).unwrap();
+    let c = Arc::new(c);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, inputs) = (c.clone(), inputs.clone());
+            std::thread::spawn(move || (0..5).map(|_| c.run(&inputs).unwrap()).collect::<Vec<_>>())
+        })
+        .collect();
+    for h in handles {
+        for got in h.join().unwrap() {
+            assert_eq!(got, want, "same inputs, same thread count: same bits");
+        }
+    }
+}
