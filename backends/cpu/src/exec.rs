@@ -320,7 +320,7 @@ impl CompiledModel {
         for (i, kernel) in spec.program.kernels.iter().enumerate() {
             let start = profile.is_some().then(Instant::now);
             match (&spec.code.kernels[i], kernel) {
-                (Some((f, extent)), k) => self.launch(*f, *extent, work(k), &ptrs),
+                (Some((f, extent)), k) => self.launch(*f, *extent, work(k), k.serial(), &ptrs),
                 (None, Kernel::Call(call)) => {
                     // SAFETY: `mem` maps every buffer to memory of its planned size.
                     unsafe { runtime::run_call(&spec.program, call, &mem, &self.pool) }.map_err(
@@ -349,11 +349,12 @@ impl CompiledModel {
             .collect())
     }
 
-    /// Calls a kernel over `0..extent`, split across the pool when the work is large.
-    fn launch(&self, f: lower::KernelFn, extent: u64, work: usize, ptrs: &[*mut u8]) {
+    /// Calls a kernel over `0..extent`, split across the pool when the work is large and
+    /// the kernel is not `serial` (a scatter runs its iterations in order on one thread).
+    fn launch(&self, f: lower::KernelFn, extent: u64, work: usize, serial: bool, ptrs: &[*mut u8]) {
         let threads = self.pool.threads() as u64;
         let table = ptrs.as_ptr() as usize;
-        if threads <= 1 || extent < 2 || work < PARALLEL_WORK {
+        if serial || threads <= 1 || extent < 2 || work < PARALLEL_WORK {
             // SAFETY: the table maps every slot the kernel was compiled against.
             unsafe { f(ptrs.as_ptr(), 0, extent) };
             return;

@@ -86,18 +86,14 @@ pub enum ExprNode {
     Load(Access),
     /// A constant.
     Const(Scalar),
-    /// Gathers along one axis: `data[.., idx, ..]` where `idx` is an earlier node (an
-    /// integer, negative counts from the end) and `access` addresses `data` with the gathered
-    /// axis' stride given separately.
+    /// Gathers: `data[access + Σ clamp(index_k) * stride_k]` over the [`Indirect`] terms
+    /// (one for `Gather`/`GatherElements`, one per indexed axis for `GatherND`, the output's
+    /// terms when a scatter reads the value it combines with).
     Gather {
-        /// The data access without the gathered axis' contribution.
+        /// The data access without the indexed axes' contributions.
         access: Access,
-        /// The index node.
-        index: usize,
-        /// Stride of the gathered axis, in elements.
-        axis_stride: isize,
-        /// Size of the gathered axis (for negative indices and bounds).
-        axis_len: usize,
+        /// The indexed axes.
+        indices: Vec<Indirect>,
     },
     /// An elementwise unary op.
     Unary(UnaryOp, usize),
@@ -111,6 +107,20 @@ pub enum ExprNode {
     Bitcast(usize),
     /// The accumulator of a [`Reduce`] (only in its `post` expression).
     Acc,
+}
+
+/// One data-dependent term of an address: `clamp(value of node index) * stride`, where the
+/// index is an integer node of the same expression. Negative indices count from the end
+/// (`+ len`); indices still outside `0..len` are clamped into it, so generated code never
+/// leaves the buffer (the interpreter rejects them instead).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Indirect {
+    /// The index node.
+    pub index: usize,
+    /// Stride of the indexed axis, in elements.
+    pub stride: isize,
+    /// Size of the indexed axis (for negative indices and clamping).
+    pub len: usize,
 }
 
 /// An expression DAG: nodes in topological order, each with its dtype; the last is the result.
@@ -149,7 +159,8 @@ impl Expr {
     }
 }
 
-/// `out[i] = expr(i)` for every index `i` of `shape`.
+/// `out[i] = expr(i)` for every index `i` of `shape`; with `scatter` terms the store goes
+/// to `out[i] + Σ clamp(index_k) * stride_k` instead (a scatter: ScatterElements, ScatterND).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopNest {
     /// The iteration space.
@@ -158,6 +169,25 @@ pub struct LoopNest {
     pub out: Access,
     /// The body.
     pub expr: Expr,
+    /// Indirect terms of the output address, over index nodes of `expr` (empty: a plain
+    /// store).
+    pub scatter: Vec<Indirect>,
+    /// The iterations must run in order on one thread: a scatter whose indices may repeat
+    /// (later updates overwrite or combine with earlier ones, as ONNX specifies).
+    pub serial: bool,
+}
+
+impl LoopNest {
+    /// A plain loop nest: direct stores, splittable across threads.
+    pub fn new(shape: Vec<usize>, out: Access, expr: Expr) -> LoopNest {
+        LoopNest {
+            shape,
+            out,
+            expr,
+            scatter: Vec::new(),
+            serial: false,
+        }
+    }
 }
 
 /// How a [`Reduce`] combines values.
@@ -282,9 +312,15 @@ impl Kernel {
         }
     }
 
+    /// True if the kernel must run its iterations in order on one thread.
+    pub fn serial(&self) -> bool {
+        matches!(self, Kernel::Loop(l) if l.serial)
+    }
+
     /// A short name for reports and profiles.
     pub fn label(&self) -> String {
         match self {
+            Kernel::Loop(l) if !l.scatter.is_empty() => format!("scatter{:?}", l.shape),
             Kernel::Loop(l) => format!("loop{:?}", l.shape),
             Kernel::Reduce(r) => format!("reduce{:?}x{:?}", r.shape, r.reduced),
             Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),

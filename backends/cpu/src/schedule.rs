@@ -5,12 +5,15 @@
 //! input's buffer. Ops without a native lowering go to the runtime only if
 //! [`support`] lists them; any other op is a [`ScheduleError::Unsupported`].
 
+mod argreduce;
 mod elementwise;
+mod iota;
 mod movement;
 mod reduce;
+mod scatter;
 
 use crate::kernel::*;
-use kiln_ir::{Bindings, DType, Graph, Node, Op, Tensor, ValueId};
+use kiln_ir::{Bindings, DType, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
 use thiserror::Error;
 
 /// Why a graph could not be scheduled.
@@ -208,6 +211,20 @@ impl Scheduler<'_> {
             Op::Pad { pads, .. } => self.pad(node, pads)?,
             Op::Gather { axis } => self.gather(node, *axis)?,
             Op::GatherElements { axis } => self.gather_elements(node, *axis)?,
+            Op::ArgReduce {
+                kind,
+                axis,
+                select_last,
+                ..
+            } => self.arg_reduce(node, *kind, *axis, *select_last)?,
+            Op::Range { .. } => self.range(node)?,
+            Op::Trilu { upper, k } => self.trilu(node, *upper, *k)?,
+            Op::OneHot { axis, depth } => self.one_hot(node, *axis, *depth)?,
+            Op::GatherNd { batch_dims } => self.gather_nd(node, *batch_dims)?,
+            Op::ScatterElements { axis, reduction } => {
+                self.scatter_elements(node, *axis, *reduction)?
+            }
+            Op::ScatterNd { reduction } => self.scatter_nd(node, *reduction)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -290,14 +307,25 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::Conv(_) => Runtime("convolution"),
         Op::ConvTranspose(_) => Runtime("transposed convolution"),
         Op::Pool(_) => Runtime("pooling"),
-        Op::ArgReduce { .. } => Runtime("argmax/argmin"),
-        Op::GatherNd { .. } => Runtime("gather_nd"),
-        Op::ScatterElements { .. } | Op::ScatterNd { .. } => Runtime("scatter"),
-        Op::Range { .. } => Runtime("range"),
-        Op::Trilu { .. } => Runtime("trilu"),
+        Op::ArgReduce { .. } if half => Runtime("f16/bf16 argmax/argmin"),
+        Op::ArgReduce { .. } => Native,
+        Op::GatherNd { .. } => Native,
+        Op::ScatterElements { reduction, .. } | Op::ScatterNd { reduction }
+            if *reduction != ScatterReduction::None
+                && matches!(
+                    dtype(node.outputs[0]),
+                    DType::F16 | DType::BF16 | DType::Bool
+                ) =>
+        {
+            Runtime("scatter reductions on f16/bf16/bool (arithmetic in another type)")
+        }
+        Op::ScatterElements { .. } | Op::ScatterNd { .. } => Native,
+        Op::Range { .. } if half => Runtime("f16/bf16 range (rounded from f64)"),
+        Op::Range { .. } | Op::Trilu { .. } => Native,
         Op::Scan { .. } => Runtime("cumulative sum/product"),
         Op::TopK { .. } => Runtime("top-k (a sort)"),
-        Op::OneHot { .. } => Runtime("one-hot"),
+        Op::OneHot { .. } if dtype(node.inputs[0]).is_int() => Native,
+        Op::OneHot { .. } => Runtime("one-hot with float indices"),
         Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
         Op::Einsum(_) => Runtime("einsum"),
     }

@@ -2,7 +2,7 @@
 
 use super::ops::{clif_type, vectorizable_binary, vectorizable_unary};
 use super::{FnCx, LowerError};
-use crate::kernel::{Expr, ExprNode, Scalar};
+use crate::kernel::{Expr, ExprNode, Indirect, Scalar};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
@@ -58,6 +58,18 @@ pub(crate) struct Operands<'v> {
 impl FnCx<'_, '_> {
     /// Emits `e` and returns its root's value.
     pub(crate) fn emit_expr(&mut self, e: &Expr, ops: &Operands<'_>) -> Result<Value, LowerError> {
+        let vals = self.emit_values(e, ops)?;
+        vals.last()
+            .copied()
+            .ok_or_else(|| LowerError::Op("empty expression".into()))
+    }
+
+    /// Emits `e` and returns the value of every node.
+    pub(crate) fn emit_values(
+        &mut self,
+        e: &Expr,
+        ops: &Operands<'_>,
+    ) -> Result<Vec<Value>, LowerError> {
         let mut vals: Vec<Value> = Vec::with_capacity(e.nodes.len());
         for (i, node) in e.nodes.iter().enumerate() {
             let dtype = e.dtypes[i];
@@ -81,16 +93,8 @@ impl FnCx<'_, '_> {
                 ExprNode::Acc => ops
                     .acc
                     .ok_or_else(|| LowerError::Op("accumulator outside a reduction".into()))?,
-                ExprNode::Gather {
-                    index,
-                    axis_stride,
-                    axis_len,
-                    ..
-                } => {
-                    let idx = self.clamp_index(vals[*index], e.dtypes[*index], *axis_len);
-                    let step = (*axis_stride * dtype.size_bytes() as isize) as i64;
-                    let off = self.b.ins().imul_imm_s(idx, step);
-                    let a = self.b.ins().iadd(addr(ops, i)?, off);
+                ExprNode::Gather { indices, .. } => {
+                    let a = self.indirect(addr(ops, i)?, indices, &vals, &e.dtypes, dtype);
                     self.load(ty, a)
                 }
                 ExprNode::Unary(UnaryOp::Not, a) if ops.vector => self.b.ins().bnot(vals[*a]),
@@ -123,9 +127,25 @@ impl FnCx<'_, '_> {
             };
             vals.push(v);
         }
-        Ok(*vals
-            .last()
-            .ok_or_else(|| LowerError::Op("empty expression".into()))?)
+        Ok(vals)
+    }
+
+    /// `base + Σ clamp(index_k) * stride_k` in bytes, for elements of `elem`; `vals` and
+    /// `dtypes` are the values and dtypes of the expression's nodes.
+    pub(crate) fn indirect(
+        &mut self,
+        base: Value,
+        terms: &[Indirect],
+        vals: &[Value],
+        dtypes: &[DType],
+        elem: DType,
+    ) -> Value {
+        terms.iter().fold(base, |at, t| {
+            let idx = self.clamp_index(vals[t.index], dtypes[t.index], t.len);
+            let step = (t.stride * elem.size_bytes() as isize) as i64;
+            let off = self.b.ins().imul_imm_s(idx, step);
+            self.b.ins().iadd(at, off)
+        })
     }
 
     fn unary(&mut self, u: UnaryOp, d: DType, x: Value) -> Result<Value, LowerError> {

@@ -1,6 +1,7 @@
 //! Loop nests: normalizing the iteration space and emitting the loops of [`LoopNest`] and
 //! [`Reduce`] kernels, with an f32x4 innermost loop (plus a scalar tail) when every access
-//! is contiguous or invariant along it.
+//! is contiguous or invariant along it. A scatter's store adds its indirect terms to the
+//! output address (and is never vectorized).
 
 use super::expr::{vectorizable, Operands, LANES};
 use super::ops::clif_type;
@@ -185,7 +186,8 @@ impl<'a, 'b> FnCx<'a, 'b> {
         self.load_bases(accs.iter().map(|a| a.buf));
         let walks = self.walks(&accs, &strides);
         let last = shape.len() - 1;
-        let vector = vectorizable(&l.expr)
+        let vector = l.scatter.is_empty()
+            && vectorizable(&l.expr)
             && strides[0][last] == 1
             && strides[1..].iter().all(|s| s[last] == 0 || s[last] == 1);
         clif_type(self.dtype_of(l.out.buf))?;
@@ -205,11 +207,20 @@ impl<'a, 'b> FnCx<'a, 'b> {
                     acc: None,
                     vector,
                 };
-                let v = cx.emit_expr(&l.expr, &ops)?;
+                let vals = cx.emit_values(&l.expr, &ops)?;
+                let v = *vals
+                    .last()
+                    .ok_or_else(|| LowerError::Op("empty expression".into()))?;
                 if vector && l.expr.dtype() == DType::Bool {
                     cx.store_mask(v, addrs[0]);
                 } else {
-                    cx.b.ins().store(MemFlagsData::trusted(), v, addrs[0], 0);
+                    let at = if l.scatter.is_empty() {
+                        addrs[0]
+                    } else {
+                        let elem = cx.dtype_of(l.out.buf);
+                        cx.indirect(addrs[0], &l.scatter, &vals, &l.expr.dtypes, elem)
+                    };
+                    cx.b.ins().store(MemFlagsData::trusted(), v, at, 0);
                 }
                 Ok(())
             };

@@ -27,6 +27,8 @@ impl Scheduler<'_> {
             out: Access::contiguous(out.buf, &out.shape),
             shape: out.shape,
             expr,
+            scatter: Vec::new(),
+            serial: false,
         }));
         Ok(())
     }

@@ -7,7 +7,7 @@ use kiln_ir::{Node, SliceAxis};
 
 impl Scheduler<'_> {
     /// `out = load(access)` over the output's shape.
-    fn copy(
+    pub(super) fn copy(
         &mut self,
         node: &Node,
         load: impl FnOnce(&[usize]) -> Access,
@@ -19,6 +19,8 @@ impl Scheduler<'_> {
             out: Access::contiguous(out.buf, &out.shape),
             shape: out.shape,
             expr,
+            scatter: Vec::new(),
+            serial: false,
         }));
         Ok(())
     }
@@ -76,6 +78,8 @@ impl Scheduler<'_> {
                     },
                     shape: src.shape.clone(),
                     expr,
+                    scatter: Vec::new(),
+                    serial: false,
                 }));
             }
             at += src.shape[axis];
@@ -95,6 +99,8 @@ impl Scheduler<'_> {
                 out: Access::contiguous(out.buf, &out.shape),
                 shape: out.shape.clone(),
                 expr: fill,
+                scatter: Vec::new(),
+                serial: false,
             }));
         }
         let (istrides, ostrides) = (
@@ -128,6 +134,8 @@ impl Scheduler<'_> {
                 },
                 shape,
                 expr,
+                scatter: Vec::new(),
+                serial: false,
             }));
         }
         Ok(())
@@ -212,9 +220,11 @@ impl Scheduler<'_> {
                     offset: 0,
                     strides: data_strides,
                 },
-                index,
-                axis_stride,
-                axis_len,
+                indices: vec![Indirect {
+                    index,
+                    stride: axis_stride,
+                    len: axis_len,
+                }],
             },
             out.dtype,
         );
@@ -222,6 +232,8 @@ impl Scheduler<'_> {
             out: Access::contiguous(out.buf, &out.shape),
             shape: out.shape.clone(),
             expr,
+            scatter: Vec::new(),
+            serial: false,
         }));
     }
 

@@ -238,11 +238,11 @@ impl Scheduler<'_> {
             let mut expr = Expr::default();
             let d = shifted(&mut expr);
             expr.push(ExprNode::Unary(UnaryOp::Exp, d), t);
-            self.push(Kernel::Loop(LoopNest {
-                out: out_access.clone(),
-                shape: shape.clone(),
+            self.push(Kernel::Loop(LoopNest::new(
+                shape.clone(),
+                out_access.clone(),
                 expr,
-            }));
+            )));
             let mut value = Expr::default();
             value.push(space.load_input(&out_view), t);
             self.push(space.reduce(z.buf, value, Combine::Sum, acc_only(t)));
@@ -250,11 +250,7 @@ impl Scheduler<'_> {
             let e = expr.push(space.load_input(&out_view), t);
             let s = expr.push(space.load_kept_wide(z.buf), t);
             expr.push(ExprNode::Binary(BinaryOp::Div, e, s), t);
-            self.push(Kernel::Loop(LoopNest {
-                out: out_access,
-                shape,
-                expr,
-            }));
+            self.push(Kernel::Loop(LoopNest::new(shape, out_access, expr)));
             return Ok(());
         }
         let mut value = Expr::default();
@@ -271,6 +267,8 @@ impl Scheduler<'_> {
             out: out_access,
             shape,
             expr,
+            scatter: Vec::new(),
+            serial: false,
         }));
         Ok(())
     }

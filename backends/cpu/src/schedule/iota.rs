@@ -1,0 +1,250 @@
+//! Ops that need the loop index as a value: range, trilu and one-hot. The index is read
+//! from a constant `0..n` buffer (an "iota") with stride 1 along the axis it numbers and 0
+//! elsewhere, so the kernel description needs no index node.
+
+use super::{contiguous_strides, ScheduleError, Scheduler};
+use crate::kernel::*;
+use kiln_ir::{BinaryOp, DType, Node, Tensor, ValueId};
+
+impl Scheduler<'_> {
+    /// A constant buffer holding `0..len` as i64 (made for value `value`, for reports).
+    pub(super) fn iota(&mut self, len: usize, value: ValueId) -> BufId {
+        let t = Tensor::from_vec((0..len as i64).collect::<Vec<i64>>(), &[len])
+            .expect("length matches the shape");
+        let buf = self.program.buffers.len();
+        self.program.buffers.push(Buffer {
+            dtype: DType::I64,
+            len,
+            kind: BufferKind::Const(t),
+            value: value.0,
+        });
+        buf
+    }
+
+    /// Pushes a load of an iota numbering `axis` of a `rank`-axis loop.
+    fn index_along(
+        &mut self,
+        e: &mut Expr,
+        rank: usize,
+        axis: usize,
+        len: usize,
+        v: ValueId,
+    ) -> usize {
+        let buf = self.iota(len, v);
+        let mut strides = vec![0isize; rank];
+        strides[axis] = 1;
+        e.push(
+            ExprNode::Load(Access {
+                buf,
+                offset: 0,
+                strides,
+            }),
+            DType::I64,
+        )
+    }
+
+    /// `out[i] = start + i * delta`: in f64 then rounded for floats (as the interpreter
+    /// computes), wrapping in the output type for integers.
+    pub(super) fn range(&mut self, node: &Node) -> Result<(), ScheduleError> {
+        let out = self.temp(node.outputs[0])?;
+        let n = out.shape.iter().product::<usize>();
+        if n == 0 {
+            return Ok(());
+        }
+        let scalar = |v: &super::View| {
+            ExprNode::Load(Access {
+                buf: v.buf,
+                offset: 0,
+                strides: vec![0],
+            })
+        };
+        let (start, delta) = (
+            self.view(node.inputs[0]).clone(),
+            self.view(node.inputs[1]).clone(),
+        );
+        let mut e = Expr::default();
+        let i = self.index_along(&mut e, 1, 0, n, node.outputs[0]);
+        let s = e.push(scalar(&start), out.dtype);
+        let d = e.push(scalar(&delta), out.dtype);
+        let work = if out.dtype.is_float() {
+            DType::F64
+        } else {
+            out.dtype
+        };
+        let widen = |e: &mut Expr, x: usize, from: DType| {
+            if from == work {
+                x
+            } else {
+                e.push(ExprNode::Cast(x), work)
+            }
+        };
+        let (i, s, d) = (
+            widen(&mut e, i, DType::I64),
+            widen(&mut e, s, out.dtype),
+            widen(&mut e, d, out.dtype),
+        );
+        let step = e.push(ExprNode::Binary(BinaryOp::Mul, i, d), work);
+        let v = e.push(ExprNode::Binary(BinaryOp::Add, s, step), work);
+        if work != out.dtype {
+            e.push(ExprNode::Cast(v), out.dtype);
+        }
+        self.push(Kernel::Loop(LoopNest::new(
+            out.shape.clone(),
+            Access::contiguous(out.buf, &out.shape),
+            e,
+        )));
+        Ok(())
+    }
+
+    /// Keeps `x` where `j - i >= k` (upper) or `j - i <= k` (lower) over the last two dims
+    /// `(i, j)`, zero elsewhere.
+    pub(super) fn trilu(&mut self, node: &Node, upper: bool, k: i64) -> Result<(), ScheduleError> {
+        let x = self.view(node.inputs[0]).clone();
+        let out = self.temp(node.outputs[0])?;
+        let r = x.shape.len();
+        if r < 2 {
+            return Err(ScheduleError::Unsupported {
+                node: self.current,
+                name: node.name.clone(),
+                op: node.op.name(),
+                reason: format!("trilu needs rank >= 2, got {r}"),
+            });
+        }
+        if out.shape.iter().product::<usize>() == 0 {
+            return Ok(());
+        }
+        let mut e = Expr::default();
+        let row = self.index_along(&mut e, r, r - 2, x.shape[r - 2], node.outputs[0]);
+        let col = self.index_along(&mut e, r, r - 1, x.shape[r - 1], node.outputs[0]);
+        let diag = e.push(ExprNode::Binary(BinaryOp::Sub, col, row), DType::I64);
+        let k = e.push(ExprNode::Const(Scalar::Int(k)), DType::I64);
+        let cmp = if upper {
+            BinaryOp::GreaterOrEqual
+        } else {
+            BinaryOp::LessOrEqual
+        };
+        let keep = e.push(ExprNode::Binary(cmp, diag, k), DType::Bool);
+        let v = e.push(ExprNode::Load(Access::contiguous(x.buf, &x.shape)), x.dtype);
+        let zero = e.push(ExprNode::Const(Scalar::Int(0)), x.dtype);
+        e.push(ExprNode::Where(keep, v, zero), x.dtype);
+        self.push(Kernel::Loop(LoopNest::new(
+            out.shape.clone(),
+            Access::contiguous(out.buf, &out.shape),
+            e,
+        )));
+        Ok(())
+    }
+
+    /// `out[.., p, ..] = values[1]` where the index (negative counts from `depth`) equals
+    /// `p` on the new axis, `values[0]` elsewhere.
+    pub(super) fn one_hot(
+        &mut self,
+        node: &Node,
+        axis: usize,
+        depth: usize,
+    ) -> Result<(), ScheduleError> {
+        let idx = self.view(node.inputs[0]).clone();
+        let values = self.view(node.inputs[1]).clone();
+        let out = self.temp(node.outputs[0])?;
+        if out.shape.iter().product::<usize>() == 0 {
+            return Ok(());
+        }
+        let rank = out.shape.len();
+        let mut idx_strides = contiguous_strides(&idx.shape);
+        idx_strides.insert(axis, 0);
+        let mut e = Expr::default();
+        let pos = self.index_along(&mut e, rank, axis, depth, node.outputs[0]);
+        let mut i = e.push(
+            ExprNode::Load(Access {
+                buf: idx.buf,
+                offset: 0,
+                strides: idx_strides,
+            }),
+            idx.dtype,
+        );
+        if idx.dtype != DType::I64 {
+            i = e.push(ExprNode::Cast(i), DType::I64);
+        }
+        let zero = e.push(ExprNode::Const(Scalar::Int(0)), DType::I64);
+        let d = e.push(ExprNode::Const(Scalar::Int(depth as i64)), DType::I64);
+        let neg = e.push(ExprNode::Binary(BinaryOp::Less, i, zero), DType::Bool);
+        let wrapped = e.push(ExprNode::Binary(BinaryOp::Add, i, d), DType::I64);
+        let i = e.push(ExprNode::Where(neg, wrapped, i), DType::I64);
+        let hit = e.push(ExprNode::Binary(BinaryOp::Equal, i, pos), DType::Bool);
+        let value = |offset| {
+            ExprNode::Load(Access {
+                buf: values.buf,
+                offset,
+                strides: vec![0; rank],
+            })
+        };
+        let on = e.push(value(1), values.dtype);
+        let off = e.push(value(0), values.dtype);
+        e.push(ExprNode::Where(hit, on, off), values.dtype);
+        self.push(Kernel::Loop(LoopNest::new(
+            out.shape.clone(),
+            Access::contiguous(out.buf, &out.shape),
+            e,
+        )));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scatter::tests::{check, Rng};
+    use kiln_ir::{DType, Dim, Op, Tensor};
+
+    #[test]
+    fn range_matches_the_interpreter() {
+        let cases: [(DType, f64, f64, usize); 6] = [
+            (DType::F32, 0.1, 0.3, 17),
+            (DType::F32, -3.0, 2.5, 4),
+            (DType::F64, 1e8, -0.7, 9),
+            (DType::I32, 2_000_000_000.0, 100_000_000.0, 40),
+            (DType::I64, -5.0, 3.0, 11),
+            (DType::U8, 250.0, 3.0, 9),
+        ];
+        for (dtype, start, delta, len) in cases {
+            let s = Tensor::from_vec(vec![start], &[]).unwrap().cast(dtype);
+            let d = Tensor::from_vec(vec![delta], &[]).unwrap().cast(dtype);
+            let op = Op::Range {
+                len: Dim::from(len as i64),
+            };
+            check(op, &[s, d], 1);
+        }
+    }
+
+    #[test]
+    fn trilu_matches_the_interpreter() {
+        let mut rng = Rng(0x7777_1111_3333_5555);
+        let shapes: [&[usize]; 3] = [&[4, 5], &[2, 3, 3], &[1, 6, 2]];
+        for shape in shapes {
+            for k in [-7i64, -1, 0, 2, 9] {
+                for upper in [false, true] {
+                    let x = rng.tensor(
+                        [DType::F32, DType::I64][k.unsigned_abs() as usize % 2],
+                        shape,
+                    );
+                    check(Op::Trilu { upper, k }, &[x], 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_hot_matches_the_interpreter() {
+        let shapes: [&[usize]; 3] = [&[4], &[2, 3], &[3, 1, 2]];
+        for shape in shapes {
+            for axis in 0..=shape.len() {
+                for (depth, ity) in [(3, DType::I64), (5, DType::I32)] {
+                    let n: usize = shape.iter().product();
+                    let ix: Vec<i64> = (0..n as i64).map(|i| i * 3 % 13 - 7).collect();
+                    let ix = Tensor::from_vec(ix, shape).unwrap().cast(ity);
+                    let values = Tensor::from_vec(vec![-1.5f32, 4.0], &[2]).unwrap();
+                    check(Op::OneHot { axis, depth }, &[ix, values], 1);
+                }
+            }
+        }
+    }
+}
