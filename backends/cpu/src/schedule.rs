@@ -4,10 +4,18 @@
 //! the [`Expr`] DAG already holds fused groups). Reshapes are free: the output shares the
 //! input's buffer. Ops without a native lowering go to the runtime only if
 //! [`support`] lists them; any other op is a [`ScheduleError::Unsupported`].
+//!
+//! Pooling is native (a padded copy and a windowed [`Reduce`], `pool.rs`). `f32` matmul
+//! and convolution are native calls into the runtime's GEMM (convolution through im2col
+//! into a planned scratch buffer, `conv.rs`).
 
+mod conv;
 mod elementwise;
 mod movement;
+mod pool;
 mod reduce;
+#[cfg(test)]
+mod window_tests;
 
 use crate::kernel::*;
 use kiln_ir::{Bindings, DType, Graph, Node, Op, Tensor, ValueId};
@@ -208,6 +216,8 @@ impl Scheduler<'_> {
             Op::Pad { pads, .. } => self.pad(node, pads)?,
             Op::Gather { axis } => self.gather(node, *axis)?,
             Op::GatherElements { axis } => self.gather_elements(node, *axis)?,
+            Op::Conv(a) => self.conv(node, a)?,
+            Op::Pool(a) => self.pool(node, a)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -287,9 +297,10 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         } => Native,
         Op::Pad { .. } => Runtime("reflect/edge/wrap padding"),
         Op::Gather { .. } | Op::GatherElements { .. } => Native,
-        Op::Conv(_) => Runtime("convolution"),
+        Op::Conv(_) if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::Conv(_) => Runtime("non-f32 convolution"),
         Op::ConvTranspose(_) => Runtime("transposed convolution"),
-        Op::Pool(_) => Runtime("pooling"),
+        Op::Pool(a) => pool::support(a, dtype(node.inputs[0])),
         Op::ArgReduce { .. } => Runtime("argmax/argmin"),
         Op::GatherNd { .. } => Runtime("gather_nd"),
         Op::ScatterElements { .. } | Op::ScatterNd { .. } => Runtime("scatter"),
