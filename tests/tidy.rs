@@ -168,7 +168,13 @@ fn dependency_edges_point_down() {
 /// ARCHITECTURE.md (between the runtime-calls markers), and nothing else is.
 #[test]
 fn runtime_calls_are_documented() {
-    let code = fs::read_to_string(root().join("backends/cpu/src/schedule.rs")).unwrap();
+    let dir = root().join("backends/cpu/src/schedule");
+    let mut files = vec![root().join("backends/cpu/src/schedule.rs")];
+    files.extend(fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()));
+    let code: String = files
+        .iter()
+        .map(|f| fs::read_to_string(f).unwrap())
+        .collect();
     let mut in_code: Vec<String> = code
         .split("Runtime(\"")
         .skip(1)

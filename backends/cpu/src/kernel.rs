@@ -6,7 +6,7 @@
 //! expression DAG ([`Expr`]); a fused group of elementwise producers and consumers is just a
 //! bigger DAG, so the description holds fusion even though the scheduler does not fuse yet.
 
-use kiln_ir::{BinaryOp, DType, Op, ReduceKind, Tensor, UnaryOp};
+use kiln_ir::{BinaryOp, ConvAttrs, DType, Op, ReduceKind, Tensor, UnaryOp};
 
 /// Index of a buffer in [`Program::buffers`].
 pub type BufId = usize;
@@ -229,6 +229,9 @@ pub enum Call {
     /// Batched `f32` matrix product. Each operand is `batch` matrices addressed by batch
     /// strides (zero for a broadcast operand) and row/column strides, in elements.
     MatMul(MatMul),
+    /// An `f32` convolution, as im2col into a scratch buffer and one GEMM per batch image
+    /// and group (a plain GEMM for 1×1 kernels with unit strides and no padding).
+    Conv(Conv),
     /// An op run by its runtime implementation on whole tensors. Only ops listed by
     /// [`crate::schedule::support`] (and in ARCHITECTURE.md) take this path.
     Op(OpCall),
@@ -267,6 +270,31 @@ pub struct MatOperand {
     pub col_stride: isize,
 }
 
+/// Operands of [`Call::Conv`]:
+/// `y[n, m, o..] = Σ_{c, k..} x[n, g·C/G + c, o·s - pb + k·d ..] · w[m, c, k..]` where
+/// `g` is the group of output channel `m`. All three are contiguous `f32` tensors.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    /// The input `x[N, C, S..]`.
+    pub x: BufId,
+    /// The weights `w[M, C/G, K..]`.
+    pub w: BufId,
+    /// The output `y[N, M, O..]`.
+    pub y: BufId,
+    /// The im2col matrix of one batch image (`C·ΠK` rows of `ΠO` columns, group after
+    /// group), or `None` when the input already is that matrix (1×1 kernel, unit strides,
+    /// no padding).
+    pub cols: Option<BufId>,
+    /// Shape of `x`.
+    pub x_shape: Vec<usize>,
+    /// Shape of `w`.
+    pub w_shape: Vec<usize>,
+    /// Shape of `y`.
+    pub y_shape: Vec<usize>,
+    /// Strides, dilations, pads and groups.
+    pub attrs: ConvAttrs,
+}
+
 /// Operands of [`Call::Op`]: whole tensors, by buffer and shape.
 #[derive(Clone, Debug)]
 pub struct OpCall {
@@ -298,6 +326,7 @@ impl Kernel {
             Kernel::Loop(l) => l.expr.reads().collect(),
             Kernel::Reduce(r) => r.value.reads().chain(r.post.reads()).collect(),
             Kernel::Call(Call::MatMul(m)) => vec![m.a.buf, m.b.buf],
+            Kernel::Call(Call::Conv(c)) => vec![c.x, c.w],
             Kernel::Call(Call::Op(c)) => c.inputs.iter().map(|(b, _)| *b).collect(),
         }
     }
@@ -308,6 +337,7 @@ impl Kernel {
             Kernel::Loop(l) => vec![l.out.buf],
             Kernel::Reduce(r) => vec![r.out.buf],
             Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
+            Kernel::Call(Call::Conv(c)) => std::iter::once(c.y).chain(c.cols).collect(),
             Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|(b, _)| *b).collect(),
         }
     }
@@ -324,6 +354,9 @@ impl Kernel {
             Kernel::Loop(l) => format!("loop{:?}", l.shape),
             Kernel::Reduce(r) => format!("reduce{:?}x{:?}", r.shape, r.reduced),
             Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
+            Kernel::Call(Call::Conv(c)) => {
+                format!("conv {:?}*{:?}->{:?}", c.x_shape, c.w_shape, c.y_shape)
+            }
             Kernel::Call(Call::Op(c)) => format!("runtime {}", c.op.name()),
         }
     }

@@ -4,13 +4,21 @@
 //! the [`Expr`] DAG already holds fused groups). Reshapes are free: the output shares the
 //! input's buffer. Ops without a native lowering go to the runtime only if
 //! [`support`] lists them; any other op is a [`ScheduleError::Unsupported`].
+//!
+//! Pooling is native (a padded copy and a windowed [`Reduce`], `pool.rs`). `f32` matmul
+//! and convolution are native calls into the runtime's GEMM (convolution through im2col
+//! into a planned scratch buffer, `conv.rs`).
 
 mod argreduce;
+mod conv;
 mod elementwise;
 mod iota;
 mod movement;
+mod pool;
 mod reduce;
 mod scatter;
+#[cfg(test)]
+mod window_tests;
 
 use crate::kernel::*;
 use kiln_ir::{Bindings, DType, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
@@ -225,6 +233,8 @@ impl Scheduler<'_> {
                 self.scatter_elements(node, *axis, *reduction)?
             }
             Op::ScatterNd { reduction } => self.scatter_nd(node, *reduction)?,
+            Op::Conv(a) => self.conv(node, a)?,
+            Op::Pool(a) => self.pool(node, a)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -304,9 +314,10 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         } => Native,
         Op::Pad { .. } => Runtime("reflect/edge/wrap padding"),
         Op::Gather { .. } | Op::GatherElements { .. } => Native,
-        Op::Conv(_) => Runtime("convolution"),
+        Op::Conv(_) if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::Conv(_) => Runtime("non-f32 convolution"),
         Op::ConvTranspose(_) => Runtime("transposed convolution"),
-        Op::Pool(_) => Runtime("pooling"),
+        Op::Pool(a) => pool::support(a, dtype(node.inputs[0])),
         Op::ArgReduce { .. } if half => Runtime("f16/bf16 argmax/argmin"),
         Op::ArgReduce { .. } => Native,
         Op::GatherNd { .. } => Native,

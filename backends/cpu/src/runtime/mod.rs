@@ -1,6 +1,7 @@
 //! The runtime that compiled code runs on: the worker pool, the GEMM micro-kernels, and the
 //! routines behind [`Call`] kernels.
 
+mod conv;
 pub mod gemm;
 pub mod pool;
 
@@ -39,6 +40,11 @@ pub unsafe fn run_call(
         Call::MatMul(mm) => {
             // SAFETY: forwarded from the caller.
             unsafe { matmul(mm, mem, pool) };
+            Ok(())
+        }
+        Call::Conv(c) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { conv::conv(c, mem, pool) };
             Ok(())
         }
         // SAFETY: forwarded from the caller.
