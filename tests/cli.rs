@@ -203,7 +203,7 @@ fn inspect_memory_reports_the_peak_and_every_buffer() {
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no peak in {first:?}"));
-    assert!(peak > 0 && peak % 64 == 0, "{first}");
+    assert!(peak > 0 && peak.is_multiple_of(64), "{first}");
     let offsets: Vec<usize> = out
         .lines()
         .skip(2)

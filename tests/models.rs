@@ -43,6 +43,9 @@ fn check_size(
         .collect()
 }
 
+/// One way of running a model: the interpreter, or compiled code.
+type Runner<'a> = &'a dyn Fn(&BTreeMap<String, Tensor>) -> Outputs;
+
 fn check_model(name: &str) {
     let model =
         Model::load(models_dir().join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{e}"));
@@ -52,7 +55,7 @@ fn check_model(name: &str) {
         optimize: false,
     };
     let compiled = optimized.compile(&opts).unwrap_or_else(|e| panic!("{e}"));
-    let runs: [(&str, &dyn Fn(&BTreeMap<String, Tensor>) -> Outputs); 3] = [
+    let runs: [(&str, Runner); 3] = [
         ("interp, optimized", &|i| optimized.run(i)),
         ("interp, as imported", &|i| model.run(i)),
         ("cpu", &|i| compiled.run(i)),

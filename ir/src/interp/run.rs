@@ -108,7 +108,7 @@ fn bind_inputs(g: &Graph, inputs: &[Tensor]) -> Result<Bindings> {
 /// ```
 /// use kiln_ir::{interp::bind_input_types, DType, Dim, Graph, TensorType};
 /// let mut g = Graph::new("g");
-/// g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym("n"), Dim::from(3)]));
+/// g.add_input("x", TensorType::new(DType::F32, vec![Dim::sym("n"), Dim::from(3usize)]));
 /// let b = bind_input_types(&g, &[TensorType::fixed(DType::F32, &[5, 3])]).unwrap();
 /// assert_eq!(b["n"], 5);
 /// assert!(bind_input_types(&g, &[TensorType::fixed(DType::F32, &[5, 4])]).is_err());

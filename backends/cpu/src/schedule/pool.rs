@@ -135,11 +135,11 @@ impl Scheduler<'_> {
             ExprNode::Const(combine_identity(combine, src.dtype)),
             src.dtype,
         );
-        self.push(Kernel::Loop(LoopNest {
-            shape: padded.shape.clone(),
-            out: Access::contiguous(padded.buf, &padded.shape),
-            expr: fill,
-        }));
+        self.push(Kernel::Loop(LoopNest::new(
+            padded.shape.clone(),
+            Access::contiguous(padded.buf, &padded.shape),
+            fill,
+        )));
         let strides = contiguous_strides(&padded.shape);
         let offset = dims
             .iter()
@@ -151,15 +151,12 @@ impl Scheduler<'_> {
             ExprNode::Load(Access::contiguous(src.buf, &src.shape)),
             src.dtype,
         );
-        self.push(Kernel::Loop(LoopNest {
-            shape: src.shape.clone(),
-            out: Access {
-                buf: padded.buf,
-                offset,
-                strides,
-            },
-            expr: copy,
-        }));
+        let out = Access {
+            buf: padded.buf,
+            offset,
+            strides,
+        };
+        self.push(Kernel::Loop(LoopNest::new(src.shape.clone(), out, copy)));
         padded
     }
 
