@@ -6,10 +6,10 @@
 //! shapes reuse that code without compiling. Graphs with data-dependent shapes run as stages
 //! ([`crate::stages`]), each specialized the same way.
 
-use crate::kernel::{BufferKind, Kernel, Program};
+use crate::kernel::{BufferKind, Call, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError, Slots};
 use crate::plan::{plan, MemoryPlan, ALIGN};
-use crate::runtime::{self, pool::ThreadPool, CallError, Memory};
+use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError, Memory};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
 use kiln_ir::{interp, Bindings, Graph, Tensor, TensorType};
@@ -81,8 +81,13 @@ pub struct CompiledModel {
     /// Set when the graph has data-dependent shapes: it then runs as these stages.
     stages: Option<Vec<(Stage, Option<CompiledModel>)>>,
     cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<Specialized>>>,
+    /// Constant matmul operands packed for the GEMM, shared by every specialization.
+    packed: Mutex<HashMap<PackKey, Arc<PackedB>>>,
     arenas: Mutex<Vec<Arena>>,
 }
+
+/// A constant B view: the tensor's address, the view's offset, strides, and k × n.
+type PackKey = (usize, usize, isize, isize, usize, usize);
 
 /// Everything compiled for one set of input shapes.
 pub struct Specialized {
@@ -95,6 +100,8 @@ pub struct Specialized {
     slots: Vec<(u32, usize)>,
     /// Addresses of the constants, in slot order after the inputs.
     consts: Vec<usize>,
+    /// The pre-packed B of each matmul kernel whose B is a constant.
+    packed: Vec<Option<Arc<PackedB>>>,
     /// How long scheduling, planning and code generation took.
     pub compile_time: Duration,
 }
@@ -127,6 +134,7 @@ impl CompiledModel {
             pool,
             stages,
             cache: Mutex::new(HashMap::new()),
+            packed: Mutex::new(HashMap::new()),
             arenas: Mutex::new(Vec::new()),
         };
         if model.stages.is_some() {
@@ -199,14 +207,53 @@ impl CompiledModel {
                 source,
             }
         })?;
+        let packed = self.prepack_weights(&program);
         Ok(Specialized {
             program,
             plan,
             code,
             slots,
             consts,
+            packed,
             compile_time: start.elapsed(),
         })
+    }
+
+    /// Packs the constant B of every matmul once per model (weights are reused by every
+    /// specialization), so that no run packs a weight again.
+    fn prepack_weights(&self, program: &Program) -> Vec<Option<Arc<PackedB>>> {
+        let packed_b = |k: &Kernel| {
+            let Kernel::Call(Call::MatMul(mm)) = k else {
+                return None;
+            };
+            let BufferKind::Const(t) = &program.buffers[mm.b.buf].kind else {
+                return None;
+            };
+            let Tensor::F32(a) = t else {
+                return None;
+            };
+            let base = a.as_ptr();
+            let offset = *mm.b.batch_offsets.first()?;
+            let key = (
+                base as usize,
+                offset,
+                mm.b.row_stride,
+                mm.b.col_stride,
+                mm.k,
+                mm.n,
+            );
+            if let Some(p) = self.packed.lock().expect("pack lock").get(&key) {
+                return Some(p.clone());
+            }
+            // SAFETY: `base` is the constant's data, which the schedule sized for `mm`.
+            let p = Arc::new(unsafe { runtime::prepack(mm, base) }?);
+            self.packed
+                .lock()
+                .expect("pack lock")
+                .insert(key, p.clone());
+            Some(p)
+        };
+        program.kernels.iter().map(packed_b).collect()
     }
 
     /// Runs the model on `inputs` (in graph-input order). Dtypes and shapes are checked
@@ -323,16 +370,23 @@ impl CompiledModel {
                 (Some((f, extent)), k) => self.launch(*f, *extent, work(k), k.serial(), &ptrs),
                 (None, Kernel::Call(call)) => {
                     // SAFETY: `mem` maps every buffer to memory of its planned size.
-                    unsafe { runtime::run_call(&spec.program, call, &mem, &self.pool) }.map_err(
-                        |source| {
-                            let node = spec.program.kernel_nodes[i];
-                            RunError::Call {
-                                node,
-                                name: self.graph.nodes[node].name.clone(),
-                                source,
-                            }
-                        },
-                    )?;
+                    unsafe {
+                        runtime::run_call(
+                            &spec.program,
+                            call,
+                            spec.packed[i].as_deref(),
+                            &mem,
+                            &self.pool,
+                        )
+                    }
+                    .map_err(|source| {
+                        let node = spec.program.kernel_nodes[i];
+                        RunError::Call {
+                            node,
+                            name: self.graph.nodes[node].name.clone(),
+                            source,
+                        }
+                    })?;
                 }
                 (None, _) => unreachable!("every loop and reduction kernel is compiled"),
             }

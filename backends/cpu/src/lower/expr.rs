@@ -23,7 +23,7 @@ pub(crate) fn vectorizable(e: &Expr) -> bool {
             ExprNode::Unary(u, a) => float(*a) && vectorizable_unary(*u),
             ExprNode::Binary(BinaryOp::Pow, a, y) => {
                 float(*a)
-                    && matches!(e.nodes[*y], ExprNode::Const(Scalar::Float(c)) if c == 2.0 || c == 1.0)
+                    && matches!(e.nodes[*y], ExprNode::Const(Scalar::Float(c)) if c == 1.0 || c == 2.0 || c == 3.0)
             }
             ExprNode::Binary(b, a, _) if float(*a) => {
                 vectorizable_binary(*b) || is_comparison(*b)

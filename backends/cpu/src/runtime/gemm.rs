@@ -70,6 +70,152 @@ pub fn kernel_name() -> &'static str {
     kernels::best().name
 }
 
+/// A constant B (k×n), packed once ahead of time in the panel layout the micro-kernels
+/// read: for each depth block of `kc` rows, the panels of `nr` columns across all of N.
+/// Weights are multiplied at every run, so packing them at compile time takes B's packing
+/// (a full pass over B, strided when B is transposed) out of every product.
+///
+/// ```
+/// use kiln_cpu::runtime::gemm::{sgemm, sgemm_prepacked, MatMut, MatRef, PackedB};
+/// use kiln_cpu::runtime::pool::ThreadPool;
+/// let (m, k, n) = (3, 4, 5);
+/// let a: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+/// let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32).collect();
+/// let view = |p: &Vec<f32>, cols| MatRef { ptr: p.as_ptr(), row_stride: cols, col_stride: 1 };
+/// let pool = ThreadPool::new(1);
+/// let (mut c1, mut c2) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+/// let out = |c: &mut Vec<f32>| MatMut { ptr: c.as_mut_ptr(), row_stride: n as isize, col_stride: 1 };
+/// unsafe {
+///     sgemm(&pool, m, k, n, view(&a, k as isize), view(&b, n as isize), out(&mut c1), false);
+///     let packed = PackedB::new(k, n, view(&b, n as isize));
+///     sgemm_prepacked(&pool, 1, m, view(&a, k as isize), 0, &packed, out(&mut c2), 0);
+/// }
+/// assert_eq!(c1, c2);
+/// ```
+pub struct PackedB {
+    kernel: &'static Kernel,
+    k: usize,
+    n: usize,
+    /// N rounded up to whole panels.
+    npad: usize,
+    data: pack::AlignedBuf,
+}
+
+impl PackedB {
+    /// Packs the k×n matrix `b`.
+    ///
+    /// # Safety
+    /// `b` must be valid for k×n elements.
+    pub unsafe fn new(k: usize, n: usize, b: MatRef) -> PackedB {
+        let kernel = kernels::best();
+        let npad = n.div_ceil(kernel.nr) * kernel.nr;
+        let mut data = pack::AlignedBuf::default();
+        let dst = data.get(k * npad);
+        for pc in (0..k).step_by(kernel.kc) {
+            let kc = kernel.kc.min(k - pc);
+            // SAFETY: rows pc..pc+kc of B are valid; block pc's panels fill floats
+            // pc*npad..(pc+kc)*npad of the buffer.
+            unsafe {
+                let src = b.at(pc, 0).ptr;
+                pack_b(
+                    kernel.nr,
+                    kc,
+                    n,
+                    src,
+                    b.row_stride,
+                    b.col_stride,
+                    dst.add(pc * npad),
+                )
+            };
+        }
+        PackedB {
+            kernel,
+            k,
+            n,
+            npad,
+            data,
+        }
+    }
+
+    /// Rows (the depth of the product).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Size of the packed copy.
+    pub fn bytes(&self) -> usize {
+        self.k * self.npad * std::mem::size_of::<f32>()
+    }
+
+    fn at(&self) -> Prepacked {
+        Prepacked {
+            ptr: self.data.ptr(),
+            npad: self.npad,
+        }
+    }
+}
+
+/// For every `i < batch`: Cᵢ = Aᵢ·B with a packed B shared by the whole batch. Results are
+/// bit-identical to [`sgemm_batched`] on the unpacked B.
+///
+/// # Safety
+/// As for [`sgemm_batched`], with B's batch stride 0.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_prepacked(
+    pool: &ThreadPool,
+    batch: usize,
+    m: usize,
+    a: MatRef,
+    a_batch_stride: isize,
+    b: &PackedB,
+    c: MatMut,
+    c_batch_stride: isize,
+) {
+    let problem = Problem {
+        kernel: b.kernel,
+        batch,
+        m,
+        k: b.k,
+        n: b.n,
+        a,
+        a_batch_stride,
+        b: NO_B,
+        b_batch_stride: 0,
+        prepacked: Some(b.at()),
+        c,
+        c_batch_stride,
+        accumulate: false,
+    };
+    // SAFETY: forwarded from the caller; `prepacked` replaces every read of `b`.
+    unsafe { problem.run(pool) }
+}
+
+/// The strided B of a product whose B is pre-packed: never read.
+const NO_B: MatRef = MatRef {
+    ptr: std::ptr::null(),
+    row_stride: 0,
+    col_stride: 0,
+};
+
+/// Where a pre-packed B lives: block `pc` starts at float `pc * npad`.
+#[derive(Clone, Copy)]
+struct Prepacked {
+    ptr: *const f32,
+    npad: usize,
+}
+
+impl Prepacked {
+    /// The packed `kc × ·` block at depth `pc` starting at column `col` (a whole panel).
+    fn block(self, pc: usize, col: usize, kc: usize) -> *mut f32 {
+        self.ptr.wrapping_add(pc * self.npad + col * kc) as *mut f32
+    }
+}
+
 /// C = A·B (or C += A·B when `accumulate`), where A is m×k, B is k×n and C is m×n.
 ///
 /// # Safety
@@ -121,6 +267,7 @@ pub unsafe fn sgemm_batched(
         a_batch_stride,
         b,
         b_batch_stride,
+        prepacked: None,
         c,
         c_batch_stride,
         accumulate,
@@ -141,6 +288,8 @@ struct Problem {
     a_batch_stride: isize,
     b: MatRef,
     b_batch_stride: isize,
+    /// B packed ahead of time (then `b` is unused).
+    prepacked: Option<Prepacked>,
     c: MatMut,
     c_batch_stride: isize,
     accumulate: bool,
@@ -227,14 +376,18 @@ impl Problem {
         let block = match split {
             Split::Columns { width } => {
                 let j0 = part * width;
-                (m, n.min(j0 + width) - j0, a, b.at(0, j0), c.at(0, j0))
+                (m, n.min(j0 + width) - j0, a, b.at(0, j0), c.at(0, j0), j0)
             }
             Split::Rows { height } => {
                 let i0 = part * height;
-                (m.min(i0 + height) - i0, n, a.at(i0, 0), b, c.at(i0, 0))
+                (m.min(i0 + height) - i0, n, a.at(i0, 0), b, c.at(i0, 0), 0)
             }
         };
-        let (m, n, a, b, c) = block;
+        let (m, n, a, b, c, j0) = block;
+        let b = match self.prepacked {
+            Some(packed) => BMatrix::Prepacked(packed, j0),
+            None => BMatrix::Strided(b),
+        };
         // SAFETY: the block lies inside this item's valid views.
         unsafe { gemm_block(self.kernel, m, k, n, a, b, c, self.accumulate) }
     }
@@ -248,6 +401,15 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The B of one thread's block.
+#[derive(Clone, Copy)]
+enum BMatrix {
+    /// A strided view, packed (or read in place) block by block.
+    Strided(MatRef),
+    /// Packed ahead of time; the block starts at this column of the whole B.
+    Prepacked(Prepacked, usize),
+}
+
 /// One thread's BLIS loop nest over an m×k×n block with its own packing buffers.
 ///
 /// # Safety
@@ -259,7 +421,7 @@ unsafe fn gemm_block(
     k: usize,
     n: usize,
     a: MatRef,
-    b: MatRef,
+    b: BMatrix,
     c: MatMut,
     accumulate: bool,
 ) {
@@ -272,7 +434,11 @@ unsafe fn gemm_block(
     }
     // B panels are reused once per A panel; with few A panels, packing B costs more than
     // reading it in place (possible when its columns are contiguous).
-    let direct_b = b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr;
+    let (b, prepacked) = match b {
+        BMatrix::Strided(b) => (b, None),
+        BMatrix::Prepacked(p, j0) => (NO_B, Some((p, j0))),
+    };
+    let direct_b = prepacked.is_none() && b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr;
     if let Some(stream) = kern
         .stream
         .filter(|rows| direct_b && c.col_stride == 1 && m <= rows.len())
@@ -292,7 +458,9 @@ unsafe fn gemm_block(
                     kc,
                     nc,
                     load_c: accumulate || pc > 0,
-                    b: if direct_b {
+                    b: if let Some((packed, j0)) = prepacked {
+                        BSource::Packed(packed.block(pc, j0 + jc, kc))
+                    } else if direct_b {
                         BSource::Direct(b_block, scratch.b.get(kern.nr * kc))
                     } else {
                         let packed = scratch.b.get(nc.div_ceil(kern.nr) * kern.nr * kc);

@@ -6,7 +6,7 @@ pub mod gemm;
 pub mod pool;
 
 use crate::kernel::{BufId, Call, MatMul, OpCall, Program};
-use gemm::{MatMut, MatRef};
+use gemm::{MatMut, MatRef, PackedB};
 use kiln_ir::{interp, Tensor};
 use pool::ThreadPool;
 
@@ -26,20 +26,26 @@ pub struct CallError {
     pub message: String,
 }
 
-/// Runs one call kernel.
+/// Runs one call kernel. `packed` is the pre-packed B of a matmul that [`prepack`] accepted.
 ///
 /// # Safety
-/// `mem` must map every buffer of `p` to memory of its size.
+/// `mem` must map every buffer of `p` to memory of its size, and `packed` must be
+/// `prepack`'s result for this call.
 pub unsafe fn run_call(
     p: &Program,
     call: &Call,
+    packed: Option<&PackedB>,
     mem: &dyn Memory,
     pool: &ThreadPool,
 ) -> Result<(), CallError> {
     match call {
         Call::MatMul(mm) => {
-            // SAFETY: forwarded from the caller.
-            unsafe { matmul(mm, mem, pool) };
+            match packed {
+                // SAFETY: forwarded from the caller.
+                Some(b) => unsafe { matmul_prepacked(mm, b, mem, pool) },
+                // SAFETY: forwarded from the caller.
+                None => unsafe { matmul(mm, mem, pool) },
+            }
             Ok(())
         }
         Call::Conv(c) => {
@@ -108,6 +114,52 @@ unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
             )
         };
     }
+}
+
+/// Packs the B of `mm` ahead of time when it is shared by the whole batch and A and C are
+/// evenly spaced, so that [`run_call`] can use [`gemm::sgemm_prepacked`]. Meant for
+/// constant B (weights); `base` is the address of B's buffer.
+///
+/// # Safety
+/// `base` must point to B's buffer, valid for every element `mm` reads.
+pub unsafe fn prepack(mm: &MatMul, base: *const f32) -> Option<PackedB> {
+    let shared = even_stride(&mm.b.batch_offsets) == Some(0);
+    let even =
+        even_stride(&mm.a.batch_offsets).is_some() && even_stride(&mm.c.batch_offsets).is_some();
+    if !shared || !even || mm.k == 0 || mm.n == 0 {
+        return None;
+    }
+    let b = MatRef {
+        ptr: base.wrapping_add(mm.b.batch_offsets[0]),
+        row_stride: mm.b.row_stride,
+        col_stride: mm.b.col_stride,
+    };
+    // SAFETY: the schedule sized the constant for the k×n view.
+    Some(unsafe { PackedB::new(mm.k, mm.n, b) })
+}
+
+/// A matmul whose B was packed by [`prepack`].
+///
+/// # Safety
+/// As for [`run_call`].
+unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &ThreadPool) {
+    let at = |o: &crate::kernel::MatOperand| {
+        (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[0])
+    };
+    let a = MatRef {
+        ptr: at(&mm.a),
+        row_stride: mm.a.row_stride,
+        col_stride: mm.a.col_stride,
+    };
+    let c = MatMut {
+        ptr: at(&mm.c),
+        row_stride: mm.c.row_stride,
+        col_stride: mm.c.col_stride,
+    };
+    let stride = |o: &crate::kernel::MatOperand| even_stride(&o.batch_offsets).unwrap_or(0);
+    // SAFETY: the schedule sized each buffer for every matrix of the batch; `prepack`
+    // checked that A and C are evenly spaced.
+    unsafe { gemm::sgemm_prepacked(pool, mm.batch, mm.m, a, stride(&mm.a), b, c, stride(&mm.c)) };
 }
 
 /// The common difference of `offsets`, if they are evenly spaced.

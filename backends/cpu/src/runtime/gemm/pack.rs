@@ -27,6 +27,11 @@ impl AlignedBuf {
         }
         self.lines.as_mut_ptr().cast()
     }
+
+    /// The start of the buffer.
+    pub fn ptr(&self) -> *const f32 {
+        self.lines.as_ptr().cast()
+    }
 }
 
 /// The packing buffers of one thread.

@@ -106,6 +106,7 @@ fn check(kernel: &'static Kernel, pool: &ThreadPool, case: &Case) -> Vec<f32> {
         a_batch_stride: 0,
         b: b.view(),
         b_batch_stride: 0,
+        prepacked: None,
         c: c.view_mut(),
         c_batch_stride: 0,
         accumulate,
@@ -321,6 +322,54 @@ fn batched_matches_per_item_products() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn prepacked_b_is_bit_identical_to_packing_per_run() {
+    let kernel = kernels::best();
+    let (kc, nc, nr) = (kernel.kc, kernel.nc, kernel.nr);
+    let shapes = [
+        (1, 300, 257),
+        (7, 40, 50),
+        (130, 70, 90),
+        (2 * kernel.mr + 1, kc + 7, nc + nr + 3),
+        (kernel.mc + 5, 2 * kc + 1, 2 * nc + 1),
+    ];
+    for (idx, &(m, k, n)) in shapes.iter().enumerate() {
+        let batch = 1 + idx % 3;
+        let b = Stored::new(k, n, idx % 2 == 1, 7);
+        let a = fill(batch * m * k, 8);
+        let a_view = MatRef {
+            ptr: a.as_ptr(),
+            row_stride: k as isize,
+            col_stride: 1,
+        };
+        let (sa, sc) = ((m * k) as isize, (m * n) as isize);
+        // SAFETY: B's buffer holds the k×n view.
+        let packed = unsafe { PackedB::new(k, n, b.view()) };
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            let mut want = vec![0f32; batch * m * n];
+            let mut got = vec![1f32; batch * m * n];
+            let view = |c: &mut Vec<f32>| MatMut {
+                ptr: c.as_mut_ptr(),
+                row_stride: n as isize,
+                col_stride: 1,
+            };
+            // SAFETY: every batch item lies inside its buffer; B is shared (stride 0).
+            unsafe {
+                sgemm_batched(
+                    &pool, batch, m, k, n, a_view, sa, b.view(), 0, view(&mut want), sc, false,
+                );
+                sgemm_prepacked(&pool, batch, m, a_view, sa, &packed, view(&mut got), sc);
+            }
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "m={m} k={k} n={n} batch={batch} threads={threads}");
         }
     }
 }
