@@ -361,7 +361,18 @@ fn prepacked_b_is_bit_identical_to_packing_per_run() {
             // SAFETY: every batch item lies inside its buffer; B is shared (stride 0).
             unsafe {
                 sgemm_batched(
-                    &pool, batch, m, k, n, a_view, sa, b.view(), 0, view(&mut want), sc, false,
+                    &pool,
+                    batch,
+                    m,
+                    k,
+                    n,
+                    a_view,
+                    sa,
+                    b.view(),
+                    0,
+                    view(&mut want),
+                    sc,
+                    false,
                 );
                 sgemm_prepacked(&pool, batch, m, a_view, sa, &packed, view(&mut got), sc);
             }
