@@ -84,7 +84,10 @@ pub fn input_arity(op: &Op) -> Arity {
         | Op::GatherNd { .. }
         | Op::Range { .. }
         | Op::OneHot { .. } => Exactly(2),
-        Op::Where | Op::ScatterElements { .. } | Op::ScatterNd { .. } => Exactly(3),
+        Op::Where | Op::ScatterElements { .. } | Op::ScatterNd { .. } | Op::LayerNorm { .. } => {
+            Exactly(3)
+        }
+        Op::RmsNorm { .. } => Exactly(2),
         Op::Concat { .. } => AtLeast(1),
         Op::Einsum(spec) => Exactly(spec.inputs.len()),
     }
@@ -175,6 +178,7 @@ fn infer_checked(op: &Op, x: &[&TensorType]) -> Res<Vec<TensorType>> {
             vec![Dim::from(x[0].rank()), Dim::sym(count.clone())],
         )),
         Op::Einsum(spec) => nn::einsum(spec, x),
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } => nn::norm(x),
     }
 }
 

@@ -195,6 +195,21 @@ pub enum Op {
     },
     /// Einstein summation over the inputs.
     Einsum(EinsumSpec),
+    /// Fused layer normalization over the last axis. Inputs `x`, `scale`, `bias` (the last
+    /// two broadcast against `x`, which keeps its shape); with means over the last axis,
+    /// `d = x - mean(x)`, `y = d · rsqrt(mean(d·d) + epsilon) · scale + bias`. Passes create
+    /// it; the interpreter evaluates exactly this decomposition.
+    LayerNorm {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// Fused RMS normalization over the last axis. Inputs `x`, `scale` (broadcast against
+    /// `x`); `y = x · rsqrt(mean(x·x) + epsilon) · scale`. Like [`Op::LayerNorm`], a pass
+    /// output defined by its decomposition.
+    RmsNorm {
+        /// Added to the mean square.
+        epsilon: f32,
+    },
 }
 
 /// Elementwise unary ops.
@@ -534,6 +549,8 @@ impl Op {
             Op::OneHot { .. } => "one_hot".into(),
             Op::NonZero { .. } => "nonzero".into(),
             Op::Einsum(_) => "einsum".into(),
+            Op::LayerNorm { .. } => "layer_norm".into(),
+            Op::RmsNorm { .. } => "rms_norm".into(),
         }
     }
 

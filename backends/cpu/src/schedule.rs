@@ -339,6 +339,7 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::OneHot { .. } => Runtime("one-hot with float indices"),
         Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
         Op::Einsum(_) => Runtime("einsum"),
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } => Runtime("fused norms (layer_norm, rms_norm)"),
     }
 }
 

@@ -1,9 +1,10 @@
-//! Inference for contractions and windows: matmul, einsum, convolution, pooling.
+//! Inference for contractions, windows and fused norms: matmul, einsum, convolution,
+//! pooling, layer_norm, rms_norm.
 
 use super::{
     broadcast_dim, broadcast_shapes, expect_dtype, is_numeric, one, same_dtype, unify_or, Res,
 };
-use crate::{ConvAttrs, ConvTransposeAttrs, Dim, EinsumSpec, PoolAttrs, TensorType};
+use crate::{ConvAttrs, ConvTransposeAttrs, DType, Dim, EinsumSpec, PoolAttrs, TensorType};
 use std::collections::BTreeMap;
 
 /// `[..., m, k] × [..., k, n] → [..., m, n]`, batch dims broadcast.
@@ -228,4 +229,23 @@ pub(super) fn einsum(spec: &EinsumSpec, xs: &[&TensorType]) -> Res<Vec<TensorTyp
         );
     }
     one(TensorType::new(xs[0].dtype, shape))
+}
+
+/// A fused norm (`layer_norm`, `rms_norm`): a float `x` of rank ≥ 1, and parameters of its
+/// dtype that broadcast to `x`'s shape without changing it.
+pub(super) fn norm(x: &[&TensorType]) -> Res<Vec<TensorType>> {
+    let input = x[0];
+    expect_dtype(input, "input", DType::is_float, "a float")?;
+    if input.rank() == 0 {
+        return Err("input must have rank at least 1".into());
+    }
+    for p in &x[1..] {
+        same_dtype(input, p, "input and parameter")?;
+        if broadcast_shapes(&input.shape, &p.shape)? != input.shape {
+            return Err(format!(
+                "parameter shape {p} does not broadcast to the input's {input}"
+            ));
+        }
+    }
+    one(input.clone())
 }

@@ -13,6 +13,7 @@ mod cast;
 mod conv;
 mod einsum;
 mod elementwise;
+mod fused;
 mod indexing;
 mod matmul;
 mod movement;
@@ -265,5 +266,12 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bindings: &Bindings) -> Result<Vec<Te
             arity(op, inputs, 1).and_then(|_| one(indexing::non_zero(op, &inputs[0])))
         }
         Op::Einsum(spec) => num::halves_as_f32(inputs, |x| one(einsum::einsum(op, spec, x))),
+        Op::LayerNorm { epsilon } => arity(op, inputs, 3).and_then(|_| {
+            one(fused::layer_norm(
+                op, &inputs[0], &inputs[1], &inputs[2], *epsilon,
+            ))
+        }),
+        Op::RmsNorm { epsilon } => arity(op, inputs, 2)
+            .and_then(|_| one(fused::rms_norm(op, &inputs[0], &inputs[1], *epsilon))),
     }
 }

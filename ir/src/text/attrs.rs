@@ -75,6 +75,11 @@ impl Attrs {
         self.scalar(key, "a non-negative integer")
     }
 
+    /// A float (as Rust prints it: `1e-5`, `0.5`).
+    pub fn f32(&mut self, key: &str) -> Result<f32, String> {
+        self.scalar(key, "a number")
+    }
+
     /// `true` or `false`.
     pub fn bool(&mut self, key: &str) -> Result<bool, String> {
         self.scalar(key, "`true` or `false`")

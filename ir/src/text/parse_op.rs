@@ -42,6 +42,12 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
             keep_dims: a.bool("keep_dims")?,
             select_last: a.bool("select_last")?,
         },
+        "layer_norm" => Op::LayerNorm {
+            epsilon: a.f32("epsilon")?,
+        },
+        "rms_norm" => Op::RmsNorm {
+            epsilon: a.f32("epsilon")?,
+        },
         "softmax" | "log_softmax" => Op::Softmax {
             axis: a.usize("axis")?,
             log: name == "log_softmax",

@@ -127,6 +127,10 @@ fn attrs(op: &Op) -> Vec<String> {
             kv("select_last", select_last),
         ],
         Op::Softmax { axis, log: _ } => vec![kv("axis", axis)],
+        // `{:?}` is the shortest text that parses back to the same f32.
+        Op::LayerNorm { epsilon } | Op::RmsNorm { epsilon } => {
+            vec![kv("epsilon", format!("{epsilon:?}"))]
+        }
         Op::Conv(c) => vec![
             kv("strides", list(&c.strides)),
             kv("dilations", list(&c.dilations)),

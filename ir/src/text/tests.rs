@@ -303,11 +303,22 @@ fn nn_family() {
             vec![2],
             vec![ty(DType::F32, &[])],
         ),
+        (
+            Op::LayerNorm { epsilon: 1e-5 },
+            vec![0, 3, 3],
+            vec![x.clone()],
+        ),
+        (
+            Op::RmsNorm { epsilon: 1.0 / 3.0 },
+            vec![0, 3],
+            vec![x.clone()],
+        ),
     ];
     let inputs = [
         ("x", x.clone()),
         ("w", ty(DType::F32, &["4", "4", "3", "3"])),
         ("s", ty(DType::F32, &[])),
+        ("g", ty(DType::F32, &["w"])),
     ];
     round_trip(&build("nn", &inputs, nodes));
 }

@@ -1,0 +1,118 @@
+//! Fused ops, evaluated by their decompositions into core ops: the decomposition is the
+//! definition, so an optimized graph and the graph it came from compute the same thing
+//! step for step (f16 rounds after every step, as the core ops do).
+
+use super::{eval_op, op_err, Result};
+use crate::{BinaryOp, Bindings, Op, ReduceKind, Tensor, UnaryOp};
+
+/// Layer normalization over the last axis (see [`Op::LayerNorm`]).
+pub(super) fn layer_norm(
+    op: &Op,
+    x: &Tensor,
+    scale: &Tensor,
+    bias: &Tensor,
+    epsilon: f32,
+) -> Result<Tensor> {
+    check_rank(op, x)?;
+    let centered = binary(BinaryOp::Sub, x, &mean_last(x)?)?;
+    let variance = mean_last(&binary(BinaryOp::Mul, &centered, &centered)?)?;
+    let normalized = binary(BinaryOp::Mul, &centered, &inverse_root(&variance, epsilon)?)?;
+    binary(
+        BinaryOp::Add,
+        &binary(BinaryOp::Mul, &normalized, scale)?,
+        bias,
+    )
+}
+
+/// RMS normalization over the last axis (see [`Op::RmsNorm`]).
+pub(super) fn rms_norm(op: &Op, x: &Tensor, scale: &Tensor, epsilon: f32) -> Result<Tensor> {
+    check_rank(op, x)?;
+    let mean_square = mean_last(&binary(BinaryOp::Mul, x, x)?)?;
+    let normalized = binary(BinaryOp::Mul, x, &inverse_root(&mean_square, epsilon)?)?;
+    binary(BinaryOp::Mul, &normalized, scale)
+}
+
+fn check_rank(op: &Op, x: &Tensor) -> Result<()> {
+    if x.shape().is_empty() {
+        return Err(op_err(op, "the input must have rank at least 1"));
+    }
+    Ok(())
+}
+
+fn apply(op: Op, inputs: &[Tensor]) -> Result<Tensor> {
+    Ok(eval_op(&op, inputs, &Bindings::new())?.remove(0))
+}
+
+fn binary(b: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    apply(Op::Binary(b), &[x.clone(), y.clone()])
+}
+
+/// The mean over the last axis, kept as size 1.
+fn mean_last(x: &Tensor) -> Result<Tensor> {
+    let reduce = Op::Reduce {
+        kind: ReduceKind::Mean,
+        axes: vec![x.shape().len() - 1],
+        keep_dims: true,
+    };
+    apply(reduce, std::slice::from_ref(x))
+}
+
+/// `rsqrt(v + epsilon)`, with epsilon in `v`'s dtype.
+fn inverse_root(v: &Tensor, epsilon: f32) -> Result<Tensor> {
+    let eps = Tensor::scalar(epsilon).cast(v.dtype());
+    apply(
+        Op::Unary(UnaryOp::Rsqrt),
+        &[binary(BinaryOp::Add, v, &eps)?],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_norm_matches_its_formula() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 1.0], &[2, 3]).unwrap();
+        let scale = Tensor::from_vec(vec![1.0f32, 2.0, 0.5], &[3]).unwrap();
+        let bias = Tensor::from_vec(vec![0.0f32, 1.0, -1.0], &[3]).unwrap();
+        let op = Op::LayerNorm { epsilon: 1e-5 };
+        let y = eval_op(&op, &[x, scale, bias], &Bindings::new()).unwrap();
+        // Row 0: mean 2, variance 2/3; row 1: mean 4/3, variance 38/9.
+        let r0 = 1.0 / (2.0f64 / 3.0 + 1e-5).sqrt();
+        let r1 = 1.0 / (38.0f64 / 9.0 + 1e-5).sqrt();
+        let want = [
+            -r0,
+            1.0,
+            0.5 * r0 - 1.0,
+            (4.0 - 4.0 / 3.0) * r1,
+            2.0 * (-1.0 - 4.0 / 3.0) * r1 + 1.0,
+            0.5 * (1.0 - 4.0 / 3.0) * r1 - 1.0,
+        ];
+        for (g, w) in y[0].to_f64_vec().iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_its_formula() {
+        let x = Tensor::from_vec(vec![3.0f32, 4.0], &[1, 2]).unwrap();
+        let scale = Tensor::from_vec(vec![2.0f32, 1.0], &[2]).unwrap();
+        let y = eval_op(&Op::RmsNorm { epsilon: 0.0 }, &[x, scale], &Bindings::new()).unwrap();
+        let r = 1.0 / 12.5f64.sqrt();
+        let want = [6.0 * r, 4.0 * r];
+        for (g, w) in y[0].to_f64_vec().iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn scalar_input_is_an_error() {
+        let x = Tensor::scalar(1.0f32);
+        let err = eval_op(
+            &Op::RmsNorm { epsilon: 0.0 },
+            &[x.clone(), x],
+            &Bindings::new(),
+        );
+        assert!(err.unwrap_err().to_string().contains("rank at least 1"));
+    }
+}
