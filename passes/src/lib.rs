@@ -8,6 +8,7 @@ mod cse;
 mod dce;
 mod fold_constants;
 mod fold_shapes;
+mod fuse;
 mod manager;
 mod rewrite;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use cse::Cse;
 pub use dce::Dce;
 pub use fold_constants::{FoldConstants, MAX_FOLDED_ELEMENTS};
 pub use fold_shapes::FoldShapes;
+pub use fuse::{Budget, Fuse};
 pub use manager::{
     pass_by_name, Pass, PassError, PassManager, PassReport, PassRun, PipelineReport, RunOptions,
 };

@@ -116,6 +116,7 @@ fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(FoldShapes),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(crate::Fuse::default()),
     ]
 }
 
@@ -146,7 +147,7 @@ impl PassManager {
     /// ```
     /// use kiln_passes::PassManager;
     /// let err = PassManager::from_names(&["cse", "fold"]).err().unwrap();
-    /// assert_eq!(err.to_string(), "unknown pass `fold`; valid passes: fold-constants, fold-shapes, cse, dce");
+    /// assert_eq!(err.to_string(), "unknown pass `fold`; valid passes: fold-constants, fold-shapes, cse, dce, fuse");
     /// ```
     pub fn from_names(names: &[&str]) -> Result<PassManager, PassError> {
         let passes = names
@@ -159,13 +160,14 @@ impl PassManager {
         })
     }
 
-    /// fold-shapes, fold-constants, cse, dce, repeated until nothing changes (at most 4
-    /// rounds).
+    /// fold-shapes, fold-constants, cse, fuse, dce, repeated until nothing changes (at most
+    /// 4 rounds).
     pub fn default_pipeline() -> PassManager {
         let passes: Vec<Box<dyn Pass>> = vec![
             Box::new(FoldShapes),
             Box::new(FoldConstants),
             Box::new(Cse),
+            Box::new(crate::Fuse::default()),
             Box::new(Dce),
         ];
         PassManager {

@@ -250,7 +250,10 @@ fn default_pipeline_reaches_a_fixpoint() {
     assert_eq!(ops(&g), ["const", "exp", "add", "mul"]);
     assert_eq!(g.nodes[0].op, Op::Const(Tensor::scalar(4.0f32)));
     let names: Vec<&str> = report.passes.iter().map(|r| r.name).collect();
-    assert_eq!(&names[..4], ["fold-shapes", "fold-constants", "cse", "dce"]);
+    assert_eq!(
+        &names[..5],
+        ["fold-shapes", "fold-constants", "cse", "fuse", "dce"]
+    );
     assert_eq!(report.passes.last().unwrap().report.changes, 0);
     assert!(report.to_string().starts_with("fold-shapes      round 1"));
 }
@@ -297,7 +300,7 @@ fn unknown_pass_names_list_the_valid_ones() {
     let err = PassManager::from_names(&["dce", "nope"]).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "unknown pass `nope`; valid passes: fold-constants, fold-shapes, cse, dce"
+        "unknown pass `nope`; valid passes: fold-constants, fold-shapes, cse, dce, fuse"
     );
     assert_eq!(
         PassManager::from_names(&["dce", "cse"]).unwrap().names(),

@@ -1,0 +1,254 @@
+//! The rewrite rules, each a named item. Canonicalization rules are egg patterns that bring
+//! the spellings exporters use to one form (`pow(x, 2)` → `x·x`, `a / sqrt(b)` →
+//! `a · rsqrt(b)`, …); fusion rules are searchers over that form that add the fused op to
+//! the matched class. Rules only add equivalent terms; extraction decides what is kept.
+
+use super::egraph::{EGraph, ENode, Term, Types};
+use egg::{rewrite, Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use kiln_ir::{infer, Op, ReduceKind, TensorType};
+
+/// A rule and the phase it runs in.
+pub type Rule = Rewrite<ENode, Types>;
+
+fn scalar_is(var: &'static str, value: f64) -> impl Fn(&mut EGraph, Id, &Subst) -> bool {
+    let v: Var = var.parse().expect("a pattern variable");
+    move |eg, _, subst| eg[subst[v]].data.scalar == Some(value)
+}
+
+/// Rules that bring exporter spellings to one canonical form.
+pub fn canonical() -> Vec<Rule> {
+    vec![
+        rewrite!("pow2-to-mul"; "(pow ?x ?c)" => "(mul ?x ?x)" if scalar_is("?c", 2.0)),
+        rewrite!("div-sqrt-to-mul-rsqrt"; "(div ?a (sqrt ?b))" => "(mul ?a (rsqrt ?b))"),
+        rewrite!("reciprocal-sqrt-to-rsqrt"; "(reciprocal (sqrt ?b))" => "(rsqrt ?b)"),
+        rewrite!("one-over-to-reciprocal"; "(div ?c ?b)" => "(reciprocal ?b)" if one_over("?c", "?b")),
+    ]
+}
+
+/// `?c` is the constant 1 and dividing it by `?b` does not broadcast to a larger shape.
+fn one_over(c: &'static str, b: &'static str) -> impl Fn(&mut EGraph, Id, &Subst) -> bool {
+    let (c, b): (Var, Var) = (c.parse().expect("var"), b.parse().expect("var"));
+    move |eg, id, subst| {
+        eg[subst[c]].data.scalar == Some(1.0) && eg[subst[b]].data.ty() == eg[id].data.ty()
+    }
+}
+
+/// The fusion rules: RMSNorm from its decomposition, and LayerNorm as RMSNorm of the
+/// centered input plus a bias.
+pub fn fusions() -> Vec<Rule> {
+    vec![
+        Rewrite::new("rms-norm", NormSearch::Rms, NormApply::Rms).expect("a valid rule"),
+        Rewrite::new("layer-norm", NormSearch::Layer, NormApply::Layer).expect("a valid rule"),
+    ]
+}
+
+fn var(name: &str) -> Var {
+    name.parse().expect("a pattern variable")
+}
+
+/// The e-nodes of `class` whose op is the attribute-free op `name`, as operand lists.
+fn nodes<'a>(eg: &'a EGraph, class: Id, name: &'a str) -> impl Iterator<Item = &'a [Id]> + 'a {
+    let sym = Symbol::from(name);
+    eg[class]
+        .nodes
+        .iter()
+        .filter(move |n| n.op == sym)
+        .map(|n| n.args.as_slice())
+}
+
+/// Operand pairs of the commutative binary op `name` in `class`, in both orders.
+fn pairs<'a>(eg: &'a EGraph, class: Id, name: &'a str) -> Vec<(Id, Id)> {
+    nodes(eg, class, name)
+        .flat_map(|a| [(a[0], a[1]), (a[1], a[0])])
+        .collect()
+}
+
+/// Whether `class` holds `reduce_mean(of)` over the last axis with the axis kept.
+fn is_mean_last(eg: &EGraph, class: Id, of: Id) -> bool {
+    let Some(rank) = eg[of].data.ty().map(TensorType::rank) else {
+        return false;
+    };
+    eg[class]
+        .nodes
+        .iter()
+        .any(|n| match eg.analysis.term(n.op) {
+            Term::Op(Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes,
+                keep_dims: true,
+            }) => rank > 0 && axes[..] == [rank - 1] && eg.find(n.args[0]) == eg.find(of),
+            _ => false,
+        })
+}
+
+/// Whether `class` holds `x · x`.
+fn is_square_of(eg: &EGraph, class: Id, x: Id) -> bool {
+    nodes(eg, class, "mul").any(|m| eg.find(m[0]) == eg.find(x) && eg.find(m[1]) == eg.find(x))
+}
+
+/// The epsilon classes `eps` for which `class` holds `rsqrt(mean(x·x) + eps)`, the mean
+/// over the last axis and `eps` a scalar constant.
+fn inverse_rms(eg: &EGraph, class: Id, x: Id) -> Vec<Id> {
+    let mut found = Vec::new();
+    for r in nodes(eg, class, "rsqrt") {
+        for (mean, eps) in pairs(eg, r[0], "add") {
+            if eg[eps].data.scalar.is_none() {
+                continue;
+            }
+            let squares = eg[mean].nodes.iter().map(|n| n.args.first().copied());
+            let ok = squares
+                .flatten()
+                .any(|sq| is_square_of(eg, sq, x) && is_mean_last(eg, mean, sq));
+            if ok {
+                found.push(eps);
+            }
+        }
+    }
+    found
+}
+
+/// The norm searchers.
+#[derive(Clone, Copy, Debug)]
+enum NormSearch {
+    /// `x · rsqrt(mean(x·x) + eps) · scale` (either product order) → `?x ?scale ?eps`.
+    Rms,
+    /// `rms_norm(x - mean(x), scale) + bias` → `?x ?scale ?bias`, and `?rms`, the class
+    /// whose rms_norm carries the epsilon.
+    Layer,
+}
+
+impl NormSearch {
+    fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
+        let mut found = Vec::new();
+        match self {
+            NormSearch::Rms => {
+                for (normalized, scale) in pairs(eg, class, "mul") {
+                    for (x, inv) in pairs(eg, normalized, "mul") {
+                        for eps in inverse_rms(eg, inv, x) {
+                            found.push(subst(&[("?x", x), ("?scale", scale), ("?eps", eps)]));
+                        }
+                    }
+                }
+            }
+            NormSearch::Layer => {
+                for (rms, bias) in pairs(eg, class, "add") {
+                    for n in &eg[rms].nodes {
+                        let Term::Op(Op::RmsNorm { .. }) = eg.analysis.term(n.op) else {
+                            continue;
+                        };
+                        let (centered, scale) = (n.args[0], n.args[1]);
+                        for d in nodes(eg, centered, "sub") {
+                            if is_mean_last(eg, d[1], d[0]) {
+                                let bindings = [
+                                    ("?x", d[0]),
+                                    ("?scale", scale),
+                                    ("?bias", bias),
+                                    ("?rms", rms),
+                                ];
+                                found.push(subst(&bindings));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+fn subst(bindings: &[(&str, Id)]) -> Subst {
+    let mut s = Subst::with_capacity(bindings.len());
+    for (name, id) in bindings {
+        s.insert(var(name), *id);
+    }
+    s
+}
+
+impl Searcher<ENode, Types> for NormSearch {
+    fn search_eclass_with_limit(
+        &self,
+        eg: &EGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
+        let mut substs = self.find(eg, eclass);
+        substs.truncate(limit);
+        (!substs.is_empty()).then_some(SearchMatches {
+            eclass,
+            substs,
+            ast: None,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        match self {
+            NormSearch::Rms => vec![var("?x"), var("?scale"), var("?eps")],
+            NormSearch::Layer => vec![var("?x"), var("?scale"), var("?bias"), var("?rms")],
+        }
+    }
+}
+
+/// The norm appliers: add the fused op to the matched class when it type-checks.
+#[derive(Clone, Copy, Debug)]
+enum NormApply {
+    Rms,
+    Layer,
+}
+
+impl Applier<ENode, Types> for NormApply {
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        _rule: Symbol,
+    ) -> Vec<Id> {
+        let x = subst[var("?x")];
+        let scale = subst[var("?scale")];
+        let (op, args) = match self {
+            NormApply::Rms => {
+                let Some(eps) = eg[subst[var("?eps")]].data.scalar else {
+                    return vec![];
+                };
+                (
+                    Op::RmsNorm {
+                        epsilon: eps as f32,
+                    },
+                    vec![x, scale],
+                )
+            }
+            NormApply::Layer => {
+                let rms = subst[var("?rms")];
+                let eps = eg[rms]
+                    .nodes
+                    .iter()
+                    .find_map(|n| match eg.analysis.term(n.op) {
+                        Term::Op(Op::RmsNorm { epsilon }) => Some(*epsilon),
+                        _ => None,
+                    });
+                let Some(epsilon) = eps else { return vec![] };
+                (
+                    Op::LayerNorm { epsilon },
+                    vec![x, scale, subst[var("?bias")]],
+                )
+            }
+        };
+        if !well_typed(eg, &op, &args) {
+            return vec![];
+        }
+        let sym = eg.analysis.symbol(Term::Op(op), None);
+        let id = eg.add(ENode { op: sym, args });
+        if eg.union(id, eclass) {
+            vec![id]
+        } else {
+            vec![]
+        }
+    }
+}
+
+/// Whether `op` applied to these classes infers (parameters broadcast without growing).
+fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
+    let types: Option<Vec<&TensorType>> = args.iter().map(|a| eg[*a].data.ty()).collect();
+    types.is_some_and(|t| infer(op, &t).is_ok())
+}
