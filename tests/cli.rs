@@ -212,3 +212,25 @@ fn inspect_memory_reports_the_peak_and_every_buffer() {
     assert!(!offsets.is_empty(), "{out}");
     assert!(offsets.iter().all(|&o| o < peak), "{out}");
 }
+
+#[test]
+fn inspect_stats_is_one_json_object_with_fused_op_names() {
+    let out = stdout_of(&[
+        "inspect",
+        &model("llama_tiny.onnx"),
+        "--optimized",
+        "--stats",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("{\"ops\":{"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ops"]["RmsNorm"], 5, "{out}");
+    assert!(v["ops"].get("ReduceMean").is_none(), "{out}");
+    let nodes: u64 = v["ops"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(v["nodes"], nodes, "{out}");
+}

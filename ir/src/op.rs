@@ -496,6 +496,35 @@ pub struct EinsumSpec {
 }
 
 impl Op {
+    /// The op's name in statistics and reports: the text name in CamelCase, with the words
+    /// of run-together names split (`LayerNorm`, `MatMul`, `ReduceMean`, `TopK`).
+    ///
+    /// ```
+    /// use kiln_ir::Op;
+    /// assert_eq!(Op::LayerNorm { epsilon: 1e-5 }.kind_name(), "LayerNorm");
+    /// assert_eq!(Op::MatMul.kind_name(), "MatMul");
+    /// ```
+    pub fn kind_name(&self) -> String {
+        let name = self.name();
+        let spaced = match name.as_str() {
+            "matmul" => "mat_mul",
+            "argmax" => "arg_max",
+            "argmin" => "arg_min",
+            "topk" => "top_k",
+            "nonzero" => "non_zero",
+            other => other,
+        };
+        spaced
+            .split('_')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// The op's name in the text format (`add`, `matmul`, `reduce_sum`, …).
     pub fn name(&self) -> String {
         match self {
