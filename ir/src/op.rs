@@ -268,6 +268,13 @@ pub enum UnaryOp {
     Sigmoid,
     /// `max(x, 0)`.
     Relu,
+    /// Fused GELU, erf form: `x · (erf(x / √2) + 1) · 0.5`, products left to right. Passes
+    /// create it; the interpreter evaluates this formula step by step.
+    Gelu,
+    /// Fused GELU, tanh form: `x · 0.5 · (tanh(√(2/π) · (x + 0.044715 · x³)) + 1)`.
+    GeluTanh,
+    /// Fused SiLU (swish): `x · sigmoid(x)`.
+    Silu,
     /// Logical not (bool).
     Not,
     /// Bitwise not (integers).
@@ -614,7 +621,8 @@ names!(UnaryOp {
     Exp => "exp", Log => "log", Sqrt => "sqrt", Rsqrt => "rsqrt", Reciprocal => "reciprocal",
     Sin => "sin", Cos => "cos", Tan => "tan", Asin => "asin", Acos => "acos", Atan => "atan",
     Sinh => "sinh", Cosh => "cosh", Tanh => "tanh", Asinh => "asinh", Acosh => "acosh", Atanh => "atanh",
-    Erf => "erf", Sigmoid => "sigmoid", Relu => "relu", Not => "not", BitNot => "bit_not",
+    Erf => "erf", Sigmoid => "sigmoid", Relu => "relu", Gelu => "gelu", GeluTanh => "gelu_tanh",
+    Silu => "silu", Not => "not", BitNot => "bit_not",
     IsNan => "is_nan", IsInf => "is_inf", IsPosInf => "is_pos_inf", IsNegInf => "is_neg_inf",
 });
 

@@ -36,7 +36,8 @@ fn unary_domain(u: UnaryOp) -> Domain {
     match u {
         Abs | Neg | Sign | Relu => Domain::Numeric,
         Floor | Ceil | Round | Exp | Log | Sqrt | Rsqrt | Reciprocal | Sin | Cos | Tan | Asin
-        | Acos | Atan | Sinh | Cosh | Tanh | Asinh | Acosh | Atanh | Erf | Sigmoid => Domain::Float,
+        | Acos | Atan | Sinh | Cosh | Tanh | Asinh | Acosh | Atanh | Erf | Sigmoid | Gelu
+        | GeluTanh | Silu => Domain::Float,
         IsNan | IsInf | IsPosInf | IsNegInf => Domain::Float,
         Not => Domain::Bool,
         BitNot => Domain::Int,

@@ -144,12 +144,31 @@ fn float_unary<F: Real>(u: UnaryOp, a: &ArcArrayD<F>) -> Option<Tensor> {
         Erf => m(F::erf),
         Sigmoid => m(sigmoid),
         Relu => m(|x| if x < F::zero() { F::zero() } else { x }),
+        Gelu => m(gelu),
+        GeluTanh => m(gelu_tanh),
+        Silu => m(|x| x * sigmoid(x)),
         Not | BitNot => None,
         IsNan => b(F::is_nan),
         IsInf => b(F::is_infinite),
         IsPosInf => b(|x| x == F::infinity()),
         IsNegInf => b(|x| x == F::neg_infinity()),
     }
+}
+
+/// A constant in `F`.
+fn c<F: Real>(v: f64) -> F {
+    F::from(v).unwrap_or_else(F::nan)
+}
+
+/// GELU, erf form, in the order of its definition (see [`UnaryOp::Gelu`]).
+fn gelu<F: Real>(x: F) -> F {
+    x * ((x / c::<F>(std::f64::consts::SQRT_2)).erf() + F::one()) * c::<F>(0.5)
+}
+
+/// GELU, tanh form (see [`UnaryOp::GeluTanh`]).
+fn gelu_tanh<F: Real>(x: F) -> F {
+    let inner = c::<F>(0.7978845608028654) * (x + c::<F>(0.044715) * (x * x * x));
+    x * c::<F>(0.5) * (inner.tanh() + F::one())
 }
 
 /// `1 / (1 + e⁻ˣ)`, written so neither branch overflows.
@@ -179,7 +198,9 @@ fn int_unary<T: Elem>(u: UnaryOp, a: &ArcArrayD<T>) -> Option<Tensor> {
         BitNot => m(|x| !x),
         IsNan | IsInf | IsPosInf | IsNegInf => b(),
         Exp | Log | Sqrt | Rsqrt | Reciprocal | Sin | Cos | Tan | Asin | Acos | Atan | Sinh
-        | Cosh | Tanh | Asinh | Acosh | Atanh | Erf | Sigmoid | Not => None,
+        | Cosh | Tanh | Asinh | Acosh | Atanh | Erf | Sigmoid | Gelu | GeluTanh | Silu | Not => {
+            None
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::egraph::{EGraph, ENode, Term, Types};
 use egg::{rewrite, Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
-use kiln_ir::{infer, Op, ReduceKind, TensorType};
+use kiln_ir::{infer, Op, ReduceKind, TensorType, UnaryOp};
 
 /// A rule and the phase it runs in.
 pub type Rule = Rewrite<ENode, Types>;
@@ -33,12 +33,18 @@ fn one_over(c: &'static str, b: &'static str) -> impl Fn(&mut EGraph, Id, &Subst
     }
 }
 
-/// The fusion rules: RMSNorm from its decomposition, and LayerNorm as RMSNorm of the
-/// centered input plus a bias.
+/// The fusion rules: RMSNorm from its decomposition, LayerNorm as RMSNorm of the centered
+/// input plus a bias, and the activations GELU (erf and tanh forms) and SiLU.
 pub fn fusions() -> Vec<Rule> {
+    let activation = |name: &str, search: ActSearch| {
+        Rewrite::new(name, search, ActApply(search)).expect("a valid rule")
+    };
     vec![
         Rewrite::new("rms-norm", NormSearch::Rms, NormApply::Rms).expect("a valid rule"),
         Rewrite::new("layer-norm", NormSearch::Layer, NormApply::Layer).expect("a valid rule"),
+        activation("gelu-erf", ActSearch::Gelu),
+        activation("gelu-tanh", ActSearch::GeluTanh),
+        activation("silu", ActSearch::Silu),
     ]
 }
 
@@ -251,4 +257,180 @@ impl Applier<ENode, Types> for NormApply {
 fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
     let types: Option<Vec<&TensorType>> = args.iter().map(|a| eg[*a].data.ty()).collect();
     types.is_some_and(|t| infer(op, &t).is_ok())
+}
+
+/// Whether `class` is a scalar constant within float rounding of `value` (exporters write
+/// √2 or √(2/π) at different precisions).
+fn scalar_near(eg: &EGraph, class: Id, value: f64) -> bool {
+    eg[class]
+        .data
+        .scalar
+        .is_some_and(|v| (v - value).abs() <= 1e-6 * value.abs())
+}
+
+/// The ways `class` is a product of three factors, whatever the association (`(a·b)·c`
+/// or `a·(b·c)`) and order: every permutation is listed.
+fn three_factors(eg: &EGraph, class: Id) -> Vec<[Id; 3]> {
+    let mut out = Vec::new();
+    for (left, right) in pairs(eg, class, "mul") {
+        for (a, b) in pairs(eg, left, "mul") {
+            out.extend([[a, b, right], [a, right, b], [right, a, b]]);
+        }
+    }
+    out
+}
+
+/// Whether `class` is `one + f(inner)` (either order) for the unary op named `f`, giving
+/// `inner`.
+fn one_plus<'a>(eg: &'a EGraph, class: Id, f: &'a str) -> Vec<Id> {
+    let mut out = Vec::new();
+    for (term, one) in pairs(eg, class, "add") {
+        if scalar_near(eg, one, 1.0) {
+            out.extend(nodes(eg, term, f).map(|n| n[0]));
+        }
+    }
+    out
+}
+
+/// Whether `class` is `x / √2` or `x · (1/√2)`.
+fn is_x_over_root2(eg: &EGraph, class: Id, x: Id) -> bool {
+    let same = |a: Id| eg.find(a) == eg.find(x);
+    let div = nodes(eg, class, "div")
+        .any(|n| same(n[0]) && scalar_near(eg, n[1], std::f64::consts::SQRT_2));
+    let mul = pairs(eg, class, "mul")
+        .into_iter()
+        .any(|(a, k)| same(a) && scalar_near(eg, k, std::f64::consts::FRAC_1_SQRT_2));
+    div || mul
+}
+
+/// Whether `class` is `x³`, as `pow(x, 3)` or a product of three `x`.
+fn is_cube(eg: &EGraph, class: Id, x: Id) -> bool {
+    let same = |a: Id| eg.find(a) == eg.find(x);
+    let pow = nodes(eg, class, "pow").any(|n| same(n[0]) && scalar_near(eg, n[1], 3.0));
+    let product = three_factors(eg, class)
+        .iter()
+        .any(|f| f.iter().all(|a| same(*a)));
+    pow || product
+}
+
+/// Whether `class` is `√(2/π) · (x + 0.044715 · x³)`, products in either order.
+fn is_tanh_argument(eg: &EGraph, class: Id, x: Id) -> bool {
+    let same = |a: Id| eg.find(a) == eg.find(x);
+    pairs(eg, class, "mul").into_iter().any(|(sum, k)| {
+        scalar_near(eg, k, 0.7978845608028654)
+            && pairs(eg, sum, "add").into_iter().any(|(a, term)| {
+                same(a)
+                    && pairs(eg, term, "mul")
+                        .into_iter()
+                        .any(|(cube, c)| scalar_near(eg, c, 0.044715) && is_cube(eg, cube, x))
+            })
+    })
+}
+
+/// The activation searchers.
+#[derive(Clone, Copy, Debug)]
+enum ActSearch {
+    /// `x · 0.5 · (1 + erf(x / √2))`, any association and order → `?x`.
+    Gelu,
+    /// `x · 0.5 · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))` → `?x`.
+    GeluTanh,
+    /// `x · sigmoid(x)` → `?x`.
+    Silu,
+}
+
+impl ActSearch {
+    fn op(self) -> UnaryOp {
+        match self {
+            ActSearch::Gelu => UnaryOp::Gelu,
+            ActSearch::GeluTanh => UnaryOp::GeluTanh,
+            ActSearch::Silu => UnaryOp::Silu,
+        }
+    }
+
+    fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
+        let mut found: Vec<Id> = Vec::new();
+        match self {
+            ActSearch::Silu => {
+                for (x, s) in pairs(eg, class, "mul") {
+                    if nodes(eg, s, "sigmoid").any(|n| eg.find(n[0]) == eg.find(x)) {
+                        found.push(x);
+                    }
+                }
+            }
+            ActSearch::Gelu | ActSearch::GeluTanh => {
+                for [x, half, s] in three_factors(eg, class) {
+                    if !scalar_near(eg, half, 0.5) {
+                        continue;
+                    }
+                    let matched = match self {
+                        ActSearch::Gelu => one_plus(eg, s, "erf")
+                            .into_iter()
+                            .any(|t| is_x_over_root2(eg, t, x)),
+                        _ => one_plus(eg, s, "tanh")
+                            .into_iter()
+                            .any(|t| is_tanh_argument(eg, t, x)),
+                    };
+                    if matched {
+                        found.push(x);
+                    }
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        found.into_iter().map(|x| subst(&[("?x", x)])).collect()
+    }
+}
+
+impl Searcher<ENode, Types> for ActSearch {
+    fn search_eclass_with_limit(
+        &self,
+        eg: &EGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
+        let mut substs = self.find(eg, eclass);
+        substs.truncate(limit);
+        (!substs.is_empty()).then_some(SearchMatches {
+            eclass,
+            substs,
+            ast: None,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![var("?x")]
+    }
+}
+
+/// Adds the activation to the matched class when the input is a float of the class's type.
+#[derive(Clone, Copy, Debug)]
+struct ActApply(ActSearch);
+
+impl Applier<ENode, Types> for ActApply {
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        _rule: Symbol,
+    ) -> Vec<Id> {
+        let x = subst[var("?x")];
+        // The product may broadcast x against a larger constant; the activation cannot.
+        if eg[x].data.ty() != eg[eclass].data.ty() {
+            return vec![];
+        }
+        let op = Op::Unary(self.0.op());
+        if !well_typed(eg, &op, &[x]) {
+            return vec![];
+        }
+        let sym = eg.analysis.symbol(Term::Op(op), None);
+        let id = eg.add(ENode { op: sym, args: vec![x] });
+        if eg.union(id, eclass) {
+            vec![id]
+        } else {
+            vec![]
+        }
+    }
 }

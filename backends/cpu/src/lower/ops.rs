@@ -47,6 +47,9 @@ pub fn vectorizable_unary(u: UnaryOp) -> bool {
             | Tanh
             | Erf
             | Sigmoid
+            | Gelu
+            | GeluTanh
+            | Silu
     )
 }
 
@@ -140,9 +143,46 @@ impl FnCx<'_, '_> {
             }
             Exp | Log | Tanh | Erf | Sin | Cos | Tan | Asin | Acos | Atan | Sinh | Cosh | Asinh
             | Acosh | Atanh => self.call(Libcall::unary(u, f64), &[x])?,
+            Gelu | GeluTanh | Silu => self.activation(u, x)?,
             Not | BitNot | IsNan | IsInf | IsPosInf | IsNegInf => {
                 return Err(LowerError::Op(format!("{} on a float", u.name())))
             }
+        })
+    }
+
+    /// The fused activations, in the interpreter's order of operations (their erf, tanh and
+    /// sigmoid are the inline ones for f32).
+    fn activation(&mut self, u: UnaryOp, x: Value) -> Result<Value, LowerError> {
+        let ty = self.b.func.dfg.value_type(x);
+        let one = self.fconst(ty, 1.0);
+        let half = self.fconst(ty, 0.5);
+        Ok(match u {
+            UnaryOp::Gelu => {
+                let root2 = self.fconst(ty, std::f64::consts::SQRT_2);
+                let t = self.b.ins().fdiv(x, root2);
+                let e = self.float_unary(UnaryOp::Erf, t)?;
+                let s = self.b.ins().fadd(e, one);
+                let p = self.b.ins().fmul(x, s);
+                self.b.ins().fmul(p, half)
+            }
+            UnaryOp::GeluTanh => {
+                let k = self.fconst(ty, 0.7978845608028654);
+                let a = self.fconst(ty, 0.044715);
+                let sq = self.b.ins().fmul(x, x);
+                let cube = self.b.ins().fmul(sq, x);
+                let ac = self.b.ins().fmul(a, cube);
+                let sum = self.b.ins().fadd(x, ac);
+                let inner = self.b.ins().fmul(k, sum);
+                let t = self.float_unary(UnaryOp::Tanh, inner)?;
+                let s = self.b.ins().fadd(t, one);
+                let xh = self.b.ins().fmul(x, half);
+                self.b.ins().fmul(xh, s)
+            }
+            UnaryOp::Silu => {
+                let s = self.float_unary(UnaryOp::Sigmoid, x)?;
+                self.b.ins().fmul(x, s)
+            }
+            _ => return Err(LowerError::Op(format!("{} is not an activation", u.name()))),
         })
     }
 
