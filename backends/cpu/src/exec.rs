@@ -388,7 +388,7 @@ impl CompiledModel {
                         }
                     })?;
                 }
-                (None, _) => unreachable!("every loop and reduction kernel is compiled"),
+                (None, _) => unreachable!("every loop, reduction and row kernel is compiled"),
             }
             if let (Some(times), Some(start)) = (profile.as_deref_mut(), start) {
                 times.push(start.elapsed());
@@ -454,6 +454,11 @@ fn work(k: &Kernel) -> usize {
             r.shape.iter().product::<usize>()
                 * r.reduced.iter().product::<usize>()
                 * r.value.nodes.len()
+        }
+        Kernel::Row(r) => {
+            let per_element =
+                r.map.nodes.len() + r.stats.iter().map(|s| s.value.nodes.len()).sum::<usize>();
+            r.shape.iter().product::<usize>() * r.len * per_element
         }
         Kernel::Call(_) => 0,
     }

@@ -105,8 +105,11 @@ pub enum ExprNode {
     Cast(usize),
     /// Reinterprets the bits.
     Bitcast(usize),
-    /// The accumulator of a [`Reduce`] (only in its `post` expression).
+    /// The accumulator of a [`Reduce`] or of a [`RowStat`] (only in its `post` expression).
     Acc,
+    /// Statistic `k` of the current row of a [`Row`] kernel: in the value and post
+    /// expressions of later statistics, and in the map.
+    Stat(usize),
 }
 
 /// One data-dependent term of an address: `clamp(value of node index) * stride`, where the
@@ -223,6 +226,49 @@ pub struct Reduce {
     pub post: Expr,
 }
 
+/// One reduction over a row of a [`Row`] kernel: `post(combine_j value(i, j))`. `value`
+/// addresses `shape ++ [len]` like the map and may use earlier statistics; `post` sees the
+/// accumulator as [`ExprNode::Acc`] and earlier statistics, and reads no memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowStat {
+    /// The combined value, over `shape ++ [len]`.
+    pub value: Expr,
+    /// The combination.
+    pub combine: Combine,
+    /// Applied to the accumulator; the result is the statistic.
+    pub post: Expr,
+}
+
+/// A row-wise kernel: for each index `i` of `shape` (one row of `len` elements along the
+/// innermost axis), compute `stats` in order (each a reduction over the row), then
+/// `out[i, j] = map(i, j)` for every `j` of the row, where `map` sees the statistics as
+/// [`ExprNode::Stat`]. Normalizations (layer norm, RMS norm) are one such kernel, so a row
+/// is brought into cache once and every pass over it hits the cache; rows are independent,
+/// so a backend may run them in parallel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The rows' iteration space.
+    pub shape: Vec<usize>,
+    /// Elements per row.
+    pub len: usize,
+    /// The row's reductions, in dependency order.
+    pub stats: Vec<RowStat>,
+    /// Where each result goes (strides over `shape ++ [len]`).
+    pub out: Access,
+    /// The value stored at each element, over `shape ++ [len]`.
+    pub map: Expr,
+}
+
+impl Row {
+    /// Every buffer the kernel reads.
+    pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
+        self.stats
+            .iter()
+            .flat_map(|s| s.value.reads().chain(s.post.reads()))
+            .chain(self.map.reads())
+    }
+}
+
 /// A call into a precompiled runtime routine.
 #[derive(Clone, Debug)]
 pub enum Call {
@@ -315,6 +361,8 @@ pub enum Kernel {
     Loop(LoopNest),
     /// A reduction.
     Reduce(Reduce),
+    /// Reductions over each row, then a map over it (normalizations).
+    Row(Row),
     /// A runtime call.
     Call(Call),
 }
@@ -325,6 +373,7 @@ impl Kernel {
         match self {
             Kernel::Loop(l) => l.expr.reads().collect(),
             Kernel::Reduce(r) => r.value.reads().chain(r.post.reads()).collect(),
+            Kernel::Row(r) => r.reads().collect(),
             Kernel::Call(Call::MatMul(m)) => vec![m.a.buf, m.b.buf],
             Kernel::Call(Call::Conv(c)) => vec![c.x, c.w],
             Kernel::Call(Call::Op(c)) => c.inputs.iter().map(|(b, _)| *b).collect(),
@@ -336,6 +385,7 @@ impl Kernel {
         match self {
             Kernel::Loop(l) => vec![l.out.buf],
             Kernel::Reduce(r) => vec![r.out.buf],
+            Kernel::Row(r) => vec![r.out.buf],
             Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
             Kernel::Call(Call::Conv(c)) => std::iter::once(c.y).chain(c.cols).collect(),
             Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|(b, _)| *b).collect(),
@@ -353,6 +403,7 @@ impl Kernel {
             Kernel::Loop(l) if !l.scatter.is_empty() => format!("scatter{:?}", l.shape),
             Kernel::Loop(l) => format!("loop{:?}", l.shape),
             Kernel::Reduce(r) => format!("reduce{:?}x{:?}", r.shape, r.reduced),
+            Kernel::Row(r) => format!("row{:?}x{}", r.shape, r.len),
             Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
             Kernel::Call(Call::Conv(c)) => {
                 format!("conv {:?}*{:?}->{:?}", c.x_shape, c.w_shape, c.y_shape)

@@ -5,7 +5,8 @@
 //! input's buffer. Ops without a native lowering go to the runtime only if
 //! [`support`] lists them; any other op is a [`ScheduleError::Unsupported`].
 //!
-//! Pooling is native (a padded copy and a windowed [`Reduce`], `pool.rs`). `f32` matmul
+//! Pooling is native (a padded copy and a windowed [`Reduce`], `pool.rs`); `f32` layer and
+//! RMS norms are one [`Row`] kernel each (`norm.rs`). `f32` matmul
 //! and convolution are native calls into the runtime's GEMM (convolution through im2col
 //! into a planned scratch buffer, `conv.rs`).
 
@@ -14,6 +15,7 @@ mod conv;
 mod elementwise;
 mod iota;
 mod movement;
+mod norm;
 mod pool;
 mod reduce;
 mod scatter;
@@ -235,6 +237,8 @@ impl Scheduler<'_> {
             Op::ScatterNd { reduction } => self.scatter_nd(node, *reduction)?,
             Op::Conv(a) => self.conv(node, a)?,
             Op::Pool(a) => self.pool(node, a)?,
+            Op::LayerNorm { epsilon } => self.norm(node, norm::Norm::Layer, *epsilon)?,
+            Op::RmsNorm { epsilon } => self.norm(node, norm::Norm::Rms, *epsilon)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -339,7 +343,10 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::OneHot { .. } => Runtime("one-hot with float indices"),
         Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
         Op::Einsum(_) => Runtime("einsum"),
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } => Runtime("fused norms (layer_norm, rms_norm)"),
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
+            Runtime("non-f32 layer_norm/rms_norm (f16/bf16 round after every step)")
+        }
     }
 }
 

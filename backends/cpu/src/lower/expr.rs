@@ -18,6 +18,7 @@ pub(crate) fn vectorizable(e: &Expr) -> bool {
     e.dtypes.iter().all(|&d| d == DType::F32 || d == DType::Bool)
         && e.nodes.iter().enumerate().all(|(i, n)| match n {
             ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc => true,
+            ExprNode::Stat(_) => float(i),
             ExprNode::Unary(Not, a) => !float(*a),
             ExprNode::Unary(IsNan | IsInf | IsPosInf | IsNegInf, a) => float(*a),
             ExprNode::Unary(u, a) => float(*a) && vectorizable_unary(*u),
@@ -51,6 +52,8 @@ pub(crate) struct Operands<'v> {
     pub splats: &'v [Option<Value>],
     /// The accumulator, in a reduction's post expression.
     pub acc: Option<Value>,
+    /// The current row's statistics in a row kernel, splat to all lanes in vector mode.
+    pub stats: &'v [Value],
     /// Evaluate four f32 lanes at once.
     pub vector: bool,
 }
@@ -93,6 +96,9 @@ impl FnCx<'_, '_> {
                 ExprNode::Acc => ops
                     .acc
                     .ok_or_else(|| LowerError::Op("accumulator outside a reduction".into()))?,
+                ExprNode::Stat(k) => ops.stats.get(*k).copied().ok_or_else(|| {
+                    LowerError::Op(format!("row statistic {k} used before it is computed"))
+                })?,
                 ExprNode::Gather { indices, .. } => {
                     let a = self.indirect(addr(ops, i)?, indices, &vals, &e.dtypes, dtype);
                     self.load(ty, a)

@@ -1,4 +1,4 @@
-//! Lowering to machine code with Cranelift: every [`LoopNest`] and [`Reduce`] kernel of a
+//! Lowering to machine code with Cranelift: every [`LoopNest`], [`Reduce`] and [`Row`] kernel of a
 //! [`Program`] becomes one function of the form
 //! `extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64)`, which runs the iterations
 //! `start..end` of the kernel's outermost loop (so the executor can split that loop across
@@ -11,8 +11,9 @@ pub mod libcalls;
 pub mod math;
 mod nest;
 mod ops;
+mod row;
 
-use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce};
+use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce, Row};
 use cranelift_codegen::ir::{
     types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
 };
@@ -67,7 +68,7 @@ pub trait Slots {
     fn slot(&self, buf: BufId) -> (u32, usize);
 }
 
-/// Compiles every loop and reduction kernel of `p`.
+/// Compiles every loop, reduction and row kernel of `p`.
 /// On failure, returns the index of the kernel that failed with the error.
 pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, LowerError)> {
     let mut module = new_module().map_err(|e| (0, e))?;
@@ -81,6 +82,7 @@ pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, Lower
         let body = match kernel {
             Kernel::Loop(l) => Body::Loop(l),
             Kernel::Reduce(r) => Body::Reduce(r),
+            Kernel::Row(r) => Body::Row(r),
             Kernel::Call(_) => {
                 ids.push(None);
                 continue;
@@ -115,6 +117,7 @@ pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, Lower
 enum Body<'k> {
     Loop(&'k LoopNest),
     Reduce(&'k Reduce),
+    Row(&'k Row),
 }
 
 struct ModuleState {
@@ -143,6 +146,7 @@ fn define(
         extent = match body {
             Body::Loop(l) => cx.loop_nest(l)?,
             Body::Reduce(r) => cx.reduce(r)?,
+            Body::Row(r) => cx.row(r)?,
         };
         cx.b.ins().return_(&[]);
         cx.b.seal_all_blocks();

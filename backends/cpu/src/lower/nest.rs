@@ -50,7 +50,7 @@ pub(crate) fn normalize(shape: &[usize], strides: &mut [Vec<isize>]) -> Vec<usiz
 }
 
 /// The accesses of an expression (loads and gathers) in node order, and which node uses which.
-fn expr_accesses(e: &Expr) -> (Vec<Access>, Vec<Option<usize>>) {
+pub(super) fn expr_accesses(e: &Expr) -> (Vec<Access>, Vec<Option<usize>>) {
     let mut accs = Vec::new();
     let node_acc = e
         .nodes
@@ -68,22 +68,31 @@ fn expr_accesses(e: &Expr) -> (Vec<Access>, Vec<Option<usize>>) {
 
 /// The body of the innermost loop level: given the bounds of the last axis and each
 /// walk's offset at its start.
-type InnerFn<'f, 'a, 'b> =
+pub(super) type InnerFn<'f, 'a, 'b> =
     dyn FnMut(&mut FnCx<'a, 'b>, Value, Value, &[Value]) -> Result<(), LowerError> + 'f;
 
 /// One element (or four, in vector mode) at loop index `i`, with the splat invariants.
-type ElementFn<'f, 'a, 'b> =
+pub(super) type ElementFn<'f, 'a, 'b> =
     dyn FnMut(&mut FnCx<'a, 'b>, Value, bool, &[Option<Value>]) -> Result<(), LowerError> + 'f;
 
+/// What one reduction combines: a [`Reduce`]'s value, or a row statistic's (which may
+/// read the row's earlier statistics: as scalars, and splat for the vector loop).
+pub(super) struct Reduction<'e> {
+    pub value: &'e Expr,
+    pub combine: Combine,
+    pub stats: &'e [Value],
+    pub vstats: &'e [Value],
+}
+
 /// One access, ready for code: buffer, byte strides per loop axis, element size.
-struct Walk {
-    buf: usize,
-    offset: i64,
-    strides: Vec<i64>,
+pub(super) struct Walk {
+    pub buf: usize,
+    pub offset: i64,
+    pub strides: Vec<i64>,
 }
 
 impl<'a, 'b> FnCx<'a, 'b> {
-    fn walks(&self, accs: &[Access], strides: &[Vec<isize>]) -> Vec<Walk> {
+    pub(super) fn walks(&self, accs: &[Access], strides: &[Vec<isize>]) -> Vec<Walk> {
         accs.iter()
             .zip(strides)
             .map(|(a, s)| {
@@ -98,7 +107,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
     }
 
     /// `for i in lo..hi (step)`; `hi` is exclusive and must be reachable from `lo` by `step`.
-    fn for_range(
+    pub(super) fn for_range(
         &mut self,
         lo: Value,
         hi: Value,
@@ -123,7 +132,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
     }
 
     /// `base + offset + i * stride` (skipping the multiply for invariant accesses).
-    fn advance(&mut self, off: Value, i: Value, stride: i64) -> Value {
+    pub(super) fn advance(&mut self, off: Value, i: Value, stride: i64) -> Value {
         if stride == 0 {
             return off;
         }
@@ -144,7 +153,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
 
     /// Emits loops over axes `d..rank-1` of `shape`, advancing each walk's offset, and calls
     /// `inner` with the bounds of the last axis and the offsets at its start.
-    fn levels(
+    pub(super) fn levels(
         &mut self,
         shape: &[usize],
         walks: &[Walk],
@@ -166,7 +175,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         })
     }
 
-    fn start_offsets(&mut self, walks: &[Walk]) -> Vec<Value> {
+    pub(super) fn start_offsets(&mut self, walks: &[Walk]) -> Vec<Value> {
         walks
             .iter()
             .map(|w| {
@@ -205,6 +214,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
                     addrs: &node_addrs,
                     splats,
                     acc: None,
+                    stats: &[],
                     vector,
                 };
                 let vals = cx.emit_values(&l.expr, &ops)?;
@@ -234,7 +244,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
 
     /// The innermost loop: vector iterations then a scalar tail, or all scalar.
     #[allow(clippy::too_many_arguments)]
-    fn innermost(
+    pub(super) fn innermost(
         &mut self,
         lo: Value,
         hi: Value,
@@ -326,7 +336,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 let init = cx.constant(ty, combine_identity(r.combine, dtype));
                 cx.b.def_var(acc, init);
                 let voffs: Vec<Value> = at[first_v..].to_vec();
-                cx.reduce_levels(r, &rshape, &rwalks, &vnode, 0, voffs, acc)?;
+                let reduction = Reduction {
+                    value: &r.value,
+                    combine: r.combine,
+                    stats: &[],
+                    vstats: &[],
+                };
+                cx.reduce_levels(&reduction, &rshape, &rwalks, &vnode, 0, voffs, acc)?;
                 let a = cx.b.use_var(acc);
                 let paddrs: Vec<Option<Value>> =
                     pnode.iter().map(|p| p.map(|p| at[p + 1])).collect();
@@ -334,6 +350,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
                     addrs: &paddrs,
                     splats: &[],
                     acc: Some(a),
+                    stats: &[],
                     vector: false,
                 };
                 let v = cx.emit_expr(&r.post, &ops)?;
@@ -352,9 +369,9 @@ impl<'a, 'b> FnCx<'a, 'b> {
 
     /// The loops over the reduced axes, accumulating into `acc`.
     #[allow(clippy::too_many_arguments)]
-    fn reduce_levels(
+    pub(super) fn reduce_levels(
         &mut self,
-        r: &Reduce,
+        r: &Reduction<'_>,
         shape: &[usize],
         walks: &[Walk],
         node_acc: &[Option<usize>],
@@ -374,7 +391,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc)
             });
         }
-        let vector = vectorizable(&r.value)
+        let vector = vectorizable(r.value)
             && r.value.dtypes.iter().all(|&t| t == DType::F32)
             && walks.iter().all(|w| w.strides[d] == 0 || w.strides[d] == 4);
         let element =
@@ -387,9 +404,10 @@ impl<'a, 'b> FnCx<'a, 'b> {
                     addrs: &addrs,
                     splats,
                     acc: None,
+                    stats: if vector { r.vstats } else { r.stats },
                     vector,
                 };
-                let v = cx.emit_expr(&r.value, &ops)?;
+                let v = cx.emit_expr(r.value, &ops)?;
                 let cur = cx.b.use_var(acc);
                 let next = cx.combine(r.combine, r.value.dtype(), cur, v);
                 cx.b.def_var(acc, next);
@@ -397,7 +415,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             };
         let mut tail_lo = lo;
         if vector {
-            let splats = self.splats(&r.value, node_acc, &offs, walks, d, 0);
+            let splats = self.splats(r.value, node_acc, &offs, walks, d, 0);
             let vacc = self.b.declare_var(types::F32X4);
             let init = self.constant(types::F32X4, combine_identity(r.combine, DType::F32));
             self.b.def_var(vacc, init);
@@ -420,7 +438,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &[], acc))
     }
 
-    fn combine(&mut self, c: Combine, d: DType, a: Value, b: Value) -> Value {
+    pub(super) fn combine(&mut self, c: Combine, d: DType, a: Value, b: Value) -> Value {
         let unsigned = matches!(
             d,
             DType::U8 | DType::U16 | DType::U32 | DType::U64 | DType::Bool
