@@ -19,39 +19,45 @@ fn optimized_ops(name: &str) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Asserts `name`'s fused norms: `norm` ops of kind `kind`, and no mean left over.
-fn assert_norms(name: &str, kind: &str, norms: usize) {
+/// Asserts `name`'s fused kernels: 5 norms of kind `norm` (one per sublayer of the two
+/// layers, plus the embedding or final one) and 2 activations of kind `act` (one per
+/// layer), with no trace of their decompositions left.
+fn assert_fused(name: &str, norm: &str, act: &str) {
     let ops = optimized_ops(name);
     let count = |k: &str| ops.get(k).copied().unwrap_or(0);
-    assert_eq!(count(kind), norms, "{name}: {kind} count in {ops:?}");
-    assert_eq!(count("ReduceMean"), 0, "{name}: unfused means in {ops:?}");
-    let other = if kind == "LayerNorm" {
-        "RmsNorm"
-    } else {
-        "LayerNorm"
-    };
-    assert_eq!(count(other), 0, "{name}: {other} in {ops:?}");
+    assert_eq!(count(norm), 5, "{name}: {norm} count in {ops:?}");
+    assert_eq!(count(act), 2, "{name}: {act} count in {ops:?}");
+    for leftover in [
+        "ReduceMean",
+        "Erf",
+        "Tanh",
+        "Sigmoid",
+        "Pow",
+        "Sqrt",
+        "Rsqrt",
+    ] {
+        assert_eq!(count(leftover), 0, "{name}: unfused {leftover} in {ops:?}");
+    }
 }
 
-// Each tiny model has an embedding (or final) norm plus two per layer, two layers.
-macro_rules! norm_tests {
-    ($($test:ident: $model:literal => $kind:literal),* $(,)?) => {
+macro_rules! fusion_tests {
+    ($($test:ident: $model:literal => $norm:literal, $act:literal;)*) => {
         $(
             #[test]
             fn $test() {
-                assert_norms($model, $kind, 5);
+                assert_fused($model, $norm, $act);
             }
         )*
     };
 }
 
-norm_tests! {
-    bert_norms: "bert_tiny" => "LayerNorm",
-    bert_ts_norms: "bert_tiny_ts" => "LayerNorm",
-    gpt2_norms: "gpt2_tiny" => "LayerNorm",
-    gpt2_ts_norms: "gpt2_tiny_ts" => "LayerNorm",
-    llama_norms: "llama_tiny" => "RmsNorm",
-    llama_ts_norms: "llama_tiny_ts" => "RmsNorm",
-    vit_norms: "vit_tiny" => "LayerNorm",
-    vit_ts_norms: "vit_tiny_ts" => "LayerNorm",
+fusion_tests! {
+    bert: "bert_tiny" => "LayerNorm", "Gelu";
+    bert_ts: "bert_tiny_ts" => "LayerNorm", "Gelu";
+    gpt2: "gpt2_tiny" => "LayerNorm", "GeluTanh";
+    gpt2_ts: "gpt2_tiny_ts" => "LayerNorm", "GeluTanh";
+    llama: "llama_tiny" => "RmsNorm", "Silu";
+    llama_ts: "llama_tiny_ts" => "RmsNorm", "Silu";
+    vit: "vit_tiny" => "LayerNorm", "Gelu";
+    vit_ts: "vit_tiny_ts" => "LayerNorm", "Gelu";
 }

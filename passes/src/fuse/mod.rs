@@ -107,9 +107,15 @@ impl Pass for Fuse {
 
 /// The fused ops in `g`.
 fn count_fused(g: &Graph) -> usize {
+    use kiln_ir::UnaryOp::{Gelu, GeluTanh, Silu};
     g.nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::LayerNorm { .. } | Op::RmsNorm { .. }))
+        .filter(|n| {
+            matches!(
+                n.op,
+                Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Unary(Gelu | GeluTanh | Silu)
+            )
+        })
         .count()
 }
 #[cfg(test)]

@@ -426,7 +426,10 @@ impl Applier<ENode, Types> for ActApply {
             return vec![];
         }
         let sym = eg.analysis.symbol(Term::Op(op), None);
-        let id = eg.add(ENode { op: sym, args: vec![x] });
+        let id = eg.add(ENode {
+            op: sym,
+            args: vec![x],
+        });
         if eg.union(id, eclass) {
             vec![id]
         } else {

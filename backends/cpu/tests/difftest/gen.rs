@@ -282,6 +282,9 @@ fn inexact_unary(u: UnaryOp) -> bool {
             | Atanh
             | Erf
             | Sigmoid
+            | Gelu
+            | GeluTanh
+            | Silu
     )
 }
 
@@ -298,7 +301,7 @@ fn unary_moderate(u: UnaryOp, input: bool, guarded: bool) -> bool {
         Sign | Sin | Cos | Atan | Asin | Acos | Tanh | Sigmoid | Erf => true,
         IsNan | IsInf | IsPosInf | IsNegInf | Not | BitNot => true,
         Atanh | Tan | Rsqrt | Reciprocal => guarded,
-        Abs | Neg | Relu | Floor | Ceil | Round | Sqrt | Asinh => input,
+        Abs | Neg | Relu | Floor | Ceil | Round | Sqrt | Asinh | Gelu | GeluTanh | Silu => input,
         Log | Acosh => input && guarded,
         Exp | Sinh | Cosh => false,
     }
