@@ -234,3 +234,29 @@ fn inspect_stats_is_one_json_object_with_fused_op_names() {
         .sum();
     assert_eq!(v["nodes"], nodes, "{out}");
 }
+
+#[test]
+fn inspect_explain_lists_each_fused_kernel_with_its_rule_and_sources() {
+    let out = stdout_of(&["inspect", &model("gpt2_tiny_ts.onnx"), "--explain"]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("7 fused kernels"), "{out}");
+    let kernels: Vec<&str> = lines.collect();
+    assert_eq!(kernels.len(), 7, "{out}");
+    let norms = kernels
+        .iter()
+        .filter(|l| l.starts_with("LayerNorm"))
+        .count();
+    assert_eq!(norms, 5, "{out}");
+    let first = kernels[0];
+    assert!(
+        first.contains(
+            "\"/m/h.0/ln_1/Add_1\"  rule layer-norm  from 9 nodes: /m/h.0/ln_1/ReduceMean, "
+        ),
+        "{first}"
+    );
+    let gelu = kernels.iter().find(|l| l.starts_with("GeluTanh")).unwrap();
+    assert!(
+        gelu.contains("rule gelu-tanh") && gelu.contains("/m/h.0/mlp/act/Tanh"),
+        "{gelu}"
+    );
+}

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 pub(crate) const EXAMPLE: &str = "Examples:
   kiln inspect tests/models/bert_tiny.onnx
   kiln inspect tests/models/bert_tiny.onnx --optimized --stats
+  kiln inspect tests/models/gpt2_tiny_ts.onnx --explain
   kiln inspect tests/models/bert_tiny.onnx --after fold-shapes
   kiln inspect tests/models/bert_tiny.onnx --after import --format json
   kiln inspect tests/models/bert_tiny.onnx --memory --dim batch=1 --dim seq=128";
@@ -31,6 +32,10 @@ pub(crate) struct InspectArgs {
     /// N, "inputs": N, "outputs": N}`, op names in CamelCase (see `kiln ops`).
     #[arg(long, conflicts_with = "memory")]
     stats: bool,
+    /// List each fused kernel instead of the graph: its op, its node, the rule that built it
+    /// and the source nodes it replaces.
+    #[arg(long, conflicts_with_all = ["memory", "stats", "after"])]
+    explain: bool,
     /// Print the cpu backend's memory plan instead: the peak arena size and each buffer's
     /// offset, size and live range (kernel indices), at the sizes given by --dim.
     #[arg(long)]
@@ -50,6 +55,10 @@ enum Format {
 
 pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let mut model = load(&args.model, &BTreeMap::new(), &BTreeMap::new(), timer)?;
+    if args.explain {
+        super::emit(&explain(&model)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.after.as_deref() != Some("import") {
         model = optimize(&model, args.after.clone(), timer)?;
     }
@@ -68,6 +77,32 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
         ))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--explain` report: the default pipeline's simplification passes, then `fuse`, whose
+/// kernels are listed one per line.
+fn explain(model: &kiln::Model) -> anyhow::Result<String> {
+    use kiln::passes::{Fuse, PassManager, RunOptions};
+    let simplify = PassManager::from_names(&["fold-shapes", "fold-constants", "cse"])?;
+    let opts = RunOptions {
+        stop_after: None,
+        verify: true,
+    };
+    let (simplified, _) = model.optimize_with(&simplify, &opts)?;
+    let mut graph = simplified.graph().clone();
+    let kernels = Fuse::default().explain(&mut graph)?;
+    let mut out = format!("{} fused kernels\n", kernels.len());
+    for k in &kernels {
+        out += &format!(
+            "{:<10} {:?}  rule {}  from {} nodes: {}\n",
+            k.op,
+            k.name,
+            k.rule,
+            k.sources.len(),
+            k.sources.join(", ")
+        );
+    }
+    Ok(out)
 }
 
 /// The `--stats` object, written by hand to keep the documented key order ("ops" first);

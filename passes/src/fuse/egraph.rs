@@ -97,6 +97,8 @@ pub struct Types {
     terms: HashMap<Symbol, Term>,
     symbols: HashMap<String, Symbol>,
     inputs: Vec<TensorType>,
+    /// The fusion rule that added each fused e-node, by the class it was added as.
+    pub made_by: Vec<(Id, Symbol)>,
 }
 
 impl Default for Types {
@@ -115,6 +117,7 @@ impl Types {
             terms: HashMap::new(),
             symbols: HashMap::new(),
             inputs,
+            made_by: Vec::new(),
         };
         let plain = UnaryOp::ALL.iter().map(|u| Op::Unary(*u));
         let plain = plain.chain(BinaryOp::ALL.iter().map(|b| Op::Binary(*b)));

@@ -30,8 +30,16 @@ impl CostFunction<ENode> for Kernels<'_> {
     }
 }
 
-/// Rebuilds a graph named `name` with `g`'s inputs and outputs from the best e-nodes.
-pub fn extract(g: &Graph, lowered: &Lowered) -> Result<Graph, InferError> {
+/// A rebuilt graph and the class each of its nodes computes.
+pub struct Extracted {
+    /// The graph.
+    pub graph: Graph,
+    /// The class of each node's first output, by node index.
+    pub classes: Vec<Id>,
+}
+
+/// Rebuilds a graph with `g`'s name, inputs and outputs from the best e-nodes.
+pub fn extract(g: &Graph, lowered: &Lowered) -> Result<Extracted, InferError> {
     let egraph = &lowered.egraph;
     let extractor = Extractor::new(egraph, Kernels { egraph });
     let mut names: HashMap<Id, &str> = HashMap::new();
@@ -55,13 +63,17 @@ pub fn extract(g: &Graph, lowered: &Lowered) -> Result<Graph, InferError> {
         names: &names,
         built,
         out,
+        classes: Vec::new(),
     };
     for (name, v) in &g.outputs {
         let class = egraph.find(lowered.values[v.index()]);
         let value = builder.build(class)?[0];
         builder.out.add_output(name.clone(), value);
     }
-    Ok(builder.out)
+    Ok(Extracted {
+        graph: builder.out,
+        classes: builder.classes,
+    })
 }
 
 struct Builder<'e, 'x> {
@@ -70,6 +82,7 @@ struct Builder<'e, 'x> {
     names: &'x HashMap<Id, &'e str>,
     built: HashMap<Id, Vec<ValueId>>,
     out: Graph,
+    classes: Vec<Id>,
 }
 
 impl Builder<'_, '_> {
@@ -94,6 +107,7 @@ impl Builder<'_, '_> {
                 Term::Get(i) => vec![self.built[&args[0]].clone()[*i]],
                 Term::Op(op) => {
                     let name = self.names.get(&id).copied().unwrap_or_default();
+                    self.classes.push(id);
                     self.out.add_node(name, op.clone(), &inputs)?
                 }
             };

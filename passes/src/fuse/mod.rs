@@ -11,7 +11,7 @@ mod extract;
 mod rules;
 
 use crate::{Pass, PassError, PassReport};
-use egg::{BackoffScheduler, Runner, StopReason};
+use egg::{BackoffScheduler, Id, Runner, StopReason};
 use kiln_ir::{Graph, Op};
 use std::time::Duration;
 
@@ -66,12 +66,33 @@ pub struct Fuse {
     pub budget: Budget,
 }
 
+/// One fused kernel of an optimized graph and where it came from (`kiln inspect --explain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FusedKernel {
+    /// The fused op as statistics name it (`LayerNorm`, `Gelu`).
+    pub op: String,
+    /// The fused node's name: the source node whose value it computes.
+    pub name: String,
+    /// The fusion rule that built it.
+    pub rule: String,
+    /// The source nodes it replaces (constants left out), in graph order.
+    pub sources: Vec<String>,
+}
+
 impl Pass for Fuse {
     fn name(&self) -> &'static str {
         "fuse"
     }
 
     fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
+        let changes = self.explain(g)?.len();
+        Ok(PassReport { changes })
+    }
+}
+
+impl Fuse {
+    /// Runs the pass and describes each fused kernel it created.
+    pub fn explain(&self, g: &mut Graph) -> Result<Vec<FusedKernel>, PassError> {
         let mut lowered = egraph::lower(g);
         for phase in [rules::canonical(), rules::fusions()] {
             let runner = Runner::default()
@@ -91,32 +112,99 @@ impl Pass for Fuse {
             }
             lowered.egraph = runner.egraph;
         }
-        let fused = extract::extract(g, &lowered).map_err(|e| PassError::Failed {
+        let extracted = extract::extract(g, &lowered).map_err(|e| PassError::Failed {
             pass: "fuse".into(),
             message: format!("the extracted graph does not type-check: {e}"),
         })?;
-        // New fused kernels count as changes; a graph that only lost dead or duplicate nodes
-        // in the round trip is kept as it was (dce and cse own those rewrites).
-        let changes = count_fused(&fused).saturating_sub(count_fused(g));
-        if changes > 0 {
-            *g = fused;
+        let kernels = describe(g, &lowered, &extracted);
+        // Only new fused kernels count; a graph that merely lost dead or duplicate nodes in
+        // the round trip is kept as it was (dce and cse own those rewrites).
+        if !kernels.is_empty() {
+            *g = extracted.graph;
         }
-        Ok(PassReport { changes })
+        Ok(kernels)
     }
 }
 
-/// The fused ops in `g`.
-fn count_fused(g: &Graph) -> usize {
-    use kiln_ir::UnaryOp::{Gelu, GeluTanh, Silu};
-    g.nodes
-        .iter()
-        .filter(|n| {
-            matches!(
-                n.op,
-                Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Unary(Gelu | GeluTanh | Silu)
-            )
+/// The fused kernels the fusion rules added to `extracted` (fused nodes already in `g`
+/// were not made by a rule this run, and are not listed).
+fn describe(
+    g: &Graph,
+    lowered: &egraph::Lowered,
+    extracted: &extract::Extracted,
+) -> Vec<FusedKernel> {
+    let eg = &lowered.egraph;
+    let rule_of = |class: Id| {
+        eg.analysis
+            .made_by
+            .iter()
+            .find(|(id, _)| eg.find(*id) == class)
+            .map(|(_, rule)| rule.to_string())
+    };
+    let nodes = extracted.graph.nodes.iter().zip(&extracted.classes);
+    nodes
+        .filter(|(node, _)| is_fused(&node.op))
+        .filter_map(|(node, class)| {
+            let class = eg.find(*class);
+            let rule = rule_of(class)?;
+            let operands = fused_operands(lowered, class);
+            Some(FusedKernel {
+                op: node.op.kind_name(),
+                name: node.name.clone(),
+                rule,
+                sources: sources(g, lowered, class, &operands),
+            })
         })
-        .count()
+        .collect()
 }
+
+/// Whether `op` is one the fusion rules create.
+fn is_fused(op: &Op) -> bool {
+    use kiln_ir::UnaryOp::{Gelu, GeluTanh, Silu};
+    matches!(
+        op,
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Unary(Gelu | GeluTanh | Silu)
+    )
+}
+
+/// The operand classes of the fused e-node of `class`.
+fn fused_operands(lowered: &egraph::Lowered, class: Id) -> Vec<Id> {
+    let eg = &lowered.egraph;
+    eg[class]
+        .nodes
+        .iter()
+        .find(|n| matches!(eg.analysis.term(n.op), egraph::Term::Op(op) if is_fused(op)))
+        .map(|n| n.args.iter().map(|a| eg.find(*a)).collect())
+        .unwrap_or_default()
+}
+
+/// The source nodes between a fused kernel's operands and its result: every node of `g`
+/// reached backwards from the values of `class` without crossing an operand class.
+fn sources(g: &Graph, lowered: &egraph::Lowered, class: Id, operands: &[Id]) -> Vec<String> {
+    /// A bound on the walk, in case a rule's operands do not cut the graph.
+    const MAX_NODES: usize = 256;
+    let eg = &lowered.egraph;
+    let class_of = |i: usize| eg.find(lowered.values[i]);
+    let producers = g.producers();
+    let mut stack: Vec<usize> = (0..g.values.len())
+        .filter(|&v| class_of(v) == class)
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(v) = stack.pop() {
+        let Some(n) = producers[v] else {
+            continue;
+        };
+        if seen.len() >= MAX_NODES || !seen.insert(n) {
+            continue;
+        }
+        let inner = g.nodes[n].inputs.iter().map(|i| i.index());
+        stack.extend(inner.filter(|&i| !operands.contains(&class_of(i))));
+    }
+    seen.into_iter()
+        .filter(|&n| !matches!(g.nodes[n].op, Op::Const(_)))
+        .map(|n| g.nodes[n].name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -208,7 +208,7 @@ impl Applier<ENode, Types> for NormApply {
         eclass: Id,
         subst: &Subst,
         _ast: Option<&PatternAst<ENode>>,
-        _rule: Symbol,
+        rule: Symbol,
     ) -> Vec<Id> {
         let x = subst[var("?x")];
         let scale = subst[var("?scale")];
@@ -245,6 +245,7 @@ impl Applier<ENode, Types> for NormApply {
         }
         let sym = eg.analysis.symbol(Term::Op(op), None);
         let id = eg.add(ENode { op: sym, args });
+        eg.analysis.made_by.push((id, rule));
         if eg.union(id, eclass) {
             vec![id]
         } else {
@@ -414,7 +415,7 @@ impl Applier<ENode, Types> for ActApply {
         eclass: Id,
         subst: &Subst,
         _ast: Option<&PatternAst<ENode>>,
-        _rule: Symbol,
+        rule: Symbol,
     ) -> Vec<Id> {
         let x = subst[var("?x")];
         // The product may broadcast x against a larger constant; the activation cannot.
@@ -430,6 +431,7 @@ impl Applier<ENode, Types> for ActApply {
             op: sym,
             args: vec![x],
         });
+        eg.analysis.made_by.push((id, rule));
         if eg.union(id, eclass) {
             vec![id]
         } else {
