@@ -21,6 +21,7 @@
 mod bind;
 pub mod compare;
 mod compiled;
+pub mod draw;
 mod error;
 pub mod generate;
 mod model;

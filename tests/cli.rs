@@ -260,3 +260,29 @@ fn inspect_explain_lists_each_fused_kernel_with_its_rule_and_sources() {
         "{gelu}"
     );
 }
+
+#[test]
+fn inspect_draws_dot_svg_and_html_with_fused_nodes_marked() {
+    let m = model("gpt2_tiny_ts.onnx");
+    let dot = stdout_of(&["inspect", &m, "--format", "dot"]);
+    assert!(
+        dot.starts_with("digraph ") && dot.trim_end().ends_with('}'),
+        "{dot}"
+    );
+    assert_eq!(dot.matches("fillcolor=\"#ffd27f\"").count(), 7, "{dot}");
+    assert!(dot.contains("tooltip=\"/m/h.0/ln_1/Add_1 from: /m/h.0/ln_1/ReduceMean,"));
+    let svg = stdout_of(&["inspect", &m, "--format", "svg"]);
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert_eq!(svg.matches("<g>").count(), svg.matches("</g>").count());
+    assert_eq!(svg.matches("fill=\"#ffd27f\"").count(), 7);
+    let html = stdout_of(&["inspect", &m, "--format", "html"]);
+    assert!(
+        html.starts_with("<!doctype html>") && html.contains("<svg "),
+        "{html}"
+    );
+    assert_eq!(html.matches("<tr><td>").count(), 7, "{html}");
+    assert!(!html.contains("http-equiv") && !html.contains("<script src"));
+}

@@ -11,6 +11,7 @@ pub(crate) const EXAMPLE: &str = "Examples:
   kiln inspect tests/models/bert_tiny.onnx
   kiln inspect tests/models/bert_tiny.onnx --optimized --stats
   kiln inspect tests/models/gpt2_tiny_ts.onnx --explain
+  kiln inspect tests/models/gpt2_tiny_ts.onnx --format html > gpt2.html
   kiln inspect tests/models/bert_tiny.onnx --after fold-shapes
   kiln inspect tests/models/bert_tiny.onnx --after import --format json
   kiln inspect tests/models/bert_tiny.onnx --memory --dim batch=1 --dim seq=128";
@@ -51,12 +52,30 @@ enum Format {
     Text,
     /// The graph as JSON.
     Json,
+    /// Graphviz DOT (constants left out; fused nodes highlighted, their sources as tooltips).
+    Dot,
+    /// A self-contained SVG drawing (no Graphviz needed); hover a fused node for its sources.
+    Svg,
+    /// A self-contained HTML page: the SVG drawing and a table of the fused kernels.
+    Html,
 }
 
 pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let mut model = load(&args.model, &BTreeMap::new(), &BTreeMap::new(), timer)?;
     if args.explain {
-        super::emit(&explain(&model)?)?;
+        super::emit(&explain(&fuse_explained(&model)?.1))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let drawing = matches!(args.format, Format::Dot | Format::Svg | Format::Html);
+    if drawing && args.after.is_none() && !args.memory && !args.stats {
+        let (graph, kernels) = fuse_explained(&model)?;
+        let prov: kiln::draw::Provenance =
+            kernels.into_iter().map(|k| (k.name, k.sources)).collect();
+        super::emit(&match args.format {
+            Format::Dot => kiln::draw::dot(&graph, &prov),
+            Format::Svg => kiln::draw::svg(&graph, &prov),
+            _ => kiln::draw::html(&graph, &prov),
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.after.as_deref() != Some("import") {
@@ -75,13 +94,18 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
             "{}\n",
             serde_json::to_string_pretty(model.graph())?
         ))?,
+        Format::Dot => super::emit(&kiln::draw::dot(model.graph(), &BTreeMap::new()))?,
+        Format::Svg => super::emit(&kiln::draw::svg(model.graph(), &BTreeMap::new()))?,
+        Format::Html => super::emit(&kiln::draw::html(model.graph(), &BTreeMap::new()))?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--explain` report: the default pipeline's simplification passes, then `fuse`, whose
-/// kernels are listed one per line.
-fn explain(model: &kiln::Model) -> anyhow::Result<String> {
+/// The optimized graph with the story of its fused kernels: the default pipeline's
+/// simplification passes, `fuse` (explained), then the default pipeline to its fixpoint.
+fn fuse_explained(
+    model: &kiln::Model,
+) -> anyhow::Result<(kiln::ir::Graph, Vec<kiln::passes::FusedKernel>)> {
     use kiln::passes::{Fuse, PassManager, RunOptions};
     let simplify = PassManager::from_names(&["fold-shapes", "fold-constants", "cse"])?;
     let opts = RunOptions {
@@ -91,8 +115,14 @@ fn explain(model: &kiln::Model) -> anyhow::Result<String> {
     let (simplified, _) = model.optimize_with(&simplify, &opts)?;
     let mut graph = simplified.graph().clone();
     let kernels = Fuse::default().explain(&mut graph)?;
+    PassManager::default_pipeline().run(&mut graph, &opts)?;
+    Ok((graph, kernels))
+}
+
+/// The `--explain` report: one line per fused kernel.
+fn explain(kernels: &[kiln::passes::FusedKernel]) -> String {
     let mut out = format!("{} fused kernels\n", kernels.len());
-    for k in &kernels {
+    for k in kernels {
         out += &format!(
             "{:<10} {:?}  rule {}  from {} nodes: {}\n",
             k.op,
@@ -102,7 +132,7 @@ fn explain(model: &kiln::Model) -> anyhow::Result<String> {
             k.sources.join(", ")
         );
     }
-    Ok(out)
+    out
 }
 
 /// The `--stats` object, written by hand to keep the documented key order ("ops" first);
