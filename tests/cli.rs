@@ -286,3 +286,46 @@ fn inspect_draws_dot_svg_and_html_with_fused_nodes_marked() {
     assert_eq!(html.matches("<tr><td>").count(), 7, "{html}");
     assert!(!html.contains("http-equiv") && !html.contains("<script src"));
 }
+
+#[test]
+fn inspect_why_not_names_the_step_where_each_candidate_stopped() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/unfused.kir");
+    let rms = stdout_of(&["inspect", fixture, "--why-not", "rmsnorm"]);
+    assert!(
+        rms.starts_with("2 RmsNorm candidates did not fuse\n"),
+        "{rms}"
+    );
+    assert!(
+        rms.contains("epsilon added to the mean square is not a scalar constant"),
+        "{rms}"
+    );
+    assert!(
+        rms.contains("\"mean_sq_2\": the scale broadcasts the result to a larger shape"),
+        "{rms}"
+    );
+    let gelu = stdout_of(&["inspect", fixture, "--why-not", "gelu"]);
+    assert!(
+        gelu.contains("\"erf_of_half\": erf's argument is not x/√2"),
+        "{gelu}"
+    );
+    let silu = stdout_of(&["inspect", fixture, "--why-not", "SiLU"]);
+    assert!(
+        silu.contains("\"sigmoid_of_scale\": the sigmoid of"),
+        "{silu}"
+    );
+    // A model where everything fused has nothing to report.
+    let clean = stdout_of(&[
+        "inspect",
+        &model("llama_tiny.onnx"),
+        "--why-not",
+        "rms_norm",
+    ]);
+    assert_eq!(clean, "0 RmsNorm candidates did not fuse\n");
+    let bad = kiln(&["inspect", fixture, "--why-not", "attention"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("expected one of: layernorm, rmsnorm, gelu, gelu_tanh, silu"),
+        "{err}"
+    );
+}

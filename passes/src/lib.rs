@@ -18,7 +18,7 @@ pub use cse::Cse;
 pub use dce::Dce;
 pub use fold_constants::{FoldConstants, MAX_FOLDED_ELEMENTS};
 pub use fold_shapes::FoldShapes;
-pub use fuse::{Budget, Fuse, FusedKernel};
+pub use fuse::{Budget, Expected, Fuse, FusedKernel, Miss};
 pub use manager::{
     pass_by_name, Pass, PassError, PassManager, PassReport, PassRun, PipelineReport, RunOptions,
 };

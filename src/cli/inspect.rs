@@ -37,6 +37,11 @@ pub(crate) struct InspectArgs {
     /// and the source nodes it replaces.
     #[arg(long, conflicts_with_all = ["memory", "stats", "after"])]
     explain: bool,
+    /// Explain where an expected fusion failed: each candidate that stayed unfused and the
+    /// first step of the pattern that does not hold (layernorm, rmsnorm, gelu, gelu_tanh,
+    /// silu).
+    #[arg(long, value_name = "FUSION", value_parser = parse_expected, conflicts_with_all = ["memory", "stats", "after", "explain"])]
+    why_not: Option<kiln::passes::Expected>,
     /// Print the cpu backend's memory plan instead: the peak arena size and each buffer's
     /// offset, size and live range (kernel indices), at the sizes given by --dim.
     #[arg(long)]
@@ -62,6 +67,10 @@ enum Format {
 
 pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let mut model = load(&args.model, &BTreeMap::new(), &BTreeMap::new(), timer)?;
+    if let Some(kind) = args.why_not {
+        super::emit(&why_not(&model, kind)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.explain {
         super::emit(&explain(&fuse_explained(&model)?.1))?;
         return Ok(ExitCode::SUCCESS);
@@ -117,6 +126,33 @@ fn fuse_explained(
     let kernels = Fuse::default().explain(&mut graph)?;
     PassManager::default_pipeline().run(&mut graph, &opts)?;
     Ok((graph, kernels))
+}
+
+fn parse_expected(s: &str) -> Result<kiln::passes::Expected, String> {
+    kiln::passes::Expected::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown fusion `{s}`; expected one of: {}",
+            kiln::passes::Expected::NAMES.join(", ")
+        )
+    })
+}
+
+/// The `--why-not` report: the candidates that stayed unfused, each with its first failing
+/// step.
+fn why_not(model: &kiln::Model, kind: kiln::passes::Expected) -> anyhow::Result<String> {
+    use kiln::passes::{Fuse, PassManager, RunOptions};
+    let simplify = PassManager::from_names(&["fold-shapes", "fold-constants", "cse"])?;
+    let opts = RunOptions {
+        stop_after: None,
+        verify: true,
+    };
+    let (simplified, _) = model.optimize_with(&simplify, &opts)?;
+    let misses = Fuse::default().why_not(simplified.graph(), kind)?;
+    let mut out = format!("{} {kind:?} candidates did not fuse\n", misses.len());
+    for m in &misses {
+        out += &format!("{:?}: {}\n", m.node, m.reason);
+    }
+    Ok(out)
 }
 
 /// The `--explain` report: one line per fused kernel.

@@ -9,6 +9,9 @@
 mod egraph;
 mod extract;
 mod rules;
+mod why_not;
+
+pub use why_not::{Expected, Miss};
 
 use crate::{Pass, PassError, PassReport};
 use egg::{BackoffScheduler, Id, Runner, StopReason};
@@ -95,22 +98,7 @@ impl Fuse {
     pub fn explain(&self, g: &mut Graph) -> Result<Vec<FusedKernel>, PassError> {
         let mut lowered = egraph::lower(g);
         for phase in [rules::canonical(), rules::fusions()] {
-            let runner = Runner::default()
-                .with_egraph(lowered.egraph)
-                .with_iter_limit(self.budget.iterations)
-                .with_node_limit(self.budget.nodes)
-                .with_time_limit(self.budget.time)
-                .with_scheduler(
-                    BackoffScheduler::default().with_initial_match_limit(self.budget.match_limit),
-                )
-                .run(&phase);
-            if let Some(StopReason::Other(e)) = runner.stop_reason {
-                return Err(PassError::Failed {
-                    pass: "fuse".into(),
-                    message: e,
-                });
-            }
-            lowered.egraph = runner.egraph;
+            lowered.egraph = self.saturate(lowered.egraph, &phase)?;
         }
         let extracted = extract::extract(g, &lowered).map_err(|e| PassError::Failed {
             pass: "fuse".into(),
@@ -123,6 +111,50 @@ impl Fuse {
             *g = extracted.graph;
         }
         Ok(kernels)
+    }
+}
+
+impl Fuse {
+    /// Runs one phase of rules over `egraph` within the budget.
+    fn saturate(
+        &self,
+        egraph: egraph::EGraph,
+        phase: &[rules::Rule],
+    ) -> Result<egraph::EGraph, PassError> {
+        let runner = Runner::default()
+            .with_egraph(egraph)
+            .with_iter_limit(self.budget.iterations)
+            .with_node_limit(self.budget.nodes)
+            .with_time_limit(self.budget.time)
+            .with_scheduler(
+                BackoffScheduler::default().with_initial_match_limit(self.budget.match_limit),
+            )
+            .run(phase);
+        if let Some(StopReason::Other(e)) = runner.stop_reason {
+            return Err(PassError::Failed {
+                pass: "fuse".into(),
+                message: e,
+            });
+        }
+        Ok(runner.egraph)
+    }
+
+    /// Where an expected fusion of `kind` failed: for each candidate in `g` (a mean of a
+    /// square for norms; an erf, tanh or sigmoid for activations) that `fuse` leaves
+    /// unfused, the first step of the pattern that does not hold.
+    pub fn why_not(&self, g: &Graph, kind: Expected) -> Result<Vec<Miss>, PassError> {
+        let mut fused = g.clone();
+        let covered: std::collections::BTreeSet<String> = self
+            .explain(&mut fused)?
+            .into_iter()
+            .flat_map(|k| k.sources)
+            .collect();
+        let mut lowered = egraph::lower(g);
+        lowered.egraph = self.saturate(lowered.egraph, &rules::canonical())?;
+        Ok(why_not::misses(&lowered, kind)
+            .into_iter()
+            .filter(|m| !covered.contains(&m.node))
+            .collect())
     }
 }
 

@@ -53,7 +53,11 @@ fn var(name: &str) -> Var {
 }
 
 /// The e-nodes of `class` whose op is the attribute-free op `name`, as operand lists.
-fn nodes<'a>(eg: &'a EGraph, class: Id, name: &'a str) -> impl Iterator<Item = &'a [Id]> + 'a {
+pub(super) fn nodes<'a>(
+    eg: &'a EGraph,
+    class: Id,
+    name: &'a str,
+) -> impl Iterator<Item = &'a [Id]> + 'a {
     let sym = Symbol::from(name);
     eg[class]
         .nodes
@@ -63,14 +67,14 @@ fn nodes<'a>(eg: &'a EGraph, class: Id, name: &'a str) -> impl Iterator<Item = &
 }
 
 /// Operand pairs of the commutative binary op `name` in `class`, in both orders.
-fn pairs<'a>(eg: &'a EGraph, class: Id, name: &'a str) -> Vec<(Id, Id)> {
+pub(super) fn pairs<'a>(eg: &'a EGraph, class: Id, name: &'a str) -> Vec<(Id, Id)> {
     nodes(eg, class, name)
         .flat_map(|a| [(a[0], a[1]), (a[1], a[0])])
         .collect()
 }
 
 /// Whether `class` holds `reduce_mean(of)` over the last axis with the axis kept.
-fn is_mean_last(eg: &EGraph, class: Id, of: Id) -> bool {
+pub(super) fn is_mean_last(eg: &EGraph, class: Id, of: Id) -> bool {
     let Some(rank) = eg[of].data.ty().map(TensorType::rank) else {
         return false;
     };
@@ -88,7 +92,7 @@ fn is_mean_last(eg: &EGraph, class: Id, of: Id) -> bool {
 }
 
 /// Whether `class` holds `x · x`.
-fn is_square_of(eg: &EGraph, class: Id, x: Id) -> bool {
+pub(super) fn is_square_of(eg: &EGraph, class: Id, x: Id) -> bool {
     nodes(eg, class, "mul").any(|m| eg.find(m[0]) == eg.find(x) && eg.find(m[1]) == eg.find(x))
 }
 
@@ -262,7 +266,7 @@ fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
 
 /// Whether `class` is a scalar constant within float rounding of `value` (exporters write
 /// √2 or √(2/π) at different precisions).
-fn scalar_near(eg: &EGraph, class: Id, value: f64) -> bool {
+pub(super) fn scalar_near(eg: &EGraph, class: Id, value: f64) -> bool {
     eg[class]
         .data
         .scalar
@@ -271,7 +275,7 @@ fn scalar_near(eg: &EGraph, class: Id, value: f64) -> bool {
 
 /// The ways `class` is a product of three factors, whatever the association (`(a·b)·c`
 /// or `a·(b·c)`) and order: every permutation is listed.
-fn three_factors(eg: &EGraph, class: Id) -> Vec<[Id; 3]> {
+pub(super) fn three_factors(eg: &EGraph, class: Id) -> Vec<[Id; 3]> {
     let mut out = Vec::new();
     for (left, right) in pairs(eg, class, "mul") {
         for (a, b) in pairs(eg, left, "mul") {
@@ -283,7 +287,7 @@ fn three_factors(eg: &EGraph, class: Id) -> Vec<[Id; 3]> {
 
 /// Whether `class` is `one + f(inner)` (either order) for the unary op named `f`, giving
 /// `inner`.
-fn one_plus<'a>(eg: &'a EGraph, class: Id, f: &'a str) -> Vec<Id> {
+pub(super) fn one_plus<'a>(eg: &'a EGraph, class: Id, f: &'a str) -> Vec<Id> {
     let mut out = Vec::new();
     for (term, one) in pairs(eg, class, "add") {
         if scalar_near(eg, one, 1.0) {
@@ -294,7 +298,7 @@ fn one_plus<'a>(eg: &'a EGraph, class: Id, f: &'a str) -> Vec<Id> {
 }
 
 /// Whether `class` is `x / √2` or `x · (1/√2)`.
-fn is_x_over_root2(eg: &EGraph, class: Id, x: Id) -> bool {
+pub(super) fn is_x_over_root2(eg: &EGraph, class: Id, x: Id) -> bool {
     let same = |a: Id| eg.find(a) == eg.find(x);
     let div = nodes(eg, class, "div")
         .any(|n| same(n[0]) && scalar_near(eg, n[1], std::f64::consts::SQRT_2));
@@ -315,7 +319,7 @@ fn is_cube(eg: &EGraph, class: Id, x: Id) -> bool {
 }
 
 /// Whether `class` is `√(2/π) · (x + 0.044715 · x³)`, products in either order.
-fn is_tanh_argument(eg: &EGraph, class: Id, x: Id) -> bool {
+pub(super) fn is_tanh_argument(eg: &EGraph, class: Id, x: Id) -> bool {
     let same = |a: Id| eg.find(a) == eg.find(x);
     pairs(eg, class, "mul").into_iter().any(|(sum, k)| {
         scalar_near(eg, k, 0.7978845608028654)
