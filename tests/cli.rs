@@ -329,3 +329,35 @@ fn inspect_why_not_names_the_step_where_each_candidate_stopped() {
         "{err}"
     );
 }
+
+#[test]
+fn inspect_writes_the_optimized_graph_as_onnx_with_kiln_ops() {
+    use prost::Message;
+    let out = kiln(&["inspect", &model("llama_tiny.onnx"), "--format", "onnx"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = kiln::frontend::proto::ModelProto::decode(out.stdout.as_slice()).unwrap();
+    let g = m.graph.unwrap();
+    let count = |op: &str| {
+        g.node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some(op))
+            .count()
+    };
+    assert_eq!(count("RmsNorm"), 5);
+    assert_eq!(count("Silu"), 2);
+    assert!(g
+        .node
+        .iter()
+        .all(|n| n.domain.as_deref() == Some("ai.kiln")));
+    assert!(!g.initializer.is_empty());
+    assert!(m
+        .opset_import
+        .iter()
+        .any(|o| o.domain.as_deref() == Some("ai.kiln")));
+    let names: Vec<&str> = g.input.iter().filter_map(|i| i.name.as_deref()).collect();
+    assert_eq!(names, ["input_ids", "attention_mask"]);
+}

@@ -9,6 +9,7 @@
 
 mod cx;
 mod error;
+mod export;
 mod import;
 mod node;
 mod ops;
@@ -22,6 +23,7 @@ pub mod proto {
 }
 
 pub use error::FrontendError;
+pub use export::{export_onnx, KILN_DOMAIN};
 pub use registry::{supported_ops, OpSupport};
 
 use kiln_ir::{Graph, Tensor};

@@ -28,5 +28,7 @@ pub use op::{
     ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
-pub use text::{parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError};
+pub use text::{
+    op_attributes, parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError,
+};
 pub use verify::{verify, VerifyError};

@@ -12,6 +12,7 @@ pub(crate) const EXAMPLE: &str = "Examples:
   kiln inspect tests/models/bert_tiny.onnx --optimized --stats
   kiln inspect tests/models/gpt2_tiny_ts.onnx --explain
   kiln inspect tests/models/gpt2_tiny_ts.onnx --format html > gpt2.html
+  kiln inspect tests/models/gpt2_tiny_ts.onnx --format onnx > gpt2.kiln.onnx
   kiln inspect tests/models/bert_tiny.onnx --after fold-shapes
   kiln inspect tests/models/bert_tiny.onnx --after import --format json
   kiln inspect tests/models/bert_tiny.onnx --memory --dim batch=1 --dim seq=128";
@@ -63,6 +64,8 @@ enum Format {
     Svg,
     /// A self-contained HTML page: the SVG drawing and a table of the fused kernels.
     Html,
+    /// ONNX (binary, to stdout: redirect it to a file) with `ai.kiln` ops, for Netron.
+    Onnx,
 }
 
 pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
@@ -106,6 +109,7 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
         Format::Dot => super::emit(&kiln::draw::dot(model.graph(), &BTreeMap::new()))?,
         Format::Svg => super::emit(&kiln::draw::svg(model.graph(), &BTreeMap::new()))?,
         Format::Html => super::emit(&kiln::draw::html(model.graph(), &BTreeMap::new()))?,
+        Format::Onnx => write_binary(&kiln::frontend::export_onnx(model.graph()))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -126,6 +130,15 @@ fn fuse_explained(
     let kernels = Fuse::default().explain(&mut graph)?;
     PassManager::default_pipeline().run(&mut graph, &opts)?;
     Ok((graph, kernels))
+}
+
+/// Writes bytes to stdout (a closed pipe is not an error, as for text output).
+fn write_binary(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn parse_expected(s: &str) -> Result<kiln::passes::Expected, String> {

@@ -60,6 +60,24 @@ pub fn parse_with_lines(s: &str) -> Result<(Graph, Vec<usize>), ParseError> {
     parse::parse_graph(s)
 }
 
+/// An op's attributes as the text format writes them, `(key, value)` in print order (none
+/// for ops whose name says everything).
+///
+/// ```
+/// use kiln_ir::{op_attributes, Op};
+/// let a = op_attributes(&Op::Softmax { axis: 2, log: false });
+/// assert_eq!(a, [("axis".to_string(), "2".to_string())]);
+/// ```
+pub fn op_attributes(op: &crate::Op) -> Vec<(String, String)> {
+    print::attrs(op)
+        .into_iter()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// Prints a tensor literal, with its type: `f32[2] [1.0, 2.0]`.
 pub fn print_tensor(t: &Tensor) -> String {
     literal::print_tensor(t)

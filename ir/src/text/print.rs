@@ -104,7 +104,7 @@ fn kv(k: &str, v: impl ToString) -> String {
 }
 
 /// The `key=value` attributes of an op (those its name does not already say).
-fn attrs(op: &Op) -> Vec<String> {
+pub(super) fn attrs(op: &Op) -> Vec<String> {
     match op {
         Op::Const(_) | Op::ShapeOf | Op::Unary(_) | Op::Binary(_) | Op::Where | Op::MatMul => {
             vec![]
