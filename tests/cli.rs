@@ -250,13 +250,14 @@ fn inspect_explain_lists_each_fused_kernel_with_its_rule_and_sources() {
     let first = kernels[0];
     assert!(
         first.contains(
-            "\"/m/h.0/ln_1/Add_1\"  rule layer-norm  from 9 nodes: /m/h.0/ln_1/ReduceMean, "
+            "\"/m/h.0/ln_1/Add_1\"  rules layer-norm, div-sqrt-to-mul-rsqrt, pow2-to-mul, rms-norm  \
+             from 9 nodes: /m/h.0/ln_1/ReduceMean, "
         ),
         "{first}"
     );
     let gelu = kernels.iter().find(|l| l.starts_with("GeluTanh")).unwrap();
     assert!(
-        gelu.contains("rule gelu-tanh") && gelu.contains("/m/h.0/mlp/act/Tanh"),
+        gelu.contains("rules gelu-tanh  from") && gelu.contains("/m/h.0/mlp/act/Tanh"),
         "{gelu}"
     );
 }

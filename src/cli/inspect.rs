@@ -173,10 +173,10 @@ fn explain(kernels: &[kiln::passes::FusedKernel]) -> String {
     let mut out = format!("{} fused kernels\n", kernels.len());
     for k in kernels {
         out += &format!(
-            "{:<10} {:?}  rule {}  from {} nodes: {}\n",
+            "{:<10} {:?}  rules {}  from {} nodes: {}\n",
             k.op,
             k.name,
-            k.rule,
+            k.rules.join(", "),
             k.sources.len(),
             k.sources.join(", ")
         );

@@ -99,6 +99,8 @@ pub struct Types {
     inputs: Vec<TensorType>,
     /// The fusion rule that added each fused e-node, by the class it was added as.
     pub made_by: Vec<(Id, Symbol)>,
+    /// The classes canonicalization rules rewrote, with the rule.
+    pub rewritten: Vec<(Id, Symbol)>,
 }
 
 impl Default for Types {
@@ -118,6 +120,7 @@ impl Types {
             symbols: HashMap::new(),
             inputs,
             made_by: Vec::new(),
+            rewritten: Vec::new(),
         };
         let plain = UnaryOp::ALL.iter().map(|u| Op::Unary(*u));
         let plain = plain.chain(BinaryOp::ALL.iter().map(|b| Op::Binary(*b)));

@@ -76,8 +76,9 @@ pub struct FusedKernel {
     pub op: String,
     /// The fused node's name: the source node whose value it computes.
     pub name: String,
-    /// The fusion rule that built it.
-    pub rule: String,
+    /// The rules that built it: the fusion rule, then (sorted) the rules that rewrote its
+    /// source nodes first: canonicalization, or a fusion it builds on.
+    pub rules: Vec<String>,
     /// The source nodes it replaces (constants left out), in graph order.
     pub sources: Vec<String>,
 }
@@ -180,11 +181,32 @@ fn describe(
             let class = eg.find(*class);
             let rule = rule_of(class)?;
             let operands = fused_operands(lowered, class);
+            let region = sources(g, lowered, class, &operands);
+            // Rules that rewrote a value inside the region (canonicalization, or a fusion
+            // this one builds on, as layer-norm on rms-norm) prepared this fusion.
+            let classes: Vec<Id> = region
+                .iter()
+                .flat_map(|&n| &g.nodes[n].outputs)
+                .map(|v| eg.find(lowered.values[v.index()]))
+                .filter(|c| *c != class)
+                .collect();
+            let analysis = &eg.analysis;
+            let mut prepared: Vec<String> = (analysis.rewritten.iter())
+                .chain(&analysis.made_by)
+                .filter(|(c, _)| classes.contains(&eg.find(*c)))
+                .map(|(_, r)| r.to_string())
+                .collect();
+            prepared.sort();
+            prepared.dedup();
             Some(FusedKernel {
                 op: node.op.kind_name(),
                 name: node.name.clone(),
-                rule,
-                sources: sources(g, lowered, class, &operands),
+                rules: std::iter::once(rule).chain(prepared).collect(),
+                sources: region
+                    .into_iter()
+                    .filter(|&n| !matches!(g.nodes[n].op, Op::Const(_)))
+                    .map(|n| g.nodes[n].name.clone())
+                    .collect(),
             })
         })
         .collect()
@@ -210,9 +232,10 @@ fn fused_operands(lowered: &egraph::Lowered, class: Id) -> Vec<Id> {
         .unwrap_or_default()
 }
 
-/// The source nodes between a fused kernel's operands and its result: every node of `g`
-/// reached backwards from the values of `class` without crossing an operand class.
-fn sources(g: &Graph, lowered: &egraph::Lowered, class: Id, operands: &[Id]) -> Vec<String> {
+/// The source nodes between a fused kernel's operands and its result (indices into `g`, in
+/// graph order): every node reached backwards from the values of `class` without crossing
+/// an operand class.
+fn sources(g: &Graph, lowered: &egraph::Lowered, class: Id, operands: &[Id]) -> Vec<usize> {
     /// A bound on the walk, in case a rule's operands do not cut the graph.
     const MAX_NODES: usize = 256;
     let eg = &lowered.egraph;
@@ -232,10 +255,7 @@ fn sources(g: &Graph, lowered: &egraph::Lowered, class: Id, operands: &[Id]) -> 
         let inner = g.nodes[n].inputs.iter().map(|i| i.index());
         stack.extend(inner.filter(|&i| !operands.contains(&class_of(i))));
     }
-    seen.into_iter()
-        .filter(|&n| !matches!(g.nodes[n].op, Op::Const(_)))
-        .map(|n| g.nodes[n].name.clone())
-        .collect()
+    seen.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use super::egraph::{EGraph, ENode, Term, Types};
 use egg::{rewrite, Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use kiln_ir::{infer, Op, ReduceKind, TensorType, UnaryOp};
+use std::sync::Arc;
 
 /// A rule and the phase it runs in.
 pub type Rule = Rewrite<ENode, Types>;
@@ -17,12 +18,58 @@ fn scalar_is(var: &'static str, value: f64) -> impl Fn(&mut EGraph, Id, &Subst) 
 
 /// Rules that bring exporter spellings to one canonical form.
 pub fn canonical() -> Vec<Rule> {
-    vec![
+    let rules = vec![
         rewrite!("pow2-to-mul"; "(pow ?x ?c)" => "(mul ?x ?x)" if scalar_is("?c", 2.0)),
         rewrite!("div-sqrt-to-mul-rsqrt"; "(div ?a (sqrt ?b))" => "(mul ?a (rsqrt ?b))"),
         rewrite!("reciprocal-sqrt-to-rsqrt"; "(reciprocal (sqrt ?b))" => "(rsqrt ?b)"),
         rewrite!("one-over-to-reciprocal"; "(div ?c ?b)" => "(reciprocal ?b)" if one_over("?c", "?b")),
-    ]
+    ];
+    rules.into_iter().map(recorded).collect()
+}
+
+/// `rule`, with every class it rewrites recorded in [`Types::rewritten`] (for `--explain`).
+fn recorded(mut rule: Rule) -> Rule {
+    rule.applier = Arc::new(Recorded(rule.applier.clone()));
+    rule
+}
+
+/// An applier that records where it applied, then defers to the rule's own.
+struct Recorded(Arc<dyn Applier<ENode, Types> + Sync + Send>);
+
+impl Applier<ENode, Types> for Recorded {
+    fn apply_matches(
+        &self,
+        eg: &mut EGraph,
+        matches: &[SearchMatches<ENode>],
+        rule: Symbol,
+    ) -> Vec<Id> {
+        // One match at a time, so that only classes the rule really rewrote (its condition
+        // held) are recorded.
+        let mut changed = Vec::new();
+        for m in matches {
+            let ids = self.0.apply_matches(eg, std::slice::from_ref(m), rule);
+            if !ids.is_empty() {
+                eg.analysis.rewritten.push((m.eclass, rule));
+            }
+            changed.extend(ids);
+        }
+        changed
+    }
+
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        subst: &Subst,
+        ast: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        self.0.apply_one(eg, eclass, subst, ast, rule)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.0.vars()
+    }
 }
 
 /// `?c` is the constant 1 and dividing it by `?b` does not broadcast to a larger shape.
