@@ -114,21 +114,28 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// Run the whole pipeline, verifying after each pass.
+const VERIFY: kiln::passes::RunOptions = kiln::passes::RunOptions {
+    stop_after: None,
+    verify: true,
+};
+
+/// `model` after the default pipeline's passes that come before `fuse`: what `fuse` sees.
+fn simplified(model: &kiln::Model) -> anyhow::Result<kiln::ir::Graph> {
+    let simplify =
+        kiln::passes::PassManager::from_names(&["fold-shapes", "fold-constants", "cse"])?;
+    Ok(model.optimize_with(&simplify, &VERIFY)?.0.graph().clone())
+}
+
 /// The optimized graph with the story of its fused kernels: the default pipeline's
 /// simplification passes, `fuse` (explained), then the default pipeline to its fixpoint.
 fn fuse_explained(
     model: &kiln::Model,
 ) -> anyhow::Result<(kiln::ir::Graph, Vec<kiln::passes::FusedKernel>)> {
-    use kiln::passes::{Fuse, PassManager, RunOptions};
-    let simplify = PassManager::from_names(&["fold-shapes", "fold-constants", "cse"])?;
-    let opts = RunOptions {
-        stop_after: None,
-        verify: true,
-    };
-    let (simplified, _) = model.optimize_with(&simplify, &opts)?;
-    let mut graph = simplified.graph().clone();
+    use kiln::passes::{Fuse, PassManager};
+    let mut graph = simplified(model)?;
     let kernels = Fuse::default().explain(&mut graph)?;
-    PassManager::default_pipeline().run(&mut graph, &opts)?;
+    PassManager::default_pipeline().run(&mut graph, &VERIFY)?;
     Ok((graph, kernels))
 }
 
@@ -153,14 +160,7 @@ fn parse_expected(s: &str) -> Result<kiln::passes::Expected, String> {
 /// The `--why-not` report: the candidates that stayed unfused, each with its first failing
 /// step.
 fn why_not(model: &kiln::Model, kind: kiln::passes::Expected) -> anyhow::Result<String> {
-    use kiln::passes::{Fuse, PassManager, RunOptions};
-    let simplify = PassManager::from_names(&["fold-shapes", "fold-constants", "cse"])?;
-    let opts = RunOptions {
-        stop_after: None,
-        verify: true,
-    };
-    let (simplified, _) = model.optimize_with(&simplify, &opts)?;
-    let misses = Fuse::default().why_not(simplified.graph(), kind)?;
+    let misses = kiln::passes::Fuse::default().why_not(&simplified(model)?, kind)?;
     let mut out = format!("{} {kind:?} candidates did not fuse\n", misses.len());
     for m in &misses {
         out += &format!("{:?}: {}\n", m.node, m.reason);

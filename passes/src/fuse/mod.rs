@@ -89,7 +89,13 @@ impl Pass for Fuse {
     }
 
     fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
-        let changes = self.explain(g)?.len();
+        let (lowered, extracted) = self.fuse(g)?;
+        let changes = new_kernels(&lowered, &extracted).count();
+        // Only new fused kernels count; a graph that merely lost dead or duplicate nodes in
+        // the round trip is kept as it was (dce and cse own those rewrites).
+        if changes > 0 {
+            *g = extracted.graph;
+        }
         Ok(PassReport { changes })
     }
 }
@@ -97,6 +103,16 @@ impl Pass for Fuse {
 impl Fuse {
     /// Runs the pass and describes each fused kernel it created.
     pub fn explain(&self, g: &mut Graph) -> Result<Vec<FusedKernel>, PassError> {
+        let (lowered, extracted) = self.fuse(g)?;
+        let kernels = describe(g, &lowered, &extracted);
+        if !kernels.is_empty() {
+            *g = extracted.graph;
+        }
+        Ok(kernels)
+    }
+
+    /// Saturates `g`'s e-graph with every phase and extracts the best graph.
+    fn fuse(&self, g: &Graph) -> Result<(egraph::Lowered, extract::Extracted), PassError> {
         let mut lowered = egraph::lower(g);
         for phase in [rules::canonical(), rules::fusions()] {
             lowered.egraph = self.saturate(lowered.egraph, &phase)?;
@@ -105,13 +121,7 @@ impl Fuse {
             pass: "fuse".into(),
             message: format!("the extracted graph does not type-check: {e}"),
         })?;
-        let kernels = describe(g, &lowered, &extracted);
-        // Only new fused kernels count; a graph that merely lost dead or duplicate nodes in
-        // the round trip is kept as it was (dce and cse own those rewrites).
-        if !kernels.is_empty() {
-            *g = extracted.graph;
-        }
-        Ok(kernels)
+        Ok((lowered, extracted))
     }
 }
 
@@ -144,14 +154,13 @@ impl Fuse {
     /// square for norms; an erf, tanh or sigmoid for activations) that `fuse` leaves
     /// unfused, the first step of the pattern that does not hold.
     pub fn why_not(&self, g: &Graph, kind: Expected) -> Result<Vec<Miss>, PassError> {
-        let mut fused = g.clone();
-        let covered: std::collections::BTreeSet<String> = self
-            .explain(&mut fused)?
+        // Fusion only adds to the canonicalized e-graph, so the candidates are followed up
+        // in the same e-graph the kernels came from.
+        let (lowered, extracted) = self.fuse(g)?;
+        let covered: std::collections::BTreeSet<String> = describe(g, &lowered, &extracted)
             .into_iter()
             .flat_map(|k| k.sources)
             .collect();
-        let mut lowered = egraph::lower(g);
-        lowered.egraph = self.saturate(lowered.egraph, &rules::canonical())?;
         Ok(why_not::misses(&lowered, kind)
             .into_iter()
             .filter(|m| !covered.contains(&m.node))
@@ -159,27 +168,34 @@ impl Fuse {
     }
 }
 
-/// The fused kernels the fusion rules added to `extracted` (fused nodes already in `g`
-/// were not made by a rule this run, and are not listed).
+/// The fused nodes of `extracted` that a rule added this run (fused nodes already in the
+/// input were not), with their class and the rule.
+fn new_kernels<'a>(
+    lowered: &'a egraph::Lowered,
+    extracted: &'a extract::Extracted,
+) -> impl Iterator<Item = (&'a kiln_ir::Node, Id, String)> + 'a {
+    let eg = &lowered.egraph;
+    let nodes = extracted.graph.nodes.iter().zip(&extracted.classes);
+    nodes
+        .filter(|(node, _)| is_fused(&node.op))
+        .filter_map(move |(node, class)| {
+            let class = eg.find(*class);
+            let mut made = eg.analysis.made_by.iter();
+            let (_, rule) = made.find(|(id, _)| eg.find(*id) == class)?;
+            Some((node, class, rule.to_string()))
+        })
+}
+
+/// The fused kernels the fusion rules added to `extracted`, with the rules that built them
+/// and the source nodes they replace.
 fn describe(
     g: &Graph,
     lowered: &egraph::Lowered,
     extracted: &extract::Extracted,
 ) -> Vec<FusedKernel> {
     let eg = &lowered.egraph;
-    let rule_of = |class: Id| {
-        eg.analysis
-            .made_by
-            .iter()
-            .find(|(id, _)| eg.find(*id) == class)
-            .map(|(_, rule)| rule.to_string())
-    };
-    let nodes = extracted.graph.nodes.iter().zip(&extracted.classes);
-    nodes
-        .filter(|(node, _)| is_fused(&node.op))
-        .filter_map(|(node, class)| {
-            let class = eg.find(*class);
-            let rule = rule_of(class)?;
+    new_kernels(lowered, extracted)
+        .map(|(node, class, rule)| {
             let operands = fused_operands(lowered, class);
             let region = sources(g, lowered, class, &operands);
             // Rules that rewrote a value inside the region (canonicalization, or a fusion
@@ -198,7 +214,7 @@ fn describe(
                 .collect();
             prepared.sort();
             prepared.dedup();
-            Some(FusedKernel {
+            FusedKernel {
                 op: node.op.kind_name(),
                 name: node.name.clone(),
                 rules: std::iter::once(rule).chain(prepared).collect(),
@@ -207,7 +223,7 @@ fn describe(
                     .filter(|&n| !matches!(g.nodes[n].op, Op::Const(_)))
                     .map(|n| g.nodes[n].name.clone())
                     .collect(),
-            })
+            }
         })
         .collect()
 }

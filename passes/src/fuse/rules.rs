@@ -83,16 +83,80 @@ fn one_over(c: &'static str, b: &'static str) -> impl Fn(&mut EGraph, Id, &Subst
 /// The fusion rules: RMSNorm from its decomposition, LayerNorm as RMSNorm of the centered
 /// input plus a bias, and the activations GELU (erf and tanh forms) and SiLU.
 pub fn fusions() -> Vec<Rule> {
-    let activation = |name: &str, search: ActSearch| {
-        Rewrite::new(name, search, ActApply(search)).expect("a valid rule")
-    };
     vec![
-        Rewrite::new("rms-norm", NormSearch::Rms, NormApply::Rms).expect("a valid rule"),
-        Rewrite::new("layer-norm", NormSearch::Layer, NormApply::Layer).expect("a valid rule"),
-        activation("gelu-erf", ActSearch::Gelu),
-        activation("gelu-tanh", ActSearch::GeluTanh),
-        activation("silu", ActSearch::Silu),
+        fusion("rms-norm", Norm::Rms),
+        fusion("layer-norm", Norm::Layer),
+        fusion("gelu-erf", Activation::Gelu),
+        fusion("gelu-tanh", Activation::GeluTanh),
+        fusion("silu", Activation::Silu),
     ]
+}
+
+/// A fusion: where its pattern holds, and the fused op it adds there.
+trait Fusion: Copy + Send + Sync + 'static {
+    /// The matches in `class`.
+    fn find(self, eg: &EGraph, class: Id) -> Vec<Subst>;
+    /// The variables `find` binds.
+    fn vars(self) -> Vec<Var>;
+    /// The fused op and its operands for one match (`None`: nothing to add).
+    fn build(self, eg: &EGraph, class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)>;
+}
+
+/// A [`Fusion`] as an egg searcher and applier.
+#[derive(Clone, Copy)]
+struct FusionRule<F>(F);
+
+fn fusion<F: Fusion>(name: &str, f: F) -> Rule {
+    Rewrite::new(name, FusionRule(f), FusionRule(f)).expect("a valid rule")
+}
+
+impl<F: Fusion> Searcher<ENode, Types> for FusionRule<F> {
+    fn search_eclass_with_limit(
+        &self,
+        eg: &EGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
+        let mut substs = self.0.find(eg, eclass);
+        substs.truncate(limit);
+        (!substs.is_empty()).then_some(SearchMatches {
+            eclass,
+            substs,
+            ast: None,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.0.vars()
+    }
+}
+
+impl<F: Fusion> Applier<ENode, Types> for FusionRule<F> {
+    /// Adds the fused op to the matched class when it type-checks (parameters broadcast
+    /// without growing the result), recording the rule for `--explain`.
+    fn apply_one(
+        &self,
+        eg: &mut EGraph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let Some((op, args)) = self.0.build(eg, eclass, subst) else {
+            return vec![];
+        };
+        if !well_typed(eg, &op, &args) {
+            return vec![];
+        }
+        let sym = eg.analysis.symbol(Term::Op(op), None);
+        let id = eg.add(ENode { op: sym, args });
+        eg.analysis.made_by.push((id, rule));
+        if eg.union(id, eclass) {
+            vec![id]
+        } else {
+            vec![]
+        }
+    }
 }
 
 fn var(name: &str) -> Var {
@@ -164,9 +228,9 @@ fn inverse_rms(eg: &EGraph, class: Id, x: Id) -> Vec<Id> {
     found
 }
 
-/// The norm searchers.
+/// The norm fusions.
 #[derive(Clone, Copy, Debug)]
-enum NormSearch {
+enum Norm {
     /// `x · rsqrt(mean(x·x) + eps) · scale` (either product order) → `?x ?scale ?eps`.
     Rms,
     /// `rms_norm(x - mean(x), scale) + bias` → `?x ?scale ?bias`, and `?rms`, the class
@@ -174,11 +238,11 @@ enum NormSearch {
     Layer,
 }
 
-impl NormSearch {
+impl Fusion for Norm {
     fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
         let mut found = Vec::new();
         match self {
-            NormSearch::Rms => {
+            Norm::Rms => {
                 for (normalized, scale) in pairs(eg, class, "mul") {
                     for (x, inv) in pairs(eg, normalized, "mul") {
                         for eps in inverse_rms(eg, inv, x) {
@@ -187,7 +251,7 @@ impl NormSearch {
                     }
                 }
             }
-            NormSearch::Layer => {
+            Norm::Layer => {
                 for (rms, bias) in pairs(eg, class, "add") {
                     for n in &eg[rms].nodes {
                         let Term::Op(Op::RmsNorm { .. }) = eg.analysis.term(n.op) else {
@@ -211,6 +275,35 @@ impl NormSearch {
         }
         found
     }
+
+    fn vars(self) -> Vec<Var> {
+        match self {
+            Norm::Rms => vec![var("?x"), var("?scale"), var("?eps")],
+            Norm::Layer => vec![var("?x"), var("?scale"), var("?bias"), var("?rms")],
+        }
+    }
+
+    fn build(self, eg: &EGraph, _class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
+        let (x, scale) = (subst[var("?x")], subst[var("?scale")]);
+        Some(match self {
+            Norm::Rms => {
+                let epsilon = eg[subst[var("?eps")]].data.scalar? as f32;
+                (Op::RmsNorm { epsilon }, vec![x, scale])
+            }
+            Norm::Layer => {
+                // The epsilon is the one of the rms_norm this builds on.
+                let rms = &eg[subst[var("?rms")]].nodes;
+                let epsilon = rms.iter().find_map(|n| match eg.analysis.term(n.op) {
+                    Term::Op(Op::RmsNorm { epsilon }) => Some(*epsilon),
+                    _ => None,
+                })?;
+                (
+                    Op::LayerNorm { epsilon },
+                    vec![x, scale, subst[var("?bias")]],
+                )
+            }
+        })
+    }
 }
 
 fn subst(bindings: &[(&str, Id)]) -> Subst {
@@ -219,90 +312,6 @@ fn subst(bindings: &[(&str, Id)]) -> Subst {
         s.insert(var(name), *id);
     }
     s
-}
-
-impl Searcher<ENode, Types> for NormSearch {
-    fn search_eclass_with_limit(
-        &self,
-        eg: &EGraph,
-        eclass: Id,
-        limit: usize,
-    ) -> Option<SearchMatches<'_, ENode>> {
-        let mut substs = self.find(eg, eclass);
-        substs.truncate(limit);
-        (!substs.is_empty()).then_some(SearchMatches {
-            eclass,
-            substs,
-            ast: None,
-        })
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        match self {
-            NormSearch::Rms => vec![var("?x"), var("?scale"), var("?eps")],
-            NormSearch::Layer => vec![var("?x"), var("?scale"), var("?bias"), var("?rms")],
-        }
-    }
-}
-
-/// The norm appliers: add the fused op to the matched class when it type-checks.
-#[derive(Clone, Copy, Debug)]
-enum NormApply {
-    Rms,
-    Layer,
-}
-
-impl Applier<ENode, Types> for NormApply {
-    fn apply_one(
-        &self,
-        eg: &mut EGraph,
-        eclass: Id,
-        subst: &Subst,
-        _ast: Option<&PatternAst<ENode>>,
-        rule: Symbol,
-    ) -> Vec<Id> {
-        let x = subst[var("?x")];
-        let scale = subst[var("?scale")];
-        let (op, args) = match self {
-            NormApply::Rms => {
-                let Some(eps) = eg[subst[var("?eps")]].data.scalar else {
-                    return vec![];
-                };
-                (
-                    Op::RmsNorm {
-                        epsilon: eps as f32,
-                    },
-                    vec![x, scale],
-                )
-            }
-            NormApply::Layer => {
-                let rms = subst[var("?rms")];
-                let eps = eg[rms]
-                    .nodes
-                    .iter()
-                    .find_map(|n| match eg.analysis.term(n.op) {
-                        Term::Op(Op::RmsNorm { epsilon }) => Some(*epsilon),
-                        _ => None,
-                    });
-                let Some(epsilon) = eps else { return vec![] };
-                (
-                    Op::LayerNorm { epsilon },
-                    vec![x, scale, subst[var("?bias")]],
-                )
-            }
-        };
-        if !well_typed(eg, &op, &args) {
-            return vec![];
-        }
-        let sym = eg.analysis.symbol(Term::Op(op), None);
-        let id = eg.add(ENode { op: sym, args });
-        eg.analysis.made_by.push((id, rule));
-        if eg.union(id, eclass) {
-            vec![id]
-        } else {
-            vec![]
-        }
-    }
 }
 
 /// Whether `op` applied to these classes infers (parameters broadcast without growing).
@@ -379,9 +388,9 @@ pub(super) fn is_tanh_argument(eg: &EGraph, class: Id, x: Id) -> bool {
     })
 }
 
-/// The activation searchers.
+/// The activation fusions.
 #[derive(Clone, Copy, Debug)]
-enum ActSearch {
+enum Activation {
     /// `x · 0.5 · (1 + erf(x / √2))`, any association and order → `?x`.
     Gelu,
     /// `x · 0.5 · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))` → `?x`.
@@ -390,32 +399,32 @@ enum ActSearch {
     Silu,
 }
 
-impl ActSearch {
+impl Activation {
     fn op(self) -> UnaryOp {
         match self {
-            ActSearch::Gelu => UnaryOp::Gelu,
-            ActSearch::GeluTanh => UnaryOp::GeluTanh,
-            ActSearch::Silu => UnaryOp::Silu,
+            Activation::Gelu => UnaryOp::Gelu,
+            Activation::GeluTanh => UnaryOp::GeluTanh,
+            Activation::Silu => UnaryOp::Silu,
         }
     }
 
-    fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
+    fn matches(self, eg: &EGraph, class: Id) -> Vec<Subst> {
         let mut found: Vec<Id> = Vec::new();
         match self {
-            ActSearch::Silu => {
+            Activation::Silu => {
                 for (x, s) in pairs(eg, class, "mul") {
                     if nodes(eg, s, "sigmoid").any(|n| eg.find(n[0]) == eg.find(x)) {
                         found.push(x);
                     }
                 }
             }
-            ActSearch::Gelu | ActSearch::GeluTanh => {
+            Activation::Gelu | Activation::GeluTanh => {
                 for [x, half, s] in three_factors(eg, class) {
                     if !scalar_near(eg, half, 0.5) {
                         continue;
                     }
                     let matched = match self {
-                        ActSearch::Gelu => one_plus(eg, s, "erf")
+                        Activation::Gelu => one_plus(eg, s, "erf")
                             .into_iter()
                             .any(|t| is_x_over_root2(eg, t, x)),
                         _ => one_plus(eg, s, "tanh")
@@ -434,59 +443,18 @@ impl ActSearch {
     }
 }
 
-impl Searcher<ENode, Types> for ActSearch {
-    fn search_eclass_with_limit(
-        &self,
-        eg: &EGraph,
-        eclass: Id,
-        limit: usize,
-    ) -> Option<SearchMatches<'_, ENode>> {
-        let mut substs = self.find(eg, eclass);
-        substs.truncate(limit);
-        (!substs.is_empty()).then_some(SearchMatches {
-            eclass,
-            substs,
-            ast: None,
-        })
+impl Fusion for Activation {
+    fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
+        self.matches(eg, class)
     }
 
-    fn vars(&self) -> Vec<Var> {
+    fn vars(self) -> Vec<Var> {
         vec![var("?x")]
     }
-}
 
-/// Adds the activation to the matched class when the input is a float of the class's type.
-#[derive(Clone, Copy, Debug)]
-struct ActApply(ActSearch);
-
-impl Applier<ENode, Types> for ActApply {
-    fn apply_one(
-        &self,
-        eg: &mut EGraph,
-        eclass: Id,
-        subst: &Subst,
-        _ast: Option<&PatternAst<ENode>>,
-        rule: Symbol,
-    ) -> Vec<Id> {
+    fn build(self, eg: &EGraph, class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
         let x = subst[var("?x")];
         // The product may broadcast x against a larger constant; the activation cannot.
-        if eg[x].data.ty() != eg[eclass].data.ty() {
-            return vec![];
-        }
-        let op = Op::Unary(self.0.op());
-        if !well_typed(eg, &op, &[x]) {
-            return vec![];
-        }
-        let sym = eg.analysis.symbol(Term::Op(op), None);
-        let id = eg.add(ENode {
-            op: sym,
-            args: vec![x],
-        });
-        eg.analysis.made_by.push((id, rule));
-        if eg.union(id, eclass) {
-            vec![id]
-        } else {
-            vec![]
-        }
+        (eg[x].data.ty() == eg[class].data.ty()).then(|| (Op::Unary(self.op()), vec![x]))
     }
 }

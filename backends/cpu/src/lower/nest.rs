@@ -140,6 +140,20 @@ impl<'a, 'b> FnCx<'a, 'b> {
         self.b.ins().iadd(off, step)
     }
 
+    /// Every walk's offset advanced by `i` steps along axis `axis`.
+    pub(super) fn advance_all(
+        &mut self,
+        offs: &[Value],
+        walks: &[Walk],
+        i: Value,
+        axis: usize,
+    ) -> Vec<Value> {
+        offs.iter()
+            .zip(walks)
+            .map(|(&o, w)| self.advance(o, i, w.strides[axis]))
+            .collect()
+    }
+
     /// Bounds of loop axis `d`: the function's `start..end` for the outermost axis.
     fn bounds(&mut self, d: usize, n: usize) -> (Value, Value) {
         if d == 0 {
@@ -166,11 +180,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             return inner(self, lo, hi, &offs);
         }
         self.for_range(lo, hi, 1, &mut |cx, i| {
-            let next: Vec<Value> = offs
-                .iter()
-                .zip(walks)
-                .map(|(&o, w)| cx.advance(o, i, w.strides[d]))
-                .collect();
+            let next: Vec<Value> = cx.advance_all(&offs, walks, i, d);
             cx.levels(shape, walks, d + 1, next, inner)
         })
     }
@@ -203,11 +213,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let offs = self.start_offsets(&walks);
         let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
             let element = &mut |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>]| {
-                let addrs: Vec<Value> = offs
-                    .iter()
-                    .zip(&walks)
-                    .map(|(&o, w)| cx.advance(o, i, w.strides[last]))
-                    .collect();
+                let addrs: Vec<Value> = cx.advance_all(offs, &walks, i, last);
                 let node_addrs: Vec<Option<Value>> =
                     node_acc.iter().map(|a| a.map(|a| addrs[a + 1])).collect();
                 let ops = Operands {
@@ -327,11 +333,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let klast = kshape.len() - 1;
         let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
             cx.for_range(lo, hi, 1, &mut |cx, i| {
-                let at: Vec<Value> = offs
-                    .iter()
-                    .zip(&kwalks)
-                    .map(|(&o, w)| cx.advance(o, i, w.strides[klast]))
-                    .collect();
+                let at: Vec<Value> = cx.advance_all(offs, &kwalks, i, klast);
                 let acc = cx.b.declare_var(ty);
                 let init = cx.constant(ty, combine_identity(r.combine, dtype));
                 cx.b.def_var(acc, init);
@@ -383,11 +385,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let hi = self.b.ins().iconst(types::I64, shape[d] as i64);
         if d + 1 < shape.len() {
             return self.for_range(lo, hi, 1, &mut |cx, i| {
-                let next: Vec<Value> = offs
-                    .iter()
-                    .zip(walks)
-                    .map(|(&o, w)| cx.advance(o, i, w.strides[d]))
-                    .collect();
+                let next: Vec<Value> = cx.advance_all(&offs, walks, i, d);
                 cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc)
             });
         }

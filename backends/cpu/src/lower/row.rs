@@ -74,11 +74,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         ));
         let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
             cx.for_range(lo, hi, 1, &mut |cx, i| {
-                let at: Vec<Value> = offs
-                    .iter()
-                    .zip(&owalks)
-                    .map(|(&o, w)| cx.advance(o, i, w.strides[olast]))
-                    .collect();
+                let at: Vec<Value> = cx.advance_all(offs, &owalks, i, olast);
                 for (p, &v) in at.iter().enumerate() {
                     cx.pin(slot, p, v);
                 }
@@ -168,11 +164,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         len: i64,
     ) -> Result<(), LowerError> {
         let element = &mut |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>]| {
-            let addrs: Vec<Value> = offs
-                .iter()
-                .zip(walks)
-                .map(|(&o, w)| cx.advance(o, i, w.strides[0]))
-                .collect();
+            let addrs: Vec<Value> = cx.advance_all(offs, walks, i, 0);
             let node_addrs: Vec<Option<Value>> =
                 node_acc.iter().map(|a| a.map(|a| addrs[a + 1])).collect();
             let ops = Operands {
