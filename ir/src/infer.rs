@@ -88,6 +88,10 @@ pub fn input_arity(op: &Op) -> Arity {
             Exactly(3)
         }
         Op::RmsNorm { .. } => Exactly(2),
+        Op::Attention(a) => match a.mask {
+            crate::AttentionMask::None => Exactly(3),
+            _ => Exactly(4),
+        },
         Op::Concat { .. } => AtLeast(1),
         Op::Einsum(spec) => Exactly(spec.inputs.len()),
     }
@@ -179,6 +183,7 @@ fn infer_checked(op: &Op, x: &[&TensorType]) -> Res<Vec<TensorType>> {
         )),
         Op::Einsum(spec) => nn::einsum(spec, x),
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => nn::norm(x),
+        Op::Attention(a) => nn::attention(a, x),
     }
 }
 

@@ -24,8 +24,8 @@ pub use graph::{Graph, Node, TensorType, ValueId};
 pub use half;
 pub use infer::{infer, input_arity, Arity, InferError};
 pub use op::{
-    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind,
-    ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec,
+    Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
 pub use text::{

@@ -210,6 +210,38 @@ pub enum Op {
         /// Added to the mean square.
         epsilon: f32,
     },
+    /// Fused scaled dot-product attention. Inputs `q[.., H, Sq, D]`, `k[.., G, Sk, D]`,
+    /// `v[.., G, Sk, Dv]` (equal leading dims; `H` a multiple of `G`: query head `h` reads
+    /// key/value head `h / (H/G)`, grouped-query attention), then the mask when
+    /// [`AttentionAttrs::mask`] says so, broadcast to the scores `[.., H, Sq, Sk]`.
+    /// `s = q·kᵀ·scale`, masked (see [`AttentionMask`]), `p = softmax(s)` over the last
+    /// axis, optionally `p = where(isnan(p), 0, p)`, and the output `p·v[.., H, Sq, Dv]`.
+    /// A pass output defined by this decomposition, like [`Op::LayerNorm`].
+    Attention(AttentionAttrs),
+}
+
+/// Attributes of [`Op::Attention`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionAttrs {
+    /// Multiplies the scores `q·kᵀ`.
+    pub scale: f32,
+    /// Whether a fourth input masks the scores, and how.
+    pub mask: AttentionMask,
+    /// Probabilities that are NaN become 0 (PyTorch's exports write
+    /// `where(isnan(p), 0, p)`): a row whose scores are all masked gives zeros, not NaN.
+    pub zero_nan: bool,
+}
+
+/// How [`Op::Attention`]'s mask input applies to the scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionMask {
+    /// No mask input.
+    None,
+    /// A float mask (the scores' dtype) added to the scores.
+    Add,
+    /// A bool mask: scores where it is false become -∞.
+    Keep,
 }
 
 /// Elementwise unary ops.
@@ -587,6 +619,7 @@ impl Op {
             Op::Einsum(_) => "einsum".into(),
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::RmsNorm { .. } => "rms_norm".into(),
+            Op::Attention(_) => "attention".into(),
         }
     }
 
@@ -640,6 +673,8 @@ names!(ReduceKind {
 });
 
 names!(ScatterReduction { None => "none", Add => "add", Mul => "mul", Max => "max", Min => "min" });
+
+names!(AttentionMask { None => "none", Add => "add", Keep => "keep" });
 
 names!(PadMode { Constant => "constant", Reflect => "reflect", Edge => "edge", Wrap => "wrap" });
 

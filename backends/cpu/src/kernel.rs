@@ -278,6 +278,9 @@ pub enum Call {
     /// An `f32` convolution, as im2col into a scratch buffer and one GEMM per batch image
     /// and group (a plain GEMM for 1×1 kernels with unit strides and no padding).
     Conv(Conv),
+    /// Fused `f32` attention, tile by tile with an online softmax, so the scores are never
+    /// materialized beyond one tile per thread.
+    Attention(Attention),
     /// An op run by its runtime implementation on whole tensors. Only ops listed by
     /// [`crate::schedule::support`] (and in ARCHITECTURE.md) take this path.
     Op(OpCall),
@@ -341,6 +344,62 @@ pub struct Conv {
     pub attrs: ConvAttrs,
 }
 
+/// Operands of [`Call::Attention`] (see `kiln_ir::Op::Attention`): contiguous `f32`
+/// `q[B, H, Sq, D]`, `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` and `out[B, H, Sq, Dv]`, where `B`
+/// is the product of the leading dims.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// Queries.
+    pub q: BufId,
+    /// Keys.
+    pub k: BufId,
+    /// Values.
+    pub v: BufId,
+    /// The result.
+    pub out: BufId,
+    /// `[B, H, G, Sq, Sk, D, Dv]`.
+    pub dims: AttentionDims,
+    /// The mask, if any.
+    pub mask: Option<AttentionMaskOperand>,
+    /// Multiplies `q·kᵀ`.
+    pub scale: f32,
+    /// NaN probabilities become 0.
+    pub zero_nan: bool,
+}
+
+/// Sizes of an [`Attention`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Product of the leading dims.
+    pub batch: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (query head `h` reads head `h / (heads / kv_heads)`).
+    pub kv_heads: usize,
+    /// Query length.
+    pub q_len: usize,
+    /// Key/value length.
+    pub kv_len: usize,
+    /// Query/key feature size.
+    pub depth: usize,
+    /// Value feature size.
+    pub v_depth: usize,
+}
+
+/// The mask of an [`Attention`] call, read with broadcast strides: element `[b, h, i, j]`
+/// of the scores uses `batch_offsets[b] + h·strides[0] + i·strides[1] + j·strides[2]`.
+#[derive(Clone, Debug)]
+pub struct AttentionMaskOperand {
+    /// The buffer (`f32` added to the scores, or bool: false masks out).
+    pub buf: BufId,
+    /// True for a bool keep-mask.
+    pub keep: bool,
+    /// Offset of each leading index.
+    pub batch_offsets: Vec<usize>,
+    /// Strides over heads, query rows and key columns.
+    pub strides: [isize; 3],
+}
+
 /// Operands of [`Call::Op`]: whole tensors, by buffer and shape.
 #[derive(Clone, Debug)]
 pub struct OpCall {
@@ -376,6 +435,10 @@ impl Kernel {
             Kernel::Row(r) => r.reads().collect(),
             Kernel::Call(Call::MatMul(m)) => vec![m.a.buf, m.b.buf],
             Kernel::Call(Call::Conv(c)) => vec![c.x, c.w],
+            Kernel::Call(Call::Attention(a)) => [a.q, a.k, a.v]
+                .into_iter()
+                .chain(a.mask.as_ref().map(|m| m.buf))
+                .collect(),
             Kernel::Call(Call::Op(c)) => c.inputs.iter().map(|(b, _)| *b).collect(),
         }
     }
@@ -388,6 +451,7 @@ impl Kernel {
             Kernel::Row(r) => vec![r.out.buf],
             Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
             Kernel::Call(Call::Conv(c)) => std::iter::once(c.y).chain(c.cols).collect(),
+            Kernel::Call(Call::Attention(a)) => vec![a.out],
             Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|(b, _)| *b).collect(),
         }
     }
@@ -407,6 +471,13 @@ impl Kernel {
             Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
             Kernel::Call(Call::Conv(c)) => {
                 format!("conv {:?}*{:?}->{:?}", c.x_shape, c.w_shape, c.y_shape)
+            }
+            Kernel::Call(Call::Attention(a)) => {
+                let d = a.dims;
+                format!(
+                    "attention {}x{}x{}x{}x{}",
+                    d.batch, d.heads, d.q_len, d.kv_len, d.depth
+                )
             }
             Kernel::Call(Call::Op(c)) => format!("runtime {}", c.op.name()),
         }

@@ -11,6 +11,7 @@
 //! into a planned scratch buffer, `conv.rs`).
 
 mod argreduce;
+mod attention;
 mod conv;
 mod elementwise;
 mod iota;
@@ -239,6 +240,7 @@ impl Scheduler<'_> {
             Op::Pool(a) => self.pool(node, a)?,
             Op::LayerNorm { epsilon } => self.norm(node, norm::Norm::Layer, *epsilon)?,
             Op::RmsNorm { epsilon } => self.norm(node, norm::Norm::Rms, *epsilon)?,
+            Op::Attention(a) => self.attention(node, a)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -347,6 +349,8 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
             Runtime("non-f32 layer_norm/rms_norm (f16/bf16 round after every step)")
         }
+        Op::Attention(_) if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::Attention(_) => Runtime("non-f32 attention (f16/bf16 round after every step)"),
     }
 }
 

@@ -4,7 +4,10 @@
 use super::{
     broadcast_dim, broadcast_shapes, expect_dtype, is_numeric, one, same_dtype, unify_or, Res,
 };
-use crate::{ConvAttrs, ConvTransposeAttrs, DType, Dim, EinsumSpec, PoolAttrs, TensorType};
+use crate::{
+    AttentionAttrs, AttentionMask, ConvAttrs, ConvTransposeAttrs, DType, Dim, EinsumSpec,
+    PoolAttrs, TensorType,
+};
 use std::collections::BTreeMap;
 
 /// `[..., m, k] × [..., k, n] → [..., m, n]`, batch dims broadcast.
@@ -248,4 +251,55 @@ pub(super) fn norm(x: &[&TensorType]) -> Res<Vec<TensorType>> {
         }
     }
     one(input.clone())
+}
+
+/// `q[.., H, Sq, D]`, `k[.., G, Sk, D]`, `v[.., G, Sk, Dv]` and the mask, if any →
+/// `[.., H, Sq, Dv]` (see [`crate::Op::Attention`]).
+pub(super) fn attention(a: &AttentionAttrs, x: &[&TensorType]) -> Res<Vec<TensorType>> {
+    let (q, k, v) = (x[0], x[1], x[2]);
+    expect_dtype(q, "query", DType::is_float, "a float")?;
+    same_dtype(q, k, "query and key")?;
+    same_dtype(q, v, "query and value")?;
+    let r = q.rank();
+    if r < 3 || k.rank() != r || v.rank() != r {
+        return Err(format!(
+            "query, key and value must have one rank of at least 3, not {q}, {k}, {v}"
+        ));
+    }
+    let heads = r - 3;
+    if q.shape[..heads] != k.shape[..heads] || k.shape[..heads] != v.shape[..heads] {
+        return Err(format!("leading dims of {q}, {k}, {v} differ"));
+    }
+    let (h, g) = (&q.shape[heads], &k.shape[heads]);
+    let grouped = match (h.as_const(), g.as_const()) {
+        _ if h == g => true,
+        (Some(h), Some(g)) => g > 0 && h % g == 0,
+        _ => false,
+    };
+    if !grouped || v.shape[heads] != *g {
+        return Err(format!(
+            "query heads {h} must be a multiple of key/value heads {g} (value has {})",
+            v.shape[heads]
+        ));
+    }
+    if q.shape[r - 1] != k.shape[r - 1] || k.shape[r - 2] != v.shape[r - 2] {
+        return Err(format!("query {q}, key {k} and value {v} do not line up"));
+    }
+    if let Some(m) = x.get(3) {
+        match a.mask {
+            AttentionMask::Keep if m.dtype != DType::Bool => {
+                return Err(format!("a keep mask must be bool, not {m}"))
+            }
+            AttentionMask::Keep => {}
+            _ => same_dtype(q, m, "query and mask")?,
+        }
+        let mut scores = q.shape[..r - 1].to_vec();
+        scores.push(k.shape[r - 2].clone());
+        if broadcast_shapes(&scores, &m.shape)? != scores {
+            return Err(format!("mask {m} does not broadcast to the scores"));
+        }
+    }
+    let mut out = q.shape.clone();
+    out[r - 1] = v.shape[r - 1].clone();
+    one(TensorType::new(q.dtype, out))
 }

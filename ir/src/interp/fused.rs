@@ -3,7 +3,9 @@
 //! step for step (f16 rounds after every step, as the core ops do).
 
 use super::{eval_op, op_err, Result};
-use crate::{BinaryOp, Bindings, Op, ReduceKind, Tensor, UnaryOp};
+use crate::{
+    AttentionAttrs, AttentionMask, BinaryOp, Bindings, Dim, Op, ReduceKind, Tensor, UnaryOp,
+};
 
 /// Layer normalization over the last axis (see [`Op::LayerNorm`]).
 pub(super) fn layer_norm(
@@ -30,6 +32,90 @@ pub(super) fn rms_norm(op: &Op, x: &Tensor, scale: &Tensor, epsilon: f32) -> Res
     let mean_square = mean_last(&binary(BinaryOp::Mul, x, x)?)?;
     let normalized = binary(BinaryOp::Mul, x, &inverse_root(&mean_square, epsilon)?)?;
     binary(BinaryOp::Mul, &normalized, scale)
+}
+
+/// Scaled dot-product attention (see [`Op::Attention`]): `q·kᵀ`, scaled, masked,
+/// softmax, NaN to zero when asked, times `v`, with grouped key/value heads repeated.
+pub(super) fn attention(op: &Op, a: &AttentionAttrs, x: &[Tensor]) -> Result<Tensor> {
+    let q = &x[0];
+    let r = q.shape().len();
+    if r < 3 {
+        return Err(op_err(op, "the query must have rank at least 3"));
+    }
+    let heads = q.shape()[r - 3];
+    let k = repeat_heads(op, &x[1], heads)?;
+    let v = repeat_heads(op, &x[2], heads)?;
+    let mut perm: Vec<usize> = (0..r).collect();
+    perm.swap(r - 2, r - 1);
+    let kt = apply(Op::Transpose { perm }, &[k])?;
+    let product = apply(Op::MatMul, &[q.clone(), kt])?;
+    let scores = binary(
+        BinaryOp::Mul,
+        &product,
+        &Tensor::scalar(a.scale).cast(q.dtype()),
+    )?;
+    let masked = match a.mask {
+        AttentionMask::None => scores,
+        AttentionMask::Add => binary(BinaryOp::Add, &scores, &x[3])?,
+        AttentionMask::Keep => {
+            let minus_inf = Tensor::scalar(f32::NEG_INFINITY).cast(q.dtype());
+            apply(Op::Where, &[x[3].clone(), scores, minus_inf])?
+        }
+    };
+    let mut p = apply(
+        Op::Softmax {
+            axis: r - 1,
+            log: false,
+        },
+        &[masked],
+    )?;
+    if a.zero_nan {
+        let nan = apply(Op::Unary(UnaryOp::IsNan), std::slice::from_ref(&p))?;
+        let zero = Tensor::scalar(0.0f32).cast(q.dtype());
+        p = apply(Op::Where, &[nan, zero, p])?;
+    }
+    apply(Op::MatMul, &[p, v])
+}
+
+/// `t[.., g, s, d]` with each of its `g` heads repeated `heads / g` times in a row.
+fn repeat_heads(op: &Op, t: &Tensor, heads: usize) -> Result<Tensor> {
+    let shape = t.shape();
+    let r = shape.len();
+    let g = shape[r - 3];
+    if g == heads {
+        return Ok(t.clone());
+    }
+    if g == 0 || heads % g != 0 {
+        return Err(op_err(
+            op,
+            format!("{heads} query heads do not group over {g} key/value heads"),
+        ));
+    }
+    let dims = |s: &[usize]| s.iter().map(|&d| Dim::from(d as i64)).collect::<Vec<_>>();
+    let mut split = shape.to_vec();
+    split.insert(r - 2, 1);
+    let mut repeated = split.clone();
+    repeated[r - 2] = heads / g;
+    let mut merged = shape.to_vec();
+    merged[r - 3] = heads;
+    let t = apply(
+        Op::Reshape {
+            shape: dims(&split),
+        },
+        std::slice::from_ref(t),
+    )?;
+    let t = apply(
+        Op::Expand {
+            shape: dims(&repeated),
+        },
+        &[t],
+    )?;
+    apply(
+        Op::Reshape {
+            shape: dims(&merged),
+        },
+        &[t],
+    )
 }
 
 fn check_rank(op: &Op, x: &Tensor) -> Result<()> {

@@ -273,5 +273,13 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bindings: &Bindings) -> Result<Vec<Te
         }),
         Op::RmsNorm { epsilon } => arity(op, inputs, 2)
             .and_then(|_| one(fused::rms_norm(op, &inputs[0], &inputs[1], *epsilon))),
+        Op::Attention(a) => {
+            let n = if a.mask == crate::AttentionMask::None {
+                3
+            } else {
+                4
+            };
+            arity(op, inputs, n).and_then(|_| one(fused::attention(op, a, inputs)))
+        }
     }
 }

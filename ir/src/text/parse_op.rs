@@ -2,8 +2,8 @@
 
 use super::attrs::Attrs;
 use crate::{
-    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind,
-    ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec,
+    Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 
 /// The op called `name` (anything but `const`, whose operand is a literal), reading and
@@ -48,6 +48,11 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "rms_norm" => Op::RmsNorm {
             epsilon: a.f32("epsilon")?,
         },
+        "attention" => Op::Attention(AttentionAttrs {
+            scale: a.f32("scale")?,
+            mask: a.named("mask", AttentionMask::from_name)?,
+            zero_nan: a.bool("zero_nan")?,
+        }),
         "softmax" | "log_softmax" => Op::Softmax {
             axis: a.usize("axis")?,
             log: name == "log_softmax",

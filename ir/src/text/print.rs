@@ -131,6 +131,11 @@ pub(super) fn attrs(op: &Op) -> Vec<String> {
         Op::LayerNorm { epsilon } | Op::RmsNorm { epsilon } => {
             vec![kv("epsilon", format!("{epsilon:?}"))]
         }
+        Op::Attention(a) => vec![
+            kv("scale", format!("{:?}", a.scale)),
+            kv("mask", a.mask.name()),
+            kv("zero_nan", a.zero_nan),
+        ],
         Op::Conv(c) => vec![
             kv("strides", list(&c.strides)),
             kv("dilations", list(&c.dilations)),

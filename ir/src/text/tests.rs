@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::{
-    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, Dim, EinsumSpec, Op, PadMode,
-    PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction, SliceAxis, TensorType, UnaryOp,
-    ValueId,
+    ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, Dim,
+    EinsumSpec, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
+    SliceAxis, TensorType, UnaryOp, ValueId,
 };
 
 fn ty(d: DType, dims: &[&str]) -> TensorType {
@@ -577,4 +577,38 @@ fn errors_name_the_line_and_the_problem() {
 fn einsum_labels_must_be_letters() {
     let text = "graph @g(%x: f32[2]) -> (%y: f32[]) {\n    %1 = einsum %x {equation=\"i1->\"} : f32[]\n    return %1\n}";
     assert!(error(text).message.contains("not an ASCII letter"));
+}
+
+#[test]
+fn attention_round_trips_with_each_mask_kind() {
+    let q = ty(DType::F32, &["b", "4", "s", "8"]);
+    let kv = ty(DType::F32, &["b", "2", "t", "8"]);
+    let inputs = [
+        ("q", q.clone()),
+        ("k", kv.clone()),
+        ("v", kv),
+        ("add", ty(DType::F32, &["b", "1", "1", "t"])),
+        ("keep", ty(DType::Bool, &["s", "t"])),
+    ];
+    let att = |mask, zero_nan| {
+        Op::Attention(AttentionAttrs {
+            scale: 0.125,
+            mask,
+            zero_nan,
+        })
+    };
+    let nodes = vec![
+        (
+            att(AttentionMask::None, false),
+            vec![0, 1, 2],
+            vec![q.clone()],
+        ),
+        (
+            att(AttentionMask::Add, true),
+            vec![0, 1, 2, 3],
+            vec![q.clone()],
+        ),
+        (att(AttentionMask::Keep, false), vec![0, 1, 2, 4], vec![q]),
+    ];
+    round_trip(&build("attention", &inputs, nodes));
 }

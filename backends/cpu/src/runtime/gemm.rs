@@ -236,6 +236,39 @@ pub unsafe fn sgemm(
     unsafe { sgemm_batched(pool, 1, m, k, n, a, 0, b, 0, c, 0, accumulate) }
 }
 
+/// C = A·B (or C += A·B) on the calling thread alone, for callers that already split
+/// their work over the pool (fused attention runs one of these per tile).
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_serial(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm_block(
+            kernels::best(),
+            m,
+            k,
+            n,
+            a,
+            BMatrix::Strided(b),
+            c,
+            accumulate,
+        )
+    }
+}
+
 /// For every `i < batch`: Cᵢ = Aᵢ·Bᵢ (or += when `accumulate`), where Aᵢ is `a` advanced by
 /// `i * a_batch_stride` floats (likewise B and C). A stride of 0 broadcasts an operand.
 ///

@@ -1,6 +1,7 @@
 //! The runtime that compiled code runs on: the worker pool, the GEMM micro-kernels, and the
 //! routines behind [`Call`] kernels.
 
+mod attention;
 mod conv;
 pub mod gemm;
 pub mod pool;
@@ -46,6 +47,11 @@ pub unsafe fn run_call(
                 // SAFETY: forwarded from the caller.
                 None => unsafe { matmul(mm, mem, pool) },
             }
+            Ok(())
+        }
+        Call::Attention(a) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { attention::attention(a, mem, pool) };
             Ok(())
         }
         Call::Conv(c) => {

@@ -276,7 +276,7 @@ impl Scheduler<'_> {
 }
 
 /// The flat offset (Σ index·stride) of every index of `shape`, in row-major order.
-fn batch_offsets(shape: &[usize], strides: &[isize]) -> Vec<usize> {
+pub(super) fn batch_offsets(shape: &[usize], strides: &[isize]) -> Vec<usize> {
     let mut out = vec![0isize];
     for (&d, &s) in shape.iter().zip(strides) {
         out = out

@@ -1,0 +1,324 @@
+//! Fused attention ([`Call::Attention`](crate::kernel::Call::Attention)): for each block of
+//! query rows of one head, the keys are visited in tiles; each tile's scores come from one
+//! small GEMM, are scaled and masked, and feed an online softmax (a running row maximum and
+//! sum, rescaling the accumulated output when the maximum grows) and a second GEMM into the
+//! output accumulator. Scores never exist beyond one `QUERY_BLOCK × KEY_BLOCK` tile per
+//! thread, whatever the sequence length.
+//!
+//! Each task owns whole output rows and visits keys in a fixed order, so results are
+//! bit-identical for any thread count.
+
+use super::gemm::{sgemm_serial, MatMut, MatRef};
+use super::pool::ThreadPool;
+use super::Memory;
+use crate::kernel::Attention;
+
+/// Query rows per task.
+const QUERY_BLOCK: usize = 32;
+/// Keys per tile: sequences up to this long take one pass, with no rescaling.
+const KEY_BLOCK: usize = 256;
+
+/// Runs one attention call.
+///
+/// # Safety
+/// `mem` must map every buffer of `a` to memory of the size its dims give.
+pub unsafe fn attention(a: &Attention, mem: &dyn Memory, pool: &ThreadPool) {
+    let d = a.dims;
+    if d.batch == 0 || d.heads == 0 || d.q_len == 0 || d.v_depth == 0 {
+        return;
+    }
+    let ptrs = Pointers {
+        q: mem.addr(a.q) as *const f32,
+        k: mem.addr(a.k) as *const f32,
+        v: mem.addr(a.v) as *const f32,
+        out: mem.addr(a.out) as *mut f32,
+        mask: a.mask.as_ref().map(|m| mem.addr(m.buf) as *const u8),
+    };
+    let blocks = d.q_len.div_ceil(QUERY_BLOCK);
+    let task = |t: usize| {
+        let (bh, block) = (t / blocks, t % blocks);
+        // SAFETY: tasks write disjoint row blocks of the output; the rest is read only.
+        unsafe { query_block(a, &ptrs, bh / d.heads, bh % d.heads, block * QUERY_BLOCK) };
+    };
+    pool.parallel_for(d.batch * d.heads * blocks, &task);
+}
+
+/// The call's buffers for this run.
+struct Pointers {
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    mask: Option<*const u8>,
+}
+
+// SAFETY: tasks only read q, k, v and the mask, and write disjoint blocks of `out`.
+unsafe impl Sync for Pointers {}
+
+/// The running softmax state of a block of query rows.
+struct Rows {
+    /// Scores of the current tile, `rows × KEY_BLOCK`, turned into probabilities in place.
+    tile: Vec<f32>,
+    /// Unnormalized output rows, `rows × Dv`.
+    acc: Vec<f32>,
+    /// Row maxima so far.
+    max: Vec<f32>,
+    /// Row sums of `exp(score - max)` so far.
+    sum: Vec<f32>,
+}
+
+/// Computes `rows` output rows from query row `i0` of head `h` of batch item `b`.
+///
+/// # Safety
+/// As for [`attention`].
+unsafe fn query_block(a: &Attention, p: &Pointers, b: usize, h: usize, i0: usize) {
+    let d = a.dims;
+    let rows = QUERY_BLOCK.min(d.q_len - i0);
+    let g = h / (d.heads / d.kv_heads);
+    let q =
+        p.q.wrapping_add(((b * d.heads + h) * d.q_len + i0) * d.depth);
+    let k = p.k.wrapping_add((b * d.kv_heads + g) * d.kv_len * d.depth);
+    let v =
+        p.v.wrapping_add((b * d.kv_heads + g) * d.kv_len * d.v_depth);
+    let mut st = Rows {
+        tile: vec![0.0; rows * KEY_BLOCK],
+        acc: vec![0.0; rows * d.v_depth],
+        max: vec![f32::NEG_INFINITY; rows],
+        sum: vec![0.0; rows],
+    };
+    for j0 in (0..d.kv_len).step_by(KEY_BLOCK) {
+        let cols = KEY_BLOCK.min(d.kv_len - j0);
+        let tile = MatMut {
+            ptr: st.tile.as_mut_ptr(),
+            row_stride: KEY_BLOCK as isize,
+            col_stride: 1,
+        };
+        // SAFETY: q holds `rows` rows of `depth`; keys j0.. hold `cols` rows, read
+        // transposed; the tile holds rows × KEY_BLOCK.
+        unsafe {
+            let keys_t = MatRef {
+                ptr: k.wrapping_add(j0 * d.depth),
+                row_stride: 1,
+                col_stride: d.depth as isize,
+            };
+            sgemm_serial(rows, d.depth, cols, matrix(q, d.depth), keys_t, tile, false);
+        }
+        for r in 0..rows {
+            let scores = &mut st.tile[r * KEY_BLOCK..r * KEY_BLOCK + cols];
+            // SAFETY: the mask covers every score of the call.
+            unsafe { scale_and_mask(a, p, scores, [b, h, i0 + r, j0]) };
+            let acc = &mut st.acc[r * d.v_depth..(r + 1) * d.v_depth];
+            online_softmax(scores, &mut st.max[r], &mut st.sum[r], acc);
+        }
+        // SAFETY: the tile's probabilities times values j0.. accumulate into acc.
+        unsafe {
+            let probs = MatRef {
+                ptr: st.tile.as_ptr(),
+                row_stride: KEY_BLOCK as isize,
+                col_stride: 1,
+            };
+            let values = matrix(v.wrapping_add(j0 * d.v_depth), d.v_depth);
+            let acc = MatMut {
+                ptr: st.acc.as_mut_ptr(),
+                row_stride: d.v_depth as isize,
+                col_stride: 1,
+            };
+            sgemm_serial(rows, cols, d.v_depth, probs, values, acc, true);
+        }
+    }
+    let out = p
+        .out
+        .wrapping_add(((b * d.heads + h) * d.q_len + i0) * d.v_depth);
+    for r in 0..rows {
+        let acc = &st.acc[r * d.v_depth..(r + 1) * d.v_depth];
+        // SAFETY: row i0 + r of this head's output.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.add(r * d.v_depth), d.v_depth) };
+        finish_row(acc, st.sum[r], a.zero_nan, dst);
+    }
+}
+
+/// A contiguous row-major matrix with `cols` columns.
+fn matrix(ptr: *const f32, cols: usize) -> MatRef {
+    MatRef {
+        ptr,
+        row_stride: cols as isize,
+        col_stride: 1,
+    }
+}
+
+/// Scales one row of a tile of scores, whose first element is score `[b, h, i, j]`, and
+/// applies the mask.
+///
+/// # Safety
+/// The mask buffer, if any, must cover the whole score tensor.
+unsafe fn scale_and_mask(
+    a: &Attention,
+    p: &Pointers,
+    scores: &mut [f32],
+    [b, h, i, j]: [usize; 4],
+) {
+    for s in scores.iter_mut() {
+        *s *= a.scale;
+    }
+    let (Some(m), Some(base)) = (&a.mask, p.mask) else {
+        return;
+    };
+    let start = m.batch_offsets[b] as isize
+        + h as isize * m.strides[0]
+        + i as isize * m.strides[1]
+        + j as isize * m.strides[2];
+    let step = m.strides[2];
+    if m.keep {
+        let keep = base as *const bool;
+        for (c, s) in scores.iter_mut().enumerate() {
+            // SAFETY: in bounds per the contract.
+            if !unsafe { *keep.offset(start + c as isize * step) } {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    } else {
+        let add = base as *const f32;
+        for (c, s) in scores.iter_mut().enumerate() {
+            // SAFETY: in bounds per the contract.
+            *s += unsafe { *add.offset(start + c as isize * step) };
+        }
+    }
+}
+
+/// Folds one row of a tile into the running maximum `max`, sum `sum` and output `acc`:
+/// the scores become `exp(score - max)` and `acc` is rescaled to the new maximum (the tile's
+/// product with the values is added afterwards). NaN scores poison the sum, as they
+/// poison a softmax; rows masked so far keep zero weight.
+fn online_softmax(scores: &mut [f32], max: &mut f32, sum: &mut f32, acc: &mut [f32]) {
+    let tile_max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let new_max = max.max(tile_max);
+    if new_max == f32::NEG_INFINITY {
+        // Everything so far is masked out: exp(-∞ - -∞) would be NaN, but these scores
+        // have zero weight (NaN scores still poison the row).
+        for s in scores.iter_mut() {
+            *s = if s.is_nan() { f32::NAN } else { 0.0 };
+        }
+        *sum += scores.iter().sum::<f32>();
+        return;
+    }
+    let rescale = (*max - new_max).exp();
+    if rescale != 1.0 {
+        for x in acc.iter_mut() {
+            *x *= rescale;
+        }
+    }
+    *sum = *sum * rescale + exp_shifted(scores, new_max);
+    *max = new_max;
+}
+
+/// Writes `acc / sum` to `dst`; with `zero_nan`, a row whose probabilities were NaN (all
+/// scores masked, or a NaN or +∞ score) is zero instead, as `where(isnan(p), 0, p)` gives.
+fn finish_row(acc: &[f32], sum: f32, zero_nan: bool, dst: &mut [f32]) {
+    if zero_nan && (sum.is_nan() || sum == 0.0) {
+        dst.fill(0.0);
+        return;
+    }
+    let inv = 1.0 / sum;
+    for (o, x) in dst.iter_mut().zip(acc) {
+        *o = x * inv;
+    }
+}
+
+/// Replaces each `x` by `exp(x - shift)` and returns their sum, using the widest vectors
+/// this CPU has.
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features were just detected.
+        return unsafe { exp_shifted_avx2(xs, shift) };
+    }
+    exp_shifted_portable(xs, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_portable(xs, shift)
+}
+
+/// The body both variants compile: plain loops the compiler vectorizes, summed in eight
+/// lanes so the order is fixed.
+#[inline(always)]
+fn exp_shifted_portable(xs: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = xs.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        for (x, lane) in chunk.iter_mut().zip(lanes.iter_mut()) {
+            *x = exp(*x - shift);
+            *lane += *x;
+        }
+    }
+    let mut total: f32 = lanes.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - shift);
+        total += *x;
+    }
+    total
+}
+
+/// `eˣ` to about 2 ulp for the arguments softmax sees (`x ≤ 0`), branch-free so that loops
+/// over it vectorize: `x = n·ln2 + r` with `|r| ≤ ln2/2`, a degree-6 polynomial for `eʳ`,
+/// and `2ⁿ` built in the exponent bits. Arguments below -87.3 give about 1e-38 (their
+/// weight in a softmax, against a maximum of `e⁰`, is nil); NaN stays NaN.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer in the default mode.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.3 { 88.3 } else { x };
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let poly = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let pow2 = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    poly * pow2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_where_softmax_uses_it() {
+        let mut worst = 0.0f64;
+        for i in 0..=20_000 {
+            let x = -87.0 + i as f32 * (87.0 + 10.0) / 20_000.0;
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 4e-7, "relative error {worst}");
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn online_softmax_keeps_masked_rows_weightless_and_nan_poisons() {
+        let (mut max, mut sum, mut acc) = (f32::NEG_INFINITY, 0.0, vec![0.0f32; 2]);
+        let mut masked = [f32::NEG_INFINITY; 3];
+        online_softmax(&mut masked, &mut max, &mut sum, &mut acc);
+        assert_eq!((max, sum, masked), (f32::NEG_INFINITY, 0.0, [0.0; 3]));
+        let mut scores = [0.0, f32::NEG_INFINITY];
+        online_softmax(&mut scores, &mut max, &mut sum, &mut acc);
+        assert_eq!((max, sum), (0.0, 1.0));
+        let mut poisoned = [1.0, f32::NAN];
+        online_softmax(&mut poisoned, &mut max, &mut sum, &mut acc);
+        assert!(sum.is_nan());
+        let mut out = [7.0f32; 2];
+        finish_row(&acc, sum, true, &mut out);
+        assert_eq!(out, [0.0, 0.0]);
+        finish_row(&acc, 0.0, false, &mut out);
+        assert!(out.iter().all(|x| x.is_nan()));
+    }
+}

@@ -1,0 +1,65 @@
+//! Fused attention as one runtime call ([`Call::Attention`]): the operands are contiguous
+//! buffers; leading dims flatten into one batch axis, and the mask is read through
+//! broadcast strides over the scores, so a `[batch, 1, 1, seq]` padding mask is never
+//! expanded.
+
+use super::movement::batch_offsets;
+use super::{broadcast_strides, ScheduleError, Scheduler};
+use crate::kernel::*;
+use kiln_ir::{AttentionAttrs, AttentionMask, Node};
+
+impl Scheduler<'_> {
+    pub(super) fn attention(
+        &mut self,
+        node: &Node,
+        attrs: &AttentionAttrs,
+    ) -> Result<(), ScheduleError> {
+        let [q, k, v] = [0, 1, 2].map(|i| self.view(node.inputs[i]).clone());
+        let out = self.temp(node.outputs[0])?;
+        let r = q.shape.len();
+        let heads = r - 3;
+        let dims = AttentionDims {
+            batch: q.shape[..heads].iter().product(),
+            heads: q.shape[heads],
+            kv_heads: k.shape[heads],
+            q_len: q.shape[r - 2],
+            kv_len: k.shape[r - 2],
+            depth: q.shape[r - 1],
+            v_depth: v.shape[r - 1],
+        };
+        if dims.kv_heads == 0 || dims.heads % dims.kv_heads != 0 {
+            return Err(ScheduleError::Unsupported {
+                node: self.current,
+                name: node.name.clone(),
+                op: node.op.name(),
+                reason: format!(
+                    "{} query heads do not group over {} key/value heads",
+                    dims.heads, dims.kv_heads
+                ),
+            });
+        }
+        let mask = (attrs.mask != AttentionMask::None).then(|| {
+            let m = self.view(node.inputs[3]);
+            let mut scores = q.shape[..r - 1].to_vec();
+            scores.push(dims.kv_len);
+            let strides = broadcast_strides(&m.shape, &scores);
+            AttentionMaskOperand {
+                buf: m.buf,
+                keep: attrs.mask == AttentionMask::Keep,
+                batch_offsets: batch_offsets(&scores[..heads], &strides[..heads]),
+                strides: [strides[heads], strides[r - 2], strides[r - 1]],
+            }
+        });
+        self.push(Kernel::Call(Call::Attention(Attention {
+            q: q.buf,
+            k: k.buf,
+            v: v.buf,
+            out: out.buf,
+            dims,
+            mask,
+            scale: attrs.scale,
+            zero_nan: attrs.zero_nan,
+        })));
+        Ok(())
+    }
+}
