@@ -239,9 +239,9 @@ fn inspect_stats_is_one_json_object_with_fused_op_names() {
 fn inspect_explain_lists_each_fused_kernel_with_its_rule_and_sources() {
     let out = stdout_of(&["inspect", &model("gpt2_tiny_ts.onnx"), "--explain"]);
     let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("7 fused kernels"), "{out}");
+    assert_eq!(lines.next(), Some("9 fused kernels"), "{out}");
     let kernels: Vec<&str> = lines.collect();
-    assert_eq!(kernels.len(), 7, "{out}");
+    assert_eq!(kernels.len(), 9, "{out}");
     let norms = kernels
         .iter()
         .filter(|l| l.starts_with("LayerNorm"))
@@ -254,6 +254,13 @@ fn inspect_explain_lists_each_fused_kernel_with_its_rule_and_sources() {
              from 9 nodes: /m/h.0/ln_1/ReduceMean, "
         ),
         "{first}"
+    );
+    let attention = kernels.iter().find(|l| l.starts_with("Attention")).unwrap();
+    assert!(
+        attention.contains("\"/m/h.0/attn/MatMul_1\"  rules attention  from 9 nodes:")
+            && attention.contains("/m/h.0/attn/Softmax")
+            && attention.contains("/m/h.0/attn/IsNaN"),
+        "{attention}"
     );
     let gelu = kernels.iter().find(|l| l.starts_with("GeluTanh")).unwrap();
     assert!(
@@ -270,7 +277,7 @@ fn inspect_draws_dot_svg_and_html_with_fused_nodes_marked() {
         dot.starts_with("digraph ") && dot.trim_end().ends_with('}'),
         "{dot}"
     );
-    assert_eq!(dot.matches("fillcolor=\"#ffd27f\"").count(), 7, "{dot}");
+    assert_eq!(dot.matches("fillcolor=\"#ffd27f\"").count(), 9, "{dot}");
     assert!(dot.contains("tooltip=\"/m/h.0/ln_1/Add_1 from: /m/h.0/ln_1/ReduceMean,"));
     let svg = stdout_of(&["inspect", &m, "--format", "svg"]);
     assert!(
@@ -278,13 +285,13 @@ fn inspect_draws_dot_svg_and_html_with_fused_nodes_marked() {
         "{svg}"
     );
     assert_eq!(svg.matches("<g>").count(), svg.matches("</g>").count());
-    assert_eq!(svg.matches("fill=\"#ffd27f\"").count(), 7);
+    assert_eq!(svg.matches("fill=\"#ffd27f\"").count(), 9);
     let html = stdout_of(&["inspect", &m, "--format", "html"]);
     assert!(
         html.starts_with("<!doctype html>") && html.contains("<svg "),
         "{html}"
     );
-    assert_eq!(html.matches("<tr><td>").count(), 7, "{html}");
+    assert_eq!(html.matches("<tr><td>").count(), 9, "{html}");
     assert!(!html.contains("http-equiv") && !html.contains("<script src"));
 }
 

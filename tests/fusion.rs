@@ -20,14 +20,17 @@ fn optimized_ops(name: &str) -> BTreeMap<String, usize> {
 }
 
 /// Asserts `name`'s fused kernels: 5 norms of kind `norm` (one per sublayer of the two
-/// layers, plus the embedding or final one) and 2 activations of kind `act` (one per
-/// layer), with no trace of their decompositions left.
+/// layers, plus the embedding or final one), 2 activations of kind `act` and 2 attention
+/// kernels (one each per layer), with no trace of their decompositions left.
 fn assert_fused(name: &str, norm: &str, act: &str) {
     let ops = optimized_ops(name);
     let count = |k: &str| ops.get(k).copied().unwrap_or(0);
     assert_eq!(count(norm), 5, "{name}: {norm} count in {ops:?}");
     assert_eq!(count(act), 2, "{name}: {act} count in {ops:?}");
+    assert_eq!(count("Attention"), 2, "{name}: Attention count in {ops:?}");
     for leftover in [
+        "Softmax",
+        "IsNan",
         "ReduceMean",
         "Erf",
         "Tanh",

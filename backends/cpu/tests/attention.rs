@@ -40,6 +40,9 @@ impl Rng {
     }
 }
 
+/// The mask's shape, given the scores' shape.
+type MaskShape = fn(&[usize]) -> Vec<usize>;
+
 struct Case {
     what: String,
     lead: Vec<usize>,
@@ -51,7 +54,7 @@ struct Case {
     v_depth: usize,
     mask: AttentionMask,
     /// The mask's shape, given the scores' shape.
-    mask_shape: fn(&[usize]) -> Vec<usize>,
+    mask_shape: MaskShape,
     zero_nan: bool,
     /// A query row whose keys are all masked out (keep masks only).
     masked_row: Option<usize>,
@@ -160,7 +163,7 @@ fn grouped_heads_and_odd_depths() {
 
 #[test]
 fn additive_masks_of_every_broadcast_shape() {
-    let shapes: [fn(&[usize]) -> Vec<usize>; 4] = [
+    let shapes: [MaskShape; 4] = [
         |s| s.to_vec(),
         |s| vec![s[0], 1, 1, s[3]],
         |s| vec![s[2], s[3]],

@@ -85,7 +85,7 @@ fn repeat_heads(op: &Op, t: &Tensor, heads: usize) -> Result<Tensor> {
     if g == heads {
         return Ok(t.clone());
     }
-    if g == 0 || heads % g != 0 {
+    if g == 0 || !heads.is_multiple_of(g) {
         return Err(op_err(
             op,
             format!("{heads} query heads do not group over {g} key/value heads"),

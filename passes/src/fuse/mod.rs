@@ -6,8 +6,10 @@
 //! is a fresh egg `Runner` over the same e-graph with its own limits, because egg checks
 //! node and time limits only between iterations.
 
+mod attention;
 mod egraph;
 mod extract;
+mod layout;
 mod rules;
 mod why_not;
 
@@ -233,7 +235,10 @@ fn is_fused(op: &Op) -> bool {
     use kiln_ir::UnaryOp::{Gelu, GeluTanh, Silu};
     matches!(
         op,
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Unary(Gelu | GeluTanh | Silu)
+        Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Attention(_)
+            | Op::Unary(Gelu | GeluTanh | Silu)
     )
 }
 

@@ -24,7 +24,10 @@ pub fn canonical() -> Vec<Rule> {
         rewrite!("reciprocal-sqrt-to-rsqrt"; "(reciprocal (sqrt ?b))" => "(rsqrt ?b)"),
         rewrite!("one-over-to-reciprocal"; "(div ?c ?b)" => "(reciprocal ?b)" if one_over("?c", "?b")),
     ];
-    rules.into_iter().map(recorded).collect()
+    let mut rules: Vec<Rule> = rules.into_iter().map(recorded).collect();
+    let layout = super::layout::TransposeThroughReshape;
+    rules.push(fusion("transpose-through-reshape", layout));
+    rules
 }
 
 /// `rule`, with every class it rewrites recorded in [`Types::rewritten`] (for `--explain`).
@@ -89,17 +92,19 @@ pub fn fusions() -> Vec<Rule> {
         fusion("gelu-erf", Activation::Gelu),
         fusion("gelu-tanh", Activation::GeluTanh),
         fusion("silu", Activation::Silu),
+        fusion("attention", super::attention::Attention),
     ]
 }
 
 /// A fusion: where its pattern holds, and the fused op it adds there.
-trait Fusion: Copy + Send + Sync + 'static {
+pub(super) trait Fusion: Copy + Send + Sync + 'static {
     /// The matches in `class`.
     fn find(self, eg: &EGraph, class: Id) -> Vec<Subst>;
     /// The variables `find` binds.
     fn vars(self) -> Vec<Var>;
     /// The fused op and its operands for one match (`None`: nothing to add).
-    fn build(self, eg: &EGraph, class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)>;
+    /// May add the operands it needs (a transpose) to the e-graph.
+    fn build(self, eg: &mut EGraph, class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)>;
 }
 
 /// A [`Fusion`] as an egg searcher and applier.
@@ -283,7 +288,7 @@ impl Fusion for Norm {
         }
     }
 
-    fn build(self, eg: &EGraph, _class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
+    fn build(self, eg: &mut EGraph, _class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
         let (x, scale) = (subst[var("?x")], subst[var("?scale")]);
         Some(match self {
             Norm::Rms => {
@@ -306,7 +311,7 @@ impl Fusion for Norm {
     }
 }
 
-fn subst(bindings: &[(&str, Id)]) -> Subst {
+pub(super) fn subst(bindings: &[(&str, Id)]) -> Subst {
     let mut s = Subst::with_capacity(bindings.len());
     for (name, id) in bindings {
         s.insert(var(name), *id);
@@ -452,7 +457,7 @@ impl Fusion for Activation {
         vec![var("?x")]
     }
 
-    fn build(self, eg: &EGraph, class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
+    fn build(self, eg: &mut EGraph, class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
         let x = subst[var("?x")];
         // The product may broadcast x against a larger constant; the activation cannot.
         (eg[x].data.ty() == eg[class].data.ty()).then(|| (Op::Unary(self.op()), vec![x]))

@@ -27,7 +27,7 @@ impl Scheduler<'_> {
             depth: q.shape[r - 1],
             v_depth: v.shape[r - 1],
         };
-        if dims.kv_heads == 0 || dims.heads % dims.kv_heads != 0 {
+        if dims.kv_heads == 0 || !dims.heads.is_multiple_of(dims.kv_heads) {
             return Err(ScheduleError::Unsupported {
                 node: self.current,
                 name: node.name.clone(),
