@@ -274,14 +274,18 @@ fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let x = if x < -87.3 { -87.3 } else { x };
     let x = if x > 88.3 { 88.3 } else { x };
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let poly = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    let pow2 = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // n sits in the low mantissa bits of `shifted`; integer arithmetic on the bits (not a
+    // float-to-int cast, which Rust saturates one lane at a time) builds 2ⁿ.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let pow2 = f32::from_bits(n_bits.wrapping_add(127) << 23);
     poly * pow2
 }
 
