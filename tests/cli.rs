@@ -329,11 +329,29 @@ fn inspect_why_not_names_the_step_where_each_candidate_stopped() {
         "rms_norm",
     ]);
     assert_eq!(clean, "0 RmsNorm candidates did not fuse\n");
-    let bad = kiln(&["inspect", fixture, "--why-not", "attention"]);
+    let attention = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/unfused_attention.kir"
+    );
+    let att = stdout_of(&["inspect", attention, "--why-not", "attention"]);
+    assert_eq!(
+        att,
+        "2 Attention candidates did not fuse\n\
+         \"softmax_of_untransposed\": the product's right operand is not a transpose of the keys\n\
+         \"softmax_over_queries\": the softmax runs over axis 2, not the last (the keys)\n"
+    );
+    let clean = stdout_of(&[
+        "inspect",
+        &model("gpt2_tiny.onnx"),
+        "--why-not",
+        "attention",
+    ]);
+    assert_eq!(clean, "0 Attention candidates did not fuse\n");
+    let bad = kiln(&["inspect", fixture, "--why-not", "conv"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("expected one of: layernorm, rmsnorm, gelu, gelu_tanh, silu"),
+        err.contains("expected one of: layernorm, rmsnorm, gelu, gelu_tanh, silu, attention"),
         "{err}"
     );
 }

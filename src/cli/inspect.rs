@@ -40,7 +40,7 @@ pub(crate) struct InspectArgs {
     explain: bool,
     /// Explain where an expected fusion failed: each candidate that stayed unfused and the
     /// first step of the pattern that does not hold (layernorm, rmsnorm, gelu, gelu_tanh,
-    /// silu).
+    /// silu, attention).
     #[arg(long, value_name = "FUSION", value_parser = parse_expected, conflicts_with_all = ["memory", "stats", "after", "explain"])]
     why_not: Option<kiln::passes::Expected>,
     /// Print the cpu backend's memory plan instead: the peak arena size and each buffer's

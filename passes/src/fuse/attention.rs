@@ -285,3 +285,34 @@ fn nodes_of(eg: &EGraph, class: Id, pred: impl Fn(&Op) -> bool) -> Vec<Id> {
         .map(|n| n.args[0])
         .collect()
 }
+
+/// Why `class` is not the scores of an attention (for `kiln inspect --why-not`).
+pub(super) fn why_not_scores(eg: &EGraph, class: Id) -> Result<(), String> {
+    if scores(eg, class).is_some() {
+        return Ok(());
+    }
+    // The products within two steps (a mask, then a scale) of the scores.
+    let mut near = vec![class];
+    for _ in 0..2 {
+        let next: Vec<Id> = near
+            .iter()
+            .flat_map(|&c| eg[c].nodes.iter().flat_map(|n| n.args.iter().copied()))
+            .collect();
+        near.extend(next);
+    }
+    let products: Vec<&[Id]> = near.iter().flat_map(|&c| nodes(eg, c, "matmul")).collect();
+    if products.is_empty() {
+        return Err("the softmax input is not a product q·kᵀ, scaled and masked".into());
+    }
+    if !products
+        .iter()
+        .any(|m| swaps_last_two(eg, unscaled(eg, m[1]).0))
+    {
+        return Err("the product's right operand is not a transpose of the keys".into());
+    }
+    Err(
+        "the product is scaled by a non-scalar, or masked by neither an additive mask of \
+         the scores' dtype nor a bool mask filled with -∞"
+            .into(),
+    )
+}

@@ -1,8 +1,9 @@
 //! Why an expected fusion did not happen: each candidate (a mean of a square for the norms;
-//! an `erf`, `tanh` or `sigmoid` for the activations) is followed up through the
+//! an `erf`, `tanh` or `sigmoid` for the activations; a softmax for attention) is followed up through the
 //! canonicalized e-graph, step by step along its pattern, and the first step that does not
 //! hold is reported with the source node where the match stopped.
 
+use super::attention;
 use super::egraph::{EGraph, ENode, Lowered, Term};
 use super::rules::{
     is_mean_last, is_tanh_argument, is_x_over_root2, nodes, pairs, scalar_near, three_factors,
@@ -24,19 +25,28 @@ pub enum Expected {
     GeluTanh,
     /// `silu`.
     Silu,
+    /// `attention`.
+    Attention,
 }
 
 impl Expected {
     /// The names `from_name` accepts.
-    pub const NAMES: &'static [&'static str] =
-        &["layernorm", "rmsnorm", "gelu", "gelu_tanh", "silu"];
+    pub const NAMES: &'static [&'static str] = &[
+        "layernorm",
+        "rmsnorm",
+        "gelu",
+        "gelu_tanh",
+        "silu",
+        "attention",
+    ];
 
     /// Parses a name, ignoring case and underscores (`LayerNorm`, `layer_norm`).
     ///
     /// ```
     /// use kiln_passes::Expected;
     /// assert_eq!(Expected::from_name("Layer_Norm"), Some(Expected::LayerNorm));
-    /// assert_eq!(Expected::from_name("attention"), None);
+    /// assert_eq!(Expected::from_name("Attention"), Some(Expected::Attention));
+    /// assert_eq!(Expected::from_name("conv"), None);
     /// ```
     pub fn from_name(name: &str) -> Option<Expected> {
         let key: String = name
@@ -50,6 +60,7 @@ impl Expected {
             "gelu" => Expected::Gelu,
             "gelutanh" => Expected::GeluTanh,
             "silu" => Expected::Silu,
+            "attention" => Expected::Attention,
             _ => return None,
         })
     }
@@ -161,6 +172,9 @@ pub fn misses(lowered: &Lowered, kind: Expected) -> Vec<Miss> {
                             name(x)
                         )
                     }
+                }
+                (Expected::Attention, Term::Op(Op::Softmax { axis, log: false })) => {
+                    attention_step(eg, &users, class.id, node.args[0], *axis)
                 }
                 _ => continue,
             };
@@ -291,5 +305,33 @@ fn gelu_step(eg: &EGraph, users: &Users, f: Id, arg: Id, tanh: bool) -> String {
         "the pattern matches".into()
     } else {
         "(1 + …) is not multiplied by x and 0.5".into()
+    }
+}
+
+/// Follows a softmax down to the scaled product q·kᵀ and up to the product with v.
+fn attention_step(eg: &EGraph, users: &Users, probs: Id, scores: Id, axis: usize) -> String {
+    let rank = eg[probs].data.ty().map_or(0, TensorType::rank);
+    if rank < 3 {
+        return format!("the softmax input has rank {rank}, not [.., heads, queries, keys]");
+    }
+    if axis + 1 != rank {
+        return format!("the softmax runs over axis {axis}, not the last (the keys)");
+    }
+    if let Err(why) = attention::why_not_scores(eg, scores) {
+        return why;
+    }
+    // The probabilities, or where(isnan(p), 0, p) of them, times the values.
+    let mut probs_classes = vec![probs];
+    probs_classes.extend(users.of(probs, "where").into_iter().map(|(c, _)| c));
+    let by_values = probs_classes.iter().any(|&p| {
+        users
+            .of(p, "matmul")
+            .iter()
+            .any(|(c, _)| nodes(eg, *c, "matmul").any(|m| eg.find(m[0]) == eg.find(p)))
+    });
+    if by_values {
+        "the pattern matches".into()
+    } else {
+        "the probabilities are not multiplied by values (matmul(p, v))".into()
     }
 }
