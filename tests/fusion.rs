@@ -64,3 +64,36 @@ fusion_tests! {
     vit: "vit_tiny" => "LayerNorm", "Gelu";
     vit_ts: "vit_tiny_ts" => "LayerNorm", "Gelu";
 }
+
+/// The ONNX `Attention` op (opsets 23–24, from the vendored node tests): the frontend
+/// lowers it to its function body, and fusion recovers one Attention kernel, whatever the
+/// mask (additive, bool, causal, composed), grouped-query heads, 3-D inputs or a KV cache.
+/// (Softcap and a softmax in another precision are not fused; see ARCHITECTURE.md.)
+#[test]
+fn onnx_attention_op_is_one_kernel() {
+    for case in [
+        "test_attention_3d",
+        "test_attention_3d_gqa_causal",
+        "test_attention_4d_attn_mask",
+        "test_attention_4d_attn_mask_bool",
+        "test_attention_4d_causal",
+        "test_attention_4d_gqa_attn_mask",
+        "test_attention_4d_diff_heads_with_past_and_present_mask4d",
+        "test_attention_4d_causal_nonpad_attn_mask_composition",
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/onnx/cases/{case}/model.onnx"));
+        let model = Model::load(path)
+            .and_then(|m| m.optimize())
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let kinds: Vec<String> = model
+            .graph()
+            .nodes
+            .iter()
+            .map(|n| n.op.kind_name())
+            .collect();
+        let count = |k: &str| kinds.iter().filter(|n| *n == k).count();
+        assert_eq!(count("Attention"), 1, "{case}: {kinds:?}");
+        assert_eq!(count("Softmax"), 0, "{case}: {kinds:?}");
+    }
+}

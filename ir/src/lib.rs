@@ -25,7 +25,8 @@ pub use half;
 pub use infer::{infer, input_arity, Arity, InferError};
 pub use op::{
     ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec,
-    Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
+    SliceAxis, UnaryOp,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
 pub use text::{

@@ -215,7 +215,7 @@ pub enum Op {
     /// key/value head `h / (H/G)`, grouped-query attention), then the mask when
     /// [`AttentionAttrs::mask`] says so, broadcast to the scores `[.., H, Sq, Sk]`.
     /// `s = q·kᵀ·scale`, masked (see [`AttentionMask`]), `p = softmax(s)` over the last
-    /// axis, optionally `p = where(isnan(p), 0, p)`, and the output `p·v[.., H, Sq, Dv]`.
+    /// axis, rows guarded as [`MaskedRows`] says, and the output `p·v[.., H, Sq, Dv]`.
     /// A pass output defined by this decomposition, like [`Op::LayerNorm`].
     Attention(AttentionAttrs),
 }
@@ -227,9 +227,22 @@ pub struct AttentionAttrs {
     pub scale: f32,
     /// Whether a fourth input masks the scores, and how.
     pub mask: AttentionMask,
-    /// Probabilities that are NaN become 0 (PyTorch's exports write
-    /// `where(isnan(p), 0, p)`): a row whose scores are all masked gives zeros, not NaN.
-    pub zero_nan: bool,
+    /// What becomes of rows whose scores are all masked out.
+    pub rows: MaskedRows,
+}
+
+/// How [`Op::Attention`] guards rows whose scores are all masked out (their softmax is
+/// `0/0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskedRows {
+    /// No guard: such rows are NaN, as softmax gives.
+    Nan,
+    /// `p = where(isnan(p), 0, p)` (PyTorch's exports): NaN probabilities become 0.
+    ZeroNan,
+    /// `p = where(max(mask) == -∞, 0, p)` with the max over each row of the additive mask
+    /// (the ONNX `Attention` function body): rows the mask closes entirely become 0.
+    ZeroMasked,
 }
 
 /// How [`Op::Attention`]'s mask input applies to the scores.
@@ -675,6 +688,8 @@ names!(ReduceKind {
 names!(ScatterReduction { None => "none", Add => "add", Mul => "mul", Max => "max", Min => "min" });
 
 names!(AttentionMask { None => "none", Add => "add", Keep => "keep" });
+
+names!(MaskedRows { Nan => "nan", ZeroNan => "zero_nan", ZeroMasked => "zero_masked" });
 
 names!(PadMode { Constant => "constant", Reflect => "reflect", Edge => "edge", Wrap => "wrap" });
 

@@ -363,8 +363,8 @@ pub struct Attention {
     pub mask: Option<AttentionMaskOperand>,
     /// Multiplies `q·kᵀ`.
     pub scale: f32,
-    /// NaN probabilities become 0.
-    pub zero_nan: bool,
+    /// What becomes of rows whose scores are all masked out.
+    pub rows: kiln_ir::MaskedRows,
 }
 
 /// Sizes of an [`Attention`] call.

@@ -2,10 +2,12 @@
 //! reference interpreter, which defines `attention` by its decomposition: query lengths
 //! around the query block, key lengths beyond one key tile (so the running maximum
 //! rescales), grouped key/value heads, additive and bool masks of every broadcast shape,
-//! fully masked rows with and without `zero_nan`, and one vs two threads bit for bit.
+//! fully masked rows under each `MaskedRows` guard, and one vs two threads bit for bit.
 
 use kiln_cpu::{CompiledModel, Options};
-use kiln_ir::{interp, AttentionAttrs, AttentionMask, DType, Graph, Op, Tensor, TensorType};
+use kiln_ir::{
+    interp, AttentionAttrs, AttentionMask, DType, Graph, MaskedRows, Op, Tensor, TensorType,
+};
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
@@ -55,7 +57,7 @@ struct Case {
     mask: AttentionMask,
     /// The mask's shape, given the scores' shape.
     mask_shape: MaskShape,
-    zero_nan: bool,
+    rows: MaskedRows,
     /// A query row whose keys are all masked out (keep masks only).
     masked_row: Option<usize>,
 }
@@ -73,7 +75,7 @@ impl Case {
             v_depth: 8,
             mask: AttentionMask::None,
             mask_shape: |s| s.to_vec(),
-            zero_nan: false,
+            rows: MaskedRows::Nan,
             masked_row: None,
         }
     }
@@ -105,7 +107,19 @@ impl Case {
         match self.mask {
             AttentionMask::None => {}
             AttentionMask::Add => {
-                inputs.push(rng.tensor(&m_shape, 3.0));
+                // -∞ where a keep mask would close, so rows can be closed entirely.
+                let keep = rng.keep(&m_shape, self.masked_row).to_f64_vec();
+                let add: Vec<f32> = keep
+                    .iter()
+                    .map(|&k| {
+                        if k != 0.0 {
+                            3.0 * rng.next()
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                inputs.push(Tensor::from_vec(add, &m_shape).unwrap());
                 values.push(g.add_input("m", TensorType::fixed(DType::F32, &m_shape)));
             }
             AttentionMask::Keep => {
@@ -116,7 +130,7 @@ impl Case {
         let attrs = AttentionAttrs {
             scale: 1.0 / (self.depth as f32).sqrt(),
             mask: self.mask,
-            zero_nan: self.zero_nan,
+            rows: self.rows,
         };
         let y = g.add_node("att", Op::Attention(attrs), &values).unwrap()[0];
         g.add_output("y", y);
@@ -178,12 +192,17 @@ fn additive_masks_of_every_broadcast_shape() {
 }
 
 #[test]
-fn keep_masks_with_fully_masked_rows() {
-    for zero_nan in [false, true] {
+fn fully_masked_rows_under_each_guard() {
+    for (mask, rows) in [
+        (AttentionMask::Keep, MaskedRows::Nan),
+        (AttentionMask::Keep, MaskedRows::ZeroNan),
+        (AttentionMask::Add, MaskedRows::ZeroNan),
+        (AttentionMask::Add, MaskedRows::ZeroMasked),
+    ] {
         for kv_len in [7, 300] {
-            let mut c = Case::new(&format!("keep, zero_nan {zero_nan}, {kv_len}"), 12, kv_len);
-            c.mask = AttentionMask::Keep;
-            c.zero_nan = zero_nan;
+            let mut c = Case::new(&format!("{mask:?} mask, {rows:?}, {kv_len}"), 12, kv_len);
+            c.mask = mask;
+            c.rows = rows;
             c.masked_row = Some(4);
             c.mask_shape = |s| vec![s[0], 1, s[2], s[3]];
             c.run();

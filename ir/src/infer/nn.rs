@@ -6,7 +6,7 @@ use super::{
 };
 use crate::{
     AttentionAttrs, AttentionMask, ConvAttrs, ConvTransposeAttrs, DType, Dim, EinsumSpec,
-    PoolAttrs, TensorType,
+    MaskedRows, PoolAttrs, TensorType,
 };
 use std::collections::BTreeMap;
 
@@ -284,6 +284,9 @@ pub(super) fn attention(a: &AttentionAttrs, x: &[&TensorType]) -> Res<Vec<Tensor
     }
     if q.shape[r - 1] != k.shape[r - 1] || k.shape[r - 2] != v.shape[r - 2] {
         return Err(format!("query {q}, key {k} and value {v} do not line up"));
+    }
+    if a.rows == MaskedRows::ZeroMasked && a.mask != AttentionMask::Add {
+        return Err("rows=zero_masked needs an additive mask".into());
     }
     if let Some(m) = x.get(3) {
         match a.mask {

@@ -4,7 +4,8 @@
 
 use super::{eval_op, op_err, Result};
 use crate::{
-    AttentionAttrs, AttentionMask, BinaryOp, Bindings, Dim, Op, ReduceKind, Tensor, UnaryOp,
+    AttentionAttrs, AttentionMask, BinaryOp, Bindings, Dim, MaskedRows, Op, ReduceKind, Tensor,
+    UnaryOp,
 };
 
 /// Layer normalization over the last axis (see [`Op::LayerNorm`]).
@@ -69,10 +70,25 @@ pub(super) fn attention(op: &Op, a: &AttentionAttrs, x: &[Tensor]) -> Result<Ten
         },
         &[masked],
     )?;
-    if a.zero_nan {
-        let nan = apply(Op::Unary(UnaryOp::IsNan), std::slice::from_ref(&p))?;
-        let zero = Tensor::scalar(0.0f32).cast(q.dtype());
-        p = apply(Op::Where, &[nan, zero, p])?;
+    let zero = Tensor::scalar(0.0f32).cast(q.dtype());
+    match a.rows {
+        MaskedRows::Nan => {}
+        MaskedRows::ZeroNan => {
+            let nan = apply(Op::Unary(UnaryOp::IsNan), std::slice::from_ref(&p))?;
+            p = apply(Op::Where, &[nan, zero, p])?;
+        }
+        MaskedRows::ZeroMasked => {
+            let mask = &x[3];
+            let row_max = Op::Reduce {
+                kind: ReduceKind::Max,
+                axes: vec![mask.shape().len().max(1) - 1],
+                keep_dims: true,
+            };
+            let max = apply(row_max, std::slice::from_ref(mask))?;
+            let minus_inf = Tensor::scalar(f32::NEG_INFINITY).cast(q.dtype());
+            let closed = binary(BinaryOp::Equal, &max, &minus_inf)?;
+            p = apply(Op::Where, &[closed, zero, p])?;
+        }
     }
     apply(Op::MatMul, &[p, v])
 }

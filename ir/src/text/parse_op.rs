@@ -3,7 +3,8 @@
 use super::attrs::Attrs;
 use crate::{
     ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec,
-    Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
+    SliceAxis, UnaryOp,
 };
 
 /// The op called `name` (anything but `const`, whose operand is a literal), reading and
@@ -51,7 +52,7 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "attention" => Op::Attention(AttentionAttrs {
             scale: a.f32("scale")?,
             mask: a.named("mask", AttentionMask::from_name)?,
-            zero_nan: a.bool("zero_nan")?,
+            rows: a.named("rows", MaskedRows::from_name)?,
         }),
         "softmax" | "log_softmax" => Op::Softmax {
             axis: a.usize("axis")?,

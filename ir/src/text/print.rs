@@ -134,7 +134,7 @@ pub(super) fn attrs(op: &Op) -> Vec<String> {
         Op::Attention(a) => vec![
             kv("scale", format!("{:?}", a.scale)),
             kv("mask", a.mask.name()),
-            kv("zero_nan", a.zero_nan),
+            kv("rows", a.rows.name()),
         ],
         Op::Conv(c) => vec![
             kv("strides", list(&c.strides)),

@@ -4,8 +4,8 @@
 use super::*;
 use crate::{
     ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, Dim,
-    EinsumSpec, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
-    SliceAxis, TensorType, UnaryOp, ValueId,
+    EinsumSpec, MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind,
+    ScatterReduction, SliceAxis, TensorType, UnaryOp, ValueId,
 };
 
 fn ty(d: DType, dims: &[&str]) -> TensorType {
@@ -590,25 +590,29 @@ fn attention_round_trips_with_each_mask_kind() {
         ("add", ty(DType::F32, &["b", "1", "1", "t"])),
         ("keep", ty(DType::Bool, &["s", "t"])),
     ];
-    let att = |mask, zero_nan| {
+    let att = |mask, rows| {
         Op::Attention(AttentionAttrs {
             scale: 0.125,
             mask,
-            zero_nan,
+            rows,
         })
     };
     let nodes = vec![
         (
-            att(AttentionMask::None, false),
+            att(AttentionMask::None, MaskedRows::Nan),
             vec![0, 1, 2],
             vec![q.clone()],
         ),
         (
-            att(AttentionMask::Add, true),
+            att(AttentionMask::Add, MaskedRows::ZeroMasked),
             vec![0, 1, 2, 3],
             vec![q.clone()],
         ),
-        (att(AttentionMask::Keep, false), vec![0, 1, 2, 4], vec![q]),
+        (
+            att(AttentionMask::Keep, MaskedRows::ZeroNan),
+            vec![0, 1, 2, 4],
+            vec![q],
+        ),
     ];
     round_trip(&build("attention", &inputs, nodes));
 }

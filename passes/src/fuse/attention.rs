@@ -16,18 +16,29 @@
 use super::egraph::{EGraph, Term};
 use super::rules::{nodes, pairs, subst, Fusion};
 use egg::{Id, Subst, Var};
-use kiln_ir::{AttentionAttrs, AttentionMask, DType, Dim, Op, TensorType, UnaryOp};
+use kiln_ir::{
+    AttentionAttrs, AttentionMask, DType, Dim, MaskedRows, Op, ReduceKind, TensorType, UnaryOp,
+};
 
 /// The attention fusion (rule `attention`).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Attention;
 
 /// Variables a match binds. `?q ?kt ?v` always; `?add` or `?keep` with a mask; `?nan` when
-/// NaN probabilities become zero; `?sq ?sk ?ss` scalar factors on q, kᵀ and the product,
-/// `?sd` a scalar divisor of the product.
-const VARS: [&str; 10] = [
-    "?q", "?kt", "?v", "?add", "?keep", "?nan", "?sq", "?sk", "?ss", "?sd",
+/// NaN probabilities become zero, `?closed` when rows the additive mask closes do;
+/// `?sq ?sk ?ss` scalar factors on q, kᵀ and the product, `?sd` a scalar divisor of it.
+const VARS: [&str; 11] = [
+    "?q", "?kt", "?v", "?add", "?keep", "?nan", "?closed", "?sq", "?sk", "?ss", "?sd",
 ];
+
+/// The guard around the softmax, if any.
+#[derive(Clone, Copy, Debug)]
+enum Guard {
+    /// `where(isnan(p), 0, p)`, in this class.
+    ZeroNan(Id),
+    /// `where(max(mask) == -∞, 0, p)` over the last axis of this mask (the ONNX body).
+    ZeroMasked(Id),
+}
 
 fn var(name: &str) -> Var {
     name.parse().expect("a pattern variable")
@@ -38,13 +49,22 @@ impl Fusion for Attention {
         let mut found = Vec::new();
         for mm in nodes(eg, class, "matmul") {
             let (probs, v) = (mm[0], mm[1]);
-            for (p, nan) in softmax_input(eg, probs) {
+            for (p, guard) in softmax_input(eg, probs) {
                 let Some(mut bindings) = scores(eg, p) else {
                     continue;
                 };
                 bindings.push(("?v", v));
-                if let Some(w) = nan {
-                    bindings.push(("?nan", w));
+                match guard {
+                    None => {}
+                    Some(Guard::ZeroNan(w)) => bindings.push(("?nan", w)),
+                    Some(Guard::ZeroMasked(mask)) => {
+                        // The guard must read the very mask that is added to the scores.
+                        let added = bindings.iter().find(|(name, _)| *name == "?add");
+                        if added.is_none_or(|(_, m)| eg.find(*m) != eg.find(mask)) {
+                            continue;
+                        }
+                        bindings.push(("?closed", mask));
+                    }
                 }
                 found.push(subst(&bindings));
                 // One spelling per product is enough: the others add the same op.
@@ -85,27 +105,64 @@ impl Fusion for Attention {
         let attrs = AttentionAttrs {
             scale: scale as f32,
             mask,
-            zero_nan: get("?nan").is_some(),
+            rows: match (get("?nan"), get("?closed")) {
+                (Some(_), _) => MaskedRows::ZeroNan,
+                (None, Some(_)) => MaskedRows::ZeroMasked,
+                (None, None) => MaskedRows::Nan,
+            },
         };
         Some((Op::Attention(attrs), args))
     }
 }
 
 /// The softmax inputs `s` for which `class` holds `softmax(s)` over the last axis, or
-/// `where(isnan(p), 0, p)` of such a `p` (then with the `where` class).
-fn softmax_input(eg: &EGraph, class: Id) -> Vec<(Id, Option<Id>)> {
-    let mut out: Vec<(Id, Option<Id>)> = softmax_of(eg, class).map(|s| (s, None)).collect();
+/// such a softmax `p` behind a guard that zeroes masked rows.
+fn softmax_input(eg: &EGraph, class: Id) -> Vec<(Id, Option<Guard>)> {
+    let mut out: Vec<(Id, Option<Guard>)> = softmax_of(eg, class).map(|s| (s, None)).collect();
     for w in nodes(eg, class, "where") {
         let (cond, zero, p) = (w[0], w[1], w[2]);
+        if eg[zero].data.scalar != Some(0.0) {
+            continue;
+        }
         let is_nan_of_p = eg[cond].nodes.iter().any(|n| {
             eg.analysis.term(n.op) == &Term::Op(Op::Unary(UnaryOp::IsNan))
                 && eg.find(n.args[0]) == eg.find(p)
         });
-        if is_nan_of_p && eg[zero].data.scalar == Some(0.0) {
-            out.extend(softmax_of(eg, p).map(|s| (s, Some(class))));
-        }
+        let guard = if is_nan_of_p {
+            Guard::ZeroNan(class)
+        } else if let Some(mask) = closed_rows_of(eg, cond) {
+            Guard::ZeroMasked(mask)
+        } else {
+            continue;
+        };
+        out.extend(softmax_of(eg, p).map(|s| (s, Some(guard))));
     }
     out
+}
+
+/// The mask `m` when `class` is `max(m) == -∞`, the max over `m`'s last axis, kept.
+fn closed_rows_of(eg: &EGraph, class: Id) -> Option<Id> {
+    pairs(eg, class, "equal")
+        .into_iter()
+        .find_map(|(max, ninf)| {
+            if eg[ninf].data.scalar != Some(f64::NEG_INFINITY) {
+                return None;
+            }
+            eg[max]
+                .nodes
+                .iter()
+                .find_map(|n| match eg.analysis.term(n.op) {
+                    Term::Op(Op::Reduce {
+                        kind: ReduceKind::Max,
+                        axes,
+                        keep_dims: true,
+                    }) => {
+                        let rank = eg[n.args[0]].data.ty()?.rank();
+                        (rank > 0 && axes[..] == [rank - 1]).then_some(n.args[0])
+                    }
+                    _ => None,
+                })
+        })
 }
 
 /// The `s` of every `softmax(s)` in `class` over the last axis.

@@ -11,6 +11,7 @@ mod egraph;
 mod extract;
 mod layout;
 mod rules;
+mod select;
 mod why_not;
 
 pub use why_not::{Expected, Miss};

@@ -4,6 +4,7 @@
 //! the matched class. Rules only add equivalent terms; extraction decides what is kept.
 
 use super::egraph::{EGraph, ENode, Term, Types};
+use super::select::uniformly;
 use egg::{rewrite, Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use kiln_ir::{infer, Op, ReduceKind, TensorType, UnaryOp};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub fn canonical() -> Vec<Rule> {
         rewrite!("div-sqrt-to-mul-rsqrt"; "(div ?a (sqrt ?b))" => "(mul ?a (rsqrt ?b))"),
         rewrite!("reciprocal-sqrt-to-rsqrt"; "(reciprocal (sqrt ?b))" => "(rsqrt ?b)"),
         rewrite!("one-over-to-reciprocal"; "(div ?c ?b)" => "(reciprocal ?b)" if one_over("?c", "?b")),
+        rewrite!("where-false"; "(where ?c ?a ?b)" => "?b" if uniformly("?c", false, "?b")),
+        rewrite!("where-true"; "(where ?c ?a ?b)" => "?a" if uniformly("?c", true, "?a")),
     ];
     let mut rules: Vec<Rule> = rules.into_iter().map(recorded).collect();
     let layout = super::layout::TransposeThroughReshape;

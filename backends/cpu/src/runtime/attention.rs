@@ -12,6 +12,7 @@ use super::gemm::{sgemm_serial, MatMut, MatRef};
 use super::pool::ThreadPool;
 use super::Memory;
 use crate::kernel::Attention;
+use kiln_ir::MaskedRows;
 
 /// Query rows per task.
 const QUERY_BLOCK: usize = 32;
@@ -65,6 +66,8 @@ struct Rows {
     max: Vec<f32>,
     /// Row sums of `exp(score - max)` so far.
     sum: Vec<f32>,
+    /// Whether some mask entry of the row so far is not -∞ (always, without a mask).
+    open: Vec<bool>,
 }
 
 /// Computes `rows` output rows from query row `i0` of head `h` of batch item `b`.
@@ -85,6 +88,7 @@ unsafe fn query_block(a: &Attention, p: &Pointers, b: usize, h: usize, i0: usize
         acc: vec![0.0; rows * d.v_depth],
         max: vec![f32::NEG_INFINITY; rows],
         sum: vec![0.0; rows],
+        open: vec![false; rows],
     };
     for j0 in (0..d.kv_len).step_by(KEY_BLOCK) {
         let cols = KEY_BLOCK.min(d.kv_len - j0);
@@ -106,7 +110,7 @@ unsafe fn query_block(a: &Attention, p: &Pointers, b: usize, h: usize, i0: usize
         for r in 0..rows {
             let scores = &mut st.tile[r * KEY_BLOCK..r * KEY_BLOCK + cols];
             // SAFETY: the mask covers every score of the call.
-            unsafe { scale_and_mask(a, p, scores, [b, h, i0 + r, j0]) };
+            st.open[r] |= unsafe { scale_and_mask(a, p, scores, [b, h, i0 + r, j0]) };
             let acc = &mut st.acc[r * d.v_depth..(r + 1) * d.v_depth];
             online_softmax(scores, &mut st.max[r], &mut st.sum[r], acc);
         }
@@ -133,7 +137,12 @@ unsafe fn query_block(a: &Attention, p: &Pointers, b: usize, h: usize, i0: usize
         let acc = &st.acc[r * d.v_depth..(r + 1) * d.v_depth];
         // SAFETY: row i0 + r of this head's output.
         let dst = unsafe { std::slice::from_raw_parts_mut(out.add(r * d.v_depth), d.v_depth) };
-        finish_row(acc, st.sum[r], a.zero_nan, dst);
+        let zero = match a.rows {
+            MaskedRows::Nan => false,
+            MaskedRows::ZeroNan => st.sum[r].is_nan() || st.sum[r] == 0.0,
+            MaskedRows::ZeroMasked => !st.open[r],
+        };
+        finish_row(acc, st.sum[r], zero, dst);
     }
 }
 
@@ -147,7 +156,8 @@ fn matrix(ptr: *const f32, cols: usize) -> MatRef {
 }
 
 /// Scales one row of a tile of scores, whose first element is score `[b, h, i, j]`, and
-/// applies the mask.
+/// applies the mask. Returns whether some entry of an additive mask is not -∞ here (true
+/// for other masks and none).
 ///
 /// # Safety
 /// The mask buffer, if any, must cover the whole score tensor.
@@ -156,12 +166,12 @@ unsafe fn scale_and_mask(
     p: &Pointers,
     scores: &mut [f32],
     [b, h, i, j]: [usize; 4],
-) {
+) -> bool {
     for s in scores.iter_mut() {
         *s *= a.scale;
     }
     let (Some(m), Some(base)) = (&a.mask, p.mask) else {
-        return;
+        return true;
     };
     let start = m.batch_offsets[b] as isize
         + h as isize * m.strides[0]
@@ -176,13 +186,17 @@ unsafe fn scale_and_mask(
                 *s = f32::NEG_INFINITY;
             }
         }
-    } else {
-        let add = base as *const f32;
-        for (c, s) in scores.iter_mut().enumerate() {
-            // SAFETY: in bounds per the contract.
-            *s += unsafe { *add.offset(start + c as isize * step) };
-        }
+        return true;
     }
+    let add = base as *const f32;
+    let mut open = false;
+    for (c, s) in scores.iter_mut().enumerate() {
+        // SAFETY: in bounds per the contract.
+        let m = unsafe { *add.offset(start + c as isize * step) };
+        open |= m != f32::NEG_INFINITY;
+        *s += m;
+    }
+    open
 }
 
 /// Folds one row of a tile into the running maximum `max`, sum `sum` and output `acc`:
@@ -211,10 +225,11 @@ fn online_softmax(scores: &mut [f32], max: &mut f32, sum: &mut f32, acc: &mut [f
     *max = new_max;
 }
 
-/// Writes `acc / sum` to `dst`; with `zero_nan`, a row whose probabilities were NaN (all
-/// scores masked, or a NaN or +∞ score) is zero instead, as `where(isnan(p), 0, p)` gives.
-fn finish_row(acc: &[f32], sum: f32, zero_nan: bool, dst: &mut [f32]) {
-    if zero_nan && (sum.is_nan() || sum == 0.0) {
+/// Writes `acc / sum` to `dst`, or zeros when the row's guard (see `MaskedRows`) closed
+/// it: for `where(isnan(p), 0, p)`, rows whose sum is NaN (a NaN or +∞ score) or 0 (all
+/// scores -∞); for the ONNX guard, rows whose mask is -∞ throughout.
+fn finish_row(acc: &[f32], sum: f32, zero: bool, dst: &mut [f32]) {
+    if zero {
         dst.fill(0.0);
         return;
     }

@@ -58,7 +58,7 @@ impl Scheduler<'_> {
             dims,
             mask,
             scale: attrs.scale,
-            zero_nan: attrs.zero_nan,
+            rows: attrs.rows,
         })));
         Ok(())
     }
