@@ -40,8 +40,10 @@ pub(crate) fn optimize(
         stop_after,
         verify: true,
     };
-    let (optimized, report) = model
-        .optimize_with(&PassManager::default_pipeline(), &opts)
+    let (optimized, report) = timer
+        .memory("the passes", || {
+            model.optimize_with(&PassManager::default_pipeline(), &opts)
+        })
         .with_context(|| format!("optimizing {}", model.path().display()))?;
     report_passes(&report, timer);
     Ok(optimized)
