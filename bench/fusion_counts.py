@@ -26,7 +26,9 @@ LEFTOVERS = ["Softmax", "ReduceMean", "Erf", "Tanh", "Sigmoid", "Pow", "Sqrt", "
 def expected(family):
     layers, norm, act = FAMILIES[family]
     # Two norms per layer plus the final (or embedding) one.
-    return {"Attention": layers, norm: 2 * layers + 1, act: layers}
+    # Llama-style models rotate q and k in each layer.
+    rotary = 2 * layers if family == "llama" else 0
+    return {"Attention": layers, norm: 2 * layers + 1, act: layers, "Rotary": rotary}
 
 
 def main():

@@ -28,6 +28,9 @@ fn assert_fused(name: &str, norm: &str, act: &str) {
     assert_eq!(count(norm), 5, "{name}: {norm} count in {ops:?}");
     assert_eq!(count(act), 2, "{name}: {act} count in {ops:?}");
     assert_eq!(count("Attention"), 2, "{name}: Attention count in {ops:?}");
+    // Llama-style models rotate q and k in each layer.
+    let rotary = if norm == "RmsNorm" { 4 } else { 0 };
+    assert_eq!(count("Rotary"), rotary, "{name}: Rotary count in {ops:?}");
     for leftover in [
         "Softmax",
         "IsNan",

@@ -88,6 +88,7 @@ pub fn input_arity(op: &Op) -> Arity {
             Exactly(3)
         }
         Op::RmsNorm { .. } => Exactly(2),
+        Op::Rotary => Exactly(3),
         Op::Attention(a) => match a.mask {
             crate::AttentionMask::None => Exactly(3),
             _ => Exactly(4),
@@ -184,6 +185,7 @@ fn infer_checked(op: &Op, x: &[&TensorType]) -> Res<Vec<TensorType>> {
         Op::Einsum(spec) => nn::einsum(spec, x),
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => nn::norm(x),
         Op::Attention(a) => nn::attention(a, x),
+        Op::Rotary => nn::rotary(x),
     }
 }
 

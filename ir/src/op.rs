@@ -218,6 +218,12 @@ pub enum Op {
     /// axis, rows guarded as [`MaskedRows`] says, and the output `p·v[.., H, Sq, Dv]`.
     /// A pass output defined by this decomposition, like [`Op::LayerNorm`].
     Attention(AttentionAttrs),
+    /// Fused rotary position embedding, half-rotation form (GPT-NeoX, Llama). Inputs `x`
+    /// (last axis of even size `2h`), `cos` and `sin` (broadcast to `x`, which keeps its
+    /// shape); `y = x·cos + rotate_half(x)·sin` with
+    /// `rotate_half(x) = concat(-x[.., h..], x[.., ..h])`. A pass output defined by this
+    /// decomposition, like [`Op::LayerNorm`].
+    Rotary,
 }
 
 /// Attributes of [`Op::Attention`].
@@ -633,6 +639,7 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::RmsNorm { .. } => "rms_norm".into(),
             Op::Attention(_) => "attention".into(),
+            Op::Rotary => "rotary".into(),
         }
     }
 

@@ -19,6 +19,7 @@ mod movement;
 mod norm;
 mod pool;
 mod reduce;
+mod rotary;
 mod scatter;
 #[cfg(test)]
 mod window_tests;
@@ -241,6 +242,7 @@ impl Scheduler<'_> {
             Op::LayerNorm { epsilon } => self.norm(node, norm::Norm::Layer, *epsilon)?,
             Op::RmsNorm { epsilon } => self.norm(node, norm::Norm::Rms, *epsilon)?,
             Op::Attention(a) => self.attention(node, a)?,
+            Op::Rotary => self.rotary(node)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -304,13 +306,14 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         | Op::Bitcast { .. }
         | Op::Reduce { .. }
         | Op::Softmax { .. }
+        | Op::Rotary
             if half =>
         {
             Runtime("f16/bf16 arithmetic (rounded after every op)")
         }
         Op::Const(_) | Op::ShapeValue { .. } | Op::ShapeOf | Op::Reshape { .. } => Native,
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Bitcast { .. } => Native,
-        Op::Reduce { .. } | Op::Softmax { .. } => Native,
+        Op::Reduce { .. } | Op::Softmax { .. } | Op::Rotary => Native,
         Op::MatMul if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,

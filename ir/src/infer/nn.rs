@@ -306,3 +306,20 @@ pub(super) fn attention(a: &AttentionAttrs, x: &[&TensorType]) -> Res<Vec<Tensor
     out[r - 1] = v.shape[r - 1].clone();
     one(TensorType::new(q.dtype, out))
 }
+
+/// `x[.., 2h]` with `cos` and `sin` broadcast to it → `x`'s type (see
+/// [`crate::Op::Rotary`]).
+pub(super) fn rotary(x: &[&TensorType]) -> Res<Vec<TensorType>> {
+    let even = x[0]
+        .shape
+        .last()
+        .and_then(Dim::as_const)
+        .is_some_and(|d| d % 2 == 0);
+    if !even {
+        return Err(format!(
+            "rotary needs a last axis of known even size, not {}",
+            x[0]
+        ));
+    }
+    norm(x)
+}

@@ -134,6 +134,36 @@ fn repeat_heads(op: &Op, t: &Tensor, heads: usize) -> Result<Tensor> {
     )
 }
 
+/// The half-rotation rotary embedding (see [`Op::Rotary`]):
+/// `x·cos + concat(-x[.., h..], x[.., ..h])·sin`.
+pub(super) fn rotary(op: &Op, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    check_rank(op, x)?;
+    let axis = x.shape().len() - 1;
+    let d = x.shape()[axis];
+    if !d.is_multiple_of(2) {
+        return Err(op_err(op, format!("the last axis has odd size {d}")));
+    }
+    let half = |start: usize, end: usize| {
+        let slice = Op::Slice {
+            axes: vec![crate::SliceAxis {
+                axis,
+                start: Dim::from(start as i64),
+                end: Dim::from(end as i64),
+                step: 1,
+            }],
+        };
+        apply(slice, std::slice::from_ref(x))
+    };
+    let (low, high) = (half(0, d / 2)?, half(d / 2, d)?);
+    let neg_high = apply(Op::Unary(UnaryOp::Neg), &[high])?;
+    let rotated = apply(Op::Concat { axis }, &[neg_high, low])?;
+    binary(
+        BinaryOp::Add,
+        &binary(BinaryOp::Mul, x, cos)?,
+        &binary(BinaryOp::Mul, &rotated, sin)?,
+    )
+}
+
 fn check_rank(op: &Op, x: &Tensor) -> Result<()> {
     if x.shape().is_empty() {
         return Err(op_err(op, "the input must have rank at least 1"));

@@ -273,6 +273,8 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bindings: &Bindings) -> Result<Vec<Te
         }),
         Op::RmsNorm { epsilon } => arity(op, inputs, 2)
             .and_then(|_| one(fused::rms_norm(op, &inputs[0], &inputs[1], *epsilon))),
+        Op::Rotary => arity(op, inputs, 3)
+            .and_then(|_| one(fused::rotary(op, &inputs[0], &inputs[1], &inputs[2]))),
         Op::Attention(a) => {
             let n = if a.mask == crate::AttentionMask::None {
                 3

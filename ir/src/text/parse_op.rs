@@ -49,6 +49,7 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "rms_norm" => Op::RmsNorm {
             epsilon: a.f32("epsilon")?,
         },
+        "rotary" => Op::Rotary,
         "attention" => Op::Attention(AttentionAttrs {
             scale: a.f32("scale")?,
             mask: a.named("mask", AttentionMask::from_name)?,

@@ -106,7 +106,13 @@ fn kv(k: &str, v: impl ToString) -> String {
 /// The `key=value` attributes of an op (those its name does not already say).
 pub(super) fn attrs(op: &Op) -> Vec<String> {
     match op {
-        Op::Const(_) | Op::ShapeOf | Op::Unary(_) | Op::Binary(_) | Op::Where | Op::MatMul => {
+        Op::Const(_)
+        | Op::ShapeOf
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::MatMul
+        | Op::Rotary => {
             vec![]
         }
         Op::ShapeValue { dims: ds, scalar } => vec![kv("dims", dims(ds)), kv("scalar", scalar)],

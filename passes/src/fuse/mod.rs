@@ -10,6 +10,7 @@ mod attention;
 mod egraph;
 mod extract;
 mod layout;
+mod rotary;
 mod rules;
 mod select;
 mod why_not;
@@ -239,6 +240,7 @@ fn is_fused(op: &Op) -> bool {
         Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::Attention(_)
+            | Op::Rotary
             | Op::Unary(Gelu | GeluTanh | Silu)
     )
 }

@@ -96,6 +96,7 @@ pub fn fusions() -> Vec<Rule> {
         fusion("gelu-tanh", Activation::GeluTanh),
         fusion("silu", Activation::Silu),
         fusion("attention", super::attention::Attention),
+        fusion("rotary", super::rotary::Rotary),
     ]
 }
 
