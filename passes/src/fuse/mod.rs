@@ -6,6 +6,7 @@
 //! is a fresh egg `Runner` over the same e-graph with its own limits, because egg checks
 //! node and time limits only between iterations.
 
+mod canon;
 mod egraph;
 mod extract;
 mod rules;
@@ -90,9 +91,8 @@ impl Pass for Fuse {
 
     fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
         let (lowered, extracted) = self.fuse(g)?;
-        let changes = new_kernels(&lowered, &extracted).count();
-        // Only new fused kernels count; a graph that merely lost dead or duplicate nodes in
-        // the round trip is kept as it was (dce and cse own those rewrites).
+        let fused = new_kernels(&lowered, &extracted).count();
+        let changes = fused.max(usize::from(smaller(g, &extracted)));
         if changes > 0 {
             *g = extracted.graph;
         }
@@ -105,7 +105,7 @@ impl Fuse {
     pub fn explain(&self, g: &mut Graph) -> Result<Vec<FusedKernel>, PassError> {
         let (lowered, extracted) = self.fuse(g)?;
         let kernels = describe(g, &lowered, &extracted);
-        if !kernels.is_empty() {
+        if !kernels.is_empty() || smaller(g, &extracted) {
             *g = extracted.graph;
         }
         Ok(kernels)
@@ -166,6 +166,14 @@ impl Fuse {
             .filter(|m| !covered.contains(&m.node))
             .collect())
     }
+}
+
+/// Whether canonicalization made the program smaller: fewer kernels, or as many and fewer
+/// nodes (constants aside). A graph that merely lost dead or duplicate constants in the
+/// round trip does not count, as dce and cse own those rewrites; and since the size
+/// strictly drops whenever this holds, the pipeline's rounds still reach a fixed point.
+fn smaller(g: &Graph, extracted: &extract::Extracted) -> bool {
+    extract::size(&extracted.graph) < extract::size(g)
 }
 
 /// The fused nodes of `extracted` that a rule added this run (fused nodes already in the

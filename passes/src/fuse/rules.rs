@@ -24,7 +24,8 @@ pub fn canonical() -> Vec<Rule> {
         rewrite!("reciprocal-sqrt-to-rsqrt"; "(reciprocal (sqrt ?b))" => "(rsqrt ?b)"),
         rewrite!("one-over-to-reciprocal"; "(div ?c ?b)" => "(reciprocal ?b)" if one_over("?c", "?b")),
     ];
-    rules.into_iter().map(recorded).collect()
+    let rules = rules.into_iter().chain(super::canon::rules());
+    rules.map(recorded).collect()
 }
 
 /// `rule`, with every class it rewrites recorded in [`Types::rewritten`] (for `--explain`).
