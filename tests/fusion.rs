@@ -78,13 +78,20 @@ fn shape_arithmetic(name: &str) -> Vec<String> {
     let mut found = Vec::new();
     for node in &g.nodes {
         let dtype = g.value_type(node.outputs[0]).dtype;
-        let shape_op = matches!(node.op, Op::ShapeOf | Op::ShapeValue { .. } | Op::GatherNd { .. });
+        let shape_op = matches!(
+            node.op,
+            Op::ShapeOf | Op::ShapeValue { .. } | Op::GatherNd { .. }
+        );
         let index_op = matches!(
             node.op,
             Op::Binary(_) | Op::Concat { .. } | Op::Expand { .. } | Op::Where
         );
         if shape_op || (index_op && dtype.is_int()) {
-            found.push(format!("{}: {dtype:?} ({})", node.op.kind_name(), node.name));
+            found.push(format!(
+                "{}: {dtype:?} ({})",
+                node.op.kind_name(),
+                node.name
+            ));
         }
     }
     found

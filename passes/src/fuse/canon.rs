@@ -205,8 +205,7 @@ impl Canon {
                     for (inner, parts) in ops(eg, args[1]) {
                         if let Op::Concat { axis } = inner {
                             let (data, idx) = (args[0], args[1]);
-                            if let Some(shape) = gather_nd_as_reshape(eg, data, idx, *axis, parts)
-                            {
+                            if let Some(shape) = gather_nd_as_reshape(eg, data, idx, *axis, parts) {
                                 out.push(Equal::Node(Op::Reshape { shape }, vec![args[0]]));
                             }
                         }

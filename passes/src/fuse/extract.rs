@@ -36,7 +36,10 @@ impl CostFunction<ENode> for Kernels<'_> {
 
 /// Whether `op` runs no kernel: constants, shape values and reshapes (an alias).
 fn is_free(op: &Op) -> bool {
-    matches!(op, Op::Const(_) | Op::ShapeValue { .. } | Op::Reshape { .. })
+    matches!(
+        op,
+        Op::Const(_) | Op::ShapeValue { .. } | Op::Reshape { .. }
+    )
 }
 
 /// The size of `g`'s live program: kernels, then nodes other than constants.
@@ -51,7 +54,12 @@ pub fn size(g: &Graph) -> (usize, usize) {
             }
         }
     }
-    let live = g.nodes.iter().zip(live).filter(|(_, l)| *l).map(|(n, _)| &n.op);
+    let live = g
+        .nodes
+        .iter()
+        .zip(live)
+        .filter(|(_, l)| *l)
+        .map(|(n, _)| &n.op);
     live.filter(|op| !matches!(op, Op::Const(_)))
         .fold((0, 0), |(k, n), op| (k + usize::from(!is_free(op)), n + 1))
 }
