@@ -257,8 +257,9 @@ fn inspect_explain_lists_each_fused_kernel_with_its_rule_and_sources() {
     );
     let attention = kernels.iter().find(|l| l.starts_with("Attention")).unwrap();
     assert!(
-        attention.contains("\"/m/h.0/attn/MatMul_1\"  rules attention  from 9 nodes:")
-            && attention.contains("/m/h.0/attn/Softmax")
+        attention.contains(
+            "\"/m/h.0/attn/MatMul_1\"  rules attention, transpose-transpose  from 9 nodes:"
+        ) && attention.contains("/m/h.0/attn/Softmax")
             && attention.contains("/m/h.0/attn/IsNaN"),
         "{attention}"
     );

@@ -100,3 +100,61 @@ fn onnx_attention_op_is_one_kernel() {
         assert_eq!(count("Softmax"), 0, "{case}: {kinds:?}");
     }
 }
+
+/// The shape arithmetic left in `name`'s optimized graph, as `op: dtype` strings: any
+/// `shape_of` or `shape_value` (a shape computed at run time), any `gather_nd`, and any
+/// integer-valued arithmetic, concat, expand or where (index tensors built from shapes,
+/// such as the padding mask's `range(batch)·seq + range(seq)`). Positions from `range`,
+/// and their reshapes, slices and the embedding gathers they feed, are data the model
+/// reads (position ids, causal masks), so they are allowed.
+fn shape_arithmetic(name: &str) -> Vec<String> {
+    use kiln_ir::Op;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/models/{name}.onnx"));
+    let model = Model::load(path)
+        .and_then(|m| m.optimize())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let g = model.graph();
+    let mut found = Vec::new();
+    for node in &g.nodes {
+        let dtype = g.value_type(node.outputs[0]).dtype;
+        let shape_op = matches!(
+            node.op,
+            Op::ShapeOf | Op::ShapeValue { .. } | Op::GatherNd { .. }
+        );
+        let index_op = matches!(
+            node.op,
+            Op::Binary(_) | Op::Concat { .. } | Op::Expand { .. } | Op::Where
+        );
+        if shape_op || (index_op && dtype.is_int()) {
+            found.push(format!(
+                "{}: {dtype:?} ({})",
+                node.op.kind_name(),
+                node.name
+            ));
+        }
+    }
+    found
+}
+
+macro_rules! no_shape_arithmetic_tests {
+    ($($test:ident: $model:literal;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                let found = shape_arithmetic($model);
+                assert!(found.is_empty(), "{}: shape arithmetic left: {found:?}", $model);
+            }
+        )*
+    };
+}
+
+no_shape_arithmetic_tests! {
+    bert_no_shape_arithmetic: "bert_tiny";
+    bert_ts_no_shape_arithmetic: "bert_tiny_ts";
+    gpt2_no_shape_arithmetic: "gpt2_tiny";
+    gpt2_ts_no_shape_arithmetic: "gpt2_tiny_ts";
+    llama_no_shape_arithmetic: "llama_tiny";
+    llama_ts_no_shape_arithmetic: "llama_tiny_ts";
+    vit_no_shape_arithmetic: "vit_tiny";
+    vit_ts_no_shape_arithmetic: "vit_tiny_ts";
+}

@@ -15,19 +15,53 @@ struct Kernels<'a> {
 }
 
 impl CostFunction<ENode> for Kernels<'_> {
-    type Cost = usize;
+    /// Kernels, then nodes: among choices with as many kernels, the one with fewer nodes
+    /// (`reshape(x)` over `reshape(reshape(x))`).
+    type Cost = (usize, usize);
 
-    fn cost<C>(&mut self, enode: &ENode, mut costs: C) -> usize
+    fn cost<C>(&mut self, enode: &ENode, mut costs: C) -> (usize, usize)
     where
-        C: FnMut(Id) -> usize,
+        C: FnMut(Id) -> (usize, usize),
     {
         let own = match self.egraph.analysis.term(enode.op) {
-            Term::Input(_) | Term::Get(_) => 0,
-            Term::Op(Op::Const(_) | Op::ShapeValue { .. } | Op::Reshape { .. }) => 0,
-            Term::Op(_) => 1,
+            Term::Input(_) | Term::Get(_) => (0, 0),
+            Term::Op(op) => (usize::from(!is_free(op)), 1),
         };
-        enode.fold(own, |sum, id| sum.saturating_add(costs(id)))
+        enode.fold(own, |(k, n), id| {
+            let (ck, cn) = costs(id);
+            (k.saturating_add(ck), n.saturating_add(cn))
+        })
     }
+}
+
+/// Whether `op` runs no kernel: constants, shape values and reshapes (an alias).
+fn is_free(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Const(_) | Op::ShapeValue { .. } | Op::Reshape { .. }
+    )
+}
+
+/// The size of `g`'s live program: kernels, then nodes other than constants.
+pub fn size(g: &Graph) -> (usize, usize) {
+    let producers = g.producers();
+    let mut stack: Vec<usize> = g.outputs.iter().map(|(_, v)| v.index()).collect();
+    let mut live = vec![false; g.nodes.len()];
+    while let Some(v) = stack.pop() {
+        if let Some(n) = producers[v] {
+            if !std::mem::replace(&mut live[n], true) {
+                stack.extend(g.nodes[n].inputs.iter().map(|i| i.index()));
+            }
+        }
+    }
+    let live = g
+        .nodes
+        .iter()
+        .zip(live)
+        .filter(|(_, l)| *l)
+        .map(|(n, _)| &n.op);
+    live.filter(|op| !matches!(op, Op::Const(_)))
+        .fold((0, 0), |(k, n), op| (k + usize::from(!is_free(op)), n + 1))
 }
 
 /// A rebuilt graph and the class each of its nodes computes.

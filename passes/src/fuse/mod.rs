@@ -7,6 +7,7 @@
 //! node and time limits only between iterations.
 
 mod attention;
+mod canon;
 mod egraph;
 mod extract;
 mod layout;
@@ -94,9 +95,8 @@ impl Pass for Fuse {
 
     fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
         let (lowered, extracted) = self.fuse(g)?;
-        let changes = new_kernels(&lowered, &extracted).count();
-        // Only new fused kernels count; a graph that merely lost dead or duplicate nodes in
-        // the round trip is kept as it was (dce and cse own those rewrites).
+        let fused = new_kernels(&lowered, &extracted).count();
+        let changes = fused.max(usize::from(smaller(g, &extracted)));
         if changes > 0 {
             *g = extracted.graph;
         }
@@ -109,7 +109,7 @@ impl Fuse {
     pub fn explain(&self, g: &mut Graph) -> Result<Vec<FusedKernel>, PassError> {
         let (lowered, extracted) = self.fuse(g)?;
         let kernels = describe(g, &lowered, &extracted);
-        if !kernels.is_empty() {
+        if !kernels.is_empty() || smaller(g, &extracted) {
             *g = extracted.graph;
         }
         Ok(kernels)
@@ -170,6 +170,14 @@ impl Fuse {
             .filter(|m| !covered.contains(&m.node))
             .collect())
     }
+}
+
+/// Whether canonicalization made the program smaller: fewer kernels, or as many and fewer
+/// nodes (constants aside). A graph that merely lost dead or duplicate constants in the
+/// round trip does not count, as dce and cse own those rewrites; and since the size
+/// strictly drops whenever this holds, the pipeline's rounds still reach a fixed point.
+fn smaller(g: &Graph, extracted: &extract::Extracted) -> bool {
+    extract::size(&extracted.graph) < extract::size(g)
 }
 
 /// The fused nodes of `extracted` that a rule added this run (fused nodes already in the

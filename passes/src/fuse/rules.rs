@@ -27,7 +27,8 @@ pub fn canonical() -> Vec<Rule> {
         rewrite!("where-false"; "(where ?c ?a ?b)" => "?b" if uniformly("?c", false, "?b")),
         rewrite!("where-true"; "(where ?c ?a ?b)" => "?a" if uniformly("?c", true, "?a")),
     ];
-    let mut rules: Vec<Rule> = rules.into_iter().map(recorded).collect();
+    let rules = rules.into_iter().chain(super::canon::rules());
+    let mut rules: Vec<Rule> = rules.map(recorded).collect();
     let layout = super::layout::TransposeThroughReshape;
     rules.push(fusion("transpose-through-reshape", layout));
     rules
