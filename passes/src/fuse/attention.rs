@@ -14,7 +14,7 @@
 //!   which the fused op reads directly.
 
 use super::egraph::{EGraph, Term};
-use super::rules::{nodes, pairs, subst, Fusion};
+use super::rules::{nodes, pairs, subst, var, Fusion};
 use egg::{Id, Subst, Var};
 use kiln_ir::{
     AttentionAttrs, AttentionMask, DType, Dim, MaskedRows, Op, ReduceKind, TensorType, UnaryOp,
@@ -38,10 +38,6 @@ enum Guard {
     ZeroNan(Id),
     /// `where(max(mask) == -∞, 0, p)` over the last axis of this mask (the ONNX body).
     ZeroMasked(Id),
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a pattern variable")
 }
 
 impl Fusion for Attention {

@@ -7,17 +7,13 @@
 //! fusion (and any later layout rule) reads.
 
 use super::egraph::{EGraph, Term};
-use super::rules::{subst, Fusion};
+use super::rules::{subst, var, Fusion};
 use egg::{Id, Subst, Var};
 use kiln_ir::{Dim, Op};
 
 /// The rule `transpose-through-reshape` (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct TransposeThroughReshape;
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a pattern variable")
-}
 
 /// The one-input nodes of `class` with their op.
 fn unary_nodes(eg: &EGraph, class: Id) -> impl Iterator<Item = (&Op, Id)> + '_ {

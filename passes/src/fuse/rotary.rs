@@ -8,17 +8,13 @@
 //! `cos = concat(c, c)` and `sin = concat(s, s)`, which the rule adds.
 
 use super::egraph::{EGraph, Term};
-use super::rules::{nodes, pairs, subst, Fusion};
+use super::rules::{nodes, pairs, subst, var, Fusion};
 use egg::{Id, Subst, Var};
 use kiln_ir::{Dim, Op};
 
 /// The rotary fusion.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rotary;
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a pattern variable")
-}
 
 impl Fusion for Rotary {
     fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {

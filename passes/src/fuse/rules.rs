@@ -169,7 +169,8 @@ impl<F: Fusion> Applier<ENode, Types> for FusionRule<F> {
     }
 }
 
-fn var(name: &str) -> Var {
+/// The pattern variable `name` (`?x`).
+pub(super) fn var(name: &str) -> Var {
     name.parse().expect("a pattern variable")
 }
 
