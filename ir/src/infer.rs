@@ -88,6 +88,7 @@ pub fn input_arity(op: &Op) -> Arity {
             Exactly(3)
         }
         Op::RmsNorm { .. } => Exactly(2),
+        Op::Linear(e) => Exactly(e.inputs()),
         Op::Concat { .. } => AtLeast(1),
         Op::Einsum(spec) => Exactly(spec.inputs.len()),
     }
@@ -179,6 +180,7 @@ fn infer_checked(op: &Op, x: &[&TensorType]) -> Res<Vec<TensorType>> {
         )),
         Op::Einsum(spec) => nn::einsum(spec, x),
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => nn::norm(x),
+        Op::Linear(e) => nn::linear(*e, x),
     }
 }
 

@@ -14,6 +14,7 @@ mod argreduce;
 mod conv;
 mod elementwise;
 mod iota;
+mod linear;
 mod movement;
 mod norm;
 mod pool;
@@ -239,6 +240,7 @@ impl Scheduler<'_> {
             Op::Pool(a) => self.pool(node, a)?,
             Op::LayerNorm { epsilon } => self.norm(node, norm::Norm::Layer, *epsilon)?,
             Op::RmsNorm { epsilon } => self.norm(node, norm::Norm::Rms, *epsilon)?,
+            Op::Linear(e) => self.linear(node, *e)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -311,6 +313,8 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::Reduce { .. } | Op::Softmax { .. } => Native,
         Op::MatMul if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
+        Op::Linear(_) if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::Linear(_) => Runtime("non-f32 linear (f16/bf16 round after every step)"),
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
         Op::Pad {
             mode: kiln_ir::PadMode::Constant,

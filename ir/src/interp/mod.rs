@@ -273,5 +273,6 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bindings: &Bindings) -> Result<Vec<Te
         }),
         Op::RmsNorm { epsilon } => arity(op, inputs, 2)
             .and_then(|_| one(fused::rms_norm(op, &inputs[0], &inputs[1], *epsilon))),
+        Op::Linear(e) => arity(op, inputs, e.inputs()).and_then(|_| one(fused::linear(*e, inputs))),
     }
 }

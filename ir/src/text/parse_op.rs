@@ -2,8 +2,9 @@
 
 use super::attrs::Attrs;
 use crate::{
-    ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Op, PadMode, PoolAttrs, PoolKind,
-    ReduceKind, ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    Activation, ArgKind, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec, Epilogue, Op,
+    PadMode, PoolAttrs, PoolKind, ReduceKind, Residual, ScanKind, ScatterReduction, SliceAxis,
+    UnaryOp,
 };
 
 /// The op called `name` (anything but `const`, whose operand is a literal), reading and
@@ -48,6 +49,11 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
         "rms_norm" => Op::RmsNorm {
             epsilon: a.f32("epsilon")?,
         },
+        "linear" => Op::Linear(Epilogue {
+            bias: a.bool("bias")?,
+            activation: a.named("activation", |s| optional(s, Activation::from_name))?,
+            residual: a.named("residual", |s| optional(s, Residual::from_name))?,
+        }),
         "softmax" | "log_softmax" => Op::Softmax {
             axis: a.usize("axis")?,
             log: name == "log_softmax",
@@ -198,4 +204,13 @@ fn einsum(eq: &str) -> Result<EinsumSpec, String> {
         inputs: ins.split(',').map(labels).collect::<Result<_, _>>()?,
         output: labels(out)?,
     })
+}
+
+/// `none` as `None`, anything else by `from_name` (an unknown name fails).
+fn optional<T>(s: &str, from_name: fn(&str) -> Option<T>) -> Option<Option<T>> {
+    if s == "none" {
+        Some(None)
+    } else {
+        from_name(s).map(Some)
+    }
 }
