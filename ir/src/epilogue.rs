@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(e.inputs(), 4); // x, w, bias, residual
 /// assert_eq!(Epilogue::default().inputs(), 2);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct Epilogue {
     /// A bias of shape `[N]` is added along the last axis (the third input).
     pub bias: bool,

@@ -8,6 +8,7 @@
 
 mod egraph;
 mod extract;
+mod linear;
 mod rules;
 mod why_not;
 
@@ -114,7 +115,7 @@ impl Fuse {
     /// Saturates `g`'s e-graph with every phase and extracts the best graph.
     fn fuse(&self, g: &Graph) -> Result<(egraph::Lowered, extract::Extracted), PassError> {
         let mut lowered = egraph::lower(g);
-        for phase in [rules::canonical(), rules::fusions()] {
+        for phase in [rules::canonical(), rules::fusions(), linear::rules()] {
             lowered.egraph = self.saturate(lowered.egraph, &phase)?;
         }
         let extracted = extract::extract(g, &lowered).map_err(|e| PassError::Failed {
@@ -233,7 +234,10 @@ fn is_fused(op: &Op) -> bool {
     use kiln_ir::UnaryOp::{Gelu, GeluTanh, Silu};
     matches!(
         op,
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::Unary(Gelu | GeluTanh | Silu)
+        Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Unary(Gelu | GeluTanh | Silu)
+            | Op::Linear(_)
     )
 }
 

@@ -93,7 +93,7 @@ pub fn fusions() -> Vec<Rule> {
 }
 
 /// A fusion: where its pattern holds, and the fused op it adds there.
-trait Fusion: Copy + Send + Sync + 'static {
+pub(super) trait Fusion: Copy + Send + Sync + 'static {
     /// The matches in `class`.
     fn find(self, eg: &EGraph, class: Id) -> Vec<Subst>;
     /// The variables `find` binds.
@@ -106,7 +106,7 @@ trait Fusion: Copy + Send + Sync + 'static {
 #[derive(Clone, Copy)]
 struct FusionRule<F>(F);
 
-fn fusion<F: Fusion>(name: &str, f: F) -> Rule {
+pub(super) fn fusion<F: Fusion>(name: &str, f: F) -> Rule {
     Rewrite::new(name, FusionRule(f), FusionRule(f)).expect("a valid rule")
 }
 
@@ -159,7 +159,7 @@ impl<F: Fusion> Applier<ENode, Types> for FusionRule<F> {
     }
 }
 
-fn var(name: &str) -> Var {
+pub(super) fn var(name: &str) -> Var {
     name.parse().expect("a pattern variable")
 }
 
@@ -306,7 +306,7 @@ impl Fusion for Norm {
     }
 }
 
-fn subst(bindings: &[(&str, Id)]) -> Subst {
+pub(super) fn subst(bindings: &[(&str, Id)]) -> Subst {
     let mut s = Subst::with_capacity(bindings.len());
     for (name, id) in bindings {
         s.insert(var(name), *id);
@@ -315,7 +315,7 @@ fn subst(bindings: &[(&str, Id)]) -> Subst {
 }
 
 /// Whether `op` applied to these classes infers (parameters broadcast without growing).
-fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
+pub(super) fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
     let types: Option<Vec<&TensorType>> = args.iter().map(|a| eg[*a].data.ty()).collect();
     types.is_some_and(|t| infer(op, &t).is_ok())
 }
