@@ -93,25 +93,11 @@ impl Linear {
                 }
             }
             Linear::Reshape => {
-                for n in &eg[class].nodes {
-                    let Term::Op(Op::Reshape { .. }) = eg.analysis.term(n.op) else {
-                        continue;
-                    };
-                    for (e, args) in linears(eg, n.args[0]) {
-                        // An empty epilogue gains nothing (reshapes are free); a residual
-                        // has the inner shape.
-                        if e == Epilogue::default() || e.residual.is_some() {
-                            continue;
-                        }
-                        for inner in &eg[args[0]].nodes {
-                            if let Term::Op(Op::Reshape { .. }) = eg.analysis.term(inner.op) {
-                                let mut moved = args.clone();
-                                moved[0] = inner.args[0];
-                                out.push((e, moved));
-                            }
-                        }
-                    }
-                }
+                // An empty epilogue gains nothing: reshapes are free.
+                let direct = direct_linears(eg, class);
+                let lifted = linears(eg, class).into_iter();
+                let lifted = lifted.filter(|c| c.0 != Epilogue::default() && !direct.contains(c));
+                out.extend(lifted);
             }
         }
         // Only linears that type-check and compute exactly the class's type (a reshape's
@@ -126,9 +112,34 @@ impl Linear {
     }
 }
 
-/// The linears in `class`: its `linear` e-nodes, and its matmuls by a rank-2 weight as
-/// linears without epilogue.
+/// The linears in `class`: its `linear` e-nodes, its matmuls by a rank-2 weight as
+/// linears without epilogue, and those of a `reshape(l)` whose `l` reads `reshape(x)`, as
+/// linears of `x` (exporters flatten `[B, S, K]` to `[B·S, K]` around a projection; the
+/// caller's type check keeps only those where `x` has `K` last and the result's shape).
 fn linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
+    let mut out = direct_linears(eg, class);
+    for n in &eg[class].nodes {
+        let Term::Op(Op::Reshape { .. }) = eg.analysis.term(n.op) else {
+            continue;
+        };
+        for (e, args) in direct_linears(eg, n.args[0]) {
+            if e.residual.is_some() {
+                continue;
+            }
+            for inner in &eg[args[0]].nodes {
+                if let Term::Op(Op::Reshape { .. }) = eg.analysis.term(inner.op) {
+                    let mut moved = args.clone();
+                    moved[0] = inner.args[0];
+                    out.push((e, moved));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `linear` e-nodes of `class` and its matmuls by a rank-2 weight.
+fn direct_linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
     let rank = |c: Id| eg[c].data.ty().map(|t| t.rank());
     let mut out = Vec::new();
     for n in &eg[class].nodes {
