@@ -163,7 +163,12 @@ mod tests {
         let xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).collect();
         let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap();
         for &a in Activation::ALL {
-            let want = eval_op(&Op::Unary(a.unary()), std::slice::from_ref(&x), &Bindings::new()).unwrap();
+            let want = eval_op(
+                &Op::Unary(a.unary()),
+                std::slice::from_ref(&x),
+                &Bindings::new(),
+            )
+            .unwrap();
             let want = want[0].to_f64_vec();
             for (x, w) in xs.iter().zip(want) {
                 let got = activate(a, *x) as f64;
