@@ -297,14 +297,14 @@ fn tanh_large(b: &mut FunctionBuilder, a: Value) -> Value {
 // ---- erf ----------------------------------------------------------------------------------
 
 /// Below this |x| erf uses the odd polynomial, above it the erfc form.
-const ERF_POLY_MAX: f32 = 1.0;
+pub(crate) const ERF_POLY_MAX: f32 = 1.0;
 /// erf a ≈ a·P(a²) on [0, 1], P highest degree first. Fitted for this file by Lawson-weighted
 /// least squares (minimax of the relative error) against mpmath's erf at 3000 Chebyshev nodes;
 /// the fit's relative error is 4.0e-8.
 ///
 /// The last coefficient is one ulp below `FRAC_2_SQRT_PI` rounded to f32, which the fit prefers.
 #[allow(clippy::approx_constant)]
-const ERF_POLY: [f32; 6] = [
+pub(crate) const ERF_POLY: [f32; 6] = [
     -5.631_466e-4,
     4.917_563_4e-3,
     -2.671_132_4e-2,
@@ -315,7 +315,7 @@ const ERF_POLY: [f32; 6] = [
 /// erfc a · e^(a²) ≈ R(t) with t = 1/(1+a) on a in [1, 3.9], R highest degree first. Fitted
 /// like ERF_POLY, against mpmath's erfc; the fit's relative error is 6.0e-8. Beyond 3.9 the
 /// product with e^(-a²) is below 2^-25, so 1 - it rounds to 1 whatever R gives there.
-const ERFC_SCALED_POLY: [f32; 7] = [
+pub(crate) const ERFC_SCALED_POLY: [f32; 7] = [
     -1.548_307_5e-1,
     8.694_703e-1,
     -1.459_888_1,
