@@ -2,11 +2,11 @@
 //! of C right after its last depth block, while the block is still in cache.
 //!
 //! The activations follow the interpreter's definitions (same operations in the same
-//! order), but erf is the JIT's polynomial (`lower::math`, 1.2e-7 absolute) and tanh is
-//! `1 - 2/(e^{2y} + 1)` (absolute error a few 1e-8), because libm's `erff` and `tanhf` cost
-//! more per element than the GEMM tile they finish: with them the GELU linear of MiniLM ran
-//! at twice the time of its matmul. The epilogue runs a row at a time, one simple loop per
-//! step.
+//! order), but exp and erf are the JIT's branch-free polynomials (`lower::math`) and tanh is
+//! `1 - 2/(e^{2y} + 1)`, because libm's `expf`, `erff` and `tanhf` are calls the compiler
+//! cannot vectorize, which cost more per element than the GEMM tile they finish (with them
+//! the GELU linear of MiniLM ran at twice the time of its matmul). The epilogue runs a row
+//! at a time, one simple loop per step.
 
 use super::{MatMut, MatRef};
 use kiln_ir::{Activation, Residual};
@@ -179,23 +179,45 @@ fn erf(x: f32) -> f32 {
     let magnitude = if a < ERF_POLY_MAX {
         a * horner(a * a, &ERF_POLY)
     } else {
-        1.0 - (-(a * a)).exp() * horner(1.0 / (1.0 + a), &ERFC_SCALED_POLY)
+        1.0 - exp(-(a * a)) * horner(1.0 / (1.0 + a), &ERFC_SCALED_POLY)
     };
     magnitude.copysign(x)
+}
+
+/// e^x as the JIT computes it (`lower::math::exp`): `x = n·ln2 + r`, a polynomial in `r`,
+/// scaled by 2^n in two normal halves; branch-free, so loops over it vectorize. Without FMA
+/// in the target features the reduction uses Cephes' split of ln 2, whose high part times
+/// n is exact.
+fn exp(x: f32) -> f32 {
+    use crate::lower::math::{
+        EXP_MAX_ARG, EXP_MIN_ARG, EXP_POLY, LOG_LN2_HI, LOG_LN2_LO, ROUND_MAGIC,
+    };
+    // NaN fails both comparisons and passes through.
+    let x = if x < EXP_MIN_ARG { EXP_MIN_ARG } else { x };
+    let x = if EXP_MAX_ARG < x { EXP_MAX_ARG } else { x };
+    let shifted = x * std::f32::consts::LOG2_E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
+    let r = x - n * LOG_LN2_HI - n * LOG_LN2_LO;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |acc, c| acc * r + c);
+    let p = p * (r * r) + r + 1.0;
+    let k = shifted.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
+    let half = k >> 1;
+    let pow2 = |k: i32| f32::from_bits(((k << 23) + 0x3f80_0000) as u32);
+    p * pow2(half) * pow2(k - half)
 }
 
 /// `1 - 2/(e^{2y} + 1)`: ±1 at the extremes (e^{2y} overflows to ∞ or underflows to 0), and
 /// within a few 1e-8 of tanh elsewhere.
 fn tanh(y: f32) -> f32 {
-    1.0 - 2.0 / ((2.0 * y).exp() + 1.0)
+    1.0 - 2.0 / (exp(2.0 * y) + 1.0)
 }
 
 /// `1 / (1 + e⁻ˣ)`, written so neither branch overflows (as the interpreter's).
 fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        1.0 / (1.0 + exp(-x))
     } else {
-        let e = x.exp();
+        let e = exp(x);
         e / (1.0 + e)
     }
 }
@@ -208,7 +230,9 @@ mod tests {
     /// The scalar activations agree with the interpreter's definitions.
     #[test]
     fn activations_match_the_interpreter() {
-        let xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).collect();
+        // A dense sweep where the functions bend, and the far tails (exp's clamps).
+        let mut xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).collect();
+        xs.extend([-200.0, -103.0, -50.0, -20.0, 20.0, 50.0, 88.0, 200.0]);
         let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap();
         for &a in Activation::ALL {
             let want = eval_op(
