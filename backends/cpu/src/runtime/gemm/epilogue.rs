@@ -121,7 +121,17 @@ impl Epilogue {
                 row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
             }
             if let Some(a) = self.activation {
-                row.iter_mut().for_each(|v| *v = activate(a, *v));
+                // One loop per activation (the constant argument folds into the inlined
+                // body), so each loop is straight-line code the compiler vectorizes.
+                let each = |row: &mut [f32], a: Activation| {
+                    row.iter_mut().for_each(|v| *v = activate(a, *v))
+                };
+                match a {
+                    Activation::Relu => each(&mut row, Activation::Relu),
+                    Activation::Gelu => each(&mut row, Activation::Gelu),
+                    Activation::GeluTanh => each(&mut row, Activation::GeluTanh),
+                    Activation::Silu => each(&mut row, Activation::Silu),
+                }
             }
             if let Some((kind, r)) = self.residual {
                 for (j, v) in row.iter_mut().enumerate() {
@@ -149,6 +159,7 @@ impl Epilogue {
 /// assert_eq!(activate(Activation::Relu, -2.0), 0.0);
 /// assert!((activate(Activation::Silu, 1.0) - 0.7310586).abs() < 1e-6);
 /// ```
+#[inline(always)]
 pub fn activate(a: Activation, x: f32) -> f32 {
     match a {
         Activation::Relu => {
@@ -169,18 +180,18 @@ pub fn activate(a: Activation, x: f32) -> f32 {
 
 /// erf as the JIT computes it (`lower::math::erf`): `a·P(a²)` below 1, else
 /// `1 - e^(-a²)·R(1/(1+a))`, with the sign of `x`.
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     use crate::lower::math::{ERFC_SCALED_POLY, ERF_POLY, ERF_POLY_MAX};
     // Multiply and add rather than `mul_add`: without FMA in the build's target features,
     // `mul_add` is a libm call per step.
     let horner = |t: f32, coeffs: &[f32]| coeffs[1..].iter().fold(coeffs[0], |acc, c| acc * t + c);
     let a = x.abs();
+    // Both branches, then a select (as the JIT does), so that loops over erf vectorize.
     // NaN compares false and takes the large branch, which propagates it.
-    let magnitude = if a < ERF_POLY_MAX {
-        a * horner(a * a, &ERF_POLY)
-    } else {
-        1.0 - exp(-(a * a)) * horner(1.0 / (1.0 + a), &ERFC_SCALED_POLY)
-    };
+    let small = a * horner(a * a, &ERF_POLY);
+    let large = 1.0 - exp(-(a * a)) * horner(1.0 / (1.0 + a), &ERFC_SCALED_POLY);
+    let magnitude = if a < ERF_POLY_MAX { small } else { large };
     magnitude.copysign(x)
 }
 
@@ -188,6 +199,7 @@ fn erf(x: f32) -> f32 {
 /// scaled by 2^n in two normal halves; branch-free, so loops over it vectorize. Without FMA
 /// in the target features the reduction uses Cephes' split of ln 2, whose high part times
 /// n is exact.
+#[inline(always)]
 fn exp(x: f32) -> f32 {
     use crate::lower::math::{
         EXP_MAX_ARG, EXP_MIN_ARG, EXP_POLY, LOG_LN2_HI, LOG_LN2_LO, ROUND_MAGIC,
@@ -208,17 +220,22 @@ fn exp(x: f32) -> f32 {
 
 /// `1 - 2/(e^{2y} + 1)`: ±1 at the extremes (e^{2y} overflows to ∞ or underflows to 0), and
 /// within a few 1e-8 of tanh elsewhere.
+#[inline(always)]
 fn tanh(y: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * y) + 1.0)
 }
 
-/// `1 / (1 + e⁻ˣ)`, written so neither branch overflows (as the interpreter's).
+/// `1 / (1 + e⁻ˣ)`, written so neither form overflows (as the interpreter's): both forms
+/// from `e = e^-|x|`, then a select, so loops over it vectorize.
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    let positive = 1.0 / (1.0 + e);
+    let negative = e / (1.0 + e);
     if x >= 0.0 {
-        1.0 / (1.0 + exp(-x))
+        positive
     } else {
-        let e = exp(x);
-        e / (1.0 + e)
+        negative
     }
 }
 
