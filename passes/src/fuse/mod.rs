@@ -183,8 +183,8 @@ fn new_kernels<'a>(
             let class = eg.find(*class);
             // A class can hold several fused e-nodes (a gelu, then the linear whose epilogue
             // took it in); the one extracted is the last built, by the latest rule.
-            let mut made = eg.analysis.made_by.iter();
-            let (_, rule) = made.filter(|(id, _)| eg.find(*id) == class).last()?;
+            let made = eg.analysis.made_by.iter();
+            let (_, rule) = made.rev().find(|(id, _)| eg.find(*id) == class)?;
             Some((node, class, rule.to_string()))
         })
 }
