@@ -93,6 +93,7 @@ pub fn input_arity(op: &Op) -> Arity {
             crate::AttentionMask::None => Exactly(3),
             _ => Exactly(4),
         },
+        Op::Linear(e) => Exactly(e.inputs()),
         Op::Concat { .. } => AtLeast(1),
         Op::Einsum(spec) => Exactly(spec.inputs.len()),
     }
@@ -186,6 +187,7 @@ fn infer_checked(op: &Op, x: &[&TensorType]) -> Res<Vec<TensorType>> {
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => nn::norm(x),
         Op::Attention(a) => nn::attention(a, x),
         Op::Rotary => nn::rotary(x),
+        Op::Linear(e) => nn::linear(*e, x),
     }
 }
 

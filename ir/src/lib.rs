@@ -9,6 +9,7 @@
 
 mod dim;
 mod dtype;
+mod epilogue;
 mod graph;
 mod infer;
 pub mod interp;
@@ -20,6 +21,7 @@ mod verify;
 
 pub use dim::{Atom, Bindings, Dim, DimParseError};
 pub use dtype::{DType, UnknownDType};
+pub use epilogue::{Activation, Epilogue, Residual};
 pub use graph::{Graph, Node, TensorType, ValueId};
 pub use half;
 pub use infer::{infer, input_arity, Arity, InferError};

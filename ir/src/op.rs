@@ -9,7 +9,7 @@
 //! - shape-like attributes are [`Dim`]s, so they may be symbolic;
 //! - elementwise ops broadcast their inputs numpy-style.
 
-use crate::{DType, Dim, Tensor};
+use crate::{DType, Dim, Epilogue, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// A core op. See the module docs for the conventions.
@@ -210,6 +210,12 @@ pub enum Op {
         /// Added to the mean square.
         epsilon: f32,
     },
+    /// Fused linear layer. Inputs `x[..., K]` (rank ≥ 2), `w[K, N]`, then `bias[N]` when
+    /// the epilogue has one, then `r` of the output's shape when it has a residual;
+    /// `y = act(x·w + bias) ⊕ r` of shape `[..., N]`, each step a core op (`matmul`, `add`,
+    /// the activation's unary op, `add`/`mul`), which the interpreter evaluates in turn.
+    /// Passes create it.
+    Linear(Epilogue),
     /// Fused scaled dot-product attention. Inputs `q[.., H, Sq, D]`, `k[.., G, Sk, D]`,
     /// `v[.., G, Sk, Dv]` (equal leading dims; `H` a multiple of `G`: query head `h` reads
     /// key/value head `h / (H/G)`, grouped-query attention), then the mask when
@@ -640,6 +646,7 @@ impl Op {
             Op::RmsNorm { .. } => "rms_norm".into(),
             Op::Attention(_) => "attention".into(),
             Op::Rotary => "rotary".into(),
+            Op::Linear(_) => "linear".into(),
         }
     }
 

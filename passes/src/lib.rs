@@ -2,7 +2,7 @@
 //!
 //! A [`Pass`] rewrites a [`kiln_ir::Graph`] in place; the [`PassManager`] runs a named list
 //! of them with timing, verification after each pass and `KILN_PASS_BISECT`. Passes:
-//! `fold-constants`, `fold-shapes`, `cse`, `dce`.
+//! `fold-constants`, `fold-shapes`, `cse`, `dce`, `fuse`, `merge-linears`.
 
 mod cse;
 mod dce;
@@ -10,6 +10,7 @@ mod fold_constants;
 mod fold_shapes;
 mod fuse;
 mod manager;
+mod merge_linears;
 mod rewrite;
 #[cfg(test)]
 mod tests;
@@ -22,3 +23,4 @@ pub use fuse::{Budget, Expected, Fuse, FusedKernel, Miss};
 pub use manager::{
     pass_by_name, Pass, PassError, PassManager, PassReport, PassRun, PipelineReport, RunOptions,
 };
+pub use merge_linears::MergeLinears;

@@ -117,6 +117,7 @@ fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(Cse),
         Box::new(Dce),
         Box::new(crate::Fuse::default()),
+        Box::new(crate::MergeLinears),
     ]
 }
 
@@ -147,7 +148,7 @@ impl PassManager {
     /// ```
     /// use kiln_passes::PassManager;
     /// let err = PassManager::from_names(&["cse", "fold"]).err().unwrap();
-    /// assert_eq!(err.to_string(), "unknown pass `fold`; valid passes: fold-constants, fold-shapes, cse, dce, fuse");
+    /// assert_eq!(err.to_string(), "unknown pass `fold`; valid passes: fold-constants, fold-shapes, cse, dce, fuse, merge-linears");
     /// ```
     pub fn from_names(names: &[&str]) -> Result<PassManager, PassError> {
         let passes = names
@@ -160,14 +161,15 @@ impl PassManager {
         })
     }
 
-    /// fold-shapes, fold-constants, cse, fuse, dce, repeated until nothing changes (at most
-    /// 4 rounds).
+    /// fold-shapes, fold-constants, cse, fuse, merge-linears, dce, repeated until nothing
+    /// changes (at most 4 rounds).
     pub fn default_pipeline() -> PassManager {
         let passes: Vec<Box<dyn Pass>> = vec![
             Box::new(FoldShapes),
             Box::new(FoldConstants),
             Box::new(Cse),
             Box::new(crate::Fuse::default()),
+            Box::new(crate::MergeLinears),
             Box::new(Dce),
         ];
         PassManager {

@@ -251,8 +251,15 @@ fn default_pipeline_reaches_a_fixpoint() {
     assert_eq!(g.nodes[0].op, Op::Const(Tensor::scalar(4.0f32)));
     let names: Vec<&str> = report.passes.iter().map(|r| r.name).collect();
     assert_eq!(
-        &names[..5],
-        ["fold-shapes", "fold-constants", "cse", "fuse", "dce"]
+        &names[..6],
+        [
+            "fold-shapes",
+            "fold-constants",
+            "cse",
+            "fuse",
+            "merge-linears",
+            "dce"
+        ]
     );
     assert_eq!(report.passes.last().unwrap().report.changes, 0);
     assert!(report.to_string().starts_with("fold-shapes      round 1"));
@@ -300,7 +307,7 @@ fn unknown_pass_names_list_the_valid_ones() {
     let err = PassManager::from_names(&["dce", "nope"]).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "unknown pass `nope`; valid passes: fold-constants, fold-shapes, cse, dce, fuse"
+        "unknown pass `nope`; valid passes: fold-constants, fold-shapes, cse, dce, fuse, merge-linears"
     );
     assert_eq!(
         PassManager::from_names(&["dce", "cse"]).unwrap().names(),

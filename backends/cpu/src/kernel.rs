@@ -303,6 +303,35 @@ pub struct MatMul {
     pub b: MatOperand,
     /// Result.
     pub c: MatOperand,
+    /// Applied to each block of `c` after its last depth block (a fused linear layer's
+    /// bias, activation and residual); empty for a plain product.
+    pub epilogue: GemmEpilogue,
+}
+
+/// The epilogue of a [`MatMul`]: `c = act(c + bias) ⊕ residual`, element by element.
+#[derive(Clone, Debug, Default)]
+pub struct GemmEpilogue {
+    /// `n` floats, added to every row.
+    pub bias: Option<BufId>,
+    /// Applied after the bias.
+    pub activation: Option<kiln_ir::Activation>,
+    /// Combined last, addressed like `c` (same strides and batch offsets).
+    pub residual: Option<(kiln_ir::Residual, BufId)>,
+}
+
+impl GemmEpilogue {
+    /// The buffers the epilogue reads.
+    pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
+        self.bias
+            .iter()
+            .copied()
+            .chain(self.residual.map(|(_, b)| b))
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.bias.is_none() && self.activation.is_none() && self.residual.is_none()
+    }
 }
 
 /// One matrix operand of a [`MatMul`]: matrix `i` of the batch starts at
@@ -433,7 +462,10 @@ impl Kernel {
             Kernel::Loop(l) => l.expr.reads().collect(),
             Kernel::Reduce(r) => r.value.reads().chain(r.post.reads()).collect(),
             Kernel::Row(r) => r.reads().collect(),
-            Kernel::Call(Call::MatMul(m)) => vec![m.a.buf, m.b.buf],
+            Kernel::Call(Call::MatMul(m)) => [m.a.buf, m.b.buf]
+                .into_iter()
+                .chain(m.epilogue.reads())
+                .collect(),
             Kernel::Call(Call::Conv(c)) => vec![c.x, c.w],
             Kernel::Call(Call::Attention(a)) => [a.q, a.k, a.v]
                 .into_iter()
@@ -468,6 +500,9 @@ impl Kernel {
             Kernel::Loop(l) => format!("loop{:?}", l.shape),
             Kernel::Reduce(r) => format!("reduce{:?}x{:?}", r.shape, r.reduced),
             Kernel::Row(r) => format!("row{:?}x{}", r.shape, r.len),
+            Kernel::Call(Call::MatMul(m)) if !m.epilogue.is_empty() => {
+                format!("linear {}x{}x{}", m.m, m.k, m.n)
+            }
             Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
             Kernel::Call(Call::Conv(c)) => {
                 format!("conv {:?}*{:?}->{:?}", c.x_shape, c.w_shape, c.y_shape)

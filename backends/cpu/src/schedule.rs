@@ -15,6 +15,7 @@ mod attention;
 mod conv;
 mod elementwise;
 mod iota;
+mod linear;
 mod movement;
 mod norm;
 mod pool;
@@ -243,6 +244,7 @@ impl Scheduler<'_> {
             Op::RmsNorm { epsilon } => self.norm(node, norm::Norm::Rms, *epsilon)?,
             Op::Attention(a) => self.attention(node, a)?,
             Op::Rotary => self.rotary(node)?,
+            Op::Linear(e) => self.linear(node, *e)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -316,6 +318,8 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::Reduce { .. } | Op::Softmax { .. } | Op::Rotary => Native,
         Op::MatMul if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
+        Op::Linear(_) if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::Linear(_) => Runtime("non-f32 linear (f16/bf16 round after every step)"),
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
         Op::Pad {
             mode: kiln_ir::PadMode::Constant,

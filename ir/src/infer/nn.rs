@@ -1,5 +1,5 @@
 //! Inference for contractions, windows and fused norms: matmul, einsum, convolution,
-//! pooling, layer_norm, rms_norm.
+//! pooling, layer_norm, rms_norm, linear.
 
 use super::{
     broadcast_dim, broadcast_shapes, expect_dtype, is_numeric, one, same_dtype, unify_or, Res,
@@ -251,6 +251,38 @@ pub(super) fn norm(x: &[&TensorType]) -> Res<Vec<TensorType>> {
         }
     }
     one(input.clone())
+}
+
+/// A fused linear layer (see [`crate::Op::Linear`]): float `x[..., K]` of rank ≥ 2,
+/// `w[K, N]`, a bias of shape exactly `[N]` and a residual of exactly the output's shape,
+/// all of `x`'s dtype. The parameters must not broadcast the result to a larger shape, so
+/// the kernel can apply them to each output element in place.
+pub(super) fn linear(e: crate::Epilogue, x: &[&TensorType]) -> Res<Vec<TensorType>> {
+    let (input, w) = (x[0], x[1]);
+    expect_dtype(input, "input", DType::is_float, "a float")?;
+    if w.rank() != 2 {
+        return Err(format!("weight must have rank 2, got {w}"));
+    }
+    let y = matmul(input, w)?.remove(0);
+    let n = &w.shape[1];
+    let mut rest = x[2..].iter();
+    if e.bias {
+        let bias = rest.next().ok_or("missing bias")?;
+        same_dtype(input, bias, "input and bias")?;
+        if bias.rank() != 1 || bias.shape[0] != *n {
+            return Err(format!("bias must have shape [{n}], got {bias}"));
+        }
+    }
+    if e.residual.is_some() {
+        let r = rest.next().ok_or("missing residual")?;
+        same_dtype(input, r, "input and residual")?;
+        if r.shape != y.shape {
+            return Err(format!(
+                "residual must have the output's shape {y}, got {r}"
+            ));
+        }
+    }
+    one(y)
 }
 
 /// `q[.., H, Sq, D]`, `k[.., G, Sk, D]`, `v[.., G, Sk, Dv]` and the mask, if any →

@@ -4,8 +4,8 @@
 
 use super::{eval_op, op_err, Result};
 use crate::{
-    AttentionAttrs, AttentionMask, BinaryOp, Bindings, Dim, MaskedRows, Op, ReduceKind, Tensor,
-    UnaryOp,
+    AttentionAttrs, AttentionMask, BinaryOp, Bindings, Dim, Epilogue, MaskedRows, Op, ReduceKind,
+    Tensor, UnaryOp,
 };
 
 /// Layer normalization over the last axis (see [`Op::LayerNorm`]).
@@ -33,6 +33,26 @@ pub(super) fn rms_norm(op: &Op, x: &Tensor, scale: &Tensor, epsilon: f32) -> Res
     let mean_square = mean_last(&binary(BinaryOp::Mul, x, x)?)?;
     let normalized = binary(BinaryOp::Mul, x, &inverse_root(&mean_square, epsilon)?)?;
     binary(BinaryOp::Mul, &normalized, scale)
+}
+
+/// A linear layer with its epilogue (see [`Op::Linear`]): the matmul, then bias,
+/// activation and residual, each as its core op. The residual is the right operand, which
+/// is exact either way, as float addition and multiplication commute.
+pub(super) fn linear(e: Epilogue, inputs: &[Tensor]) -> Result<Tensor> {
+    let mut y = apply(Op::MatMul, &inputs[..2])?;
+    let mut rest = inputs[2..].iter();
+    if e.bias {
+        let bias = rest.next().expect("the arity was checked");
+        y = binary(BinaryOp::Add, &y, bias)?;
+    }
+    if let Some(a) = e.activation {
+        y = apply(Op::Unary(a.unary()), &[y])?;
+    }
+    if let Some(r) = e.residual {
+        let residual = rest.next().expect("the arity was checked");
+        y = binary(r.binary(), &y, residual)?;
+    }
+    Ok(y)
 }
 
 /// Scaled dot-product attention (see [`Op::Attention`]): `q·kᵀ`, scaled, masked,
@@ -246,5 +266,23 @@ mod tests {
             &Bindings::new(),
         );
         assert!(err.unwrap_err().to_string().contains("rank at least 1"));
+    }
+
+    #[test]
+    fn linear_applies_bias_activation_and_residual_in_order() {
+        use crate::{Activation, Residual};
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, -3.0, 0.5], &[1, 2, 2]).unwrap();
+        let w = Tensor::from_vec(vec![1.0f32, 0.0, -1.0, 2.0, 1.0, 1.0], &[2, 3]).unwrap();
+        let bias = Tensor::from_vec(vec![0.5f32, -10.0, 0.0], &[3]).unwrap();
+        let r = Tensor::from_vec(vec![2.0f32; 6], &[1, 2, 3]).unwrap();
+        let e = Epilogue {
+            bias: true,
+            activation: Some(Activation::Relu),
+            residual: Some(Residual::Mul),
+        };
+        let y = eval_op(&Op::Linear(e), &[x, w, bias, r], &Bindings::new()).unwrap();
+        assert_eq!(y[0].shape(), &[1, 2, 3]);
+        // x·w = [[5, 2, 1], [-2, 0.5, 3.5]]; + bias, relu, · 2.
+        assert_eq!(y[0].to_f64_vec(), [11.0, 0.0, 2.0, 0.0, 0.0, 7.0]);
     }
 }

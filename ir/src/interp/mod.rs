@@ -283,5 +283,6 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bindings: &Bindings) -> Result<Vec<Te
             };
             arity(op, inputs, n).and_then(|_| one(fused::attention(op, a, inputs)))
         }
+        Op::Linear(e) => arity(op, inputs, e.inputs()).and_then(|_| one(fused::linear(*e, inputs))),
     }
 }

@@ -2,9 +2,9 @@
 
 use super::attrs::Attrs;
 use crate::{
-    ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec,
-    MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
-    SliceAxis, UnaryOp,
+    Activation, ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs,
+    EinsumSpec, Epilogue, MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, Residual,
+    ScanKind, ScatterReduction, SliceAxis, UnaryOp,
 };
 
 /// The op called `name` (anything but `const`, whose operand is a literal), reading and
@@ -54,6 +54,11 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
             scale: a.f32("scale")?,
             mask: a.named("mask", AttentionMask::from_name)?,
             rows: a.named("rows", MaskedRows::from_name)?,
+        }),
+        "linear" => Op::Linear(Epilogue {
+            bias: a.bool("bias")?,
+            activation: a.named("activation", |s| optional(s, Activation::from_name))?,
+            residual: a.named("residual", |s| optional(s, Residual::from_name))?,
         }),
         "softmax" | "log_softmax" => Op::Softmax {
             axis: a.usize("axis")?,
@@ -205,4 +210,13 @@ fn einsum(eq: &str) -> Result<EinsumSpec, String> {
         inputs: ins.split(',').map(labels).collect::<Result<_, _>>()?,
         output: labels(out)?,
     })
+}
+
+/// `none` as `None`, anything else by `from_name` (an unknown name fails).
+fn optional<T>(s: &str, from_name: fn(&str) -> Option<T>) -> Option<Option<T>> {
+    if s == "none" {
+        Some(None)
+    } else {
+        from_name(s).map(Some)
+    }
 }

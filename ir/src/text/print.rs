@@ -142,6 +142,12 @@ pub(super) fn attrs(op: &Op) -> Vec<String> {
             kv("mask", a.mask.name()),
             kv("rows", a.rows.name()),
         ],
+        // Every part is written, `none` for a missing one, so the inputs can be read off.
+        Op::Linear(e) => vec![
+            kv("bias", e.bias),
+            kv("activation", e.activation.map_or("none", |a| a.name())),
+            kv("residual", e.residual.map_or("none", |r| r.name())),
+        ],
         Op::Conv(c) => vec![
             kv("strides", list(&c.strides)),
             kv("dilations", list(&c.dilations)),

@@ -324,6 +324,35 @@ fn nn_family() {
 }
 
 #[test]
+fn linear_round_trips_every_epilogue() {
+    use crate::{Activation, Epilogue, Residual};
+    let y = ty(DType::F32, &["b", "s", "3"]);
+    let mut nodes = Vec::new();
+    for bias in [false, true] {
+        for activation in std::iter::once(None).chain(Activation::ALL.iter().copied().map(Some)) {
+            for residual in [None, Some(Residual::Add), Some(Residual::Mul)] {
+                let e = Epilogue {
+                    bias,
+                    activation,
+                    residual,
+                };
+                let mut ins = vec![0, 1];
+                ins.extend(bias.then_some(2));
+                ins.extend(residual.map(|_| 3));
+                nodes.push((Op::Linear(e), ins, vec![y.clone()]));
+            }
+        }
+    }
+    let inputs = [
+        ("x", ty(DType::F32, &["b", "s", "4"])),
+        ("w", ty(DType::F32, &["4", "3"])),
+        ("bias", ty(DType::F32, &["3"])),
+        ("r", y.clone()),
+    ];
+    round_trip(&build("linear", &inputs, nodes));
+}
+
+#[test]
 fn indexing_family() {
     let data = ty(DType::I32, &["5", "k"]);
     let idx = ty(DType::I64, &["2", "k"]);

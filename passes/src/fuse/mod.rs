@@ -11,6 +11,7 @@ mod canon;
 mod egraph;
 mod extract;
 mod layout;
+mod linear;
 mod rotary;
 mod rules;
 mod select;
@@ -118,7 +119,7 @@ impl Fuse {
     /// Saturates `g`'s e-graph with every phase and extracts the best graph.
     fn fuse(&self, g: &Graph) -> Result<(egraph::Lowered, extract::Extracted), PassError> {
         let mut lowered = egraph::lower(g);
-        for phase in [rules::canonical(), rules::fusions()] {
+        for phase in [rules::canonical(), rules::fusions(), linear::rules()] {
             lowered.egraph = self.saturate(lowered.egraph, &phase)?;
         }
         let extracted = extract::extract(g, &lowered).map_err(|e| PassError::Failed {
@@ -192,8 +193,10 @@ fn new_kernels<'a>(
         .filter(|(node, _)| is_fused(&node.op))
         .filter_map(move |(node, class)| {
             let class = eg.find(*class);
-            let mut made = eg.analysis.made_by.iter();
-            let (_, rule) = made.find(|(id, _)| eg.find(*id) == class)?;
+            // A class can hold several fused e-nodes (a gelu, then the linear whose epilogue
+            // took it in); the one extracted is the last built, by the latest rule.
+            let made = eg.analysis.made_by.iter();
+            let (_, rule) = made.rev().find(|(id, _)| eg.find(*id) == class)?;
             Some((node, class, rule.to_string()))
         })
 }
@@ -208,7 +211,7 @@ fn describe(
     let eg = &lowered.egraph;
     new_kernels(lowered, extracted)
         .map(|(node, class, rule)| {
-            let operands = fused_operands(lowered, class);
+            let operands = fused_operands(lowered, class, &node.op);
             let region = sources(g, lowered, class, &operands);
             // Rules that rewrote a value inside the region (canonicalization, or a fusion
             // this one builds on, as layer-norm on rms-norm) prepared this fusion.
@@ -219,9 +222,16 @@ fn describe(
                 .filter(|c| *c != class)
                 .collect();
             let analysis = &eg.analysis;
+            // So did the rules that built other fused e-nodes of this class, which the
+            // kernel absorbed (the gelu in a linear's epilogue).
+            let absorbed = analysis
+                .made_by
+                .iter()
+                .filter(|(c, r)| eg.find(*c) == class && r.as_str() != rule);
             let mut prepared: Vec<String> = (analysis.rewritten.iter())
                 .chain(&analysis.made_by)
                 .filter(|(c, _)| classes.contains(&eg.find(*c)))
+                .chain(absorbed)
                 .map(|(_, r)| r.to_string())
                 .collect();
             prepared.sort();
@@ -250,16 +260,17 @@ fn is_fused(op: &Op) -> bool {
             | Op::Attention(_)
             | Op::Rotary
             | Op::Unary(Gelu | GeluTanh | Silu)
+            | Op::Linear(_)
     )
 }
 
-/// The operand classes of the fused e-node of `class`.
-fn fused_operands(lowered: &egraph::Lowered, class: Id) -> Vec<Id> {
+/// The operand classes of the e-node of `class` whose op is the extracted `op`.
+fn fused_operands(lowered: &egraph::Lowered, class: Id, op: &Op) -> Vec<Id> {
     let eg = &lowered.egraph;
     eg[class]
         .nodes
         .iter()
-        .find(|n| matches!(eg.analysis.term(n.op), egraph::Term::Op(op) if is_fused(op)))
+        .find(|n| matches!(eg.analysis.term(n.op), egraph::Term::Op(o) if o == op))
         .map(|n| n.args.iter().map(|a| eg.find(*a)).collect())
         .unwrap_or_default()
 }

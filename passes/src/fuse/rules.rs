@@ -116,7 +116,7 @@ pub(super) trait Fusion: Copy + Send + Sync + 'static {
 #[derive(Clone, Copy)]
 struct FusionRule<F>(F);
 
-fn fusion<F: Fusion>(name: &str, f: F) -> Rule {
+pub(super) fn fusion<F: Fusion>(name: &str, f: F) -> Rule {
     Rewrite::new(name, FusionRule(f), FusionRule(f)).expect("a valid rule")
 }
 
@@ -326,7 +326,7 @@ pub(super) fn subst(bindings: &[(&str, Id)]) -> Subst {
 }
 
 /// Whether `op` applied to these classes infers (parameters broadcast without growing).
-fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
+pub(super) fn well_typed(eg: &EGraph, op: &Op, args: &[Id]) -> bool {
     let types: Option<Vec<&TensorType>> = args.iter().map(|a| eg[*a].data.ty()).collect();
     types.is_some_and(|t| infer(op, &t).is_ok())
 }

@@ -127,18 +127,18 @@ pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
 // ---- exp ----------------------------------------------------------------------------------
 
 /// Inputs above this overflow to inf; keeps n = round(x/ln2) at most 128.
-const EXP_MAX_ARG: f32 = 89.0;
+pub(crate) const EXP_MAX_ARG: f32 = 89.0;
 /// Inputs below this underflow to 0 (e^-104 < 2^-150); keeps n at least -150.
-const EXP_MIN_ARG: f32 = -104.0;
+pub(crate) const EXP_MIN_ARG: f32 = -104.0;
 /// 1.5·2^23: adding it to |v| < 2^22 rounds v to an integer stored in the low mantissa bits.
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 /// ln 2 rounded to f32 (0x3f317218); with `fma`, `x - n·LN2_HI` is exact for |n| ≤ 150.
 const LN2_HI: f32 = std::f32::consts::LN_2;
 /// ln 2 - LN2_HI.
 const LN2_LO: f32 = -1.904_654_3e-9;
 /// e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln2/2, P highest degree first. Coefficients from Cephes
 /// `expf.c` (S. L. Moshier, Cephes Math Library 2.2), as also used by Eigen's `pexp_float`.
-const EXP_POLY: [f32; 6] = [
+pub(crate) const EXP_POLY: [f32; 6] = [
     1.987_569_1e-4,
     1.398_199_9e-3,
     8.333_452e-3,
@@ -194,9 +194,9 @@ const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
 const EXPONENT_FIELD: i32 = 0xff80_0000_u32 as i32;
 /// ln 2 split for Cody-Waite: LOG_LN2_HI (= 0.693359375 exactly) has 10 significant bits, so
 /// e·LOG_LN2_HI is exact (Cephes `logf.c`).
-const LOG_LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LOG_LN2_HI: f32 = 0.693_359_4;
 /// ln 2 - LOG_LN2_HI (Cephes `logf.c`).
-const LOG_LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const LOG_LN2_LO: f32 = -2.121_944_4e-4;
 /// ln(1+f) ≈ f - f²/2 + f³·P(f) on f in [sqrt(1/2)-1, sqrt(2)-1], P highest degree first.
 /// Coefficients from Cephes `logf.c` (S. L. Moshier), as also used by Eigen's `plog_float`.
 const LOG_POLY: [f32; 9] = [
@@ -297,14 +297,14 @@ fn tanh_large(b: &mut FunctionBuilder, a: Value) -> Value {
 // ---- erf ----------------------------------------------------------------------------------
 
 /// Below this |x| erf uses the odd polynomial, above it the erfc form.
-const ERF_POLY_MAX: f32 = 1.0;
+pub(crate) const ERF_POLY_MAX: f32 = 1.0;
 /// erf a ≈ a·P(a²) on [0, 1], P highest degree first. Fitted for this file by Lawson-weighted
 /// least squares (minimax of the relative error) against mpmath's erf at 3000 Chebyshev nodes;
 /// the fit's relative error is 4.0e-8.
 ///
 /// The last coefficient is one ulp below `FRAC_2_SQRT_PI` rounded to f32, which the fit prefers.
 #[allow(clippy::approx_constant)]
-const ERF_POLY: [f32; 6] = [
+pub(crate) const ERF_POLY: [f32; 6] = [
     -5.631_466e-4,
     4.917_563_4e-3,
     -2.671_132_4e-2,
@@ -315,7 +315,7 @@ const ERF_POLY: [f32; 6] = [
 /// erfc a · e^(a²) ≈ R(t) with t = 1/(1+a) on a in [1, 3.9], R highest degree first. Fitted
 /// like ERF_POLY, against mpmath's erfc; the fit's relative error is 6.0e-8. Beyond 3.9 the
 /// product with e^(-a²) is below 2^-25, so 1 - it rounds to 1 whatever R gives there.
-const ERFC_SCALED_POLY: [f32; 7] = [
+pub(crate) const ERFC_SCALED_POLY: [f32; 7] = [
     -1.548_307_5e-1,
     8.694_703e-1,
     -1.459_888_1,

@@ -11,8 +11,11 @@
 //! thread count. When A has few rows (a decode step) B is read in place, since packing it
 //! would cost as much as the product.
 
+mod epilogue;
 mod kernels;
 mod pack;
+
+pub use epilogue::{activate, Epilogue};
 
 use super::pool::ThreadPool;
 use kernels::{Kernel, RowStream, Tile};
@@ -176,6 +179,41 @@ pub unsafe fn sgemm_prepacked(
     c: MatMut,
     c_batch_stride: isize,
 ) {
+    // SAFETY: forwarded from the caller; no epilogue reads anything.
+    unsafe {
+        sgemm_prepacked_epilogue(
+            pool,
+            batch,
+            m,
+            a,
+            a_batch_stride,
+            b,
+            c,
+            c_batch_stride,
+            Epilogue::NONE,
+        )
+    }
+}
+
+/// [`sgemm_prepacked`] with an epilogue applied to every element of C (a fused linear
+/// layer): bias, activation and residual run on each block of C right after its last depth
+/// block, so results are bit-identical for any thread count.
+///
+/// # Safety
+/// As for [`sgemm_prepacked`]; the bias must hold `n` floats and the residual be valid
+/// wherever C is (with C's batch stride).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_prepacked_epilogue(
+    pool: &ThreadPool,
+    batch: usize,
+    m: usize,
+    a: MatRef,
+    a_batch_stride: isize,
+    b: &PackedB,
+    c: MatMut,
+    c_batch_stride: isize,
+    epilogue: Epilogue,
+) {
     let problem = Problem {
         kernel: b.kernel,
         batch,
@@ -190,6 +228,7 @@ pub unsafe fn sgemm_prepacked(
         c,
         c_batch_stride,
         accumulate: false,
+        epilogue,
     };
     // SAFETY: forwarded from the caller; `prepacked` replaces every read of `b`.
     unsafe { problem.run(pool) }
@@ -265,6 +304,7 @@ pub unsafe fn sgemm_serial(
             BMatrix::Strided(b),
             c,
             accumulate,
+            Epilogue::NONE,
         )
     }
 }
@@ -290,6 +330,38 @@ pub unsafe fn sgemm_batched(
     c_batch_stride: isize,
     accumulate: bool,
 ) {
+    let (a, b) = ((a, a_batch_stride), (b, b_batch_stride));
+    // SAFETY: forwarded from the caller; no epilogue reads anything.
+    unsafe {
+        sgemm_batched_epilogue(
+            pool,
+            batch,
+            [m, k, n],
+            a,
+            b,
+            (c, c_batch_stride),
+            accumulate,
+            Epilogue::NONE,
+        )
+    }
+}
+
+/// [`sgemm_batched`] with an epilogue (see [`sgemm_prepacked_epilogue`]); operands are
+/// `(view, batch stride)` and the sizes `[m, k, n]`.
+///
+/// # Safety
+/// As for [`sgemm_batched`] and [`sgemm_prepacked_epilogue`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_batched_epilogue(
+    pool: &ThreadPool,
+    batch: usize,
+    [m, k, n]: [usize; 3],
+    (a, a_batch_stride): (MatRef, isize),
+    (b, b_batch_stride): (MatRef, isize),
+    (c, c_batch_stride): (MatMut, isize),
+    accumulate: bool,
+    epilogue: Epilogue,
+) {
     let problem = Problem {
         kernel: kernels::best(),
         batch,
@@ -304,6 +376,7 @@ pub unsafe fn sgemm_batched(
         c,
         c_batch_stride,
         accumulate,
+        epilogue,
     };
     // SAFETY: forwarded from the caller.
     unsafe { problem.run(pool) }
@@ -326,6 +399,8 @@ struct Problem {
     c: MatMut,
     c_batch_stride: isize,
     accumulate: bool,
+    /// Applied to each block of C after its last depth block.
+    epilogue: Epilogue,
 }
 
 // SAFETY: the caller of `sgemm_batched` guarantees the views are valid; tasks write disjoint
@@ -406,23 +481,42 @@ impl Problem {
             ..self.c
         };
         let (m, k, n) = (self.m, self.k, self.n);
+        let epilogue = self.epilogue.item(item, self.c_batch_stride);
         let block = match split {
             Split::Columns { width } => {
                 let j0 = part * width;
-                (m, n.min(j0 + width) - j0, a, b.at(0, j0), c.at(0, j0), j0)
+                let e = epilogue.at(0, j0);
+                (
+                    m,
+                    n.min(j0 + width) - j0,
+                    a,
+                    b.at(0, j0),
+                    c.at(0, j0),
+                    j0,
+                    e,
+                )
             }
             Split::Rows { height } => {
                 let i0 = part * height;
-                (m.min(i0 + height) - i0, n, a.at(i0, 0), b, c.at(i0, 0), 0)
+                let e = epilogue.at(i0, 0);
+                (
+                    m.min(i0 + height) - i0,
+                    n,
+                    a.at(i0, 0),
+                    b,
+                    c.at(i0, 0),
+                    0,
+                    e,
+                )
             }
         };
-        let (m, n, a, b, c, j0) = block;
+        let (m, n, a, b, c, j0, epilogue) = block;
         let b = match self.prepacked {
             Some(packed) => BMatrix::Prepacked(packed, j0),
             None => BMatrix::Strided(b),
         };
         // SAFETY: the block lies inside this item's valid views.
-        unsafe { gemm_block(self.kernel, m, k, n, a, b, c, self.accumulate) }
+        unsafe { gemm_block(self.kernel, m, k, n, a, b, c, self.accumulate, epilogue) }
     }
 }
 
@@ -457,12 +551,15 @@ unsafe fn gemm_block(
     b: BMatrix,
     c: MatMut,
     accumulate: bool,
+    epilogue: Epilogue,
 ) {
     if k == 0 {
         if !accumulate {
             // SAFETY: C is valid for m×n.
             unsafe { zero(m, n, c) };
         }
+        // SAFETY: the epilogue's operands cover C.
+        unsafe { epilogue.apply(m, n, c) };
         return;
     }
     // B panels are reused once per A panel; with few A panels, packing B costs more than
@@ -478,6 +575,9 @@ unsafe fn gemm_block(
     {
         // SAFETY: the views are valid; B and C have unit column strides.
         unsafe { stream_rows(stream, kern.kc, m, k, n, a, b, c, accumulate) };
+        // The rows are few (a decode step), so the whole block is still in cache.
+        // SAFETY: the epilogue's operands cover C.
+        unsafe { epilogue.apply(m, n, c) };
         return;
     }
     with_scratch(|scratch| {
@@ -530,6 +630,11 @@ unsafe fn gemm_block(
                     };
                     // SAFETY: C's block at (ic, jc) is valid for mc×nc.
                     unsafe { block.sweep(mc, packed_a, c.at(ic, jc)) };
+                    if pc + kc == k {
+                        // The block is final and was just written: finish it in cache.
+                        // SAFETY: the epilogue's operands cover C.
+                        unsafe { epilogue.at(ic, jc).apply(mc, nc, c.at(ic, jc)) };
+                    }
                 }
             }
         }

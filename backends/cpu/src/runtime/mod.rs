@@ -86,25 +86,24 @@ unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
         even_stride(&mm.b.batch_offsets),
         even_stride(&mm.c.batch_offsets),
     ) {
-        // SAFETY: the schedule sized each buffer for every matrix of the batch.
+        // SAFETY: the schedule sized each buffer for every matrix of the batch, the
+        // epilogue's operands included.
         unsafe {
-            gemm::sgemm_batched(
+            gemm::sgemm_batched_epilogue(
                 pool,
                 mm.batch,
-                mm.m,
-                mm.k,
-                mm.n,
-                mat(&mm.a, 0),
-                sa,
-                mat(&mm.b, 0),
-                sb,
-                out(0),
-                sc,
+                [mm.m, mm.k, mm.n],
+                (mat(&mm.a, 0), sa),
+                (mat(&mm.b, 0), sb),
+                (out(0), sc),
                 false,
+                epilogue(mm, mem),
             )
         };
         return;
     }
+    // Only plain products have unevenly spaced batches (a linear layer is one matrix).
+    debug_assert!(mm.epilogue.is_empty());
     for i in 0..mm.batch {
         // SAFETY: as above.
         unsafe {
@@ -165,7 +164,39 @@ unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &Th
     let stride = |o: &crate::kernel::MatOperand| even_stride(&o.batch_offsets).unwrap_or(0);
     // SAFETY: the schedule sized each buffer for every matrix of the batch; `prepack`
     // checked that A and C are evenly spaced.
-    unsafe { gemm::sgemm_prepacked(pool, mm.batch, mm.m, a, stride(&mm.a), b, c, stride(&mm.c)) };
+    unsafe {
+        gemm::sgemm_prepacked_epilogue(
+            pool,
+            mm.batch,
+            mm.m,
+            a,
+            stride(&mm.a),
+            b,
+            c,
+            stride(&mm.c),
+            epilogue(mm, mem),
+        )
+    };
+}
+
+/// The GEMM epilogue of `mm` at this run's addresses; the residual is addressed like C.
+fn epilogue(mm: &MatMul, mem: &dyn Memory) -> gemm::Epilogue {
+    let e = &mm.epilogue;
+    gemm::Epilogue {
+        bias: e
+            .bias
+            .map_or(std::ptr::null(), |b| mem.addr(b) as *const f32),
+        activation: e.activation,
+        residual: e.residual.map(|(kind, r)| {
+            let ptr = (mem.addr(r) as *const f32).wrapping_add(mm.c.batch_offsets[0]);
+            let view = MatRef {
+                ptr,
+                row_stride: mm.c.row_stride,
+                col_stride: mm.c.col_stride,
+            };
+            (kind, view)
+        }),
+    }
 }
 
 /// The common difference of `offsets`, if they are evenly spaced.

@@ -269,6 +269,7 @@ impl Scheduler<'_> {
             a: operand(a.buf, offsets(&a.shape), k),
             b: operand(b.buf, offsets(&b.shape), n),
             c: operand(c.buf, offsets(&c.shape), n),
+            epilogue: GemmEpilogue::default(),
         };
         self.push(Kernel::Call(Call::MatMul(mm)));
         Ok(())

@@ -110,6 +110,7 @@ fn check(kernel: &'static Kernel, pool: &ThreadPool, case: &Case) -> Vec<f32> {
         c: c.view_mut(),
         c_batch_stride: 0,
         accumulate,
+        epilogue: Epilogue::NONE,
     };
     // SAFETY: the buffers hold every element of the views.
     unsafe { problem.run(pool) };

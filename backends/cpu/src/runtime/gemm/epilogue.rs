@@ -1,0 +1,269 @@
+//! The epilogue of a fused linear layer: bias, activation and residual applied to a block
+//! of C right after its last depth block, while the block is still in cache.
+//!
+//! The activations follow the interpreter's definitions (same operations in the same
+//! order), but exp and erf are the JIT's branch-free polynomials (`lower::math`) and tanh is
+//! `1 - 2/(e^{2y} + 1)`, because libm's `expf`, `erff` and `tanhf` are calls the compiler
+//! cannot vectorize, which cost more per element than the GEMM tile they finish (with them
+//! the GELU linear of MiniLM ran at twice the time of its matmul). The epilogue runs a row
+//! at a time, one simple loop per step.
+
+use super::{MatMut, MatRef};
+use kiln_ir::{Activation, Residual};
+
+/// What to do to every element of C after the product: `c = act(c + bias[j]) ⊕ r[i, j]`.
+///
+/// ```
+/// use kiln_cpu::runtime::gemm::{Epilogue, MatRef};
+/// use kiln_ir::{Activation, Residual};
+/// let bias = [1.0f32, -1.0];
+/// let r = [10.0f32, 10.0];
+/// let e = Epilogue {
+///     bias: bias.as_ptr(),
+///     activation: Some(Activation::Relu),
+///     residual: Some((Residual::Add, MatRef { ptr: r.as_ptr(), row_stride: 2, col_stride: 1 })),
+/// };
+/// // SAFETY: the bias and residual cover element (0, 0) and (0, 1).
+/// unsafe {
+///     assert_eq!(e.element(0.5, 0, 0), 11.5);
+///     assert_eq!(e.element(0.5, 0, 1), 10.0);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue {
+    /// `n` floats added along each row, or null for no bias.
+    pub bias: *const f32,
+    /// Applied after the bias.
+    pub activation: Option<Activation>,
+    /// Combined last, with a matrix addressed like C.
+    pub residual: Option<(Residual, MatRef)>,
+}
+
+impl Epilogue {
+    /// A plain product.
+    pub const NONE: Epilogue = Epilogue {
+        bias: std::ptr::null(),
+        activation: None,
+        residual: None,
+    };
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.bias.is_null() && self.activation.is_none() && self.residual.is_none()
+    }
+
+    /// The epilogue of the sub-block of C starting at (`row`, `col`).
+    pub(super) fn at(self, row: usize, col: usize) -> Epilogue {
+        Epilogue {
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                self.bias.wrapping_add(col)
+            },
+            residual: self.residual.map(|(kind, r)| (kind, r.at(row, col))),
+            ..self
+        }
+    }
+
+    /// The epilogue of batch item `i`, whose C is `c_batch_stride` floats further.
+    pub(super) fn item(self, i: usize, c_batch_stride: isize) -> Epilogue {
+        Epilogue {
+            residual: self.residual.map(|(kind, r)| {
+                let ptr = r.ptr.wrapping_offset(i as isize * c_batch_stride);
+                (kind, MatRef { ptr, ..r })
+            }),
+            ..self
+        }
+    }
+
+    /// Element (`i`, `j`) of the block after the epilogue, given its product `v`.
+    ///
+    /// # Safety
+    /// The bias must be valid at column `j` and the residual at (`i`, `j`).
+    pub unsafe fn element(&self, v: f32, i: usize, j: usize) -> f32 {
+        let mut v = v;
+        if !self.bias.is_null() {
+            // SAFETY: the bias holds a float for every column of the block.
+            v += unsafe { *self.bias.add(j) };
+        }
+        if let Some(a) = self.activation {
+            v = activate(a, v);
+        }
+        if let Some((kind, r)) = self.residual {
+            // SAFETY: the residual is valid wherever C is.
+            let r = unsafe { *r.at(i, j).ptr };
+            v = match kind {
+                Residual::Add => v + r,
+                Residual::Mul => v * r,
+            };
+        }
+        v
+    }
+
+    /// Applies the epilogue to the `m × n` block `c`, a row at a time: each step is one
+    /// loop over the row, which the compiler can vectorize.
+    ///
+    /// # Safety
+    /// C, the bias (n floats) and the residual (m × n) must be valid.
+    pub(super) unsafe fn apply(&self, m: usize, n: usize, c: MatMut) {
+        if self.is_empty() {
+            return;
+        }
+        let mut row = vec![0.0f32; n];
+        for i in 0..m {
+            for (j, v) in row.iter_mut().enumerate() {
+                // SAFETY: (i, j) is inside the block.
+                *v = unsafe { *c.at(i, j).ptr };
+            }
+            if !self.bias.is_null() {
+                // SAFETY: the bias holds n floats.
+                let bias = unsafe { std::slice::from_raw_parts(self.bias, n) };
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+            if let Some(a) = self.activation {
+                // One loop per activation (the constant argument folds into the inlined
+                // body), so each loop is straight-line code the compiler vectorizes.
+                let each = |row: &mut [f32], a: Activation| {
+                    row.iter_mut().for_each(|v| *v = activate(a, *v))
+                };
+                match a {
+                    Activation::Relu => each(&mut row, Activation::Relu),
+                    Activation::Gelu => each(&mut row, Activation::Gelu),
+                    Activation::GeluTanh => each(&mut row, Activation::GeluTanh),
+                    Activation::Silu => each(&mut row, Activation::Silu),
+                }
+            }
+            if let Some((kind, r)) = self.residual {
+                for (j, v) in row.iter_mut().enumerate() {
+                    // SAFETY: the residual is valid wherever C is.
+                    let r = unsafe { *r.at(i, j).ptr };
+                    *v = match kind {
+                        Residual::Add => *v + r,
+                        Residual::Mul => *v * r,
+                    };
+                }
+            }
+            for (j, v) in row.iter().enumerate() {
+                // SAFETY: (i, j) is inside the block.
+                unsafe { *c.at(i, j).ptr = *v };
+            }
+        }
+    }
+}
+
+/// `a(x)` in the interpreter's order of operations (erf and tanh as in the module docs).
+///
+/// ```
+/// use kiln_cpu::runtime::gemm::activate;
+/// use kiln_ir::Activation;
+/// assert_eq!(activate(Activation::Relu, -2.0), 0.0);
+/// assert!((activate(Activation::Silu, 1.0) - 0.7310586).abs() < 1e-6);
+/// ```
+#[inline(always)]
+pub fn activate(a: Activation, x: f32) -> f32 {
+    match a {
+        Activation::Relu => {
+            if x < 0.0 {
+                0.0
+            } else {
+                x
+            }
+        }
+        Activation::Gelu => x * (erf(x / std::f32::consts::SQRT_2) + 1.0) * 0.5,
+        Activation::GeluTanh => {
+            let inner = 0.797_884_6_f32 * (x + 0.044715 * (x * x * x));
+            x * 0.5 * (tanh(inner) + 1.0)
+        }
+        Activation::Silu => x * sigmoid(x),
+    }
+}
+
+/// erf as the JIT computes it (`lower::math::erf`): `a·P(a²)` below 1, else
+/// `1 - e^(-a²)·R(1/(1+a))`, with the sign of `x`.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    use crate::lower::math::{ERFC_SCALED_POLY, ERF_POLY, ERF_POLY_MAX};
+    // Multiply and add rather than `mul_add`: without FMA in the build's target features,
+    // `mul_add` is a libm call per step.
+    let horner = |t: f32, coeffs: &[f32]| coeffs[1..].iter().fold(coeffs[0], |acc, c| acc * t + c);
+    let a = x.abs();
+    // Both branches, then a select (as the JIT does), so that loops over erf vectorize.
+    // NaN compares false and takes the large branch, which propagates it.
+    let small = a * horner(a * a, &ERF_POLY);
+    let large = 1.0 - exp(-(a * a)) * horner(1.0 / (1.0 + a), &ERFC_SCALED_POLY);
+    let magnitude = if a < ERF_POLY_MAX { small } else { large };
+    magnitude.copysign(x)
+}
+
+/// e^x as the JIT computes it (`lower::math::exp`): `x = n·ln2 + r`, a polynomial in `r`,
+/// scaled by 2^n in two normal halves; branch-free, so loops over it vectorize. Without FMA
+/// in the target features the reduction uses Cephes' split of ln 2, whose high part times
+/// n is exact.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    use crate::lower::math::{
+        EXP_MAX_ARG, EXP_MIN_ARG, EXP_POLY, LOG_LN2_HI, LOG_LN2_LO, ROUND_MAGIC,
+    };
+    // NaN fails both comparisons and passes through.
+    let x = if x < EXP_MIN_ARG { EXP_MIN_ARG } else { x };
+    let x = if EXP_MAX_ARG < x { EXP_MAX_ARG } else { x };
+    let shifted = x * std::f32::consts::LOG2_E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
+    let r = x - n * LOG_LN2_HI - n * LOG_LN2_LO;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |acc, c| acc * r + c);
+    let p = p * (r * r) + r + 1.0;
+    let k = shifted.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
+    let half = k >> 1;
+    let pow2 = |k: i32| f32::from_bits(((k << 23) + 0x3f80_0000) as u32);
+    p * pow2(half) * pow2(k - half)
+}
+
+/// `1 - 2/(e^{2y} + 1)`: ±1 at the extremes (e^{2y} overflows to ∞ or underflows to 0), and
+/// within a few 1e-8 of tanh elsewhere.
+#[inline(always)]
+fn tanh(y: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * y) + 1.0)
+}
+
+/// `1 / (1 + e⁻ˣ)`, written so neither form overflows (as the interpreter's): both forms
+/// from `e = e^-|x|`, then a select, so loops over it vectorize.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    let positive = 1.0 / (1.0 + e);
+    let negative = e / (1.0 + e);
+    if x >= 0.0 {
+        positive
+    } else {
+        negative
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{interp::eval_op, Bindings, Op, Tensor};
+
+    /// The scalar activations agree with the interpreter's definitions.
+    #[test]
+    fn activations_match_the_interpreter() {
+        // A dense sweep where the functions bend, and the far tails (exp's clamps).
+        let mut xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.025).collect();
+        xs.extend([-200.0, -103.0, -50.0, -20.0, 20.0, 50.0, 88.0, 200.0]);
+        let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap();
+        for &a in Activation::ALL {
+            let want = eval_op(
+                &Op::Unary(a.unary()),
+                std::slice::from_ref(&x),
+                &Bindings::new(),
+            )
+            .unwrap();
+            let want = want[0].to_f64_vec();
+            for (x, w) in xs.iter().zip(want) {
+                let got = activate(a, *x) as f64;
+                let tol = 1e-6 * w.abs().max(1.0);
+                assert!((got - w).abs() <= tol, "{a:?}({x}) = {got}, reference {w}");
+            }
+        }
+    }
+}
