@@ -8,6 +8,7 @@
 //! `gelu`/`silu` nodes rather than their decompositions.
 
 use super::egraph::{EGraph, Term};
+use super::identities::is_uniform;
 use super::rules::{fusion, nodes, pairs, subst, var, Fusion, Rule};
 use egg::{Id, Subst, Var};
 use kiln_ir::{infer, Activation, Epilogue, Op, Residual};
@@ -53,6 +54,11 @@ impl Linear {
         match self {
             Linear::Bias => {
                 for (l, b) in pairs(eg, class, "add") {
+                    // A zero bias is no bias (`add-zero` drops it), so that exports that
+                    // keep `+ 0` and exports that drop it fuse alike.
+                    if is_uniform(eg, b, 0.0) {
+                        continue;
+                    }
                     for (e, mut args) in linears(eg, l) {
                         if e == Epilogue::default() {
                             args.push(b);

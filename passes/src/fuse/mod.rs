@@ -10,11 +10,11 @@ mod attention;
 mod canon;
 mod egraph;
 mod extract;
+mod identities;
 mod layout;
 mod linear;
 mod rotary;
 mod rules;
-mod select;
 mod why_not;
 
 pub use why_not::{Expected, Miss};
@@ -228,10 +228,14 @@ fn describe(
                 .made_by
                 .iter()
                 .filter(|(c, r)| eg.find(*c) == class && r.as_str() != rule);
+            // And the canonicalizations that rewrote the class itself (identities such as
+            // mul-one merge a norm's inner steps into its result's class).
+            let own = (analysis.rewritten.iter()).filter(|(c, _)| eg.find(*c) == class);
             let mut prepared: Vec<String> = (analysis.rewritten.iter())
                 .chain(&analysis.made_by)
                 .filter(|(c, _)| classes.contains(&eg.find(*c)))
                 .chain(absorbed)
+                .chain(own)
                 .map(|(_, r)| r.to_string())
                 .collect();
             prepared.sort();

@@ -4,7 +4,7 @@
 //! the matched class. Rules only add equivalent terms; extraction decides what is kept.
 
 use super::egraph::{EGraph, ENode, Term, Types};
-use super::select::uniformly;
+use super::identities::uniformly;
 use egg::{rewrite, Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use kiln_ir::{infer, Op, ReduceKind, TensorType, UnaryOp};
 use std::sync::Arc;
@@ -24,8 +24,14 @@ pub fn canonical() -> Vec<Rule> {
         rewrite!("div-sqrt-to-mul-rsqrt"; "(div ?a (sqrt ?b))" => "(mul ?a (rsqrt ?b))"),
         rewrite!("reciprocal-sqrt-to-rsqrt"; "(reciprocal (sqrt ?b))" => "(rsqrt ?b)"),
         rewrite!("one-over-to-reciprocal"; "(div ?c ?b)" => "(reciprocal ?b)" if one_over("?c", "?b")),
-        rewrite!("where-false"; "(where ?c ?a ?b)" => "?b" if uniformly("?c", false, "?b")),
-        rewrite!("where-true"; "(where ?c ?a ?b)" => "?a" if uniformly("?c", true, "?a")),
+        rewrite!("where-false"; "(where ?c ?a ?b)" => "?b" if uniformly("?c", 0.0, "?b")),
+        rewrite!("where-true"; "(where ?c ?a ?b)" => "?a" if uniformly("?c", 1.0, "?a")),
+        rewrite!("add-zero"; "(add ?x ?c)" => "?x" if uniformly("?c", 0.0, "?x")),
+        rewrite!("zero-add"; "(add ?c ?x)" => "?x" if uniformly("?c", 0.0, "?x")),
+        rewrite!("sub-zero"; "(sub ?x ?c)" => "?x" if uniformly("?c", 0.0, "?x")),
+        rewrite!("mul-one"; "(mul ?x ?c)" => "?x" if uniformly("?c", 1.0, "?x")),
+        rewrite!("one-mul"; "(mul ?c ?x)" => "?x" if uniformly("?c", 1.0, "?x")),
+        rewrite!("div-one"; "(div ?x ?c)" => "?x" if uniformly("?c", 1.0, "?x")),
     ];
     let rules = rules.into_iter().chain(super::canon::rules());
     let mut rules: Vec<Rule> = rules.map(recorded).collect();
@@ -296,6 +302,13 @@ impl Fusion for Norm {
 
     fn build(self, eg: &mut EGraph, _class: Id, subst: &Subst) -> Option<(Op, Vec<Id>)> {
         let (x, scale) = (subst[var("?x")], subst[var("?scale")]);
+        // Scale and bias are per-feature parameters: a tensor that varies along other axes
+        // (a residual added after a norm whose zero bias folded away) is not one, and
+        // fusing it would recompute the norm for each such sum.
+        let params = [Some(scale), subst.get(var("?bias")).copied()];
+        if !params.into_iter().flatten().all(|p| per_feature(eg, p)) {
+            return None;
+        }
         Some(match self {
             Norm::Rms => {
                 let epsilon = eg[subst[var("?eps")]].data.scalar? as f32;
@@ -315,6 +328,14 @@ impl Fusion for Norm {
             }
         })
     }
+}
+
+/// Whether `class` varies along the last axis only (every other dim is 1).
+fn per_feature(eg: &EGraph, class: Id) -> bool {
+    eg[class].data.ty().is_some_and(|t| {
+        let lead = t.shape.len().saturating_sub(1);
+        t.shape[..lead].iter().all(|d| d.as_const() == Some(1))
+    })
 }
 
 pub(super) fn subst(bindings: &[(&str, Id)]) -> Subst {
