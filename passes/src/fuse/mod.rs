@@ -48,7 +48,8 @@ impl Default for Budget {
     }
 }
 
-/// The fusion pass (`fuse`): norms today; see the module docs.
+/// The fusion pass (`fuse`): norms, activations, attention, rotary embeddings and linear
+/// epilogues; see the module docs.
 ///
 /// ```
 /// use kiln_passes::{Fuse, Pass};
