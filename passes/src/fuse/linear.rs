@@ -4,8 +4,11 @@
 //! gelu_tanh or silu of it), `linear-residual` (`+ r`, or `· r` for a GLU's gate product).
 //! `linear-reshape` looks through the reshapes TorchScript puts around a projection
 //! (`reshape(reshape(x, [B·S, K])·w + b, [B, S, N])`), since a linear acts on `[..., K]`
-//! directly. They run as a phase after the activation fusions, so the epilogue sees
-//! `gelu`/`silu` nodes rather than their decompositions.
+//! directly. `linear-residual-reshape` adds a residual across a reshape of the output that
+//! `linear-reshape` cannot undo (heads merged by the input's reshape):
+//! `reshape(l, S) + r` is `reshape(linear(…, + reshape(r)), S)`. They run as a phase after
+//! the activation fusions, so the epilogue sees `gelu`/`silu` nodes rather than their
+//! decompositions.
 
 use super::egraph::{EGraph, Term};
 use super::identities::is_uniform;
@@ -20,6 +23,7 @@ pub fn rules() -> Vec<Rule> {
         fusion("linear-activation", Linear::Activation),
         fusion("linear-residual", Linear::Residual),
         fusion("linear-reshape", Linear::Reshape),
+        fusion("linear-residual-reshape", ResidualThroughReshape),
     ]
 }
 
@@ -191,5 +195,74 @@ impl Fusion for Linear {
             .into_iter()
             .find(|(_, a)| *a == args);
         found.map(|(e, args)| (Op::Linear(e), args))
+    }
+}
+
+/// `reshape(l, S) + r` (either order) for a linear `l` without residual and `r` of the
+/// sum's type: the residual joins `l`'s epilogue, reshaped to `l`'s shape, and the sum is
+/// a reshape of that linear (rule `linear-residual-reshape`).
+#[derive(Clone, Copy, Debug)]
+struct ResidualThroughReshape;
+
+impl ResidualThroughReshape {
+    /// `(l, r)` for each such sum in `class`.
+    fn sums(eg: &EGraph, class: Id) -> Vec<(Id, Id)> {
+        let mut out = Vec::new();
+        for (reshaped, r) in pairs(eg, class, "add") {
+            if eg[r].data.ty() != eg[class].data.ty() {
+                continue;
+            }
+            for n in &eg[reshaped].nodes {
+                let Term::Op(Op::Reshape { .. }) = eg.analysis.term(n.op) else {
+                    continue;
+                };
+                let l = n.args[0];
+                if direct_linears(eg, l)
+                    .iter()
+                    .any(|(e, _)| e.residual.is_none())
+                {
+                    out.push((l, r));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Fusion for ResidualThroughReshape {
+    fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
+        Self::sums(eg, class)
+            .into_iter()
+            .map(|(l, r)| subst(&[("?l", l), ("?r", r)]))
+            .collect()
+    }
+
+    fn vars(self) -> Vec<Var> {
+        vec![var("?l"), var("?r")]
+    }
+
+    fn build(self, eg: &mut EGraph, class: Id, s: &Subst) -> Option<(Op, Vec<Id>)> {
+        let (l, r) = (s[var("?l")], s[var("?r")]);
+        let (e, mut args) = direct_linears(eg, l)
+            .into_iter()
+            .find(|(e, _)| e.residual.is_none())?;
+        let inner = eg[l].data.ty()?.shape.clone();
+        let outer = eg[class].data.ty()?.shape.clone();
+        let reshape = |eg: &mut EGraph, shape: Vec<kiln_ir::Dim>, x: Id| {
+            let op = eg.analysis.symbol(Term::Op(Op::Reshape { shape }), None);
+            eg.add(super::egraph::ENode { op, args: vec![x] })
+        };
+        args.push(reshape(eg, inner, r));
+        let e = Epilogue {
+            residual: Some(Residual::Add),
+            ..e
+        };
+        if !computes(eg, l, e, &args) {
+            return None;
+        }
+        let op = eg.analysis.symbol(Term::Op(Op::Linear(e)), None);
+        let fused = eg.add(super::egraph::ENode { op, args });
+        eg.analysis.made_by.push((fused, "linear-residual".into()));
+        Some((Op::Reshape { shape: outer }, vec![fused]))
     }
 }
