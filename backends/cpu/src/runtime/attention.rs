@@ -9,6 +9,7 @@
 //! bit-identical for any thread count.
 
 use super::gemm::{sgemm_serial, MatMut, MatRef};
+use super::math::exp;
 use super::pool::ThreadPool;
 use super::Memory;
 use crate::kernel::Attention;
@@ -276,51 +277,9 @@ fn exp_shifted_portable(xs: &mut [f32], shift: f32) -> f32 {
     total
 }
 
-/// `eˣ` to about 2 ulp for the arguments softmax sees (`x ≤ 0`), branch-free so that loops
-/// over it vectorize: `x = n·ln2 + r` with `|r| ≤ ln2/2`, a degree-6 polynomial for `eʳ`,
-/// and `2ⁿ` built in the exponent bits. Arguments below -87.3 give about 1e-38 (their
-/// weight in a softmax, against a maximum of `e⁰`, is nil); NaN stays NaN.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer in the default mode.
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.3 { -87.3 } else { x };
-    let x = if x > 88.3 { 88.3 } else { x };
-    let shifted = x * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let poly = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    // n sits in the low mantissa bits of `shifted`; integer arithmetic on the bits (not a
-    // float-to-int cast, which Rust saturates one lane at a time) builds 2ⁿ.
-    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
-    let pow2 = f32::from_bits(n_bits.wrapping_add(127) << 23);
-    poly * pow2
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_is_accurate_where_softmax_uses_it() {
-        let mut worst = 0.0f64;
-        for i in 0..=20_000 {
-            let x = -87.0 + i as f32 * (87.0 + 10.0) / 20_000.0;
-            let want = (x as f64).exp();
-            let got = exp(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 4e-7, "relative error {worst}");
-        assert!(exp(f32::NAN).is_nan());
-        assert!(exp(f32::NEG_INFINITY) < 1e-37);
-    }
 
     #[test]
     fn online_softmax_keeps_masked_rows_weightless_and_nan_poisons() {

@@ -4,6 +4,7 @@
 mod attention;
 mod conv;
 pub mod gemm;
+mod math;
 pub mod pool;
 
 use crate::kernel::{BufId, Call, MatMul, OpCall, Program};

@@ -9,6 +9,7 @@
 //! at a time, one simple loop per step.
 
 use super::{MatMut, MatRef};
+use crate::runtime::math::exp;
 use kiln_ir::{Activation, Residual};
 
 /// What to do to every element of C after the product: `c = act(c + bias[j]) ⊕ r[i, j]`.
@@ -193,29 +194,6 @@ fn erf(x: f32) -> f32 {
     let large = 1.0 - exp(-(a * a)) * horner(1.0 / (1.0 + a), &ERFC_SCALED_POLY);
     let magnitude = if a < ERF_POLY_MAX { small } else { large };
     magnitude.copysign(x)
-}
-
-/// e^x as the JIT computes it (`lower::math::exp`): `x = n·ln2 + r`, a polynomial in `r`,
-/// scaled by 2^n in two normal halves; branch-free, so loops over it vectorize. Without FMA
-/// in the target features the reduction uses Cephes' split of ln 2, whose high part times
-/// n is exact.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    use crate::lower::math::{
-        EXP_MAX_ARG, EXP_MIN_ARG, EXP_POLY, LOG_LN2_HI, LOG_LN2_LO, ROUND_MAGIC,
-    };
-    // NaN fails both comparisons and passes through.
-    let x = if x < EXP_MIN_ARG { EXP_MIN_ARG } else { x };
-    let x = if EXP_MAX_ARG < x { EXP_MAX_ARG } else { x };
-    let shifted = x * std::f32::consts::LOG2_E + ROUND_MAGIC;
-    let n = shifted - ROUND_MAGIC;
-    let r = x - n * LOG_LN2_HI - n * LOG_LN2_LO;
-    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |acc, c| acc * r + c);
-    let p = p * (r * r) + r + 1.0;
-    let k = shifted.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
-    let half = k >> 1;
-    let pow2 = |k: i32| f32::from_bits(((k << 23) + 0x3f80_0000) as u32);
-    p * pow2(half) * pow2(k - half)
 }
 
 /// `1 - 2/(e^{2y} + 1)`: ±1 at the extremes (e^{2y} overflows to ∞ or underflows to 0), and
