@@ -13,7 +13,7 @@
 //! - `k` and `v` may be grouped-query heads repeated by `reshape(expand(reshape(·)))`,
 //!   which the fused op reads directly.
 
-use super::egraph::{EGraph, Term};
+use super::egraph::{add_op, EGraph, Term};
 use super::rules::{nodes, pairs, subst, var, Fusion};
 use egg::{Id, Subst, Var};
 use kiln_ir::{
@@ -276,12 +276,7 @@ fn untranspose(eg: &mut EGraph, class: Id) -> Option<Id> {
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return Some(input);
     }
-    let op = Op::Transpose { perm };
-    let sym = eg.analysis.symbol(Term::Op(op), None);
-    Some(eg.add(super::egraph::ENode {
-        op: sym,
-        args: vec![input],
-    }))
+    Some(add_op(eg, Op::Transpose { perm }, vec![input]))
 }
 
 /// The grouped key/value heads `x[.., G, S, D]` behind `class` when it repeats them to

@@ -7,7 +7,7 @@
 //! added node must infer to exactly the class's type, so no rule can change a shape.
 //! Extraction then prefers the cheaper form, and the index arithmetic left unused is dead.
 
-use super::egraph::{EGraph, ENode, Term, Types};
+use super::egraph::{add_op, EGraph, ENode, Term, Types};
 use super::rules::Rule;
 use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use kiln_ir::{infer, BinaryOp, Dim, Op, TensorType};
@@ -104,8 +104,7 @@ impl Applier<ENode, Types> for Canon {
                     if !keeps_type(eg, eclass, &op, &args) {
                         continue;
                     }
-                    let op = eg.analysis.symbol(Term::Op(op), None);
-                    eg.add(ENode { op, args })
+                    add_op(eg, op, args)
                 }
             };
             if eg.union(id, eclass) {

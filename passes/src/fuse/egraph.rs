@@ -161,6 +161,13 @@ impl Types {
     }
 }
 
+/// Adds `op` applied to `args` (an op e-node; constants with more than one element are never
+/// made this way) and returns its class.
+pub fn add_op(eg: &mut EGraph, op: Op, args: Vec<Id>) -> Id {
+    let op = eg.analysis.symbol(Term::Op(op), None);
+    eg.add(ENode { op, args })
+}
+
 /// Whether an op's text name leaves something out (attributes, or a constant's value).
 fn has_attributes(op: &Op) -> bool {
     !matches!(

@@ -10,7 +10,7 @@
 //! the activation fusions, so the epilogue sees `gelu`/`silu` nodes rather than their
 //! decompositions.
 
-use super::egraph::{EGraph, Term};
+use super::egraph::{add_op, EGraph, Term};
 use super::identities::is_uniform;
 use super::rules::{fusion, nodes, pairs, subst, var, Fusion, Rule};
 use egg::{Id, Subst, Var};
@@ -248,11 +248,7 @@ impl Fusion for ResidualThroughReshape {
             .find(|(e, _)| e.residual.is_none())?;
         let inner = eg[l].data.ty()?.shape.clone();
         let outer = eg[class].data.ty()?.shape.clone();
-        let reshape = |eg: &mut EGraph, shape: Vec<kiln_ir::Dim>, x: Id| {
-            let op = eg.analysis.symbol(Term::Op(Op::Reshape { shape }), None);
-            eg.add(super::egraph::ENode { op, args: vec![x] })
-        };
-        args.push(reshape(eg, inner, r));
+        args.push(add_op(eg, Op::Reshape { shape: inner }, vec![r]));
         let e = Epilogue {
             residual: Some(Residual::Add),
             ..e
@@ -260,8 +256,7 @@ impl Fusion for ResidualThroughReshape {
         if !computes(eg, l, e, &args) {
             return None;
         }
-        let op = eg.analysis.symbol(Term::Op(Op::Linear(e)), None);
-        let fused = eg.add(super::egraph::ENode { op, args });
+        let fused = add_op(eg, Op::Linear(e), args);
         eg.analysis.made_by.push((fused, "linear-residual".into()));
         Some((Op::Reshape { shape: outer }, vec![fused]))
     }

@@ -7,7 +7,7 @@
 //! `concat(x₁·c - x₂·s, x₁·s + x₂·c)` for the halves `x₁`, `x₂`; that is the same op with
 //! `cos = concat(c, c)` and `sin = concat(s, s)`, which the rule adds.
 
-use super::egraph::{EGraph, Term};
+use super::egraph::{add_op, EGraph, Term};
 use super::rules::{nodes, pairs, subst, var, Fusion};
 use egg::{Id, Subst, Var};
 use kiln_ir::{Dim, Op};
@@ -49,13 +49,7 @@ impl Fusion for Rotary {
         if s.get(var("?half")).is_some() {
             // Half-width tables: repeat them over the full width.
             let axis = eg[cos].data.ty()?.rank().checked_sub(1)?;
-            let concat = eg.analysis.symbol(Term::Op(Op::Concat { axis }), None);
-            let twice = |eg: &mut EGraph, t: Id| {
-                eg.add(super::egraph::ENode {
-                    op: concat,
-                    args: vec![t, t],
-                })
-            };
+            let twice = |eg: &mut EGraph, t: Id| add_op(eg, Op::Concat { axis }, vec![t, t]);
             cos = twice(eg, cos);
             sin = twice(eg, sin);
         }

@@ -3,7 +3,7 @@
 //! `a · rsqrt(b)`, …); fusion rules are searchers over that form that add the fused op to
 //! the matched class. Rules only add equivalent terms; extraction decides what is kept.
 
-use super::egraph::{EGraph, ENode, Term, Types};
+use super::egraph::{add_op, EGraph, ENode, Term, Types};
 use super::identities::uniformly;
 use egg::{rewrite, Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use kiln_ir::{infer, Op, ReduceKind, TensorType, UnaryOp};
@@ -164,8 +164,7 @@ impl<F: Fusion> Applier<ENode, Types> for FusionRule<F> {
         if !well_typed(eg, &op, &args) {
             return vec![];
         }
-        let sym = eg.analysis.symbol(Term::Op(op), None);
-        let id = eg.add(ENode { op: sym, args });
+        let id = add_op(eg, op, args);
         eg.analysis.made_by.push((id, rule));
         if eg.union(id, eclass) {
             vec![id]
