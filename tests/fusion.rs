@@ -4,6 +4,7 @@
 
 use kiln::Model;
 use kiln_ir::{Epilogue, Op};
+use kiln_passes::{PassManager, RunOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -11,9 +12,22 @@ use std::path::PathBuf;
 /// with the activations inside Linear epilogues counted as `Linear+Gelu` and so on.
 fn optimized_ops(name: &str) -> BTreeMap<String, usize> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/models/{name}.onnx"));
-    let model = Model::load(path)
-        .and_then(|m| m.optimize())
+    let opts = RunOptions {
+        stop_after: None,
+        verify: true,
+    };
+    let (model, report) = Model::load(path)
+        .and_then(|m| m.optimize_with(&PassManager::default_pipeline(), &opts))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+    // No budget ran out: the DAG-aware extraction settled in every round.
+    for run in &report.passes {
+        assert_eq!(
+            run.report.notes,
+            Vec::<String>::new(),
+            "{name}: {}",
+            run.name
+        );
+    }
     let mut counts = BTreeMap::new();
     for node in &model.graph().nodes {
         *counts.entry(node.op.kind_name()).or_insert(0) += 1;

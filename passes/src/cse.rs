@@ -41,9 +41,7 @@ impl Pass for Cse {
             }
         }
         reroute(g, &map);
-        Ok(PassReport {
-            changes: retain_nodes(g, &keep),
-        })
+        Ok(PassReport::changes(retain_nodes(g, &keep)))
     }
 }
 

@@ -25,8 +25,6 @@ impl Pass for Dce {
                 n.inputs.iter().for_each(|v| live[v.index()] = true);
             }
         }
-        Ok(PassReport {
-            changes: retain_nodes(g, &keep),
-        })
+        Ok(PassReport::changes(retain_nodes(g, &keep)))
     }
 }

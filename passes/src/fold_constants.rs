@@ -44,7 +44,7 @@ impl Pass for FoldConstants {
             }
         }
         g.nodes = nodes;
-        Ok(PassReport { changes })
+        Ok(PassReport::changes(changes))
     }
 }
 

@@ -36,7 +36,7 @@ impl Pass for FoldShapes {
             }
             known[out.index()] = Some(content);
         }
-        Ok(PassReport { changes })
+        Ok(PassReport::changes(changes))
     }
 }
 

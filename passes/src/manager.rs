@@ -18,6 +18,19 @@ pub trait Pass {
 pub struct PassReport {
     /// Number of rewrites (nodes folded, merged or removed); 0 means the graph is unchanged.
     pub changes: usize,
+    /// What a user should know about the run: a budget the pass ran out of, and what it
+    /// did instead (the CLI prints these as warnings).
+    pub notes: Vec<String>,
+}
+
+impl PassReport {
+    /// A report of `changes` rewrites and nothing else to say.
+    pub fn changes(changes: usize) -> PassReport {
+        PassReport {
+            changes,
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// Why a pipeline could not be built or run.

@@ -53,7 +53,7 @@ impl Pass for MergeLinears {
         let groups: Vec<Vec<Projection>> =
             groups(g).into_values().filter(|p| p.len() > 1).collect();
         if groups.is_empty() {
-            return Ok(PassReport { changes: 0 });
+            return Ok(PassReport::changes(0));
         }
         let first: HashMap<usize, usize> = groups
             .iter()
@@ -77,9 +77,7 @@ impl Pass for MergeLinears {
         }
         reroute(g, &map);
         g.compact();
-        Ok(PassReport {
-            changes: groups.len(),
-        })
+        Ok(PassReport::changes(groups.len()))
     }
 }
 

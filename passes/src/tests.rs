@@ -325,7 +325,7 @@ impl Pass for Breaker {
     fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
         let o = g.nodes[0].outputs[0];
         g.values[o.index()] = f32s(&[9]);
-        Ok(PassReport { changes: 1 })
+        Ok(PassReport::changes(1))
     }
 }
 

@@ -55,6 +55,9 @@ fn report_passes(report: &PipelineReport, timer: &Timer) {
             &format!("pass {} (round {})", run.name, run.round),
             run.time,
         );
+        for note in &run.report.notes {
+            eprintln!("warning: pass {} (round {}): {note}", run.name, run.round);
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! `fuse`: the e-graph optimizer. The graph becomes an e-graph ([`egraph`]); rule phases
-//! saturate it under explicit budgets ([`rules`]); extraction picks the cheapest program
-//! and rebuilds a graph ([`extract`]), which the pass manager verifies.
+//! saturate it under explicit budgets ([`rules`]); extraction picks a cheap program under a
+//! cost model of memory traffic, arithmetic and kernel launches ([`cost`]), counting work
+//! that several users share once ([`dag`]), and rebuilds a graph ([`extract`]), which the
+//! pass manager verifies.
 //!
 //! Phases: canonicalization first (exporter spellings to one form), then fusion. Each phase
 //! is a fresh egg `Runner` over the same e-graph with its own limits, because egg checks
@@ -8,6 +10,8 @@
 
 mod attention;
 mod canon;
+mod cost;
+mod dag;
 mod egraph;
 mod extract;
 mod identities;
@@ -35,6 +39,9 @@ pub struct Budget {
     pub time: Duration,
     /// Matches a rule may apply per iteration before the scheduler backs it off.
     pub match_limit: usize,
+    /// Evaluations per e-node (on average) the DAG-aware extraction may spend reaching its
+    /// fixed point before the tree extractor takes over (usually two or three suffice).
+    pub extraction: usize,
 }
 
 impl Default for Budget {
@@ -44,6 +51,7 @@ impl Default for Budget {
             nodes: 200_000,
             time: Duration::from_secs(2),
             match_limit: 10_000,
+            extraction: 32,
         }
     }
 }
@@ -99,10 +107,18 @@ impl Pass for Fuse {
         let (lowered, extracted) = self.fuse(g)?;
         let fused = new_kernels(&lowered, &extracted).count();
         let changes = fused.max(usize::from(smaller(g, &extracted)));
+        let notes = (!extracted.dag).then(|| {
+            "the DAG-aware extraction did not settle within its budget; the tree extractor \
+             chose instead, which may not share work between users of a value"
+                .to_string()
+        });
         if changes > 0 {
             *g = extracted.graph;
         }
-        Ok(PassReport { changes })
+        Ok(PassReport {
+            changes,
+            notes: notes.into_iter().collect(),
+        })
     }
 }
 
@@ -123,10 +139,13 @@ impl Fuse {
         for phase in [rules::canonical(), rules::fusions(), linear::rules()] {
             lowered.egraph = self.saturate(lowered.egraph, &phase)?;
         }
-        let extracted = extract::extract(g, &lowered).map_err(|e| PassError::Failed {
-            pass: "fuse".into(),
-            message: format!("the extracted graph does not type-check: {e}"),
-        })?;
+        let extracted =
+            extract::extract(g, &lowered, self.budget.extraction).map_err(|message| {
+                PassError::Failed {
+                    pass: "fuse".into(),
+                    message,
+                }
+            })?;
         Ok((lowered, extracted))
     }
 }

@@ -51,9 +51,30 @@ fn a_tiny_budget_still_yields_a_valid_graph() {
             nodes: 1,
             time: std::time::Duration::from_millis(1),
             match_limit: 1,
+            extraction: 32,
         },
     };
     // Whatever the phases reached, the extracted graph verifies and means the same.
     let g = fused(RMS, &fuse);
     assert_eq!(g.outputs.len(), 1);
+}
+
+#[test]
+fn extraction_without_budget_falls_back_to_the_tree_extractor_and_says_so() {
+    let fuse = |extraction| Fuse {
+        budget: Budget {
+            extraction,
+            ..Budget::default()
+        },
+    };
+    let mut g = kiln_ir::parse(RMS).unwrap();
+    let report = fuse(0).run(&mut g).unwrap();
+    kiln_ir::verify(&g).unwrap();
+    let ops: Vec<String> = g.nodes.iter().map(|n| n.op.name()).collect();
+    assert_eq!(ops, ["rms_norm"]);
+    assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+    assert!(report.notes[0].contains("tree extractor"));
+
+    let mut g = kiln_ir::parse(RMS).unwrap();
+    assert_eq!(fuse(32).run(&mut g).unwrap().notes, Vec::<String>::new());
 }
