@@ -6,6 +6,7 @@
 //! shapes reuse that code without compiling. Graphs with data-dependent shapes run as stages
 //! ([`crate::stages`]), each specialized the same way.
 
+use crate::fuse_loops::fuse_loops;
 use crate::kernel::{BufferKind, Call, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError, Slots};
 use crate::plan::{plan, MemoryPlan, ALIGN};
@@ -194,7 +195,8 @@ impl CompiledModel {
 
     fn compile_for(&self, bindings: &Bindings) -> Result<Specialized, CompileError> {
         let start = Instant::now();
-        let program = schedule(&self.graph, bindings)?;
+        let mut program = schedule(&self.graph, bindings)?;
+        fuse_loops(&mut program);
         let plan = plan(&program);
         let (slots, consts) = slot_table(&program, &plan, self.graph.inputs.len());
         let code = lower::compile(&program, &SlotMap(&slots)).map_err(|(kernel, source)| {

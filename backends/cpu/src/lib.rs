@@ -1,8 +1,9 @@
 //! kiln's CPU backend: a graph at concrete shapes is scheduled into kernels
-//! ([`schedule`]), its temporaries get one planned arena ([`plan`]), and the kernels are
-//! compiled to machine code with Cranelift ([`lower`]) and run on a persistent worker pool
-//! ([`runtime`]). [`CompiledModel`] ties these together and caches one specialization per
-//! set of input shapes.
+//! ([`schedule`]), loop nests that feed only one kernel are fused into it, its temporaries
+//! get one planned arena ([`plan`]), and the kernels are compiled to machine code with
+//! Cranelift ([`lower`]) and run on a persistent worker pool ([`runtime`]).
+//! [`CompiledModel`] ties these together and caches one specialization per set of input
+//! shapes.
 //!
 //! ```
 //! use kiln_cpu::{CompiledModel, Options};
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod exec;
+mod fuse_loops;
 pub mod kernel;
 pub mod lower;
 pub mod plan;

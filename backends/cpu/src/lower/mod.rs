@@ -13,6 +13,8 @@ mod nest;
 mod ops;
 mod row;
 
+pub(crate) use nest::normalize;
+
 use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce, Row};
 use cranelift_codegen::ir::{
     types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value,

@@ -1,0 +1,487 @@
+//! Loop fusion: a loop nest that only feeds one other kernel is inlined into that kernel's
+//! expression, so its result is computed where it is used and never stored.
+//!
+//! The scheduler emits one kernel per node, so a chain of elementwise ops, casts and data
+//! movement (transpose, slice, expand: loop nests whose body is loads and elementwise
+//! nodes) writes a temporary per step. This pass runs on the scheduled [`Program`], before
+//! memory planning, and removes those temporaries: a producer `P` (a plain loop nest storing
+//! its whole iteration space row-major into a temporary `B`) is fused into the one kernel
+//! `C` reading `B` (a loop nest, a reduction's value, or a row kernel's statistics and map)
+//! when every load of `B` in `C` is `P`'s expression evaluated at an affine function of
+//! `C`'s index ([`compose`]). Then `P`'s loads become loads over `C`'s axes, and the load
+//! of `B` is replaced by `P`'s nodes: per element the same operations run in the same order,
+//! so results are bit-identical to the unfused program.
+//!
+//! Fusion never duplicates work: unless `P` is a single load or constant (a copy or view,
+//! free to recompute), `C` must read each element of `B` at most once (one access, injective
+//! over `C`'s iteration space). Calls (GEMM, attention, runtime ops) read memory, so a
+//! producer read by a call stays. Fusion repeats in program order until nothing changes, so
+//! chains collapse into their last kernel; the fused buffer stays in [`Program::buffers`],
+//! unused, and the memory plan gives it no space.
+
+use crate::kernel::*;
+use crate::lower::normalize;
+use crate::schedule::contiguous_strides;
+
+/// Fuses producer loop nests into their only consumer until none is left; returns how
+/// many kernels were removed. Deterministic: the first fusible producer in program order
+/// goes first.
+pub fn fuse_loops(p: &mut Program) -> usize {
+    let mut fused = 0;
+    'search: loop {
+        let uses = Uses::of(p);
+        for k in 0..p.kernels.len() {
+            if let Some((c, kernel)) = fuse_into_consumer(p, &uses, k) {
+                p.kernels[c] = kernel;
+                p.kernels.remove(k);
+                p.kernel_nodes.remove(k);
+                fused += 1;
+                continue 'search;
+            }
+        }
+        return fused;
+    }
+}
+
+/// Which kernels read and write each buffer.
+struct Uses {
+    /// Kernels reading each buffer (each kernel once, in order).
+    readers: Vec<Vec<usize>>,
+    /// Number of kernels writing each buffer.
+    writers: Vec<usize>,
+}
+
+impl Uses {
+    fn of(p: &Program) -> Uses {
+        let mut readers = vec![Vec::new(); p.buffers.len()];
+        let mut writers = vec![0; p.buffers.len()];
+        for (k, kernel) in p.kernels.iter().enumerate() {
+            for b in kernel.reads() {
+                let r: &mut Vec<usize> = &mut readers[b];
+                if r.last() != Some(&k) {
+                    r.push(k);
+                }
+            }
+            for b in kernel.writes() {
+                writers[b] += 1;
+            }
+        }
+        Uses { readers, writers }
+    }
+}
+
+/// Kernel `k` fused into its only consumer: the consumer's index and its new kernel, or
+/// `None` when `k` is not a fusible producer.
+fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kernel)> {
+    let Kernel::Loop(producer) = &p.kernels[k] else {
+        return None;
+    };
+    let b = producer.out.buf;
+    let whole_row_major = producer.out.offset == 0
+        && producer.out.strides == contiguous_strides(&producer.shape)
+        && producer.shape.iter().product::<usize>() == p.buffers[b].len;
+    if !producer.scatter.is_empty()
+        || producer.serial
+        || !whole_row_major
+        || !matches!(p.buffers[b].kind, BufferKind::Temp)
+        || p.outputs.contains(&b)
+        || uses.writers[b] != 1
+        || producer.expr.dtype() != p.buffers[b].dtype
+    {
+        return None;
+    }
+    let &[c] = uses.readers[b].as_slice() else {
+        return None;
+    };
+    // The producer's reads move to the consumer: nothing up to it may write what they read.
+    let reads: Vec<BufId> = producer.expr.reads().collect();
+    if c <= k
+        || p.kernels[k + 1..=c]
+            .iter()
+            .any(|kernel| kernel.writes().iter().any(|w| reads.contains(w)))
+    {
+        return None;
+    }
+    let producer = &merge_axes(producer);
+    let fuse = Inline {
+        buf: b,
+        producer,
+        recompute: is_copy(&producer.expr),
+    };
+    let kernel = match &p.kernels[c] {
+        Kernel::Loop(l) => {
+            let (expr, map) = fuse.into_expr(&l.expr, &l.shape)?;
+            let scatter = l
+                .scatter
+                .iter()
+                .map(|t| Indirect {
+                    index: map[t.index],
+                    ..t.clone()
+                })
+                .collect();
+            Kernel::Loop(LoopNest {
+                expr,
+                scatter,
+                ..l.clone()
+            })
+        }
+        Kernel::Reduce(r) => {
+            if r.post.reads().any(|x| x == b) {
+                return None;
+            }
+            let space = [r.shape.as_slice(), &r.reduced].concat();
+            let (value, _) = fuse.into_expr(&r.value, &space)?;
+            Kernel::Reduce(Reduce { value, ..r.clone() })
+        }
+        Kernel::Row(r) => {
+            let reading = r.stats.iter().map(|s| &s.value).chain([&r.map]);
+            let n_reading = reading.filter(|e| e.reads().any(|x| x == b)).count();
+            if r.stats.iter().any(|s| s.post.reads().any(|x| x == b))
+                || (!fuse.recompute && n_reading > 1)
+            {
+                return None;
+            }
+            let space = [r.shape.as_slice(), &[r.len]].concat();
+            let mut row = r.clone();
+            for s in &mut row.stats {
+                s.value = fuse.into_expr(&s.value, &space)?.0;
+            }
+            row.map = fuse.into_expr(&r.map, &space)?.0;
+            Kernel::Row(row)
+        }
+        Kernel::Call(_) => return None,
+    };
+    Some((c, kernel))
+}
+
+/// `l` over as few axes as its accesses allow (unit axes dropped, axes that every access
+/// walks contiguously merged), so that a consumer reading its result through a reshape
+/// that merges or splits those axes still composes.
+fn merge_axes(l: &LoopNest) -> LoopNest {
+    let accesses = |e: &Expr| -> Vec<Access> {
+        e.nodes
+            .iter()
+            .filter_map(|n| match n {
+                ExprNode::Load(a) | ExprNode::Gather { access: a, .. } => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let loads = accesses(&l.expr);
+    let mut strides: Vec<Vec<isize>> = std::iter::once(&l.out)
+        .chain(&loads)
+        .map(|a| a.strides.clone())
+        .collect();
+    let shape = normalize(&l.shape, &mut strides);
+    let mut strides = strides.into_iter();
+    let out = Access {
+        strides: strides.next().expect("the store's strides"),
+        ..l.out.clone()
+    };
+    let mut expr = l.expr.clone();
+    for node in &mut expr.nodes {
+        if let ExprNode::Load(a) | ExprNode::Gather { access: a, .. } = node {
+            a.strides = strides.next().expect("one row per access");
+        }
+    }
+    LoopNest {
+        shape,
+        out,
+        expr,
+        ..l.clone()
+    }
+}
+
+/// An expression that is free to evaluate again: one load or one constant.
+fn is_copy(e: &Expr) -> bool {
+    matches!(e.nodes.as_slice(), [ExprNode::Load(_) | ExprNode::Const(_)])
+}
+
+/// Inlining of `producer`, which stores `buf`, into the expressions that load `buf`.
+struct Inline<'a> {
+    buf: BufId,
+    producer: &'a LoopNest,
+    /// The producer may be evaluated more than once per element of `buf`.
+    recompute: bool,
+}
+
+impl Inline<'_> {
+    /// `e` (over `space`) with every load of the buffer replaced by the producer's nodes,
+    /// and the new index of each old node; `None` when a load cannot be composed or would
+    /// repeat work. Identical loads share one copy of the producer's nodes.
+    fn into_expr(&self, e: &Expr, space: &[usize]) -> Option<(Expr, Vec<usize>)> {
+        let mut loads: Vec<(&Access, IndexMap)> = Vec::new();
+        for node in &e.nodes {
+            match node {
+                ExprNode::Gather { access, .. } if access.buf == self.buf => return None,
+                ExprNode::Load(a) if a.buf == self.buf && !loads.iter().any(|(x, _)| *x == a) => {
+                    let map = compose(a, space, &self.producer.shape)?;
+                    if !self.recompute && (!loads.is_empty() || !map.injective(space)) {
+                        return None;
+                    }
+                    loads.push((a, map));
+                }
+                _ => {}
+            }
+        }
+        let mut out = Expr::default();
+        let mut new_index = Vec::with_capacity(e.nodes.len());
+        let mut inlined: Vec<Option<usize>> = vec![None; loads.len()];
+        for (node, &dtype) in e.nodes.iter().zip(&e.dtypes) {
+            let index = match node {
+                ExprNode::Load(a) if a.buf == self.buf => {
+                    let i = loads
+                        .iter()
+                        .position(|(x, _)| *x == a)
+                        .expect("collected above");
+                    *inlined[i]
+                        .get_or_insert_with(|| append(&mut out, &self.producer.expr, &loads[i].1))
+                }
+                node => out.push(renumber(node, &new_index), dtype),
+            };
+            new_index.push(index);
+        }
+        Some((out, new_index))
+    }
+}
+
+/// Appends `e`'s nodes to `out` with every access composed with `map`; returns the index
+/// of `e`'s result in `out`.
+fn append(out: &mut Expr, e: &Expr, map: &IndexMap) -> usize {
+    let mut new_index = Vec::with_capacity(e.nodes.len());
+    for (node, &dtype) in e.nodes.iter().zip(&e.dtypes) {
+        let node = match renumber(node, &new_index) {
+            ExprNode::Load(a) => ExprNode::Load(map.apply(&a)),
+            ExprNode::Gather { access, indices } => ExprNode::Gather {
+                access: map.apply(&access),
+                indices,
+            },
+            node => node,
+        };
+        new_index.push(out.push(node, dtype));
+    }
+    out.root()
+}
+
+/// `node` with its operands (and its gather's index nodes) renumbered by `new_index`.
+fn renumber(node: &ExprNode, new_index: &[usize]) -> ExprNode {
+    let n = |i: &usize| new_index[*i];
+    match node {
+        ExprNode::Unary(u, a) => ExprNode::Unary(*u, n(a)),
+        ExprNode::Binary(op, a, b) => ExprNode::Binary(*op, n(a), n(b)),
+        ExprNode::Where(c, a, b) => ExprNode::Where(n(c), n(a), n(b)),
+        ExprNode::Cast(a) => ExprNode::Cast(n(a)),
+        ExprNode::Bitcast(a) => ExprNode::Bitcast(n(a)),
+        ExprNode::Gather { access, indices } => ExprNode::Gather {
+            access: access.clone(),
+            indices: indices
+                .iter()
+                .map(|t| Indirect {
+                    index: n(&t.index),
+                    ..t.clone()
+                })
+                .collect(),
+        },
+        ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc | ExprNode::Stat(_) => node.clone(),
+    }
+}
+
+/// A producer index as an affine function of a consumer index: producer axis `d` is
+/// `offset[d] + Σ m * i_k` over the consumer axes `k` with `axes[k] == Some((d, m))`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IndexMap {
+    /// The producer index at consumer index 0.
+    offset: Vec<usize>,
+    /// For each consumer axis, the producer axis it moves and by how much (`None`: none).
+    axes: Vec<Option<(usize, isize)>>,
+}
+
+/// The producer index that `load` (a load, over consumer axes of sizes `space`, of the
+/// row-major buffer of a producer of shape `producer`) reads, as an affine map; `None` when
+/// it is not one: a stride that is not a multiple of one producer axis's stride, or an index
+/// that would carry from one producer axis into the next.
+///
+/// Element `offset + Σ_k i_k s_k` of the buffer is producer index `j` with
+/// `j_d = o_d + Σ_{k→d} m_k i_k` when `s_k = m_k · cs_d` (`cs`: the row-major strides) and
+/// every `j_d` stays in `0..producer[d]`.
+pub(crate) fn compose(load: &Access, space: &[usize], producer: &[usize]) -> Option<IndexMap> {
+    let len: usize = producer.iter().product();
+    if space.contains(&0) || load.offset < 0 || load.offset as usize >= len {
+        return None;
+    }
+    let cs = contiguous_strides(producer);
+    let offset: Vec<usize> = producer
+        .iter()
+        .zip(&cs)
+        .map(|(&n, &s)| (load.offset as usize / s as usize) % n)
+        .collect();
+    let axes = space
+        .iter()
+        .zip(&load.strides)
+        .map(|(&n, &s)| {
+            if n == 1 || s == 0 {
+                return Some(None);
+            }
+            // The outermost (largest) producer stride dividing `s` is the only candidate:
+            // with a smaller one, `i_k = 1` alone would leave that axis's range.
+            let d = (0..producer.len()).find(|&d| producer[d] > 1 && s % cs[d] == 0)?;
+            Some(Some((d, s / cs[d])))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    for (d, &n) in producer.iter().enumerate() {
+        let (mut lo, mut hi) = (offset[d] as isize, offset[d] as isize);
+        for (k, axis) in axes.iter().enumerate() {
+            if let Some((e, m)) = *axis {
+                if e == d {
+                    let reach = m * (space[k] as isize - 1);
+                    lo += reach.min(0);
+                    hi += reach.max(0);
+                }
+            }
+        }
+        if lo < 0 || hi >= n as isize {
+            return None;
+        }
+    }
+    Some(IndexMap { offset, axes })
+}
+
+impl IndexMap {
+    /// A producer access `A[u + Σ_d j_d t_d]` as an access over the consumer's axes.
+    pub(crate) fn apply(&self, a: &Access) -> Access {
+        let offset = self
+            .offset
+            .iter()
+            .zip(&a.strides)
+            .map(|(&o, &t)| o as isize * t)
+            .sum::<isize>();
+        Access {
+            buf: a.buf,
+            offset: a.offset + offset,
+            strides: self
+                .axes
+                .iter()
+                .map(|axis| axis.map_or(0, |(d, m)| m * a.strides[d]))
+                .collect(),
+        }
+    }
+
+    /// Whether distinct consumer indices in `space` map to distinct producer indices.
+    /// Producer axes are independent, so per axis the consumer axes moving it must not
+    /// overlap: sorted by step, each step is beyond everything the smaller ones reach.
+    pub(crate) fn injective(&self, space: &[usize]) -> bool {
+        let mut steps: Vec<(usize, usize, usize)> = Vec::new();
+        for (k, axis) in self.axes.iter().enumerate() {
+            match axis {
+                _ if space[k] == 1 => {}
+                None => return false,
+                Some((d, m)) => steps.push((*d, m.unsigned_abs(), space[k])),
+            }
+        }
+        steps.sort_unstable();
+        let mut reach = 0;
+        for (i, &(d, m, n)) in steps.iter().enumerate() {
+            if i == 0 || steps[i - 1].0 != d {
+                reach = 0;
+            }
+            if m <= reach {
+                return false;
+            }
+            reach += m * (n - 1);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(buf: BufId, offset: isize, strides: &[isize]) -> Access {
+        Access {
+            buf,
+            offset,
+            strides: strides.to_vec(),
+        }
+    }
+
+    /// The consumer's `load` of a producer of shape `producer`, composed with the producer's
+    /// access `inner`.
+    fn through(load: &Access, space: &[usize], producer: &[usize], inner: &Access) -> Access {
+        compose(load, space, producer)
+            .expect("composes")
+            .apply(inner)
+    }
+
+    #[test]
+    fn transpose_of_a_transpose_reads_the_source_in_order() {
+        // B = transpose(X[3, 2]) : [2, 3]; the consumer reads B transposed again: [3, 2].
+        let load = access(9, 0, &[1, 3]);
+        let map = compose(&load, &[3, 2], &[2, 3]).unwrap();
+        assert!(map.injective(&[3, 2]));
+        assert_eq!(map.apply(&access(1, 0, &[1, 2])), access(1, 0, &[2, 1]));
+    }
+
+    #[test]
+    fn slice_with_offset_and_step_moves_the_inner_offset() {
+        // B : [4, 6]; the consumer reads B[1..3, 2..6 step 2] : [2, 2].
+        let load = access(9, 8, &[6, 2]);
+        let inner = access(1, 5, &[10, 1]);
+        assert_eq!(
+            through(&load, &[2, 2], &[4, 6], &inner),
+            access(1, 5 + 10 + 2, &[10, 2])
+        );
+        // Reversed along the last axis: B[3, 5..0 step -2].
+        let load = access(9, 3 * 6 + 5, &[-2]);
+        assert_eq!(
+            through(&load, &[3], &[4, 6], &inner),
+            access(1, 5 + 30 + 5, &[-2])
+        );
+    }
+
+    #[test]
+    fn broadcasts_compose_but_a_broadcast_read_is_not_injective() {
+        // The producer broadcasts X[8] to [4, 8]; the consumer reads B whole.
+        let map = compose(&access(9, 0, &[8, 1]), &[4, 8], &[4, 8]).unwrap();
+        assert!(map.injective(&[4, 8]));
+        assert_eq!(map.apply(&access(1, 0, &[0, 1])), access(1, 0, &[0, 1]));
+        // The consumer broadcasts B[8] to [4, 8]: every element is read four times.
+        let map = compose(&access(9, 0, &[0, 1]), &[4, 8], &[8]).unwrap();
+        assert!(!map.injective(&[4, 8]));
+        assert_eq!(map.apply(&access(1, 3, &[2])), access(1, 3, &[0, 2]));
+        // A unit axis may have any stride.
+        let map = compose(&access(9, 0, &[0, 1]), &[1, 8], &[8]).unwrap();
+        assert!(map.injective(&[1, 8]));
+    }
+
+    #[test]
+    fn a_reshape_that_merges_axes_composes_only_against_merged_axes() {
+        // B : [2, 3, 4] read as [6, 4] needs a carry from axis 2 into axis 1...
+        assert_eq!(compose(&access(9, 0, &[4, 1]), &[6, 4], &[2, 3, 4]), None);
+        // ...but against B : [24] (the producer's merged axes) it is two steps of one axis.
+        let map = compose(&access(9, 0, &[4, 1]), &[6, 4], &[24]).unwrap();
+        assert!(map.injective(&[6, 4]));
+        assert_eq!(map.apply(&access(1, 0, &[1])), access(1, 0, &[4, 1]));
+        // Overlapping steps of one axis compose, and are caught as not injective.
+        let map = compose(&access(9, 0, &[2, 1]), &[2, 4], &[8]).unwrap();
+        assert!(!map.injective(&[2, 4]));
+    }
+
+    #[test]
+    fn carries_and_foreign_strides_are_rejected() {
+        // A window of 5 starting at column 3 of a 6-wide row runs into the next row.
+        assert_eq!(compose(&access(9, 3, &[1]), &[5], &[4, 6]), None);
+        // A stride of 4 over rows of 6 leaves the row at the second step.
+        assert_eq!(
+            compose(&access(9, 0, &[4]), &[2], &[4, 6]),
+            Some(IndexMap {
+                offset: vec![0, 0],
+                axes: vec![Some((1, 4))],
+            })
+        );
+        assert_eq!(compose(&access(9, 0, &[4]), &[3], &[4, 6]), None);
+        // Offsets outside the buffer, empty spaces.
+        assert_eq!(compose(&access(9, 24, &[1]), &[1], &[4, 6]), None);
+        assert_eq!(compose(&access(9, 0, &[1]), &[0], &[4, 6]), None);
+    }
+}
