@@ -7,7 +7,7 @@
 //! positions (in place). The plan depends only on the shapes, so it is computed once per
 //! input shape and cached with the compiled code.
 
-use crate::kernel::{BufferKind, Kernel, Program};
+use crate::kernel::{Access, BufferKind, Kernel, Program};
 
 /// Arena offsets are multiples of this (a cache line, and enough for any vector load).
 pub const ALIGN: usize = 64;
@@ -132,11 +132,18 @@ fn in_place_source(
         crate::kernel::ExprNode::Load(a) => Some(a),
         _ => None,
     });
+    // Strides of unit axes never move an address, and fused loads leave them zero.
+    let same_position = |a: &Access, b: &Access| {
+        a.offset == b.offset
+            && nest
+                .shape
+                .iter()
+                .zip(a.strides.iter().zip(&b.strides))
+                .all(|(&n, (x, y))| n == 1 || x == y)
+    };
     let candidate = loads.clone().find(|a| {
-        **a == crate::kernel::Access {
-            buf: a.buf,
-            ..nest.out.clone()
-        } && is_temp(p, a.buf)
+        same_position(a, &nest.out)
+            && is_temp(p, a.buf)
             && offsets[a.buf].is_some()
             && !handed_over[a.buf]
             && live[a.buf].is_some_and(|r| r.1 == k)
@@ -145,7 +152,7 @@ fn in_place_source(
     })?;
     // Every other read of that buffer in the nest must be at the same position too, and
     // gathers may read anywhere.
-    let same_everywhere = loads.all(|a| a.buf != candidate.buf || a == candidate)
+    let same_everywhere = loads.all(|a| a.buf != candidate.buf || same_position(a, candidate))
         && !nest.expr.nodes.iter().any(|n| {
             matches!(n, crate::kernel::ExprNode::Gather { access, .. } if access.buf == candidate.buf)
         });
