@@ -4,7 +4,8 @@
 //! shapes. Nothing here knows about Cranelift: the PTX backend is meant to translate the same
 //! description. A [`LoopNest`] is a loop nest over an output region whose body is an
 //! expression DAG ([`Expr`]); a fused group of elementwise producers and consumers is just a
-//! bigger DAG, so the description holds fusion even though the scheduler does not fuse yet.
+//! bigger DAG: the scheduler emits one kernel per node, and loop fusion
+//! (`fuse_loops.rs`) then inlines loop nests into the one kernel that reads them.
 
 use kiln_ir::{BinaryOp, ConvAttrs, DType, Op, ReduceKind, Tensor, UnaryOp};
 

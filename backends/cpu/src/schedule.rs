@@ -1,7 +1,8 @@
 //! Scheduling: a graph at concrete shapes becomes a [`Program`] of kernels.
 //!
-//! One node becomes one or a few kernels (no fusion yet: that is the optimizer's job, and
-//! the [`Expr`] DAG already holds fused groups). Reshapes are free: the output shares the
+//! One node becomes one or a few kernels; fused ops come from the optimizer, and chains of
+//! loop nests are fused afterwards, on the program (`fuse_loops.rs`), into the [`Expr`] of
+//! the kernel that reads them. Reshapes are free: the output shares the
 //! input's buffer. Ops without a native lowering go to the runtime only if
 //! [`support`] lists them; any other op is a [`ScheduleError::Unsupported`].
 //!
