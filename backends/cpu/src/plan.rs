@@ -211,3 +211,27 @@ impl FreeList {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+    use crate::schedule::schedule;
+    use kiln_ir::{parse, Bindings};
+
+    #[test]
+    fn unit_axes_do_not_prevent_running_in_place() {
+        // The loads' stride on the unit axis is 0, the store's is 256.
+        let g = parse(
+            "graph @g(%x: f32[1, 256]) -> f32[1, 256] {
+                %a = exp %x
+                %b = neg %a
+                %c = exp %b
+                return %c
+            }",
+        )
+        .unwrap();
+        let m = plan(&schedule(&g, &Bindings::new()).unwrap());
+        assert_eq!(m.in_place, 2);
+        assert_eq!(m.arena_bytes, 1024);
+    }
+}
