@@ -211,9 +211,12 @@ impl Inline<'_> {
     /// repeat work. Identical loads share one copy of the producer's nodes.
     fn into_expr(&self, e: &Expr, space: &[usize]) -> Option<(Expr, Vec<usize>)> {
         let mut loads: Vec<(&Access, IndexMap)> = Vec::new();
-        for node in &e.nodes {
+        for (node, &dtype) in e.nodes.iter().zip(&e.dtypes) {
             match node {
                 ExprNode::Gather { access, .. } if access.buf == self.buf => return None,
+                ExprNode::Load(a) if a.buf == self.buf && dtype != self.producer.expr.dtype() => {
+                    return None
+                }
                 ExprNode::Load(a) if a.buf == self.buf && !loads.iter().any(|(x, _)| *x == a) => {
                     let map = compose(a, space, &self.producer.shape)?;
                     if !self.recompute && (!loads.is_empty() || !map.injective(space)) {
