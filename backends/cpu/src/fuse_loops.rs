@@ -110,7 +110,7 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
     };
     let kernel = match &p.kernels[c] {
         Kernel::Loop(l) => {
-            let (expr, map) = fuse.into_expr(&l.expr, &l.shape)?;
+            let (expr, map) = fuse.inline_into(&l.expr, &l.shape)?;
             let scatter = l
                 .scatter
                 .iter()
@@ -130,7 +130,7 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
                 return None;
             }
             let space = [r.shape.as_slice(), &r.reduced].concat();
-            let (value, _) = fuse.into_expr(&r.value, &space)?;
+            let (value, _) = fuse.inline_into(&r.value, &space)?;
             Kernel::Reduce(Reduce { value, ..r.clone() })
         }
         Kernel::Row(r) => {
@@ -144,9 +144,9 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
             let space = [r.shape.as_slice(), &[r.len]].concat();
             let mut row = r.clone();
             for s in &mut row.stats {
-                s.value = fuse.into_expr(&s.value, &space)?.0;
+                s.value = fuse.inline_into(&s.value, &space)?.0;
             }
-            row.map = fuse.into_expr(&r.map, &space)?.0;
+            row.map = fuse.inline_into(&r.map, &space)?.0;
             Kernel::Row(row)
         }
         Kernel::Call(_) => return None,
@@ -209,7 +209,7 @@ impl Inline<'_> {
     /// `e` (over `space`) with every load of the buffer replaced by the producer's nodes,
     /// and the new index of each old node; `None` when a load cannot be composed or would
     /// repeat work. Identical loads share one copy of the producer's nodes.
-    fn into_expr(&self, e: &Expr, space: &[usize]) -> Option<(Expr, Vec<usize>)> {
+    fn inline_into(&self, e: &Expr, space: &[usize]) -> Option<(Expr, Vec<usize>)> {
         let mut loads: Vec<(&Access, IndexMap)> = Vec::new();
         for (node, &dtype) in e.nodes.iter().zip(&e.dtypes) {
             match node {
