@@ -372,23 +372,15 @@ impl CompiledModel {
                 (Some((f, extent)), k) => self.launch(*f, *extent, work(k), k.serial(), &ptrs),
                 (None, Kernel::Call(call)) => {
                     // SAFETY: `mem` maps every buffer to memory of its planned size.
-                    unsafe {
-                        runtime::run_call(
-                            &spec.program,
-                            call,
-                            spec.packed[i].as_deref(),
-                            &mem,
-                            &self.pool,
-                        )
-                    }
-                    .map_err(|source| {
-                        let node = spec.program.kernel_nodes[i];
-                        RunError::Call {
-                            node,
-                            name: self.graph.nodes[node].name.clone(),
-                            source,
-                        }
-                    })?;
+                    unsafe { runtime::run_call(call, spec.packed[i].as_deref(), &mem, &self.pool) }
+                        .map_err(|source| {
+                            let node = spec.program.kernel_nodes[i];
+                            RunError::Call {
+                                node,
+                                name: self.graph.nodes[node].name.clone(),
+                                source,
+                            }
+                        })?;
                 }
                 (None, _) => unreachable!("every loop, reduction and row kernel is compiled"),
             }

@@ -7,7 +7,7 @@
 //! bigger DAG: the scheduler emits one kernel per node, and loop fusion
 //! (`fuse_loops.rs`) then inlines loop nests into the one kernel that reads them.
 
-use kiln_ir::{BinaryOp, ConvAttrs, DType, Op, ReduceKind, Tensor, UnaryOp};
+use kiln_ir::{BinaryOp, DType, ReduceKind, Tensor, UnaryOp};
 
 /// Index of a buffer in [`Program::buffers`].
 pub type BufId = usize;
@@ -270,178 +270,10 @@ impl Row {
     }
 }
 
-/// A call into a precompiled runtime routine.
-#[derive(Clone, Debug)]
-pub enum Call {
-    /// Batched `f32` matrix product. Each operand is `batch` matrices addressed by batch
-    /// strides (zero for a broadcast operand) and row/column strides, in elements.
-    MatMul(MatMul),
-    /// An `f32` convolution, as im2col into a scratch buffer and one GEMM per batch image
-    /// and group (a plain GEMM for 1×1 kernels with unit strides and no padding).
-    Conv(Conv),
-    /// Fused `f32` attention, tile by tile with an online softmax, so the scores are never
-    /// materialized beyond one tile per thread.
-    Attention(Attention),
-    /// An op run by its runtime implementation on whole tensors. Only ops listed by
-    /// [`crate::schedule::support`] (and in ARCHITECTURE.md) take this path.
-    Op(OpCall),
-}
-
-/// Operands of [`Call::MatMul`].
-#[derive(Clone, Debug)]
-pub struct MatMul {
-    /// Number of matrices.
-    pub batch: usize,
-    /// Rows of `a` and `c`.
-    pub m: usize,
-    /// Columns of `a`, rows of `b`.
-    pub k: usize,
-    /// Columns of `b` and `c`.
-    pub n: usize,
-    /// Left operand.
-    pub a: MatOperand,
-    /// Right operand.
-    pub b: MatOperand,
-    /// Result.
-    pub c: MatOperand,
-    /// Applied to each block of `c` after its last depth block (a fused linear layer's
-    /// bias, activation and residual); empty for a plain product.
-    pub epilogue: GemmEpilogue,
-}
-
-/// The epilogue of a [`MatMul`]: `c = act(c + bias) ⊕ residual`, element by element.
-#[derive(Clone, Debug, Default)]
-pub struct GemmEpilogue {
-    /// `n` floats, added to every row.
-    pub bias: Option<BufId>,
-    /// Applied after the bias.
-    pub activation: Option<kiln_ir::Activation>,
-    /// Combined last, addressed like `c` (same strides and batch offsets).
-    pub residual: Option<(kiln_ir::Residual, BufId)>,
-}
-
-impl GemmEpilogue {
-    /// The buffers the epilogue reads.
-    pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
-        self.bias
-            .iter()
-            .copied()
-            .chain(self.residual.map(|(_, b)| b))
-    }
-
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.bias.is_none() && self.activation.is_none() && self.residual.is_none()
-    }
-}
-
-/// One matrix operand of a [`MatMul`]: matrix `i` of the batch starts at
-/// `offset + batch_offsets[i]`.
-#[derive(Clone, Debug)]
-pub struct MatOperand {
-    /// The buffer.
-    pub buf: BufId,
-    /// Element offset of each matrix of the batch.
-    pub batch_offsets: Vec<usize>,
-    /// Row stride, in elements.
-    pub row_stride: isize,
-    /// Column stride, in elements.
-    pub col_stride: isize,
-}
-
-/// Operands of [`Call::Conv`]:
-/// `y[n, m, o..] = Σ_{c, k..} x[n, g·C/G + c, o·s - pb + k·d ..] · w[m, c, k..]` where
-/// `g` is the group of output channel `m`. All three are contiguous `f32` tensors.
-#[derive(Clone, Debug)]
-pub struct Conv {
-    /// The input `x[N, C, S..]`.
-    pub x: BufId,
-    /// The weights `w[M, C/G, K..]`.
-    pub w: BufId,
-    /// The output `y[N, M, O..]`.
-    pub y: BufId,
-    /// The im2col matrix of one batch image (`C·ΠK` rows of `ΠO` columns, group after
-    /// group), or `None` when the input already is that matrix (1×1 kernel, unit strides,
-    /// no padding).
-    pub cols: Option<BufId>,
-    /// Shape of `x`.
-    pub x_shape: Vec<usize>,
-    /// Shape of `w`.
-    pub w_shape: Vec<usize>,
-    /// Shape of `y`.
-    pub y_shape: Vec<usize>,
-    /// Strides, dilations, pads and groups.
-    pub attrs: ConvAttrs,
-}
-
-/// Operands of [`Call::Attention`] (see `kiln_ir::Op::Attention`): contiguous `f32`
-/// `q[B, H, Sq, D]`, `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` and `out[B, H, Sq, Dv]`, where `B`
-/// is the product of the leading dims.
-#[derive(Clone, Debug)]
-pub struct Attention {
-    /// Queries.
-    pub q: BufId,
-    /// Keys.
-    pub k: BufId,
-    /// Values.
-    pub v: BufId,
-    /// The result.
-    pub out: BufId,
-    /// `[B, H, G, Sq, Sk, D, Dv]`.
-    pub dims: AttentionDims,
-    /// The mask, if any.
-    pub mask: Option<AttentionMaskOperand>,
-    /// Multiplies `q·kᵀ`.
-    pub scale: f32,
-    /// What becomes of rows whose scores are all masked out.
-    pub rows: kiln_ir::MaskedRows,
-}
-
-/// Sizes of an [`Attention`] call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionDims {
-    /// Product of the leading dims.
-    pub batch: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (query head `h` reads head `h / (heads / kv_heads)`).
-    pub kv_heads: usize,
-    /// Query length.
-    pub q_len: usize,
-    /// Key/value length.
-    pub kv_len: usize,
-    /// Query/key feature size.
-    pub depth: usize,
-    /// Value feature size.
-    pub v_depth: usize,
-}
-
-/// The mask of an [`Attention`] call, read with broadcast strides: element `[b, h, i, j]`
-/// of the scores uses `batch_offsets[b] + h·strides[0] + i·strides[1] + j·strides[2]`.
-#[derive(Clone, Debug)]
-pub struct AttentionMaskOperand {
-    /// The buffer (`f32` added to the scores, or bool: false masks out).
-    pub buf: BufId,
-    /// True for a bool keep-mask.
-    pub keep: bool,
-    /// Offset of each leading index.
-    pub batch_offsets: Vec<usize>,
-    /// Strides over heads, query rows and key columns.
-    pub strides: [isize; 3],
-}
-
-/// Operands of [`Call::Op`]: whole tensors, by buffer and shape.
-#[derive(Clone, Debug)]
-pub struct OpCall {
-    /// The op.
-    pub op: Op,
-    /// Inputs: buffer and shape.
-    pub inputs: Vec<(BufId, Vec<usize>)>,
-    /// Outputs: buffer and shape.
-    pub outputs: Vec<(BufId, Vec<usize>)>,
-    /// Bindings of symbols the op's attributes mention.
-    pub bindings: kiln_ir::Bindings,
-}
+pub use kiln_rt::call::{
+    Attention, AttentionDims, AttentionMaskOperand, Call, Conv, GemmEpilogue, MatMul, MatOperand,
+    OpCall, Operand,
+};
 
 /// One kernel.
 #[derive(Clone, Debug)]
@@ -472,7 +304,7 @@ impl Kernel {
                 .into_iter()
                 .chain(a.mask.as_ref().map(|m| m.buf))
                 .collect(),
-            Kernel::Call(Call::Op(c)) => c.inputs.iter().map(|(b, _)| *b).collect(),
+            Kernel::Call(Call::Op(c)) => c.inputs.iter().map(|x| x.buf).collect(),
         }
     }
 
@@ -485,7 +317,7 @@ impl Kernel {
             Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
             Kernel::Call(Call::Conv(c)) => std::iter::once(c.y).chain(c.cols).collect(),
             Kernel::Call(Call::Attention(a)) => vec![a.out],
-            Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|(b, _)| *b).collect(),
+            Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|y| y.buf).collect(),
         }
     }
 

@@ -27,7 +27,8 @@ mod fuse_loops;
 pub mod kernel;
 pub mod lower;
 pub mod plan;
-pub mod runtime;
+/// The runtime (its own crate, so ahead-of-time artifacts link it without the compiler).
+pub use kiln_rt as runtime;
 pub mod schedule;
 mod stages;
 

@@ -263,13 +263,21 @@ impl Scheduler<'_> {
             .iter()
             .map(|v| {
                 let view = self.view(*v);
-                (view.buf, view.shape.clone())
+                Operand {
+                    buf: view.buf,
+                    dtype: view.dtype,
+                    shape: view.shape.clone(),
+                }
             })
             .collect();
         let mut outputs = Vec::new();
         for v in &node.outputs {
             let view = self.temp(*v)?;
-            outputs.push((view.buf, view.shape));
+            outputs.push(Operand {
+                buf: view.buf,
+                dtype: view.dtype,
+                shape: view.shape,
+            });
         }
         self.push(Kernel::Call(Call::Op(OpCall {
             op: node.op.clone(),

@@ -124,28 +124,17 @@ pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
     b.ins().fdiv(numerator, denominator)
 }
 
+use kiln_rt::math::{
+    ERFC_SCALED_POLY, ERF_POLY, ERF_POLY_MAX, EXP_MAX_ARG, EXP_MIN_ARG, EXP_POLY, LOG_LN2_HI,
+    LOG_LN2_LO, ROUND_MAGIC,
+};
+
 // ---- exp ----------------------------------------------------------------------------------
 
-/// Inputs above this overflow to inf; keeps n = round(x/ln2) at most 128.
-pub(crate) const EXP_MAX_ARG: f32 = 89.0;
-/// Inputs below this underflow to 0 (e^-104 < 2^-150); keeps n at least -150.
-pub(crate) const EXP_MIN_ARG: f32 = -104.0;
-/// 1.5·2^23: adding it to |v| < 2^22 rounds v to an integer stored in the low mantissa bits.
-pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 /// ln 2 rounded to f32 (0x3f317218); with `fma`, `x - n·LN2_HI` is exact for |n| ≤ 150.
 const LN2_HI: f32 = std::f32::consts::LN_2;
 /// ln 2 - LN2_HI.
 const LN2_LO: f32 = -1.904_654_3e-9;
-/// e^r ≈ 1 + r + r²·P(r) on |r| ≤ ln2/2, P highest degree first. Coefficients from Cephes
-/// `expf.c` (S. L. Moshier, Cephes Math Library 2.2), as also used by Eigen's `pexp_float`.
-pub(crate) const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_6e-1,
-    0.5,
-];
 /// Bits of 1.0f32, i.e. the exponent bias already in place.
 const ONE_BITS: i32 = 0x3f80_0000;
 
@@ -192,11 +181,6 @@ fn pow2(b: &mut FunctionBuilder, n: Value) -> Value {
 const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
 /// Sign and exponent field of an f32.
 const EXPONENT_FIELD: i32 = 0xff80_0000_u32 as i32;
-/// ln 2 split for Cody-Waite: LOG_LN2_HI (= 0.693359375 exactly) has 10 significant bits, so
-/// e·LOG_LN2_HI is exact (Cephes `logf.c`).
-pub(crate) const LOG_LN2_HI: f32 = 0.693_359_4;
-/// ln 2 - LOG_LN2_HI (Cephes `logf.c`).
-pub(crate) const LOG_LN2_LO: f32 = -2.121_944_4e-4;
 /// ln(1+f) ≈ f - f²/2 + f³·P(f) on f in [sqrt(1/2)-1, sqrt(2)-1], P highest degree first.
 /// Coefficients from Cephes `logf.c` (S. L. Moshier), as also used by Eigen's `plog_float`.
 const LOG_POLY: [f32; 9] = [
@@ -295,35 +279,6 @@ fn tanh_large(b: &mut FunctionBuilder, a: Value) -> Value {
 }
 
 // ---- erf ----------------------------------------------------------------------------------
-
-/// Below this |x| erf uses the odd polynomial, above it the erfc form.
-pub(crate) const ERF_POLY_MAX: f32 = 1.0;
-/// erf a ≈ a·P(a²) on [0, 1], P highest degree first. Fitted for this file by Lawson-weighted
-/// least squares (minimax of the relative error) against mpmath's erf at 3000 Chebyshev nodes;
-/// the fit's relative error is 4.0e-8.
-///
-/// The last coefficient is one ulp below `FRAC_2_SQRT_PI` rounded to f32, which the fit prefers.
-#[allow(clippy::approx_constant)]
-pub(crate) const ERF_POLY: [f32; 6] = [
-    -5.631_466e-4,
-    4.917_563_4e-3,
-    -2.671_132_4e-2,
-    1.128_018_05e-1,
-    -3.761_232_5e-1,
-    1.128_379_1,
-];
-/// erfc a · e^(a²) ≈ R(t) with t = 1/(1+a) on a in [1, 3.9], R highest degree first. Fitted
-/// like ERF_POLY, against mpmath's erfc; the fit's relative error is 6.0e-8. Beyond 3.9 the
-/// product with e^(-a²) is below 2^-25, so 1 - it rounds to 1 whatever R gives there.
-pub(crate) const ERFC_SCALED_POLY: [f32; 7] = [
-    -1.548_307_5e-1,
-    8.694_703e-1,
-    -1.459_888_1,
-    7.005_749e-1,
-    4.818_448_7e-1,
-    5.728_442_7e-1,
-    -3.803_160_5e-4,
-];
 
 /// erf a for 0 ≤ a < ERF_POLY_MAX.
 fn erf_small(b: &mut FunctionBuilder, a: Value) -> Value {

@@ -9,13 +9,13 @@
 //! at a time, one simple loop per step.
 
 use super::{MatMut, MatRef};
-use crate::runtime::math::exp;
+use crate::math::exp;
 use kiln_ir::{Activation, Residual};
 
 /// What to do to every element of C after the product: `c = act(c + bias[j]) ⊕ r[i, j]`.
 ///
 /// ```
-/// use kiln_cpu::runtime::gemm::{Epilogue, MatRef};
+/// use kiln_rt::gemm::{Epilogue, MatRef};
 /// use kiln_ir::{Activation, Residual};
 /// let bias = [1.0f32, -1.0];
 /// let r = [10.0f32, 10.0];
@@ -155,7 +155,7 @@ impl Epilogue {
 /// `a(x)` in the interpreter's order of operations (erf and tanh as in the module docs).
 ///
 /// ```
-/// use kiln_cpu::runtime::gemm::activate;
+/// use kiln_rt::gemm::activate;
 /// use kiln_ir::Activation;
 /// assert_eq!(activate(Activation::Relu, -2.0), 0.0);
 /// assert!((activate(Activation::Silu, 1.0) - 0.7310586).abs() < 1e-6);
@@ -183,7 +183,7 @@ pub fn activate(a: Activation, x: f32) -> f32 {
 /// `1 - e^(-a²)·R(1/(1+a))`, with the sign of `x`.
 #[inline(always)]
 fn erf(x: f32) -> f32 {
-    use crate::lower::math::{ERFC_SCALED_POLY, ERF_POLY, ERF_POLY_MAX};
+    use crate::math::{ERFC_SCALED_POLY, ERF_POLY, ERF_POLY_MAX};
     // Multiply and add rather than `mul_add`: without FMA in the build's target features,
     // `mul_add` is a libm call per step.
     let horner = |t: f32, coeffs: &[f32]| coeffs[1..].iter().fold(coeffs[0], |acc, c| acc * t + c);

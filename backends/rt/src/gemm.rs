@@ -79,8 +79,8 @@ pub fn kernel_name() -> &'static str {
 /// (a full pass over B, strided when B is transposed) out of every product.
 ///
 /// ```
-/// use kiln_cpu::runtime::gemm::{sgemm, sgemm_prepacked, MatMut, MatRef, PackedB};
-/// use kiln_cpu::runtime::pool::ThreadPool;
+/// use kiln_rt::gemm::{sgemm, sgemm_prepacked, MatMut, MatRef, PackedB};
+/// use kiln_rt::pool::ThreadPool;
 /// let (m, k, n) = (3, 4, 5);
 /// let a: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
 /// let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32).collect();

@@ -1,13 +1,16 @@
-//! The runtime that compiled code runs on: the worker pool, the GEMM micro-kernels, and the
-//! routines behind [`Call`] kernels.
+//! kiln-rt: the runtime that compiled models run on, in kiln's JIT and in ahead-of-time
+//! artifacts alike: the worker pool, the GEMM micro-kernels, and the routines behind
+//! [`Call`] kernels. It knows nothing of Cranelift or of graphs, so an artifact links only
+//! this.
 
 mod attention;
+pub mod call;
 mod conv;
 pub mod gemm;
-mod math;
+pub mod math;
 pub mod pool;
 
-use crate::kernel::{BufId, Call, MatMul, OpCall, Program};
+use call::{BufId, Call, MatMul, MatOperand, OpCall};
 use gemm::{MatMut, MatRef, PackedB};
 use kiln_ir::{interp, Tensor};
 use pool::ThreadPool;
@@ -31,10 +34,9 @@ pub struct CallError {
 /// Runs one call kernel. `packed` is the pre-packed B of a matmul that [`prepack`] accepted.
 ///
 /// # Safety
-/// `mem` must map every buffer of `p` to memory of its size, and `packed` must be
+/// `mem` must map every buffer the call names to memory of its size, and `packed` must be
 /// `prepack`'s result for this call.
 pub unsafe fn run_call(
-    p: &Program,
     call: &Call,
     packed: Option<&PackedB>,
     mem: &dyn Memory,
@@ -61,7 +63,7 @@ pub unsafe fn run_call(
             Ok(())
         }
         // SAFETY: forwarded from the caller.
-        Call::Op(c) => unsafe { op_call(p, c, mem) },
+        Call::Op(c) => unsafe { op_call(c, mem) },
     }
 }
 
@@ -69,10 +71,9 @@ pub unsafe fn run_call(
 /// broadcasting included) the whole batch is one `sgemm_batched` call, which spreads batch
 /// items and tiles over the pool; otherwise each product is its own call.
 unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
-    let at = |o: &crate::kernel::MatOperand, i: usize| {
-        (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[i])
-    };
-    let mat = |o: &crate::kernel::MatOperand, i: usize| MatRef {
+    let at =
+        |o: &MatOperand, i: usize| (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[i]);
+    let mat = |o: &MatOperand, i: usize| MatRef {
         ptr: at(o, i),
         row_stride: o.row_stride,
         col_stride: o.col_stride,
@@ -149,9 +150,7 @@ pub unsafe fn prepack(mm: &MatMul, base: *const f32) -> Option<PackedB> {
 /// # Safety
 /// As for [`run_call`].
 unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &ThreadPool) {
-    let at = |o: &crate::kernel::MatOperand| {
-        (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[0])
-    };
+    let at = |o: &MatOperand| (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[0]);
     let a = MatRef {
         ptr: at(&mm.a),
         row_stride: mm.a.row_stride,
@@ -162,7 +161,7 @@ unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &Th
         row_stride: mm.c.row_stride,
         col_stride: mm.c.col_stride,
     };
-    let stride = |o: &crate::kernel::MatOperand| even_stride(&o.batch_offsets).unwrap_or(0);
+    let stride = |o: &MatOperand| even_stride(&o.batch_offsets).unwrap_or(0);
     // SAFETY: the schedule sized each buffer for every matrix of the batch; `prepack`
     // checked that A and C are evenly spaced.
     unsafe {
@@ -213,7 +212,7 @@ fn even_stride(offsets: &[usize]) -> Option<isize> {
 }
 
 /// Runs an op by its reference implementation on copies of its inputs.
-unsafe fn op_call(p: &Program, c: &OpCall, mem: &dyn Memory) -> Result<(), CallError> {
+unsafe fn op_call(c: &OpCall, mem: &dyn Memory) -> Result<(), CallError> {
     let err = |message: String| CallError {
         op: c.op.name(),
         message,
@@ -221,16 +220,16 @@ unsafe fn op_call(p: &Program, c: &OpCall, mem: &dyn Memory) -> Result<(), CallE
     let inputs = c
         .inputs
         .iter()
-        .map(|(buf, shape)| {
-            let b = &p.buffers[*buf];
-            // SAFETY: the buffer holds `b.bytes()` initialized bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(mem.addr(*buf), b.bytes()) };
-            Tensor::from_le_bytes(b.dtype, shape, bytes).map_err(|e| err(e.to_string()))
+        .map(|x| {
+            let len = x.shape.iter().product::<usize>() * x.dtype.size_bytes();
+            // SAFETY: the buffer holds `len` initialized bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(mem.addr(x.buf), len) };
+            Tensor::from_le_bytes(x.dtype, &x.shape, bytes).map_err(|e| err(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = interp::eval_op(&c.op, &inputs, &c.bindings).map_err(|e| err(e.to_string()))?;
-    for ((buf, shape), t) in c.outputs.iter().zip(outputs) {
-        let planned = p.buffers[*buf].dtype;
+    for (y, t) in c.outputs.iter().zip(outputs) {
+        let (planned, shape) = (y.dtype, &y.shape);
         if t.shape() != shape.as_slice() || t.dtype() != planned {
             return Err(err(format!(
                 "produced {}{:?}, planned {planned}{shape:?}",
@@ -240,7 +239,7 @@ unsafe fn op_call(p: &Program, c: &OpCall, mem: &dyn Memory) -> Result<(), CallE
         }
         let bytes = t.to_le_bytes();
         // SAFETY: the planned buffer has exactly this many bytes (same dtype and shape).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.addr(*buf), bytes.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.addr(y.buf), bytes.len()) };
     }
     Ok(())
 }

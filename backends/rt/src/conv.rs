@@ -1,4 +1,4 @@
-//! `f32` convolution ([`Call::Conv`](crate::kernel::Call::Conv)) as im2col + GEMM.
+//! `f32` convolution ([`Call::Conv`](crate::call::Call::Conv)) as im2col + GEMM.
 //!
 //! For each batch image, the im2col matrix holds one row per (input channel, kernel
 //! position) and one column per output position: `cols[c·K + k][o] = x[c, o·s - pb + k·d]`
@@ -13,7 +13,7 @@
 use super::gemm::{self, MatMut, MatRef};
 use super::pool::ThreadPool;
 use super::Memory;
-use crate::kernel::Conv;
+use crate::call::Conv;
 
 /// Below this many im2col elements per image the copy runs on one thread.
 const PARALLEL_COPY: usize = 1 << 15;

@@ -1,4 +1,4 @@
-//! Fused attention ([`Call::Attention`](crate::kernel::Call::Attention)): for each block of
+//! Fused attention ([`Call::Attention`](crate::call::Call::Attention)): for each block of
 //! query rows of one head, the keys are visited in tiles; each tile's scores come from one
 //! small GEMM, are scaled and masked, and feed an online softmax (a running row maximum and
 //! sum, rescaling the accumulated output when the maximum grows) and a second GEMM into the
@@ -12,7 +12,7 @@ use super::gemm::{sgemm_serial, MatMut, MatRef};
 use super::math::exp;
 use super::pool::ThreadPool;
 use super::Memory;
-use crate::kernel::Attention;
+use crate::call::Attention;
 use kiln_ir::MaskedRows;
 
 /// Query rows per task.

@@ -1,0 +1,193 @@
+//! What a runtime call does, as data: the scheduler describes each [`Call`] with buffer
+//! indices and sizes, and [`crate::run_call`] carries it out at a run's addresses. The
+//! descriptions serialize, so an ahead-of-time artifact carries them as they are.
+
+use kiln_ir::{ConvAttrs, DType, Op};
+use serde::{Deserialize, Serialize};
+
+/// Index of a buffer of a program (the scheduler's numbering).
+pub type BufId = usize;
+
+/// A call into a precompiled runtime routine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Call {
+    /// Batched `f32` matrix product. Each operand is `batch` matrices addressed by batch
+    /// strides (zero for a broadcast operand) and row/column strides, in elements.
+    MatMul(MatMul),
+    /// An `f32` convolution, as im2col into a scratch buffer and one GEMM per batch image
+    /// and group (a plain GEMM for 1×1 kernels with unit strides and no padding).
+    Conv(Conv),
+    /// Fused `f32` attention, tile by tile with an online softmax, so the scores are never
+    /// materialized beyond one tile per thread.
+    Attention(Attention),
+    /// An op run by its runtime implementation on whole tensors. Only ops listed by
+    /// [`crate::schedule::support`] (and in ARCHITECTURE.md) take this path.
+    Op(OpCall),
+}
+
+/// Operands of [`Call::MatMul`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MatMul {
+    /// Number of matrices.
+    pub batch: usize,
+    /// Rows of `a` and `c`.
+    pub m: usize,
+    /// Columns of `a`, rows of `b`.
+    pub k: usize,
+    /// Columns of `b` and `c`.
+    pub n: usize,
+    /// Left operand.
+    pub a: MatOperand,
+    /// Right operand.
+    pub b: MatOperand,
+    /// Result.
+    pub c: MatOperand,
+    /// Applied to each block of `c` after its last depth block (a fused linear layer's
+    /// bias, activation and residual); empty for a plain product.
+    pub epilogue: GemmEpilogue,
+}
+
+/// The epilogue of a [`MatMul`]: `c = act(c + bias) ⊕ residual`, element by element.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GemmEpilogue {
+    /// `n` floats, added to every row.
+    pub bias: Option<BufId>,
+    /// Applied after the bias.
+    pub activation: Option<kiln_ir::Activation>,
+    /// Combined last, addressed like `c` (same strides and batch offsets).
+    pub residual: Option<(kiln_ir::Residual, BufId)>,
+}
+
+impl GemmEpilogue {
+    /// The buffers the epilogue reads.
+    pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
+        self.bias
+            .iter()
+            .copied()
+            .chain(self.residual.map(|(_, b)| b))
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.bias.is_none() && self.activation.is_none() && self.residual.is_none()
+    }
+}
+
+/// One matrix operand of a [`MatMul`]: matrix `i` of the batch starts at
+/// `offset + batch_offsets[i]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MatOperand {
+    /// The buffer.
+    pub buf: BufId,
+    /// Element offset of each matrix of the batch.
+    pub batch_offsets: Vec<usize>,
+    /// Row stride, in elements.
+    pub row_stride: isize,
+    /// Column stride, in elements.
+    pub col_stride: isize,
+}
+
+/// Operands of [`Call::Conv`]:
+/// `y[n, m, o..] = Σ_{c, k..} x[n, g·C/G + c, o·s - pb + k·d ..] · w[m, c, k..]` where
+/// `g` is the group of output channel `m`. All three are contiguous `f32` tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Conv {
+    /// The input `x[N, C, S..]`.
+    pub x: BufId,
+    /// The weights `w[M, C/G, K..]`.
+    pub w: BufId,
+    /// The output `y[N, M, O..]`.
+    pub y: BufId,
+    /// The im2col matrix of one batch image (`C·ΠK` rows of `ΠO` columns, group after
+    /// group), or `None` when the input already is that matrix (1×1 kernel, unit strides,
+    /// no padding).
+    pub cols: Option<BufId>,
+    /// Shape of `x`.
+    pub x_shape: Vec<usize>,
+    /// Shape of `w`.
+    pub w_shape: Vec<usize>,
+    /// Shape of `y`.
+    pub y_shape: Vec<usize>,
+    /// Strides, dilations, pads and groups.
+    pub attrs: ConvAttrs,
+}
+
+/// Operands of [`Call::Attention`] (see `kiln_ir::Op::Attention`): contiguous `f32`
+/// `q[B, H, Sq, D]`, `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` and `out[B, H, Sq, Dv]`, where `B`
+/// is the product of the leading dims.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attention {
+    /// Queries.
+    pub q: BufId,
+    /// Keys.
+    pub k: BufId,
+    /// Values.
+    pub v: BufId,
+    /// The result.
+    pub out: BufId,
+    /// `[B, H, G, Sq, Sk, D, Dv]`.
+    pub dims: AttentionDims,
+    /// The mask, if any.
+    pub mask: Option<AttentionMaskOperand>,
+    /// Multiplies `q·kᵀ`.
+    pub scale: f32,
+    /// What becomes of rows whose scores are all masked out.
+    pub rows: kiln_ir::MaskedRows,
+}
+
+/// Sizes of an [`Attention`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttentionDims {
+    /// Product of the leading dims.
+    pub batch: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (query head `h` reads head `h / (heads / kv_heads)`).
+    pub kv_heads: usize,
+    /// Query length.
+    pub q_len: usize,
+    /// Key/value length.
+    pub kv_len: usize,
+    /// Query/key feature size.
+    pub depth: usize,
+    /// Value feature size.
+    pub v_depth: usize,
+}
+
+/// The mask of an [`Attention`] call, read with broadcast strides: element `[b, h, i, j]`
+/// of the scores uses `batch_offsets[b] + h·strides[0] + i·strides[1] + j·strides[2]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttentionMaskOperand {
+    /// The buffer (`f32` added to the scores, or bool: false masks out).
+    pub buf: BufId,
+    /// True for a bool keep-mask.
+    pub keep: bool,
+    /// Offset of each leading index.
+    pub batch_offsets: Vec<usize>,
+    /// Strides over heads, query rows and key columns.
+    pub strides: [isize; 3],
+}
+
+/// Operands of [`Call::Op`]: whole tensors, by buffer and shape.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpCall {
+    /// The op.
+    pub op: Op,
+    /// Inputs.
+    pub inputs: Vec<Operand>,
+    /// Outputs.
+    pub outputs: Vec<Operand>,
+    /// Bindings of symbols the op's attributes mention.
+    pub bindings: kiln_ir::Bindings,
+}
+
+/// A whole tensor in a buffer, as [`OpCall`] reads and writes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Operand {
+    /// The buffer.
+    pub buf: BufId,
+    /// Its element type.
+    pub dtype: DType,
+    /// Its shape.
+    pub shape: Vec<usize>,
+}
