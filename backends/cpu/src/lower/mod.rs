@@ -4,12 +4,14 @@
 //! `start..end` of the kernel's outermost loop (so the executor can split that loop across
 //! threads). `ptrs` is the slot table: slot 0 is the arena, then the graph inputs, then the
 //! constants; a buffer's address is `ptrs[slot] + byte offset`, both fixed at compile time.
-//! All kernels of a program go into one JIT module, finalized once.
+//! All kernels of a program go into one JIT module, finalized once; [`object`] puts the same
+//! functions into a relocatable object file for ahead-of-time builds.
 
 mod expr;
 pub mod libcalls;
 pub mod math;
 mod nest;
+pub mod object;
 mod ops;
 mod row;
 
@@ -19,7 +21,6 @@ use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce, Row};
 use cranelift_codegen::ir::{
     types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
 };
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -44,6 +45,10 @@ pub enum LowerError {
     /// The host CPU is not supported by Cranelift.
     #[error("unsupported host: {0}")]
     Host(String),
+    /// An object-file table names a symbol the object does not define as that kind (a bug
+    /// in the caller that builds the artifact).
+    #[error("bad table entry: {0}")]
+    Symbol(String),
 }
 
 /// A compiled kernel: runs iterations `start..end` of its outermost loop.
@@ -74,6 +79,57 @@ pub trait Slots {
 /// On failure, returns the index of the kernel that failed with the error.
 pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, LowerError)> {
     let mut module = new_module().map_err(|e| (0, e))?;
+    let naming = KernelNaming {
+        name: &|i| format!("kernel{i}"),
+        linkage: Linkage::Local,
+    };
+    let ids = define_program(&mut module, p, slots, &naming)?;
+    module
+        .finalize_definitions()
+        .map_err(|e| (0, LowerError::Codegen(e.to_string())))?;
+    let kernels = ids
+        .into_iter()
+        .map(|e| {
+            e.map(|DefinedKernel { id, extent }| {
+                let ptr = module.get_finalized_function(id);
+                // SAFETY: `ptr` was defined with the `KernelFn` signature (see `kernel_sig`).
+                (
+                    unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) },
+                    extent,
+                )
+            })
+        })
+        .collect();
+    Ok(Compiled {
+        _module: module,
+        kernels,
+    })
+}
+
+/// How the kernels of a program are declared in a module: the JIT keeps them local, an
+/// object file exports them under names the runtime can reference.
+pub(crate) struct KernelNaming<'n> {
+    /// The symbol of kernel `i`.
+    pub name: &'n dyn Fn(usize) -> String,
+    pub linkage: Linkage,
+}
+
+/// A kernel function in a module and the extent of the loop it splits.
+pub(crate) struct DefinedKernel {
+    pub id: FuncId,
+    pub extent: u64,
+}
+
+/// Declares and defines every loop, reduction and row kernel of `p` in `module`: the one
+/// lowering that both the JIT and object files use, so their code is identical.
+/// Returns each kernel's function and outer-loop extent (`None` for runtime calls), or the
+/// index of the kernel that failed with the error.
+pub(crate) fn define_program<M: Module>(
+    module: &mut M,
+    p: &Program,
+    slots: &dyn Slots,
+    naming: &KernelNaming<'_>,
+) -> Result<Vec<Option<DefinedKernel>>, (usize, LowerError)> {
     let mut ids = Vec::with_capacity(p.kernels.len());
     let mut state = ModuleState {
         ctx: module.make_context(),
@@ -90,30 +146,14 @@ pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, Lower
                 continue;
             }
         };
-        let (id, extent) =
-            define(&mut module, &mut state, p, slots, &body, i).map_err(|e| (i, e))?;
-        ids.push(Some((id, extent)));
+        let sig = kernel_sig(module);
+        let id = module
+            .declare_function(&(naming.name)(i), naming.linkage, &sig)
+            .map_err(|e| (i, LowerError::Codegen(e.to_string())))?;
+        let extent = define(module, &mut state, p, slots, &body, id, i).map_err(|e| (i, e))?;
+        ids.push(Some(DefinedKernel { id, extent }));
     }
-    module
-        .finalize_definitions()
-        .map_err(|e| (0, LowerError::Codegen(e.to_string())))?;
-    let kernels = ids
-        .into_iter()
-        .map(|e| {
-            e.map(|(id, extent)| {
-                let ptr = module.get_finalized_function(id);
-                // SAFETY: `ptr` was defined with the `KernelFn` signature (see `kernel_sig`).
-                (
-                    unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) },
-                    extent,
-                )
-            })
-        })
-        .collect();
-    Ok(Compiled {
-        _module: module,
-        kernels,
-    })
+    Ok(ids)
 }
 
 enum Body<'k> {
@@ -128,19 +168,17 @@ struct ModuleState {
     libcalls: HashMap<Libcall, FuncId>,
 }
 
-fn define(
-    module: &mut JITModule,
+/// Defines the declared function `id` as kernel `index` of `p`; returns its outer-loop extent.
+fn define<M: Module>(
+    module: &mut M,
     st: &mut ModuleState,
     p: &Program,
     slots: &dyn Slots,
     body: &Body<'_>,
+    id: FuncId,
     index: usize,
-) -> Result<(FuncId, u64), LowerError> {
-    let sig = kernel_sig(module);
-    let id = module
-        .declare_function(&format!("kernel{index}"), Linkage::Local, &sig)
-        .map_err(|e| LowerError::Codegen(e.to_string()))?;
-    st.ctx.func.signature = sig;
+) -> Result<u64, LowerError> {
+    st.ctx.func.signature = kernel_sig(module);
     let extent;
     {
         let b = FunctionBuilder::new(&mut st.ctx.func, &mut st.fctx);
@@ -159,10 +197,12 @@ fn define(
         .define_function(id, &mut st.ctx)
         .map_err(|e| LowerError::Codegen(format!("kernel {index}: {e:?}")))?;
     module.clear_context(&mut st.ctx);
-    Ok((id, extent))
+    Ok(extent)
 }
 
-fn kernel_sig(module: &JITModule) -> Signature {
+/// `extern "C" fn(slots: *const *mut u8, start: u64, end: u64)` in `module`'s calling
+/// convention (the one `KernelFn` and the runtime's function table assume).
+fn kernel_sig<M: Module + ?Sized>(module: &M) -> Signature {
     let mut sig = module.make_signature();
     for _ in 0..3 {
         sig.params.push(AbiParam::new(types::I64));
@@ -172,16 +212,7 @@ fn kernel_sig(module: &JITModule) -> Signature {
 
 /// A JIT module for the host CPU, at `opt_level=speed`, with every libcall registered.
 fn new_module() -> Result<JITModule, LowerError> {
-    let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v).map_err(|e| LowerError::Host(e.to_string()))
-    };
-    set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "is_pic", "false")?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| LowerError::Host(e.to_string()))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| LowerError::Host(e.to_string()))?;
+    let isa = object::host_isa(object::Pic::No).map_err(|e| LowerError::Host(e.to_string()))?;
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     for lc in all_libcalls() {
         if let Some(addr) = lc.address() {
@@ -204,7 +235,10 @@ fn all_libcalls() -> impl Iterator<Item = Libcall> {
 /// The state of lowering one kernel function.
 pub(crate) struct FnCx<'a, 'f> {
     pub b: FunctionBuilder<'f>,
-    module: &'a mut JITModule,
+    /// A trait object, not a type parameter, so the lowering code (most of this crate's
+    /// code) is compiled once rather than once per module kind; the module is only called
+    /// to declare libcalls.
+    module: &'a mut dyn Module,
     libcalls: &'a mut HashMap<Libcall, FuncId>,
     func_refs: HashMap<Libcall, FuncRef>,
     program: &'a Program,
@@ -218,7 +252,7 @@ pub(crate) struct FnCx<'a, 'f> {
 impl<'a, 'f> FnCx<'a, 'f> {
     fn new(
         mut b: FunctionBuilder<'f>,
-        module: &'a mut JITModule,
+        module: &'a mut dyn Module,
         libcalls: &'a mut HashMap<Libcall, FuncId>,
         program: &'a Program,
         slots: &'a dyn Slots,
