@@ -9,7 +9,8 @@
 use crate::fuse_loops::fuse_loops;
 use crate::kernel::{BufferKind, Call, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError, Slots};
-use crate::plan::{plan, MemoryPlan, ALIGN};
+use crate::plan::{plan, MemoryPlan};
+use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step};
 use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError, Memory};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
@@ -97,8 +98,8 @@ pub struct Specialized {
     /// The arena layout.
     pub plan: MemoryPlan,
     code: Compiled,
-    /// Slot and byte offset of each buffer.
-    slots: Vec<(u32, usize)>,
+    /// What the runtime's executor runs: the steps and where each buffer lives.
+    run: RunPlan,
     /// Addresses of the constants, in slot order after the inputs.
     consts: Vec<usize>,
     /// The pre-packed B of each matmul kernel whose B is a constant.
@@ -210,11 +211,12 @@ impl CompiledModel {
             }
         })?;
         let packed = self.prepack_weights(&program);
+        let run = run_plan(&program, &plan, slots, &code);
         Ok(Specialized {
             program,
             plan,
             code,
-            slots,
+            run,
             consts,
             packed,
             compile_time: start.elapsed(),
@@ -352,7 +354,7 @@ impl CompiledModel {
         spec: &Specialized,
         inputs: &[Tensor],
         arena: &mut Arena,
-        mut profile: Option<&mut Vec<Duration>>,
+        profile: Option<&mut Vec<Duration>>,
     ) -> Result<Vec<Tensor>, RunError> {
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(1 + inputs.len() + spec.consts.len());
         ptrs.push(arena.ptr());
@@ -362,32 +364,24 @@ impl CompiledModel {
                 .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
         );
         ptrs.extend(spec.consts.iter().map(|&a| a as *mut u8));
-        let mem = RunMemory {
+        let fns: Vec<Option<rt::KernelFn>> = (spec.code.kernels.iter())
+            .map(|k| k.map(|(f, _)| f))
+            .collect();
+        let packed: Vec<Option<&PackedB>> = spec.packed.iter().map(|p| p.as_deref()).collect();
+        // SAFETY: the slot table holds the arena (sized by the plan), the inputs (checked
+        // against the graph) and the constants the kernels were compiled against.
+        unsafe { rt::run(&spec.run, &fns, &packed, &ptrs, &self.pool, profile) }.map_err(|e| {
+            let node = spec.program.kernel_nodes[e.step];
+            RunError::Call {
+                node,
+                name: self.graph.nodes[node].name.clone(),
+                source: e.source,
+            }
+        })?;
+        let mem = SlotMemory {
             ptrs: &ptrs,
-            slots: &spec.slots,
+            slots: &spec.run.slots,
         };
-        for (i, kernel) in spec.program.kernels.iter().enumerate() {
-            let start = profile.is_some().then(Instant::now);
-            match (&spec.code.kernels[i], kernel) {
-                (Some((f, extent)), k) => self.launch(*f, *extent, work(k), k.serial(), &ptrs),
-                (None, Kernel::Call(call)) => {
-                    // SAFETY: `mem` maps every buffer to memory of its planned size.
-                    unsafe { runtime::run_call(call, spec.packed[i].as_deref(), &mem, &self.pool) }
-                        .map_err(|source| {
-                            let node = spec.program.kernel_nodes[i];
-                            RunError::Call {
-                                node,
-                                name: self.graph.nodes[node].name.clone(),
-                                source,
-                            }
-                        })?;
-                }
-                (None, _) => unreachable!("every loop, reduction and row kernel is compiled"),
-            }
-            if let (Some(times), Some(start)) = (profile.as_deref_mut(), start) {
-                times.push(start.elapsed());
-            }
-        }
         Ok(spec
             .program
             .outputs
@@ -395,24 +389,6 @@ impl CompiledModel {
             .zip(&spec.program.output_shapes)
             .map(|(&b, shape)| read_buffer(&mem, &spec.program, b, shape))
             .collect())
-    }
-
-    /// Calls a kernel over `0..extent`, split across the pool when the work is large and
-    /// the kernel is not `serial` (a scatter runs its iterations in order on one thread).
-    fn launch(&self, f: lower::KernelFn, extent: u64, work: usize, serial: bool, ptrs: &[*mut u8]) {
-        let threads = self.pool.threads() as u64;
-        let table = ptrs.as_ptr() as usize;
-        if serial || threads <= 1 || extent < 2 || work < PARALLEL_WORK {
-            // SAFETY: the table maps every slot the kernel was compiled against.
-            unsafe { f(ptrs.as_ptr(), 0, extent) };
-            return;
-        }
-        let chunks = threads.min(extent);
-        self.pool.parallel_for(chunks as usize, &|c| {
-            let (lo, hi) = (extent * c as u64 / chunks, extent * (c as u64 + 1) / chunks);
-            // SAFETY: as above; chunks write disjoint iterations of the outer loop.
-            unsafe { f(table as *const *mut u8, lo, hi) };
-        });
     }
 
     fn take_arena(&self, bytes: usize) -> Arena {
@@ -437,9 +413,6 @@ pub struct KernelTime {
     /// Wall time.
     pub time: Duration,
 }
-
-/// Kernels with fewer element operations than this run on one thread.
-const PARALLEL_WORK: usize = 1 << 15;
 
 fn work(k: &Kernel) -> usize {
     match k {
@@ -467,7 +440,7 @@ fn contiguous(t: &Tensor) -> Tensor {
     }
 }
 
-fn read_buffer(mem: &RunMemory<'_>, p: &Program, b: usize, shape: &[usize]) -> Tensor {
+fn read_buffer(mem: &SlotMemory<'_>, p: &Program, b: usize, shape: &[usize]) -> Tensor {
     let buf = &p.buffers[b];
     // SAFETY: the buffer holds `bytes()` initialized bytes after the program ran.
     let bytes = unsafe { std::slice::from_raw_parts(mem.addr(b), buf.bytes()) };
@@ -501,41 +474,27 @@ impl Slots for SlotMap<'_> {
     }
 }
 
-struct RunMemory<'a> {
-    ptrs: &'a [*mut u8],
-    slots: &'a [(u32, usize)],
-}
-
-// SAFETY: the pointers are only dereferenced by kernels that the executor orders; sharing
-// the table across the pool's threads is how kernels are split.
-unsafe impl Sync for RunMemory<'_> {}
-
-impl Memory for RunMemory<'_> {
-    fn addr(&self, buf: usize) -> *mut u8 {
-        let (slot, off) = self.slots[buf];
-        self.ptrs[slot as usize].wrapping_add(off)
-    }
-}
-
-/// A 64-byte aligned, zero-initialized scratch block that only grows.
-#[derive(Default)]
-struct Arena {
-    blocks: Vec<Align64>,
-}
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Align64([u8; ALIGN]);
-
-impl Arena {
-    fn reserve(&mut self, bytes: usize) {
-        let n = bytes.div_ceil(ALIGN).max(1);
-        if self.blocks.len() < n {
-            self.blocks.resize(n, Align64([0; ALIGN]));
-        }
-    }
-
-    fn ptr(&mut self) -> *mut u8 {
-        self.blocks.as_mut_ptr() as *mut u8
+/// The executor's view of a scheduled program: one step per kernel, with the work measure
+/// that decides whether a kernel is split across threads.
+fn run_plan(
+    program: &Program,
+    plan: &MemoryPlan,
+    slots: Vec<(u32, usize)>,
+    code: &Compiled,
+) -> RunPlan {
+    let steps = (program.kernels.iter().zip(&code.kernels))
+        .map(|(k, f)| match k {
+            Kernel::Call(c) => Step::Call(c.clone()),
+            k => Step::Kernel {
+                extent: f.map_or(0, |(_, extent)| extent),
+                work: work(k),
+                serial: k.serial(),
+            },
+        })
+        .collect();
+    RunPlan {
+        steps,
+        slots,
+        arena_bytes: plan.arena_bytes,
     }
 }

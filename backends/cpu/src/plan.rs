@@ -10,7 +10,7 @@
 use crate::kernel::{Access, BufferKind, Kernel, Program};
 
 /// Arena offsets are multiples of this (a cache line, and enough for any vector load).
-pub const ALIGN: usize = 64;
+pub use kiln_rt::exec::ALIGN;
 
 /// Where each temporary lives in the arena.
 #[derive(Clone, Debug, Default)]

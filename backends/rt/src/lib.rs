@@ -6,7 +6,9 @@
 mod attention;
 pub mod call;
 mod conv;
+pub mod exec;
 pub mod gemm;
+pub mod libcalls;
 pub mod math;
 pub mod pool;
 

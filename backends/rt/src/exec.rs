@@ -1,0 +1,193 @@
+//! Running a scheduled program: its steps in order, generated kernels split over the pool,
+//! runtime calls through [`run_call`](crate::run_call). The JIT and ahead-of-time
+//! artifacts both run programs through [`run`], so a model gives the same bits in both.
+//!
+//! A program addresses memory through a slot table: slot 0 is the arena, then the graph
+//! inputs, then the constants; a buffer is a slot and a byte offset ([`RunPlan::slots`]).
+
+use crate::call::{BufId, Call};
+use crate::gemm::PackedB;
+use crate::pool::ThreadPool;
+use crate::{run_call, CallError, Memory};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// A compiled kernel: runs iterations `start..end` of its outermost loop, with `ptrs` the
+/// slot table.
+pub type KernelFn = unsafe extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64);
+
+/// What the executor needs of a scheduled program, as data (artifacts carry it serialized).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// Slot and byte offset of each buffer.
+    pub slots: Vec<(u32, usize)>,
+    /// Bytes of the arena (slot 0).
+    pub arena_bytes: usize,
+}
+
+/// One step of a [`RunPlan`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Step {
+    /// Generated code (the function of the same index in the program's table) over
+    /// `0..extent`, split across the pool when `work` (element operations) is large enough
+    /// and the kernel is not `serial`.
+    Kernel {
+        /// Iterations of the outermost loop.
+        extent: u64,
+        /// Element operations, to decide whether splitting pays.
+        work: usize,
+        /// The iterations must run in order on one thread (a scatter).
+        serial: bool,
+    },
+    /// A runtime call.
+    Call(Call),
+}
+
+/// Kernels with fewer element operations than this run on one thread.
+pub const PARALLEL_WORK: usize = 1 << 15;
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("step {step}: {source}")]
+pub struct StepError {
+    /// The step that failed.
+    pub step: usize,
+    /// Its failure.
+    #[source]
+    pub source: CallError,
+}
+
+/// Resolves buffers to addresses through a slot table.
+pub struct SlotMemory<'a> {
+    /// The slot table.
+    pub ptrs: &'a [*mut u8],
+    /// Slot and byte offset of each buffer.
+    pub slots: &'a [(u32, usize)],
+}
+
+// SAFETY: the pointers are only dereferenced by kernels the executor orders; sharing the
+// table across the pool's threads is how kernels are split.
+unsafe impl Sync for SlotMemory<'_> {}
+
+impl Memory for SlotMemory<'_> {
+    fn addr(&self, buf: BufId) -> *mut u8 {
+        let (slot, off) = self.slots[buf];
+        self.ptrs[slot as usize].wrapping_add(off)
+    }
+}
+
+/// Runs `plan`'s steps in order. `fns[i]` is step `i`'s kernel (`None` for calls) and
+/// `packed[i]` the pre-packed B of a matmul step whose B is a constant. With `profile`,
+/// each step's wall time is pushed to it.
+///
+/// # Safety
+/// `ptrs` must be the slot table the kernels were compiled against, each slot valid for
+/// every buffer placed in it (the arena at least `arena_bytes`), and `fns`/`packed` must
+/// belong to this plan.
+pub unsafe fn run(
+    plan: &RunPlan,
+    fns: &[Option<KernelFn>],
+    packed: &[Option<&PackedB>],
+    ptrs: &[*mut u8],
+    pool: &ThreadPool,
+    mut profile: Option<&mut Vec<Duration>>,
+) -> Result<(), StepError> {
+    let mem = SlotMemory {
+        ptrs,
+        slots: &plan.slots,
+    };
+    for (i, step) in plan.steps.iter().enumerate() {
+        let start = profile.is_some().then(Instant::now);
+        match (step, fns.get(i).copied().flatten()) {
+            (
+                Step::Kernel {
+                    extent,
+                    work,
+                    serial,
+                },
+                Some(f),
+            ) => {
+                // SAFETY: forwarded from the caller.
+                unsafe { launch(f, *extent, *work, *serial, ptrs, pool) }
+            }
+            (Step::Call(call), _) => {
+                let b = packed.get(i).copied().flatten();
+                // SAFETY: forwarded from the caller.
+                unsafe { run_call(call, b, &mem, pool) }
+                    .map_err(|source| StepError { step: i, source })?;
+            }
+            (Step::Kernel { .. }, None) => {
+                return Err(StepError {
+                    step: i,
+                    source: CallError {
+                        op: "kernel".into(),
+                        message: "no code for this kernel".into(),
+                    },
+                })
+            }
+        }
+        if let (Some(times), Some(start)) = (profile.as_deref_mut(), start) {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(())
+}
+
+/// Calls a kernel over `0..extent`, split across the pool when the work is large and the
+/// kernel is not `serial` (a scatter runs its iterations in order on one thread). Chunk
+/// `c` of `n` always covers the same iterations, so results do not depend on timing.
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn launch(
+    f: KernelFn,
+    extent: u64,
+    work: usize,
+    serial: bool,
+    ptrs: &[*mut u8],
+    pool: &ThreadPool,
+) {
+    let threads = pool.threads() as u64;
+    let table = ptrs.as_ptr() as usize;
+    if serial || threads <= 1 || extent < 2 || work < PARALLEL_WORK {
+        // SAFETY: the table maps every slot the kernel was compiled against.
+        unsafe { f(ptrs.as_ptr(), 0, extent) };
+        return;
+    }
+    let chunks = threads.min(extent);
+    pool.parallel_for(chunks as usize, &|c| {
+        let (lo, hi) = (extent * c as u64 / chunks, extent * (c as u64 + 1) / chunks);
+        // SAFETY: as above; chunks write disjoint iterations of the outer loop.
+        unsafe { f(table as *const *mut u8, lo, hi) };
+    });
+}
+
+/// Alignment of the arena and of every block in it, in bytes.
+pub const ALIGN: usize = 64;
+
+/// A 64-byte aligned, zero-initialized scratch block that only grows.
+#[derive(Default)]
+pub struct Arena {
+    blocks: Vec<Align64>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Align64([u8; ALIGN]);
+
+impl Arena {
+    /// Makes room for at least `bytes`.
+    pub fn reserve(&mut self, bytes: usize) {
+        let n = bytes.div_ceil(ALIGN).max(1);
+        if self.blocks.len() < n {
+            self.blocks.resize(n, Align64([0; ALIGN]));
+        }
+    }
+
+    /// The first byte.
+    pub fn ptr(&mut self) -> *mut u8 {
+        self.blocks.as_mut_ptr() as *mut u8
+    }
+}
