@@ -19,15 +19,18 @@
 #![warn(missing_docs)]
 
 mod bind;
+pub mod build;
 pub mod compare;
 mod compiled;
 pub mod draw;
 mod error;
 pub mod generate;
 mod model;
-pub mod npz;
+/// `.npy`/`.npz` files (the runtime's reader and writer, shared with compiled executables).
+pub use kiln_rt::npz;
 pub mod onnx_suite;
-pub mod summary;
+/// One-line output summaries (shared with compiled executables).
+pub use kiln_rt::summary;
 
 pub use compiled::{Backend, Compiled, Options};
 pub use error::Error;

@@ -4,6 +4,7 @@
 //! only here, at the edge.
 
 mod bench;
+mod build;
 mod inspect;
 mod ops;
 mod pipeline;
@@ -41,6 +42,9 @@ enum Command {
     /// Run ONNX backend test-case folders; ends with `N passed, N failed`.
     #[command(name = "test-onnx", after_help = test_onnx::EXAMPLE)]
     TestOnnx(test_onnx::TestOnnxArgs),
+    /// Compile a model ahead of time: an executable, object, static library or C header.
+    #[command(after_help = build::EXAMPLE)]
+    Build(build::BuildArgs),
     /// Compile a model and time repeated runs; prints one JSON line (median, p10, p90).
     #[command(after_help = bench::EXAMPLE)]
     Bench(bench::BenchArgs),
@@ -82,6 +86,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Inspect(args) => inspect::inspect(args, &timer),
         Command::TestOnnx(args) => test_onnx::test_onnx(args),
         Command::Bench(args) => bench::bench(args, &timer),
+        Command::Build(args) => build::build(args, &timer),
         Command::Ops => ops::ops(),
     };
     match result {

@@ -196,22 +196,17 @@ impl CompiledModel {
 
     fn compile_for(&self, bindings: &Bindings) -> Result<Specialized, CompileError> {
         let start = Instant::now();
-        let mut program = schedule(&self.graph, bindings)?;
-        fuse_loops(&mut program);
-        let plan = plan(&program);
-        let (slots, consts) = slot_table(&program, &plan, self.graph.inputs.len());
-        let code = lower::compile(&program, &SlotMap(&slots)).map_err(|(kernel, source)| {
-            let index = program.kernel_nodes[kernel];
-            let node = &self.graph.nodes[index];
-            CompileError::Lower {
-                node: index,
-                name: node.name.clone(),
-                op: node.op.name(),
-                source,
-            }
-        })?;
+        let Layout {
+            program,
+            plan,
+            slots,
+            consts,
+        } = lay_out(&self.graph, bindings)?;
+        let code = lower::compile(&program, &SlotMap(&slots))
+            .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
         let packed = self.prepack_weights(&program);
-        let run = run_plan(&program, &plan, slots, &code);
+        let extents: Vec<Option<u64>> = code.kernels.iter().map(|k| k.map(|(_, e)| e)).collect();
+        let run = run_plan(&program, &plan, slots, &extents);
         Ok(Specialized {
             program,
             plan,
@@ -274,7 +269,7 @@ impl CompiledModel {
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.specialize(&shapes)?;
-        let inputs: Vec<Tensor> = inputs.iter().map(contiguous).collect();
+        let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
         let mut arena = self.take_arena(spec.plan.arena_bytes);
         let result = self.execute(&spec, &inputs, &mut arena, None);
         self.arenas.lock().expect("arena lock").push(arena);
@@ -289,7 +284,7 @@ impl CompiledModel {
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.specialize(&shapes)?;
-        let inputs: Vec<Tensor> = inputs.iter().map(contiguous).collect();
+        let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
         let mut arena = self.take_arena(spec.plan.arena_bytes);
         let mut times = Vec::new();
         let result = self.execute(&spec, &inputs, &mut arena, Some(&mut times));
@@ -431,15 +426,6 @@ fn work(k: &Kernel) -> usize {
     }
 }
 
-/// A row-major copy of `t` unless it already is one (shares the data then).
-fn contiguous(t: &Tensor) -> Tensor {
-    if kiln_ir::dispatch!(t, a => a.is_standard_layout()) {
-        t.clone()
-    } else {
-        kiln_ir::dispatch!(t, a => Tensor::from_array(a.as_standard_layout().to_owned()))
-    }
-}
-
 fn read_buffer(mem: &SlotMemory<'_>, p: &Program, b: usize, shape: &[usize]) -> Tensor {
     let buf = &p.buffers[b];
     // SAFETY: the buffer holds `bytes()` initialized bytes after the program ran.
@@ -474,19 +460,66 @@ impl Slots for SlotMap<'_> {
     }
 }
 
+/// A graph scheduled, fused and planned at one binding of its symbols: everything but the
+/// code, which the JIT compiles in memory and `kiln build` into an object.
+pub struct Layout {
+    /// The kernels.
+    pub program: Program,
+    /// The arena layout.
+    pub plan: MemoryPlan,
+    /// Slot and byte offset of each buffer (slot 0 the arena, then inputs, then constants).
+    pub slots: Vec<(u32, usize)>,
+    /// The constants' data addresses, in slot order after the inputs.
+    pub consts: Vec<usize>,
+}
+
+/// Schedules `graph` at `bindings`, fuses loop nests and plans the arena: the steps both
+/// the JIT and ahead-of-time compilation take before generating code.
+pub fn lay_out(graph: &Graph, bindings: &Bindings) -> Result<Layout, CompileError> {
+    let mut program = schedule(graph, bindings)?;
+    fuse_loops(&mut program);
+    let plan = plan(&program);
+    let (slots, consts) = slot_table(&program, &plan, graph.inputs.len());
+    Ok(Layout {
+        program,
+        plan,
+        slots,
+        consts,
+    })
+}
+
+/// A lowering failure of kernel `kernel`, named by its graph node.
+pub fn lower_error(
+    graph: &Graph,
+    program: &Program,
+    kernel: usize,
+    source: LowerError,
+) -> CompileError {
+    let index = program.kernel_nodes[kernel];
+    let node = &graph.nodes[index];
+    CompileError::Lower {
+        node: index,
+        name: node.name.clone(),
+        op: node.op.name(),
+        source,
+    }
+}
+
 /// The executor's view of a scheduled program: one step per kernel, with the work measure
 /// that decides whether a kernel is split across threads.
-fn run_plan(
+///
+/// `extents[i]` is the outer-loop extent of kernel `i`'s code (`None` for calls).
+pub fn run_plan(
     program: &Program,
     plan: &MemoryPlan,
     slots: Vec<(u32, usize)>,
-    code: &Compiled,
+    extents: &[Option<u64>],
 ) -> RunPlan {
-    let steps = (program.kernels.iter().zip(&code.kernels))
-        .map(|(k, f)| match k {
+    let steps = (program.kernels.iter().zip(extents))
+        .map(|(k, extent)| match k {
             Kernel::Call(c) => Step::Call(c.clone()),
             k => Step::Kernel {
-                extent: f.map_or(0, |(_, extent)| extent),
+                extent: extent.unwrap_or(0),
                 work: work(k),
                 serial: k.serial(),
             },

@@ -32,4 +32,13 @@ pub use kiln_rt as runtime;
 pub mod schedule;
 mod stages;
 
-pub use exec::{CompileError, CompiledModel, KernelTime, Options, RunError, Specialized};
+pub use exec::{
+    lay_out, lower_error, run_plan, CompileError, CompiledModel, KernelTime, Layout, Options,
+    RunError, Specialized,
+};
+
+/// Whether `graph` has data-dependent output sizes (NonZero), so that it runs as stages
+/// around those ops (see `stages.rs`) and cannot be laid out at one binding of its symbols.
+pub fn needs_stages(graph: &kiln_ir::Graph) -> bool {
+    stages::split(graph).is_some()
+}

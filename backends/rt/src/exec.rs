@@ -164,6 +164,17 @@ unsafe fn launch(
     });
 }
 
+/// A row-major copy of `t` unless it already is one (shares the data then): generated code
+/// reads inputs as contiguous arrays.
+pub fn contiguous(t: &kiln_ir::Tensor) -> kiln_ir::Tensor {
+    use kiln_ir::Tensor;
+    if kiln_ir::dispatch!(t, a => a.is_standard_layout()) {
+        t.clone()
+    } else {
+        kiln_ir::dispatch!(t, a => Tensor::from_array(a.as_standard_layout().to_owned()))
+    }
+}
+
 /// Alignment of the arena and of every block in it, in bytes.
 pub const ALIGN: usize = 64;
 

@@ -3,14 +3,19 @@
 //! [`Call`] kernels. It knows nothing of Cranelift or of graphs, so an artifact links only
 //! this.
 
+pub mod artifact;
 mod attention;
 pub mod call;
+pub mod capi;
 mod conv;
+pub mod exe;
 pub mod exec;
 pub mod gemm;
 pub mod libcalls;
 pub mod math;
+pub mod npz;
 pub mod pool;
+pub mod summary;
 
 use call::{BufId, Call, MatMul, MatOperand, OpCall};
 use gemm::{MatMut, MatRef, PackedB};

@@ -75,6 +75,13 @@ pub trait Slots {
     fn slot(&self, buf: BufId) -> (u32, usize);
 }
 
+/// A slot table as the executor keeps it: slot and byte offset by buffer.
+impl Slots for Vec<(u32, usize)> {
+    fn slot(&self, buf: BufId) -> (u32, usize) {
+        self[buf]
+    }
+}
+
 /// Compiles every loop, reduction and row kernel of `p`.
 /// On failure, returns the index of the kernel that failed with the error.
 pub fn compile(p: &Program, slots: &dyn Slots) -> Result<Compiled, (usize, LowerError)> {

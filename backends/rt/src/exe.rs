@@ -1,0 +1,172 @@
+//! The command line of executables `kiln build --emit exe` makes: their `main` calls
+//! [`kiln_rt_main`] with the model's descriptor.
+//!
+//! ```text
+//! ./model                          run on the inputs stored at build time, print summaries
+//! ./model --inputs in.npz -o out.npz
+//! ./model --bench 20               time 20 runs (after 3 warm-up runs), print JSON
+//! ./model --threads 2 --weights model.weights
+//! ```
+
+use crate::artifact::{ArtifactError, ModelDesc, Session};
+use crate::npz::{read_npz, write_npz};
+use crate::summary::summarize;
+use kiln_ir::Tensor;
+use std::ffi::{c_char, c_int, CStr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+const USAGE: &str =
+    "usage: MODEL [--inputs IN.npz] [-o OUT.npz] [--bench N] [--threads N] [--weights PATH]
+
+Runs the compiled model. Without --inputs it runs on the sample inputs stored at build
+time and prints a summary of each output. --inputs takes an .npz with one array per model
+input, by name; -o writes the outputs as .npz. --bench N times N runs after 3 warm-up runs
+and prints one JSON line (milliseconds). --weights gives the weights file of a model built
+with --weights file (default: the executable's path with .weights appended).";
+
+/// Options of one invocation.
+#[derive(Debug, Default)]
+struct Args {
+    inputs: Option<PathBuf>,
+    output: Option<PathBuf>,
+    bench: Option<usize>,
+    threads: usize,
+    weights: Option<PathBuf>,
+}
+
+/// Runs the executable's command line; returns the process exit code.
+///
+/// # Safety
+/// `model` must be the artifact's descriptor, `argv` `argc` C strings.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_rt_main(
+    model: *const ModelDesc,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    let args: Vec<String> = (0..argc.max(0) as usize)
+        // SAFETY: the contract above.
+        .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) })
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: forwarded from the caller.
+        main_with(unsafe { &*model }, &args)
+    });
+    match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(message)) => {
+            eprintln!("error: {message}");
+            1
+        }
+        Err(_) => 101,
+    }
+}
+
+fn main_with(model: &'static ModelDesc, argv: &[String]) -> Result<(), String> {
+    let Some(args) = parse(argv)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let weights = args.weights.clone().or_else(|| {
+        let exe = argv.first()?;
+        Some(PathBuf::from(format!("{exe}.weights")))
+    });
+    // SAFETY: the descriptor is the artifact's own.
+    let mut session = unsafe { Session::open(model, weights.as_deref(), args.threads) }
+        .map_err(|e| e.to_string())?;
+    let inputs = match &args.inputs {
+        Some(path) => inputs_from(&session, path)?,
+        None => session.sample_inputs(),
+    };
+    if let Some(runs) = args.bench {
+        return bench(&mut session, &inputs, runs);
+    }
+    let outputs = session.run(&inputs).map_err(|e| e.to_string())?;
+    let names: Vec<String> = (session.meta().outputs.iter())
+        .map(|o| o.name.clone())
+        .collect();
+    for (name, t) in names.iter().zip(&outputs) {
+        println!("{}", summarize(name, t));
+    }
+    if let Some(path) = &args.output {
+        let named: Vec<(String, Tensor)> = names.into_iter().zip(outputs).collect();
+        write_npz(path, &named).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The options, or `None` for `--help`.
+fn parse(argv: &[String]) -> Result<Option<Args>, String> {
+    let mut args = Args::default();
+    let mut it = argv.iter().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or(format!("{flag} needs a value\n\n{USAGE}"))
+        };
+        let number = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{flag}: `{v}` is not a count"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--inputs" => args.inputs = Some(value()?.into()),
+            "-o" | "--output" => args.output = Some(value()?.into()),
+            "--bench" => args.bench = Some(number(value()?)?),
+            "--threads" => args.threads = number(value()?)?,
+            "--weights" => args.weights = Some(value()?.into()),
+            other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+/// The model's inputs from an .npz, by name.
+fn inputs_from(session: &Session, path: &std::path::Path) -> Result<Vec<Tensor>, String> {
+    let mut arrays = read_npz(path).map_err(|e| e.to_string())?;
+    let specs = session.meta().inputs.iter();
+    specs
+        .map(|spec| {
+            let at = arrays.iter().position(|(n, _)| *n == spec.name);
+            let at = at.ok_or_else(|| {
+                format!(
+                    "{}: no array named `{}` (a model input)",
+                    path.display(),
+                    spec.name
+                )
+            })?;
+            Ok(arrays.swap_remove(at).1)
+        })
+        .collect()
+}
+
+/// Times `runs` runs after 3 warm-up runs; prints one JSON line.
+fn bench(session: &mut Session, inputs: &[Tensor], runs: usize) -> Result<(), String> {
+    let mut once = || {
+        session
+            .run(inputs)
+            .map_err(|e: ArtifactError| e.to_string())
+    };
+    for _ in 0..3 {
+        once()?;
+    }
+    let mut ms: Vec<f64> = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        once()?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{{\"runs\": {}, \"median_ms\": {:.3}, \"p10_ms\": {:.3}, \"p90_ms\": {:.3}}}",
+        ms.len(),
+        at(0.5),
+        at(0.1),
+        at(0.9)
+    );
+    Ok(())
+}

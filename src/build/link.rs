@@ -1,0 +1,133 @@
+//! Writing an artifact in the form asked for: the object as it is, a static library (the
+//! runtime archive plus the object, by `ar`), or an executable (a two-line `main` and the
+//! object linked with the runtime by `cc`).
+
+use super::write::{atomically, io_error, with_temp};
+use super::{header, Artifact, BuildError, Emit, WeightsMode};
+use kiln_rt::artifact::{WEIGHTS_HEADER, WEIGHTS_MAGIC};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Writes `artifact` as `emit` to `out`, and its weights file when they are not embedded.
+pub fn emit(
+    artifact: &Artifact,
+    emit: Emit,
+    out: &Path,
+    cross: bool,
+) -> Result<Vec<PathBuf>, BuildError> {
+    if cross && matches!(emit, Emit::Exe | Emit::Lib) {
+        return Err(BuildError::Unsupported(
+            "--emit exe and --emit lib link kiln's runtime, which is built for this machine \
+             only; for another target, emit obj and link it with a runtime built for it"
+                .into(),
+        ));
+    }
+    match emit {
+        Emit::Obj => atomically(out, &artifact.object)?,
+        Emit::Header => atomically(out, header::text(artifact).as_bytes())?,
+        Emit::Lib => with_temp(out, |tmp| archive(artifact, tmp))?,
+        Emit::Exe => with_temp(out, |tmp| executable(artifact, tmp))?,
+    }
+    let mut written = vec![out.to_path_buf()];
+    if artifact.mode == WeightsMode::File && emit != Emit::Header {
+        let path = weights_path(out);
+        let mut bytes = WEIGHTS_MAGIC.to_vec();
+        bytes.extend(artifact.meta.id.to_le_bytes());
+        bytes.extend((artifact.weights.len() as u64).to_le_bytes());
+        bytes.resize(WEIGHTS_HEADER, 0);
+        bytes.extend(&artifact.weights);
+        atomically(&path, &bytes)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Where an artifact's side file goes: its path with `.weights` appended (where the
+/// executable looks by default).
+pub fn weights_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".weights");
+    PathBuf::from(s)
+}
+
+/// The runtime archive with the model's object added.
+fn archive(artifact: &Artifact, out: &Path) -> Result<(), BuildError> {
+    let dir = scratch()?;
+    let obj = dir.path().join(format!("{}.o", artifact.name));
+    std::fs::write(&obj, &artifact.object).map_err(|e| io_error(&obj, e))?;
+    let runtime = runtime_library()?;
+    std::fs::copy(&runtime, out).map_err(|e| io_error(out, e))?;
+    run(Command::new("ar").arg("rs").arg(out).arg(&obj))
+}
+
+/// The object, a `main` that hands the command line to the runtime, and the runtime,
+/// linked into a position-independent executable.
+fn executable(artifact: &Artifact, out: &Path) -> Result<(), BuildError> {
+    let dir = scratch()?;
+    let obj = dir.path().join(format!("{}.o", artifact.name));
+    std::fs::write(&obj, &artifact.object).map_err(|e| io_error(&obj, e))?;
+    let main = dir.path().join("main.c");
+    let name = &artifact.name;
+    let source = format!(
+        "struct kiln_model;\nextern const struct kiln_model {name}_model;\n\
+         int kiln_rt_main(const struct kiln_model *, int, char **);\n\
+         int main(int argc, char **argv) {{ return kiln_rt_main(&{name}_model, argc, argv); }}\n"
+    );
+    std::fs::write(&main, source).map_err(|e| io_error(&main, e))?;
+    let runtime = runtime_library()?;
+    run(Command::new(compiler())
+        .arg("-O2")
+        .arg(&main)
+        .arg(&obj)
+        .arg(&runtime)
+        .args(["-lpthread", "-lm", "-ldl", "-o"])
+        .arg(out))
+}
+
+/// The C compiler that links executables: `$CC`, else `cc`.
+fn compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+/// `libkiln_rt.a`: `$KILN_RT_LIB`, else next to the running executable or in the folder
+/// above it (where Cargo puts it beside `kiln` and test binaries).
+pub fn runtime_library() -> Result<PathBuf, BuildError> {
+    if let Some(p) = std::env::var_os("KILN_RT_LIB") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| BuildError::Output(e.to_string()))?;
+    let found = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("libkiln_rt.a"))
+        .find(|p| p.is_file());
+    found.ok_or_else(|| {
+        BuildError::Output(
+            "the kiln runtime library (libkiln_rt.a) was not found next to the kiln \
+             executable; build it with `cargo build --release -p kiln-rt`, or point \
+             KILN_RT_LIB at it"
+                .into(),
+        )
+    })
+}
+
+fn scratch() -> Result<tempfile::TempDir, BuildError> {
+    tempfile::tempdir().map_err(|e| BuildError::Output(format!("temporary folder: {e}")))
+}
+
+/// Runs a tool; its failure becomes an error with its output.
+fn run(cmd: &mut Command) -> Result<(), BuildError> {
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .map_err(|e| BuildError::Output(format!("could not run `{tool}`: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(BuildError::Output(format!(
+        "`{tool}` failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    )))
+}

@@ -1,0 +1,119 @@
+//! `kiln build`: compile a model ahead of time into an executable, object, static library
+//! or C header.
+
+use super::timing::Timer;
+use clap::{Args, ValueEnum};
+use kiln::build::{Emit, Model, WeightsMode};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub(crate) const EXAMPLE: &str = "Examples:
+  kiln build tests/models/bert_tiny.onnx --dim batch=1 --dim seq=16 -o bert
+  ./bert                                   # runs on stored sample inputs, prints summaries
+  ./bert --inputs in.npz -o out.npz --threads 2
+  kiln build model.onnx --dim batch=1..3 --dim seq=1..16 --emit obj -o model.o
+  kiln build model.onnx --dim batch=1..3 --dim seq=1..16 --emit header -o model.h
+  cc app.c model.o libkiln_rt.a -lpthread -lm -ldl   # libkiln_rt.a: next to kiln
+  kiln build model.onnx --dim seq=16 --emit obj --target aarch64-unknown-linux-gnu -o model.o
+
+Every symbolic dim needs a size (NAME=N) or a range (NAME=MIN..MAX); each value in a range
+gets its own compiled program (at most 256 in all), and the artifact picks the one its
+input shapes match. Artifacts are written atomically: a failed build leaves any existing
+file untouched.";
+
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    /// The model: an ONNX file or kiln text IR (.kir).
+    model: PathBuf,
+    /// The artifact to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = EmitArg::Exe)]
+    emit: EmitArg,
+    /// A symbolic dim's size or range: `--dim seq=128` or `--dim seq=1..512` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N|NAME=MIN..MAX", value_parser = parse_range)]
+    dims: Vec<(String, i64, i64)>,
+    /// Target triple (default: this machine): x86_64-* or aarch64-* (objects only).
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
+    /// Weights in the artifact (embed) or in a side file `OUTPUT.weights` mapped at start.
+    #[arg(long, value_enum, default_value_t = WeightsArg::Embed)]
+    weights: WeightsArg,
+    /// Symbol prefix of the C functions (`NAME_run`); default: the model file's stem.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EmitArg {
+    /// A standalone executable.
+    Exe,
+    /// A relocatable object (link with libkiln_rt.a).
+    Obj,
+    /// A static library: the object and the runtime.
+    Lib,
+    /// A C header for the object or library.
+    Header,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WeightsArg {
+    /// In the artifact.
+    Embed,
+    /// In OUTPUT.weights.
+    File,
+}
+
+pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
+    let mut model = Model::new(&args.model);
+    for (name, min, max) in &args.dims {
+        model = model.dim(name, *min, *max);
+    }
+    if let Some(t) = &args.target {
+        model = model.target(t);
+    }
+    if let Some(n) = &args.name {
+        model = model.name(n);
+    }
+    model = model.weights(match args.weights {
+        WeightsArg::Embed => WeightsMode::Embed,
+        WeightsArg::File => WeightsMode::File,
+    });
+    let emit = match args.emit {
+        EmitArg::Exe => Emit::Exe,
+        EmitArg::Obj => Emit::Obj,
+        EmitArg::Lib => Emit::Lib,
+        EmitArg::Header => Emit::Header,
+    };
+    let start = std::time::Instant::now();
+    let written = model.emit(emit, &args.output)?;
+    timer.report("build", start.elapsed());
+    for path in written {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("wrote {} ({:.1} MB)", path.display(), size as f64 / 1e6);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `NAME=N` or `NAME=MIN..MAX`.
+fn parse_range(s: &str) -> Result<(String, i64, i64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N or NAME=MIN..MAX, got `{s}`"))?;
+    let int = |v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("`{v}` is not a size"))
+    };
+    let (min, max) = match value.split_once("..") {
+        Some((a, b)) => (int(a)?, int(b.trim_start_matches('='))?),
+        None => (int(value)?, int(value)?),
+    };
+    if min > max {
+        return Err(format!("`{value}`: the range is empty"));
+    }
+    Ok((name.trim().to_string(), min, max))
+}
