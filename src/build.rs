@@ -83,6 +83,7 @@ pub struct Model {
     dims: Vec<(String, i64, i64)>,
     target: Option<String>,
     weights: WeightsMode,
+    runtime: Option<PathBuf>,
 }
 
 /// A compiled artifact, before it is written.
@@ -109,7 +110,15 @@ impl Model {
             dims: Vec::new(),
             target: None,
             weights: WeightsMode::Embed,
+            runtime: None,
         }
+    }
+
+    /// The runtime library (`libkiln_rt.a`) that executables and static libraries link;
+    /// by default `$KILN_RT_LIB`, else the one next to the running executable.
+    pub fn runtime_library(mut self, path: impl AsRef<Path>) -> Model {
+        self.runtime = Some(path.as_ref().to_path_buf());
+        self
     }
 
     /// The C symbol prefix (`NAME_run`); sanitized to an identifier.
@@ -140,7 +149,13 @@ impl Model {
     /// file and keeps any file already there). Returns the files written.
     pub fn emit(&self, emit: Emit, out: &Path) -> Result<Vec<PathBuf>, BuildError> {
         let artifact = self.compile()?;
-        link::emit(&artifact, emit, out, self.target.is_some())
+        link::emit(
+            &artifact,
+            emit,
+            out,
+            self.target.is_some(),
+            self.runtime.as_deref(),
+        )
     }
 
     /// Compiles the model into an [`Artifact`].
@@ -338,6 +353,9 @@ struct WeightsBlob {
     index: Vec<(u64, u64)>,
     /// Constant index by data address and length (tensors share data across specs).
     seen: HashMap<(usize, usize), usize>,
+    /// Every constant added, kept alive so that no later tensor reuses an address in
+    /// `seen` (the scheduler makes some constants per spec, and frees them with it).
+    keep: Vec<Tensor>,
 }
 
 impl WeightsBlob {
@@ -352,6 +370,7 @@ impl WeightsBlob {
             .push((self.bytes.len() as u64, bytes.len() as u64));
         self.bytes.extend(bytes);
         self.seen.insert(key, self.index.len() - 1);
+        self.keep.push(t.clone());
         self.index.len() - 1
     }
 }

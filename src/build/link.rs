@@ -14,6 +14,7 @@ pub fn emit(
     emit: Emit,
     out: &Path,
     cross: bool,
+    runtime: Option<&Path>,
 ) -> Result<Vec<PathBuf>, BuildError> {
     if cross && matches!(emit, Emit::Exe | Emit::Lib) {
         return Err(BuildError::Unsupported(
@@ -25,8 +26,8 @@ pub fn emit(
     match emit {
         Emit::Obj => atomically(out, &artifact.object)?,
         Emit::Header => atomically(out, header::text(artifact).as_bytes())?,
-        Emit::Lib => with_temp(out, |tmp| archive(artifact, tmp))?,
-        Emit::Exe => with_temp(out, |tmp| executable(artifact, tmp))?,
+        Emit::Lib => with_temp(out, |tmp| archive(artifact, tmp, runtime))?,
+        Emit::Exe => with_temp(out, |tmp| executable(artifact, tmp, runtime))?,
     }
     let mut written = vec![out.to_path_buf()];
     if artifact.mode == WeightsMode::File && emit != Emit::Header {
@@ -51,18 +52,18 @@ pub fn weights_path(out: &Path) -> PathBuf {
 }
 
 /// The runtime archive with the model's object added.
-fn archive(artifact: &Artifact, out: &Path) -> Result<(), BuildError> {
+fn archive(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result<(), BuildError> {
     let dir = scratch()?;
     let obj = dir.path().join(format!("{}.o", artifact.name));
     std::fs::write(&obj, &artifact.object).map_err(|e| io_error(&obj, e))?;
-    let runtime = runtime_library()?;
+    let runtime = runtime_library(runtime)?;
     std::fs::copy(&runtime, out).map_err(|e| io_error(out, e))?;
     run(Command::new("ar").arg("rs").arg(out).arg(&obj))
 }
 
 /// The object, a `main` that hands the command line to the runtime, and the runtime,
 /// linked into a position-independent executable.
-fn executable(artifact: &Artifact, out: &Path) -> Result<(), BuildError> {
+fn executable(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result<(), BuildError> {
     let dir = scratch()?;
     let obj = dir.path().join(format!("{}.o", artifact.name));
     std::fs::write(&obj, &artifact.object).map_err(|e| io_error(&obj, e))?;
@@ -74,7 +75,7 @@ fn executable(artifact: &Artifact, out: &Path) -> Result<(), BuildError> {
          int main(int argc, char **argv) {{ return kiln_rt_main(&{name}_model, argc, argv); }}\n"
     );
     std::fs::write(&main, source).map_err(|e| io_error(&main, e))?;
-    let runtime = runtime_library()?;
+    let runtime = runtime_library(runtime)?;
     run(Command::new(compiler())
         .arg("-O2")
         .arg(&main)
@@ -89,9 +90,12 @@ fn compiler() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".into())
 }
 
-/// `libkiln_rt.a`: `$KILN_RT_LIB`, else next to the running executable or in the folder
-/// above it (where Cargo puts it beside `kiln` and test binaries).
-pub fn runtime_library() -> Result<PathBuf, BuildError> {
+/// `libkiln_rt.a`: the one given, else `$KILN_RT_LIB`, else next to the running executable
+/// or in the folder above it (where Cargo puts it beside `kiln`).
+pub fn runtime_library(given: Option<&Path>) -> Result<PathBuf, BuildError> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
     if let Some(p) = std::env::var_os("KILN_RT_LIB") {
         return Ok(PathBuf::from(p));
     }

@@ -1,0 +1,290 @@
+//! Ahead-of-time artifacts (`kiln build`): executables for every vendored model, run from
+//! a temporary folder with a cleared environment, against onnxruntime's references and
+//! bit for bit against the JIT; an object + header linked into a C program; one artifact
+//! over ranges of dims; errors on bad input; an AArch64 object.
+//!
+//! Executables link the runtime library, which Cargo does not put at a known path during
+//! `cargo test`, so the first test to need it builds `libkiln_rt.a` (release) into
+//! `target/kiln-rt` with the Cargo that runs the tests.
+
+use kiln::build::{Emit, Model as Build, WeightsMode};
+use kiln::compare::{compare, Tolerance};
+use kiln::ir::{interp, Tensor, TensorType};
+use kiln::npz::{read_npz, write_npz};
+use kiln::{Model, Options};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn models() -> PathBuf {
+    root().join("tests/models")
+}
+
+/// `libkiln_rt.a`, built once per test run.
+fn runtime() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let target = root().join("target/kiln-rt");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "kiln-rt", "--target-dir"])
+            .arg(&target)
+            .current_dir(root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building libkiln_rt.a failed");
+        target.join("release/libkiln_rt.a")
+    })
+}
+
+/// The dims of `model` at the shapes of `inputs`.
+fn dims_of(model: &Path, inputs: &[(String, Tensor)]) -> Vec<(String, i64)> {
+    let m = Model::load(model).unwrap();
+    let g = m.graph();
+    let types: Vec<TensorType> = (g.inputs.iter())
+        .map(|(name, _)| {
+            let t = &inputs.iter().find(|(n, _)| n == name).unwrap().1;
+            TensorType::fixed(t.dtype(), t.shape())
+        })
+        .collect();
+    interp::bind_input_types(g, &types)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// The JIT's outputs at 2 threads.
+fn jit(model: &Path, inputs: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    let opts = Options {
+        threads: 2,
+        ..Options::default()
+    };
+    let compiled = Model::load(model).unwrap().compile(&opts).unwrap();
+    let map: BTreeMap<String, Tensor> = inputs.iter().cloned().collect();
+    compiled.run(&map).unwrap()
+}
+
+/// Runs an executable from `dir` with a cleared environment.
+fn run_exe(exe: &Path, dir: &Path, args: &[&str]) -> Output {
+    Command::new(exe)
+        .args(args)
+        .env_clear()
+        .current_dir(dir)
+        .output()
+        .expect("the executable starts")
+}
+
+fn bits(t: &Tensor) -> Vec<u8> {
+    t.to_le_bytes()
+}
+
+#[test]
+fn every_model_builds_to_an_executable_that_matches_the_reference_and_the_jit() {
+    let mut failures = Vec::new();
+    for name in [
+        "bert_tiny",
+        "bert_tiny_ts",
+        "bert_tiny_ts_qdyn",
+        "gpt2_tiny",
+        "gpt2_tiny_ts",
+        "llama_tiny",
+        "llama_tiny_ts",
+        "vit_tiny",
+        "vit_tiny_ts",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = models().join(format!("{name}.onnx"));
+        let inputs = read_npz(&models().join(format!("{name}.inputs.npz"))).unwrap();
+        let mut build = Build::new(&model).runtime_library(runtime());
+        for (d, v) in dims_of(&model, &inputs) {
+            build = build.dim(&d, v, v);
+        }
+        let exe = dir.path().join(name);
+        build
+            .emit(Emit::Exe, &exe)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let in_npz = dir.path().join("in.npz");
+        std::fs::copy(models().join(format!("{name}.inputs.npz")), &in_npz).unwrap();
+        let out = run_exe(
+            &exe,
+            dir.path(),
+            &["--inputs", "in.npz", "-o", "out.npz", "--threads", "2"],
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: BTreeMap<String, Tensor> = read_npz(&dir.path().join("out.npz"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let want = read_npz(&models().join(format!("{name}.outputs.npz"))).unwrap();
+        for (out_name, w) in &want {
+            if let Err(m) = compare(&got[out_name], w, Tolerance::MODELS) {
+                failures.push(format!("{name} `{out_name}` vs reference: {m}"));
+            }
+        }
+        for (out_name, j) in jit(&model, &inputs) {
+            if bits(&got[&out_name]) != bits(&j) {
+                failures.push(format!("{name} `{out_name}`: not bit-identical to the JIT"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// bert_tiny built for batch 1..3 and seq 7..16 (30 programs) as an object and a header,
+/// linked into tests/aot/app.c.
+fn build_c_app(dir: &Path) -> PathBuf {
+    let model = models().join("bert_tiny.onnx");
+    let build = Build::new(&model)
+        .name("bert")
+        .dim("batch", 1, 3)
+        .dim("seq", 7, 16)
+        .runtime_library(runtime());
+    let artifact = build.compile().unwrap();
+    assert_eq!(artifact.meta.specs.len(), 30);
+    build.emit(Emit::Obj, &dir.join("bert.o")).unwrap();
+    build.emit(Emit::Header, &dir.join("bert.h")).unwrap();
+    let app = dir.join("app");
+    let status = Command::new("cc")
+        .arg(root().join("tests/aot/app.c"))
+        .arg("-I")
+        .arg(dir)
+        .arg(dir.join("bert.o"))
+        .arg(runtime())
+        .args(["-lpthread", "-lm", "-ldl", "-o"])
+        .arg(&app)
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "linking the C program failed");
+    app
+}
+
+#[test]
+fn a_c_program_links_the_object_and_header_and_runs_two_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_c_app(dir.path());
+    let out = run_exe(&app, dir.path(), &[dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seq 40 refused"));
+    // Each shape's output is bit-identical to the JIT's on the same inputs.
+    let model = models().join("bert_tiny.onnx");
+    for (batch, seq) in [(1usize, 7usize), (3, 16)] {
+        let n = batch * seq;
+        let ids: Vec<i64> = (0..n).map(|i| ((i * 7 + 3) % 50) as i64).collect();
+        let tensor = |v: Vec<i64>| Tensor::from_vec(v, &[batch, seq]).unwrap();
+        let inputs = vec![
+            ("input_ids".to_string(), tensor(ids)),
+            ("attention_mask".to_string(), tensor(vec![1; n])),
+            ("token_type_ids".to_string(), tensor(vec![0; n])),
+        ];
+        let want = &jit(&model, &inputs)[0].1;
+        let got = std::fs::read(dir.path().join(format!("out_{batch}x{seq}.bin"))).unwrap();
+        assert_eq!(got, bits(want), "batch {batch}, seq {seq}");
+    }
+}
+
+#[test]
+fn bad_input_gives_an_error_and_a_message_never_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = models().join("bert_tiny.onnx");
+    let exe = dir.path().join("bert");
+    let written = Build::new(&model)
+        .dim("batch", 1, 2)
+        .dim("seq", 8, 16)
+        .weights(WeightsMode::File)
+        .runtime_library(runtime())
+        .emit(Emit::Exe, &exe)
+        .unwrap();
+    assert_eq!(written.len(), 2, "the executable and its weights file");
+    let ok = run_exe(&exe, dir.path(), &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let fails = |args: &[&str], needle: &str| {
+        let out = run_exe(&exe, dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` not in: {stderr}"
+        );
+    };
+    // A dim out of the declared range (seq 40), and a wrong dtype.
+    let long = Tensor::from_vec(vec![1i64; 40], &[1, 40]).unwrap();
+    let inputs: Vec<(String, Tensor)> = ["input_ids", "attention_mask", "token_type_ids"]
+        .iter()
+        .map(|n| (n.to_string(), long.clone()))
+        .collect();
+    write_npz(&dir.path().join("long.npz"), &inputs).unwrap();
+    fails(&["--inputs", "long.npz"], "seq in 8..=16");
+    let mut floats = inputs.clone();
+    floats[0].1 = Tensor::from_vec(vec![1.0f32; 40], &[1, 40]).unwrap();
+    write_npz(&dir.path().join("floats.npz"), &floats).unwrap();
+    fails(&["--inputs", "floats.npz"], "expected i64");
+    // A malformed .npz.
+    std::fs::write(dir.path().join("bad.npz"), b"PK\x03\x04 not a zip").unwrap();
+    fails(&["--inputs", "bad.npz"], "bad.npz");
+    // A truncated, then a missing weights file.
+    let weights = &written[1];
+    let full = std::fs::read(weights).unwrap();
+    std::fs::write(weights, &full[..full.len() / 2]).unwrap();
+    fails(&[], "truncated");
+    std::fs::remove_file(weights).unwrap();
+    fails(&[], "weights file");
+}
+
+#[test]
+fn a_failed_build_keeps_the_existing_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model.o");
+    std::fs::write(&out, b"previous artifact").unwrap();
+    // seq has no size: the build fails before writing anything.
+    let err = Build::new(models().join("bert_tiny.onnx"))
+        .dim("batch", 1, 1)
+        .emit(Emit::Obj, &out)
+        .unwrap_err();
+    assert!(err.to_string().contains("`seq` has no size"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous artifact");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn an_aarch64_object_is_an_aarch64_elf() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model.o");
+    Build::new(models().join("bert_tiny.onnx"))
+        .dim("batch", 1, 1)
+        .dim("seq", 8, 8)
+        .target("aarch64-unknown-linux-gnu")
+        .emit(Emit::Obj, &out)
+        .unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert_eq!(bytes[4], 2, "64-bit");
+    assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 1, "relocatable");
+    assert_eq!(
+        u16::from_le_bytes([bytes[18], bytes[19]]),
+        183,
+        "EM_AARCH64"
+    );
+    // Executables link this machine's runtime, so another target is refused clearly.
+    let err = Build::new(models().join("bert_tiny.onnx"))
+        .dim("batch", 1, 1)
+        .dim("seq", 8, 8)
+        .target("aarch64-unknown-linux-gnu")
+        .emit(Emit::Exe, &dir.path().join("exe"))
+        .unwrap_err();
+    assert!(err.to_string().contains("emit obj"), "{err}");
+}
