@@ -9,16 +9,19 @@
 //! and a run picks the one its input shapes match.
 //!
 //! ```no_run
-//! // In build.rs:
+//! // build.rs of a crate that depends on kiln-rt (and has kiln as a build-dependency):
 //! let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
 //! kiln::build::Model::new("model.onnx")
 //!     .dim("batch", 1, 4)
-//!     .emit(kiln::build::Emit::Obj, &out.join("model.o"))?;
+//!     .dim("seq", 1, 32)
+//!     .compile_to(&out)?;
+//! // main.rs: include!(concat!(env!("OUT_DIR"), "/model.rs"));
 //! # Ok::<(), kiln::build::BuildError>(())
 //! ```
 
 mod header;
 mod link;
+mod rust;
 mod write;
 
 use kiln_cpu::kernel::BufferKind;
@@ -43,6 +46,8 @@ pub enum Emit {
     Lib,
     /// A C header declaring the model's functions, shapes and workspace sizes.
     Header,
+    /// A Rust module with a typed wrapper (link the object or library too).
+    Rust,
 }
 
 /// Where the weights go.
@@ -156,6 +161,43 @@ impl Model {
             self.target.is_some(),
             self.runtime.as_deref(),
         )
+    }
+
+    /// For a Cargo build script: compiles the model into `out_dir` as a static library
+    /// (`lib{NAME}_kiln.a`, linked into the crate) and a Rust module (`{NAME}.rs`, to
+    /// `include!`), plus the weights file when they are not embedded, and prints the
+    /// `cargo:` lines that link the library and rebuild when the model changes. The crate
+    /// depends on `kiln-rt`, which the module uses and the object links against.
+    pub fn compile_to(&self, out_dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+        let artifact = self.compile()?;
+        let lib = out_dir.join(format!("lib{}_kiln.a", artifact.name));
+        let mut written = link::emit(
+            &artifact,
+            Emit::Obj,
+            &out_dir.join(format!("{}.o", artifact.name)),
+            false,
+            None,
+        )?;
+        link::object_archive(&written[0], &lib)?;
+        let module = out_dir.join(format!("{}.rs", artifact.name));
+        write::atomically(&module, rust::text(&artifact).as_bytes())?;
+        written.extend([lib, module]);
+        println!("cargo:rustc-link-search=native={}", out_dir.display());
+        println!("cargo:rustc-link-lib=static={}_kiln", artifact.name);
+        for input in self.inputs() {
+            println!("cargo:rerun-if-changed={}", input.display());
+        }
+        Ok(written)
+    }
+
+    /// The files the build reads: the model and its external data files beside it.
+    fn inputs(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        let data = self.path.with_extension("onnx.data");
+        if data.is_file() {
+            files.push(data);
+        }
+        files
     }
 
     /// Compiles the model into an [`Artifact`].

@@ -26,11 +26,12 @@ pub fn emit(
     match emit {
         Emit::Obj => atomically(out, &artifact.object)?,
         Emit::Header => atomically(out, header::text(artifact).as_bytes())?,
+        Emit::Rust => atomically(out, super::rust::text(artifact).as_bytes())?,
         Emit::Lib => with_temp(out, |tmp| archive(artifact, tmp, runtime))?,
         Emit::Exe => with_temp(out, |tmp| executable(artifact, tmp, runtime))?,
     }
     let mut written = vec![out.to_path_buf()];
-    if artifact.mode == WeightsMode::File && emit != Emit::Header {
+    if artifact.mode == WeightsMode::File && !matches!(emit, Emit::Header | Emit::Rust) {
         let path = weights_path(out);
         let mut bytes = WEIGHTS_MAGIC.to_vec();
         bytes.extend(artifact.meta.id.to_le_bytes());
@@ -49,6 +50,14 @@ pub fn weights_path(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
     s.push(".weights");
     PathBuf::from(s)
+}
+
+/// A static library holding only the object (for Cargo, which links the runtime crate
+/// itself).
+pub fn object_archive(obj: &Path, out: &Path) -> Result<(), BuildError> {
+    with_temp(out, |tmp| {
+        run(Command::new("ar").arg("rcs").arg(tmp).arg(obj))
+    })
 }
 
 /// The runtime archive with the model's object added.

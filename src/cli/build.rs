@@ -55,6 +55,8 @@ enum EmitArg {
     Lib,
     /// A C header for the object or library.
     Header,
+    /// A Rust module with a typed wrapper (for build scripts, prefer kiln::build::Model).
+    Rust,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,6 +87,7 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         EmitArg::Obj => Emit::Obj,
         EmitArg::Lib => Emit::Lib,
         EmitArg::Header => Emit::Header,
+        EmitArg::Rust => Emit::Rust,
     };
     let start = std::time::Instant::now();
     let written = model.emit(emit, &args.output)?;

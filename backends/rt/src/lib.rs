@@ -17,6 +17,13 @@ pub mod npz;
 pub mod pool;
 pub mod summary;
 
+/// Re-exported for modules `kiln build --emit rust` generates, which need only this crate.
+pub use half;
+/// Re-exported for generated modules (tensors).
+pub use kiln_ir as ir;
+/// Re-exported for generated modules (their inputs and outputs are ndarrays).
+pub use ndarray;
+
 use call::{BufId, Call, MatMul, MatOperand, OpCall};
 use gemm::{MatMut, MatRef, PackedB};
 use kiln_ir::{interp, Tensor};
