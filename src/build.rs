@@ -153,7 +153,17 @@ impl Model {
     /// Compiles and writes `emit` to `out` (atomically: a failed build leaves no partial
     /// file and keeps any file already there). Returns the files written.
     pub fn emit(&self, emit: Emit, out: &Path) -> Result<Vec<PathBuf>, BuildError> {
-        let artifact = self.compile()?;
+        self.emit_with_progress(emit, out, &mut |_, _| {})
+    }
+
+    /// [`Model::emit`], calling `progress(done, total)` as the specializations compile.
+    pub fn emit_with_progress(
+        &self,
+        emit: Emit,
+        out: &Path,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        let artifact = self.compile_with_progress(progress)?;
         link::emit(
             &artifact,
             emit,
@@ -202,6 +212,14 @@ impl Model {
 
     /// Compiles the model into an [`Artifact`].
     pub fn compile(&self) -> Result<Artifact, BuildError> {
+        self.compile_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Model::compile`], calling `progress(done, total)` as the specializations compile.
+    pub fn compile_with_progress(
+        &self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Artifact, BuildError> {
         let model = crate::Model::load(&self.path)?.optimize()?;
         let g = model.graph();
         if kiln_cpu::needs_stages(g) {
@@ -223,11 +241,14 @@ impl Model {
         let mut weights = WeightsBlob::default();
         let mut specs = Vec::new();
         let mut kernels: Vec<Option<String>> = Vec::new();
-        for (i, values) in bindings_of(&ranges).into_iter().enumerate() {
-            let spec = self.specialize(g, &ranges, &values, &mut obj, &mut weights, i, &name)?;
+        let bindings = bindings_of(&ranges);
+        for (i, values) in bindings.iter().enumerate() {
+            progress(i, bindings.len());
+            let spec = self.specialize(g, &ranges, values, &mut obj, &mut weights, i, &name)?;
             kernels.extend(spec.1);
             specs.push(spec.0);
         }
+        progress(bindings.len(), bindings.len());
         let meta = Meta {
             format: FORMAT,
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),

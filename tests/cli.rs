@@ -89,6 +89,7 @@ fn every_help_has_an_example() {
         vec!["inspect"],
         vec!["test-onnx"],
         vec!["bench"],
+        vec!["build"],
         vec!["ops"],
     ] {
         let mut args = cmd.clone();

@@ -235,3 +235,67 @@ fn unreadable_inputs_name_the_file() {
     let model = vendored("bert_tiny.onnx").display().to_string();
     assert_clean_error(&["run", &model, "--inputs", &inputs], &["junk.npz"]);
 }
+
+#[test]
+fn build_without_a_size_for_a_dim_says_how_to_give_one() {
+    let model = vendored("bert_tiny.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bert");
+    let out = out.to_str().unwrap();
+    assert_clean_error(
+        &[
+            "build",
+            model.to_str().unwrap(),
+            "--dim",
+            "batch=1",
+            "-o",
+            out,
+        ],
+        &["`seq` has no size", "--dim seq=MIN..MAX"],
+    );
+    assert_clean_error(
+        &[
+            "build",
+            model.to_str().unwrap(),
+            "--dim",
+            "sequence=4",
+            "-o",
+            out,
+        ],
+        &["no symbolic dim `sequence`", "batch, seq"],
+    );
+    assert_clean_error(
+        &[
+            "build",
+            model.to_str().unwrap(),
+            "--dim",
+            "batch=1",
+            "--dim",
+            "seq=1..1000",
+            "-o",
+            out,
+        ],
+        &["more than 256"],
+    );
+    assert_clean_error(
+        &[
+            "build",
+            model.to_str().unwrap(),
+            "--dim",
+            "batch=1",
+            "--dim",
+            "seq=8",
+            "--target",
+            "riscv64gc-unknown-linux-gnu",
+            "--emit",
+            "obj",
+            "-o",
+            out,
+        ],
+        &["riscv64"],
+    );
+    assert!(
+        !std::path::Path::new(out).exists(),
+        "a failed build wrote {out}"
+    );
+}

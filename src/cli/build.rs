@@ -3,7 +3,9 @@
 
 use super::timing::Timer;
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use kiln::build::{Emit, Model, WeightsMode};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -90,13 +92,31 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         EmitArg::Rust => Emit::Rust,
     };
     let start = std::time::Instant::now();
-    let written = model.emit(emit, &args.output)?;
+    let bar = progress_bar();
+    let written = model.emit_with_progress(emit, &args.output, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let written = written?;
     timer.report("build", start.elapsed());
     for path in written {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         eprintln!("wrote {} ({:.1} MB)", path.display(), size as f64 / 1e6);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bar over the specializations on a terminal (a range of dims can mean hundreds).
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(1);
+    if let Ok(style) = ProgressStyle::with_template("compiling shapes {bar:40} {pos}/{len}") {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Parses `NAME=N` or `NAME=MIN..MAX`.

@@ -70,8 +70,9 @@ fn main_with(model: &'static ModelDesc, argv: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let weights = args.weights.clone().or_else(|| {
-        let exe = argv.first()?;
-        Some(PathBuf::from(format!("{exe}.weights")))
+        // The executable's own path, not argv[0], which may be a bare name found on PATH.
+        let exe = std::env::current_exe().ok()?;
+        Some(PathBuf::from(format!("{}.weights", exe.display())))
     });
     // SAFETY: the descriptor is the artifact's own.
     let mut session = unsafe { Session::open(model, weights.as_deref(), args.threads) }
