@@ -40,7 +40,7 @@ pub const MAX_SPECIALIZATIONS: usize = 256;
 pub enum Emit {
     /// A standalone executable (object + runtime, linked by `cc`).
     Exe,
-    /// A relocatable object; link it with `libkiln_rt.a`.
+    /// A relocatable object; link it with `libkiln_runtime.a`.
     Obj,
     /// A static library: the object and the runtime in one archive.
     Lib,
@@ -119,7 +119,7 @@ impl Model {
         }
     }
 
-    /// The runtime library (`libkiln_rt.a`) that executables and static libraries link;
+    /// The runtime library (`libkiln_runtime.a`) that executables and static libraries link;
     /// by default `$KILN_RT_LIB`, else the one next to the running executable.
     pub fn runtime_library(mut self, path: impl AsRef<Path>) -> Model {
         self.runtime = Some(path.as_ref().to_path_buf());

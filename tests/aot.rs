@@ -3,9 +3,9 @@
 //! bit for bit against the JIT; an object + header linked into a C program; one artifact
 //! over ranges of dims; errors on bad input; an AArch64 object.
 //!
-//! Executables link the runtime library, which Cargo does not put at a known path during
-//! `cargo test`, so the first test to need it builds `libkiln_rt.a` (release) into
-//! `target/kiln-rt` with the Cargo that runs the tests.
+//! Executables link the runtime library, which `cargo test` does not build (kiln-rt-static
+//! is built by `cargo build`), so the first test to need it builds `libkiln_runtime.a`
+//! (release) into `target/kiln-rt` with the Cargo that runs the tests.
 
 use kiln::build::{Emit, Model as Build, WeightsMode};
 use kiln::compare::{compare, Tolerance};
@@ -25,20 +25,20 @@ fn models() -> PathBuf {
     root().join("tests/models")
 }
 
-/// `libkiln_rt.a`, built once per test run.
+/// `libkiln_runtime.a`, built once per test run.
 fn runtime() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let target = root().join("target/kiln-rt");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "kiln-rt", "--target-dir"])
+            .args(["build", "--release", "-p", "kiln-rt-static", "--target-dir"])
             .arg(&target)
             .current_dir(root())
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building libkiln_rt.a failed");
-        target.join("release/libkiln_rt.a")
+        assert!(status.success(), "building libkiln_runtime.a failed");
+        target.join("release/libkiln_runtime.a")
     })
 }
 

@@ -99,7 +99,7 @@ fn compiler() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".into())
 }
 
-/// `libkiln_rt.a`: the one given, else `$KILN_RT_LIB`, else next to the running executable
+/// `libkiln_runtime.a`: the one given, else `$KILN_RT_LIB`, else next to the running executable
 /// or in the folder above it (where Cargo puts it beside `kiln`).
 pub fn runtime_library(given: Option<&Path>) -> Result<PathBuf, BuildError> {
     if let Some(p) = given {
@@ -113,12 +113,12 @@ pub fn runtime_library(given: Option<&Path>) -> Result<PathBuf, BuildError> {
         .ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("libkiln_rt.a"))
+        .map(|dir| dir.join("libkiln_runtime.a"))
         .find(|p| p.is_file());
     found.ok_or_else(|| {
         BuildError::Output(
-            "the kiln runtime library (libkiln_rt.a) was not found next to the kiln \
-             executable; build it with `cargo build --release -p kiln-rt`, or point \
+            "the kiln runtime library (libkiln_runtime.a) was not found next to the kiln \
+             executable; build it with `cargo build --release -p kiln-rt-static`, or point \
              KILN_RT_LIB at it"
                 .into(),
         )

@@ -15,7 +15,7 @@ pub(crate) const EXAMPLE: &str = "Examples:
   ./bert --inputs in.npz -o out.npz --threads 2
   kiln build model.onnx --dim batch=1..3 --dim seq=1..16 --emit obj -o model.o
   kiln build model.onnx --dim batch=1..3 --dim seq=1..16 --emit header -o model.h
-  cc app.c model.o libkiln_rt.a -lpthread -lm -ldl   # libkiln_rt.a: next to kiln
+  cc app.c model.o libkiln_runtime.a -lpthread -lm -ldl   # libkiln_runtime.a: next to kiln
   kiln build model.onnx --dim seq=16 --emit obj --target aarch64-unknown-linux-gnu -o model.o
 
 Every symbolic dim needs a size (NAME=N) or a range (NAME=MIN..MAX); each value in a range
@@ -51,7 +51,7 @@ pub(crate) struct BuildArgs {
 enum EmitArg {
     /// A standalone executable.
     Exe,
-    /// A relocatable object (link with libkiln_rt.a).
+    /// A relocatable object (link with libkiln_runtime.a).
     Obj,
     /// A static library: the object and the runtime.
     Lib,

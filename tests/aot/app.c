@@ -75,8 +75,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("seq 40 refused: %s\n", bert_last_error(s));
-    bert_close(s);
 
-    /* Weights that are not embedded and not given: an error, not an abort. */
+    /* A null input buffer is refused, not read. */
+    int64_t ok_shape[2] = {1, 8};
+    const void *nulls[3] = {NULL, NULL, NULL};
+    const int64_t *ok_shapes[3] = {ok_shape, ok_shape, ok_shape};
+    rc = bert_run(s, nulls, ok_shapes, outputs);
+    if (rc != 1) {
+        fprintf(stderr, "expected an input error for null inputs, got %d\n", rc);
+        return 1;
+    }
+    printf("null input refused: %s\n", bert_last_error(s));
+    bert_close(s);
     return 0;
 }

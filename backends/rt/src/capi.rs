@@ -35,6 +35,17 @@ pub unsafe extern "C" fn kiln_rt_open(
     error: *mut c_char,
     error_len: usize,
 ) -> i32 {
+    if model.is_null() || out.is_null() {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            write_message(
+                "kiln_rt_open: null model or session pointer",
+                error,
+                error_len,
+            )
+        };
+        return 1;
+    }
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: forwarded from the caller.
         let path = (!weights_path.is_null()).then(|| unsafe { CStr::from_ptr(weights_path) });
@@ -74,6 +85,9 @@ pub unsafe extern "C" fn kiln_rt_run(
     shapes: *const *const i64,
     outputs: *const *mut c_void,
 ) -> i32 {
+    if s.is_null() || inputs.is_null() || shapes.is_null() || outputs.is_null() {
+        return 1;
+    }
     // SAFETY: `s` is a live session.
     let s = unsafe { &mut *s };
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -82,11 +96,15 @@ pub unsafe extern "C" fn kiln_rt_run(
         let results = s.session.run(&tensors)?;
         for (i, t) in results.iter().enumerate() {
             let bytes = t.to_le_bytes();
-            // SAFETY: the caller sized output `i` for this shape.
-            unsafe {
-                let dst = *outputs.add(i) as *mut u8;
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+            // SAFETY: `outputs` has an entry per model output.
+            let dst = unsafe { *outputs.add(i) } as *mut u8;
+            if dst.is_null() && !bytes.is_empty() {
+                return Err(ArtifactError::Input(format!(
+                    "output {i} is a null pointer"
+                )));
             }
+            // SAFETY: the caller sized output `i` for this shape.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
         }
         Ok(())
     }));
@@ -105,6 +123,9 @@ pub unsafe extern "C" fn kiln_rt_output_shape(
     index: u32,
     out_shape: *mut i64,
 ) -> i32 {
+    if s.is_null() || shapes.is_null() || out_shape.is_null() {
+        return 1;
+    }
     // SAFETY: `s` is a live session.
     let s = unsafe { &mut *s };
     let meta = s.session.meta();
@@ -134,6 +155,9 @@ pub unsafe extern "C" fn kiln_rt_output_shape(
 /// `s` from [`kiln_rt_open`].
 #[no_mangle]
 pub unsafe extern "C" fn kiln_rt_last_error(s: *const CSession) -> *const c_char {
+    if s.is_null() {
+        return c"no session".as_ptr();
+    }
     // SAFETY: `s` is a live session.
     unsafe { (*s).last_error.as_ptr() }
 }
@@ -181,8 +205,16 @@ unsafe fn read_inputs(
     specs
         .map(|(i, (spec, shape))| {
             let len = shape.iter().product::<usize>() * spec.dtype.size_bytes();
+            // SAFETY: `inputs` has an entry per model input.
+            let ptr = unsafe { *inputs.add(i) } as *const u8;
+            if ptr.is_null() && len > 0 {
+                return Err(ArtifactError::Input(format!(
+                    "input `{}` is a null pointer",
+                    spec.name
+                )));
+            }
             // SAFETY: the caller's buffer holds the elements its shape says.
-            let bytes = unsafe { std::slice::from_raw_parts(*inputs.add(i) as *const u8, len) };
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
             Tensor::from_le_bytes(spec.dtype, &shape, bytes)
                 .map_err(|e| ArtifactError::Input(format!("input `{}`: {e}", spec.name)))
         })
