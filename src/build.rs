@@ -244,9 +244,11 @@ impl Model {
         let bindings = bindings_of(&ranges);
         for (i, values) in bindings.iter().enumerate() {
             progress(i, bindings.len());
-            let spec = self.specialize(g, &ranges, values, &mut obj, &mut weights, i, &name)?;
-            kernels.extend(spec.1);
-            specs.push(spec.0);
+            let (mut spec, symbols) =
+                self.specialize(g, &ranges, values, &mut obj, &mut weights, i, &name)?;
+            spec.first_kernel = kernels.len();
+            kernels.extend(symbols);
+            specs.push(spec);
         }
         progress(bindings.len(), bindings.len());
         let meta = Meta {
@@ -359,6 +361,7 @@ impl Model {
                 .zip(p.output_shapes.iter().cloned())
                 .collect(),
             consts,
+            // Set by the caller, which knows the kernels of the specs before this one.
             first_kernel: 0,
             run: kiln_cpu::run_plan(p, &layout.plan, layout.slots.clone(), &extents),
         };
@@ -369,8 +372,7 @@ impl Model {
     }
 }
 
-/// Fills in each spec's first kernel and writes the description, weights, kernel table and
-/// descriptor into the object.
+/// Writes the description, weights, kernel table and descriptor into the object.
 fn finish_object(
     mut obj: ObjectBuilder,
     name: &str,
@@ -379,13 +381,7 @@ fn finish_object(
     kernels: &[Option<String>],
     mode: WeightsMode,
 ) -> Result<Vec<u8>, BuildError> {
-    let mut meta = meta.clone();
-    let mut first = 0;
-    for spec in &mut meta.specs {
-        spec.first_kernel = first;
-        first += spec.run.steps.len();
-    }
-    let json = serde_json::to_vec(&meta).map_err(|e| BuildError::Output(e.to_string()))?;
+    let json = serde_json::to_vec(meta).map_err(|e| BuildError::Output(e.to_string()))?;
     let mut blob = (json.len() as u64).to_le_bytes().to_vec();
     blob.extend(json);
     let lower = |e: kiln_cpu::lower::LowerError| BuildError::Output(e.to_string());

@@ -8,10 +8,10 @@
 
 use crate::fuse_loops::fuse_loops;
 use crate::kernel::{BufferKind, Call, Kernel, Program};
-use crate::lower::{self, Compiled, LowerError, Slots};
+use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{plan, MemoryPlan};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step};
-use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError, Memory};
+use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
 use kiln_ir::{interp, Bindings, Graph, Tensor, TensorType};
@@ -202,7 +202,7 @@ impl CompiledModel {
             slots,
             consts,
         } = lay_out(&self.graph, bindings)?;
-        let code = lower::compile(&program, &SlotMap(&slots))
+        let code = lower::compile(&program, &slots)
             .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
         let packed = self.prepack_weights(&program);
         let extents: Vec<Option<u64>> = code.kernels.iter().map(|k| k.map(|(_, e)| e)).collect();
@@ -382,7 +382,11 @@ impl CompiledModel {
             .outputs
             .iter()
             .zip(&spec.program.output_shapes)
-            .map(|(&b, shape)| read_buffer(&mem, &spec.program, b, shape))
+            .map(|(&b, shape)| {
+                let dtype = spec.program.buffers[b].dtype;
+                // SAFETY: the run wrote every output buffer, sized by the plan.
+                unsafe { mem.read(b, dtype, shape) }.expect("planned size matches the shape")
+            })
             .collect())
     }
 
@@ -426,13 +430,6 @@ fn work(k: &Kernel) -> usize {
     }
 }
 
-fn read_buffer(mem: &SlotMemory<'_>, p: &Program, b: usize, shape: &[usize]) -> Tensor {
-    let buf = &p.buffers[b];
-    // SAFETY: the buffer holds `bytes()` initialized bytes after the program ran.
-    let bytes = unsafe { std::slice::from_raw_parts(mem.addr(b), buf.bytes()) };
-    Tensor::from_le_bytes(buf.dtype, shape, bytes).expect("planned size matches the shape")
-}
-
 /// Slot and offset of every buffer, and the constants' addresses.
 fn slot_table(p: &Program, plan: &MemoryPlan, inputs: usize) -> (Vec<(u32, usize)>, Vec<usize>) {
     let mut consts = Vec::new();
@@ -450,14 +447,6 @@ fn slot_table(p: &Program, plan: &MemoryPlan, inputs: usize) -> (Vec<(u32, usize
         })
         .collect();
     (slots, consts)
-}
-
-struct SlotMap<'a>(&'a [(u32, usize)]);
-
-impl Slots for SlotMap<'_> {
-    fn slot(&self, buf: usize) -> (u32, usize) {
-        self.0[buf]
-    }
 }
 
 /// A graph scheduled, fused and planned at one binding of its symbols: everything but the

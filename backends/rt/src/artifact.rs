@@ -265,11 +265,8 @@ impl Session {
         let outputs = spec.outputs.iter().zip(&self.meta.outputs);
         outputs
             .map(|((buf, shape), out)| {
-                let len = shape.iter().product::<usize>() * out.dtype.size_bytes();
-                // SAFETY: the output buffer holds `len` bytes after the run.
-                let bytes =
-                    unsafe { std::slice::from_raw_parts(crate::Memory::addr(&mem, *buf), len) };
-                Tensor::from_le_bytes(out.dtype, shape, bytes)
+                // SAFETY: the run wrote every output buffer, sized by the plan.
+                unsafe { mem.read(*buf, out.dtype, shape) }
                     .map_err(|e| ArtifactError::Run(e.to_string()))
             })
             .collect()
@@ -296,6 +293,11 @@ impl Session {
             }
         }
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        self.spec_for_shapes(&shapes)
+    }
+
+    /// The spec compiled for these input shapes, or why there is none.
+    pub fn spec_for_shapes(&self, shapes: &[&[usize]]) -> Result<usize, ArtifactError> {
         let mut specs = self.meta.specs.iter();
         specs
             .position(|s| {
@@ -304,7 +306,7 @@ impl Session {
                     .map(Vec::as_slice)
                     .eq(shapes.iter().copied())
             })
-            .ok_or_else(|| ArtifactError::Input(self.unsupported_shapes(&shapes)))
+            .ok_or_else(|| ArtifactError::Input(self.unsupported_shapes(shapes)))
     }
 
     /// Why no spec runs `shapes`: the first input whose shape does not fit its declared

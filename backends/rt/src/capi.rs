@@ -132,9 +132,8 @@ pub unsafe extern "C" fn kiln_rt_output_shape(
     let found = (|| {
         // SAFETY: forwarded from the caller.
         let shapes = unsafe { input_shapes(&s.session, shapes) };
-        let spec = meta.specs.iter().find(|spec| spec.input_shapes == shapes);
-        let spec =
-            spec.ok_or_else(|| ArtifactError::Input("no program for these input shapes".into()))?;
+        let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let spec = &meta.specs[s.session.spec_for_shapes(&shapes)?];
         let (_, shape) = (spec.outputs.get(index as usize))
             .ok_or_else(|| ArtifactError::Input(format!("no output {index}")))?;
         for (k, d) in shape.iter().enumerate() {

@@ -78,6 +78,25 @@ impl Memory for SlotMemory<'_> {
     }
 }
 
+impl SlotMemory<'_> {
+    /// A copy of buffer `buf` as a tensor of `dtype` and `shape` (a graph output).
+    ///
+    /// # Safety
+    /// The buffer must hold that many initialized elements (the plan sized it so, and the
+    /// program has run).
+    pub unsafe fn read(
+        &self,
+        buf: BufId,
+        dtype: kiln_ir::DType,
+        shape: &[usize],
+    ) -> Result<kiln_ir::Tensor, kiln_ir::TensorError> {
+        let len = shape.iter().product::<usize>() * dtype.size_bytes();
+        // SAFETY: the contract above.
+        let bytes = unsafe { std::slice::from_raw_parts(self.addr(buf), len) };
+        kiln_ir::Tensor::from_le_bytes(dtype, shape, bytes)
+    }
+}
+
 /// Runs `plan`'s steps in order. `fns[i]` is step `i`'s kernel (`None` for calls) and
 /// `packed[i]` the pre-packed B of a matmul step whose B is a constant. With `profile`,
 /// each step's wall time is pushed to it.
