@@ -363,7 +363,7 @@ impl Model {
             consts,
             // Set by the caller, which knows the kernels of the specs before this one.
             first_kernel: 0,
-            run: kiln_cpu::run_plan(p, &layout.plan, layout.slots.clone(), &extents),
+            run: kiln_cpu::run_plan(g, p, &layout.plan, layout.slots.clone(), &extents),
         };
         Ok((
             spec,

@@ -10,7 +10,7 @@ use crate::fuse_loops::fuse_loops;
 use crate::kernel::{BufferKind, Call, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{plan, MemoryPlan};
-use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step};
+use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step, StepError, StepNode};
 use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
@@ -64,7 +64,11 @@ pub enum RunError {
     /// Compiling for these input shapes failed.
     #[error(transparent)]
     Compile(#[from] CompileError),
-    /// A runtime call failed.
+    /// A step of the program failed (a runtime call, or an index out of range); names the
+    /// node.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// A runtime op between compiled stages failed.
     #[error("node {node} \"{name}\": {source}")]
     Call {
         /// Node index.
@@ -206,7 +210,7 @@ impl CompiledModel {
             .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
         let packed = self.prepack_weights(&program);
         let extents: Vec<Option<u64>> = code.kernels.iter().map(|k| k.map(|(_, e)| e)).collect();
-        let run = run_plan(&program, &plan, slots, &extents);
+        let run = run_plan(&self.graph, &program, &plan, slots, &extents);
         Ok(Specialized {
             program,
             plan,
@@ -365,14 +369,7 @@ impl CompiledModel {
         let packed: Vec<Option<&PackedB>> = spec.packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (sized by the plan), the inputs (checked
         // against the graph) and the constants the kernels were compiled against.
-        unsafe { rt::run(&spec.run, &fns, &packed, &ptrs, &self.pool, profile) }.map_err(|e| {
-            let node = spec.program.kernel_nodes[e.step];
-            RunError::Call {
-                node,
-                name: self.graph.nodes[node].name.clone(),
-                source: e.source,
-            }
-        })?;
+        unsafe { rt::run(&spec.run, &fns, &packed, &ptrs, &self.pool, profile) }?;
         let mem = SlotMemory {
             ptrs: &ptrs,
             slots: &spec.run.slots,
@@ -497,8 +494,10 @@ pub fn lower_error(
 /// The executor's view of a scheduled program: one step per kernel, with the work measure
 /// that decides whether a kernel is split across threads.
 ///
-/// `extents[i]` is the outer-loop extent of kernel `i`'s code (`None` for calls).
+/// `extents[i]` is the outer-loop extent of kernel `i`'s code (`None` for calls); each
+/// step is labelled with the node of `graph` it comes from, for errors.
 pub fn run_plan(
+    graph: &Graph,
     program: &Program,
     plan: &MemoryPlan,
     slots: Vec<(u32, usize)>,
@@ -514,9 +513,16 @@ pub fn run_plan(
             },
         })
         .collect();
+    let nodes = (program.kernel_nodes.iter())
+        .map(|&n| StepNode {
+            name: graph.nodes[n].name.clone(),
+            op: graph.nodes[n].op.name(),
+        })
+        .collect();
     RunPlan {
         steps,
         slots,
         arena_bytes: plan.arena_bytes,
+        nodes,
     }
 }

@@ -23,6 +23,17 @@ use crate::kernel::*;
 use crate::lower::normalize;
 use crate::schedule::contiguous_strides;
 
+/// True if `k` reads or writes through data-dependent indices.
+fn indexes(k: &Kernel) -> bool {
+    let gathers = |e: &Expr| e.nodes.iter().any(|n| matches!(n, ExprNode::Gather { .. }));
+    match k {
+        Kernel::Loop(l) => !l.scatter.is_empty() || gathers(&l.expr),
+        Kernel::Reduce(r) => gathers(&r.value) || gathers(&r.post),
+        Kernel::Row(r) => r.stats.iter().any(|s| gathers(&s.value)) || gathers(&r.map),
+        Kernel::Call(_) => false,
+    }
+}
+
 /// Fuses producer loop nests into their only consumer until none is left; returns how
 /// many kernels were removed. Deterministic: the first fusible producer in program order
 /// goes first.
@@ -32,6 +43,11 @@ pub fn fuse_loops(p: &mut Program) -> usize {
         let uses = Uses::of(p);
         for k in 0..p.kernels.len() {
             if let Some((c, kernel)) = fuse_into_consumer(p, &uses, k) {
+                // A run stopped by an index check names the kernel's node, so a kernel
+                // that takes in a gather is the gather's unless it indexes by itself.
+                if indexes(&p.kernels[k]) && !indexes(&p.kernels[c]) {
+                    p.kernel_nodes[c] = p.kernel_nodes[k];
+                }
                 p.kernels[c] = kernel;
                 p.kernels.remove(k);
                 p.kernel_nodes.remove(k);

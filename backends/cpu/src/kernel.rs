@@ -87,7 +87,7 @@ pub enum ExprNode {
     Load(Access),
     /// A constant.
     Const(Scalar),
-    /// Gathers: `data[access + Σ clamp(index_k) * stride_k]` over the [`Indirect`] terms
+    /// Gathers: `data[access + Σ index_k * stride_k]` over the [`Indirect`] terms
     /// (one for `Gather`/`GatherElements`, one per indexed axis for `GatherND`, the output's
     /// terms when a scatter reads the value it combines with).
     Gather {
@@ -113,17 +113,17 @@ pub enum ExprNode {
     Stat(usize),
 }
 
-/// One data-dependent term of an address: `clamp(value of node index) * stride`, where the
+/// One data-dependent term of an address: `(value of node index) * stride`, where the
 /// index is an integer node of the same expression. Negative indices count from the end
-/// (`+ len`); indices still outside `0..len` are clamped into it, so generated code never
-/// leaves the buffer (the interpreter rejects them instead).
+/// (`+ len`); an index still outside `0..len` stops the kernel, which reports it (as the
+/// interpreter rejects it), so generated code never leaves the buffer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Indirect {
     /// The index node.
     pub index: usize,
     /// Stride of the indexed axis, in elements.
     pub stride: isize,
-    /// Size of the indexed axis (for negative indices and clamping).
+    /// Size of the indexed axis (for negative indices and the bounds check).
     pub len: usize,
 }
 
@@ -164,7 +164,7 @@ impl Expr {
 }
 
 /// `out[i] = expr(i)` for every index `i` of `shape`; with `scatter` terms the store goes
-/// to `out[i] + Σ clamp(index_k) * stride_k` instead (a scatter: ScatterElements, ScatterND).
+/// to `out[i] + Σ index_k * stride_k` instead (a scatter: ScatterElements, ScatterND).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopNest {
     /// The iteration space.

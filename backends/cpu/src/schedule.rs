@@ -27,7 +27,7 @@ mod scatter;
 mod window_tests;
 
 use crate::kernel::*;
-use kiln_ir::{Bindings, DType, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
+use kiln_ir::{interp, Bindings, DType, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
 use thiserror::Error;
 
 /// Why a graph could not be scheduled.
@@ -44,6 +44,18 @@ pub enum ScheduleError {
         op: String,
         /// What is missing.
         reason: String,
+    },
+    /// A constant index of an indexing op is outside the axis it indexes.
+    #[error("node `{name}` ({op}): constant {message}")]
+    ConstantIndex {
+        /// Node index.
+        node: usize,
+        /// Source node name.
+        name: String,
+        /// Op name.
+        op: String,
+        /// Which index, and the axis.
+        message: String,
     },
     /// A dim could not be evaluated at these input shapes (a data-dependent size).
     #[error("value %{value}: dim `{dim}` is not known from the input shapes (data-dependent sizes are not supported by the cpu backend)")]
@@ -122,6 +134,47 @@ impl Scheduler<'_> {
             .collect()
     }
 
+    /// Rejects an indexing op whose indices are a constant with an index out of range, so
+    /// the error comes at compile time rather than from the generated code's check.
+    fn check_constant_indices(&self, index: usize, node: &Node) -> Result<(), ScheduleError> {
+        let indexing = matches!(
+            node.op,
+            Op::Gather { .. }
+                | Op::GatherElements { .. }
+                | Op::GatherNd { .. }
+                | Op::ScatterElements { .. }
+                | Op::ScatterNd { .. }
+        );
+        let (Some(&data), Some(&idx)) = (node.inputs.first(), node.inputs.get(1)) else {
+            return Ok(());
+        };
+        if !indexing {
+            return Ok(());
+        }
+        let idx = self.view(idx);
+        // A constant seen through a reshape keeps its own shape; the generated code's check
+        // still covers it.
+        let BufferKind::Const(t) = &self.program.buffers[idx.buf].kind else {
+            return Ok(());
+        };
+        if t.shape() != idx.shape.as_slice() {
+            return Ok(());
+        }
+        let data_shape = &self.view(data).shape;
+        interp::check_indices(&node.op, data_shape, t).map_err(|e| {
+            let message = match e {
+                interp::InterpError::Op { message, .. } => message,
+                e => e.to_string(),
+            };
+            ScheduleError::ConstantIndex {
+                node: index,
+                name: node.name.clone(),
+                op: node.op.name(),
+                message,
+            }
+        })
+    }
+
     pub(crate) fn view(&self, v: ValueId) -> &View {
         self.views[v.index()]
             .as_ref()
@@ -178,6 +231,7 @@ impl Scheduler<'_> {
             op: node.op.name(),
             reason,
         };
+        self.check_constant_indices(index, node)?;
         if let Support::Runtime(_) = support(self.g, node) {
             return self.runtime_op(node);
         }

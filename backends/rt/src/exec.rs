@@ -10,11 +10,38 @@ use crate::gemm::PackedB;
 use crate::pool::ThreadPool;
 use crate::{run_call, CallError, Memory};
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A compiled kernel: runs iterations `start..end` of its outermost loop, with `ptrs` the
-/// slot table.
-pub type KernelFn = unsafe extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64);
+/// slot table. It returns 0, or [`FAULT_INDEX`] after writing the offending index to
+/// `fault` and stopping (a data-dependent index outside its axis).
+pub type KernelFn =
+    unsafe extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64, fault: *mut Fault) -> u64;
+
+/// A kernel's return value when an index was out of range.
+pub const FAULT_INDEX: u64 = 1;
+
+/// What a kernel that stopped early reports: the index it read (as read, before a negative
+/// one counts from the end) and the size of the axis it indexes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fault {
+    /// The index value.
+    pub index: i64,
+    /// The size of the indexed axis.
+    pub len: u64,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "index {} is out of range for a dim of size {}",
+            self.index, self.len
+        )
+    }
+}
 
 /// What the executor needs of a scheduled program, as data (artifacts carry it serialized).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +52,17 @@ pub struct RunPlan {
     pub slots: Vec<(u32, usize)>,
     /// Bytes of the arena (slot 0).
     pub arena_bytes: usize,
+    /// The graph node each step comes from, by step (for errors).
+    pub nodes: Vec<StepNode>,
+}
+
+/// The graph node a step was scheduled from, as errors name it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StepNode {
+    /// The node's source name (the ONNX node name).
+    pub name: String,
+    /// Its op.
+    pub op: String,
 }
 
 /// One step of a [`RunPlan`].
@@ -48,15 +86,30 @@ pub enum Step {
 /// Kernels with fewer element operations than this run on one thread.
 pub const PARALLEL_WORK: usize = 1 << 15;
 
-/// Why a run stopped.
+/// Why a run stopped: the step, the node it comes from, and what went wrong there.
 #[derive(Debug, thiserror::Error)]
-#[error("step {step}: {source}")]
+#[error("node `{}` ({}): {failure}", node.name, node.op)]
 pub struct StepError {
     /// The step that failed.
     pub step: usize,
+    /// The node it was scheduled from.
+    pub node: StepNode,
     /// Its failure.
-    #[source]
-    pub source: CallError,
+    pub failure: Failure,
+}
+
+/// What stopped a step.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// A runtime call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// Generated code met an index outside its axis.
+    #[error("{0}")]
+    Index(Fault),
+    /// The program has no code for a kernel step (a bug in whoever built the plan).
+    #[error("no code for this kernel")]
+    NoCode,
 }
 
 /// Resolves buffers to addresses through a slot table.
@@ -119,6 +172,14 @@ pub unsafe fn run(
     };
     for (i, step) in plan.steps.iter().enumerate() {
         let start = profile.is_some().then(Instant::now);
+        let failed = |failure: Failure| StepError {
+            step: i,
+            node: plan.nodes.get(i).cloned().unwrap_or_else(|| StepNode {
+                name: format!("step {i}"),
+                op: "kernel".into(),
+            }),
+            failure,
+        };
         match (step, fns.get(i).copied().flatten()) {
             (
                 Step::Kernel {
@@ -130,22 +191,14 @@ pub unsafe fn run(
             ) => {
                 // SAFETY: forwarded from the caller.
                 unsafe { launch(f, *extent, *work, *serial, ptrs, pool) }
+                    .map_err(|fault| failed(Failure::Index(fault)))?;
             }
             (Step::Call(call), _) => {
                 let b = packed.get(i).copied().flatten();
                 // SAFETY: forwarded from the caller.
-                unsafe { run_call(call, b, &mem, pool) }
-                    .map_err(|source| StepError { step: i, source })?;
+                unsafe { run_call(call, b, &mem, pool) }.map_err(|e| failed(Failure::Call(e)))?;
             }
-            (Step::Kernel { .. }, None) => {
-                return Err(StepError {
-                    step: i,
-                    source: CallError {
-                        op: "kernel".into(),
-                        message: "no code for this kernel".into(),
-                    },
-                })
-            }
+            (Step::Kernel { .. }, None) => return Err(failed(Failure::NoCode)),
         }
         if let (Some(times), Some(start)) = (profile.as_deref_mut(), start) {
             times.push(start.elapsed());
@@ -157,6 +210,8 @@ pub unsafe fn run(
 /// Calls a kernel over `0..extent`, split across the pool when the work is large and the
 /// kernel is not `serial` (a scatter runs its iterations in order on one thread). Chunk
 /// `c` of `n` always covers the same iterations, so results do not depend on timing.
+/// A kernel that meets an out-of-range index stops; the fault of the first chunk that
+/// stopped is returned, so the error does not depend on timing either.
 ///
 /// # Safety
 /// As for [`run`].
@@ -167,20 +222,34 @@ unsafe fn launch(
     serial: bool,
     ptrs: &[*mut u8],
     pool: &ThreadPool,
-) {
+) -> Result<(), Fault> {
     let threads = pool.threads() as u64;
     let table = ptrs.as_ptr() as usize;
     if serial || threads <= 1 || extent < 2 || work < PARALLEL_WORK {
+        let mut fault = Fault::default();
         // SAFETY: the table maps every slot the kernel was compiled against.
-        unsafe { f(ptrs.as_ptr(), 0, extent) };
-        return;
+        return match unsafe { f(ptrs.as_ptr(), 0, extent, &mut fault) } {
+            0 => Ok(()),
+            _ => Err(fault),
+        };
     }
     let chunks = threads.min(extent);
+    let first: Mutex<Option<(usize, Fault)>> = Mutex::new(None);
     pool.parallel_for(chunks as usize, &|c| {
         let (lo, hi) = (extent * c as u64 / chunks, extent * (c as u64 + 1) / chunks);
+        let mut fault = Fault::default();
         // SAFETY: as above; chunks write disjoint iterations of the outer loop.
-        unsafe { f(table as *const *mut u8, lo, hi) };
+        if unsafe { f(table as *const *mut u8, lo, hi, &mut fault) } != 0 {
+            let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none_or(|(k, _)| c < k) {
+                *first = Some((c, fault));
+            }
+        }
     });
+    match first.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some((_, fault)) => Err(fault),
+        None => Ok(()),
+    }
 }
 
 /// A row-major copy of `t` unless it already is one (shares the data then): generated code

@@ -6,6 +6,35 @@ use super::{check_alloc, op_err, Result};
 use crate::{dispatch, ArcArrayD, Elem, Op, Tensor};
 use ndarray::{indices as nd_indices, Axis, Dimension, IxDyn};
 
+/// Checks every index of an indexing op's `indices` operand against the shape of its data
+/// (gather, gather_elements, gather_nd, scatter_elements, scatter_nd; other ops pass), as
+/// the op itself does when it runs, with the same error. Code generators call it on a
+/// constant `indices` so that an index out of range is rejected at compile time.
+pub fn check_indices(op: &Op, data_shape: &[usize], idx: &Tensor) -> Result<()> {
+    let ix = || indices(op, idx);
+    match op {
+        Op::Gather { axis } => {
+            let n = *data_shape.get(*axis).ok_or_else(|| {
+                op_err(
+                    op,
+                    format!("axis {axis} is out of range for rank {}", data_shape.len()),
+                )
+            })?;
+            ix()?
+                .into_iter()
+                .try_for_each(|i| norm_index(op, i, n).map(drop))
+        }
+        Op::GatherElements { axis } | Op::ScatterElements { axis, .. } => {
+            element_offsets(op, data_shape, idx.shape(), &ix()?, *axis).map(drop)
+        }
+        Op::GatherNd { batch_dims } => {
+            tuple_offsets(op, data_shape, idx.shape(), &ix()?, *batch_dims).map(drop)
+        }
+        Op::ScatterNd { .. } => tuple_offsets(op, data_shape, idx.shape(), &ix()?, 0).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// `gather(data, indices)` along `axis`: output shape `data[:axis] + indices + data[axis+1:]`.
 pub(crate) fn gather(op: &Op, data: &Tensor, idx: &Tensor, axis: usize) -> Result<Tensor> {
     if axis >= data.rank() {

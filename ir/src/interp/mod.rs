@@ -28,6 +28,7 @@ mod test_util;
 mod topk;
 
 pub use elementwise::int_pow;
+pub use indexing::check_indices;
 pub use run::{bind_input_types, run};
 
 use crate::{Bindings, DType, Dim, Op, Tensor};

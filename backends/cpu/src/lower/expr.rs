@@ -48,8 +48,15 @@ fn is_comparison(b: BinaryOp) -> bool {
 pub(crate) struct Operands<'v> {
     /// Per node: the element address of a load, or the base address of a gather.
     pub addrs: &'v [Option<Value>],
-    /// Per node, vector mode only: a loop-invariant load already splat to all lanes.
+    /// Per node: its value computed outside the loop (in vector mode, a loop-invariant load
+    /// splat to all lanes; in scalar mode, any loop-invariant node, see `FnCx::hoist`).
     pub splats: &'v [Option<Value>],
+    /// Per gather node, scalar mode: the byte offset of its indirect terms, computed and
+    /// checked outside the loop because its indices are loop-invariant.
+    pub offsets: &'v [Option<Value>],
+    /// Emit only the nodes marked here (the loop-invariant ones, when hoisting); the others
+    /// get a placeholder that nothing reads.
+    pub only: Option<&'v [bool]>,
     /// The accumulator, in a reduction's post expression.
     pub acc: Option<Value>,
     /// The current row's statistics in a row kernel, splat to all lanes in vector mode.
@@ -74,7 +81,18 @@ impl FnCx<'_, '_> {
         ops: &Operands<'_>,
     ) -> Result<Vec<Value>, LowerError> {
         let mut vals: Vec<Value> = Vec::with_capacity(e.nodes.len());
+        let placeholder = ops.only.map(|_| self.b.ins().iconst(types::I64, 0));
         for (i, node) in e.nodes.iter().enumerate() {
+            if let Some(v) = ops.splats.get(i).copied().flatten() {
+                vals.push(v);
+                continue;
+            }
+            if let (Some(only), Some(p)) = (ops.only, placeholder) {
+                if !only[i] {
+                    vals.push(p);
+                    continue;
+                }
+            }
             let dtype = e.dtypes[i];
             let ty = match (ops.vector, dtype) {
                 (true, DType::Bool) => types::I32X4,
@@ -82,11 +100,8 @@ impl FnCx<'_, '_> {
                 (false, _) => clif_type(dtype)?,
             };
             let v = match node {
-                ExprNode::Load(_) => match ops.splats.get(i).copied().flatten() {
-                    Some(s) => s,
-                    None if ty == types::I32X4 => self.load_mask(addr(ops, i)?),
-                    None => self.load(ty, addr(ops, i)?),
-                },
+                ExprNode::Load(_) if ty == types::I32X4 => self.load_mask(addr(ops, i)?),
+                ExprNode::Load(_) => self.load(ty, addr(ops, i)?),
                 ExprNode::Const(c) if ty == types::I32X4 => {
                     let on = matches!(c, Scalar::Int(v) if *v != 0)
                         || matches!(c, Scalar::Float(f) if *f != 0.0);
@@ -100,7 +115,11 @@ impl FnCx<'_, '_> {
                     LowerError::Op(format!("row statistic {k} used before it is computed"))
                 })?,
                 ExprNode::Gather { indices, .. } => {
-                    let a = self.indirect(addr(ops, i)?, indices, &vals, &e.dtypes, dtype);
+                    let base = addr(ops, i)?;
+                    let a = match ops.offsets.get(i).copied().flatten() {
+                        Some(off) => self.b.ins().iadd(base, off),
+                        None => self.indirect(base, indices, &vals, &e.dtypes, dtype),
+                    };
                     self.load(ty, a)
                 }
                 ExprNode::Unary(UnaryOp::Not, a) if ops.vector => self.b.ins().bnot(vals[*a]),
@@ -136,8 +155,9 @@ impl FnCx<'_, '_> {
         Ok(vals)
     }
 
-    /// `base + Σ clamp(index_k) * stride_k` in bytes, for elements of `elem`; `vals` and
-    /// `dtypes` are the values and dtypes of the expression's nodes.
+    /// `base + Σ index_k * stride_k` in bytes, for elements of `elem`, each index checked
+    /// against its axis ([`Self::checked_index`]); `vals` and `dtypes` are the values and
+    /// dtypes of the expression's nodes.
     pub(crate) fn indirect(
         &mut self,
         base: Value,
@@ -147,7 +167,7 @@ impl FnCx<'_, '_> {
         elem: DType,
     ) -> Value {
         terms.iter().fold(base, |at, t| {
-            let idx = self.clamp_index(vals[t.index], dtypes[t.index], t.len);
+            let idx = self.checked_index(vals[t.index], dtypes[t.index], t.len);
             let step = (t.stride * elem.size_bytes() as isize) as i64;
             let off = self.b.ins().imul_imm_s(idx, step);
             self.b.ins().iadd(at, off)
@@ -237,10 +257,10 @@ impl FnCx<'_, '_> {
         }
     }
 
-    /// An index of dtype `d` as i64 in `0..len`: negative counts from the end, and
-    /// out-of-range indices are clamped (the interpreter rejects them; clamping keeps
-    /// generated code memory-safe).
-    fn clamp_index(&mut self, idx: Value, d: DType, len: usize) -> Value {
+    /// `idx` as a position along an axis of `len`, as i64: a negative index counts from the
+    /// end, and anything still outside `0..len` leaves the kernel through the fault exit,
+    /// reporting the index as read. One unsigned compare covers both ends.
+    fn checked_index(&mut self, idx: Value, d: DType, len: usize) -> Value {
         let ty = self.b.func.dfg.value_type(idx);
         let wide = if ty == types::I64 {
             idx
@@ -252,13 +272,18 @@ impl FnCx<'_, '_> {
         let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, wide, 0);
         let wrapped = self.b.ins().iadd_imm_s(wide, len as i64);
         let i = self.b.ins().select(neg, wrapped, wide);
-        let zero = self.b.ins().iconst(types::I64, 0);
-        let last = self
+        let outside = self
             .b
             .ins()
-            .iconst(types::I64, len.saturating_sub(1) as i64);
-        let i = self.b.ins().smax(i, zero);
-        self.b.ins().smin(i, last)
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, i, len as i64);
+        let fault = self.fault_block();
+        let within = self.b.create_block();
+        let len = self.b.ins().iconst(types::I64, len as i64);
+        self.b
+            .ins()
+            .brif(outside, fault, &[wide.into(), len.into()], within, &[]);
+        self.b.switch_to_block(within);
+        i
     }
 }
 

@@ -1,8 +1,9 @@
 //! Lowering to machine code with Cranelift: every [`LoopNest`], [`Reduce`] and [`Row`] kernel of a
 //! [`Program`] becomes one function of the form
-//! `extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64)`, which runs the iterations
-//! `start..end` of the kernel's outermost loop (so the executor can split that loop across
-//! threads). `ptrs` is the slot table: slot 0 is the arena, then the graph inputs, then the
+//! `extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64, fault: *mut Fault) -> u64`,
+//! which runs the iterations `start..end` of the kernel's outermost loop (so the executor can
+//! split that loop across threads) and returns 0, or stops at the first data-dependent index
+//! outside its axis and reports it through `fault` (see [`FnCx::checked_index`]). `ptrs` is the slot table: slot 0 is the arena, then the graph inputs, then the
 //! constants; a buffer's address is `ptrs[slot] + byte offset`, both fixed at compile time.
 //! All kernels of a program go into one JIT module, finalized once; [`object`] puts the same
 //! functions into a relocatable object file for ahead-of-time builds.
@@ -19,7 +20,7 @@ pub(crate) use nest::normalize;
 
 use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce, Row};
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
+    types, AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
 };
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -51,8 +52,7 @@ pub enum LowerError {
     Symbol(String),
 }
 
-/// A compiled kernel: runs iterations `start..end` of its outermost loop.
-pub type KernelFn = unsafe extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64);
+pub use crate::runtime::exec::KernelFn;
 
 /// The native code of one program: one entry per kernel (`None` for runtime calls), with
 /// the extent of the loop the entry splits.
@@ -195,7 +195,9 @@ fn define<M: Module>(
             Body::Reduce(r) => cx.reduce(r)?,
             Body::Row(r) => cx.row(r)?,
         };
-        cx.b.ins().return_(&[]);
+        let ok = cx.b.ins().iconst(types::I64, 0);
+        cx.b.ins().return_(&[ok]);
+        cx.emit_fault_exit();
         cx.b.seal_all_blocks();
         let config = cx.module.isa().frontend_config();
         cx.b.finalize(config);
@@ -207,13 +209,14 @@ fn define<M: Module>(
     Ok(extent)
 }
 
-/// `extern "C" fn(slots: *const *mut u8, start: u64, end: u64)` in `module`'s calling
-/// convention (the one `KernelFn` and the runtime's function table assume).
+/// `extern "C" fn(slots: *const *mut u8, start: u64, end: u64, fault: *mut Fault) -> u64` in
+/// `module`'s calling convention (the one `KernelFn` and the runtime's function table assume).
 fn kernel_sig<M: Module + ?Sized>(module: &M) -> Signature {
     let mut sig = module.make_signature();
-    for _ in 0..3 {
+    for _ in 0..4 {
         sig.params.push(AbiParam::new(types::I64));
     }
+    sig.returns.push(AbiParam::new(types::I64));
     sig
 }
 
@@ -250,10 +253,12 @@ pub(crate) struct FnCx<'a, 'f> {
     func_refs: HashMap<Libcall, FuncRef>,
     program: &'a Program,
     slots: &'a dyn Slots,
-    /// The function's parameters: the slot table, start, end.
-    params: [Value; 3],
+    /// The function's parameters: the slot table, start, end, the fault record.
+    params: [Value; 4],
     /// Base address of each buffer, computed in the entry block.
     bases: HashMap<BufId, Value>,
+    /// The block that reports an out-of-range index and returns, once some index needs it.
+    fault_exit: Option<Block>,
 }
 
 impl<'a, 'f> FnCx<'a, 'f> {
@@ -268,7 +273,7 @@ impl<'a, 'f> FnCx<'a, 'f> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let p = b.block_params(entry);
-        let params = [p[0], p[1], p[2]];
+        let params = [p[0], p[1], p[2], p[3]];
         FnCx {
             b,
             module,
@@ -278,7 +283,36 @@ impl<'a, 'f> FnCx<'a, 'f> {
             slots,
             params,
             bases: HashMap::new(),
+            fault_exit: None,
         }
+    }
+
+    /// The block an out-of-range index jumps to, with the index and the axis size as its
+    /// parameters (created on first use).
+    fn fault_block(&mut self) -> Block {
+        *self.fault_exit.get_or_insert_with(|| {
+            let block = self.b.create_block();
+            self.b.append_block_param(block, types::I64);
+            self.b.append_block_param(block, types::I64);
+            self.b.set_cold_block(block);
+            block
+        })
+    }
+
+    /// Fills in the fault block, if any index jumps there: writes the index and the axis
+    /// size to the fault record and returns [`FAULT_INDEX`](crate::runtime::exec::FAULT_INDEX).
+    fn emit_fault_exit(&mut self) {
+        let Some(block) = self.fault_exit else {
+            return;
+        };
+        self.b.switch_to_block(block);
+        let (index, len) = (self.b.block_params(block)[0], self.b.block_params(block)[1]);
+        let flags = MemFlagsData::trusted();
+        self.b.ins().store(flags, index, self.params[3], 0);
+        self.b.ins().store(flags, len, self.params[3], 8);
+        let code = crate::runtime::exec::FAULT_INDEX as i64;
+        let code = self.b.ins().iconst(types::I64, code);
+        self.b.ins().return_(&[code]);
     }
 
     /// Computes the base addresses of `bufs` (call in the entry block, before any loop).

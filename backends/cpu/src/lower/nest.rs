@@ -71,9 +71,41 @@ pub(super) fn expr_accesses(e: &Expr) -> (Vec<Access>, Vec<Option<usize>>) {
 pub(super) type InnerFn<'f, 'a, 'b> =
     dyn FnMut(&mut FnCx<'a, 'b>, Value, Value, &[Value]) -> Result<(), LowerError> + 'f;
 
-/// One element (or four, in vector mode) at loop index `i`, with the splat invariants.
+/// One element (or four, in vector mode) at loop index `i`, with what was hoisted out of
+/// the loop.
 pub(super) type ElementFn<'f, 'a, 'b> =
-    dyn FnMut(&mut FnCx<'a, 'b>, Value, bool, &[Option<Value>]) -> Result<(), LowerError> + 'f;
+    dyn FnMut(&mut FnCx<'a, 'b>, Value, bool, &Hoisted) -> Result<(), LowerError> + 'f;
+
+/// What an innermost loop reads from before the loop, per expression node: loop-invariant
+/// values (splat to all lanes in vector mode), and in scalar mode the checked byte offsets
+/// of gathers whose indices are loop-invariant, so an embedding lookup checks each index
+/// once per row rather than once per element.
+#[derive(Default)]
+pub(super) struct Hoisted {
+    pub values: Vec<Option<Value>>,
+    pub offsets: Vec<Option<Value>>,
+}
+
+impl Hoisted {
+    /// Operands for one evaluation at `addrs`, reading the hoisted values.
+    pub(super) fn operands<'v>(
+        &'v self,
+        addrs: &'v [Option<Value>],
+        acc: Option<Value>,
+        stats: &'v [Value],
+        vector: bool,
+    ) -> Operands<'v> {
+        Operands {
+            addrs,
+            splats: &self.values,
+            offsets: &self.offsets,
+            only: None,
+            acc,
+            stats,
+            vector,
+        }
+    }
+}
 
 /// What one reduction combines: a [`Reduce`]'s value, or a row statistic's (which may
 /// read the row's earlier statistics: as scalars, and splat for the vector loop).
@@ -212,17 +244,11 @@ impl<'a, 'b> FnCx<'a, 'b> {
         clif_type(self.dtype_of(l.out.buf))?;
         let offs = self.start_offsets(&walks);
         let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
-            let element = &mut |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>]| {
+            let element = &mut |cx: &mut Self, i: Value, vector: bool, hoisted: &Hoisted| {
                 let addrs: Vec<Value> = cx.advance_all(offs, &walks, i, last);
                 let node_addrs: Vec<Option<Value>> =
                     node_acc.iter().map(|a| a.map(|a| addrs[a + 1])).collect();
-                let ops = Operands {
-                    addrs: &node_addrs,
-                    splats,
-                    acc: None,
-                    stats: &[],
-                    vector,
-                };
+                let ops = hoisted.operands(&node_addrs, None, &[], vector);
                 let vals = cx.emit_values(&l.expr, &ops)?;
                 let v = *vals
                     .last()
@@ -240,20 +266,23 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 }
                 Ok(())
             };
+            let extent = shape[last];
             cx.innermost(
-                lo, hi, vector, &l.expr, &node_acc, offs, &walks, last, element,
+                lo, hi, extent, vector, &l.expr, &node_acc, offs, &walks, last, element,
             )
         };
         self.levels(&shape, &walks, 0, offs, &mut inner)?;
         Ok(shape[0] as u64)
     }
 
-    /// The innermost loop: vector iterations then a scalar tail, or all scalar.
+    /// The innermost loop (`extent` iterations in all, `lo..hi` of them here): vector
+    /// iterations then a scalar tail, or all scalar with the loop invariants hoisted.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn innermost(
         &mut self,
         lo: Value,
         hi: Value,
+        extent: usize,
         vector: bool,
         e: &Expr,
         node_acc: &[Option<usize>],
@@ -265,14 +294,87 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let mut tail_lo = lo;
         if vector {
             // Loop-invariant loads are read once and splat.
-            let splats = self.splats(e, node_acc, offs, walks, last, 1);
+            let splats = Hoisted {
+                values: self.splats(e, node_acc, offs, walks, last, 1),
+                offsets: Vec::new(),
+            };
             let n = self.b.ins().isub(hi, lo);
             let whole = self.b.ins().band_imm_s(n, !(LANES - 1));
             let vhi = self.b.ins().iadd(lo, whole);
             self.for_range(lo, vhi, LANES, &mut |cx, i| element(cx, i, true, &splats))?;
             tail_lo = vhi;
         }
-        self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &[]))
+        let hoisted = match vector || extent == 0 {
+            true => Hoisted::default(),
+            false => self.hoist(e, node_acc, offs, walks, last, 1)?,
+        };
+        self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &hoisted))
+    }
+
+    /// Evaluates, before a scalar innermost loop, the nodes of `e` that do not change along
+    /// it (loads with a zero stride on axis `last`, and what is computed from them), and
+    /// the checked offsets of gathers whose indices are among them. Called only when the
+    /// loop runs at least once, so the hoisted loads stay within their buffers and a bad
+    /// index is reported exactly when the loop would have read through it.
+    fn hoist(
+        &mut self,
+        e: &Expr,
+        node_acc: &[Option<usize>],
+        offs: &[Value],
+        walks: &[Walk],
+        last: usize,
+        first_walk: usize,
+    ) -> Result<Hoisted, LowerError> {
+        let still = |a: &Option<usize>| a.is_some_and(|a| walks[a + first_walk].strides[last] == 0);
+        let mut inv = vec![false; e.nodes.len()];
+        for (i, node) in e.nodes.iter().enumerate() {
+            inv[i] = match node {
+                ExprNode::Load(_) => still(&node_acc[i]),
+                ExprNode::Const(_) => true,
+                ExprNode::Unary(_, a) | ExprNode::Cast(a) | ExprNode::Bitcast(a) => inv[*a],
+                ExprNode::Binary(_, a, b) => inv[*a] && inv[*b],
+                ExprNode::Where(c, a, b) => inv[*c] && inv[*a] && inv[*b],
+                ExprNode::Gather { indices, .. } => {
+                    still(&node_acc[i]) && indices.iter().all(|t| inv[t.index])
+                }
+                ExprNode::Acc | ExprNode::Stat(_) => false,
+            };
+        }
+        let reads = |i: usize| matches!(e.nodes[i], ExprNode::Load(_) | ExprNode::Gather { .. });
+        let gathers: Vec<usize> = (0..e.nodes.len())
+            .filter(|&i| match &e.nodes[i] {
+                ExprNode::Gather { indices, .. } => !inv[i] && indices.iter().all(|t| inv[t.index]),
+                _ => false,
+            })
+            .collect();
+        if gathers.is_empty() && !(0..e.nodes.len()).any(|i| inv[i] && reads(i)) {
+            return Ok(Hoisted::default());
+        }
+        let addrs: Vec<Option<Value>> = node_acc
+            .iter()
+            .map(|a| a.map(|a| offs[a + first_walk]))
+            .collect();
+        let ops = Operands {
+            addrs: &addrs,
+            splats: &[],
+            offsets: &[],
+            only: Some(&inv),
+            acc: None,
+            stats: &[],
+            vector: false,
+        };
+        let vals = self.emit_values(e, &ops)?;
+        let mut offsets = vec![None; e.nodes.len()];
+        for i in gathers {
+            if let ExprNode::Gather { indices, .. } = &e.nodes[i] {
+                let zero = self.b.ins().iconst(types::I64, 0);
+                offsets[i] = Some(self.indirect(zero, indices, &vals, &e.dtypes, e.dtypes[i]));
+            }
+        }
+        let values = (0..e.nodes.len())
+            .map(|i| inv[i].then_some(vals[i]))
+            .collect();
+        Ok(Hoisted { values, offsets })
     }
 
     /// For each load node invariant along the last axis: its value splat to f32x4.
@@ -348,13 +450,8 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 let a = cx.b.use_var(acc);
                 let paddrs: Vec<Option<Value>> =
                     pnode.iter().map(|p| p.map(|p| at[p + 1])).collect();
-                let ops = Operands {
-                    addrs: &paddrs,
-                    splats: &[],
-                    acc: Some(a),
-                    stats: &[],
-                    vector: false,
-                };
+                let none = Hoisted::default();
+                let ops = none.operands(&paddrs, Some(a), &[], false);
                 let v = cx.emit_expr(&r.post, &ops)?;
                 cx.b.ins().store(MemFlagsData::trusted(), v, at[0], 0);
                 Ok(())
@@ -392,28 +489,25 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let vector = vectorizable(r.value)
             && r.value.dtypes.iter().all(|&t| t == DType::F32)
             && walks.iter().all(|w| w.strides[d] == 0 || w.strides[d] == 4);
-        let element =
-            |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>], acc: Variable| {
-                let addrs: Vec<Option<Value>> = node_acc
-                    .iter()
-                    .map(|a| a.map(|a| cx.advance(offs[a], i, walks[a].strides[d])))
-                    .collect();
-                let ops = Operands {
-                    addrs: &addrs,
-                    splats,
-                    acc: None,
-                    stats: if vector { r.vstats } else { r.stats },
-                    vector,
-                };
-                let v = cx.emit_expr(r.value, &ops)?;
-                let cur = cx.b.use_var(acc);
-                let next = cx.combine(r.combine, r.value.dtype(), cur, v);
-                cx.b.def_var(acc, next);
-                Ok(())
-            };
+        let element = |cx: &mut Self, i: Value, vector: bool, hoisted: &Hoisted, acc: Variable| {
+            let addrs: Vec<Option<Value>> = node_acc
+                .iter()
+                .map(|a| a.map(|a| cx.advance(offs[a], i, walks[a].strides[d])))
+                .collect();
+            let stats = if vector { r.vstats } else { r.stats };
+            let ops = hoisted.operands(&addrs, None, stats, vector);
+            let v = cx.emit_expr(r.value, &ops)?;
+            let cur = cx.b.use_var(acc);
+            let next = cx.combine(r.combine, r.value.dtype(), cur, v);
+            cx.b.def_var(acc, next);
+            Ok(())
+        };
         let mut tail_lo = lo;
         if vector {
-            let splats = self.splats(r.value, node_acc, &offs, walks, d, 0);
+            let splats = Hoisted {
+                values: self.splats(r.value, node_acc, &offs, walks, d, 0),
+                offsets: Vec::new(),
+            };
             let vacc = self.b.declare_var(types::F32X4);
             let init = self.constant(types::F32X4, combine_identity(r.combine, DType::F32));
             self.b.def_var(vacc, init);
@@ -433,7 +527,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
             self.b.def_var(acc, merged);
             tail_lo = vhi;
         }
-        self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &[], acc))
+        let hoisted = match vector || shape[d] == 0 {
+            true => Hoisted::default(),
+            false => self.hoist(r.value, node_acc, &offs, walks, d, 0)?,
+        };
+        self.for_range(tail_lo, hi, 1, &mut |cx, i| {
+            element(cx, i, false, &hoisted, acc)
+        })
     }
 
     pub(super) fn combine(&mut self, c: Combine, d: DType, a: Value, b: Value) -> Value {

@@ -10,8 +10,8 @@
 //! later loop over the row (measured: 2.4x slower). The store forces the value to be
 //! computed once, before the loops, and every later use reuses it.
 
-use super::expr::{vectorizable, Operands};
-use super::nest::{expr_accesses, normalize, Reduction};
+use super::expr::vectorizable;
+use super::nest::{expr_accesses, normalize, Hoisted, Reduction};
 use super::ops::clif_type;
 use super::{FnCx, LowerError};
 use crate::kernel::{combine_identity, Access, ExprNode, Row};
@@ -103,13 +103,8 @@ impl<'a, 'b> FnCx<'a, 'b> {
                         acc,
                     )?;
                     let a = cx.b.use_var(acc);
-                    let ops = Operands {
-                        addrs: &[],
-                        splats: &[],
-                        acc: Some(a),
-                        stats: &stats,
-                        vector: false,
-                    };
+                    let none = Hoisted::default();
+                    let ops = none.operands(&[], Some(a), &stats, false);
                     let v = cx.emit_expr(&s.post, &ops)?;
                     let pin = all.len() + 2 * stats.len();
                     cx.pin(slot, pin, v);
@@ -163,17 +158,12 @@ impl<'a, 'b> FnCx<'a, 'b> {
         node_acc: &[Option<usize>],
         len: i64,
     ) -> Result<(), LowerError> {
-        let element = &mut |cx: &mut Self, i: Value, vector: bool, splats: &[Option<Value>]| {
+        let element = &mut |cx: &mut Self, i: Value, vector: bool, hoisted: &Hoisted| {
             let addrs: Vec<Value> = cx.advance_all(offs, walks, i, 0);
             let node_addrs: Vec<Option<Value>> =
                 node_acc.iter().map(|a| a.map(|a| addrs[a + 1])).collect();
-            let ops = Operands {
-                addrs: &node_addrs,
-                splats,
-                acc: None,
-                stats: if vector { stats.vector } else { stats.scalar },
-                vector,
-            };
+            let row_stats = if vector { stats.vector } else { stats.scalar };
+            let ops = hoisted.operands(&node_addrs, None, row_stats, vector);
             let v = cx.emit_expr(&r.map, &ops)?;
             if vector && r.map.dtype() == DType::Bool {
                 cx.store_mask(v, addrs[0]);
@@ -184,7 +174,10 @@ impl<'a, 'b> FnCx<'a, 'b> {
         };
         let lo = self.b.ins().iconst(types::I64, 0);
         let hi = self.b.ins().iconst(types::I64, len);
-        self.innermost(lo, hi, vector, &r.map, node_acc, offs, walks, 0, element)
+        let extent = len as usize;
+        self.innermost(
+            lo, hi, extent, vector, &r.map, node_acc, offs, walks, 0, element,
+        )
     }
 }
 

@@ -5,8 +5,8 @@
 //! indices tensor times the axis stride). Reductions read the current value with a
 //! [`ExprNode::Gather`] through the same terms and combine it with the update, so repeated
 //! indices apply in order as ONNX specifies. GatherND loads through the same kind of terms.
-//! Negative indices count from the end; out-of-range indices are clamped into the axis by
-//! the generated code (the interpreter rejects them), so no access leaves its buffer.
+//! Negative indices count from the end; an index still out of range stops the kernel with
+//! an error naming it (as the interpreter does), so no access leaves its buffer.
 
 use super::{contiguous_strides, ScheduleError, Scheduler, View};
 use crate::kernel::*;
