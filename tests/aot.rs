@@ -140,8 +140,8 @@ fn every_model_builds_to_an_executable_that_matches_the_reference_and_the_jit() 
 }
 
 /// bert_tiny built for batch 1..3 and seq 7..16 (30 programs) as an object and a header,
-/// linked into tests/aot/app.c.
-fn build_c_app(dir: &Path) -> PathBuf {
+/// linked into the C program `tests/aot/{source}`.
+fn build_c_app(dir: &Path, source: &str) -> PathBuf {
     let model = models().join("bert_tiny.onnx");
     let build = Build::new(&model)
         .name("bert")
@@ -154,7 +154,7 @@ fn build_c_app(dir: &Path) -> PathBuf {
     build.emit(Emit::Header, &dir.join("bert.h")).unwrap();
     let app = dir.join("app");
     let status = Command::new("cc")
-        .arg(root().join("tests/aot/app.c"))
+        .arg(root().join("tests/aot").join(source))
         .arg("-I")
         .arg(dir)
         .arg(dir.join("bert.o"))
@@ -170,7 +170,7 @@ fn build_c_app(dir: &Path) -> PathBuf {
 #[test]
 fn a_c_program_links_the_object_and_header_and_runs_two_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    let app = build_c_app(dir.path());
+    let app = build_c_app(dir.path(), "app.c");
     let out = run_exe(&app, dir.path(), &[dir.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -189,6 +189,69 @@ fn a_c_program_links_the_object_and_header_and_runs_two_shapes() {
         let want = &jit(&model, &inputs)[0].1;
         let got = std::fs::read(dir.path().join(format!("out_{batch}x{seq}.bin"))).unwrap();
         assert_eq!(got, bits(want), "batch {batch}, seq {seq}");
+    }
+}
+
+/// Eight threads with a session each run the linked model 200 times at mixed shapes; every
+/// output is bit-identical to the serial run (tests/aot/threads.c checks and counts).
+#[test]
+fn concurrent_runs_through_the_c_abi_match_serial_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = build_c_app(dir.path(), "threads.c");
+    let out = run_exe(&app, dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1600 runs on 8 threads, 0 differed"),
+        "{stdout}"
+    );
+}
+
+/// `kiln build` is a function of its inputs: two builds of one model give the same bytes,
+/// for every kind of artifact, both weights modes included.
+#[test]
+fn building_twice_gives_byte_identical_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = models().join("bert_tiny.onnx");
+    let kinds = [
+        (Emit::Exe, "exe"),
+        (Emit::Obj, "o"),
+        (Emit::Lib, "a"),
+        (Emit::Header, "h"),
+        (Emit::Rust, "rs"),
+    ];
+    for round in ["a", "b"] {
+        let out = dir.path().join(round);
+        std::fs::create_dir(&out).unwrap();
+        for (emit, ext) in kinds {
+            let build = || {
+                Build::new(&model)
+                    .name("bert")
+                    .dim("batch", 1, 1)
+                    .dim("seq", 1, 3)
+                    .runtime_library(runtime())
+            };
+            build()
+                .emit(emit, &out.join(format!("bert.{ext}")))
+                .unwrap();
+            let file = out.join(format!("bert_file.{ext}"));
+            (build().weights(WeightsMode::File).emit(emit, &file)).unwrap();
+        }
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let a = std::fs::read(dir.path().join("a").join(&name)).unwrap();
+        let b = std::fs::read(dir.path().join("b").join(&name)).unwrap();
+        assert!(a == b, "{name:?} differs between two builds");
     }
 }
 
