@@ -28,7 +28,7 @@ mod test_util;
 mod topk;
 
 pub use elementwise::int_pow;
-pub use run::{bind_input_types, run};
+pub use run::{bind_input_types, run, run_with, RunOptions};
 
 use crate::{Bindings, DType, Dim, Op, Tensor};
 
@@ -89,6 +89,10 @@ pub enum InterpError {
         /// What the interpreter produced.
         got: String,
     },
+    /// A node's output would not fit under the memory limit, or its shape has a negative or
+    /// overflowing dim; checked before the node runs.
+    #[error(transparent)]
+    Size(#[from] crate::SizeError),
 }
 
 /// Result type of the interpreter.
