@@ -55,6 +55,8 @@ fn bench(path: &Path, threads: usize, runs: usize) -> Result<String, Box<dyn std
     let opts = Options {
         threads,
         optimize: true,
+
+        ..Options::default()
     };
     let model = Model::load_binding(path, &Default::default(), &inputs)?.compile(&opts)?;
     model.prepare(&inputs)?;

@@ -26,7 +26,7 @@ mod write;
 
 use kiln_cpu::kernel::BufferKind;
 use kiln_cpu::lower::object::{ObjectBuilder, Target, TargetError, Visibility};
-use kiln_ir::{Bindings, Dim, Graph, Tensor};
+use kiln_ir::{Bindings, Dim, Graph, MemoryLimit, Tensor};
 use kiln_rt::artifact::{DimRange, Meta, SampleTensor, Spec, TensorSpec, FORMAT};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +89,7 @@ pub struct Model {
     target: Option<String>,
     weights: WeightsMode,
     runtime: Option<PathBuf>,
+    max_memory: MemoryLimit,
 }
 
 /// A compiled artifact, before it is written.
@@ -116,7 +117,16 @@ impl Model {
             target: None,
             weights: WeightsMode::Embed,
             runtime: None,
+            max_memory: MemoryLimit::default(),
         }
+    }
+
+    /// The most bytes any value, constant or arena of a specialization may take (default:
+    /// [`MemoryLimit::default`], from the machine's memory); a specialization over it fails
+    /// to build, naming the node.
+    pub fn max_memory(mut self, limit: MemoryLimit) -> Model {
+        self.max_memory = limit;
+        self
     }
 
     /// The runtime library (`libkiln_runtime.a`) that executables and static libraries link;
@@ -261,7 +271,7 @@ impl Model {
             outputs: tensor_specs(g, g.outputs.iter()),
             dims: ranges.clone(),
             consts: weights.index.clone(),
-            sample_inputs: samples(g, &ranges, &specs[0].dims)?,
+            sample_inputs: samples(g, &ranges, &specs[0].dims, self.max_memory)?,
             specs,
         };
         let object = finish_object(obj, &name, &meta, &weights.bytes, &kernels, self.weights)?;
@@ -337,7 +347,7 @@ impl Model {
             .map(|(r, v)| (r.name.clone(), *v))
             .collect();
         let compile = |e: kiln_cpu::CompileError| BuildError::Model(crate::Error::Compile(e));
-        let layout = kiln_cpu::lay_out(g, &bindings).map_err(compile)?;
+        let layout = kiln_cpu::lay_out(g, &bindings, self.max_memory).map_err(compile)?;
         let p = &layout.program;
         let exported = obj
             .add_program(p, &layout.slots, &format!("{name}_s{index}"))
@@ -476,11 +486,13 @@ fn samples(
     g: &Graph,
     ranges: &[DimRange],
     values: &[i64],
+    max_memory: MemoryLimit,
 ) -> Result<Vec<SampleTensor>, BuildError> {
     let dims: Bindings = (ranges.iter().zip(values))
         .map(|(r, v)| (r.name.clone(), *v))
         .collect();
-    let generated = crate::generate::generate_inputs(g, &dims, 0).map_err(BuildError::Dims)?;
+    let generated =
+        crate::generate::generate_inputs(g, &dims, 0, max_memory).map_err(BuildError::Dims)?;
     Ok(generated
         .inputs
         .into_iter()

@@ -2,7 +2,7 @@
 
 use crate::bind::order_inputs;
 use crate::{Error, Model};
-use kiln_ir::Tensor;
+use kiln_ir::{MemoryLimit, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ pub struct Options {
     pub threads: usize,
     /// Run the default pass pipeline first (default: true).
     pub optimize: bool,
+    /// The most bytes any tensor, constant or the arena may take, checked before each is
+    /// allocated (default: [`MemoryLimit::default`], 80% of the machine's memory).
+    pub max_memory: MemoryLimit,
 }
 
 impl Default for Options {
@@ -30,6 +33,7 @@ impl Default for Options {
         Options {
             threads: kiln_cpu::Options::default().threads,
             optimize: true,
+            max_memory: MemoryLimit::default(),
         }
     }
 }
@@ -65,6 +69,7 @@ impl Model {
         };
         let cpu = kiln_cpu::Options {
             threads: opts.threads.max(1),
+            max_memory: opts.max_memory,
         };
         Ok(Compiled {
             model: kiln_cpu::CompiledModel::new(model.graph().clone(), &cpu)?,

@@ -6,7 +6,7 @@
 //! for ids, by the graph: the id range is the row count of the constant table the ids gather
 //! from.
 
-use kiln_ir::{Bindings, DType, Graph, Op, Tensor, TensorType, ValueId};
+use kiln_ir::{Bindings, DType, Graph, MemoryLimit, Op, Tensor, TensorType, ValueId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -29,8 +29,14 @@ pub fn default_size(symbol: &str) -> i64 {
 }
 
 /// Inputs for every graph input, with sizes from `dims` (defaults for the rest) and a
-/// seeded generator, so the same call gives the same tensors.
-pub fn generate_inputs(g: &Graph, dims: &Bindings, seed: u64) -> Result<Generated, String> {
+/// seeded generator, so the same call gives the same tensors. Each input's size is checked
+/// against `max_memory` before it is allocated.
+pub fn generate_inputs(
+    g: &Graph,
+    dims: &Bindings,
+    seed: u64,
+    max_memory: MemoryLimit,
+) -> Result<Generated, String> {
     let mut bindings = dims.clone();
     let mut defaulted = Vec::new();
     for sym in g.input_symbols() {
@@ -45,6 +51,8 @@ pub fn generate_inputs(g: &Graph, dims: &Bindings, seed: u64) -> Result<Generate
     for (name, v) in &g.inputs {
         let ty = g.value_type(*v);
         let shape = concrete_shape(ty, &bindings).map_err(|m| format!("input `{name}`: {m}"))?;
+        kiln_ir::check_tensor(&format!("input `{name}`"), ty.dtype, &shape, max_memory)
+            .map_err(|e| e.to_string())?;
         let t = generate_one(g, name, *v, ty.dtype, &shape, &mut rng)
             .map_err(|m| format!("input `{name}`: {m}"))?;
         inputs.push((name.clone(), t));
@@ -200,7 +208,7 @@ mod tests {
     #[test]
     fn inputs_follow_names_and_the_embedding_table() {
         let dims: Bindings = [("seq".to_string(), 32)].into_iter().collect();
-        let gen = generate_inputs(&graph(), &dims, 7).unwrap();
+        let gen = generate_inputs(&graph(), &dims, 7, MemoryLimit::default()).unwrap();
         assert_eq!(gen.defaulted, vec![("batch".to_string(), 1)]);
         let by_name = |n: &str| gen.inputs.iter().find(|(k, _)| k == n).unwrap().1.clone();
         let ids = by_name("input_ids").to_i64_vec();
@@ -223,8 +231,8 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_inputs() {
-        let a = generate_inputs(&graph(), &Bindings::new(), 3).unwrap();
-        let b = generate_inputs(&graph(), &Bindings::new(), 3).unwrap();
+        let a = generate_inputs(&graph(), &Bindings::new(), 3, MemoryLimit::default()).unwrap();
+        let b = generate_inputs(&graph(), &Bindings::new(), 3, MemoryLimit::default()).unwrap();
         assert_eq!(a.inputs, b.inputs);
         assert_eq!(gather_table_rows(&graph(), ValueId(0)), Some(50));
     }

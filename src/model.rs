@@ -165,6 +165,16 @@ impl Model {
     /// (inputs bound at import are accepted and ignored). Returns the outputs by name, in the
     /// graph's output order.
     pub fn run(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> {
+        self.run_with_limit(inputs, kiln_ir::MemoryLimit::default())
+    }
+
+    /// [`Model::run`] with every value checked against `max_memory` before it is computed:
+    /// an oversized value is an error naming its node.
+    pub fn run_with_limit(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        max_memory: kiln_ir::MemoryLimit,
+    ) -> Result<Vec<(String, Tensor)>, Error> {
         let declared = |name: &String| self.graph.inputs.iter().any(|(n, _)| n == name);
         let runtime: BTreeMap<String, Tensor> = inputs
             .iter()
@@ -172,7 +182,8 @@ impl Model {
             .map(|(name, t)| (name.clone(), t.clone()))
             .collect();
         let ordered = order_inputs(&self.graph, &runtime)?;
-        let outputs = kiln_ir::interp::run(&self.graph, &ordered)?;
+        let opts = kiln_ir::interp::RunOptions { max_memory };
+        let outputs = kiln_ir::interp::run_with(&self.graph, &ordered, &opts)?;
         Ok(self
             .graph
             .outputs

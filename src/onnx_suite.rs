@@ -178,6 +178,7 @@ fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), Strin
             let compile = Options {
                 threads: opts.threads,
                 optimize: false,
+                ..Options::default()
             };
             model.compile(&compile).and_then(|c| c.run(&feed))
         }

@@ -16,6 +16,8 @@ fn compiled(name: &str) -> (Model, Compiled) {
     let opts = Options {
         threads: 2,
         optimize: false,
+
+        ..Options::default()
     };
     let c = model.compile(&opts).unwrap();
     (model, c)

@@ -263,7 +263,10 @@ fn check(seed: u64) -> Result<(), String> {
     let x = inputs(&original, seed);
     let want = interp::run(&original, &x).map_err(|e| e.to_string())?;
     let got = interp::run(&fused, &x).map_err(|e| e.to_string())?;
-    let options = kiln::cpu::Options { threads: 2 };
+    let options = kiln::cpu::Options {
+        threads: 2,
+        ..Default::default()
+    };
     let compiled = kiln::cpu::CompiledModel::new(fused.clone(), &options);
     let jit = compiled
         .map_err(|e| e.to_string())?

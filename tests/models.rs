@@ -53,6 +53,8 @@ fn check_model(name: &str) {
     let opts = Options {
         threads: 2,
         optimize: false,
+
+        ..Options::default()
     };
     let compiled = optimized.compile(&opts).unwrap_or_else(|e| panic!("{e}"));
     let runs: [(&str, Runner); 3] = [

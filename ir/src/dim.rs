@@ -188,6 +188,47 @@ impl Dim {
         }
     }
 
+    /// `self + rhs`, or `None` when a coefficient overflows i64 (the `+` operator wraps).
+    pub fn checked_add(&self, rhs: &Dim) -> Option<Dim> {
+        let mut out = self.clone();
+        for (m, c) in &rhs.terms {
+            let e = out.terms.entry(m.clone()).or_insert(0);
+            *e = e.checked_add(*c)?;
+            if *e == 0 {
+                out.terms.remove(m);
+            }
+        }
+        Some(out)
+    }
+
+    /// `self - rhs`, or `None` on overflow.
+    pub fn checked_sub(&self, rhs: &Dim) -> Option<Dim> {
+        let neg = rhs
+            .terms
+            .iter()
+            .map(|(m, c)| Some((m.clone(), c.checked_neg()?)))
+            .collect::<Option<BTreeMap<_, _>>>()?;
+        self.checked_add(&Dim { terms: neg })
+    }
+
+    /// `self * rhs`, or `None` when a coefficient overflows i64 (the `*` operator wraps).
+    /// Shape arithmetic on concrete sizes (a tile's repeats, a pad's total) goes through
+    /// this, so an overflow is reported instead of wrapping into a small size.
+    pub fn checked_mul(&self, rhs: &Dim) -> Option<Dim> {
+        let mut out = Dim::constant(0);
+        for (ma, ca) in &self.terms {
+            for (mb, cb) in &rhs.terms {
+                let mut m: Vec<Atom> = ma.iter().chain(mb.iter()).cloned().collect();
+                m.sort();
+                let term = Dim {
+                    terms: [(m, ca.checked_mul(*cb)?)].into_iter().collect(),
+                };
+                out = out.checked_add(&term)?;
+            }
+        }
+        Some(out)
+    }
+
     fn add_term(&mut self, m: Vec<Atom>, c: i64) {
         let e = self.terms.entry(m).or_insert(0);
         *e = e.wrapping_add(c);
@@ -209,7 +250,7 @@ impl Atom {
     fn eval(&self, b: &Bindings) -> Option<i64> {
         match self {
             Atom::Sym(s) => b.get(s).copied(),
-            Atom::FloorDiv(d, c) => Some(d.eval(b)?.div_euclid(*c)),
+            Atom::FloorDiv(d, c) => d.eval(b)?.checked_div_euclid(*c),
             Atom::Min(x, y) => Some(x.eval(b)?.min(y.eval(b)?)),
             Atom::Max(x, y) => Some(x.eval(b)?.max(y.eval(b)?)),
         }
@@ -551,6 +592,28 @@ mod tests {
         assert_eq!(d("max(seq, 9)").eval(&b), Some(9));
         assert_eq!(d("seq+unknown").eval(&b), None);
         assert_eq!(d("seq+unknown").substitute(&b), d("unknown+7"));
+    }
+
+    #[test]
+    fn checked_arithmetic_reports_overflow() {
+        let big = Dim::from(1i64 << 62);
+        assert_eq!(big.checked_mul(&Dim::from(4i64)), None);
+        assert_eq!(
+            (big.clone() * Dim::from(4i64)).as_const(),
+            Some(0),
+            "the operator wraps"
+        );
+        assert_eq!(
+            big.checked_add(&big).and_then(|d| d.checked_add(&big)),
+            None
+        );
+        assert_eq!(Dim::from(i64::MIN).checked_sub(&Dim::from(1i64)), None);
+        let s = d("2*seq+1");
+        assert_eq!(s.checked_mul(&Dim::from(3i64)), Some(d("6*seq+3")));
+        assert_eq!(s.checked_sub(&s), Some(Dim::from(0i64)));
+        assert_eq!(s.checked_add(&d("-2*seq")), Some(Dim::from(1i64)));
+        let huge = d("seq") * Dim::from(i64::MAX);
+        assert_eq!(huge.checked_mul(&Dim::from(2i64)), None);
     }
 
     #[test]

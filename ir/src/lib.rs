@@ -13,6 +13,7 @@ mod epilogue;
 mod graph;
 mod infer;
 pub mod interp;
+mod limit;
 mod op;
 pub mod shape_eval;
 mod tensor;
@@ -25,6 +26,10 @@ pub use epilogue::{Activation, Epilogue, Residual};
 pub use graph::{Graph, Node, TensorType, ValueId};
 pub use half;
 pub use infer::{infer, input_arity, Arity, InferError};
+pub use limit::{
+    check_bytes, check_graph, check_node, check_tensor, concrete_shape, human_bytes, tensor_bytes,
+    BadMemorySize, MemoryLimit, SizeError,
+};
 pub use op::{
     ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs, EinsumSpec,
     MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,

@@ -285,9 +285,9 @@ fn compare(b: BinaryOp, p: &Dim, q: &Dim) -> Option<bool> {
 fn arith(b: BinaryOp, p: Dim, q: Dim) -> Option<Dim> {
     let consts = (p.as_const(), q.as_const());
     Some(match (b, consts) {
-        (BinaryOp::Add, _) => p + q,
-        (BinaryOp::Sub, _) => p - q,
-        (BinaryOp::Mul, _) => p * q,
+        (BinaryOp::Add, _) => p.checked_add(&q)?,
+        (BinaryOp::Sub, _) => p.checked_sub(&q)?,
+        (BinaryOp::Mul, _) => p.checked_mul(&q)?,
         (BinaryOp::Div, (Some(x), Some(y))) => Dim::from(x.checked_div(y)?),
         // Dims are sizes, never negative, so truncation and floor agree.
         (BinaryOp::Div, (None, Some(y))) if y > 0 => p.div_floor(y),
@@ -423,23 +423,32 @@ fn reduce(kind: ReduceKind, axes: &[usize], keep_dims: bool, ks: &[&Known]) -> O
         return None;
     }
     let r = match kind {
-        ReduceKind::Prod => dims.into_iter().fold(Dim::from(1i64), |a, d| a * d),
-        ReduceKind::Sum => dims.into_iter().fold(Dim::from(0i64), |a, d| a + d),
+        ReduceKind::Prod => (dims.iter()).try_fold(Dim::from(1i64), |a, d| a.checked_mul(d))?,
+        ReduceKind::Sum => (dims.iter()).try_fold(Dim::from(0i64), |a, d| a.checked_add(d))?,
         _ => return None,
     };
     finish(vec![r], !keep_dims, data.dtype())
 }
 
+/// The longest `range` evaluated as a known value.
+const MAX_RANGE: usize = 1 << 20;
+
 fn range(len: &Dim, ks: &[&Known]) -> Option<Known> {
     let [start, delta] = ks else { return None };
-    let n = usize::try_from(len.as_const()?).ok()?;
+    // Only short ranges are shape values; a long one is data, left to the graph (where its
+    // size is checked against the memory limit before it is allocated).
+    let n = usize::try_from(len.as_const()?)
+        .ok()
+        .filter(|&n| n <= MAX_RANGE)?;
     let (s, d) = (start.as_tensor()?, delta.as_tensor()?);
     if s.dtype().is_int() {
         let (s, d) = (
             s.to_i64_vec().first().copied()?,
             d.to_i64_vec().first().copied()?,
         );
-        let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
+        let v: Vec<i64> = (0..n as i64)
+            .map(|i| i.checked_mul(d).and_then(|x| x.checked_add(s)))
+            .collect::<Option<_>>()?;
         return Some(Known::Tensor(
             Tensor::from_vec(v, &[n]).ok()?.cast(start.dtype()),
         ));

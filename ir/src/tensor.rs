@@ -299,6 +299,32 @@ pub enum TensorError {
     /// The shape's element count overflows.
     #[error("shape {0:?} is too large")]
     TooLarge(Vec<usize>),
+    /// The allocator could not provide the memory.
+    #[error("cannot allocate {} for shape {shape:?}", crate::human_bytes(*bytes as u128))]
+    Alloc {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Bytes requested.
+        bytes: usize,
+    },
+}
+
+/// A vector of `n` copies of `v`, allocated fallibly: a failed allocation is an error, not
+/// an abort.
+pub(crate) fn try_filled<T: Clone>(n: usize, v: T, shape: &[usize]) -> Result<Vec<T>, TensorError> {
+    let mut out = try_with_capacity(n, shape)?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// An empty vector with room for `n` elements, allocated fallibly.
+pub(crate) fn try_with_capacity<T>(n: usize, shape: &[usize]) -> Result<Vec<T>, TensorError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| TensorError::Alloc {
+        shape: shape.to_vec(),
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    Ok(out)
 }
 
 fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
@@ -336,10 +362,8 @@ impl Tensor {
 
     /// A tensor of `dtype` filled with `v` (converted from f64).
     pub fn full(dtype: DType, shape: &[usize], v: f64) -> Result<Tensor, TensorError> {
-        element_count(shape)?;
-        Ok(
-            with_dtype!(dtype, T => T::wrap(ArrayD::from_elem(IxDyn(shape), T::from_f64(v)).into_shared())),
-        )
+        let n = element_count(shape)?;
+        Ok(with_dtype!(dtype, T => Tensor::from_vec(try_filled(n, T::from_f64(v), shape)?, shape)?))
     }
 
     /// A zero-filled tensor.
@@ -355,15 +379,19 @@ impl Tensor {
     ) -> Result<Tensor, TensorError> {
         let n = element_count(shape)?;
         let w = dtype.size_bytes();
-        if bytes.len() != n * w {
+        let expected = n
+            .checked_mul(w)
+            .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))?;
+        if bytes.len() != expected {
             return Err(TensorError::Length {
                 shape: shape.to_vec(),
-                expected: n * w,
+                expected,
                 got: bytes.len(),
             });
         }
         Ok(with_dtype!(dtype, T => {
-            let v: Vec<T> = bytes.chunks_exact(w).map(T::read_le).collect();
+            let mut v: Vec<T> = try_with_capacity(n, shape)?;
+            v.extend(bytes.chunks_exact(w).map(T::read_le));
             Tensor::from_vec(v, shape)?
         }))
     }

@@ -3,7 +3,7 @@
 use super::pipeline::{generate, load, optimize, parse_dim};
 use super::timing::Timer;
 use clap::Args;
-use kiln::npz::read_npz;
+use kiln::npz::read_npz_with;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,12 +45,17 @@ pub(crate) struct BenchArgs {
     /// summed over the timed runs, on stderr.
     #[arg(long)]
     profile: bool,
+    /// The most bytes any tensor, constant or arena may take, checked before each is
+    /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<kiln::ir::MemoryLimit>,
 }
 
 pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let dims: BTreeMap<String, i64> = args.dims.iter().cloned().collect();
+    let limit = args.max_memory.unwrap_or_default();
     let given = match &args.inputs {
-        Some(path) => read_npz(path)?.into_iter().collect(),
+        Some(path) => read_npz_with(path, limit)?.into_iter().collect(),
         None => BTreeMap::new(),
     };
     let start = Instant::now();
@@ -58,18 +63,18 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     let inputs = if args.inputs.is_some() {
         given
     } else {
-        generate(&args.model, &model, &dims, 0)?
+        generate(&args.model, &model, &dims, 0, limit)?
     };
     let run: Box<dyn Fn() -> Result<(), kiln::Error>> = match args.backend {
         super::Backend::Cpu => {
-            let compiled = super::pipeline::compile(&model, args.threads, timer)?;
+            let compiled = super::pipeline::compile(&model, args.threads, limit, timer)?;
             timer.time("compile for input shapes", || compiled.prepare(&inputs))?;
             if args.profile {
                 print_profile(&compiled, &inputs, args.runs.max(1))?;
             }
             Box::new(move || compiled.run(&inputs).map(drop))
         }
-        super::Backend::Interp => Box::new(move || model.run(&inputs).map(drop)),
+        super::Backend::Interp => Box::new(move || model.run_with_limit(&inputs, limit).map(drop)),
     };
     let compile_ms = ms(start.elapsed());
     for _ in 0..args.warmup {

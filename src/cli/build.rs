@@ -45,6 +45,10 @@ pub(crate) struct BuildArgs {
     /// Symbol prefix of the C functions (`NAME_run`); default: the model file's stem.
     #[arg(long)]
     name: Option<String>,
+    /// The most bytes any tensor, constant or arena may take, checked before each is
+    /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<kiln::ir::MemoryLimit>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,7 +74,7 @@ enum WeightsArg {
 }
 
 pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
-    let mut model = Model::new(&args.model);
+    let mut model = Model::new(&args.model).max_memory(args.max_memory.unwrap_or_default());
     for (name, min, max) in &args.dims {
         model = model.dim(name, *min, *max);
     }

@@ -202,10 +202,12 @@ fn stats(g: &kiln::ir::Graph) -> String {
 
 fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
     let dims: BTreeMap<String, i64> = args.dims.iter().cloned().collect();
-    let inputs = super::pipeline::generate(&args.model, model, &dims, 0)?;
+    let limit = kiln::ir::MemoryLimit::default();
+    let inputs = super::pipeline::generate(&args.model, model, &dims, 0, limit)?;
     let opts = kiln::Options {
         threads: 1,
         optimize: false,
+        max_memory: limit,
     };
     let spec = model.compile(&opts)?.specialization(&inputs)?;
     let (p, plan) = (&spec.program, &spec.plan);

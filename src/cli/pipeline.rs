@@ -80,11 +80,13 @@ pub(crate) fn parse_dim(s: &str) -> Result<(String, i64), String> {
 pub(crate) fn compile(
     model: &Model,
     threads: usize,
+    max_memory: kiln::ir::MemoryLimit,
     timer: &Timer,
 ) -> anyhow::Result<kiln::Compiled> {
     let opts = kiln::Options {
         threads: threads.max(1),
         optimize: false,
+        max_memory,
     };
     Ok(timer.time("compile", || model.compile(&opts))?)
 }
@@ -96,8 +98,9 @@ pub(crate) fn generate(
     model: &Model,
     dims: &BTreeMap<String, i64>,
     seed: u64,
+    max_memory: kiln::ir::MemoryLimit,
 ) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    let generated = kiln::generate::generate_inputs(model.graph(), dims, seed)
+    let generated = kiln::generate::generate_inputs(model.graph(), dims, seed, max_memory)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("generating inputs for {}", path.display()))?;
     if !generated.defaulted.is_empty() {

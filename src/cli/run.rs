@@ -4,7 +4,7 @@ use super::pipeline::{compile, generate, load, optimize, parse_dim};
 use super::timing::Timer;
 use super::Backend;
 use clap::Args;
-use kiln::npz::{read_npz, write_npz};
+use kiln::npz::{read_npz_with, write_npz};
 use kiln::summary::summarize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,12 +40,17 @@ pub(crate) struct RunArgs {
     /// Run the graph as imported, without the optimization pipeline.
     #[arg(long)]
     no_optimize: bool,
+    /// The most bytes any tensor, constant or arena may take, checked before each is
+    /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
+    #[arg(long, value_name = "BYTES")]
+    max_memory: Option<kiln::ir::MemoryLimit>,
 }
 
 pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let dims: BTreeMap<String, i64> = args.dims.iter().cloned().collect();
+    let limit = args.max_memory.unwrap_or_default();
     let given = match &args.inputs {
-        Some(path) => read_npz(path)?.into_iter().collect(),
+        Some(path) => read_npz_with(path, limit)?.into_iter().collect(),
         None => BTreeMap::new(),
     };
     let mut model = load(&args.model, &dims, &given, timer)?;
@@ -53,20 +58,20 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
         model = optimize(&model, None, timer)?;
     }
     let compiled = match args.backend {
-        Backend::Cpu => Some(compile(&model, args.threads, timer)?),
+        Backend::Cpu => Some(compile(&model, args.threads, limit, timer)?),
         Backend::Interp => None,
     };
     let inputs = if args.inputs.is_some() {
         given
     } else {
-        generate(&args.model, &model, &dims, args.seed)?
+        generate(&args.model, &model, &dims, args.seed, limit)?
     };
     let outputs = match &compiled {
         Some(c) => {
             timer.time("compile for input shapes", || c.prepare(&inputs))?;
             timer.time("run (cpu)", || c.run(&inputs))?
         }
-        None => timer.time("run (interp)", || model.run(&inputs))?,
+        None => timer.time("run (interp)", || model.run_with_limit(&inputs, limit))?,
     };
     for (name, t) in &outputs {
         super::emit(&format!("{}\n", summarize(name, t)))?;

@@ -14,7 +14,8 @@ use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step, StepErr
 use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
-use kiln_ir::{interp, Bindings, Graph, Tensor, TensorType};
+use kiln_ir::{check_bytes, check_graph, interp, Bindings, Graph, MemoryLimit, SizeError};
+use kiln_ir::{Tensor, TensorType};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,12 +26,17 @@ use thiserror::Error;
 pub struct Options {
     /// Worker threads, including the caller's (default: every core).
     pub threads: usize,
+    /// The most bytes any value, constant or the arena may take; checked when code is laid
+    /// out for a set of input shapes, before anything is allocated (default:
+    /// [`MemoryLimit::default`], from the machine's memory).
+    pub max_memory: MemoryLimit,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_memory: MemoryLimit::default(),
         }
     }
 }
@@ -38,6 +44,10 @@ impl Default for Options {
 /// Why compilation failed.
 #[derive(Debug, Error)]
 pub enum CompileError {
+    /// A value or the arena would exceed the memory limit, or a shape has a negative or
+    /// overflowing dim.
+    #[error(transparent)]
+    Size(#[from] SizeError),
     /// Scheduling failed (an unsupported op, or an unknown dim).
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
@@ -68,6 +78,9 @@ pub enum RunError {
     /// node.
     #[error(transparent)]
     Step(#[from] StepError),
+    /// The arena could not be allocated.
+    #[error(transparent)]
+    Arena(#[from] rt::ArenaError),
     /// A runtime op between compiled stages failed.
     #[error("node {node} \"{name}\": {source}")]
     Call {
@@ -90,6 +103,7 @@ pub struct CompiledModel {
     /// Constant matmul operands packed for the GEMM, shared by every specialization.
     packed: Mutex<HashMap<PackKey, Arc<PackedB>>>,
     arenas: Mutex<Vec<Arena>>,
+    max_memory: MemoryLimit,
 }
 
 /// A constant B view: the tensor's address, the view's offset, strides, and k × n.
@@ -116,10 +130,15 @@ impl CompiledModel {
     /// Compiles `graph`. Every node is checked for support now; code is generated now when
     /// the input shapes are static, otherwise on the first run at each new shape.
     pub fn new(graph: Graph, opts: &Options) -> Result<CompiledModel, CompileError> {
-        CompiledModel::with_pool(graph, Arc::new(ThreadPool::new(opts.threads)))
+        let pool = Arc::new(ThreadPool::new(opts.threads));
+        CompiledModel::with_pool(graph, pool, opts.max_memory)
     }
 
-    fn with_pool(graph: Graph, pool: Arc<ThreadPool>) -> Result<CompiledModel, CompileError> {
+    fn with_pool(
+        graph: Graph,
+        pool: Arc<ThreadPool>,
+        max_memory: MemoryLimit,
+    ) -> Result<CompiledModel, CompileError> {
         let stages = match split(&graph) {
             Some(stages) => Some(
                 stages
@@ -127,7 +146,11 @@ impl CompiledModel {
                     .map(|st| {
                         let model = match st.runtime {
                             Some(_) => None,
-                            None => Some(CompiledModel::with_pool(st.graph.clone(), pool.clone())?),
+                            None => Some(CompiledModel::with_pool(
+                                st.graph.clone(),
+                                pool.clone(),
+                                max_memory,
+                            )?),
                         };
                         Ok((st, model))
                     })
@@ -142,6 +165,7 @@ impl CompiledModel {
             cache: Mutex::new(HashMap::new()),
             packed: Mutex::new(HashMap::new()),
             arenas: Mutex::new(Vec::new()),
+            max_memory,
         };
         if model.stages.is_some() {
             return Ok(model);
@@ -205,7 +229,7 @@ impl CompiledModel {
             plan,
             slots,
             consts,
-        } = lay_out(&self.graph, bindings)?;
+        } = lay_out(&self.graph, bindings, self.max_memory)?;
         let code = lower::compile(&program, &slots)
             .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
         let packed = self.prepack_weights(&program);
@@ -274,7 +298,7 @@ impl CompiledModel {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.specialize(&shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
-        let mut arena = self.take_arena(spec.plan.arena_bytes);
+        let mut arena = self.take_arena(spec.plan.arena_bytes)?;
         let result = self.execute(&spec, &inputs, &mut arena, None);
         self.arenas.lock().expect("arena lock").push(arena);
         result
@@ -289,7 +313,7 @@ impl CompiledModel {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.specialize(&shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
-        let mut arena = self.take_arena(spec.plan.arena_bytes);
+        let mut arena = self.take_arena(spec.plan.arena_bytes)?;
         let mut times = Vec::new();
         let result = self.execute(&spec, &inputs, &mut arena, Some(&mut times));
         self.arenas.lock().expect("arena lock").push(arena);
@@ -387,11 +411,14 @@ impl CompiledModel {
             .collect())
     }
 
-    fn take_arena(&self, bytes: usize) -> Arena {
+    fn take_arena(&self, bytes: usize) -> Result<Arena, rt::ArenaError> {
         let mut arenas = self.arenas.lock().expect("arena lock");
         let mut arena = arenas.pop().unwrap_or_default();
-        arena.reserve(bytes);
-        arena
+        if let Err(e) = arena.reserve(bytes) {
+            arenas.push(arena);
+            return Err(e);
+        }
+        Ok(arena)
     }
 }
 
@@ -460,11 +487,20 @@ pub struct Layout {
 }
 
 /// Schedules `graph` at `bindings`, fuses loop nests and plans the arena: the steps both
-/// the JIT and ahead-of-time compilation take before generating code.
-pub fn lay_out(graph: &Graph, bindings: &Bindings) -> Result<Layout, CompileError> {
+/// the JIT and ahead-of-time compilation take before generating code. Every value's size
+/// is checked against `max_memory` first (so scheduling multiplies only dims whose product
+/// fits), and the arena's after planning.
+pub fn lay_out(
+    graph: &Graph,
+    bindings: &Bindings,
+    max_memory: MemoryLimit,
+) -> Result<Layout, CompileError> {
+    check_graph(graph, bindings, max_memory)?;
     let mut program = schedule(graph, bindings)?;
     fuse_loops(&mut program);
     let plan = plan(&program);
+    let arena = || "the arena (the temporaries live at once)".to_string();
+    check_bytes(arena, Some(plan.arena_bytes as u128), max_memory)?;
     let (slots, consts) = slot_table(&program, &plan, graph.inputs.len());
     Ok(Layout {
         program,

@@ -12,7 +12,7 @@
 use crate::exec::{self, Arena, KernelFn, RunPlan};
 use crate::gemm::PackedB;
 use crate::pool::ThreadPool;
-use kiln_ir::{DType, Tensor};
+use kiln_ir::{DType, MemoryLimit, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -179,6 +179,7 @@ pub struct Session {
     /// Per spec, per step: the pre-packed constant B of a matmul (filled on first use).
     packed: Vec<Option<Vec<Option<Arc<PackedB>>>>>,
     arena: Arena,
+    max_memory: MemoryLimit,
 }
 
 impl Session {
@@ -216,7 +217,14 @@ impl Session {
             kernels,
             pool: ThreadPool::new(threads),
             arena: Arena::default(),
+            max_memory: MemoryLimit::default(),
         })
+    }
+
+    /// Sets the most bytes the arena may take (default: [`MemoryLimit::default`], from the
+    /// machine's memory); a run whose arena would exceed it fails before allocating.
+    pub fn set_max_memory(&mut self, limit: MemoryLimit) {
+        self.max_memory = limit;
     }
 
     /// The model's description.
@@ -241,7 +249,14 @@ impl Session {
         let inputs: Vec<Tensor> = inputs.iter().map(exec::contiguous).collect();
         self.prepack(s);
         let spec = &self.meta.specs[s];
-        self.arena.reserve(spec.run.arena_bytes);
+        let arena_bytes = spec.run.arena_bytes;
+        kiln_ir::check_bytes(
+            || "the arena".to_string(),
+            Some(arena_bytes as u128),
+            self.max_memory,
+        )
+        .map_err(|e| ArtifactError::Run(e.to_string()))?;
+        (self.arena.reserve(arena_bytes)).map_err(|e| ArtifactError::Run(e.to_string()))?;
         let mut ptrs: Vec<*mut u8> = vec![self.arena.ptr()];
         ptrs.extend(
             inputs

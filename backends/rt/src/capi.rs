@@ -131,7 +131,7 @@ pub unsafe extern "C" fn kiln_rt_output_shape(
     let meta = s.session.meta();
     let found = (|| {
         // SAFETY: forwarded from the caller.
-        let shapes = unsafe { input_shapes(&s.session, shapes) };
+        let shapes = unsafe { input_shapes(&s.session, shapes) }?;
         let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
         let spec = &meta.specs[s.session.spec_for_shapes(&shapes)?];
         let (_, shape) = (spec.outputs.get(index as usize))
@@ -177,19 +177,29 @@ pub unsafe extern "C" fn kiln_rt_close(s: *mut CSession) {
 ///
 /// # Safety
 /// `shapes[i]` valid for input `i`'s rank.
-unsafe fn input_shapes(session: &Session, shapes: *const *const i64) -> Vec<Vec<usize>> {
-    let ranks = session.meta().inputs.iter().map(|t| t.dims.len());
-    ranks
+unsafe fn input_shapes(
+    session: &Session,
+    shapes: *const *const i64,
+) -> Result<Vec<Vec<usize>>, ArtifactError> {
+    let inputs = session.meta().inputs.iter();
+    inputs
         .enumerate()
-        .map(|(i, rank)| {
+        .map(|(i, spec)| {
             // SAFETY: the contract above.
-            let dims = unsafe { std::slice::from_raw_parts(*shapes.add(i), rank) };
-            dims.iter().map(|&d| d.max(0) as usize).collect()
+            let dims = unsafe { std::slice::from_raw_parts(*shapes.add(i), spec.dims.len()) };
+            (dims.iter())
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<Vec<usize>, _>>()
+                .map_err(|_| {
+                    ArtifactError::Input(format!("input `{}`: negative dim in {dims:?}", spec.name))
+                })
         })
         .collect()
 }
 
-/// The inputs as tensors (copied: C owns its buffers).
+/// The inputs as tensors (copied: C owns its buffers). The shapes must be ones a program
+/// was compiled for, checked before any buffer is read or copied, so their sizes are
+/// bounded by what `kiln build` checked.
 ///
 /// # Safety
 /// As for [`kiln_rt_run`].
@@ -199,11 +209,22 @@ unsafe fn read_inputs(
     shapes: *const *const i64,
 ) -> Result<Vec<Tensor>, ArtifactError> {
     // SAFETY: forwarded from the caller.
-    let shapes = unsafe { input_shapes(session, shapes) };
+    let shapes = unsafe { input_shapes(session, shapes) }?;
+    let views: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    session.spec_for_shapes(&views)?;
     let specs = session.meta().inputs.iter().zip(shapes).enumerate();
     specs
         .map(|(i, (spec, shape))| {
-            let len = shape.iter().product::<usize>() * spec.dtype.size_bytes();
+            let too_large = || {
+                ArtifactError::Input(format!(
+                    "input `{}`: shape {shape:?} is too large",
+                    spec.name
+                ))
+            };
+            let len = kiln_ir::tensor_bytes(spec.dtype, &shape)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= isize::MAX as usize)
+                .ok_or_else(too_large)?;
             // SAFETY: `inputs` has an entry per model input.
             let ptr = unsafe { *inputs.add(i) } as *const u8;
             if ptr.is_null() && len > 0 {

@@ -9,21 +9,23 @@
 //! ```
 
 use crate::artifact::{ArtifactError, ModelDesc, Session};
-use crate::npz::{read_npz, write_npz};
+use crate::npz::{read_npz_with, write_npz};
 use crate::summary::summarize;
+use kiln_ir::MemoryLimit;
 use kiln_ir::Tensor;
 use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: MODEL [--inputs IN.npz] [-o OUT.npz] [--bench N] [--threads N] [--weights PATH]
+    "usage: MODEL [--inputs IN.npz] [-o OUT.npz] [--bench N] [--threads N] [--weights PATH] [--max-memory BYTES]
 
 Runs the compiled model. Without --inputs it runs on the sample inputs stored at build
 time and prints a summary of each output. --inputs takes an .npz with one array per model
 input, by name; -o writes the outputs as .npz. --bench N times N runs after 3 warm-up runs
 and prints one JSON line (milliseconds). --weights gives the weights file of a model built
-with --weights file (default: the executable's path with .weights appended).";
+with --weights file (default: the executable's path with .weights appended). --max-memory
+caps the run's memory (bytes, or 512M, 8G; default: 80% of the machine's memory).";
 
 /// Options of one invocation.
 #[derive(Debug, Default)]
@@ -33,6 +35,7 @@ struct Args {
     bench: Option<usize>,
     threads: usize,
     weights: Option<PathBuf>,
+    max_memory: Option<MemoryLimit>,
 }
 
 /// Runs the executable's command line; returns the process exit code.
@@ -77,8 +80,10 @@ fn main_with(model: &'static ModelDesc, argv: &[String]) -> Result<(), String> {
     // SAFETY: the descriptor is the artifact's own.
     let mut session = unsafe { Session::open(model, weights.as_deref(), args.threads) }
         .map_err(|e| e.to_string())?;
+    let limit = args.max_memory.unwrap_or_default();
+    session.set_max_memory(limit);
     let inputs = match &args.inputs {
-        Some(path) => inputs_from(&session, path)?,
+        Some(path) => inputs_from(&session, path, limit)?,
         None => session.sample_inputs(),
     };
     if let Some(runs) = args.bench {
@@ -119,6 +124,9 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--bench" => args.bench = Some(number(value()?)?),
             "--threads" => args.threads = number(value()?)?,
             "--weights" => args.weights = Some(value()?.into()),
+            "--max-memory" => {
+                args.max_memory = Some(value()?.parse().map_err(|e| format!("{flag}: {e}"))?)
+            }
             other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
         }
     }
@@ -126,8 +134,12 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
 }
 
 /// The model's inputs from an .npz, by name.
-fn inputs_from(session: &Session, path: &std::path::Path) -> Result<Vec<Tensor>, String> {
-    let mut arrays = read_npz(path).map_err(|e| e.to_string())?;
+fn inputs_from(
+    session: &Session,
+    path: &std::path::Path,
+    limit: MemoryLimit,
+) -> Result<Vec<Tensor>, String> {
+    let mut arrays = read_npz_with(path, limit).map_err(|e| e.to_string())?;
     let specs = session.meta().inputs.iter();
     specs
         .map(|spec| {

@@ -276,17 +276,50 @@ pub struct Arena {
 #[repr(C, align(64))]
 struct Align64([u8; ALIGN]);
 
+/// The arena could not be allocated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot allocate the arena of {} ({bytes} bytes)", kiln_ir::human_bytes(*bytes as u128))]
+pub struct ArenaError {
+    /// Bytes requested.
+    pub bytes: usize,
+}
+
 impl Arena {
-    /// Makes room for at least `bytes`.
-    pub fn reserve(&mut self, bytes: usize) {
+    /// Makes room for at least `bytes`; a failed allocation is an error, never an abort.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), ArenaError> {
         let n = bytes.div_ceil(ALIGN).max(1);
         if self.blocks.len() < n {
+            self.blocks
+                .try_reserve_exact(n - self.blocks.len())
+                .map_err(|_| ArenaError { bytes })?;
             self.blocks.resize(n, Align64([0; ALIGN]));
         }
+        Ok(())
     }
 
     /// The first byte.
     pub fn ptr(&mut self) -> *mut u8 {
         self.blocks.as_mut_ptr() as *mut u8
+    }
+}
+
+#[cfg(test)]
+mod arena_tests {
+    use super::*;
+
+    #[test]
+    fn arena_reserve_is_fallible() {
+        let mut a = Arena::default();
+        assert!(a.reserve(1000).is_ok());
+        let e = a.reserve(usize::MAX - 100).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot allocate the arena of 16 EiB"),
+            "{e}"
+        );
+        assert!(
+            a.reserve(64).is_ok(),
+            "a failed reserve leaves the arena usable"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! (numpy's `<f2`); bf16 has no numpy dtype, so writing it is an error that says so.
 
 use half::f16;
-use kiln_ir::{DType, Elem, Tensor};
+use kiln_ir::{DType, Elem, MemoryLimit, Tensor};
 use ndarray::ArrayD;
 use ndarray_npy::{
     NpzReader, NpzWriter, ReadDataError, ReadNpyError, ReadNpzError, ReadableElement,
@@ -40,8 +40,17 @@ impl NpyError {
     }
 }
 
-/// Reads every array of an `.npz` file, in the archive's order.
+/// Reads every array of an `.npz` file, in the archive's order, under the default memory
+/// limit ([`MemoryLimit::default`]).
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
+    read_npz_with(path, MemoryLimit::default())
+}
+
+/// Reads every array of an `.npz` file, in the archive's order. Each array's header is read
+/// first: the size it declares must fit in the entry and under `limit` before anything is
+/// allocated.
+pub fn read_npz_with(path: &Path, limit: MemoryLimit) -> Result<Vec<(String, Tensor)>, NpyError> {
+    check_npz_headers(path, limit)?;
     let file = File::open(path).map_err(|e| NpyError::new(path, None, e))?;
     let mut npz = NpzReader::new(BufReader::new(file))
         .map_err(|e| NpyError::new(path, None, npz_message(&e)))?;
@@ -60,8 +69,13 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
     Ok(out)
 }
 
-/// Reads one `.npy` file.
+/// Reads one `.npy` file; its header must declare a size that fits in the file and under
+/// the default memory limit.
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
+    let fail = |m: String| NpyError::new(path, None, m);
+    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let stored = file.metadata().map_err(|e| fail(e.to_string()))?.len();
+    check_header(BufReader::new(file), stored, MemoryLimit::default()).map_err(fail)?;
     read_tensor(&mut NpyFile { path }).map_err(|m| NpyError::new(path, None, m))
 }
 
@@ -123,6 +137,99 @@ fn write_npz_entry<W: Write + std::io::Seek>(
         Tensor::Bool(a) => npz.add_array(name, a),
     };
     written.map_err(|e| e.to_string())
+}
+
+/// Checks the header of every entry of an `.npz` (see [`check_header`]).
+fn check_npz_headers(path: &Path, limit: MemoryLimit) -> Result<(), NpyError> {
+    let file = File::open(path).map_err(|e| NpyError::new(path, None, e))?;
+    let Ok(mut zip) = zip::ZipArchive::new(BufReader::new(file)) else {
+        // Not a zip: reading it reports that.
+        return Ok(());
+    };
+    for i in 0..zip.len() {
+        let Ok(entry) = zip.by_index(i) else {
+            continue;
+        };
+        let name = entry.name().to_string();
+        let name = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        let stored = entry.size();
+        check_header(entry, stored, limit).map_err(|m| NpyError::new(path, Some(&name), m))?;
+    }
+    Ok(())
+}
+
+/// Reads an `.npy` header from `r` (which holds `stored` bytes in all) and checks that the
+/// data it declares fits in what is stored and under `limit`, so that a header claiming a
+/// huge shape is an error before anything is allocated. Headers it cannot make sense of
+/// are left to the reader, which reports them.
+fn check_header(mut r: impl Read, stored: u64, limit: MemoryLimit) -> Result<(), String> {
+    let mut start = [0u8; 10];
+    if r.read_exact(&mut start).is_err() || &start[..6] != b"\x93NUMPY" {
+        return Ok(());
+    }
+    let (len, prefix) = if start[6] == 1 {
+        (u16::from_le_bytes([start[8], start[9]]) as u64, 10)
+    } else {
+        let mut more = [0u8; 2];
+        if r.read_exact(&mut more).is_err() {
+            return Ok(());
+        }
+        (
+            u32::from_le_bytes([start[8], start[9], more[0], more[1]]) as u64,
+            12,
+        )
+    };
+    if len > 1 << 20 {
+        return Err(format!("the .npy header is {len} bytes long"));
+    }
+    let mut header = vec![0u8; len as usize];
+    if r.read_exact(&mut header).is_err() {
+        return Ok(());
+    }
+    let Some((shape, item)) = header_shape(&header) else {
+        return Ok(());
+    };
+    let bytes = shape
+        .iter()
+        .try_fold(item as u128, |n, &d| n.checked_mul(d as u128));
+    let data = stored.saturating_sub(prefix + len) as u128;
+    if bytes.is_none_or(|b| b > data) {
+        return Err(format!(
+            "the header declares shape {shape:?} of {item}-byte elements ({}), but the file holds {} of data",
+            bytes.map_or("more than 2^128 bytes".to_string(), kiln_ir::human_bytes),
+            kiln_ir::human_bytes(data)
+        ));
+    }
+    kiln_ir::check_bytes(|| format!("shape {shape:?}"), bytes, limit).map_err(|e| e.to_string())
+}
+
+/// The shape and element size an `.npy` header declares.
+fn header_shape(header: &[u8]) -> Option<(Vec<u64>, u64)> {
+    let text = std::str::from_utf8(header).ok()?;
+    let PyValue::Dict(entries) = text.trim().parse::<PyValue>().ok()? else {
+        return None;
+    };
+    let field = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| matches!(k, PyValue::String(s) if s == key))
+            .map(|(_, v)| v)
+    };
+    let PyValue::Tuple(dims) = field("shape")? else {
+        return None;
+    };
+    let shape = dims
+        .iter()
+        .map(|d| match d {
+            PyValue::Integer(n) => u64::try_from(n).ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    let PyValue::String(descr) = field("descr")? else {
+        return None;
+    };
+    let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
+    Some((shape, digits.parse().ok()?))
 }
 
 /// Why one typed read attempt failed.

@@ -272,8 +272,9 @@ fn tile(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let out: Vec<Dim> = shape
         .iter()
         .zip(&reps)
-        .map(|(d, &r)| d.clone() * Dim::from(r))
-        .collect();
+        .map(|(d, &r)| d.checked_mul(&Dim::from(r)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| cx.err(format!("the output shape overflows i64 (repeats {reps:?})")))?;
     let a = cx.reshape("interleave", x, inter)?;
     let b = cx.emit1("expand", Op::Expand { shape: big }, &[&a])?;
     Ok(vec![cx.reshape("", &b, out)?])

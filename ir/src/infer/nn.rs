@@ -135,13 +135,23 @@ pub(super) fn conv_transpose(
     positive("dilations", &a.dilations)?;
     unify_or(&x.shape[1], &w.shape[0], "input channels and weight dim 0")?;
     divisible(&x.shape[1], a.groups, "input channels")?;
-    let mut shape = vec![x.shape[0].clone(), w.shape[1].clone() * Dim::from(a.groups)];
+    let channels = (w.shape[1].checked_mul(&Dim::from(a.groups)))
+        .ok_or_else(|| "output channels overflow i64".to_string())?;
+    let mut shape = vec![x.shape[0].clone(), channels];
     for i in 0..s {
         let (pb, pe) = a.pads[i];
-        let full = (x.shape[i + 2].clone() - Dim::from(1i64)) * Dim::from(a.strides[i])
-            + window(&w.shape[i + 2], a.dilations[i])
-            + Dim::from(a.output_padding[i]);
-        shape.push(positive_size(full - Dim::from(pb + pe), i)?);
+        let c = |v: i64| Dim::from(v);
+        let u = |v: usize| Dim::from(v);
+        let w_extent = (w.shape[i + 2].checked_sub(&c(1)))
+            .and_then(|k| k.checked_mul(&u(a.dilations[i])))
+            .and_then(|k| k.checked_add(&c(1)));
+        let full = (x.shape[i + 2].checked_sub(&c(1)))
+            .and_then(|n| n.checked_mul(&u(a.strides[i])))
+            .and_then(|n| n.checked_add(&w_extent?))
+            .and_then(|n| n.checked_add(&u(a.output_padding[i])))
+            .and_then(|n| n.checked_sub(&Dim::from(pb.checked_add(pe)?)))
+            .ok_or_else(|| format!("spatial axis {i} of the output overflows i64"))?;
+        shape.push(positive_size(full, i)?);
     }
     one(TensorType::new(x.dtype, shape))
 }

@@ -50,9 +50,11 @@ pub(super) fn arg_reduce(x: &TensorType, axis: usize, keep_dims: bool) -> Res<Ve
     one(TensorType::new(DType::I64, t.shape))
 }
 
-/// The product of the dims.
-pub(crate) fn numel(dims: &[Dim]) -> Dim {
-    dims.iter().fold(Dim::from(1i64), |acc, d| acc * d.clone())
+/// The product of the dims, or an error when it overflows i64.
+pub(crate) fn numel(dims: &[Dim]) -> Res<Dim> {
+    (dims.iter())
+        .try_fold(Dim::from(1i64), |acc, d| acc.checked_mul(d))
+        .ok_or_else(|| format!("the element count of [{}] overflows i64", join(dims)))
 }
 
 /// The new shape; element counts must agree when that can be decided.
@@ -60,7 +62,7 @@ pub(super) fn reshape(x: &TensorType, shape: &[Dim]) -> Res<Vec<TensorType>> {
     for d in shape {
         non_negative(d.clone(), "a target dim")?;
     }
-    let (from, to) = (numel(&x.shape), numel(shape));
+    let (from, to) = (numel(&x.shape)?, numel(shape)?);
     if from != to && from.is_const() && to.is_const() {
         return Err(format!(
             "element count differs ({from} vs {to}) reshaping [{}] to [{}]",
@@ -151,7 +153,8 @@ pub(super) fn concat(xs: &[&TensorType], axis: usize) -> Res<Vec<TensorType>> {
         }
         for (j, d) in x.shape.iter().enumerate() {
             shape[j] = if j == axis {
-                shape[j].clone() + d.clone()
+                (shape[j].checked_add(d))
+                    .ok_or_else(|| format!("the concatenated axis {axis} overflows i64"))?
             } else {
                 unify_or(&shape[j], d, &format!("input {i}: dims on axis {j}"))?
             };
@@ -175,10 +178,10 @@ pub(super) fn pad(x: &TensorType, fill: &TensorType, pads: &[(i64, i64)]) -> Res
         .zip(pads)
         .enumerate()
         .map(|(i, (d, &(b, e)))| {
-            non_negative(
-                d.clone() + Dim::from(b) + Dim::from(e),
-                &format!("padded axis {i}"),
-            )
+            let padded = (d.checked_add(&Dim::from(b)))
+                .and_then(|p| p.checked_add(&Dim::from(e)))
+                .ok_or_else(|| format!("padded axis {i} overflows i64"))?;
+            non_negative(padded, &format!("padded axis {i}"))
         })
         .collect::<Res<Vec<Dim>>>()?;
     one(TensorType::new(x.dtype, shape))

@@ -29,7 +29,7 @@ mod topk;
 
 pub use elementwise::int_pow;
 pub use indexing::check_indices;
-pub use run::{bind_input_types, run};
+pub use run::{bind_input_types, run, run_with, RunOptions};
 
 use crate::{Bindings, DType, Dim, Op, Tensor};
 
@@ -90,6 +90,10 @@ pub enum InterpError {
         /// What the interpreter produced.
         got: String,
     },
+    /// A node's output would not fit under the memory limit, or its shape has a negative or
+    /// overflowing dim; checked before the node runs.
+    #[error(transparent)]
+    Size(#[from] crate::SizeError),
 }
 
 /// Result type of the interpreter.

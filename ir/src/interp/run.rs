@@ -3,7 +3,15 @@
 //! node's outputs against the recorded types (binding fresh data-dependent symbols).
 
 use super::{eval_op, InterpError, Result};
-use crate::{Bindings, Dim, Graph, Tensor, TensorType};
+use crate::{check_node, Bindings, Dim, Graph, MemoryLimit, Tensor, TensorType};
+
+/// How [`run_with`] runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The most bytes any one value may take; each node's outputs are checked against it
+    /// before the node runs (default: [`MemoryLimit::default`], from the machine's memory).
+    pub max_memory: MemoryLimit,
+}
 
 /// Evaluates `g` on `inputs` (in graph-input order) and returns its outputs in order.
 ///
@@ -18,6 +26,12 @@ use crate::{Bindings, Dim, Graph, Tensor, TensorType};
 /// assert_eq!(out[0].to_f64_vec(), vec![2.0, 4.0]);
 /// ```
 pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    run_with(g, inputs, &RunOptions::default())
+}
+
+/// [`run`] under `opts`: before a node runs, every output whose shape is known is checked
+/// against `opts.max_memory`, so an oversized value is an error naming the node.
+pub fn run_with(g: &Graph, inputs: &[Tensor], opts: &RunOptions) -> Result<Vec<Tensor>> {
     if inputs.len() != g.inputs.len() {
         return Err(InterpError::InputCount {
             expected: g.inputs.len(),
@@ -36,6 +50,7 @@ pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
             name: node.name.clone(),
             source: Box::new(source),
         };
+        check_node(g, node, &bindings, opts.max_memory)?;
         let mut args = Vec::with_capacity(node.inputs.len());
         for v in &node.inputs {
             let t = values[v.index()].clone().ok_or_else(|| {

@@ -1,0 +1,378 @@
+//! Sizes are checked before allocation: models whose values would not fit in memory (a
+//! Tile, ConstantOfShape, Expand, Range, Pad, OneHot or ConvTranspose with a huge output, a
+//! huge graph input, shape arithmetic that overflows) fail with exit code 1 and one stderr
+//! line naming the node and the limit, on the interpreter and on the cpu backend; never an
+//! abort (134), a segfault (139) or a panic (101). `--max-memory` lowers the limit.
+
+use kiln::frontend::proto::{
+    attribute_proto, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+
+fn vendored(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs kiln; returns the exit code and the non-empty stderr lines.
+fn kiln(args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    (out.status.code(), lines)
+}
+
+/// Exit code 1 and one stderr line containing every needle.
+fn assert_refused(args: &[&str], needles: &[&str]) -> String {
+    let (code, lines) = kiln(args);
+    assert_eq!(
+        code,
+        Some(1),
+        "kiln {args:?} exited {code:?}; stderr: {lines:?}"
+    );
+    assert_eq!(
+        lines.len(),
+        1,
+        "kiln {args:?}: expected one line, got {lines:?}"
+    );
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "kiln {args:?}: `{needle}` missing from: {}",
+            lines[0]
+        );
+    }
+    lines[0].clone()
+}
+
+/// `kiln run` on both backends refuses the model with a message containing `needles`.
+fn assert_refused_on_both(model: &str, extra: &[&str], needles: &[&str]) {
+    for backend in ["cpu", "interp"] {
+        let mut args = vec!["run", model, "--backend", backend];
+        args.extend_from_slice(extra);
+        let line = assert_refused(&args, needles);
+        eprintln!("{backend}: {line}");
+    }
+}
+
+fn value_info(name: &str, elem: i32, shape: Option<&[i64]>) -> ValueInfoProto {
+    let shape = shape.map(|s| TensorShapeProto {
+        dim: s
+            .iter()
+            .map(|&d| tensor_shape_proto::Dimension {
+                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    let tensor = type_proto::Tensor {
+        elem_type: Some(elem),
+        shape,
+    };
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(INT64),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(FLOAT),
+        float_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec!["y".into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// One node producing `y` (f32 unless `out_elem` says otherwise, shape not declared), over
+/// the graph inputs and initializers given.
+fn model(
+    dir: &Path,
+    file: &str,
+    node: NodeProto,
+    inputs: Vec<ValueInfoProto>,
+    initializer: Vec<TensorProto>,
+    out_elem: i32,
+) -> String {
+    let graph = GraphProto {
+        name: Some("g".into()),
+        node: vec![node],
+        initializer,
+        input: inputs,
+        output: vec![value_info("y", out_elem, None)],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(18),
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let path = dir.join(file);
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    path.display().to_string()
+}
+
+fn x(shape: &[i64]) -> Vec<ValueInfoProto> {
+    vec![value_info("x", FLOAT, Some(shape))]
+}
+
+const LIMIT: &str = "over the limit of";
+
+#[test]
+fn tile_with_huge_repeats_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "tile.onnx",
+        node("tile", "Tile", &["x", "r"], vec![]),
+        x(&[2, 2]),
+        vec![ints("r", &[2], &[1 << 30, 1 << 30])],
+        FLOAT,
+    );
+    assert_refused_on_both(&m, &[], &["node `tile", "f32[", "16 EiB", LIMIT]);
+}
+
+#[test]
+fn tile_whose_output_dims_overflow_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "tile.onnx",
+        node("tile", "Tile", &["x", "r"], vec![]),
+        x(&[2, 2]),
+        vec![ints("r", &[2], &[1 << 62, 4])],
+        FLOAT,
+    );
+    assert_refused_on_both(&m, &[], &["tile", "overflow"]);
+}
+
+#[test]
+fn constant_of_shape_with_a_huge_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "cos.onnx",
+        node("fill", "ConstantOfShape", &["s"], vec![]),
+        vec![],
+        vec![ints("s", &[2], &[1 << 20, 1 << 20])],
+        FLOAT,
+    );
+    assert_refused_on_both(
+        &m,
+        &[],
+        &["node `fill", "[1048576, 1048576]", "4 TiB", LIMIT],
+    );
+}
+
+#[test]
+fn expand_to_a_huge_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "expand.onnx",
+        node("grow", "Expand", &["x", "s"], vec![]),
+        x(&[1]),
+        vec![ints("s", &[2], &[1 << 20, 1 << 20])],
+        FLOAT,
+    );
+    assert_refused_on_both(&m, &[], &["node `grow", "4398046511104 bytes", LIMIT]);
+}
+
+#[test]
+fn a_huge_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "range.onnx",
+        node("count", "Range", &["a", "b", "c"], vec![]),
+        vec![],
+        vec![
+            ints("a", &[], &[0]),
+            ints("b", &[], &[1 << 43]),
+            ints("c", &[], &[1]),
+        ],
+        INT64,
+    );
+    assert_refused_on_both(&m, &[], &["node `count", "i64[8796093022208]", LIMIT]);
+}
+
+#[test]
+fn a_huge_graph_input_is_refused_before_it_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "input.onnx",
+        node("same", "Identity", &["x"], vec![]),
+        x(&[1 << 20, 1 << 20]),
+        vec![],
+        FLOAT,
+    );
+    assert_refused_on_both(&m, &[], &["input `x`", "f32[1048576, 1048576]", LIMIT]);
+}
+
+#[test]
+fn huge_pad_one_hot_and_conv_transpose_outputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pad = model(
+        dir.path(),
+        "pad.onnx",
+        node("pad", "Pad", &["x", "p"], vec![]),
+        x(&[2, 2]),
+        vec![ints("p", &[4], &[0, 0, 1 << 20, 1 << 20])],
+        FLOAT,
+    );
+    assert_refused_on_both(&pad, &[], &["node `pad", LIMIT]);
+    let one_hot = model(
+        dir.path(),
+        "one_hot.onnx",
+        node("hot", "OneHot", &["i", "d", "v"], vec![]),
+        vec![value_info("i", INT64, Some(&[4]))],
+        vec![ints("d", &[], &[1 << 40]), floats("v", &[2], &[0.0, 1.0])],
+        FLOAT,
+    );
+    assert_refused_on_both(
+        &one_hot,
+        &[],
+        &["node `hot", "f32[4, 1099511627776]", LIMIT],
+    );
+    let strides = AttributeProto {
+        name: Some("strides".into()),
+        r#type: Some(attribute_proto::AttributeType::Ints as i32),
+        ints: vec![1 << 31, 1 << 31],
+        ..Default::default()
+    };
+    let conv = model(
+        dir.path(),
+        "conv_t.onnx",
+        node("up", "ConvTranspose", &["x", "w"], vec![strides]),
+        x(&[1, 1, 2, 2]),
+        vec![floats("w", &[1, 1, 1, 1], &[1.0])],
+        FLOAT,
+    );
+    assert_refused_on_both(&conv, &[], &["node `up", LIMIT]);
+}
+
+#[test]
+fn max_memory_refuses_a_normal_model_that_the_default_runs() {
+    let bert = vendored("bert_tiny.onnx");
+    for backend in ["cpu", "interp"] {
+        let args = ["run", &bert, "--backend", backend, "--max-memory", "4K"];
+        assert_refused(&args, &["over the limit of 4 KiB"]);
+        let (code, lines) = kiln(&["run", &bert, "--backend", backend]);
+        assert_eq!(code, Some(0), "{backend}: {lines:?}");
+    }
+    let (code, lines) = kiln(&["run", &bert, "--max-memory", "64M"]);
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_refused(
+        &["run", &bert, "--max-memory", "lots"],
+        &["bad memory size `lots`"],
+    );
+}
+
+#[test]
+fn build_checks_the_limit_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "expand.onnx",
+        node("grow", "Expand", &["x", "s"], vec![]),
+        x(&[1]),
+        vec![ints("s", &[2], &[1 << 20, 1 << 20])],
+        FLOAT,
+    );
+    let out = dir.path().join("m.o").display().to_string();
+    assert_refused(
+        &["build", &m, "--emit", "obj", "-o", &out],
+        &["node `grow", LIMIT],
+    );
+}
+
+#[test]
+fn oversized_npz_headers_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(
+        dir.path(),
+        "id.onnx",
+        node("same", "Identity", &["x"], vec![]),
+        vec![value_info("x", FLOAT, None)],
+        vec![],
+        FLOAT,
+    );
+    // An .npz whose only array's header claims [2^20, 2^20] f32 but holds 16 bytes.
+    let npz = dir.path().join("in.npz");
+    let t = kiln::ir::Tensor::from_vec(vec![0f32; 4], &[4]).unwrap();
+    kiln::npz::write_npz(&npz, &[("x".into(), t)]).unwrap();
+    let mut bytes = std::fs::read(&npz).unwrap();
+    let header = b"'shape': (4,)";
+    let at = bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .expect("the header is stored uncompressed");
+    let huge = b"'shape': (1048576, 1048576)";
+    // Same length keeps the zip offsets valid: pad the original header's spaces.
+    let mut replaced = bytes[..at].to_vec();
+    replaced.extend_from_slice(huge);
+    let rest = &bytes[at + header.len()..];
+    let spaces = huge.len() - header.len();
+    let trimmed = rest.iter().position(|&b| b == b'\n').unwrap();
+    assert!(rest[..trimmed]
+        .iter()
+        .rev()
+        .take(spaces)
+        .all(|&b| b == b' '));
+    replaced.extend_from_slice(&rest[..trimmed - spaces]);
+    replaced.extend_from_slice(&rest[trimmed..]);
+    bytes = replaced;
+    std::fs::write(&npz, &bytes).unwrap();
+    let npz = npz.display().to_string();
+    assert_refused(
+        &["run", &m, "--inputs", &npz],
+        &["array `x`", "[1048576, 1048576]", "holds"],
+    );
+}
