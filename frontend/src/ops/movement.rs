@@ -402,9 +402,9 @@ fn top_k(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let axis = n.ctx.axis(n.int("axis", -1), cx.rank(x))?;
     let k = match n.opt(1) {
         Some(v) => {
-                let k = cx.ints(v, "k")?;
-                cx.first(k, "k")?
-            }
+            let k = cx.ints(v, "k")?;
+            cx.first(k, "k")?
+        }
         None => n.req_int("k")?,
     };
     let k = usize::try_from(k).map_err(|_| cx.err(format!("k = {k} is negative")))?;
