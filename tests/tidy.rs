@@ -12,7 +12,7 @@ fn root() -> PathBuf {
 fn rust_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for top in [
-        "src", "ir", "frontend", "passes", "backends", "tests", "benches", "examples",
+        "src", "ir", "frontend", "passes", "backends", "tests", "benches", "examples", "fuzz",
     ] {
         walk(&root().join(top), &mut out);
     }

@@ -100,6 +100,13 @@ impl<'o> Cx<'o> {
         self.ctx.err(message)
     }
 
+    /// The one value of a scalar operand (ONNX writes them as shape `[]` or `[1]`), or an
+    /// error naming it when it holds none.
+    pub(crate) fn first<T>(&self, values: Vec<T>, what: &str) -> R<T> {
+        (values.into_iter().next())
+            .ok_or_else(|| self.err(format!("{what} is empty; expected one value")))
+    }
+
     fn node_name(&self, suffix: &str) -> String {
         if suffix.is_empty() {
             self.ctx.node.clone()

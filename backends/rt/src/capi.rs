@@ -233,8 +233,13 @@ unsafe fn read_inputs(
                     spec.name
                 )));
             }
-            // SAFETY: the caller's buffer holds the elements its shape says.
-            let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+            // An empty input may be a null pointer, which no slice may hold.
+            let bytes: &[u8] = if len == 0 {
+                &[]
+            } else {
+                // SAFETY: the caller's buffer holds the elements its shape says.
+                unsafe { std::slice::from_raw_parts(ptr, len) }
+            };
             Tensor::from_le_bytes(spec.dtype, &shape, bytes)
                 .map_err(|e| ArtifactError::Input(format!("input `{}`: {e}", spec.name)))
         })

@@ -14,7 +14,7 @@ use ndarray_npy::{
 };
 use py_literal::Value as PyValue;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// A failure reading or writing an `.npy`/`.npz` file; the user's file is at fault unless the
@@ -52,8 +52,15 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
 pub fn read_npz_with(path: &Path, limit: MemoryLimit) -> Result<Vec<(String, Tensor)>, NpyError> {
     check_npz_headers(path, limit)?;
     let file = File::open(path).map_err(|e| NpyError::new(path, None, e))?;
-    let mut npz = NpzReader::new(BufReader::new(file))
-        .map_err(|e| NpyError::new(path, None, npz_message(&e)))?;
+    read_npz_from(BufReader::new(file), path)
+}
+
+/// [`read_npz`] from any reader (`path` only names it in errors).
+pub fn read_npz_from<R: Read + Seek>(
+    reader: R,
+    path: &Path,
+) -> Result<Vec<(String, Tensor)>, NpyError> {
+    let mut npz = NpzReader::new(reader).map_err(|e| NpyError::new(path, None, npz_message(&e)))?;
     let names = npz
         .names()
         .map_err(|e| NpyError::new(path, None, npz_message(&e)))?;
@@ -82,7 +89,16 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
 /// Writes arrays to an `.npz` file (uncompressed), replacing it.
 pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), NpyError> {
     let file = File::create(path).map_err(|e| NpyError::new(path, None, e))?;
-    let mut npz = NpzWriter::new(BufWriter::new(file));
+    write_npz_to(BufWriter::new(file), tensors, path)
+}
+
+/// [`write_npz`] to any writer (`path` only names it in errors).
+pub fn write_npz_to<W: Write + Seek>(
+    writer: W,
+    tensors: &[(String, Tensor)],
+    path: &Path,
+) -> Result<(), NpyError> {
+    let mut npz = NpzWriter::new(writer);
     for (name, t) in tensors {
         write_npz_entry(&mut npz, name, t).map_err(|m| NpyError::new(path, Some(name), m))?;
     }
@@ -116,7 +132,7 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
 
 const BF16_UNSUPPORTED: &str = "bf16 has no numpy dtype; cast the tensor to f32 before saving it";
 
-fn write_npz_entry<W: Write + std::io::Seek>(
+fn write_npz_entry<W: Write + Seek>(
     npz: &mut NpzWriter<W>,
     name: &str,
     t: &Tensor,

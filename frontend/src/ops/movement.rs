@@ -53,7 +53,10 @@ pub(crate) fn register(reg: &mut Registry) {
     reg.add("SpaceToDepth", 1, space_to_depth);
     reg.add("Trilu", 14, |cx, n| {
         let k = match n.opt(1) {
-            Some(v) => cx.ints(v, "k")?[0],
+            Some(v) => {
+                let k = cx.ints(v, "k")?;
+                cx.first(k, "k")?
+            }
             None => 0,
         };
         Ok(vec![cx.emit1(
@@ -384,7 +387,8 @@ fn space_to_depth(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 
 fn cumulative(cx: &mut Cx, n: &N, kind: ScanKind) -> R<Vec<Val>> {
     let x = n.input(0)?;
-    let axis = n.ctx.axis(cx.ints(n.input(1)?, "axis")?[0], cx.rank(x))?;
+    let axis = cx.ints(n.input(1)?, "axis")?;
+    let axis = n.ctx.axis(cx.first(axis, "axis")?, cx.rank(x))?;
     let op = Op::Scan {
         kind,
         axis,
@@ -398,7 +402,10 @@ fn top_k(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
     let axis = n.ctx.axis(n.int("axis", -1), cx.rank(x))?;
     let k = match n.opt(1) {
-        Some(v) => cx.ints(v, "k")?[0],
+        Some(v) => {
+            let k = cx.ints(v, "k")?;
+            cx.first(k, "k")?
+        }
         None => n.req_int("k")?,
     };
     let k = usize::try_from(k).map_err(|_| cx.err(format!("k = {k} is negative")))?;
@@ -413,7 +420,8 @@ fn top_k(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 
 fn one_hot(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let idx = n.input(0)?;
-    let depth = cx.known_tensor(n.input(1)?, "depth")?.to_f64_vec()[0] as i64;
+    let depth = cx.known_tensor(n.input(1)?, "depth")?.to_f64_vec();
+    let depth = cx.first(depth, "depth")? as i64;
     let depth = usize::try_from(depth).map_err(|_| cx.err("depth is negative"))?;
     let axis = n.ctx.axis(n.int("axis", -1), cx.rank(idx) + 1)?;
     let values = cx.reshape("values", n.input(2)?, vec![Dim::from(2i64)])?;

@@ -241,14 +241,20 @@ fn range(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let (start, limit, delta) = (n.input(0)?, n.input(1)?, n.input(2)?);
     let dtype = cx.dtype(start);
     let len = if dtype.is_float() {
-        let s = cx.known_tensor(start, "start")?.to_f64_vec()[0];
-        let l = cx.known_tensor(limit, "limit")?.to_f64_vec()[0];
-        let d = cx.known_tensor(delta, "delta")?.to_f64_vec()[0];
+        let s = cx.known_tensor(start, "start")?.to_f64_vec();
+        let s = cx.first(s, "start")?;
+        let l = cx.known_tensor(limit, "limit")?.to_f64_vec();
+        let l = cx.first(l, "limit")?;
+        let d = cx.known_tensor(delta, "delta")?.to_f64_vec();
+        let d = cx.first(d, "delta")?;
         Dim::from((((l - s) / d).ceil()).max(0.0) as i64)
     } else {
-        let s = cx.dims(start, "start")?.remove(0);
-        let l = cx.dims(limit, "limit")?.remove(0);
-        let d = cx.ints(delta, "delta")?[0];
+        let s = cx.dims(start, "start")?;
+        let s = cx.first(s, "start")?;
+        let l = cx.dims(limit, "limit")?;
+        let l = cx.first(l, "limit")?;
+        let d = cx.ints(delta, "delta")?;
+        let d = cx.first(d, "delta")?;
         match d {
             0 => return Err(cx.err("delta is zero")),
             d if d > 0 => (l - s).div_ceil(d),
