@@ -203,11 +203,7 @@ fn constant_of_shape_with_a_huge_shape_is_refused() {
         vec![ints("s", &[2], &[1 << 20, 1 << 20])],
         FLOAT,
     );
-    assert_refused_on_both(
-        &m,
-        &[],
-        &["node `fill", "[1048576, 1048576]", "4 TiB", LIMIT],
-    );
+    assert_refused_on_both(&m, &[], &["node `fill", "4 TiB"]);
 }
 
 #[test]
@@ -302,16 +298,32 @@ fn huge_pad_one_hot_and_conv_transpose_outputs_are_refused() {
 fn max_memory_refuses_a_normal_model_that_the_default_runs() {
     let bert = vendored("bert_tiny.onnx");
     for backend in ["cpu", "interp"] {
-        let args = ["run", &bert, "--backend", backend, "--max-memory", "4K"];
+        let dims = ["--dim", "batch=1", "--dim", "seq=8"];
+        let mut args = vec!["run", &bert, "--backend", backend, "--max-memory", "4K"];
+        args.extend(dims);
         assert_refused(&args, &["over the limit of 4 KiB"]);
-        let (code, lines) = kiln(&["run", &bert, "--backend", backend]);
+        let mut args = vec!["run", &bert, "--backend", backend];
+        args.extend(dims);
+        let (code, lines) = kiln(&args);
         assert_eq!(code, Some(0), "{backend}: {lines:?}");
     }
-    let (code, lines) = kiln(&["run", &bert, "--max-memory", "64M"]);
+    let (code, lines) = kiln(&[
+        "run",
+        &bert,
+        "--max-memory",
+        "64M",
+        "--dim",
+        "batch=1",
+        "--dim",
+        "seq=8",
+    ]);
     assert_eq!(code, Some(0), "{lines:?}");
-    assert_refused(
-        &["run", &bert, "--max-memory", "lots"],
-        &["bad memory size `lots`"],
+    // A bad size is a usage error (clap's exit code 2), naming the value.
+    let (code, lines) = kiln(&["run", &bert, "--max-memory", "lots"]);
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("bad memory size `lots`")),
+        "{lines:?}"
     );
 }
 

@@ -169,14 +169,14 @@ pub enum SizeError {
         problem: String,
     },
     /// A size check wrapped with the node it was made for.
-    #[error("node `{name}` ({op}): {source}")]
+    #[error("node `{name}` ({op}): {error}")]
     Node {
         /// The node's name.
         name: String,
         /// The op's name.
         op: String,
-        /// The failed check.
-        source: Box<SizeError>,
+        /// The failed check (not a `source`, so that it prints once).
+        error: Box<SizeError>,
     },
 }
 
@@ -186,7 +186,7 @@ impl SizeError {
         SizeError::Node {
             name: node.name.clone(),
             op: node.op.name(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }

@@ -43,8 +43,11 @@ pub fn own(eg: &EGraph, class: Id, enode: &ENode) -> u64 {
         .chain([outs])
         .flatten()
         .map(bytes)
-        .sum();
-    LAUNCH + traffic + flops(op, &args, outs) / FLOPS_PER_BYTE
+        .fold(0u64, u64::saturating_add);
+    // Saturating: a huge value (refused later against the memory limit) must not overflow.
+    LAUNCH
+        .saturating_add(traffic)
+        .saturating_add(flops(op, &args, outs) / FLOPS_PER_BYTE)
 }
 
 /// Whether `op` runs no kernel: constants, shape values and reshapes (an alias).
@@ -71,13 +74,16 @@ fn flops(op: &Op, args: &[&[TensorType]], outs: &[TensorType]) -> u64 {
     let out = outs.first().map_or(0, |t| elements(&t.shape));
     match op {
         // 2·M·N·K: every output element is a dot product over x's last axis.
-        Op::MatMul | Op::Linear(_) => 2 * out * args.first().map_or(1, |a| dim(a, 1)),
+        Op::MatMul | Op::Linear(_) => {
+            (2 * out).saturating_mul(args.first().map_or(1, |a| dim(a, 1)))
+        }
         // q·kᵀ and p·v: each output element of both products is over the keys, Sk.
-        Op::Attention(_) => 4 * out * args.get(1).map_or(1, |k| dim(k, 2)),
+        Op::Attention(_) => (4 * out).saturating_mul(args.get(1).map_or(1, |k| dim(k, 2))),
         // Every output element is a dot product over one filter: [Cout, Cin/g, k…].
         Op::Conv(_) => {
             let filter = args.get(1).and_then(|w| w.first());
-            2 * out * filter.map_or(1, |w| elements(&w.shape[1.min(w.shape.len())..]))
+            (2 * out)
+                .saturating_mul(filter.map_or(1, |w| elements(&w.shape[1.min(w.shape.len())..])))
         }
         _ => 0,
     }
@@ -85,7 +91,7 @@ fn flops(op: &Op, args: &[&[TensorType]], outs: &[TensorType]) -> u64 {
 
 /// The bytes of a value of type `t`.
 fn bytes(t: &TensorType) -> u64 {
-    elements(&t.shape) * t.dtype.size_bytes() as u64
+    elements(&t.shape).saturating_mul(t.dtype.size_bytes() as u64)
 }
 
 /// The elements of `shape`, symbols at [`NOMINAL_DIM`].
