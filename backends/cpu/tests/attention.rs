@@ -135,8 +135,22 @@ impl Case {
         let y = g.add_node("att", Op::Attention(attrs), &values).unwrap()[0];
         g.add_output("y", y);
         let want = interp::run(&g, &inputs).unwrap().remove(0);
-        let one = CompiledModel::new(g.clone(), &Options { threads: 1 }).unwrap();
-        let two = CompiledModel::new(g, &Options { threads: 2 }).unwrap();
+        let one = CompiledModel::new(
+            g.clone(),
+            &Options {
+                threads: 1,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let two = CompiledModel::new(
+            g,
+            &Options {
+                threads: 2,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let got = one.run(&inputs).unwrap().remove(0);
         let got2 = two.run(&inputs).unwrap().remove(0);
         let what = &self.what;

@@ -42,7 +42,14 @@ fn pow_by_small_constant_matches_powf() {
         let g = pow_graph(exponent, xs.len());
         let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap();
         let want = interp::run(&g, std::slice::from_ref(&x)).unwrap();
-        let model = CompiledModel::new(g, &Options { threads: 1 }).unwrap();
+        let model = CompiledModel::new(
+            g,
+            &Options {
+                threads: 1,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let got = model.run(&[x]).unwrap();
         let (want, got) = (want[0].to_f64_vec(), got[0].to_f64_vec());
         for ((w, g), x) in want.iter().zip(&got).zip(&xs) {

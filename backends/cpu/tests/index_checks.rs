@@ -203,10 +203,16 @@ fn constant_indices_out_of_range_are_refused_at_compile_time() {
     let i = g.add_node("ids", Op::Const(idx), &[]).unwrap()[0];
     let y = g.add_node("y", Op::Gather { axis: 0 }, &[x, i]).unwrap()[0];
     g.add_output("y", y);
-    let err = CompiledModel::new(g, &Options { threads: 1 })
-        .err()
-        .expect("compiling must fail")
-        .to_string();
+    let err = CompiledModel::new(
+        g,
+        &Options {
+            threads: 1,
+            ..Options::default()
+        },
+    )
+    .err()
+    .expect("compiling must fail")
+    .to_string();
     assert!(
         err.contains("node `y` (gather): constant index 7 is out of range"),
         "{err}"

@@ -136,8 +136,22 @@ fn bits(t: &Tensor) -> Vec<u64> {
 
 /// Runs `c` through one compiled model per thread count and compares with the interpreter.
 fn check(c: &Case, what: &str) {
-    let one = CompiledModel::new(c.graph.clone(), &Options { threads: 1 }).unwrap();
-    let two = CompiledModel::new(c.graph.clone(), &Options { threads: 2 }).unwrap();
+    let one = CompiledModel::new(
+        c.graph.clone(),
+        &Options {
+            threads: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let two = CompiledModel::new(
+        c.graph.clone(),
+        &Options {
+            threads: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     for inputs in &c.runs {
         let want = interp::run(&c.graph, inputs).unwrap();
         let got1 = one.run(inputs).unwrap();
@@ -276,10 +290,16 @@ fn f16_runs_through_the_runtime() {
         rng.tensor(&[5], 1.0).cast(DType::F16),
     ];
     let want = interp::run(&g, &inputs).unwrap();
-    let got = CompiledModel::new(g, &Options { threads: 1 })
-        .unwrap()
-        .run(&inputs)
-        .unwrap();
+    let got = CompiledModel::new(
+        g,
+        &Options {
+            threads: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+    .run(&inputs)
+    .unwrap();
     assert_eq!(bits(&want[0]), bits(&got[0]));
 }
 
@@ -289,7 +309,14 @@ fn one_row_kernel_per_norm() {
     for kind in [Kind::Layer, Kind::Rms] {
         let shape = vec![6, 40];
         let cs = fixed_case(kind, 1e-5, Params::Input(Shape::Vector), &shape);
-        let model = CompiledModel::new(cs.graph.clone(), &Options { threads: 1 }).unwrap();
+        let model = CompiledModel::new(
+            cs.graph.clone(),
+            &Options {
+                threads: 1,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let labels: Vec<String> = model
             .profile(&cs.runs[0])
             .unwrap()

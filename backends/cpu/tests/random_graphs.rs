@@ -149,7 +149,14 @@ fn dynamic_graph() -> Graph {
 #[test]
 fn one_compiled_model_runs_every_size_and_caches_each() {
     let g = dynamic_graph();
-    let model = CompiledModel::new(g.clone(), &Options { threads: 2 }).unwrap();
+    let model = CompiledModel::new(
+        g.clone(),
+        &Options {
+            threads: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let mut rng = Rng::new(7);
     let mut first = Vec::new();
     for n in [1usize, 5, 33, 5] {

@@ -28,8 +28,22 @@ fn check(x_shape: &[usize], table: &[usize]) {
     g.add_output("y", y);
     let inputs = vec![tensor(1, x_shape), tensor(2, table), tensor(3, table)];
     let want = interp::run(&g, &inputs).unwrap().remove(0);
-    let one = CompiledModel::new(g.clone(), &Options { threads: 1 }).unwrap();
-    let two = CompiledModel::new(g, &Options { threads: 2 }).unwrap();
+    let one = CompiledModel::new(
+        g.clone(),
+        &Options {
+            threads: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let two = CompiledModel::new(
+        g,
+        &Options {
+            threads: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let got = one.run(&inputs).unwrap().remove(0);
     let got2 = two.run(&inputs).unwrap().remove(0);
     let what = format!("x {x_shape:?}, tables {table:?}");
