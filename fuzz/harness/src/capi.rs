@@ -59,7 +59,8 @@ fn build() -> std::result::Result<&'static ModelDesc, String> {
         let b: Bindings = (meta.dims.iter().zip(&spec.dims))
             .map(|(d, v)| (d.name.clone(), *v))
             .collect();
-        let layout = kiln_cpu::lay_out(optimized.graph(), &b).map_err(|e| e.to_string())?;
+        let layout = kiln_cpu::lay_out(optimized.graph(), &b, kiln::ir::MemoryLimit::default())
+            .map_err(|e| e.to_string())?;
         let code = kiln_cpu::lower::compile(&layout.program, &layout.slots)
             .map_err(|(k, e)| format!("kernel {k}: {e}"))?;
         assert_eq!(

@@ -68,7 +68,9 @@ pub fn run_graph(g: Graph) {
         return;
     }
     let model = Model::from_graph(g, "<fuzz>");
-    let Ok(generated) = kiln::generate::generate_inputs(model.graph(), &b, 0) else {
+    let Ok(generated) =
+        kiln::generate::generate_inputs(model.graph(), &b, 0, kiln::ir::MemoryLimit::default())
+    else {
         return;
     };
     let inputs: BTreeMap<String, Tensor> = generated.inputs.into_iter().collect();
@@ -90,6 +92,7 @@ pub fn run_graph(g: Graph) {
     let opts = Options {
         threads: 1,
         optimize: false,
+        ..Options::default()
     };
     let cpu = optimized.compile(&opts).and_then(|c| c.run(&inputs));
     same_types("optimized (interpreter)", &interp, "optimized (cpu)", &cpu);
