@@ -142,7 +142,10 @@ fn main() {
                 ins.push(Tensor::from_vec(data(c, 3), &[c]).expect("shape"));
             }
             for threads in [1, 2] {
-                let opts = Options { threads };
+                let opts = Options {
+                    threads,
+                    ..Options::default()
+                };
                 let f = CompiledModel::new(fused(kind, rows, c), &opts).expect("compiles");
                 let d = CompiledModel::new(decomposed(kind, rows, c), &opts).expect("compiles");
                 let (rf, kf) = time(&f, &ins, runs);

@@ -39,7 +39,14 @@ fn check(text: &str, kernels: usize, exact: bool) {
         .collect();
     let want = interp::run(&g, &inputs).unwrap();
     for threads in [1, 2] {
-        let model = CompiledModel::new(g.clone(), &Options { threads }).unwrap();
+        let model = CompiledModel::new(
+            g.clone(),
+            &Options {
+                threads,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let got = model.run(&inputs).unwrap();
         for (o, (w, x)) in want.iter().zip(&got).enumerate() {
             assert_eq!(w.shape(), x.shape(), "{}: output {o}", g.name);

@@ -31,7 +31,14 @@ fn table(rows: usize, cols: usize) -> Tensor {
 }
 
 fn run(g: &Graph, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, String> {
-    let model = CompiledModel::new(g.clone(), &Options { threads }).map_err(|e| e.to_string())?;
+    let model = CompiledModel::new(
+        g.clone(),
+        &Options {
+            threads,
+            ..Options::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     model.run(inputs).map_err(|e| e.to_string())
 }
 

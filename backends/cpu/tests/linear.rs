@@ -82,7 +82,14 @@ fn case(
 }
 
 fn run(g: &Graph, inputs: &[Tensor], threads: usize) -> Vec<f64> {
-    let model = CompiledModel::new(g.clone(), &Options { threads }).unwrap();
+    let model = CompiledModel::new(
+        g.clone(),
+        &Options {
+            threads,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     model.run(inputs).unwrap()[0].to_f64_vec()
 }
 

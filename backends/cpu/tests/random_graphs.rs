@@ -19,8 +19,14 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// Runs `case` with the JIT at `threads`, describing any failure.
 fn jit(case: &Case, threads: usize) -> Result<Vec<Tensor>, String> {
-    let model = CompiledModel::new(case.graph.clone(), &Options { threads })
-        .map_err(|e| format!("compile (threads={threads}): {e}"))?;
+    let model = CompiledModel::new(
+        case.graph.clone(),
+        &Options {
+            threads,
+            ..Options::default()
+        },
+    )
+    .map_err(|e| format!("compile (threads={threads}): {e}"))?;
     model
         .run(&case.inputs)
         .map_err(|e| format!("run (threads={threads}): {e}"))

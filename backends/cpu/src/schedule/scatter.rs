@@ -321,7 +321,14 @@ pub(super) mod tests {
         let out = g.add_node("n", op.clone(), &ids).unwrap()[0];
         g.add_output("y", out);
         let want = interp::run(&g, inputs).unwrap();
-        let model = CompiledModel::new(g, &Options { threads }).unwrap();
+        let model = CompiledModel::new(
+            g,
+            &Options {
+                threads,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = model.specialize(&shapes).unwrap();
         let runtime = |k: &Kernel| matches!(k, Kernel::Call(Call::Op(_)));

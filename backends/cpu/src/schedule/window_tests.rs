@@ -76,7 +76,14 @@ fn check(g: &Graph, inputs: &[Tensor], threads: usize, what: &str) {
         "{what}: fell back to the runtime"
     );
     let want = interp::run(g, inputs).expect("interp")[0].clone();
-    let model = CompiledModel::new(g.clone(), &Options { threads }).expect("compiles");
+    let model = CompiledModel::new(
+        g.clone(),
+        &Options {
+            threads,
+            ..Options::default()
+        },
+    )
+    .expect("compiles");
     let got = model.run(inputs).expect("runs").remove(0);
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
