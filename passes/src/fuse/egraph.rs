@@ -8,7 +8,7 @@
 
 use egg::{Analysis, DidMerge, FromOp, Id, Language, Symbol};
 use kiln_ir::{infer, BinaryOp, Graph, Op, TensorType, UnaryOp};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::fmt;
 
@@ -232,8 +232,10 @@ pub struct Lowered {
     pub egraph: EGraph,
     /// The class of each value, by [`kiln_ir::ValueId`] index.
     pub values: Vec<Id>,
-    /// Source node names, by class (the first node that produced the class).
-    pub names: HashMap<Id, String>,
+    /// Source node names, by class (the first node that produced the class). Ordered, so
+    /// that when classes merge the name kept is the earliest node's on every run; a
+    /// `HashMap` here made two builds of one model differ.
+    pub names: BTreeMap<Id, String>,
 }
 
 /// Builds the e-graph of `g`.
@@ -246,7 +248,7 @@ pub fn lower(g: &Graph) -> Lowered {
     );
     let mut egraph = EGraph::new(analysis);
     let mut values = vec![Id::from(0usize); g.values.len()];
-    let mut names = HashMap::new();
+    let mut names = BTreeMap::new();
     for (k, (_, v)) in g.inputs.iter().enumerate() {
         let op = egraph.analysis.symbol(Term::Input(k), None);
         values[v.index()] = egraph.add(ENode { op, args: vec![] });
