@@ -6,6 +6,7 @@ use crate::node::{Ctx, N};
 use crate::proto::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
 use crate::registry::{registry, Missing};
 use crate::tensor::{dtype_of, tensor_from_proto, ExternalData};
+use crate::validate;
 use crate::{FrontendError, ImportOptions};
 use kiln_ir::{Dim, Graph, Tensor, TensorType};
 use prost::Message;
@@ -61,8 +62,9 @@ pub(crate) fn import(
         let v = declare_input(&mut cx, vi)?;
         vals.insert(vi.name().to_string(), v);
     }
-    for (idx, node) in graph.node.iter().enumerate() {
-        lower_node(&mut cx, &mut vals, node, idx)?;
+    let label = |i: usize| node_name(&graph.node[i], i);
+    for idx in validate::node_order(graph, file, opset, &label)? {
+        lower_node(&mut cx, &mut vals, &graph.node[idx], idx)?;
     }
     for vi in &graph.output {
         let v = vals
@@ -71,6 +73,8 @@ pub(crate) fn import(
             .clone();
         cx.ctx.node = format!("output:{}", vi.name());
         let id = cx.ir(&v)?;
+        validate::check_declared_output(vi, cx.g.value_type(id))
+            .map_err(|m| model_err(format!("graph output `{}`: {m}", vi.name())))?;
         cx.g.add_output(vi.name(), id);
     }
     Ok(cx.g)
@@ -109,8 +113,9 @@ fn declare_input(cx: &mut Cx, vi: &ValueInfoProto) -> R<Val> {
     if let Some(t) = cx.opts.known_inputs.get(name) {
         return Ok(Val::tensor(t.clone()));
     }
+    let file = cx.ctx.file.clone();
     let err = |m: &str| FrontendError::Model {
-        file: cx.ctx.file.clone(),
+        file: file.clone(),
         message: format!("graph input `{name}`: {m}"),
     };
     let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
@@ -123,6 +128,9 @@ fn declare_input(cx: &mut Cx, vi: &ValueInfoProto) -> R<Val> {
     for d in &dims {
         let dim = match &d.value {
             Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::from(*v),
+            Some(dimension::Value::DimValue(v)) => {
+                return Err(err(&format!("dim {v} is negative")));
+            }
             Some(dimension::Value::DimParam(p)) if !p.is_empty() => {
                 let s = sanitize(p);
                 match cx.opts.dims.get(p).or_else(|| cx.opts.dims.get(&s)) {

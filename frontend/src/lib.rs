@@ -15,6 +15,7 @@ mod node;
 mod ops;
 mod registry;
 mod tensor;
+mod validate;
 
 /// The ONNX protobuf types, generated from the vendored `onnx.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -161,6 +161,10 @@ impl Dim {
 
     /// `ceil(self / d)` for `d > 0`.
     pub fn div_ceil(&self, d: i64) -> Dim {
+        if let Some(c) = self.as_const() {
+            // Not `c + d - 1`, which overflows near i64::MAX.
+            return Dim::constant(c.div_euclid(d) + i64::from(c.rem_euclid(d) != 0));
+        }
         (self.clone() + Dim::constant(d - 1)).div_floor(d)
     }
 

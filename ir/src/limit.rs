@@ -165,7 +165,7 @@ pub enum SizeError {
         what: String,
         /// The dim as written.
         dim: String,
-        /// `is -3` or `overflows i64`.
+        /// `is negative`, `is -2, a negative size` or `overflows i64`.
         problem: String,
     },
     /// A size check wrapped with the node it was made for.
@@ -240,7 +240,11 @@ pub fn concrete_shape(
             DimValue::Unbound => return Ok(None),
             DimValue::Overflow => return Err(bad("overflows i64".into())),
             DimValue::Value(v) => {
-                let n = usize::try_from(v).map_err(|_| bad(format!("is {v}")))?;
+                let negative = || match d.is_const() {
+                    true => "is negative".to_string(),
+                    false => format!("is {v}, a negative size"),
+                };
+                let n = usize::try_from(v).map_err(|_| bad(negative()))?;
                 shape.push(n);
             }
         }
@@ -381,7 +385,10 @@ mod tests {
         assert_eq!(concrete_shape("output", &ty("n-1"), &b), Ok(Some(vec![2])));
         assert_eq!(concrete_shape("output", &ty("m"), &b), Ok(None));
         let e = concrete_shape("output", &ty("n-5"), &b).unwrap_err();
-        assert_eq!(e.to_string(), "output f32[n-5]: dim `n-5` is -2");
+        assert_eq!(
+            e.to_string(),
+            "output f32[n-5]: dim `n-5` is -2, a negative size"
+        );
         let e = concrete_shape("output", &ty("big*2"), &b).unwrap_err();
         assert_eq!(
             e.to_string(),

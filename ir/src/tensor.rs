@@ -296,6 +296,18 @@ pub enum TensorError {
         /// Elements given.
         got: usize,
     },
+    /// Raw data whose byte count does not match the shape and element type.
+    #[error("shape {shape:?} of {dtype} takes {expected} bytes but {got} were given")]
+    ByteLength {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// The element type.
+        dtype: DType,
+        /// Bytes the shape takes.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
     /// The shape's element count overflows.
     #[error("shape {0:?} is too large")]
     TooLarge(Vec<usize>),
@@ -383,8 +395,9 @@ impl Tensor {
             .checked_mul(w)
             .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))?;
         if bytes.len() != expected {
-            return Err(TensorError::Length {
+            return Err(TensorError::ByteLength {
                 shape: shape.to_vec(),
+                dtype,
                 expected,
                 got: bytes.len(),
             });

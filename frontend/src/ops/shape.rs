@@ -247,7 +247,7 @@ fn range(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         let l = cx.first(l, "limit")?;
         let d = cx.known_tensor(delta, "delta")?.to_f64_vec();
         let d = cx.first(d, "delta")?;
-        Dim::from((((l - s) / d).ceil()).max(0.0) as i64)
+        Dim::from(float_range_len(s, l, d).map_err(|m| cx.err(m))?)
     } else {
         let s = cx.dims(start, "start")?;
         let s = cx.first(s, "start")?;
@@ -255,17 +255,44 @@ fn range(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         let l = cx.first(l, "limit")?;
         let d = cx.ints(delta, "delta")?;
         let d = cx.first(d, "delta")?;
-        match d {
+        let span = match d {
             0 => return Err(cx.err("delta is zero")),
-            d if d > 0 => (l - s).div_ceil(d),
-            d => (s - l).div_ceil(-d),
-        }
+            d if d > 0 => l.checked_sub(&s),
+            _ => s.checked_sub(&l),
+        };
+        let span = span.ok_or_else(|| cx.err("the range's length overflows i64"))?;
+        span.div_ceil(
+            d.checked_abs()
+                .ok_or_else(|| cx.err("delta overflows i64"))?,
+        )
     };
     let len = match len.as_const() {
         Some(c) if c < 0 => Dim::from(0i64),
         _ => len,
     };
     Ok(vec![cx.emit1("", Op::Range { len }, &[start, delta])?])
+}
+
+/// The element count of a float `Range`: `max(ceil((limit - start) / delta), 0)`, refused
+/// for NaN or infinite operands and counts past i64 (which `as` would quietly saturate).
+fn float_range_len(start: f64, limit: f64, delta: f64) -> Result<i64, String> {
+    for (name, v) in [("start", start), ("limit", limit), ("delta", delta)] {
+        if !v.is_finite() {
+            return Err(format!(
+                "{name} is {v}; a range needs finite bounds and step"
+            ));
+        }
+    }
+    if delta == 0.0 {
+        return Err("delta is zero".into());
+    }
+    let len = ((limit - start) / delta).ceil().max(0.0);
+    if len >= i64::MAX as f64 {
+        return Err(format!(
+            "the range has {len:e} elements, more than i64 can count"
+        ));
+    }
+    Ok(len as i64)
 }
 
 fn constant(cx: &mut Cx, n: &N) -> R<Vec<Val>> {

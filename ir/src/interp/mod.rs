@@ -45,15 +45,17 @@ pub enum InterpError {
         /// What is wrong.
         message: String,
     },
-    /// An op failed inside a graph; wraps the op's error with the node that raised it.
-    #[error("node {index} `{name}`: {source}")]
+    /// An op failed inside a graph; wraps the op's error with the node that raised it. The
+    /// inner error is printed here and is not also the `source`, so that printers of error
+    /// chains say it once.
+    #[error("node `{name}` {}", at_node(.error))]
     Node {
         /// Index of the node in the graph.
         index: usize,
         /// The node's name (its provenance).
         name: String,
         /// The op's error.
-        source: Box<InterpError>,
+        error: Box<InterpError>,
     },
     /// The caller passed the wrong number of graph inputs.
     #[error("the graph takes {expected} inputs but {got} were given")]
@@ -94,6 +96,14 @@ pub enum InterpError {
     /// overflowing dim; checked before the node runs.
     #[error(transparent)]
     Size(#[from] crate::SizeError),
+}
+
+/// An op's error as it reads after a node's name: `(gather): index 7 is out of range`.
+fn at_node(error: &InterpError) -> String {
+    match error {
+        InterpError::Op { op, message } => format!("({op}): {message}"),
+        other => format!(": {other}"),
+    }
 }
 
 /// Result type of the interpreter.

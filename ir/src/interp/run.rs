@@ -48,7 +48,7 @@ pub fn run_with(g: &Graph, inputs: &[Tensor], opts: &RunOptions) -> Result<Vec<T
         let at_node = |source: InterpError| InterpError::Node {
             index,
             name: node.name.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         };
         check_node(g, node, &bindings, opts.max_memory)?;
         let mut args = Vec::with_capacity(node.inputs.len());
@@ -329,9 +329,6 @@ mod tests {
         );
         g.add_output("y", y[0]);
         let e = run(&g, &[Tensor::zeros(DType::F32, &[2]).unwrap()]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "node 0 `bad`: bit_and: unsupported dtype f32"
-        );
+        assert_eq!(e.to_string(), "node `bad` (bit_and): unsupported dtype f32");
     }
 }
