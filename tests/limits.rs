@@ -4,62 +4,13 @@
 //! line naming the node and the limit, on the interpreter and on the cpu backend; never an
 //! abort (134), a segfault (139) or a panic (101). `--max-memory` lowers the limit.
 
-use kiln::frontend::proto::{
-    attribute_proto, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
-    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+mod common;
+
+use common::{
+    assert_refused, floats, ints, ints_attr, kiln, value_info, vendored, Onnx, FLOAT, INT64,
 };
-use prost::Message;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
-
-fn vendored(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/models")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// Runs kiln; returns the exit code and the non-empty stderr lines.
-fn kiln(args: &[&str]) -> (Option<i32>, Vec<String>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
-    (out.status.code(), lines)
-}
-
-/// Exit code 1 and one stderr line containing every needle.
-fn assert_refused(args: &[&str], needles: &[&str]) -> String {
-    let (code, lines) = kiln(args);
-    assert_eq!(
-        code,
-        Some(1),
-        "kiln {args:?} exited {code:?}; stderr: {lines:?}"
-    );
-    assert_eq!(
-        lines.len(),
-        1,
-        "kiln {args:?}: expected one line, got {lines:?}"
-    );
-    for needle in needles {
-        assert!(
-            lines[0].contains(needle),
-            "kiln {args:?}: `{needle}` missing from: {}",
-            lines[0]
-        );
-    }
-    lines[0].clone()
-}
+use kiln::frontend::proto::{NodeProto, TensorProto, ValueInfoProto};
+use std::path::Path;
 
 /// `kiln run` on both backends refuses the model with a message containing `needles`.
 fn assert_refused_on_both(model: &str, extra: &[&str], needles: &[&str]) {
@@ -71,59 +22,13 @@ fn assert_refused_on_both(model: &str, extra: &[&str], needles: &[&str]) {
     }
 }
 
-fn value_info(name: &str, elem: i32, shape: Option<&[i64]>) -> ValueInfoProto {
-    let shape = shape.map(|s| TensorShapeProto {
-        dim: s
-            .iter()
-            .map(|&d| tensor_shape_proto::Dimension {
-                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-                ..Default::default()
-            })
-            .collect(),
-    });
-    let tensor = type_proto::Tensor {
-        elem_type: Some(elem),
-        shape,
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn ints(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(INT64),
-        int64_data: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(FLOAT),
-        float_data: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn node(name: &str, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec!["y".into()],
-        attribute,
-        ..Default::default()
-    }
+fn node(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    attribute: Vec<kiln::frontend::proto::AttributeProto>,
+) -> NodeProto {
+    common::node_with(name, op, inputs, attribute)
 }
 
 /// One node producing `y` (f32 unless `out_elem` says otherwise, shape not declared), over
@@ -136,26 +41,9 @@ fn model(
     initializer: Vec<TensorProto>,
     out_elem: i32,
 ) -> String {
-    let graph = GraphProto {
-        name: Some("g".into()),
-        node: vec![node],
-        initializer,
-        input: inputs,
-        output: vec![value_info("y", out_elem, None)],
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(18),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    };
-    let path = dir.join(file);
-    std::fs::write(&path, model.encode_to_vec()).unwrap();
-    path.display().to_string()
+    Onnx::new(vec![node], inputs, out_elem)
+        .with(initializer)
+        .write(dir, file)
 }
 
 fn x(shape: &[i64]) -> Vec<ValueInfoProto> {
@@ -277,12 +165,7 @@ fn huge_pad_one_hot_and_conv_transpose_outputs_are_refused() {
         &[],
         &["node `hot", "f32[4, 1099511627776]", LIMIT],
     );
-    let strides = AttributeProto {
-        name: Some("strides".into()),
-        r#type: Some(attribute_proto::AttributeType::Ints as i32),
-        ints: vec![1 << 31, 1 << 31],
-        ..Default::default()
-    };
+    let strides = ints_attr("strides", &[1 << 31, 1 << 31]);
     let conv = model(
         dir.path(),
         "conv_t.onnx",
@@ -304,10 +187,10 @@ fn max_memory_refuses_a_normal_model_that_the_default_runs() {
         assert_refused(&args, &["over the limit of 4 KiB"]);
         let mut args = vec!["run", &bert, "--backend", backend];
         args.extend(dims);
-        let (code, lines) = kiln(&args);
-        assert_eq!(code, Some(0), "{backend}: {lines:?}");
+        let out = kiln(&args);
+        assert_eq!(out.code, Some(0), "{backend}: {:?}", out.lines);
     }
-    let (code, lines) = kiln(&[
+    let out = kiln(&[
         "run",
         &bert,
         "--max-memory",
@@ -317,13 +200,16 @@ fn max_memory_refuses_a_normal_model_that_the_default_runs() {
         "--dim",
         "seq=8",
     ]);
-    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(out.code, Some(0), "{:?}", out.lines);
     // A bad size is a usage error (clap's exit code 2), naming the value.
-    let (code, lines) = kiln(&["run", &bert, "--max-memory", "lots"]);
-    assert_eq!(code, Some(2), "{lines:?}");
+    let out = kiln(&["run", &bert, "--max-memory", "lots"]);
+    assert_eq!(out.code, Some(2), "{:?}", out.lines);
     assert!(
-        lines.iter().any(|l| l.contains("bad memory size `lots`")),
-        "{lines:?}"
+        out.lines
+            .iter()
+            .any(|l| l.contains("bad memory size `lots`")),
+        "{:?}",
+        out.lines
     );
 }
 
