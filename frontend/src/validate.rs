@@ -148,7 +148,8 @@ fn cycle_members(
 
 /// Whether the type a graph output declares agrees with the type inferred for it: the same
 /// element type and rank, and the same size wherever both give a number. Parts left out of
-/// the declaration (no element type, no shape, a named or empty dim) agree with anything.
+/// the declaration (no element type, no or an empty shape, a named or empty dim) agree with
+/// anything.
 pub(crate) fn check_declared_output(
     vi: &ValueInfoProto,
     inferred: &TensorType,
@@ -167,7 +168,9 @@ pub(crate) fn check_declared_output(
     if declared.elem_type() != 0 && dtype_of(declared.elem_type()) != Ok(inferred.dtype) {
         return Err(mismatch());
     }
-    let Some(shape) = &declared.shape else {
+    // An empty shape is a scalar by the letter of ONNX, but writers also use it for "not
+    // given" (as kiln's own tests did), so only a shape with dims is held to its rank.
+    let Some(shape) = declared.shape.as_ref().filter(|s| !s.dim.is_empty()) else {
         return Ok(());
     };
     if shape.dim.len() != inferred.shape.len() {
