@@ -294,7 +294,7 @@ pub fn check_node(
 /// use kiln_ir::{check_graph, parse, Bindings, MemoryLimit};
 /// let g = parse(
 ///     "graph @g(%x: f32[n]) -> f32[n, n] {
-///         %y = expand %x [n, n]
+///         %y = expand %x {shape=[n, n]}
 ///         return %y
 ///     }",
 /// )
