@@ -218,20 +218,29 @@ impl Dim {
     /// `self * rhs`, or `None` when a coefficient overflows i64 (the `*` operator wraps).
     /// Shape arithmetic on concrete sizes (a tile's repeats, a pad's total) goes through
     /// this, so an overflow is reported instead of wrapping into a small size.
+    ///
+    /// Also `None` when the expanded product would have more than [`Dim::MAX_TERMS`] terms:
+    /// multiplying sums multiplies their term counts, so a product of many symbolic sums (a
+    /// fuzzer found one) grows exponentially; no real shape comes near the cap.
     pub fn checked_mul(&self, rhs: &Dim) -> Option<Dim> {
+        if self.terms.len().saturating_mul(rhs.terms.len()) > Dim::MAX_TERMS {
+            return None;
+        }
         let mut out = Dim::constant(0);
         for (ma, ca) in &self.terms {
             for (mb, cb) in &rhs.terms {
                 let mut m: Vec<Atom> = ma.iter().chain(mb.iter()).cloned().collect();
                 m.sort();
-                let term = Dim {
-                    terms: [(m, ca.checked_mul(*cb)?)].into_iter().collect(),
-                };
-                out = out.checked_add(&term)?;
+                let e = out.terms.entry(m).or_insert(0);
+                *e = e.checked_add(ca.checked_mul(*cb)?)?;
             }
         }
+        out.terms.retain(|_, c| *c != 0);
         Some(out)
     }
+
+    /// The most terms [`Dim::checked_mul`] builds.
+    pub const MAX_TERMS: usize = 1024;
 
     fn add_term(&mut self, m: Vec<Atom>, c: i64) {
         let e = self.terms.entry(m).or_insert(0);

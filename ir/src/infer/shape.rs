@@ -54,7 +54,13 @@ pub(super) fn arg_reduce(x: &TensorType, axis: usize, keep_dims: bool) -> Res<Ve
 pub(crate) fn numel(dims: &[Dim]) -> Res<Dim> {
     (dims.iter())
         .try_fold(Dim::from(1i64), |acc, d| acc.checked_mul(d))
-        .ok_or_else(|| format!("the element count of [{}] overflows i64", join(dims)))
+        .ok_or_else(|| {
+            format!(
+                "the element count of [{}] overflows i64 (or has over {} symbolic terms)",
+                join(dims),
+                Dim::MAX_TERMS
+            )
+        })
 }
 
 /// The new shape; element counts must agree when that can be decided.
