@@ -40,6 +40,9 @@ fn nll(cx: &mut Cx, n: &N, input: &Val) -> R<Val> {
     let target = cx.cast("target_i64", n.input(1)?, DType::I64)?;
     let dtype = cx.dtype(input);
     let t_shape = cx.ty(&target).shape;
+    if cx.rank(input) < 2 {
+        return Err(cx.err("input must have a batch and a class axis (rank 2 or more)"));
+    }
     if cx.rank(input) != t_shape.len() + 1 {
         return Err(cx.err("target must have the input's shape without the class axis"));
     }
