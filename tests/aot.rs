@@ -7,6 +7,9 @@
 //! is built by `cargo build`), so the first test to need it builds `libkiln_runtime.a`
 //! (release) into `target/kiln-rt` with the Cargo that runs the tests.
 
+mod common;
+
+use common::{root, runtime_library as runtime};
 use kiln::build::{Emit, Model as Build, WeightsMode};
 use kiln::compare::{compare, Tolerance};
 use kiln::ir::{interp, Tensor, TensorType};
@@ -15,31 +18,9 @@ use kiln::{Model, Options};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn models() -> PathBuf {
     root().join("tests/models")
-}
-
-/// `libkiln_runtime.a`, built once per test run.
-fn runtime() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let target = root().join("target/kiln-rt");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "kiln-rt-static", "--target-dir"])
-            .arg(&target)
-            .current_dir(root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building libkiln_runtime.a failed");
-        target.join("release/libkiln_runtime.a")
-    })
 }
 
 /// The dims of `model` at the shapes of `inputs`.

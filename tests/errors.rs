@@ -2,17 +2,13 @@
 //! data, and bad inputs each exit non-zero without panicking, with one line on stderr that
 //! names what is wrong.
 
-use kiln::frontend::proto::{
-    tensor_proto, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
-};
+mod common;
+
+use common::{f32_value, node, Onnx, FLOAT};
+use kiln::frontend::proto::{tensor_proto, NodeProto, StringStringEntryProto, TensorProto};
 use kiln::ir::{DType, Tensor};
-use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const FLOAT: i32 = 1;
 
 fn vendored(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -48,58 +44,16 @@ fn assert_clean_error(args: &[&str], needles: &[&str]) {
     }
 }
 
-fn value_info(name: &str, shape: &[i64]) -> ValueInfoProto {
-    let dim = shape
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    let tensor = type_proto::Tensor {
-        elem_type: Some(FLOAT),
-        shape: Some(TensorShapeProto { dim }),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(name: &str, op: &str, inputs: &[&str]) -> NodeProto {
-    NodeProto {
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec!["y".into()],
-        ..Default::default()
-    }
-}
-
 /// A one-node model `y = op(x[, w])` over f32[4] at the given default-domain opset.
-fn one_node_model(opset: i64, node: NodeProto, initializer: Vec<TensorProto>) -> Vec<u8> {
-    let graph = GraphProto {
-        name: Some("g".into()),
-        node: vec![node],
-        initializer,
-        input: vec![value_info("x", &[4])],
-        output: vec![value_info("y", &[4])],
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    };
-    model.encode_to_vec()
+fn one_node_model(opset: i64, node: NodeProto, initializers: Vec<TensorProto>) -> Vec<u8> {
+    Onnx {
+        opset,
+        nodes: vec![node],
+        inputs: vec![f32_value("x", &[4])],
+        initializers,
+        outputs: vec![f32_value("y", &[4])],
+    }
+    .bytes()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {

@@ -80,24 +80,14 @@ fn assert_refused_everywhere(dir: &Path, case: Case) {
     let exe = dir.join(name);
     let mut build = vec!["build", &model, "-o", exe.to_str().unwrap()];
     build.extend(options);
-    let built = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(&build)
-        .env("KILN_RT_LIB", runtime_library())
-        .output()
-        .unwrap();
-    let out = if built.status.success() {
-        run(&exe, &feed)
-    } else {
-        let stderr = String::from_utf8_lossy(&built.stderr);
-        Outcome {
-            code: built.status.code(),
-            lines: stderr
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect(),
-            stdout: String::new(),
-        }
+    let built = outcome(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&build)
+            .env("KILN_RT_LIB", runtime_library()),
+    );
+    let out = match built.code {
+        Some(0) => run(&exe, &feed),
+        _ => built,
     };
     let line = assert_refusal(&format!("{name} built"), &out, needles);
     eprintln!("{name}: {line}");

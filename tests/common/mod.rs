@@ -36,7 +36,12 @@ pub struct Outcome {
 
 /// Runs `program` with `args`.
 pub fn run(program: &Path, args: &[&str]) -> Outcome {
-    let out = Command::new(program).args(args).output().unwrap();
+    outcome(Command::new(program).args(args))
+}
+
+/// Runs a prepared command.
+pub fn outcome(command: &mut Command) -> Outcome {
+    let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     Outcome {
         code: out.status.code(),
