@@ -253,3 +253,25 @@ fn build_without_a_size_for_a_dim_says_how_to_give_one() {
         "a failed build wrote {out}"
     );
 }
+
+/// A file's parse error carries its cause in its own message; the line says it once.
+#[test]
+fn a_text_ir_parse_error_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "broken.kir",
+        b"graph g(x: f32[2]) {\n  y = frobnicate(x)\n}\n",
+    );
+    assert_clean_error(&["run", &path], &["broken.kir"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", &path])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let cause = line.rsplit(": ").next().unwrap_or_default();
+    assert!(
+        !cause.is_empty() && line.matches(cause).count() == 1,
+        "the cause is repeated: {line}"
+    );
+}

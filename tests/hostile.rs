@@ -356,6 +356,34 @@ fn shape_products_that_overflow_and_negative_dims() {
             ),
             &["node `shape`", "overflows i64"],
         ),
+        // No elements, but strides past i64: found by the graph fuzzer (ndarray panicked).
+        case(
+            "constant_of_shape_empty_with_huge_dims",
+            one(
+                "fill",
+                "ConstantOfShape",
+                &["s"],
+                None,
+                ints("s", &[3], &[0, 1 << 40, 1 << 40]),
+            ),
+            &["node `fill`", "too large"],
+        ),
+        case(
+            "expand_empty_with_huge_dims",
+            one(
+                "grow",
+                "Expand",
+                &["x", "s"],
+                Some(&[1]),
+                ints("s", &[3], &[0, 1 << 40, 1 << 40]),
+            ),
+            &["node `grow`", "strides overflow"],
+        ),
+        case(
+            "input_empty_with_huge_dims",
+            relu(&[0, 1 << 40, 1 << 40]),
+            &["input `x`", "strides overflow"],
+        ),
         case(
             "constant_of_shape_negative",
             one(

@@ -168,6 +168,13 @@ pub enum SizeError {
         /// `is negative`, `is -2, a negative size` or `overflows i64`.
         problem: String,
     },
+    /// A shape with a zero dim, whose other dims multiply past `isize::MAX`: it holds no
+    /// elements, but its strides cannot be computed (ndarray refuses such shapes too).
+    #[error("{what}: its non-zero dims multiply past 2^63 - 1, so its strides overflow")]
+    Unaddressable {
+        /// Whose shape: `output f32[0, 4294967296, 4294967296]`.
+        what: String,
+    },
     /// A size check wrapped with the node it was made for.
     #[error("node `{name}` ({op}): {error}")]
     Node {
@@ -207,19 +214,29 @@ pub fn check_bytes(
     }
 }
 
+/// Whether the strides of `shape` fit in `isize`: the product of its non-zero dims is at
+/// most `isize::MAX` (the rule ndarray applies). A shape that passes a byte limit and has no
+/// zero dim always does.
+pub fn addressable(shape: &[usize]) -> bool {
+    (shape.iter().filter(|&&d| d != 0))
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_some_and(|n| n <= isize::MAX as usize)
+}
+
 /// Checks a concrete tensor of `dtype` and `shape` (`what`, e.g. ``input `x` ``) against
-/// `limit` before it is allocated.
+/// `limit` before it is allocated, and that its strides can be computed.
 pub fn check_tensor(
     what: &str,
     dtype: DType,
     shape: &[usize],
     limit: MemoryLimit,
 ) -> Result<(), SizeError> {
-    check_bytes(
-        || format!("{what} {}", TensorType::fixed(dtype, shape)),
-        tensor_bytes(dtype, shape),
-        limit,
-    )
+    let what = || format!("{what} {}", TensorType::fixed(dtype, shape));
+    check_bytes(what, tensor_bytes(dtype, shape), limit)?;
+    match addressable(shape) {
+        true => Ok(()),
+        false => Err(SizeError::Unaddressable { what: what() }),
+    }
 }
 
 /// The concrete shape of `ty` under `b`: `Ok(None)` when a dim has an unbound symbol (a
@@ -374,6 +391,20 @@ mod tests {
         let e = check_tensor("output", DType::F64, &[usize::MAX; 3], limit).unwrap_err();
         assert!(e.to_string().contains("needs more than 2^128 bytes"), "{e}");
         assert!(check_tensor("output", DType::F32, &[256, 1 << 20], limit).is_ok());
+    }
+
+    #[test]
+    fn empty_shapes_whose_strides_overflow_are_errors() {
+        let limit = MemoryLimit::new(1 << 30);
+        assert!(check_tensor("output", DType::F32, &[0, 1 << 31, 1 << 31], limit).is_ok());
+        let e = check_tensor("output", DType::F32, &[0, 1 << 40, 1 << 40], limit).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "output f32[0, 1099511627776, 1099511627776]: its non-zero dims multiply past \
+             2^63 - 1, so its strides overflow"
+        );
+        let t = crate::Tensor::full(DType::F32, &[0, 1 << 40, 1 << 40], 0.0);
+        assert!(t.is_err(), "ndarray would panic on this shape");
     }
 
     #[test]

@@ -339,12 +339,13 @@ pub(crate) fn try_with_capacity<T>(n: usize, shape: &[usize]) -> Result<Vec<T>, 
     Ok(out)
 }
 
+/// The element count of `shape`, or `TooLarge` when ndarray could not hold it: the count, or
+/// the product of the non-zero dims (which bounds the strides), is over `isize::MAX`.
 fn element_count(shape: &[usize]) -> Result<usize, TensorError> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|n| *n <= isize::MAX as usize)
-        .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))
+    if !crate::limit::addressable(shape) {
+        return Err(TensorError::TooLarge(shape.to_vec()));
+    }
+    Ok(shape.iter().product())
 }
 
 impl Tensor {

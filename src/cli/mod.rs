@@ -92,7 +92,7 @@ pub(crate) fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", one_line(&chain(&e)));
             ExitCode::FAILURE
         }
     }
@@ -106,6 +106,24 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message already
+/// holds: several errors (a file's I/O, parse and verify errors) print their source in their
+/// own message, and `{e:#}` would repeat it.
+fn chain(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 fn one_line(s: &str) -> String {
