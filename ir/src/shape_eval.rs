@@ -407,7 +407,10 @@ fn expand(shape: &[Dim], ks: &[&Known]) -> Option<Known> {
     let [data] = ks else { return None };
     let (dims, _) = data.as_dims()?;
     let [n] = shape else { return None };
-    let n = usize::try_from(n.as_const()?).ok()?;
+    // Like a long range, a long expanded value is data, not a shape value.
+    let n = usize::try_from(n.as_const()?)
+        .ok()
+        .filter(|&n| n <= MAX_RANGE)?;
     let out = match dims.len() {
         1 => vec![dims[0].clone(); n],
         m if m == n => dims,
@@ -430,7 +433,7 @@ fn reduce(kind: ReduceKind, axes: &[usize], keep_dims: bool, ks: &[&Known]) -> O
     finish(vec![r], !keep_dims, data.dtype())
 }
 
-/// The longest `range` evaluated as a known value.
+/// The longest `range` (or `expand` of a scalar) evaluated as a known value.
 const MAX_RANGE: usize = 1 << 20;
 
 fn range(len: &Dim, ks: &[&Known]) -> Option<Known> {

@@ -190,7 +190,13 @@ fn split(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         (Some(s), _) => s.into_iter().map(Dim::from).collect(),
         (None, Some(v)) => cx.dims(v, "split")?,
         (None, None) => {
-            let parts = n.int("num_outputs", n.n_outputs() as i64).max(1);
+            let parts = n.int("num_outputs", n.n_outputs() as i64);
+            if parts != n.n_outputs() as i64 || parts < 1 {
+                return Err(cx.err(format!(
+                    "num_outputs is {parts} but the node has {} outputs",
+                    n.n_outputs()
+                )));
+            }
             let each = dim.div_ceil(parts);
             let mut v = vec![each.clone(); parts as usize - 1];
             v.push(dim.clone() - each * Dim::from(parts - 1));
@@ -313,10 +319,19 @@ fn nchw(cx: &Cx, n: &N, x: &Val) -> R<[Dim; 4]> {
     Ok([a.clone(), b.clone(), c.clone(), d.clone()])
 }
 
+/// DepthToSpace's and SpaceToDepth's block size: positive, and its square an i64.
+fn blocksize(cx: &Cx, n: &N) -> R<i64> {
+    let bs = n.req_int("blocksize")?;
+    match bs.checked_mul(bs) {
+        Some(_) if bs >= 1 => Ok(bs),
+        _ => Err(cx.err(format!("blocksize {bs} is not a positive size"))),
+    }
+}
+
 fn depth_to_space(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
     let [b, c, h, w] = nchw(cx, n, x)?;
-    let bs = n.req_int("blocksize")?;
+    let bs = blocksize(cx, n)?;
     let k = Dim::from(bs);
     let cc = c.div_floor(bs * bs);
     let (shape, perm) = if n.string("mode", "DCR") == "CRD" {
@@ -356,7 +371,7 @@ fn depth_to_space(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 fn space_to_depth(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
     let [b, c, h, w] = nchw(cx, n, x)?;
-    let bs = n.req_int("blocksize")?;
+    let bs = blocksize(cx, n)?;
     let k = Dim::from(bs);
     let (hh, ww) = (h.div_floor(bs), w.div_floor(bs));
     let a = cx.reshape(

@@ -125,8 +125,15 @@ pub(crate) fn bad_dtype(op: &Op, d: DType) -> InterpError {
     op_err(op, format!("unsupported dtype {d}"))
 }
 
-/// Checks that a shape about to be allocated is not overlarge; returns its element count.
+/// Checks that a shape about to be allocated is not overlarge, and that its strides fit
+/// (ndarray's rule, which a zero dim beside huge ones breaks); returns its element count.
 pub(crate) fn check_alloc(op: &Op, shape: &[usize]) -> Result<usize> {
+    if !crate::limit::addressable(shape) {
+        return Err(op_err(
+            op,
+            format!("output shape {shape:?}: its non-zero dims multiply past 2^63 - 1"),
+        ));
+    }
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
