@@ -85,6 +85,10 @@ pub unsafe fn run_call(
 /// broadcasting included) the whole batch is one `sgemm_batched` call, which spreads batch
 /// items and tiles over the pool; otherwise each product is its own call.
 unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
+    // An empty batch has no matrices and no offsets to read (found by the graph fuzzer).
+    if mm.batch == 0 {
+        return;
+    }
     let at =
         |o: &MatOperand, i: usize| (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[i]);
     let mat = |o: &MatOperand, i: usize| MatRef {
