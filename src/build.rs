@@ -90,6 +90,7 @@ pub struct Model {
     weights: WeightsMode,
     runtime: Option<PathBuf>,
     max_memory: MemoryLimit,
+    quantize: Option<kiln_passes::Scheme>,
 }
 
 /// A compiled artifact, before it is written.
@@ -118,7 +119,14 @@ impl Model {
             weights: WeightsMode::Embed,
             runtime: None,
             max_memory: MemoryLimit::default(),
+            quantize: None,
         }
+    }
+
+    /// Quantizes the linear layers with `scheme` after optimizing (default: f32 as written).
+    pub fn quantize(mut self, scheme: kiln_passes::Scheme) -> Model {
+        self.quantize = Some(scheme);
+        self
     }
 
     /// The most bytes any value, constant or arena of a specialization may take (default:
@@ -230,7 +238,10 @@ impl Model {
         &self,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Artifact, BuildError> {
-        let model = crate::Model::load(&self.path)?.optimize()?;
+        let mut model = crate::Model::load(&self.path)?.optimize()?;
+        if let Some(scheme) = self.quantize {
+            model = model.quantize(scheme)?.0;
+        }
         let g = model.graph();
         if kiln_cpu::needs_stages(g) {
             return Err(BuildError::Unsupported(format!(

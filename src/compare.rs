@@ -1,6 +1,6 @@
 //! Comparing a computed tensor with an expected one, as the ONNX test runner and the model
 //! tests do: dtype and shape exactly; floats within `atol + rtol·|expected|` (NaN equals NaN);
-//! integers and bools exactly.
+//! integers and bools exactly; and the [`Agreement`] of a quantized result with f32.
 
 use kiln_ir::Tensor;
 
@@ -151,4 +151,57 @@ mod tests {
         let b = Tensor::from_vec(vec![true, false], &[2]).unwrap();
         assert_eq!(compare(&b, &b.clone(), Tolerance::ONNX), Ok(()));
     }
+}
+
+/// How close a result is to a reference, the way quantized results are judged against f32:
+/// the cosine of the two as vectors, the L2 norm of the difference relative to the
+/// reference's, and the largest absolute difference.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Agreement {
+    /// `a·r / (|a| |r|)`; 1 when both are zero, 0 when only one is.
+    pub cosine: f64,
+    /// `|a - r| / |r|` (the absolute L2 distance when `r` is zero).
+    pub rel_l2: f64,
+    /// `max |a - r|`.
+    pub max_abs: f64,
+}
+
+/// The [`Agreement`] of `actual` with `reference`, element by element in f64; an error when
+/// their shapes differ or either holds a NaN.
+///
+/// ```
+/// use kiln::compare::agreement;
+/// use kiln::ir::Tensor;
+/// let r = Tensor::from_vec(vec![1.0f32, 2.0, 2.0], &[3]).unwrap();
+/// let a = Tensor::from_vec(vec![1.0f32, 2.0, 2.5], &[3]).unwrap();
+/// let g = agreement(&a, &r).unwrap();
+/// assert!((g.rel_l2 - 0.5 / 3.0).abs() < 1e-12 && g.max_abs == 0.5 && g.cosine < 1.0);
+/// ```
+pub fn agreement(actual: &Tensor, reference: &Tensor) -> Result<Agreement, String> {
+    if actual.shape() != reference.shape() {
+        return Err(format!(
+            "shape {:?} but the reference is {:?}",
+            actual.shape(),
+            reference.shape()
+        ));
+    }
+    let (a, r) = (actual.to_f64_vec(), reference.to_f64_vec());
+    if a.iter().chain(&r).any(|v| v.is_nan()) {
+        return Err("a NaN in the result or the reference".into());
+    }
+    let dot: f64 = a.iter().zip(&r).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (na, nr) = (norm(&a), norm(&r));
+    let diff: Vec<f64> = a.iter().zip(&r).map(|(x, y)| x - y).collect();
+    let cosine = match (na == 0.0, nr == 0.0) {
+        (true, true) => 1.0,
+        (true, false) | (false, true) => 0.0,
+        _ => dot / (na * nr),
+    };
+    let nd = norm(&diff);
+    Ok(Agreement {
+        cosine,
+        rel_l2: if nr == 0.0 { nd } else { nd / nr },
+        max_abs: diff.iter().fold(0.0, |m, d| m.max(d.abs())),
+    })
 }

@@ -26,6 +26,8 @@ pub struct Options {
     /// The most bytes any tensor, constant or the arena may take, checked before each is
     /// allocated (default: [`MemoryLimit::default`], 80% of the machine's memory).
     pub max_memory: MemoryLimit,
+    /// Quantize the linear layers after optimizing (default: none, f32 as written).
+    pub quantize: Option<kiln_passes::Scheme>,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             threads: kiln_cpu::Options::default().threads,
             optimize: true,
             max_memory: MemoryLimit::default(),
+            quantize: None,
         }
     }
 }
@@ -62,11 +65,14 @@ impl Model {
     /// Unsupported ops are reported now; code for symbolic input shapes is generated on the
     /// first run at each shape and cached.
     pub fn compile(&self, opts: &Options) -> Result<Compiled, Error> {
-        let model = if opts.optimize {
+        let mut model = if opts.optimize {
             self.optimize()?
         } else {
             self.clone()
         };
+        if let Some(scheme) = opts.quantize {
+            model = model.quantize(scheme)?.0;
+        }
         let cpu = kiln_cpu::Options {
             threads: opts.threads.max(1),
             max_memory: opts.max_memory,

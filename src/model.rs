@@ -141,6 +141,22 @@ impl Model {
             .0)
     }
 
+    /// The model with its linear layers quantized by `scheme` (the `quantize` pass, then
+    /// `dce` to drop the f32 weights it replaced), verified after each pass. Run it after
+    /// [`Model::optimize`], so that epilogues are fused first; the count of layers it
+    /// quantized is in the report.
+    pub fn quantize(&self, scheme: kiln_passes::Scheme) -> Result<(Model, PipelineReport), Error> {
+        let passes = PassManager::once(vec![
+            Box::new(kiln_passes::Quantize::new(scheme)),
+            Box::new(kiln_passes::Dce),
+        ]);
+        let opts = RunOptions {
+            stop_after: None,
+            verify: true,
+        };
+        self.optimize_with(&passes, &opts)
+    }
+
     /// The model after a given pipeline, with the pipeline's report (per-pass timings).
     pub fn optimize_with(
         &self,

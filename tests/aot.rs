@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{root, runtime_library as runtime};
+use common::{dims_of, root, runtime_library as runtime};
 use kiln::build::{Emit, Model as Build, WeightsMode};
 use kiln::compare::{compare, Tolerance};
-use kiln::ir::{interp, Tensor, TensorType};
+use kiln::ir::Tensor;
 use kiln::npz::{read_npz, write_npz};
 use kiln::{Model, Options};
 use std::collections::BTreeMap;
@@ -21,22 +21,6 @@ use std::process::{Command, Output};
 
 fn models() -> PathBuf {
     root().join("tests/models")
-}
-
-/// The dims of `model` at the shapes of `inputs`.
-fn dims_of(model: &Path, inputs: &[(String, Tensor)]) -> Vec<(String, i64)> {
-    let m = Model::load(model).unwrap();
-    let g = m.graph();
-    let types: Vec<TensorType> = (g.inputs.iter())
-        .map(|(name, _)| {
-            let t = &inputs.iter().find(|(n, _)| n == name).unwrap().1;
-            TensorType::fixed(t.dtype(), t.shape())
-        })
-        .collect();
-    interp::bind_input_types(g, &types)
-        .unwrap()
-        .into_iter()
-        .collect()
 }
 
 /// The JIT's outputs at 2 threads.

@@ -94,6 +94,7 @@ pub fn input_arity(op: &Op) -> Arity {
             _ => Exactly(4),
         },
         Op::Linear(e) => Exactly(e.inputs()),
+        Op::QuantLinear(q) => Exactly(q.inputs()),
         Op::Concat { .. } => AtLeast(1),
         Op::Einsum(spec) => Exactly(spec.inputs.len()),
     }
@@ -188,6 +189,7 @@ fn infer_checked(op: &Op, x: &[&TensorType]) -> Res<Vec<TensorType>> {
         Op::Attention(a) => nn::attention(a, x),
         Op::Rotary => nn::rotary(x),
         Op::Linear(e) => nn::linear(*e, x),
+        Op::QuantLinear(q) => nn::quant_linear(*q, x),
     }
 }
 

@@ -15,6 +15,7 @@ mod infer;
 pub mod interp;
 mod limit;
 mod op;
+mod quant;
 pub mod shape_eval;
 mod tensor;
 mod text;
@@ -35,6 +36,7 @@ pub use op::{
     MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
     SliceAxis, UnaryOp,
 };
+pub use quant::{ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K};
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
 pub use text::{
     op_attributes, parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError,

@@ -9,7 +9,7 @@
 //! - shape-like attributes are [`Dim`]s, so they may be symbolic;
 //! - elementwise ops broadcast their inputs numpy-style.
 
-use crate::{DType, Dim, Epilogue, Tensor};
+use crate::{DType, Dim, Epilogue, QuantAttrs, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// A core op. See the module docs for the conventions.
@@ -216,6 +216,14 @@ pub enum Op {
     /// the activation's unary op, `add`/`mul`), which the interpreter evaluates in turn.
     /// Passes create it.
     Linear(Epilogue),
+    /// Fused quantized linear layer. Inputs `x[..., K]` f32 (rank ≥ 2), `w[K, N]` (i8, or u8
+    /// for int4 with zero points), `scale` (`[N]` f32 for int8, `[⌈K/block⌉, N]` f32 or f16
+    /// for int4), the zero points when the weight format has them, then the epilogue's bias
+    /// and residual as for [`Op::Linear`]; output f32 `[..., N]`. The interpreter evaluates
+    /// the definitions of [`WeightQuant`](crate::WeightQuant) and
+    /// [`ActQuant`](crate::ActQuant) literally, so integer kernels can be checked bit for
+    /// bit. Passes create it.
+    QuantLinear(QuantAttrs),
     /// Fused scaled dot-product attention. Inputs `q[.., H, Sq, D]`, `k[.., G, Sk, D]`,
     /// `v[.., G, Sk, Dv]` (equal leading dims; `H` a multiple of `G`: query head `h` reads
     /// key/value head `h / (H/G)`, grouped-query attention), then the mask when
@@ -647,6 +655,7 @@ impl Op {
             Op::Attention(_) => "attention".into(),
             Op::Rotary => "rotary".into(),
             Op::Linear(_) => "linear".into(),
+            Op::QuantLinear(_) => "quant_linear".into(),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A [`Pass`] rewrites a [`kiln_ir::Graph`] in place; the [`PassManager`] runs a named list
 //! of them with timing, verification after each pass and `KILN_PASS_BISECT`. Passes:
-//! `fold-constants`, `fold-shapes`, `cse`, `dce`, `fuse`, `merge-linears`.
+//! `fold-constants`, `fold-shapes`, `cse`, `dce`, `fuse`, `merge-linears`, `quantize`
+//! (not in the default pipeline: it changes what the model computes, so the user asks for it).
 
 mod cse;
 mod dce;
@@ -11,6 +12,7 @@ mod fold_shapes;
 mod fuse;
 mod manager;
 mod merge_linears;
+mod quantize;
 mod rewrite;
 #[cfg(test)]
 mod tests;
@@ -24,3 +26,4 @@ pub use manager::{
     pass_by_name, Pass, PassError, PassManager, PassReport, PassRun, PipelineReport, RunOptions,
 };
 pub use merge_linears::MergeLinears;
+pub use quantize::{Quantize, Scheme};

@@ -156,6 +156,15 @@ pub struct PassManager {
 }
 
 impl PassManager {
+    /// A pipeline of these passes, run once (for passes that take parameters, such as
+    /// [`crate::Quantize`], which no name selects).
+    pub fn once(passes: Vec<Box<dyn Pass>>) -> PassManager {
+        PassManager {
+            passes,
+            max_rounds: 1,
+        }
+    }
+
     /// A pipeline from pass names, run once.
     ///
     /// ```

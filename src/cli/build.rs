@@ -49,6 +49,10 @@ pub(crate) struct BuildArgs {
     /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<kiln::ir::MemoryLimit>,
+    /// Quantize the linear layers with constant weights: `int8`, `int8-weights` or `int4`
+    /// (see `kiln run --help`).
+    #[arg(long, value_name = "SCHEME", value_parser = super::pipeline::parse_scheme)]
+    quantize: Option<kiln::passes::Scheme>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,6 +87,9 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     }
     if let Some(n) = &args.name {
         model = model.name(n);
+    }
+    if let Some(scheme) = args.quantize {
+        model = model.quantize(scheme);
     }
     model = model.weights(match args.weights {
         WeightsArg::Embed => WeightsMode::Embed,

@@ -208,6 +208,7 @@ fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
         threads: 1,
         optimize: false,
         max_memory: limit,
+        quantize: None,
     };
     let spec = model.compile(&opts)?.specialization(&inputs)?;
     let (p, plan) = (&spec.program, &spec.plan);

@@ -4,7 +4,7 @@ use super::timing::Timer;
 use anyhow::Context;
 use kiln::frontend::ImportOptions;
 use kiln::ir::Tensor;
-use kiln::passes::{PassManager, PipelineReport, RunOptions};
+use kiln::passes::{PassManager, PipelineReport, RunOptions, Scheme};
 use kiln::Model;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,6 +61,36 @@ fn report_passes(report: &PipelineReport, timer: &Timer) {
     }
 }
 
+/// Parses `--quantize`.
+pub(crate) fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    Scheme::from_name(s).ok_or_else(|| {
+        let valid: Vec<&str> = Scheme::ALL.iter().map(|q| q.name()).collect();
+        format!("unknown scheme `{s}`; valid: {}", valid.join(", "))
+    })
+}
+
+/// Quantizes `model` when a scheme is given, timed as `quantize`; warns when no layer
+/// qualified, since the user asked for something that did not happen.
+pub(crate) fn quantize(
+    model: &Model,
+    scheme: Option<Scheme>,
+    timer: &Timer,
+) -> anyhow::Result<Model> {
+    let Some(scheme) = scheme else {
+        return Ok(model.clone());
+    };
+    let (quantized, report) = timer
+        .time("quantize", || model.quantize(scheme))
+        .with_context(|| format!("quantizing {}", model.path().display()))?;
+    if report.passes.first().is_none_or(|p| p.report.changes == 0) {
+        eprintln!(
+            "warning: --quantize {}: no linear layer has a constant f32 weight; nothing was quantized",
+            scheme.name()
+        );
+    }
+    Ok(quantized)
+}
+
 /// Parses `NAME=N` for `--dim`.
 pub(crate) fn parse_dim(s: &str) -> Result<(String, i64), String> {
     let (name, value) = s
@@ -87,6 +117,7 @@ pub(crate) fn compile(
         threads: threads.max(1),
         optimize: false,
         max_memory,
+        quantize: None,
     };
     Ok(timer.time("compile", || model.compile(&opts))?)
 }

@@ -257,3 +257,19 @@ impl Onnx {
         path.display().to_string()
     }
 }
+
+/// The dims of `model` at the shapes of `inputs` (for building it at a fixed shape).
+pub fn dims_of(model: &Path, inputs: &[(String, kiln::ir::Tensor)]) -> Vec<(String, i64)> {
+    let m = kiln::Model::load(model).unwrap();
+    let g = m.graph();
+    let types: Vec<kiln::ir::TensorType> = (g.inputs.iter())
+        .map(|(name, _)| {
+            let t = &inputs.iter().find(|(n, _)| n == name).unwrap().1;
+            kiln::ir::TensorType::fixed(t.dtype(), t.shape())
+        })
+        .collect();
+    kiln::ir::interp::bind_input_types(g, &types)
+        .unwrap()
+        .into_iter()
+        .collect()
+}

@@ -383,6 +383,7 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
         Op::Linear(_) if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::Linear(_) => Runtime("non-f32 linear (f16/bf16 round after every step)"),
+        Op::QuantLinear(_) => Runtime("quantized linear (no native integer kernel yet)"),
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
         Op::Pad {
             mode: kiln_ir::PadMode::Constant,

@@ -295,6 +295,67 @@ pub(super) fn linear(e: crate::Epilogue, x: &[&TensorType]) -> Res<Vec<TensorTyp
     one(y)
 }
 
+/// A quantized linear layer (see [`crate::Op::QuantLinear`]): f32 `x[..., K]`, the stored
+/// weight `w[K, N]` of the format's integer type, its scales and zero points of the
+/// format's shapes, then the epilogue's operands as for [`linear`].
+pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<TensorType>> {
+    use crate::WeightQuant;
+    let (input, w, scale) = (x[0], x[1], x[2]);
+    expect_dtype(input, "input", |d| d == DType::F32, "f32")?;
+    let stored = match q.weights {
+        WeightQuant::Int4 {
+            zero_points: true, ..
+        } => DType::U8,
+        _ => DType::I8,
+    };
+    if w.dtype != stored || w.rank() != 2 {
+        return Err(format!(
+            "{} weight must be {stored}[K, N], got {w}",
+            q.weights.name()
+        ));
+    }
+    let (k, n) = (&w.shape[0], &w.shape[1]);
+    if q.weights == WeightQuant::Int8 && k.as_const().is_none_or(|k| k > crate::quant::MAX_INT8_K) {
+        return Err(format!(
+            "an int8 weight's K must be a number up to {} (an i32 product), got {k}",
+            crate::quant::MAX_INT8_K
+        ));
+    }
+    let params = match q.weights.block() {
+        None => vec![n.clone()],
+        Some(rows) => vec![k.div_ceil(rows as i64), n.clone()],
+    };
+    let scale_types: &[DType] = match q.weights {
+        WeightQuant::Int8 => &[DType::F32],
+        WeightQuant::Int4 { .. } => &[DType::F32, DType::F16],
+    };
+    if !scale_types.contains(&scale.dtype) || scale.shape != params {
+        return Err(format!(
+            "{} scale must be {}{params:?}, got {scale}",
+            q.weights.name(),
+            scale_types
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ));
+    }
+    if q.weights.zero_points() {
+        let zp = x[3];
+        if zp.dtype != DType::U8 || zp.shape != params {
+            return Err(format!("zero point must be u8{params:?}, got {zp}"));
+        }
+    }
+    // The epilogue's operands follow, typed as for a float linear over `[K, N]`.
+    let plain = TensorType::new(DType::F32, w.shape.clone());
+    let skip = 3 + usize::from(q.weights.zero_points());
+    let rest: Vec<&TensorType> = [input, &plain]
+        .into_iter()
+        .chain(x[skip..].iter().copied())
+        .collect();
+    linear(q.epilogue, &rest)
+}
+
 /// `q[.., H, Sq, D]`, `k[.., G, Sk, D]`, `v[.., G, Sk, Dv]` and the mask, if any →
 /// `[.., H, Sq, Dv]` (see [`crate::Op::Attention`]).
 pub(super) fn attention(a: &AttentionAttrs, x: &[&TensorType]) -> Res<Vec<TensorType>> {

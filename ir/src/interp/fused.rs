@@ -39,8 +39,14 @@ pub(super) fn rms_norm(op: &Op, x: &Tensor, scale: &Tensor, epsilon: f32) -> Res
 /// activation and residual, each as its core op. The residual is the right operand, which
 /// is exact either way, as float addition and multiplication commute.
 pub(super) fn linear(e: Epilogue, inputs: &[Tensor]) -> Result<Tensor> {
-    let mut y = apply(Op::MatMul, &inputs[..2])?;
-    let mut rest = inputs[2..].iter();
+    let y = apply(Op::MatMul, &inputs[..2])?;
+    epilogue(e, y, &inputs[2..])
+}
+
+/// A linear layer's epilogue on its product `y`: `operands` are the bias and the residual,
+/// as far as `e` has them.
+pub(super) fn epilogue(e: Epilogue, mut y: Tensor, operands: &[Tensor]) -> Result<Tensor> {
+    let mut rest = operands.iter();
     if e.bias {
         let bias = rest.next().expect("the arity was checked");
         y = binary(BinaryOp::Add, &y, bias)?;

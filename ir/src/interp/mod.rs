@@ -19,6 +19,7 @@ mod matmul;
 mod movement;
 mod num;
 mod pool;
+mod quant;
 mod reduce;
 mod run;
 mod scan;
@@ -306,5 +307,8 @@ pub fn eval_op(op: &Op, inputs: &[Tensor], bindings: &Bindings) -> Result<Vec<Te
             arity(op, inputs, n).and_then(|_| one(fused::attention(op, a, inputs)))
         }
         Op::Linear(e) => arity(op, inputs, e.inputs()).and_then(|_| one(fused::linear(*e, inputs))),
+        Op::QuantLinear(q) => {
+            arity(op, inputs, q.inputs()).and_then(|_| one(quant::quant_linear(op, *q, inputs)))
+        }
     }
 }

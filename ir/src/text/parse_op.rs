@@ -2,9 +2,9 @@
 
 use super::attrs::Attrs;
 use crate::{
-    Activation, ArgKind, AttentionAttrs, AttentionMask, BinaryOp, ConvAttrs, ConvTransposeAttrs,
-    EinsumSpec, Epilogue, MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, Residual,
-    ScanKind, ScatterReduction, SliceAxis, UnaryOp,
+    ActQuant, Activation, ArgKind, AttentionAttrs, AttentionMask, BinaryOp, Block, ConvAttrs,
+    ConvTransposeAttrs, EinsumSpec, Epilogue, MaskedRows, Op, PadMode, PoolAttrs, PoolKind,
+    QuantAttrs, ReduceKind, Residual, ScanKind, ScatterReduction, SliceAxis, UnaryOp, WeightQuant,
 };
 
 /// The op called `name` (anything but `const`, whose operand is a literal), reading and
@@ -55,11 +55,8 @@ pub(super) fn op_from_text(name: &str, a: &mut Attrs) -> Result<Op, String> {
             mask: a.named("mask", AttentionMask::from_name)?,
             rows: a.named("rows", MaskedRows::from_name)?,
         }),
-        "linear" => Op::Linear(Epilogue {
-            bias: a.bool("bias")?,
-            activation: a.named("activation", |s| optional(s, Activation::from_name))?,
-            residual: a.named("residual", |s| optional(s, Residual::from_name))?,
-        }),
+        "linear" => Op::Linear(epilogue(a)?),
+        "quant_linear" => Op::QuantLinear(quant(a)?),
         "softmax" | "log_softmax" => Op::Softmax {
             axis: a.usize("axis")?,
             log: name == "log_softmax",
@@ -213,6 +210,35 @@ fn einsum(eq: &str) -> Result<EinsumSpec, String> {
 }
 
 /// `none` as `None`, anything else by `from_name` (an unknown name fails).
+fn epilogue(a: &mut Attrs) -> Result<Epilogue, String> {
+    Ok(Epilogue {
+        bias: a.bool("bias")?,
+        activation: a.named("activation", |s| optional(s, Activation::from_name))?,
+        residual: a.named("residual", |s| optional(s, Residual::from_name))?,
+    })
+}
+
+/// `weights=int8|int4` (int4 with `block` and `zero_points`), `activations`, the epilogue.
+fn quant(a: &mut Attrs) -> Result<QuantAttrs, String> {
+    let weights = match a.string("weights")?.as_str() {
+        "int8" => WeightQuant::Int8,
+        "int4" => {
+            let rows = a.usize("block")?;
+            WeightQuant::Int4 {
+                block: Block::from_rows(rows)
+                    .ok_or_else(|| format!("int4 block must be 32, 64 or 128, got {rows}"))?,
+                zero_points: a.bool("zero_points")?,
+            }
+        }
+        other => return Err(format!("attribute `weights` has unknown value `{other}`")),
+    };
+    Ok(QuantAttrs {
+        weights,
+        activations: a.named("activations", ActQuant::from_name)?,
+        epilogue: epilogue(a)?,
+    })
+}
+
 fn optional<T>(s: &str, from_name: fn(&str) -> Option<T>) -> Option<Option<T>> {
     if s == "none" {
         Some(None)

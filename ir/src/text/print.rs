@@ -99,6 +99,14 @@ fn dims(ds: &[Dim]) -> String {
     list(ds)
 }
 
+fn epilogue(e: &crate::Epilogue) -> Vec<String> {
+    vec![
+        kv("bias", e.bias),
+        kv("activation", e.activation.map_or("none", |a| a.name())),
+        kv("residual", e.residual.map_or("none", |r| r.name())),
+    ]
+}
+
 fn kv(k: &str, v: impl ToString) -> String {
     format!("{k}={}", v.to_string())
 }
@@ -143,11 +151,17 @@ pub(super) fn attrs(op: &Op) -> Vec<String> {
             kv("rows", a.rows.name()),
         ],
         // Every part is written, `none` for a missing one, so the inputs can be read off.
-        Op::Linear(e) => vec![
-            kv("bias", e.bias),
-            kv("activation", e.activation.map_or("none", |a| a.name())),
-            kv("residual", e.residual.map_or("none", |r| r.name())),
-        ],
+        Op::Linear(e) => epilogue(e),
+        Op::QuantLinear(q) => {
+            let mut v = vec![kv("weights", q.weights.name())];
+            if let crate::WeightQuant::Int4 { block, zero_points } = q.weights {
+                v.push(kv("block", block.rows()));
+                v.push(kv("zero_points", zero_points));
+            }
+            v.push(kv("activations", q.activations.name()));
+            v.extend(epilogue(&q.epilogue));
+            v
+        }
         Op::Conv(c) => vec![
             kv("strides", list(&c.strides)),
             kv("dilations", list(&c.dilations)),

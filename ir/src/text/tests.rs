@@ -645,3 +645,59 @@ fn attention_round_trips_with_each_mask_kind() {
     ];
     round_trip(&build("attention", &inputs, nodes));
 }
+
+#[test]
+fn quant_linear_round_trips_every_format() {
+    let text = "graph @q(%x: f32[b, 64], %w8: i8[64, 8], %s8: f32[8], %w4: i8[64, 8], \
+                %s4: f16[2, 8], %u4: u8[64, 8], %z4: u8[1, 8], %s64: f32[1, 8], %bias: f32[8], \
+                %r: f32[b, 8]) -> (%a: f32[b, 8], %c: f32[b, 8], %d: f32[b, 8], %e: f32[b, 8]) {
+        %a = quant_linear %x, %w8, %s8 {weights=int8, activations=dynamic_int8, bias=false, activation=none, residual=none}
+        %c = quant_linear %x, %w8, %s8, %bias, %r {weights=int8, activations=none, bias=true, activation=gelu, residual=add}
+        %d = quant_linear %x, %w4, %s4 {weights=int4, block=32, zero_points=false, activations=dynamic_int8, bias=false, activation=none, residual=none}
+        %e = quant_linear %x, %u4, %s64, %z4, %bias {weights=int4, block=64, zero_points=true, activations=none, bias=true, activation=silu, residual=none}
+        return %a, %c, %d, %e
+    }";
+    let g = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    crate::verify(&g).unwrap();
+    round_trip(&g);
+}
+
+#[test]
+fn quant_linear_types_are_checked() {
+    let bad = [
+        // An int8 weight stored as u8.
+        (
+            "%w: u8[64, 8], %s: f32[8]",
+            "{weights=int8",
+            "int8 weight must be i8[K, N]",
+        ),
+        // One scale per block of 32: 2 rows, not 1.
+        (
+            "%w: i8[64, 8], %s: f32[1, 8]",
+            "{weights=int4, block=32, zero_points=false",
+            "int4 scale must be",
+        ),
+        // f16 scales are for int4 only.
+        (
+            "%w: i8[64, 8], %s: f16[8]",
+            "{weights=int8",
+            "int8 scale must be f32",
+        ),
+    ];
+    for (inputs, attrs, needle) in bad {
+        let text = format!(
+            "graph @q(%x: f32[2, 64], {inputs}) -> (%y: f32[2, 8]) {{
+                %y = quant_linear %x, %w, %s {attrs}, activations=none, bias=false, activation=none, residual=none}}
+                return %y
+            }}"
+        );
+        let e = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(needle), "`{needle}` missing from: {e}");
+    }
+    let block = "graph @q(%x: f32[2, 64], %w: i8[64, 8], %s: f32[2, 8]) -> (%y: f32[2, 8]) {
+        %y = quant_linear %x, %w, %s {weights=int4, block=48, zero_points=false, activations=none, bias=false, activation=none, residual=none}
+        return %y
+    }";
+    let e = parse(block).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("32, 64 or 128"), "{e}");
+}

@@ -74,7 +74,7 @@ fn flops(op: &Op, args: &[&[TensorType]], outs: &[TensorType]) -> u64 {
     let out = outs.first().map_or(0, |t| elements(&t.shape));
     match op {
         // 2·M·N·K: every output element is a dot product over x's last axis.
-        Op::MatMul | Op::Linear(_) => {
+        Op::MatMul | Op::Linear(_) | Op::QuantLinear(_) => {
             (2 * out).saturating_mul(args.first().map_or(1, |a| dim(a, 1)))
         }
         // q·kᵀ and p·v: each output element of both products is over the keys, Sk.

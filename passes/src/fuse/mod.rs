@@ -285,6 +285,7 @@ fn is_fused(op: &Op) -> bool {
             | Op::Rotary
             | Op::Unary(Gelu | GeluTanh | Silu)
             | Op::Linear(_)
+            | Op::QuantLinear(_)
     )
 }
 

@@ -1,0 +1,172 @@
+//! The attributes of a quantized linear layer ([`crate::Op::QuantLinear`]): how its weights
+//! are stored and how its activations are quantized. Each choice is a typed variant, so a
+//! layer the kernels cannot run (int4 in blocks of 48, a per-tensor activation scale) cannot
+//! be written down.
+
+use crate::Epilogue;
+use serde::{Deserialize, Serialize};
+
+/// A quantized linear layer: `y = act(x·dequant(w) + bias) ⊕ r`, with the product computed
+/// as [`ActQuant`] says.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct QuantAttrs {
+    /// How the weights are stored.
+    pub weights: WeightQuant,
+    /// How the activations enter the product.
+    pub activations: ActQuant,
+    /// The float work after the product, as for [`crate::Op::Linear`].
+    pub epilogue: Epilogue,
+}
+
+impl QuantAttrs {
+    /// How many inputs the op takes: `x`, `w`, `scale`, the zero points when the weight
+    /// format has them, then the epilogue's bias and residual.
+    ///
+    /// ```
+    /// use kiln_ir::{Block, Epilogue, QuantAttrs, WeightQuant};
+    /// let int4 = WeightQuant::Int4 { block: Block::B32, zero_points: true };
+    /// let q = QuantAttrs { weights: int4, epilogue: Epilogue { bias: true, ..Epilogue::default() }, ..QuantAttrs::default() };
+    /// assert_eq!(q.inputs(), 5); // x, w, scale, zero_point, bias
+    /// ```
+    pub fn inputs(self) -> usize {
+        3 + usize::from(self.weights.zero_points()) + self.epilogue.inputs() - 2
+    }
+}
+
+/// How a quantized layer's weight `w[K, N]` is stored. The scales (f32, or f16 for int4)
+/// and zero points are inputs of the op, so they are tensors like any other.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightQuant {
+    /// `w` is i8 in `-127..=127` (symmetric), with one f32 scale per output column:
+    /// `scale[N]`, `dequant(w)[k, n] = w[k, n] · scale[n]`.
+    #[default]
+    Int8,
+    /// `w` holds 4-bit values in blocks of `block` rows along K: i8 in `-8..=7` without zero
+    /// points, u8 in `0..=15` with them. `scale[⌈K/block⌉, N]` (f32 or f16) and, when
+    /// `zero_points`, `zero_point[⌈K/block⌉, N]` u8 in `0..=15`:
+    /// `dequant(w)[k, n] = (w[k, n] - zero_point[k / block, n]) · scale[k / block, n]`.
+    Int4 {
+        /// Rows of K per scale.
+        block: Block,
+        /// Whether a zero point input follows the scales.
+        zero_points: bool,
+    },
+}
+
+impl WeightQuant {
+    /// Whether the op takes a zero point input.
+    pub fn zero_points(self) -> bool {
+        matches!(
+            self,
+            WeightQuant::Int4 {
+                zero_points: true,
+                ..
+            }
+        )
+    }
+
+    /// Rows of K that share a scale: every row for int8 (one scale per column).
+    pub fn block(self) -> Option<usize> {
+        match self {
+            WeightQuant::Int8 => None,
+            WeightQuant::Int4 { block, .. } => Some(block.rows()),
+        }
+    }
+
+    /// The text name: `int8`, `int4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightQuant::Int8 => "int8",
+            WeightQuant::Int4 { .. } => "int4",
+        }
+    }
+
+    /// The range the stored weights must lie in.
+    pub fn range(self) -> (i64, i64) {
+        match self {
+            WeightQuant::Int8 => (-127, 127),
+            WeightQuant::Int4 {
+                zero_points: false, ..
+            } => (-8, 7),
+            WeightQuant::Int4 {
+                zero_points: true, ..
+            } => (0, 15),
+        }
+    }
+}
+
+/// The block sizes an int4 weight may use along K (those onnxruntime's `MatMulNBits` and
+/// the kernels support).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Block {
+    /// 32 rows per scale.
+    B32,
+    /// 64 rows per scale.
+    B64,
+    /// 128 rows per scale.
+    B128,
+}
+
+impl Block {
+    /// Every block size.
+    pub const ALL: [Block; 3] = [Block::B32, Block::B64, Block::B128];
+
+    /// Rows of K per scale.
+    pub fn rows(self) -> usize {
+        match self {
+            Block::B32 => 32,
+            Block::B64 => 64,
+            Block::B128 => 128,
+        }
+    }
+
+    /// The block of `rows` rows, if it is one of the supported sizes.
+    pub fn from_rows(rows: usize) -> Option<Block> {
+        Block::ALL.into_iter().find(|b| b.rows() == rows)
+    }
+}
+
+/// The longest K of an int8 layer: `127 · 127 · K` must fit in an i32 accumulator.
+pub const MAX_INT8_K: i64 = i32::MAX as i64 / (127 * 127);
+
+/// How the activations `x` enter a quantized layer's product.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ActQuant {
+    /// Weight-only: `x` stays f32, the product is `x · dequant(w)` in f32, like
+    /// [`crate::Op::Linear`] over the dequantized weight.
+    #[default]
+    None,
+    /// Dynamic int8 per token (per row of `x` flattened to `[M, K]`), symmetric:
+    /// `amax[m] = max_k |x[m, k]|`, `xq[m, k] = round_half_even(x[m, k] · (127 / amax[m]))`
+    /// (0 for a row of zeros), the integer product `acc = Σ_k xq · wq` in i32 per block of K
+    /// (the whole of K for int8, with `wq` the weight less its zero point), and
+    /// `y[m, n] = (Σ_blocks f32(acc) · scale[block, n]) · (amax[m] / 127)`, the blocks
+    /// summed in order in f32. A row holding a NaN or an infinity gives NaN in every output
+    /// of that row. An int8 layer's K is at most [`MAX_INT8_K`], so `acc` cannot overflow.
+    DynamicInt8,
+}
+
+impl ActQuant {
+    /// The text name: `none`, `dynamic_int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActQuant::None => "none",
+            ActQuant::DynamicInt8 => "dynamic_int8",
+        }
+    }
+
+    /// The scheme with this text name.
+    pub fn from_name(s: &str) -> Option<ActQuant> {
+        [ActQuant::None, ActQuant::DynamicInt8]
+            .into_iter()
+            .find(|a| a.name() == s)
+    }
+}

@@ -1,0 +1,299 @@
+//! `quantize`: linear layers whose weight is a constant f32 `[K, N]` (fused `linear`s, and
+//! plain `matmul`s by such a weight) become quantized linears ([`Op::QuantLinear`]) in the
+//! chosen [`Scheme`]. The weights are quantized here, once, at compile time: int8
+//! symmetric per output column, int4 asymmetric (with zero points) per block of 32 rows.
+//!
+//! It runs after `fuse` and `merge-linears`, so the epilogues are already fused and Q, K
+//! and V share one quantized product.
+
+use crate::{Pass, PassError, PassReport};
+use kiln_ir::{
+    ActQuant, Block, DType, Epilogue, Graph, Node, Op, QuantAttrs, Tensor, ValueId, WeightQuant,
+};
+
+/// What `--quantize` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// int8 weights per output column and dynamic int8 activations per token.
+    Int8,
+    /// int8 weights per output column; activations stay f32 (weight-only).
+    Int8Weights,
+    /// int4 weights in blocks of 32 with zero points, dynamic int8 activations per token.
+    Int4,
+}
+
+impl Scheme {
+    /// Every scheme.
+    pub const ALL: [Scheme; 3] = [Scheme::Int8, Scheme::Int8Weights, Scheme::Int4];
+
+    /// The name on the command line: `int8`, `int8-weights`, `int4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Int8 => "int8",
+            Scheme::Int8Weights => "int8-weights",
+            Scheme::Int4 => "int4",
+        }
+    }
+
+    /// The scheme called `s`.
+    pub fn from_name(s: &str) -> Option<Scheme> {
+        Scheme::ALL.into_iter().find(|q| q.name() == s)
+    }
+
+    /// The layer attributes this scheme gives a linear with epilogue `epilogue`.
+    pub fn attrs(self, epilogue: Epilogue) -> QuantAttrs {
+        let (weights, activations) = match self {
+            Scheme::Int8 => (WeightQuant::Int8, ActQuant::DynamicInt8),
+            Scheme::Int8Weights => (WeightQuant::Int8, ActQuant::None),
+            Scheme::Int4 => (
+                WeightQuant::Int4 {
+                    block: Block::B32,
+                    zero_points: true,
+                },
+                ActQuant::DynamicInt8,
+            ),
+        };
+        QuantAttrs {
+            weights,
+            activations,
+            epilogue,
+        }
+    }
+}
+
+/// The quantize pass; see the module docs.
+///
+/// ```
+/// use kiln_passes::{Pass, Quantize, Scheme};
+/// let mut g = kiln_ir::parse(
+///     "graph @proj(%x: f32[2, 3]) -> f32[2, 2] {
+///         %w = const f32[3, 2] [[1.0, -2.0], [0.5, 0.25], [-1.0, 4.0]]
+///         %y = matmul %x, %w
+///         return %y
+///     }",
+/// )
+/// .unwrap();
+/// let report = Quantize::new(Scheme::Int8).run(&mut g).unwrap();
+/// assert_eq!(report.changes, 1);
+/// assert!(g.nodes.iter().any(|n| n.op.name() == "quant_linear"));
+/// ```
+pub struct Quantize {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// Layers left in f32: a node whose name contains any of these.
+    pub skip: Vec<String>,
+}
+
+impl Quantize {
+    /// Quantizes every eligible layer with `scheme`.
+    pub fn new(scheme: Scheme) -> Quantize {
+        Quantize {
+            scheme,
+            skip: Vec::new(),
+        }
+    }
+}
+
+impl Pass for Quantize {
+    fn name(&self) -> &'static str {
+        "quantize"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
+        let producers = g.producers();
+        let old = std::mem::take(&mut g.nodes);
+        let mut changes = 0;
+        for node in &old {
+            let weight = candidate(g, &old, &producers, node)
+                .filter(|_| !self.skip.iter().any(|s| node.name.contains(s.as_str())));
+            match weight {
+                Some((epilogue, w)) => {
+                    let q = self.scheme.attrs(epilogue);
+                    let node = quantized(g, node, q, &w).map_err(|message| PassError::Failed {
+                        pass: "quantize".into(),
+                        message: format!("node `{}`: {message}", node.name),
+                    })?;
+                    g.nodes.push(node);
+                    changes += 1;
+                }
+                None => g.nodes.push(node.clone()),
+            }
+        }
+        g.compact();
+        Ok(PassReport::changes(changes))
+    }
+}
+
+/// The epilogue and constant weight of a layer the pass can quantize: f32 `x` of rank ≥ 2
+/// times a constant f32 `[K, N]`, with K within the int8 accumulator's reach.
+fn candidate(
+    g: &Graph,
+    nodes: &[Node],
+    producers: &[Option<usize>],
+    node: &Node,
+) -> Option<(Epilogue, Tensor)> {
+    let epilogue = match node.op {
+        Op::MatMul => Epilogue::default(),
+        Op::Linear(e) => e,
+        _ => return None,
+    };
+    let x = g.value_type(node.inputs[0]);
+    let w = match producers[node.inputs[1].index()].map(|p| &nodes[p].op) {
+        Some(Op::Const(t)) if t.dtype() == DType::F32 && t.rank() == 2 => t.clone(),
+        _ => return None,
+    };
+    let k = w.shape()[0] as i64;
+    let fits = x.dtype == DType::F32 && x.rank() >= 2 && (1..=kiln_ir::MAX_INT8_K).contains(&k);
+    fits.then_some((epilogue, w))
+}
+
+/// `node` as a quantized linear: the quantized weight, its scales and zero points become
+/// constants before it.
+fn quantized(g: &mut Graph, node: &Node, q: QuantAttrs, w: &Tensor) -> Result<Node, String> {
+    let (k, n) = (w.shape()[0], w.shape()[1]);
+    let values: Vec<f32> = w.to_f64_vec().into_iter().map(|v| v as f32).collect();
+    let parts = match q.weights {
+        WeightQuant::Int8 => int8_columns(&values, k, n),
+        WeightQuant::Int4 { block, .. } => int4_blocks(&values, k, n, block.rows()),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut constant = |suffix: &str, t: Tensor| -> Result<ValueId, String> {
+        let name = format!("{}.{suffix}", node.name);
+        let v = g
+            .add_node(name, Op::Const(t), &[])
+            .map_err(|e| e.to_string())?;
+        Ok(v[0])
+    };
+    let mut inputs = vec![node.inputs[0], constant("wq", parts.weight)?];
+    inputs.push(constant("scale", parts.scale)?);
+    if let Some(z) = parts.zero_point {
+        inputs.push(constant("zero_point", z)?);
+    }
+    inputs.extend_from_slice(&node.inputs[2..]);
+    Ok(Node {
+        name: node.name.clone(),
+        op: Op::QuantLinear(q),
+        inputs,
+        outputs: node.outputs.clone(),
+    })
+}
+
+/// A quantized weight: the stored values, the scales and the zero points (int4).
+struct Parts {
+    weight: Tensor,
+    scale: Tensor,
+    zero_point: Option<Tensor>,
+}
+
+/// Symmetric int8 per column: `scale[n] = max_k |w[k, n]| / 127`,
+/// `wq = round_half_even(w / scale)` in `-127..=127` (0 for a column of zeros).
+fn int8_columns(w: &[f32], k: usize, n: usize) -> Result<Parts, kiln_ir::TensorError> {
+    let mut scale = vec![0f32; n];
+    for (i, &v) in w.iter().enumerate() {
+        scale[i % n] = scale[i % n].max(v.abs());
+    }
+    scale.iter_mut().for_each(|s| *s /= 127.0);
+    let q: Vec<i8> = (w.iter().enumerate())
+        .map(|(i, &v)| match scale[i % n] {
+            0.0 => 0,
+            s => (v / s).round_ties_even().clamp(-127.0, 127.0) as i8,
+        })
+        .collect();
+    Ok(Parts {
+        weight: Tensor::from_vec(q, &[k, n])?,
+        scale: Tensor::from_vec(scale, &[n])?,
+        zero_point: None,
+    })
+}
+
+/// Asymmetric int4 per block of `rows` along K and column: over the block's range
+/// `[lo, hi]` (widened to hold 0), `scale = (hi - lo) / 15`, `zero_point =
+/// round(-lo / scale)` in `0..=15`, `wq = round_half_even(w / scale) + zero_point` in
+/// `0..=15`.
+fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln_ir::TensorError> {
+    let blocks = k.div_ceil(rows);
+    let (mut lo, mut hi) = (vec![0f32; blocks * n], vec![0f32; blocks * n]);
+    for (i, &v) in w.iter().enumerate() {
+        let p = (i / n / rows) * n + i % n;
+        lo[p] = lo[p].min(v);
+        hi[p] = hi[p].max(v);
+    }
+    let scale: Vec<f32> = lo.iter().zip(&hi).map(|(l, h)| (h - l) / 15.0).collect();
+    let zero: Vec<u8> = (lo.iter().zip(&scale))
+        .map(|(&l, &s)| match s {
+            0.0 => 0,
+            s => (-l / s).round_ties_even().clamp(0.0, 15.0) as u8,
+        })
+        .collect();
+    let q: Vec<u8> = (w.iter().enumerate())
+        .map(|(i, &v)| {
+            let p = (i / n / rows) * n + i % n;
+            match scale[p] {
+                0.0 => zero[p],
+                s => ((v / s).round_ties_even() + f32::from(zero[p])).clamp(0.0, 15.0) as u8,
+            }
+        })
+        .collect();
+    Ok(Parts {
+        weight: Tensor::from_vec(q, &[k, n])?,
+        scale: Tensor::from_vec(scale, &[blocks, n])?,
+        zero_point: Some(Tensor::from_vec(zero, &[blocks, n])?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{interp, parse};
+
+    /// A projection of `x[m, k]` by a pseudo-random weight `[k, n]`, run in f32 and after
+    /// quantizing with `scheme`; the cosine of the two outputs.
+    fn cosine_after(scheme: Scheme, m: usize, k: usize, n: usize) -> f64 {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let w: Vec<String> = (0..k * n).map(|_| format!("{:?}", next() as f32)).collect();
+        let rows: Vec<String> = w.chunks(n).map(|r| format!("[{}]", r.join(", "))).collect();
+        let text = format!(
+            "graph @p(%x: f32[{m}, {k}]) -> f32[{m}, {n}] {{
+                %w = const f32[{k}, {n}] [{}]
+                %y = matmul %x, %w
+                return %y
+            }}",
+            rows.join(", ")
+        );
+        let f32_graph = parse(&text).unwrap();
+        let mut q = f32_graph.clone();
+        assert_eq!(Quantize::new(scheme).run(&mut q).unwrap().changes, 1);
+        kiln_ir::verify(&q).unwrap();
+        let x: Vec<f32> = (0..m * k).map(|_| next() as f32).collect();
+        let x = Tensor::from_vec(x, &[m, k]).unwrap();
+        let run = |g: &Graph| interp::run(g, std::slice::from_ref(&x)).unwrap()[0].to_f64_vec();
+        let (a, b) = (run(&f32_graph), run(&q));
+        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        dot / (norm(&a) * norm(&b))
+    }
+
+    #[test]
+    fn quantized_products_stay_close_to_f32() {
+        // K = 70: a partial int4 block; N = 5: odd.
+        assert!(cosine_after(Scheme::Int8Weights, 3, 70, 5) > 0.9999);
+        assert!(cosine_after(Scheme::Int8, 3, 70, 5) > 0.999);
+        assert!(cosine_after(Scheme::Int4, 3, 70, 5) > 0.99);
+    }
+
+    #[test]
+    fn int4_blocks_round_trip_their_range() {
+        let w = [-1.0f32, 0.5, 2.0, 0.0];
+        let p = int4_blocks(&w, 4, 1, 32).unwrap();
+        // lo -1, hi 2: scale 0.2, zero point 5.
+        assert_eq!(p.scale.to_f64_vec(), [(3f32 / 15.0) as f64]);
+        assert_eq!(p.zero_point.unwrap().to_i64_vec(), [5]);
+        assert_eq!(p.weight.to_i64_vec(), [0, 7, 15, 5]);
+    }
+}

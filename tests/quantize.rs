@@ -1,0 +1,162 @@
+//! `--quantize` on the vendored models: every scheme quantizes some layers, stays within
+//! the accuracy bounds against the f32 model on its reference inputs (cosine, relative L2
+//! and max error are printed), and the compiled quantized model agrees with the reference
+//! interpreter running the same quantized graph.
+
+mod common;
+
+use kiln::compare::{agreement, Agreement};
+use kiln::ir::Tensor;
+use kiln::passes::Scheme;
+use kiln::{Model, Options};
+use std::collections::BTreeMap;
+
+const MODELS: &[&str] = &[
+    "bert_tiny",
+    "bert_tiny_ts",
+    "gpt2_tiny",
+    "gpt2_tiny_ts",
+    "llama_tiny",
+    "llama_tiny_ts",
+    "vit_tiny",
+    "vit_tiny_ts",
+];
+
+/// The least cosine against f32 each scheme must reach on every output.
+fn bound(scheme: Scheme) -> f64 {
+    match scheme {
+        Scheme::Int8 => 0.999,
+        Scheme::Int8Weights => 0.9999,
+        Scheme::Int4 => 0.99,
+    }
+}
+
+fn inputs(name: &str) -> BTreeMap<String, Tensor> {
+    let path = common::vendored(&format!("{name}.inputs.npz"));
+    kiln::npz::read_npz(path.as_ref())
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn outputs(model: &Model, inputs: &BTreeMap<String, Tensor>, opts: &Options) -> Vec<Tensor> {
+    let compiled = model.compile(opts).unwrap();
+    compiled
+        .run(inputs)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
+fn threads() -> Options {
+    Options {
+        threads: 2,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn every_scheme_stays_within_its_bound_on_the_vendored_models() {
+    let mut failures = Vec::new();
+    for name in MODELS {
+        let model = Model::load(common::vendored(&format!("{name}.onnx"))).unwrap();
+        let inputs = inputs(name);
+        let reference = outputs(&model, &inputs, &threads());
+        for scheme in Scheme::ALL {
+            let (quantized, report) = model.optimize().unwrap().quantize(scheme).unwrap();
+            let layers = report.passes[0].report.changes;
+            assert!(layers > 0, "{name} {}: no layer quantized", scheme.name());
+            let opts = Options {
+                quantize: Some(scheme),
+                ..threads()
+            };
+            let got = outputs(&model, &inputs, &opts);
+            for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+                let Agreement {
+                    cosine,
+                    rel_l2,
+                    max_abs,
+                } = agreement(g, r).unwrap();
+                println!(
+                    "{name} {:12} output {i}: {layers:2} layers, cosine {cosine:.6}, rel L2 {rel_l2:.2e}, max abs {max_abs:.2e}",
+                    scheme.name()
+                );
+                if cosine < bound(scheme) {
+                    failures.push(format!(
+                        "{name} {} output {i}: cosine {cosine}",
+                        scheme.name()
+                    ));
+                }
+            }
+            // The compiled quantized model computes what the interpreter says it means.
+            let interp = quantized.run(&inputs).unwrap();
+            for ((_, want), g) in interp.iter().zip(&got) {
+                kiln::compare::compare(
+                    g,
+                    want,
+                    kiln::compare::Tolerance {
+                        rtol: 1e-4,
+                        atol: 1e-5,
+                    },
+                )
+                .unwrap_or_else(|e| {
+                    panic!("{name} {}: JIT against interpreter: {e}", scheme.name())
+                });
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "below the bounds:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A quantized executable computes what the quantized JIT does, bit for bit.
+#[test]
+fn a_quantized_executable_matches_the_quantized_jit() {
+    use kiln::build::{Emit, Model as Build};
+    for (name, scheme) in [("bert_tiny", Scheme::Int8), ("gpt2_tiny", Scheme::Int4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = std::path::PathBuf::from(common::vendored(&format!("{name}.onnx")));
+        let npz = common::vendored(&format!("{name}.inputs.npz"));
+        let inputs = kiln::npz::read_npz(npz.as_ref()).unwrap();
+        let mut build = Build::new(&model)
+            .runtime_library(common::runtime_library())
+            .quantize(scheme);
+        for (d, v) in common::dims_of(&model, &inputs) {
+            build = build.dim(&d, v, v);
+        }
+        let exe = dir.path().join(name);
+        build.emit(Emit::Exe, &exe).unwrap();
+        let out = dir.path().join("out.npz");
+        let run = common::run(
+            &exe,
+            &[
+                "--inputs",
+                &npz,
+                "-o",
+                &out.display().to_string(),
+                "--threads",
+                "2",
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{name}: {:?}", run.lines);
+        let got: BTreeMap<String, Tensor> =
+            kiln::npz::read_npz(&out).unwrap().into_iter().collect();
+        let opts = Options {
+            quantize: Some(scheme),
+            ..threads()
+        };
+        let jit = Model::load(&model).unwrap().compile(&opts).unwrap();
+        for (out_name, want) in jit.run(&inputs.into_iter().collect()).unwrap() {
+            assert_eq!(
+                got[&out_name].to_le_bytes(),
+                want.to_le_bytes(),
+                "{name} {}: `{out_name}` differs from the JIT",
+                scheme.name()
+            );
+        }
+    }
+}
