@@ -51,17 +51,7 @@ fn bits(t: &Tensor) -> Vec<u8> {
 #[test]
 fn every_model_builds_to_an_executable_that_matches_the_reference_and_the_jit() {
     let mut failures = Vec::new();
-    for name in [
-        "bert_tiny",
-        "bert_tiny_ts",
-        "bert_tiny_ts_qdyn",
-        "gpt2_tiny",
-        "gpt2_tiny_ts",
-        "llama_tiny",
-        "llama_tiny_ts",
-        "vit_tiny",
-        "vit_tiny_ts",
-    ] {
+    for name in common::MODELS {
         let dir = tempfile::tempdir().unwrap();
         let model = models().join(format!("{name}.onnx"));
         let inputs = read_npz(&models().join(format!("{name}.inputs.npz"))).unwrap();

@@ -66,7 +66,7 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     };
     let start = Instant::now();
     let model = optimize(&load(&args.model, &dims, &given, timer)?, None, timer)?;
-    let model = super::pipeline::quantize(&model, args.quantize, timer)?;
+    let model = super::pipeline::quantize(model, args.quantize, timer)?;
     let inputs = if args.inputs.is_some() {
         given
     } else {

@@ -72,12 +72,12 @@ pub(crate) fn parse_scheme(s: &str) -> Result<Scheme, String> {
 /// Quantizes `model` when a scheme is given, timed as `quantize`; warns when no layer
 /// qualified, since the user asked for something that did not happen.
 pub(crate) fn quantize(
-    model: &Model,
+    model: Model,
     scheme: Option<Scheme>,
     timer: &Timer,
 ) -> anyhow::Result<Model> {
     let Some(scheme) = scheme else {
-        return Ok(model.clone());
+        return Ok(model);
     };
     let (quantized, report) = timer
         .time("quantize", || model.quantize(scheme))

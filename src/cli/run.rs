@@ -63,7 +63,7 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     if !args.no_optimize {
         model = optimize(&model, None, timer)?;
     }
-    model = super::pipeline::quantize(&model, args.quantize, timer)?;
+    model = super::pipeline::quantize(model, args.quantize, timer)?;
     let compiled = match args.backend {
         Backend::Cpu => Some(compile(&model, args.threads, limit, timer)?),
         Backend::Interp => None,

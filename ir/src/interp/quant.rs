@@ -4,7 +4,7 @@
 
 use super::fused::{epilogue, linear};
 use super::{op_err, Result};
-use crate::{ActQuant, DType, Op, QuantAttrs, Tensor, WeightQuant};
+use crate::{ActQuant, Op, QuantAttrs, Tensor, WeightQuant};
 
 /// `x`, `w`, `scale`, the zero points when the format has them, then bias and residual.
 pub(super) fn quant_linear(op: &Op, q: QuantAttrs, inputs: &[Tensor]) -> Result<Tensor> {
@@ -20,7 +20,8 @@ pub(super) fn quant_linear(op: &Op, q: QuantAttrs, inputs: &[Tensor]) -> Result<
         }
         ActQuant::DynamicInt8 => {
             let x = &inputs[0];
-            let product = dynamic_int8(&w, &x.cast(DType::F32).to_f64_vec());
+            // `x` is f32 (inference checks it), so the f64 values are exact.
+            let product = dynamic_int8(&w, &x.to_f64_vec());
             let mut shape = x.shape().to_vec();
             *shape.last_mut().expect("rank ≥ 2 was inferred") = w.n;
             let y = Tensor::from_vec(product, &shape).map_err(|e| op_err(op, e.to_string()))?;
@@ -57,9 +58,10 @@ impl Weights {
                 ),
             ));
         }
+        // Empty without zero points: the format then centres at 0.
         let zero_points = match format.zero_points() {
             true => inputs[3].to_i64_vec(),
-            false => vec![0; values.len().div_ceil(block.max(1))],
+            false => Vec::new(),
         };
         if let Some(z) = zero_points.iter().find(|z| !(0..=15).contains(*z)) {
             return Err(op_err(op, format!("zero point {z} is outside 0..=15")));
@@ -67,11 +69,8 @@ impl Weights {
         let centered = (values.iter().enumerate())
             .map(|(i, &v)| {
                 let (row, col) = (i / n.max(1), i % n.max(1));
-                let z = match format.zero_points() {
-                    true => zero_points[(row / block) * n + col],
-                    false => 0,
-                };
-                (v - z) as i32
+                let z = zero_points.get((row / block) * n + col).copied();
+                (v - z.unwrap_or(0)) as i32
             })
             .collect();
         // f16 and f32 scales are exact in f64, so the round trip loses nothing.
@@ -123,7 +122,7 @@ fn dynamic_int8(w: &Weights, x: &[f64]) -> Vec<f32> {
 /// One token's symmetric int8 quantization: `round_half_even(x · (127 / amax))` and the
 /// scale `amax / 127` that undoes it (zeros and scale 0 for a row of zeros); `None` when
 /// the row holds a NaN or an infinity, whose outputs are all NaN.
-pub fn quantize_row(x: &[f32]) -> Option<(Vec<i8>, f32)> {
+fn quantize_row(x: &[f32]) -> Option<(Vec<i8>, f32)> {
     if x.iter().any(|v| !v.is_finite()) {
         return None;
     }
