@@ -7,11 +7,11 @@
 //! ([`crate::stages`]), each specialized the same way.
 
 use crate::fuse_loops::fuse_loops;
-use crate::kernel::{BufferKind, Call, Kernel, Program};
+use crate::kernel::{BufId, BufferKind, Call, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{plan, MemoryPlan};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step, StepError, StepNode};
-use crate::runtime::{self, gemm::PackedB, pool::ThreadPool, CallError};
+use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
 use kiln_ir::{check_bytes, check_graph, interp, Bindings, Graph, MemoryLimit, SizeError};
@@ -100,14 +100,16 @@ pub struct CompiledModel {
     /// Set when the graph has data-dependent shapes: it then runs as these stages.
     stages: Option<Vec<(Stage, Option<CompiledModel>)>>,
     cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<Specialized>>>,
-    /// Constant matmul operands packed for the GEMM, shared by every specialization.
-    packed: Mutex<HashMap<PackKey, Arc<PackedB>>>,
+    /// Constant weights packed for their calls, shared by every specialization.
+    packed: Mutex<HashMap<PackKey, Arc<Packed>>>,
     arenas: Mutex<Vec<Arena>>,
     max_memory: MemoryLimit,
 }
 
-/// A constant B view: the tensor's address, the view's offset, strides, and k × n.
-type PackKey = (usize, usize, isize, isize, usize, usize);
+/// What a packed weight was made from: the call's kind (0 for a matmul, 1 + the
+/// activation scheme for a quantized layer), the weight's address and view offset (the
+/// scale's address for a quantized layer), its strides, and k × n.
+type PackKey = (u8, usize, usize, isize, isize, usize, usize);
 
 /// Everything compiled for one set of input shapes.
 pub struct Specialized {
@@ -120,8 +122,8 @@ pub struct Specialized {
     run: RunPlan,
     /// Addresses of the constants, in slot order after the inputs.
     consts: Vec<usize>,
-    /// The pre-packed B of each matmul kernel whose B is a constant.
-    packed: Vec<Option<Arc<PackedB>>>,
+    /// The pre-packed constant weight of each call kernel that has one.
+    packed: Vec<Option<Arc<Packed>>>,
     /// How long scheduling, planning and code generation took.
     pub compile_time: Duration,
 }
@@ -246,41 +248,50 @@ impl CompiledModel {
         })
     }
 
-    /// Packs the constant B of every matmul once per model (weights are reused by every
+    /// Packs the constant weight of every call once per model (weights are reused by every
     /// specialization), so that no run packs a weight again.
-    fn prepack_weights(&self, program: &Program) -> Vec<Option<Arc<PackedB>>> {
-        let packed_b = |k: &Kernel| {
-            let Kernel::Call(Call::MatMul(mm)) = k else {
+    fn prepack_weights(&self, program: &Program) -> Vec<Option<Arc<Packed>>> {
+        let constant = |buf: BufId| match &program.buffers.get(buf)?.kind {
+            BufferKind::Const(t) => Some(kiln_ir::dispatch!(t, a => a.as_ptr().cast::<u8>())),
+            _ => None,
+        };
+        let packed = |k: &Kernel| {
+            let Kernel::Call(call) = k else {
                 return None;
             };
-            let BufferKind::Const(t) = &program.buffers[mm.b.buf].kind else {
-                return None;
+            let key = match call {
+                Call::MatMul(mm) => (
+                    0,
+                    constant(mm.b.buf)? as usize,
+                    *mm.b.batch_offsets.first()?,
+                    mm.b.row_stride,
+                    mm.b.col_stride,
+                    mm.k,
+                    mm.n,
+                ),
+                Call::QuantLinear(q) => (
+                    1 + q.attrs.activations as u8,
+                    constant(q.w)? as usize,
+                    constant(q.scale)? as usize,
+                    0,
+                    0,
+                    q.k,
+                    q.n,
+                ),
+                _ => return None,
             };
-            let Tensor::F32(a) = t else {
-                return None;
-            };
-            let base = a.as_ptr();
-            let offset = *mm.b.batch_offsets.first()?;
-            let key = (
-                base as usize,
-                offset,
-                mm.b.row_stride,
-                mm.b.col_stride,
-                mm.k,
-                mm.n,
-            );
             if let Some(p) = self.packed.lock().expect("pack lock").get(&key) {
                 return Some(p.clone());
             }
-            // SAFETY: `base` is the constant's data, which the schedule sized for `mm`.
-            let p = Arc::new(unsafe { runtime::prepack(mm, base) }?);
+            // SAFETY: each constant's data is what the schedule sized for the call.
+            let p = Arc::new(unsafe { runtime::prepack(call, &constant) }?);
             self.packed
                 .lock()
                 .expect("pack lock")
                 .insert(key, p.clone());
             Some(p)
         };
-        program.kernels.iter().map(packed_b).collect()
+        program.kernels.iter().map(packed).collect()
     }
 
     /// Runs the model on `inputs` (in graph-input order). Dtypes and shapes are checked
@@ -390,7 +401,7 @@ impl CompiledModel {
         let fns: Vec<Option<rt::KernelFn>> = (spec.code.kernels.iter())
             .map(|k| k.map(|(f, _)| f))
             .collect();
-        let packed: Vec<Option<&PackedB>> = spec.packed.iter().map(|p| p.as_deref()).collect();
+        let packed: Vec<Option<&Packed>> = spec.packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (sized by the plan), the inputs (checked
         // against the graph) and the constants the kernels were compiled against.
         unsafe { rt::run(&spec.run, &fns, &packed, &ptrs, &self.pool, profile) }?;

@@ -272,7 +272,7 @@ impl Row {
 
 pub use kiln_rt::call::{
     Attention, AttentionDims, AttentionMaskOperand, Call, Conv, GemmEpilogue, MatMul, MatOperand,
-    OpCall, Operand,
+    OpCall, Operand, QuantLinear,
 };
 
 /// One kernel.
@@ -300,6 +300,7 @@ impl Kernel {
                 .chain(m.epilogue.reads())
                 .collect(),
             Kernel::Call(Call::Conv(c)) => vec![c.x, c.w],
+            Kernel::Call(Call::QuantLinear(q)) => q.reads().collect(),
             Kernel::Call(Call::Attention(a)) => [a.q, a.k, a.v]
                 .into_iter()
                 .chain(a.mask.as_ref().map(|m| m.buf))
@@ -317,6 +318,7 @@ impl Kernel {
             Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
             Kernel::Call(Call::Conv(c)) => std::iter::once(c.y).chain(c.cols).collect(),
             Kernel::Call(Call::Attention(a)) => vec![a.out],
+            Kernel::Call(Call::QuantLinear(q)) => vec![q.c],
             Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|y| y.buf).collect(),
         }
     }
@@ -337,6 +339,13 @@ impl Kernel {
                 format!("linear {}x{}x{}", m.m, m.k, m.n)
             }
             Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
+            Kernel::Call(Call::QuantLinear(q)) => format!(
+                "quant_linear {} {}x{}x{}",
+                q.attrs.weights.name(),
+                q.m,
+                q.k,
+                q.n
+            ),
             Kernel::Call(Call::Conv(c)) => {
                 format!("conv {:?}*{:?}->{:?}", c.x_shape, c.w_shape, c.y_shape)
             }

@@ -20,6 +20,7 @@ mod linear;
 mod movement;
 mod norm;
 mod pool;
+mod quant;
 mod reduce;
 mod rotary;
 mod scatter;
@@ -300,6 +301,7 @@ impl Scheduler<'_> {
             Op::Attention(a) => self.attention(node, a)?,
             Op::Rotary => self.rotary(node)?,
             Op::Linear(e) => self.linear(node, *e)?,
+            Op::QuantLinear(q) => self.quant_linear(node, *q)?,
             op => {
                 return Err(unsupported(format!(
                     "`support` calls `{}` native but the scheduler has no lowering",
@@ -383,7 +385,7 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
         Op::Linear(_) if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::Linear(_) => Runtime("non-f32 linear (f16/bf16 round after every step)"),
-        Op::QuantLinear(_) => Runtime("quantized linear (no native integer kernel yet)"),
+        Op::QuantLinear(_) => Native,
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
         Op::Pad {
             mode: kiln_ir::PadMode::Constant,

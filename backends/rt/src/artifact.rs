@@ -9,9 +9,10 @@
 //! artifact holds one compiled program per shape its declared dim ranges allow
 //! ([`Spec`]), and a run picks the one its input shapes match.
 
+use crate::call::BufId;
 use crate::exec::{self, Arena, KernelFn, RunPlan};
-use crate::gemm::PackedB;
 use crate::pool::ThreadPool;
+use crate::Packed;
 use kiln_ir::{DType, MemoryLimit, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -176,8 +177,8 @@ pub struct Session {
     weights: Weights,
     kernels: &'static [Option<KernelFn>],
     pool: ThreadPool,
-    /// Per spec, per step: the pre-packed constant B of a matmul (filled on first use).
-    packed: Vec<Option<Vec<Option<Arc<PackedB>>>>>,
+    /// Per spec, per step: the pre-packed constant weight of a call (filled on first use).
+    packed: Vec<Option<Vec<Option<Arc<Packed>>>>>,
     arena: Arena,
     max_memory: MemoryLimit,
 }
@@ -268,7 +269,7 @@ impl Session {
         ptrs.extend(consts.map(|off| weights.wrapping_add(off) as *mut u8));
         let kernels = &self.kernels[spec.first_kernel..spec.first_kernel + spec.run.steps.len()];
         let packed = self.packed[s].as_ref().expect("prepacked above");
-        let packed: Vec<Option<&PackedB>> = packed.iter().map(|p| p.as_deref()).collect();
+        let packed: Vec<Option<&Packed>> = packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (reserved above), inputs of the shapes this
         // spec was compiled for, and the weights the constants were placed in.
         unsafe { exec::run(&spec.run, kernels, &packed, &ptrs, &self.pool, None) }
@@ -343,7 +344,7 @@ impl Session {
         )
     }
 
-    /// Packs the constant B of each matmul of spec `s`, once per session.
+    /// Packs the constant weight of each call of spec `s`, once per session.
     fn prepack(&mut self, s: usize) {
         if self.packed[s].is_some() {
             return;
@@ -351,20 +352,21 @@ impl Session {
         let spec = &self.meta.specs[s];
         let base = self.weights.bytes().as_ptr();
         let inputs = self.meta.inputs.len() as u32;
+        let constant = |buf: BufId| {
+            let (slot, off) = *spec.run.slots.get(buf)?;
+            let c = *spec.consts.get(slot.checked_sub(1 + inputs)? as usize)?;
+            Some(base.wrapping_add(self.meta.consts.get(c)?.0 as usize + off))
+        };
         let packed = spec
             .run
             .steps
             .iter()
             .map(|step| {
-                let exec::Step::Call(crate::call::Call::MatMul(mm)) = step else {
+                let exec::Step::Call(call) = step else {
                     return None;
                 };
-                let (slot, off) = spec.run.slots[mm.b.buf];
-                let c = (slot.checked_sub(1 + inputs)? as usize, off);
-                let offset = self.meta.consts[spec.consts[c.0]].0 as usize + c.1;
-                let b = base.wrapping_add(offset) as *const f32;
-                // SAFETY: the constant holds the k×n view the schedule sized for `mm`.
-                unsafe { crate::prepack(mm, b) }.map(Arc::new)
+                // SAFETY: each constant holds what the schedule sized for the call.
+                unsafe { crate::prepack(call, &constant) }.map(Arc::new)
             })
             .collect();
         self.packed[s] = Some(packed);

@@ -2,7 +2,7 @@
 //! indices and sizes, and [`crate::run_call`] carries it out at a run's addresses. The
 //! descriptions serialize, so an ahead-of-time artifact carries them as they are.
 
-use kiln_ir::{ConvAttrs, DType, Op};
+use kiln_ir::{ConvAttrs, DType, Op, QuantAttrs};
 use serde::{Deserialize, Serialize};
 
 /// Index of a buffer of a program (the scheduler's numbering).
@@ -20,6 +20,9 @@ pub enum Call {
     /// Fused `f32` attention, tile by tile with an online softmax, so the scores are never
     /// materialized beyond one tile per thread.
     Attention(Attention),
+    /// A quantized linear layer: integer GEMM with per-token int8 activations, or, for
+    /// weight-only layers, the f32 GEMM over the weight dequantized once.
+    QuantLinear(QuantLinear),
     /// An op run by its runtime implementation on whole tensors. Only ops listed by
     /// [`crate::schedule::support`] (and in ARCHITECTURE.md) take this path.
     Op(OpCall),
@@ -70,6 +73,45 @@ impl GemmEpilogue {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.bias.is_none() && self.activation.is_none() && self.residual.is_none()
+    }
+}
+
+/// Operands of [`Call::QuantLinear`] (see `kiln_ir::Op::QuantLinear`): contiguous f32
+/// `x[M, K]` and `c[M, N]`, the stored weight `w[K, N]` (i8, or u8 for int4 with zero
+/// points), its scales (f32, or f16 for int4) and its zero points, as the format gives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuantLinear {
+    /// Rows of `x` and `c` (the leading dims flattened).
+    pub m: usize,
+    /// Columns of `x`, rows of `w`.
+    pub k: usize,
+    /// Columns of `w` and `c`.
+    pub n: usize,
+    /// The activations.
+    pub x: BufId,
+    /// The stored weight.
+    pub w: BufId,
+    /// The scales.
+    pub scale: BufId,
+    /// Whether the scales are f16.
+    pub scale_f16: bool,
+    /// The zero points, when the format has them.
+    pub zero_points: Option<BufId>,
+    /// The result.
+    pub c: BufId,
+    /// The weight format and activation scheme (the epilogue is [`Self::epilogue`]).
+    pub attrs: QuantAttrs,
+    /// As for [`MatMul`], with `c` contiguous.
+    pub epilogue: GemmEpilogue,
+}
+
+impl QuantLinear {
+    /// The buffers the call reads.
+    pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
+        [self.x, self.w, self.scale]
+            .into_iter()
+            .chain(self.zero_points)
+            .chain(self.epilogue.reads())
     }
 }
 

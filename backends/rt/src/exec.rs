@@ -6,9 +6,8 @@
 //! inputs, then the constants; a buffer is a slot and a byte offset ([`RunPlan::slots`]).
 
 use crate::call::{BufId, Call};
-use crate::gemm::PackedB;
 use crate::pool::ThreadPool;
-use crate::{run_call, CallError, Memory};
+use crate::{run_call, CallError, Memory, Packed};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -151,7 +150,7 @@ impl SlotMemory<'_> {
 }
 
 /// Runs `plan`'s steps in order. `fns[i]` is step `i`'s kernel (`None` for calls) and
-/// `packed[i]` the pre-packed B of a matmul step whose B is a constant. With `profile`,
+/// `packed[i]` the pre-packed constant weight of a call step (see [`crate::prepack`]). With `profile`,
 /// each step's wall time is pushed to it.
 ///
 /// # Safety
@@ -161,7 +160,7 @@ impl SlotMemory<'_> {
 pub unsafe fn run(
     plan: &RunPlan,
     fns: &[Option<KernelFn>],
-    packed: &[Option<&PackedB>],
+    packed: &[Option<&Packed>],
     ptrs: &[*mut u8],
     pool: &ThreadPool,
     mut profile: Option<&mut Vec<Duration>>,

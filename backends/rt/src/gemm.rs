@@ -56,7 +56,7 @@ impl MatRef {
 
 impl MatMut {
     /// The view of the sub-matrix starting at (`row`, `col`).
-    fn at(self, row: usize, col: usize) -> MatMut {
+    pub(crate) fn at(self, row: usize, col: usize) -> MatMut {
         let offset = row as isize * self.row_stride + col as isize * self.col_stride;
         MatMut {
             ptr: self.ptr.wrapping_offset(offset),

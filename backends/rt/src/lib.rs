@@ -15,6 +15,7 @@ pub mod libcalls;
 pub mod math;
 pub mod npz;
 pub mod pool;
+pub mod qgemm;
 pub mod summary;
 
 /// Re-exported for modules `kiln build --emit rust` generates, which need only this crate.
@@ -24,10 +25,11 @@ pub use kiln_ir as ir;
 /// Re-exported for generated modules (their inputs and outputs are ndarrays).
 pub use ndarray;
 
-use call::{BufId, Call, MatMul, MatOperand, OpCall};
+use call::{BufId, Call, MatMul, MatOperand, OpCall, QuantLinear};
 use gemm::{MatMut, MatRef, PackedB};
-use kiln_ir::{interp, Tensor};
+use kiln_ir::{interp, ActQuant, Tensor};
 use pool::ThreadPool;
+use qgemm::{PackedQuant, QuantWeight, Scales};
 
 /// Resolves a buffer to its address for this run.
 pub trait Memory: Sync {
@@ -45,14 +47,32 @@ pub struct CallError {
     pub message: String,
 }
 
-/// Runs one call kernel. `packed` is the pre-packed B of a matmul that [`prepack`] accepted.
+/// A call's constant weight, packed ahead of time by [`prepack`].
+pub enum Packed {
+    /// The B of an f32 matmul, or a weight-only layer's weight dequantized to f32.
+    F32(PackedB),
+    /// A quantized layer's weight in the integer GEMM's panels.
+    Quant(PackedQuant),
+}
+
+impl Packed {
+    /// Size of the packed copy.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Packed::F32(b) => b.bytes(),
+            Packed::Quant(q) => q.bytes(),
+        }
+    }
+}
+
+/// Runs one call kernel. `packed` is what [`prepack`] made of its constant weight, if any.
 ///
 /// # Safety
 /// `mem` must map every buffer the call names to memory of its size, and `packed` must be
 /// `prepack`'s result for this call.
 pub unsafe fn run_call(
     call: &Call,
-    packed: Option<&PackedB>,
+    packed: Option<&Packed>,
     mem: &dyn Memory,
     pool: &ThreadPool,
 ) -> Result<(), CallError> {
@@ -60,12 +80,14 @@ pub unsafe fn run_call(
         Call::MatMul(mm) => {
             match packed {
                 // SAFETY: forwarded from the caller.
-                Some(b) => unsafe { matmul_prepacked(mm, b, mem, pool) },
+                Some(Packed::F32(b)) => unsafe { matmul_prepacked(mm, b, mem, pool) },
                 // SAFETY: forwarded from the caller.
-                None => unsafe { matmul(mm, mem, pool) },
+                _ => unsafe { matmul(mm, mem, pool) },
             }
             Ok(())
         }
+        // SAFETY: forwarded from the caller.
+        Call::QuantLinear(q) => unsafe { quant_linear(q, packed, mem, pool) },
         Call::Attention(a) => {
             // SAFETY: forwarded from the caller.
             unsafe { attention::attention(a, mem, pool) };
@@ -141,13 +163,136 @@ unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
     }
 }
 
-/// Packs the B of `mm` ahead of time when it is shared by the whole batch and A and C are
-/// evenly spaced, so that [`run_call`] can use [`gemm::sgemm_prepacked`]. Meant for
-/// constant B (weights); `base` is the address of B's buffer.
+/// Packs the constant weight of `call` ahead of time, where it has one: the B of a matmul
+/// (when B is shared by the whole batch and A and C are evenly spaced, so that
+/// [`run_call`] can use [`gemm::sgemm_prepacked`]) and the weight of a quantized layer.
+/// `constant(buf)` is the address of a constant buffer, `None` for any other. `None` also
+/// when the weight is invalid, so that the run reports why.
+///
+/// # Safety
+/// Each address `constant` gives must point to that buffer, valid for every element the
+/// call reads.
+pub unsafe fn prepack(
+    call: &Call,
+    constant: &dyn Fn(BufId) -> Option<*const u8>,
+) -> Option<Packed> {
+    match call {
+        // SAFETY: forwarded from the caller.
+        Call::MatMul(mm) => {
+            unsafe { prepack_matmul(mm, constant(mm.b.buf)? as *const f32) }.map(Packed::F32)
+        }
+        Call::QuantLinear(q) => {
+            let zero_points = match q.zero_points {
+                Some(z) => Some(constant(z)?),
+                None => None,
+            };
+            let w = quant_weight(q, constant(q.w)?, constant(q.scale)?, zero_points);
+            // SAFETY: forwarded from the caller.
+            unsafe { pack_quant(q, &w) }.ok()
+        }
+        _ => None,
+    }
+}
+
+/// The stored weight of `q` at these addresses.
+fn quant_weight(
+    q: &QuantLinear,
+    w: *const u8,
+    scale: *const u8,
+    zp: Option<*const u8>,
+) -> QuantWeight {
+    QuantWeight {
+        format: q.attrs.weights,
+        k: q.k,
+        n: q.n,
+        values: w,
+        scales: match q.scale_f16 {
+            true => Scales::F16(scale as *const half::f16),
+            false => Scales::F32(scale as *const f32),
+        },
+        zero_points: zp,
+    }
+}
+
+/// Packs a quantized weight for its activation scheme: integer panels for dynamic int8,
+/// the dequantized f32 weight in GEMM panels for weight-only layers.
+///
+/// # Safety
+/// `w` must be valid for the shapes its format gives.
+unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String> {
+    match q.attrs.activations {
+        // SAFETY: forwarded from the caller.
+        ActQuant::DynamicInt8 => unsafe { PackedQuant::new(w) }.map(Packed::Quant),
+        ActQuant::None => {
+            // SAFETY: forwarded from the caller.
+            let f = unsafe { w.dequantized() }?;
+            let b = MatRef {
+                ptr: f.as_ptr(),
+                row_stride: q.n as isize,
+                col_stride: 1,
+            };
+            // SAFETY: `f` is k×n.
+            Ok(Packed::F32(unsafe { PackedB::new(q.k, q.n, b) }))
+        }
+    }
+}
+
+/// A quantized linear layer, on its pre-packed weight or on one packed now (a weight that
+/// is not a constant, or one `prepack` refused, whose error this reports).
+///
+/// # Safety
+/// As for [`run_call`].
+unsafe fn quant_linear(
+    q: &QuantLinear,
+    packed: Option<&Packed>,
+    mem: &dyn Memory,
+    pool: &ThreadPool,
+) -> Result<(), CallError> {
+    if q.m == 0 || q.n == 0 {
+        return Ok(());
+    }
+    let fresh;
+    let packed = match packed {
+        Some(p) => p,
+        None => {
+            let zero_points = q.zero_points.map(|z| mem.addr(z) as *const u8);
+            let w = quant_weight(q, mem.addr(q.w), mem.addr(q.scale), zero_points);
+            // SAFETY: the schedule sized the weight's buffers for its format.
+            fresh = unsafe { pack_quant(q, &w) }.map_err(|message| CallError {
+                op: "quant_linear".into(),
+                message,
+            })?;
+            &fresh
+        }
+    };
+    let x = mem.addr(q.x) as *const f32;
+    let c = MatMut {
+        ptr: mem.addr(q.c) as *mut f32,
+        row_stride: q.n as isize,
+        col_stride: 1,
+    };
+    let epilogue = epilogue_at(&q.epilogue, mem, 0, [q.n as isize, 1]);
+    let a = MatRef {
+        ptr: x,
+        row_stride: q.k as isize,
+        col_stride: 1,
+    };
+    match packed {
+        // SAFETY: the schedule sized x as m×k and c as m×n, contiguous.
+        Packed::Quant(w) => unsafe { qgemm::qgemm(pool, q.m, x, w, c, epilogue) },
+        // SAFETY: as above.
+        Packed::F32(b) => unsafe {
+            gemm::sgemm_prepacked_epilogue(pool, 1, q.m, a, 0, b, c, 0, epilogue)
+        },
+    }
+    Ok(())
+}
+
+/// Packs the B of `mm` ahead of time (see [`prepack`]); `base` is the address of B's buffer.
 ///
 /// # Safety
 /// `base` must point to B's buffer, valid for every element `mm` reads.
-pub unsafe fn prepack(mm: &MatMul, base: *const f32) -> Option<PackedB> {
+unsafe fn prepack_matmul(mm: &MatMul, base: *const f32) -> Option<PackedB> {
     let shared = even_stride(&mm.b.batch_offsets) == Some(0);
     let even =
         even_stride(&mm.a.batch_offsets).is_some() && even_stride(&mm.c.batch_offsets).is_some();
@@ -199,18 +344,34 @@ unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &Th
 
 /// The GEMM epilogue of `mm` at this run's addresses; the residual is addressed like C.
 fn epilogue(mm: &MatMul, mem: &dyn Memory) -> gemm::Epilogue {
-    let e = &mm.epilogue;
+    let c = &mm.c;
+    epilogue_at(
+        &mm.epilogue,
+        mem,
+        c.batch_offsets[0],
+        [c.row_stride, c.col_stride],
+    )
+}
+
+/// `e` at this run's addresses, with the residual addressed like a C whose first element
+/// is at `offset`, with these row and column strides.
+fn epilogue_at(
+    e: &call::GemmEpilogue,
+    mem: &dyn Memory,
+    offset: usize,
+    [row_stride, col_stride]: [isize; 2],
+) -> gemm::Epilogue {
     gemm::Epilogue {
         bias: e
             .bias
             .map_or(std::ptr::null(), |b| mem.addr(b) as *const f32),
         activation: e.activation,
         residual: e.residual.map(|(kind, r)| {
-            let ptr = (mem.addr(r) as *const f32).wrapping_add(mm.c.batch_offsets[0]);
+            let ptr = (mem.addr(r) as *const f32).wrapping_add(offset);
             let view = MatRef {
                 ptr,
-                row_stride: mm.c.row_stride,
-                col_stride: mm.c.col_stride,
+                row_stride,
+                col_stride,
             };
             (kind, view)
         }),

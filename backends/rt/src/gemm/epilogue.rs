@@ -54,7 +54,7 @@ impl Epilogue {
     }
 
     /// The epilogue of the sub-block of C starting at (`row`, `col`).
-    pub(super) fn at(self, row: usize, col: usize) -> Epilogue {
+    pub(crate) fn at(self, row: usize, col: usize) -> Epilogue {
         Epilogue {
             bias: if self.bias.is_null() {
                 self.bias
@@ -106,7 +106,7 @@ impl Epilogue {
     ///
     /// # Safety
     /// C, the bias (n floats) and the residual (m × n) must be valid.
-    pub(super) unsafe fn apply(&self, m: usize, n: usize, c: MatMut) {
+    pub(crate) unsafe fn apply(&self, m: usize, n: usize, c: MatMut) {
         if self.is_empty() {
             return;
         }

@@ -1,0 +1,40 @@
+//! A quantized linear layer ([`kiln_ir::Op::QuantLinear`]) as one runtime call: the leading
+//! axes of `x[..., K]` flatten into the rows of one `M × K` product, as for a linear. The
+//! constant weight is packed once into the integer GEMM's panels ([`crate::exec`]).
+
+use super::{ScheduleError, Scheduler};
+use crate::kernel::*;
+use kiln_ir::{DType, Node, QuantAttrs};
+
+impl Scheduler<'_> {
+    pub(super) fn quant_linear(&mut self, node: &Node, q: QuantAttrs) -> Result<(), ScheduleError> {
+        let [x, w, scale] = [0, 1, 2].map(|i| self.view(node.inputs[i]).clone());
+        let mut rest = node.inputs[3..].iter().map(|v| self.view(*v).buf);
+        let zero_points = if q.weights.zero_points() {
+            rest.next()
+        } else {
+            None
+        };
+        let bias = if q.epilogue.bias { rest.next() } else { None };
+        let residual = q.epilogue.residual.zip(rest.next());
+        let c = self.temp(node.outputs[0])?;
+        self.push(Kernel::Call(Call::QuantLinear(QuantLinear {
+            m: x.shape[..x.shape.len() - 1].iter().product(),
+            k: w.shape[0],
+            n: w.shape[1],
+            x: x.buf,
+            w: w.buf,
+            scale: scale.buf,
+            scale_f16: scale.dtype == DType::F16,
+            zero_points,
+            c: c.buf,
+            attrs: q,
+            epilogue: GemmEpilogue {
+                bias,
+                activation: q.epilogue.activation,
+                residual,
+            },
+        })));
+        Ok(())
+    }
+}

@@ -1,0 +1,461 @@
+//! Integer GEMM for quantized linear layers ([`kiln_ir::Op::QuantLinear`] with dynamic int8
+//! activations), bit-identical to the interpreter's definition.
+//!
+//! Weights are packed once into panels of [`NR`] columns, stored as unsigned bytes with an
+//! offset: `w_u8 = w + offset`, where the offset is 128 for int8, 8 for int4 without zero
+//! points, and the zero point for int4 with them. Within a panel, K runs in blocks (the
+//! int4 scale blocks; all of K for int8), and each block in groups of four rows: a group is
+//! 64 bytes, four per column. int4 panels keep two groups per 64 bytes, one per nibble.
+//!
+//! Activations are quantized per token (row) into s8 with their per-block sums, so the
+//! product `Σ w·x = Σ w_u8·x - offset·Σ x` is an unsigned × signed byte product, which the
+//! CPU's VNNI `vpdpbusd` computes exactly into i32. Without VNNI (AVX2), int4 uses
+//! `vpmaddubsw`, exact because `2·15·127` fits an i16, and int8 widens both operands to i16
+//! for `vpmaddwd`: `vpmaddubsw` would saturate `2·255·127` silently (see ARCHITECTURE.md for
+//! the measurements behind the choice). Integer sums wrap in i32, which gives the exact
+//! result because the true one fits (the offset term is removed before the sum is read).
+//!
+//! The float part follows the definition's order exactly: per block `sum += f32(acc) ·
+//! scale`, then `sum · row_scale`, then the epilogue. Work splits over the pool by panels,
+//! and each output is computed by one thread in a fixed order, so results do not depend on
+//! the thread count.
+
+mod kernels;
+#[cfg(test)]
+mod tests;
+
+use crate::gemm::{Epilogue, MatMut};
+use crate::pool::ThreadPool;
+use kernels::QKernel;
+use kiln_ir::WeightQuant;
+
+/// Columns per weight panel.
+pub const NR: usize = 16;
+/// Rows of K per group (the four bytes one `vpdpbusd` lane sums).
+const GROUP: usize = 4;
+/// Bytes of one group of one panel.
+const GROUP_BYTES: usize = NR * GROUP;
+/// Activation rows per micro-kernel call.
+const MR: usize = 6;
+
+/// The name of the integer kernel family this CPU uses, e.g. `avx-vnni`.
+pub fn kernel_name() -> &'static str {
+    kernels::best().name
+}
+
+/// The integer kernel families this CPU can run, best first (`portable` last).
+pub fn kernel_names() -> Vec<&'static str> {
+    kernels::available().iter().map(|k| k.name).collect()
+}
+
+/// A quantized weight `[K, N]` packed for [`qgemm`]; see the module docs for the layout.
+pub struct PackedQuant {
+    kernel: &'static QKernel,
+    k: usize,
+    n: usize,
+    /// Rows of K per scale block.
+    block: usize,
+    /// Scale blocks along K.
+    blocks: usize,
+    /// Whether the bytes hold two 4-bit values each.
+    nibbles: bool,
+    /// Panel after panel, each block after block.
+    weights: Vec<u8>,
+    /// `[panel][block][NR]`: the f32 scales (0 in padding columns).
+    scales: Vec<f32>,
+    /// `[panel][block][NR]`: the offset that was added to each stored weight.
+    offsets: Vec<i32>,
+}
+
+/// How the scales are stored.
+#[derive(Clone, Copy, Debug)]
+pub enum Scales {
+    /// f32.
+    F32(*const f32),
+    /// IEEE half.
+    F16(*const half::f16),
+}
+
+impl Scales {
+    /// Scale `i` as f32 (exact for both types).
+    ///
+    /// # Safety
+    /// Element `i` must be valid.
+    unsafe fn get(self, i: usize) -> f32 {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self {
+                Scales::F32(p) => *p.add(i),
+                Scales::F16(p) => (*p.add(i)).to_f32(),
+            }
+        }
+    }
+}
+
+/// The stored operands of a quantized weight, as the op takes them.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantWeight {
+    /// The format.
+    pub format: WeightQuant,
+    /// Rows.
+    pub k: usize,
+    /// Columns.
+    pub n: usize,
+    /// `w[K, N]` row-major: i8, or u8 for int4 with zero points.
+    pub values: *const u8,
+    /// `scale[N]` for int8, `scale[⌈K/block⌉, N]` for int4.
+    pub scales: Scales,
+    /// `zero_point[⌈K/block⌉, N]` u8, when the format has them.
+    pub zero_points: Option<*const u8>,
+}
+
+impl QuantWeight {
+    /// Rows of K per scale block (all of K for int8).
+    fn block(&self) -> usize {
+        self.format.block().unwrap_or(self.k.max(1))
+    }
+
+    /// Weight (k, n) less its zero point, after checking both against the format.
+    ///
+    /// # Safety
+    /// The operands must be valid for the shapes the format gives.
+    unsafe fn centered(&self, k: usize, n: usize) -> Result<i32, String> {
+        let i = k * self.n + n;
+        // SAFETY: (k, n) is inside the weight.
+        let raw = unsafe { *self.values.add(i) };
+        let v = match self.zero_points {
+            Some(_) => i64::from(raw),
+            None => i64::from(raw as i8),
+        };
+        let (lo, hi) = self.format.range();
+        if !(lo..=hi).contains(&v) {
+            let name = self.format.name();
+            return Err(format!("weight value {v} is outside {name}'s {lo}..={hi}"));
+        }
+        let z = match self.zero_points {
+            // SAFETY: the zero points cover every block and column.
+            Some(z) => i64::from(unsafe { *z.add((k / self.block()) * self.n + n) }),
+            None => 0,
+        };
+        if !(0..=15).contains(&z) {
+            return Err(format!("zero point {z} is outside 0..=15"));
+        }
+        Ok((v - z) as i32)
+    }
+
+    /// The weight dequantized to f32 `[K, N]`: `(w - zero_point) · scale`, as the
+    /// interpreter computes it, for weight-only layers.
+    ///
+    /// # Safety
+    /// As for [`PackedQuant::new`].
+    pub unsafe fn dequantized(&self) -> Result<Vec<f32>, String> {
+        let block = self.block();
+        let mut out = Vec::with_capacity(self.k * self.n);
+        for k in 0..self.k {
+            for n in 0..self.n {
+                // SAFETY: forwarded from the caller.
+                let (c, s) = unsafe {
+                    (
+                        self.centered(k, n)?,
+                        self.scales.get((k / block) * self.n + n),
+                    )
+                };
+                out.push(c as f32 * s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PackedQuant {
+    /// Packs `w`, checking every weight and zero point against the format (the messages
+    /// are the interpreter's).
+    ///
+    /// # Safety
+    /// `w`'s pointers must be valid for the shapes its format gives.
+    pub unsafe fn new(w: &QuantWeight) -> Result<PackedQuant, String> {
+        let nibbles = matches!(w.format, WeightQuant::Int4 { .. });
+        let block = match w.format.block() {
+            Some(b) => b,
+            None => w.k.div_ceil(GROUP) * GROUP,
+        };
+        let blocks = w.k.div_ceil(block.max(1));
+        let panels = w.n.div_ceil(NR);
+        let block_bytes = block / GROUP * GROUP_BYTES / if nibbles { 2 } else { 1 };
+        let mut packed = PackedQuant {
+            kernel: kernels::best(),
+            k: w.k,
+            n: w.n,
+            block,
+            blocks,
+            nibbles,
+            weights: vec![0; panels * blocks * block_bytes],
+            scales: vec![0.0; panels * blocks * NR],
+            offsets: vec![0; panels * blocks * NR],
+        };
+        let offset = |b: usize, n: usize| -> i32 {
+            match (w.format, w.zero_points) {
+                (WeightQuant::Int8, _) => 128,
+                // SAFETY: the zero points cover every block and column.
+                (_, Some(z)) => i32::from(unsafe { *z.add(b * w.n + n) }),
+                (_, None) => 8,
+            }
+        };
+        for p in 0..panels {
+            for b in 0..blocks {
+                let meta = (p * blocks + b) * NR;
+                let bytes = &mut packed.weights[(p * blocks + b) * block_bytes..][..block_bytes];
+                for j in 0..NR.min(w.n - p * NR) {
+                    let n = p * NR + j;
+                    let off = offset(b, n);
+                    packed.offsets[meta + j] = off;
+                    // SAFETY: forwarded from the caller.
+                    packed.scales[meta + j] = unsafe { w.scales.get(b * w.n + n) };
+                    for r in 0..block.min(w.k - b * block) {
+                        // SAFETY: forwarded from the caller.
+                        let c = unsafe { w.centered(b * block + r, n) }?;
+                        // The check above bounds `c + off` to 0..=255.
+                        put(bytes, nibbles, r, j, (c + off) as u8);
+                    }
+                }
+            }
+        }
+        Ok(packed)
+    }
+
+    /// Runs this weight's products on the kernel family `name` (one of
+    /// [`kernel_names`]) instead of the best one, for benchmarks; false if there is none.
+    pub fn use_kernel(&mut self, name: &str) -> bool {
+        match kernels::available().into_iter().find(|k| k.name == name) {
+            Some(k) => {
+                self.kernel = k;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Size of the packed copy.
+    pub fn bytes(&self) -> usize {
+        self.weights.len() + 8 * self.scales.len()
+    }
+
+    /// K rounded up to whole blocks: the length of a quantized activation row.
+    fn kpad(&self) -> usize {
+        self.blocks * self.block
+    }
+
+    fn block_bytes(&self) -> usize {
+        self.block / GROUP * GROUP_BYTES / if self.nibbles { 2 } else { 1 }
+    }
+}
+
+/// Stores byte `v` of row `r` (within its block) and column `j` (within its panel).
+fn put(bytes: &mut [u8], nibbles: bool, r: usize, j: usize, v: u8) {
+    let (group, lane) = (r / GROUP, r % GROUP);
+    let at = |g: usize| g * GROUP_BYTES + j * GROUP + lane;
+    if nibbles {
+        // Groups 2h and 2h+1 share 64 bytes: the low nibble holds group 2h.
+        let (pair, high) = (group / 2, group % 2);
+        bytes[at(pair)] |= v << (4 * high);
+    } else {
+        bytes[at(group)] = v;
+    }
+}
+
+/// Activations quantized per token, as the definition says.
+struct QuantizedRows {
+    /// `[M, kpad]`, zero past K.
+    values: Vec<i8>,
+    /// `[M, blocks]`: the sum of each row's values over each block.
+    sums: Vec<i32>,
+    /// `amax / 127` per row; NaN for a row holding a NaN or an infinity.
+    scales: Vec<f32>,
+}
+
+/// Quantizes the rows of `x` (`m × k`, row stride `k`), in parallel over the pool.
+///
+/// # Safety
+/// `x` must be valid for `m × k` floats.
+unsafe fn quantize_rows(
+    pool: &ThreadPool,
+    x: *const f32,
+    m: usize,
+    w: &PackedQuant,
+) -> QuantizedRows {
+    let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
+    let mut q = QuantizedRows {
+        values: vec![0; m * kpad],
+        sums: vec![0; m * blocks],
+        scales: vec![0.0; m],
+    };
+    // Each task owns a run of rows: raw addresses, so the closure is Sync.
+    let (values, sums, scales) = (
+        q.values.as_mut_ptr() as usize,
+        q.sums.as_mut_ptr() as usize,
+        q.scales.as_mut_ptr() as usize,
+    );
+    let x = x as usize;
+    let tasks = pool.threads().min(m);
+    let run = |t: usize| {
+        for i in t * m / tasks..(t + 1) * m / tasks {
+            // SAFETY: row i of x is valid, and only this task writes row i of the outputs.
+            let (row, values, sums, scale) = unsafe {
+                (
+                    std::slice::from_raw_parts((x as *const f32).add(i * k), k),
+                    std::slice::from_raw_parts_mut((values as *mut i8).add(i * kpad), k),
+                    std::slice::from_raw_parts_mut((sums as *mut i32).add(i * blocks), blocks),
+                    &mut *(scales as *mut f32).add(i),
+                )
+            };
+            *scale = kernels::quantize_row(row, values);
+            for (b, sum) in sums.iter_mut().enumerate() {
+                let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
+                *sum = part.iter().map(|&v| i32::from(v)).sum();
+            }
+        }
+    };
+    pool.parallel_for(tasks, &run);
+    q
+}
+
+/// One token: `round_half_even(x · (127 / amax))` into `out`, and the scale `amax / 127`
+/// (0 for a row of zeros, NaN when the row holds a NaN or an infinity).
+fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
+    let mut amax = 0f32;
+    let mut finite = true;
+    for &v in row {
+        finite &= v.is_finite();
+        amax = amax.max(v.abs());
+    }
+    if !finite {
+        return f32::NAN;
+    }
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = round_half_even(v * inv).clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}
+
+/// `y` rounded to the nearest integer, ties to even, for `|y| < 2^22`: adding and taking
+/// away 1.5·2^23 leaves no fraction bits, and the FPU rounds ties to even. Unlike
+/// `round_ties_even` (a libm call on baseline x86-64), the loop over it vectorizes.
+#[inline(always)]
+fn round_half_even(y: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (y + MAGIC) - MAGIC
+}
+
+/// `c = epilogue(x · dequant(w))` for `x` of `m × K` f32 (row stride K), with the
+/// activations quantized per token; `c` is `m × N`.
+///
+/// # Safety
+/// `x` must be valid for `m × K` floats, `c` writable for `m × N` (its strides) and not
+/// overlapping `x`, and the epilogue's operands valid as for the f32 GEMM's.
+pub unsafe fn qgemm(
+    pool: &ThreadPool,
+    m: usize,
+    x: *const f32,
+    w: &PackedQuant,
+    c: MatMut,
+    epilogue: Epilogue,
+) {
+    if m == 0 || w.n == 0 {
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    let rows = unsafe { quantize_rows(pool, x, m, w) };
+    let panels = w.n.div_ceil(NR);
+    // Enough tasks to balance the pool, but whole panels each.
+    let tasks = (pool.threads() * 4).min(panels);
+    let job = Job {
+        w,
+        rows: &rows,
+        m,
+        c,
+        epilogue,
+    };
+    let run = |t: usize| {
+        let job = &job;
+        let (lo, hi) = (t * panels / tasks, (t + 1) * panels / tasks);
+        // SAFETY: tasks write disjoint column ranges of C; forwarded from the caller.
+        unsafe { stripe(job.w, job.rows, job.m, lo..hi, job.c, job.epilogue) };
+    };
+    pool.parallel_for(tasks, &run);
+}
+
+/// What every task of one [`qgemm`] shares.
+struct Job<'a> {
+    w: &'a PackedQuant,
+    rows: &'a QuantizedRows,
+    m: usize,
+    c: MatMut,
+    epilogue: Epilogue,
+}
+
+// SAFETY: the caller of `qgemm` guarantees the views are valid; tasks write disjoint column
+// ranges of C and only read the rest.
+unsafe impl Sync for Job<'_> {}
+
+/// Panels `panels` of C for every row, then their epilogue.
+///
+/// # Safety
+/// As for [`qgemm`].
+unsafe fn stripe(
+    w: &PackedQuant,
+    rows: &QuantizedRows,
+    m: usize,
+    panels: std::ops::Range<usize>,
+    c: MatMut,
+    epilogue: Epilogue,
+) {
+    let kpad = w.kpad();
+    let kernel = if w.nibbles {
+        w.kernel.nibbles
+    } else {
+        w.kernel.bytes
+    };
+    for p in panels.clone() {
+        let cols = NR.min(w.n - p * NR);
+        let meta = p * w.blocks * NR;
+        let panel = kernels::Panel {
+            w: w.weights[p * w.blocks * w.block_bytes()..].as_ptr(),
+            block_bytes: w.block_bytes(),
+            groups: w.block / GROUP,
+            blocks: w.blocks,
+            block: w.block,
+            offsets: w.offsets[meta..].as_ptr(),
+            scales: w.scales[meta..].as_ptr(),
+        };
+        for r0 in (0..m).step_by(MR) {
+            let live = MR.min(m - r0);
+            let mut sums = [[0f32; NR]; MR];
+            let x = rows.values[r0 * kpad..].as_ptr();
+            let xsums = rows.sums[r0 * w.blocks..].as_ptr();
+            // SAFETY: the panel holds its blocks, and rows r0..r0+live their values and
+            // block sums.
+            unsafe { kernel(&panel, x, kpad, xsums, live, &mut sums) };
+            for (i, sum) in sums.iter().enumerate().take(live) {
+                let scale = rows.scales[r0 + i];
+                for (j, s) in sum.iter().enumerate().take(cols) {
+                    let y = if scale.is_nan() { f32::NAN } else { s * scale };
+                    // SAFETY: (r0 + i, p·NR + j) is inside C.
+                    unsafe { *c.at(r0 + i, p * NR + j).ptr = y };
+                }
+            }
+        }
+    }
+    if panels.is_empty() {
+        return;
+    }
+    let (col, width) = (
+        panels.start * NR,
+        (panels.end * NR).min(w.n) - panels.start * NR,
+    );
+    // SAFETY: the stripe is inside C; forwarded from the caller.
+    unsafe { epilogue.at(0, col).apply(m, width, c.at(0, col)) };
+}

@@ -1,0 +1,280 @@
+//! Every integer kernel family this CPU runs against the interpreter's definition of the
+//! quantized linear, bit for bit, on odd shapes.
+
+use super::*;
+use crate::gemm::MatRef;
+use kiln_ir::interp::eval_op;
+use kiln_ir::{
+    ActQuant, Bindings, Block, DType, Epilogue as IrEpilogue, Op, QuantAttrs, Residual, Tensor,
+};
+
+/// A small deterministic generator (no test depends on a crate for randomness).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn float(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        self.next() % n
+    }
+}
+
+/// The op's operands for a layer of this format and shape.
+struct Case {
+    q: QuantAttrs,
+    m: usize,
+    k: usize,
+    n: usize,
+    x: Vec<f32>,
+    w: Tensor,
+    scale: Tensor,
+    zero_points: Option<Tensor>,
+    bias: Vec<f32>,
+    residual: Vec<f32>,
+}
+
+fn case(weights: WeightQuant, f16_scales: bool, [m, k, n]: [usize; 3], seed: u64) -> Case {
+    let mut rng = Lcg(seed);
+    let epilogue = IrEpilogue {
+        bias: true,
+        activation: None,
+        residual: Some(Residual::Add),
+    };
+    let q = QuantAttrs {
+        weights,
+        activations: ActQuant::DynamicInt8,
+        epilogue,
+    };
+    // Outliers in some rows, as in real activations.
+    let x = (0..m * k)
+        .map(|i| rng.float() * if i % 37 == 0 { 20.0 } else { 1.0 })
+        .collect();
+    let blocks = weights.block().map_or(1, |b| k.div_ceil(b));
+    let (w, zero_points) = match weights {
+        WeightQuant::Int8 => {
+            let v: Vec<i8> = (0..k * n)
+                .map(|_| (rng.below(255) as i32 - 127) as i8)
+                .collect();
+            (Tensor::from_vec(v, &[k, n]).unwrap(), None)
+        }
+        WeightQuant::Int4 {
+            zero_points: true, ..
+        } => {
+            let v: Vec<u8> = (0..k * n).map(|_| rng.below(16) as u8).collect();
+            let z: Vec<u8> = (0..blocks * n).map(|_| rng.below(16) as u8).collect();
+            let z = Tensor::from_vec(z, &[blocks, n]).unwrap();
+            (Tensor::from_vec(v, &[k, n]).unwrap(), Some(z))
+        }
+        WeightQuant::Int4 { .. } => {
+            let v: Vec<i8> = (0..k * n).map(|_| rng.below(16) as i8 - 8).collect();
+            (Tensor::from_vec(v, &[k, n]).unwrap(), None)
+        }
+    };
+    let scale_shape = match weights {
+        WeightQuant::Int8 => vec![n],
+        WeightQuant::Int4 { .. } => vec![blocks, n],
+    };
+    let scales: Vec<f32> = (0..blocks * n)
+        .map(|_| 0.001 + rng.float().abs() * 0.02)
+        .collect();
+    let scale = Tensor::from_vec(scales, &scale_shape).unwrap();
+    let scale = if f16_scales {
+        scale.cast(DType::F16)
+    } else {
+        scale
+    };
+    Case {
+        q,
+        m,
+        k,
+        n,
+        x,
+        w,
+        scale,
+        zero_points,
+        bias: (0..n).map(|_| rng.float()).collect(),
+        residual: (0..m * n).map(|_| rng.float()).collect(),
+    }
+}
+
+impl Case {
+    fn reference(&self) -> Vec<f32> {
+        let mut inputs = vec![
+            Tensor::from_vec(self.x.clone(), &[self.m, self.k]).unwrap(),
+            self.w.clone(),
+            self.scale.clone(),
+        ];
+        inputs.extend(self.zero_points.clone());
+        inputs.push(Tensor::from_vec(self.bias.clone(), &[self.n]).unwrap());
+        inputs.push(Tensor::from_vec(self.residual.clone(), &[self.m, self.n]).unwrap());
+        let out = eval_op(&Op::QuantLinear(self.q), &inputs, &Bindings::new()).unwrap();
+        out[0].to_f64_vec().into_iter().map(|v| v as f32).collect()
+    }
+
+    fn weight(&self) -> QuantWeight {
+        let bytes = |t: &Tensor| kiln_ir::dispatch!(t, a => a.as_ptr().cast::<u8>());
+        QuantWeight {
+            format: self.q.weights,
+            k: self.k,
+            n: self.n,
+            values: bytes(&self.w),
+            scales: match &self.scale {
+                Tensor::F16(a) => Scales::F16(a.as_ptr()),
+                t => Scales::F32(bytes(t) as *const f32),
+            },
+            zero_points: self.zero_points.as_ref().map(bytes),
+        }
+    }
+
+    fn run(&self, kernel: &'static QKernel, pool: &ThreadPool) -> Vec<f32> {
+        // SAFETY: the tensors have the shapes the format gives.
+        let mut packed = unsafe { PackedQuant::new(&self.weight()) }.unwrap();
+        packed.kernel = kernel;
+        let mut c = vec![0f32; self.m * self.n];
+        let epilogue = Epilogue {
+            bias: self.bias.as_ptr(),
+            activation: None,
+            residual: Some((
+                Residual::Add,
+                MatRef {
+                    ptr: self.residual.as_ptr(),
+                    row_stride: self.n as isize,
+                    col_stride: 1,
+                },
+            )),
+        };
+        let out = MatMut {
+            ptr: c.as_mut_ptr(),
+            row_stride: self.n as isize,
+            col_stride: 1,
+        };
+        // SAFETY: x is m×k, c m×n, the bias n and the residual m×n.
+        unsafe { qgemm(pool, self.m, self.x.as_ptr(), &packed, out, epilogue) };
+        c
+    }
+}
+
+const SHAPES: [[usize; 3]; 7] = [
+    [1, 40, 3],
+    [1, 4096 / 8, 64],
+    [2, 33, 16],
+    [5, 100, 17],
+    [7, 64, 33],
+    [4, 1, 16],
+    [9, 131, 50],
+];
+
+fn formats() -> Vec<(WeightQuant, bool)> {
+    let mut out = vec![(WeightQuant::Int8, false)];
+    for (block, zero_points, f16) in [
+        (Block::B32, true, false),
+        (Block::B64, false, true),
+        (Block::B128, true, true),
+    ] {
+        out.push((WeightQuant::Int4 { block, zero_points }, f16));
+    }
+    out
+}
+
+#[test]
+fn every_kernel_matches_the_interpreter_bit_for_bit() {
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for kernel in kernels::available() {
+        for (f, (format, f16)) in formats().into_iter().enumerate() {
+            for (s, shape) in SHAPES.into_iter().enumerate() {
+                let c = case(format, f16, shape, (f * 31 + s) as u64);
+                let want = c.reference();
+                for pool in &pools {
+                    let got = c.run(kernel, pool);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} {format:?} {shape:?} on {} threads: {got:?} != {want:?}",
+                        kernel.name,
+                        pool.threads()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_of_zeros_and_non_finite_rows() {
+    for kernel in kernels::available() {
+        let mut c = case(WeightQuant::Int8, false, [3, 20, 5], 7);
+        c.x[..20].fill(0.0);
+        c.x[25] = f32::INFINITY;
+        let (got, want) = (c.run(kernel, &ThreadPool::new(1)), c.reference());
+        assert!(got[5..10].iter().all(|v| v.is_nan()), "{got:?}");
+        let same = got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{}: {got:?} != {want:?}", kernel.name);
+    }
+}
+
+/// The extremes of every operand: saturating instructions would give other sums.
+#[test]
+fn extreme_values_do_not_saturate() {
+    for kernel in kernels::available() {
+        let mut c = case(WeightQuant::Int8, false, [2, 64, 16], 3);
+        c.x.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if i % 2 == 0 { 1.0 } else { -1.0 });
+        let w: Vec<i8> = (0..64 * 16)
+            .map(|i| if i % 3 == 0 { -127 } else { 127 })
+            .collect();
+        c.w = Tensor::from_vec(w, &[64, 16]).unwrap();
+        let (got, want) = (c.run(kernel, &ThreadPool::new(1)), c.reference());
+        assert_eq!(got, want, "{}", kernel.name);
+    }
+}
+
+#[test]
+fn weights_outside_the_format_are_refused() {
+    let mut c = case(WeightQuant::Int8, false, [1, 8, 2], 1);
+    c.w = Tensor::from_vec(vec![-128i8; 16], &[8, 2]).unwrap();
+    // SAFETY: the tensors have the shapes the format gives.
+    let e = unsafe { PackedQuant::new(&c.weight()) }.err().unwrap();
+    assert!(e.contains("-128 is outside int8's -127..=127"), "{e}");
+}
+
+/// The vectorized token quantization is the scalar definition, ties and tails included.
+#[test]
+fn vectorized_quantization_is_the_definition() {
+    let mut rng = Lcg(11);
+    for len in [1, 7, 8, 9, 31, 100] {
+        for scale in [1.0f32, 1e-30, 3e30] {
+            // amax 127 makes every x·(127/amax) exact, so the halves are real ties.
+            let mut row: Vec<f32> = (0..len)
+                .map(|i| (rng.float() * 127.0).round() + if i % 3 == 0 { 0.5 } else { 0.0 })
+                .collect();
+            row[0] = 127.0;
+            row.iter_mut().for_each(|v| *v *= scale);
+            let (mut a, mut b) = (vec![0i8; len], vec![0i8; len]);
+            let (sa, sb) = (
+                kernels::quantize_row(&row, &mut a),
+                quantize_row(&row, &mut b),
+            );
+            assert_eq!((sa.to_bits(), &a), (sb.to_bits(), &b), "{row:?}");
+        }
+    }
+    let mut a = [0i8; 9];
+    let row = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, f32::NAN];
+    assert!(kernels::quantize_row(&row, &mut a).is_nan());
+    let row = [1.0, f32::NEG_INFINITY, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    assert!(kernels::quantize_row(&row, &mut a).is_nan());
+}
