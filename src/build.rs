@@ -90,7 +90,7 @@ pub struct Model {
     weights: WeightsMode,
     runtime: Option<PathBuf>,
     max_memory: MemoryLimit,
-    quantize: Option<kiln_passes::Scheme>,
+    quantize: Option<kiln_passes::Quantize>,
 }
 
 /// A compiled artifact, before it is written.
@@ -124,8 +124,14 @@ impl Model {
     }
 
     /// Quantizes the linear layers with `scheme` after optimizing (default: f32 as written).
-    pub fn quantize(mut self, scheme: kiln_passes::Scheme) -> Model {
-        self.quantize = Some(scheme);
+    pub fn quantize(self, scheme: kiln_passes::Scheme) -> Model {
+        self.quantize_with(kiln_passes::Quantize::new(scheme))
+    }
+
+    /// Quantizes with a configured pass: layers skipped, or given other schemes (the plan
+    /// [`crate::Model::quantize_to_accuracy`] finds).
+    pub fn quantize_with(mut self, pass: kiln_passes::Quantize) -> Model {
+        self.quantize = Some(pass);
         self
     }
 
@@ -239,8 +245,8 @@ impl Model {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Artifact, BuildError> {
         let mut model = crate::Model::load(&self.path)?.optimize()?;
-        if let Some(scheme) = self.quantize {
-            model = model.quantize(scheme)?.0;
+        if let Some(pass) = &self.quantize {
+            model = model.quantize_with(pass.clone())?.0;
         }
         let g = model.graph();
         if kiln_cpu::needs_stages(g) {

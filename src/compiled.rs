@@ -28,6 +28,8 @@ pub struct Options {
     pub max_memory: MemoryLimit,
     /// Quantize the linear layers after optimizing (default: none, f32 as written).
     pub quantize: Option<kiln_passes::Scheme>,
+    /// Layers left in f32 when quantizing: those whose node name contains any of these.
+    pub quantize_skip: Vec<String>,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
             optimize: true,
             max_memory: MemoryLimit::default(),
             quantize: None,
+            quantize_skip: Vec::new(),
         }
     }
 }
@@ -71,7 +74,11 @@ impl Model {
             self.clone()
         };
         if let Some(scheme) = opts.quantize {
-            model = model.quantize(scheme)?.0;
+            let pass = kiln_passes::Quantize {
+                skip: opts.quantize_skip.clone(),
+                ..kiln_passes::Quantize::new(scheme)
+            };
+            model = model.quantize_with(pass)?.0;
         }
         let cpu = kiln_cpu::Options {
             threads: opts.threads.max(1),

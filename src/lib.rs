@@ -20,6 +20,7 @@
 // The errors carry node names and step context by value; boxing them is still to do.
 #![allow(clippy::result_large_err)]
 
+pub mod accuracy;
 mod bind;
 pub mod build;
 pub mod compare;

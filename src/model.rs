@@ -146,10 +146,15 @@ impl Model {
     /// [`Model::optimize`], so that epilogues are fused first; the count of layers it
     /// quantized is in the report.
     pub fn quantize(&self, scheme: kiln_passes::Scheme) -> Result<(Model, PipelineReport), Error> {
-        let passes = PassManager::once(vec![
-            Box::new(kiln_passes::Quantize::new(scheme)),
-            Box::new(kiln_passes::Dce),
-        ]);
+        self.quantize_with(kiln_passes::Quantize::new(scheme))
+    }
+
+    /// [`Model::quantize`] with a configured pass (layers skipped, or given other schemes).
+    pub fn quantize_with(
+        &self,
+        pass: kiln_passes::Quantize,
+    ) -> Result<(Model, PipelineReport), Error> {
+        let passes = PassManager::once(vec![Box::new(pass), Box::new(kiln_passes::Dce)]);
         let opts = RunOptions {
             stop_after: None,
             verify: true,

@@ -150,3 +150,58 @@ fn a_quantized_executable_matches_the_quantized_jit() {
         }
     }
 }
+
+/// The accuracy search meets a target above the plain scheme's cosine by keeping some
+/// layers in higher precision, and keeps none when the plain scheme already meets it.
+#[test]
+fn an_accuracy_target_keeps_the_fewest_sensitive_layers() {
+    use kiln::passes::Quantize;
+    let model = Model::load(common::vendored("gpt2_tiny.onnx"))
+        .unwrap()
+        .optimize()
+        .unwrap();
+    let inputs = inputs("gpt2_tiny");
+    let pass = Quantize::new(Scheme::Int4);
+    let search = |target: f64| {
+        let mut calls = 0;
+        let (quantized, report) = model
+            .quantize_to_accuracy(&pass, target, &inputs, 2, &mut |_, _, _| calls += 1)
+            .unwrap();
+        (quantized, report, calls)
+    };
+    // Halfway between the plain scheme and f32: reachable, and not reached for free.
+    let (_, plain, _) = search(0.0);
+    assert!(plain.kept.is_empty() && plain.met(), "{plain:?}");
+    assert!(plain.plain_cosine < 1.0, "int4 changed nothing: {plain:?}");
+    let target = plain.plain_cosine + (1.0 - plain.plain_cosine) / 2.0;
+    let (quantized, report, calls) = search(target);
+    assert!(report.met() && !report.kept.is_empty(), "{report:?}");
+    assert!(calls > 0, "no progress was reported");
+    let layers = Quantize::eligible(model.graph()).len();
+    assert_eq!(report.sensitivity.len(), layers);
+    assert!(report.kept.len() < layers, "everything kept: {report:?}");
+    // The cosine it reports is the returned model's, measured again here.
+    let reference = outputs(
+        &model,
+        &inputs,
+        &Options {
+            optimize: false,
+            ..threads()
+        },
+    );
+    let got = outputs(
+        &quantized,
+        &inputs,
+        &Options {
+            optimize: false,
+            ..threads()
+        },
+    );
+    let cosine = (got.iter().zip(&reference))
+        .map(|(g, r)| agreement(g, r).unwrap().cosine)
+        .fold(1f64, f64::min);
+    assert_eq!(cosine, report.cosine);
+    // int4 layers are promoted to int8 before any goes to f32.
+    let f32_kept = report.kept.iter().filter(|(_, s)| s.is_none()).count();
+    assert!(f32_kept == 0 || f32_kept == report.kept.len(), "{report:?}");
+}

@@ -10,6 +10,7 @@ use crate::{Pass, PassError, PassReport};
 use kiln_ir::{
     ActQuant, Block, DType, Epilogue, Graph, Node, Op, QuantAttrs, Tensor, ValueId, WeightQuant,
 };
+use std::collections::BTreeMap;
 
 /// What `--quantize` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +63,7 @@ impl Scheme {
 }
 
 /// The quantize pass; see the module docs.
+#[derive(Clone, Debug)]
 ///
 /// ```
 /// use kiln_passes::{Pass, Quantize, Scheme};
@@ -82,6 +84,9 @@ pub struct Quantize {
     pub scheme: Scheme,
     /// Layers left in f32: a node whose name contains any of these.
     pub skip: Vec<String>,
+    /// Layers, by exact node name, given another scheme than `scheme` (`None`: left in
+    /// f32), as the accuracy search chooses.
+    pub layers: BTreeMap<String, Option<Scheme>>,
 }
 
 impl Quantize {
@@ -90,7 +95,28 @@ impl Quantize {
         Quantize {
             scheme,
             skip: Vec::new(),
+            layers: BTreeMap::new(),
         }
+    }
+
+    /// The names of the layers of `g` the pass can quantize, in graph order, each once
+    /// (layers that share a name share their scheme), before `skip` applies.
+    pub fn eligible(g: &Graph) -> Vec<String> {
+        let producers = g.producers();
+        let mut seen = std::collections::BTreeSet::new();
+        (g.nodes.iter())
+            .filter(|n| candidate(g, &g.nodes, &producers, n).is_some())
+            .filter(|n| seen.insert(n.name.clone()))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// The scheme layer `name` gets, if any.
+    fn scheme_of(&self, name: &str) -> Option<Scheme> {
+        if self.skip.iter().any(|s| name.contains(s.as_str())) {
+            return None;
+        }
+        self.layers.get(name).copied().unwrap_or(Some(self.scheme))
     }
 }
 
@@ -104,11 +130,10 @@ impl Pass for Quantize {
         let old = std::mem::take(&mut g.nodes);
         let mut changes = 0;
         for node in &old {
-            let weight = candidate(g, &old, &producers, node)
-                .filter(|_| !self.skip.iter().any(|s| node.name.contains(s.as_str())));
-            match weight {
-                Some((epilogue, w)) => {
-                    let q = self.scheme.attrs(epilogue);
+            let weight = candidate(g, &old, &producers, node);
+            match weight.zip(self.scheme_of(&node.name)) {
+                Some(((epilogue, w), scheme)) => {
+                    let q = scheme.attrs(epilogue);
                     let node = quantized(g, node, q, &w).map_err(|message| PassError::Failed {
                         pass: "quantize".into(),
                         message: format!("node `{}`: {message}", node.name),
@@ -285,6 +310,48 @@ mod tests {
         assert!(cosine_after(Scheme::Int8Weights, 3, 70, 5) > 0.9999);
         assert!(cosine_after(Scheme::Int8, 3, 70, 5) > 0.999);
         assert!(cosine_after(Scheme::Int4, 3, 70, 5) > 0.99);
+    }
+
+    #[test]
+    fn layers_can_be_skipped_or_given_another_scheme() {
+        let text = "graph @two(%x: f32[2, 2]) -> f32[2, 2] {
+            %w = const f32[2, 2] [[1.0, -2.0], [0.5, 0.25]]
+            %a = matmul %x, %w
+            %b = matmul %a, %w
+            return %b
+        }";
+        let mut g = parse(text).unwrap();
+        for (i, node) in g.nodes.iter_mut().enumerate() {
+            node.name = format!("n{i}");
+        }
+        let names = Quantize::eligible(&g);
+        assert_eq!(names, ["n1", "n2"]);
+        let attrs = |pass: Quantize| -> Vec<Option<QuantAttrs>> {
+            let mut q = g.clone();
+            pass.run(&mut q).unwrap();
+            let op = |name: &String| {
+                let node = q.nodes.iter().find(|n| &n.name == name).unwrap();
+                match node.op {
+                    Op::QuantLinear(a) => Some(a),
+                    _ => None,
+                }
+            };
+            names.iter().map(op).collect()
+        };
+        let int4 = Scheme::Int4.attrs(Epilogue::default());
+        let int8 = Scheme::Int8.attrs(Epilogue::default());
+        let mut layers = BTreeMap::new();
+        layers.insert(names[0].clone(), Some(Scheme::Int8));
+        let promoted = Quantize {
+            layers,
+            ..Quantize::new(Scheme::Int4)
+        };
+        assert_eq!(attrs(promoted), [Some(int8), Some(int4)]);
+        let skipped = Quantize {
+            skip: vec![names[1].clone()],
+            ..Quantize::new(Scheme::Int4)
+        };
+        assert_eq!(attrs(skipped), [Some(int4), None]);
     }
 
     #[test]

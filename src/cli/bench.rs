@@ -49,12 +49,8 @@ pub(crate) struct BenchArgs {
     /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<kiln::ir::MemoryLimit>,
-    /// Quantize the linear layers with constant weights after optimizing: `int8` (int8
-    /// weights per output channel, activations quantized per token at run time),
-    /// `int8-weights` (weight-only; activations stay f32) or `int4` (int4 weights in blocks
-    /// of 32 with zero points, int8 activations). The results move away from f32's.
-    #[arg(long, value_name = "SCHEME", value_parser = super::pipeline::parse_scheme)]
-    quantize: Option<kiln::passes::Scheme>,
+    #[command(flatten)]
+    quantize: super::pipeline::QuantizeArgs,
 }
 
 pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
@@ -66,12 +62,12 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     };
     let start = Instant::now();
     let model = optimize(&load(&args.model, &dims, &given, timer)?, None, timer)?;
-    let model = super::pipeline::quantize(model, args.quantize, timer)?;
     let inputs = if args.inputs.is_some() {
         given
     } else {
         generate(&args.model, &model, &dims, 0, limit)?
     };
+    let model = super::pipeline::quantize(model, &args.quantize, &inputs, args.threads, timer)?;
     let run: Box<dyn Fn() -> Result<(), kiln::Error>> = match args.backend {
         super::Backend::Cpu => {
             let compiled = super::pipeline::compile(&model, args.threads, limit, timer)?;

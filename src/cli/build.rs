@@ -3,9 +3,7 @@
 
 use super::timing::Timer;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use kiln::build::{Emit, Model, WeightsMode};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,10 +47,8 @@ pub(crate) struct BuildArgs {
     /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<kiln::ir::MemoryLimit>,
-    /// Quantize the linear layers with constant weights: `int8`, `int8-weights` or `int4`
-    /// (see `kiln run --help`).
-    #[arg(long, value_name = "SCHEME", value_parser = super::pipeline::parse_scheme)]
-    quantize: Option<kiln::passes::Scheme>,
+    #[command(flatten)]
+    quantize: super::pipeline::QuantizeArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,8 +84,8 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     if let Some(n) = &args.name {
         model = model.name(n);
     }
-    if let Some(scheme) = args.quantize {
-        model = model.quantize(scheme);
+    if args.quantize.quantize.is_some() {
+        model = model.quantize_with(build_quantize(&args, timer)?);
     }
     model = model.weights(match args.weights {
         WeightsArg::Embed => WeightsMode::Embed,
@@ -103,7 +99,8 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         EmitArg::Rust => Emit::Rust,
     };
     let start = std::time::Instant::now();
-    let bar = progress_bar();
+    // A range of dims can mean hundreds of specializations.
+    let bar = super::progress::bar("compiling shapes {bar:40} {pos}/{len}");
     let written = model.emit_with_progress(emit, &args.output, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -118,16 +115,31 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// A bar over the specializations on a terminal (a range of dims can mean hundreds).
-fn progress_bar() -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// The quantize pass for the artifact. An accuracy target is measured on --calibration,
+/// whose shapes fix the dims for the measurement only.
+fn build_quantize(args: &BuildArgs, timer: &Timer) -> anyhow::Result<kiln::passes::Quantize> {
+    let q = &args.quantize;
+    let calibration = match (&q.accuracy, &q.calibration) {
+        (Some(_), None) => anyhow::bail!(
+            "--quantize-accuracy needs --calibration in.npz with `kiln build` (the inputs to \
+             measure the accuracy on)"
+        ),
+        (Some(_), Some(path)) => kiln::npz::read_npz(path)?.into_iter().collect(),
+        (None, _) => Default::default(),
+    };
+    let mut pass = None;
+    if q.accuracy.is_some() {
+        let dims = Default::default();
+        let model = super::pipeline::load(&args.model, &dims, &calibration, timer)?;
+        let model = super::pipeline::optimize(&model, None, timer)?;
+        let threads = super::default_threads();
+        pass = super::pipeline::quantize_pass(&model, q, &calibration, threads, timer)?;
     }
-    let bar = ProgressBar::new(1);
-    if let Ok(style) = ProgressStyle::with_template("compiling shapes {bar:40} {pos}/{len}") {
-        bar.set_style(style);
-    }
-    bar
+    let scheme = q.quantize.expect("checked by the caller");
+    Ok(pass.unwrap_or(kiln::passes::Quantize {
+        skip: q.skip.clone(),
+        ..kiln::passes::Quantize::new(scheme)
+    }))
 }
 
 /// Parses `NAME=N` or `NAME=MIN..MAX`.

@@ -209,6 +209,7 @@ fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
         optimize: false,
         max_memory: limit,
         quantize: None,
+        quantize_skip: Vec::new(),
     };
     let spec = model.compile(&opts)?.specialization(&inputs)?;
     let (p, plan) = (&spec.program, &spec.plan);

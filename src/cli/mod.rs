@@ -8,6 +8,7 @@ mod build;
 mod inspect;
 mod ops;
 mod pipeline;
+mod progress;
 mod run;
 mod test_onnx;
 mod timing;

@@ -4,7 +4,7 @@ use super::timing::Timer;
 use anyhow::Context;
 use kiln::frontend::ImportOptions;
 use kiln::ir::Tensor;
-use kiln::passes::{PassManager, PipelineReport, RunOptions, Scheme};
+use kiln::passes::{PassManager, PipelineReport, Quantize, RunOptions, Scheme};
 use kiln::Model;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -69,26 +69,151 @@ pub(crate) fn parse_scheme(s: &str) -> Result<Scheme, String> {
     })
 }
 
-/// Quantizes `model` when a scheme is given, timed as `quantize`; warns when no layer
+/// The quantization flags of `run`, `bench` and `build`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct QuantizeArgs {
+    /// Quantize the linear layers with constant weights after optimizing: `int8` (int8
+    /// weights per output channel, activations quantized per token at run time),
+    /// `int8-weights` (weight-only; activations stay f32) or `int4` (int4 weights in blocks
+    /// of 32 with zero points, int8 activations). The results move away from f32's.
+    #[arg(long, value_name = "SCHEME", value_parser = parse_scheme)]
+    pub quantize: Option<Scheme>,
+    /// Leave the layers whose node name contains PATTERN in f32 (repeatable; names as
+    /// `kiln inspect --optimized` prints them).
+    #[arg(long = "quantize-skip", value_name = "PATTERN", requires = "quantize")]
+    pub skip: Vec<String>,
+    /// Keep the most sensitive layers in higher precision (int4 → int8 → f32) until every
+    /// float output's cosine against the f32 model is at least COSINE, e.g. 0.999; measured
+    /// on --calibration, or on the run's inputs. Prints which layers it kept and why.
+    #[arg(long = "quantize-accuracy", value_name = "COSINE", requires = "quantize", value_parser = parse_cosine)]
+    pub accuracy: Option<f64>,
+    /// Inputs (.npz, by name) that --quantize-accuracy measures on.
+    #[arg(long, value_name = "NPZ", requires = "accuracy")]
+    pub calibration: Option<std::path::PathBuf>,
+}
+
+/// Parses `--quantize-accuracy`.
+fn parse_cosine(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(c) if c > 0.0 && c <= 1.0 => Ok(c),
+        _ => Err(format!(
+            "expected a cosine in (0, 1], such as 0.999; got `{s}`"
+        )),
+    }
+}
+
+/// Quantizes `model` as the flags say, timed as `quantize`; `inputs` are what an accuracy
+/// target is measured on when no --calibration file is given. Warns when no layer
 /// qualified, since the user asked for something that did not happen.
 pub(crate) fn quantize(
     model: Model,
-    scheme: Option<Scheme>,
+    args: &QuantizeArgs,
+    inputs: &BTreeMap<String, Tensor>,
+    threads: usize,
     timer: &Timer,
 ) -> anyhow::Result<Model> {
-    let Some(scheme) = scheme else {
+    let Some(pass) = quantize_pass(&model, args, inputs, threads, timer)? else {
         return Ok(model);
     };
     let (quantized, report) = timer
-        .time("quantize", || model.quantize(scheme))
+        .time("quantize", || model.quantize_with(pass))
         .with_context(|| format!("quantizing {}", model.path().display()))?;
     if report.passes.first().is_none_or(|p| p.report.changes == 0) {
         eprintln!(
-            "warning: --quantize {}: no linear layer has a constant f32 weight; nothing was quantized",
-            scheme.name()
+            "warning: --quantize {}: no linear layer has a constant f32 weight (or every one \
+             was skipped); nothing was quantized",
+            args.quantize.map_or("", Scheme::name)
         );
     }
     Ok(quantized)
+}
+
+/// The quantize pass the flags ask for (`None` without --quantize), with the layers an
+/// accuracy target keeps in higher precision, after the search that finds them.
+pub(crate) fn quantize_pass(
+    model: &Model,
+    args: &QuantizeArgs,
+    inputs: &BTreeMap<String, Tensor>,
+    threads: usize,
+    timer: &Timer,
+) -> anyhow::Result<Option<Quantize>> {
+    let Some(scheme) = args.quantize else {
+        return Ok(None);
+    };
+    let pass = Quantize {
+        skip: args.skip.clone(),
+        ..Quantize::new(scheme)
+    };
+    let Some(target) = args.accuracy else {
+        return Ok(Some(pass));
+    };
+    let calibration;
+    let inputs = match &args.calibration {
+        Some(path) => {
+            calibration = kiln::npz::read_npz(path)?.into_iter().collect();
+            &calibration
+        }
+        None => inputs,
+    };
+    let bar = super::progress::bar("{msg} {bar:30} {pos}/{len}");
+    let (_, report) = timer
+        .time("quantize to accuracy", || {
+            model.quantize_to_accuracy(&pass, target, inputs, threads, &mut |stage, done, total| {
+                bar.set_message(stage.to_string());
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+        })
+        .with_context(|| format!("--quantize-accuracy on {}", model.path().display()))?;
+    bar.finish_and_clear();
+    eprint!("{}", accuracy_summary(&report));
+    Ok(Some(Quantize {
+        layers: report.kept.iter().cloned().collect(),
+        ..pass
+    }))
+}
+
+/// What the accuracy search found, for stderr.
+pub(crate) fn accuracy_summary(r: &kiln::accuracy::AccuracyReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let scheme = r.scheme.name();
+    let _ = writeln!(
+        s,
+        "quantize-accuracy: every layer {scheme}: lowest output cosine {:.6} (target {})",
+        r.plain_cosine, r.target
+    );
+    if r.kept.is_empty() {
+        let _ = writeln!(s, "quantize-accuracy: target met with every layer {scheme}");
+        return s;
+    }
+    let alone: BTreeMap<&str, f64> = r
+        .sensitivity
+        .iter()
+        .map(|(l, c)| (l.as_str(), *c))
+        .collect();
+    let _ = writeln!(
+        s,
+        "quantize-accuracy: kept {} of {} layers in higher precision (the most sensitive: \
+         lowest output cosine with that layer alone {scheme}):",
+        r.kept.len(),
+        r.sensitivity.len()
+    );
+    for (layer, to) in &r.kept {
+        let to = to.map_or("f32", Scheme::name);
+        let _ = writeln!(
+            s,
+            "  {layer}: {to} (alone {scheme}: {:.6})",
+            alone.get(layer.as_str()).copied().unwrap_or(f64::NAN)
+        );
+    }
+    let verdict = if r.met() { "met" } else { "NOT met" };
+    let _ = writeln!(
+        s,
+        "quantize-accuracy: lowest output cosine {:.6}, target {verdict} ({} models measured)",
+        r.cosine, r.evaluations
+    );
+    s
 }
 
 /// Parses `NAME=N` for `--dim`.
@@ -118,6 +243,7 @@ pub(crate) fn compile(
         optimize: false,
         max_memory,
         quantize: None,
+        quantize_skip: Vec::new(),
     };
     Ok(timer.time("compile", || model.compile(&opts))?)
 }

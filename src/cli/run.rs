@@ -44,12 +44,8 @@ pub(crate) struct RunArgs {
     /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<kiln::ir::MemoryLimit>,
-    /// Quantize the linear layers with constant weights after optimizing: `int8` (int8
-    /// weights per output channel, activations quantized per token at run time),
-    /// `int8-weights` (weight-only; activations stay f32) or `int4` (int4 weights in blocks
-    /// of 32 with zero points, int8 activations). The results move away from f32's.
-    #[arg(long, value_name = "SCHEME", value_parser = super::pipeline::parse_scheme)]
-    quantize: Option<kiln::passes::Scheme>,
+    #[command(flatten)]
+    quantize: super::pipeline::QuantizeArgs,
 }
 
 pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
@@ -63,15 +59,15 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     if !args.no_optimize {
         model = optimize(&model, None, timer)?;
     }
-    model = super::pipeline::quantize(model, args.quantize, timer)?;
-    let compiled = match args.backend {
-        Backend::Cpu => Some(compile(&model, args.threads, limit, timer)?),
-        Backend::Interp => None,
-    };
     let inputs = if args.inputs.is_some() {
         given
     } else {
         generate(&args.model, &model, &dims, args.seed, limit)?
+    };
+    model = super::pipeline::quantize(model, &args.quantize, &inputs, args.threads, timer)?;
+    let compiled = match args.backend {
+        Backend::Cpu => Some(compile(&model, args.threads, limit, timer)?),
+        Backend::Interp => None,
     };
     let outputs = match &compiled {
         Some(c) => {

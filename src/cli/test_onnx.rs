@@ -3,11 +3,9 @@
 use super::Backend;
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use kiln::onnx_suite::{
     cases_from_list, discover, list_names, run_case, Case, Outcome, SuiteOptions,
 };
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -76,7 +74,8 @@ fn collect_cases(args: &TestOnnxArgs) -> anyhow::Result<Vec<Case>> {
 
 /// Runs every case, printing each failure on one line; returns the passing names.
 fn run_all(cases: &[Case], opts: SuiteOptions) -> anyhow::Result<Vec<String>> {
-    let bar = progress_bar(cases.len());
+    let bar = super::progress::bar("{bar:40} {pos}/{len} {msg}");
+    bar.set_length(cases.len() as u64);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut passing = Vec::new();
@@ -100,17 +99,6 @@ fn run_all(cases: &[Case], opts: SuiteOptions) -> anyhow::Result<Vec<String>> {
     std::panic::set_hook(default_hook);
     bar.finish_and_clear();
     written.map(|()| passing)
-}
-
-fn progress_bar(n: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n as u64);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}") {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// Merges `passing` into the list file, keeping existing lines (annotations included).
