@@ -17,6 +17,7 @@ fn bound(scheme: Scheme) -> f64 {
         Scheme::Int8 => 0.999,
         Scheme::Int8Weights => 0.9999,
         Scheme::Int4 => 0.99,
+        Scheme::F16 | Scheme::BF16 => 0.9999,
     }
 }
 
@@ -107,7 +108,11 @@ fn every_scheme_stays_within_its_bound_on_the_vendored_models() {
 #[test]
 fn a_quantized_executable_matches_the_quantized_jit() {
     use kiln::build::{Emit, Model as Build};
-    for (name, scheme) in [("bert_tiny", Scheme::Int8), ("gpt2_tiny", Scheme::Int4)] {
+    for (name, scheme) in [
+        ("bert_tiny", Scheme::Int8),
+        ("gpt2_tiny", Scheme::Int4),
+        ("llama_tiny", Scheme::BF16),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let model = std::path::PathBuf::from(common::vendored(&format!("{name}.onnx")));
         let npz = common::vendored(&format!("{name}.inputs.npz"));

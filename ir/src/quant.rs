@@ -21,8 +21,8 @@ pub struct QuantAttrs {
 }
 
 impl QuantAttrs {
-    /// How many inputs the op takes: `x`, `w`, `scale`, the zero points when the weight
-    /// format has them, then the epilogue's bias and residual.
+    /// How many inputs the op takes: `x`, `w`, the format's parameters (the scales and,
+    /// when the format has them, the zero points), then the epilogue's bias and residual.
     ///
     /// ```
     /// use kiln_ir::{Block, Epilogue, QuantAttrs, WeightQuant};
@@ -31,12 +31,14 @@ impl QuantAttrs {
     /// assert_eq!(q.inputs(), 5); // x, w, scale, zero_point, bias
     /// ```
     pub fn inputs(self) -> usize {
-        3 + usize::from(self.weights.zero_points()) + self.epilogue.inputs() - 2
+        2 + self.weights.params() + self.epilogue.inputs() - 2
     }
 }
 
 /// How a quantized layer's weight `w[K, N]` is stored. The scales (f32, or f16 for int4)
-/// and zero points are inputs of the op, so they are tensors like any other.
+/// and zero points are inputs of the op, so they are tensors like any other. The half
+/// formats store the weight in 16 bits and compute in f32 (mixed precision): they have no
+/// scales, and their activations stay f32 ([`ActQuant::None`]).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -56,6 +58,10 @@ pub enum WeightQuant {
         /// Whether a zero point input follows the scales.
         zero_points: bool,
     },
+    /// `w` is f16: `dequant(w)[k, n] = f32(w[k, n])`, exact.
+    F16,
+    /// `w` is bf16: `dequant(w)[k, n] = f32(w[k, n])`, exact.
+    BF16,
 }
 
 impl WeightQuant {
@@ -70,32 +76,59 @@ impl WeightQuant {
         )
     }
 
-    /// Rows of K that share a scale: every row for int8 (one scale per column).
-    pub fn block(self) -> Option<usize> {
+    /// How many parameter tensors follow `w`: the scales, then the zero points.
+    pub fn params(self) -> usize {
         match self {
-            WeightQuant::Int8 => None,
-            WeightQuant::Int4 { block, .. } => Some(block.rows()),
+            WeightQuant::Int8 => 1,
+            WeightQuant::Int4 { zero_points, .. } => 1 + usize::from(zero_points),
+            WeightQuant::F16 | WeightQuant::BF16 => 0,
         }
     }
 
-    /// The text name: `int8`, `int4`.
+    /// Rows of K that share a scale in a blocked format (int4); `None` for int8 (one scale
+    /// per column) and for the half formats (none).
+    pub fn block(self) -> Option<usize> {
+        match self {
+            WeightQuant::Int4 { block, .. } => Some(block.rows()),
+            WeightQuant::Int8 | WeightQuant::F16 | WeightQuant::BF16 => None,
+        }
+    }
+
+    /// The text name: `int8`, `int4`, `f16`, `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             WeightQuant::Int8 => "int8",
             WeightQuant::Int4 { .. } => "int4",
+            WeightQuant::F16 => "f16",
+            WeightQuant::BF16 => "bf16",
         }
     }
 
-    /// The range the stored weights must lie in.
-    pub fn range(self) -> (i64, i64) {
+    /// The element type of the stored weight.
+    pub fn stored(self) -> crate::DType {
+        use crate::DType;
         match self {
-            WeightQuant::Int8 => (-127, 127),
-            WeightQuant::Int4 {
-                zero_points: false, ..
-            } => (-8, 7),
             WeightQuant::Int4 {
                 zero_points: true, ..
-            } => (0, 15),
+            } => DType::U8,
+            WeightQuant::Int8 | WeightQuant::Int4 { .. } => DType::I8,
+            WeightQuant::F16 => DType::F16,
+            WeightQuant::BF16 => DType::BF16,
+        }
+    }
+
+    /// The range an integer format's stored weights must lie in; `None` for the half
+    /// formats.
+    pub fn range(self) -> Option<(i64, i64)> {
+        match self {
+            WeightQuant::Int8 => Some((-127, 127)),
+            WeightQuant::Int4 {
+                zero_points: false, ..
+            } => Some((-8, 7)),
+            WeightQuant::Int4 {
+                zero_points: true, ..
+            } => Some((0, 15)),
+            WeightQuant::F16 | WeightQuant::BF16 => None,
         }
     }
 }

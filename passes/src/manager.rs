@@ -138,8 +138,16 @@ fn valid_names() -> Vec<&'static str> {
     all_passes().iter().map(|p| p.name()).collect()
 }
 
-/// The pass with this name.
+/// The pass with this name; `quantize=SCHEME` (e.g. `quantize=int8`) is the quantize pass
+/// with that scheme, for pipelines written as text (filetests).
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
+    if let Some(scheme) = name.strip_prefix("quantize=") {
+        return crate::Scheme::from_name(scheme)
+            .map(|s| Box::new(crate::Quantize::new(s)) as Box<dyn Pass>)
+            .ok_or_else(|| PassError::UnknownPass {
+                name: name.to_string(),
+            });
+    }
     all_passes()
         .into_iter()
         .find(|p| p.name() == name)

@@ -1,7 +1,8 @@
 //! `quantize`: linear layers whose weight is a constant f32 `[K, N]` (fused `linear`s, and
 //! plain `matmul`s by such a weight) become quantized linears ([`Op::QuantLinear`]) in the
 //! chosen [`Scheme`]. The weights are quantized here, once, at compile time: int8
-//! symmetric per output column, int4 asymmetric (with zero points) per block of 32 rows.
+//! symmetric per output column, int4 asymmetric (with zero points) per block of 32 rows,
+//! or rounded to f16/bf16 (mixed precision: half storage, f32 arithmetic).
 //!
 //! It runs after `fuse` and `merge-linears`, so the epilogues are already fused and Q, K
 //! and V share one quantized product.
@@ -21,18 +22,30 @@ pub enum Scheme {
     Int8Weights,
     /// int4 weights in blocks of 32 with zero points, dynamic int8 activations per token.
     Int4,
+    /// f16 weights, f32 arithmetic (mixed precision).
+    F16,
+    /// bf16 weights, f32 arithmetic (mixed precision).
+    BF16,
 }
 
 impl Scheme {
     /// Every scheme.
-    pub const ALL: [Scheme; 3] = [Scheme::Int8, Scheme::Int8Weights, Scheme::Int4];
+    pub const ALL: [Scheme; 5] = [
+        Scheme::Int8,
+        Scheme::Int8Weights,
+        Scheme::Int4,
+        Scheme::F16,
+        Scheme::BF16,
+    ];
 
-    /// The name on the command line: `int8`, `int8-weights`, `int4`.
+    /// The name on the command line: `int8`, `int8-weights`, `int4`, `f16`, `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             Scheme::Int8 => "int8",
             Scheme::Int8Weights => "int8-weights",
             Scheme::Int4 => "int4",
+            Scheme::F16 => "f16",
+            Scheme::BF16 => "bf16",
         }
     }
 
@@ -53,6 +66,8 @@ impl Scheme {
                 },
                 ActQuant::DynamicInt8,
             ),
+            Scheme::F16 => (WeightQuant::F16, ActQuant::None),
+            Scheme::BF16 => (WeightQuant::BF16, ActQuant::None),
         };
         QuantAttrs {
             weights,
@@ -180,6 +195,9 @@ fn quantized(g: &mut Graph, node: &Node, q: QuantAttrs, w: &Tensor) -> Result<No
     let parts = match q.weights {
         WeightQuant::Int8 => int8_columns(&values, k, n),
         WeightQuant::Int4 { block, .. } => int4_blocks(&values, k, n, block.rows()),
+        // Rounded to nearest even by the cast, as ONNX's Cast does.
+        WeightQuant::F16 => Ok(half_weight(w, DType::F16)),
+        WeightQuant::BF16 => Ok(half_weight(w, DType::BF16)),
     }
     .map_err(|e| e.to_string())?;
     let mut constant = |suffix: &str, t: Tensor| -> Result<ValueId, String> {
@@ -190,7 +208,9 @@ fn quantized(g: &mut Graph, node: &Node, q: QuantAttrs, w: &Tensor) -> Result<No
         Ok(v[0])
     };
     let mut inputs = vec![node.inputs[0], constant("wq", parts.weight)?];
-    inputs.push(constant("scale", parts.scale)?);
+    if let Some(s) = parts.scale {
+        inputs.push(constant("scale", s)?);
+    }
     if let Some(z) = parts.zero_point {
         inputs.push(constant("zero_point", z)?);
     }
@@ -203,11 +223,21 @@ fn quantized(g: &mut Graph, node: &Node, q: QuantAttrs, w: &Tensor) -> Result<No
     })
 }
 
-/// A quantized weight: the stored values, the scales and the zero points (int4).
+/// A quantized weight: the stored values, the scales (integer formats) and the zero
+/// points (int4).
 struct Parts {
     weight: Tensor,
-    scale: Tensor,
+    scale: Option<Tensor>,
     zero_point: Option<Tensor>,
+}
+
+/// `w` stored in a half type.
+fn half_weight(w: &Tensor, to: DType) -> Parts {
+    Parts {
+        weight: w.cast(to),
+        scale: None,
+        zero_point: None,
+    }
 }
 
 /// Symmetric int8 per column: `scale[n] = max_k |w[k, n]| / 127`,
@@ -226,7 +256,7 @@ fn int8_columns(w: &[f32], k: usize, n: usize) -> Result<Parts, kiln_ir::TensorE
         .collect();
     Ok(Parts {
         weight: Tensor::from_vec(q, &[k, n])?,
-        scale: Tensor::from_vec(scale, &[n])?,
+        scale: Some(Tensor::from_vec(scale, &[n])?),
         zero_point: None,
     })
 }
@@ -261,7 +291,7 @@ fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln
         .collect();
     Ok(Parts {
         weight: Tensor::from_vec(q, &[k, n])?,
-        scale: Tensor::from_vec(scale, &[blocks, n])?,
+        scale: Some(Tensor::from_vec(scale, &[blocks, n])?),
         zero_point: Some(Tensor::from_vec(zero, &[blocks, n])?),
     })
 }
@@ -359,7 +389,7 @@ mod tests {
         let w = [-1.0f32, 0.5, 2.0, 0.0];
         let p = int4_blocks(&w, 4, 1, 32).unwrap();
         // lo -1, hi 2: scale 0.2, zero point 5.
-        assert_eq!(p.scale.to_f64_vec(), [(3f32 / 15.0) as f64]);
+        assert_eq!(p.scale.unwrap().to_f64_vec(), [(3f32 / 15.0) as f64]);
         assert_eq!(p.zero_point.unwrap().to_i64_vec(), [5]);
         assert_eq!(p.weight.to_i64_vec(), [0, 7, 15, 5]);
     }

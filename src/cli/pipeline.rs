@@ -74,8 +74,9 @@ pub(crate) fn parse_scheme(s: &str) -> Result<Scheme, String> {
 pub(crate) struct QuantizeArgs {
     /// Quantize the linear layers with constant weights after optimizing: `int8` (int8
     /// weights per output channel, activations quantized per token at run time),
-    /// `int8-weights` (weight-only; activations stay f32) or `int4` (int4 weights in blocks
-    /// of 32 with zero points, int8 activations). The results move away from f32's.
+    /// `int8-weights` (weight-only; activations stay f32), `int4` (int4 weights in blocks of
+    /// 32 with zero points, int8 activations), or `f16` / `bf16` (weights stored in half
+    /// precision, arithmetic in f32). The results move away from f32's.
     #[arg(long, value_name = "SCHEME", value_parser = parse_scheme)]
     pub quantize: Option<Scheme>,
     /// Leave the layers whose node name contains PATTERN in f32 (repeatable; names as

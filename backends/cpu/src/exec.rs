@@ -272,7 +272,10 @@ impl CompiledModel {
                 Call::QuantLinear(q) => (
                     1 + q.attrs.activations as u8,
                     constant(q.w)? as usize,
-                    constant(q.scale)? as usize,
+                    match q.scale {
+                        Some(s) => constant(s)? as usize,
+                        None => 0,
+                    },
                     0,
                     0,
                     q.k,

@@ -77,8 +77,9 @@ impl GemmEpilogue {
 }
 
 /// Operands of [`Call::QuantLinear`] (see `kiln_ir::Op::QuantLinear`): contiguous f32
-/// `x[M, K]` and `c[M, N]`, the stored weight `w[K, N]` (i8, or u8 for int4 with zero
-/// points), its scales (f32, or f16 for int4) and its zero points, as the format gives.
+/// `x[M, K]` and `c[M, N]`, the stored weight `w[K, N]` (i8, u8 for int4 with zero
+/// points, f16 or bf16), its scales (f32, or f16 for int4) and its zero points, as the
+/// format gives.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuantLinear {
     /// Rows of `x` and `c` (the leading dims flattened).
@@ -91,8 +92,8 @@ pub struct QuantLinear {
     pub x: BufId,
     /// The stored weight.
     pub w: BufId,
-    /// The scales.
-    pub scale: BufId,
+    /// The scales (none for the half formats).
+    pub scale: Option<BufId>,
     /// Whether the scales are f16.
     pub scale_f16: bool,
     /// The zero points, when the format has them.
@@ -108,8 +109,9 @@ pub struct QuantLinear {
 impl QuantLinear {
     /// The buffers the call reads.
     pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
-        [self.x, self.w, self.scale]
+        [self.x, self.w]
             .into_iter()
+            .chain(self.scale)
             .chain(self.zero_points)
             .chain(self.epilogue.reads())
     }

@@ -186,7 +186,11 @@ pub unsafe fn prepack(
                 Some(z) => Some(constant(z)?),
                 None => None,
             };
-            let w = quant_weight(q, constant(q.w)?, constant(q.scale)?, zero_points);
+            let scale = match q.scale {
+                Some(s) => Some(constant(s)?),
+                None => None,
+            };
+            let w = quant_weight(q, constant(q.w)?, scale, zero_points);
             // SAFETY: forwarded from the caller.
             unsafe { pack_quant(q, &w) }.ok()
         }
@@ -198,7 +202,7 @@ pub unsafe fn prepack(
 fn quant_weight(
     q: &QuantLinear,
     w: *const u8,
-    scale: *const u8,
+    scale: Option<*const u8>,
     zp: Option<*const u8>,
 ) -> QuantWeight {
     QuantWeight {
@@ -206,9 +210,10 @@ fn quant_weight(
         k: q.k,
         n: q.n,
         values: w,
-        scales: match q.scale_f16 {
-            true => Scales::F16(scale as *const half::f16),
-            false => Scales::F32(scale as *const f32),
+        scales: match (scale, q.scale_f16) {
+            (None, _) => Scales::None,
+            (Some(s), true) => Scales::F16(s as *const half::f16),
+            (Some(s), false) => Scales::F32(s as *const f32),
         },
         zero_points: zp,
     }
@@ -256,7 +261,8 @@ unsafe fn quant_linear(
         Some(p) => p,
         None => {
             let zero_points = q.zero_points.map(|z| mem.addr(z) as *const u8);
-            let w = quant_weight(q, mem.addr(q.w), mem.addr(q.scale), zero_points);
+            let scale = q.scale.map(|s| mem.addr(s) as *const u8);
+            let w = quant_weight(q, mem.addr(q.w), scale, zero_points);
             // SAFETY: the schedule sized the weight's buffers for its format.
             fresh = unsafe { pack_quant(q, &w) }.map_err(|message| CallError {
                 op: "quant_linear".into(),

@@ -74,6 +74,8 @@ pub enum Scales {
     F32(*const f32),
     /// IEEE half.
     F16(*const half::f16),
+    /// None: the half weight formats have no scales.
+    None,
 }
 
 impl Scales {
@@ -87,6 +89,7 @@ impl Scales {
             match self {
                 Scales::F32(p) => *p.add(i),
                 Scales::F16(p) => (*p.add(i)).to_f32(),
+                Scales::None => 1.0,
             }
         }
     }
@@ -101,7 +104,8 @@ pub struct QuantWeight {
     pub k: usize,
     /// Columns.
     pub n: usize,
-    /// `w[K, N]` row-major: i8, or u8 for int4 with zero points.
+    /// `w[K, N]` row-major: i8, u8 for int4 with zero points, f16 or bf16 for the half
+    /// formats.
     pub values: *const u8,
     /// `scale[N]` for int8, `scale[⌈K/block⌉, N]` for int4.
     pub scales: Scales,
@@ -127,9 +131,10 @@ impl QuantWeight {
             Some(_) => i64::from(raw),
             None => i64::from(raw as i8),
         };
-        let (lo, hi) = self.format.range();
+        let name = self.format.name();
+        let (lo, hi) =
+            (self.format.range()).ok_or_else(|| format!("{name} weights are not integers"))?;
         if !(lo..=hi).contains(&v) {
-            let name = self.format.name();
             return Err(format!("weight value {v} is outside {name}'s {lo}..={hi}"));
         }
         let z = match self.zero_points {
@@ -149,6 +154,20 @@ impl QuantWeight {
     /// # Safety
     /// As for [`PackedQuant::new`].
     pub unsafe fn dequantized(&self) -> Result<Vec<f32>, String> {
+        let len = self.k * self.n;
+        match self.format {
+            // SAFETY: forwarded from the caller: `len` halves.
+            WeightQuant::F16 => unsafe {
+                let w = std::slice::from_raw_parts(self.values as *const half::f16, len);
+                return Ok(w.iter().map(|v| v.to_f32()).collect());
+            },
+            // SAFETY: as above.
+            WeightQuant::BF16 => unsafe {
+                let w = std::slice::from_raw_parts(self.values as *const half::bf16, len);
+                return Ok(w.iter().map(|v| v.to_f32()).collect());
+            },
+            WeightQuant::Int8 | WeightQuant::Int4 { .. } => {}
+        }
         let block = self.block();
         let mut out = Vec::with_capacity(self.k * self.n);
         for k in 0..self.k {
@@ -174,6 +193,12 @@ impl PackedQuant {
     /// # Safety
     /// `w`'s pointers must be valid for the shapes its format gives.
     pub unsafe fn new(w: &QuantWeight) -> Result<PackedQuant, String> {
+        if w.format.range().is_none() {
+            let name = w.format.name();
+            return Err(format!(
+                "{name} weights have no integer product (they are weight-only)"
+            ));
+        }
         let nibbles = matches!(w.format, WeightQuant::Int4 { .. });
         let block = match w.format.block() {
             Some(b) => b,

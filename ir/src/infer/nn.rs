@@ -300,14 +300,9 @@ pub(super) fn linear(e: crate::Epilogue, x: &[&TensorType]) -> Res<Vec<TensorTyp
 /// format's shapes, then the epilogue's operands as for [`linear`].
 pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<TensorType>> {
     use crate::WeightQuant;
-    let (input, w, scale) = (x[0], x[1], x[2]);
+    let (input, w) = (x[0], x[1]);
     expect_dtype(input, "input", |d| d == DType::F32, "f32")?;
-    let stored = match q.weights {
-        WeightQuant::Int4 {
-            zero_points: true, ..
-        } => DType::U8,
-        _ => DType::I8,
-    };
+    let stored = q.weights.stored();
     if w.dtype != stored || w.rank() != 2 {
         return Err(format!(
             "{} weight must be {stored}[K, N], got {w}",
@@ -328,8 +323,17 @@ pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<T
     let scale_types: &[DType] = match q.weights {
         WeightQuant::Int8 => &[DType::F32],
         WeightQuant::Int4 { .. } => &[DType::F32, DType::F16],
+        WeightQuant::F16 | WeightQuant::BF16 => &[],
     };
-    if !scale_types.contains(&scale.dtype) || scale.shape != params {
+    if scale_types.is_empty() && q.activations != crate::ActQuant::None {
+        return Err(format!(
+            "{} weights are weight-only: activations must be `none`, not `{}`",
+            q.weights.name(),
+            q.activations.name()
+        ));
+    }
+    let scale = x.get(2).filter(|_| !scale_types.is_empty());
+    if let Some(scale) = scale.filter(|s| !scale_types.contains(&s.dtype) || s.shape != params) {
         return Err(format!(
             "{} scale must be {}{params:?}, got {scale}",
             q.weights.name(),
@@ -348,7 +352,7 @@ pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<T
     }
     // The epilogue's operands follow, typed as for a float linear over `[K, N]`.
     let plain = TensorType::new(DType::F32, w.shape.clone());
-    let skip = 3 + usize::from(q.weights.zero_points());
+    let skip = 2 + q.weights.params();
     let rest: Vec<&TensorType> = [input, &plain]
         .into_iter()
         .chain(x[skip..].iter().copied())

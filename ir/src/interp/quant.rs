@@ -6,10 +6,16 @@ use super::fused::{epilogue, linear};
 use super::{op_err, Result};
 use crate::{ActQuant, Op, QuantAttrs, Tensor, WeightQuant};
 
-/// `x`, `w`, `scale`, the zero points when the format has them, then bias and residual.
+/// `x`, `w`, the format's parameters (scale, zero points), then bias and residual.
 pub(super) fn quant_linear(op: &Op, q: QuantAttrs, inputs: &[Tensor]) -> Result<Tensor> {
+    let rest = &inputs[2 + q.weights.params()..];
+    if q.weights.range().is_none() {
+        // A half weight: f32 arithmetic over the exact f32 value of each weight.
+        let mut operands = vec![inputs[0].clone(), inputs[1].cast(crate::DType::F32)];
+        operands.extend(rest.iter().cloned());
+        return linear(q.epilogue, &operands);
+    }
     let w = Weights::read(op, q.weights, inputs)?;
-    let rest = &inputs[3 + usize::from(q.weights.zero_points())..];
     match q.activations {
         ActQuant::None => {
             let deq = Tensor::from_vec(w.dequantized(), &[w.k, w.n])
@@ -47,7 +53,12 @@ impl Weights {
         let (w, scale) = (&inputs[1], &inputs[2]);
         let (k, n) = (w.shape()[0], w.shape()[1]);
         let block = format.block().unwrap_or(k.max(1));
-        let (lo, hi) = format.range();
+        let Some((lo, hi)) = format.range() else {
+            return Err(op_err(
+                op,
+                format!("{} weights are not integers", format.name()),
+            ));
+        };
         let values = w.to_i64_vec();
         if let Some(v) = values.iter().find(|v| !(lo..=hi).contains(*v)) {
             return Err(op_err(

@@ -230,6 +230,8 @@ fn quant(a: &mut Attrs) -> Result<QuantAttrs, String> {
                 zero_points: a.bool("zero_points")?,
             }
         }
+        "f16" => WeightQuant::F16,
+        "bf16" => WeightQuant::BF16,
         other => return Err(format!("attribute `weights` has unknown value `{other}`")),
     };
     Ok(QuantAttrs {

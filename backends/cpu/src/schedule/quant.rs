@@ -8,8 +8,14 @@ use kiln_ir::{DType, Node, QuantAttrs};
 
 impl Scheduler<'_> {
     pub(super) fn quant_linear(&mut self, node: &Node, q: QuantAttrs) -> Result<(), ScheduleError> {
-        let [x, w, scale] = [0, 1, 2].map(|i| self.view(node.inputs[i]).clone());
-        let mut rest = node.inputs[3..].iter().map(|v| self.view(*v).buf);
+        let [x, w] = [0, 1].map(|i| self.view(node.inputs[i]).clone());
+        let mut rest = node.inputs[2..].iter().map(|v| self.view(*v).clone());
+        let scale = if q.weights.params() > 0 {
+            rest.next()
+        } else {
+            None
+        };
+        let mut rest = rest.map(|v| v.buf);
         let zero_points = if q.weights.zero_points() {
             rest.next()
         } else {
@@ -24,8 +30,8 @@ impl Scheduler<'_> {
             n: w.shape[1],
             x: x.buf,
             w: w.buf,
-            scale: scale.buf,
-            scale_f16: scale.dtype == DType::F16,
+            scale_f16: scale.as_ref().is_some_and(|s| s.dtype == DType::F16),
+            scale: scale.map(|s| s.buf),
             zero_points,
             c: c.buf,
             attrs: q,

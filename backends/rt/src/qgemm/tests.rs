@@ -77,10 +77,12 @@ fn case(weights: WeightQuant, f16_scales: bool, [m, k, n]: [usize; 3], seed: u64
             let v: Vec<i8> = (0..k * n).map(|_| rng.below(16) as i8 - 8).collect();
             (Tensor::from_vec(v, &[k, n]).unwrap(), None)
         }
+        WeightQuant::F16 | WeightQuant::BF16 => panic!("the integer kernels take integer formats"),
     };
     let scale_shape = match weights {
         WeightQuant::Int8 => vec![n],
         WeightQuant::Int4 { .. } => vec![blocks, n],
+        WeightQuant::F16 | WeightQuant::BF16 => panic!("the integer kernels take integer formats"),
     };
     let scales: Vec<f32> = (0..blocks * n)
         .map(|_| 0.001 + rng.float().abs() * 0.02)
@@ -250,6 +252,21 @@ fn weights_outside_the_format_are_refused() {
     // SAFETY: the tensors have the shapes the format gives.
     let e = unsafe { PackedQuant::new(&c.weight()) }.err().unwrap();
     assert!(e.contains("-128 is outside int8's -127..=127"), "{e}");
+    // Half weights have no integer product.
+    let half = [half::f16::ONE; 4];
+    let w = QuantWeight {
+        format: WeightQuant::F16,
+        k: 2,
+        n: 2,
+        values: half.as_ptr().cast(),
+        scales: Scales::None,
+        zero_points: None,
+    };
+    // SAFETY: four halves.
+    let e = unsafe { PackedQuant::new(&w) }.err().unwrap();
+    assert!(e.contains("weight-only"), "{e}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { w.dequantized() }.unwrap(), [1.0; 4]);
 }
 
 /// The vectorized token quantization is the scalar definition, ties and tails included.
