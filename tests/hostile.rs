@@ -692,3 +692,51 @@ fn nan_and_inf_where_a_size_is_computed() {
         ),
     ]);
 }
+
+/// `com.microsoft:MatMulNBits` whose sizes do not match its packed weight: attributes
+/// whose product overflows, and a weight shorter than they say.
+#[test]
+fn matmul_nbits_sizes_that_lie() {
+    use kiln::frontend::proto::{attribute_proto::AttributeType, AttributeProto};
+    let int = |name: &str, i: i64| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(i),
+        ..Default::default()
+    };
+    let nbits = |k: i64, n: i64, block: i64| {
+        let mut node = node_with(
+            "proj",
+            "MatMulNBits",
+            &["x", "b", "s"],
+            vec![
+                int("K", k),
+                int("N", n),
+                int("block_size", block),
+                int("bits", 4),
+            ],
+        );
+        node.domain = Some("com.microsoft".into());
+        let b = TensorProto {
+            name: Some("b".into()),
+            dims: vec![2, 1, 16],
+            data_type: Some(tensor_proto::DataType::Uint8 as i32),
+            raw_data: Some(vec![0x21; 32]),
+            ..Default::default()
+        };
+        let inputs = vec![f32_value("x", &[1, k.min(64)])];
+        Onnx::new(vec![node], inputs, FLOAT).with(vec![b, floats("s", &[2], &[0.5, 0.25])])
+    };
+    check(vec![
+        case(
+            "nbits_overflow",
+            nbits(1 << 24, 1 << 24, 1 << 24),
+            &["node `proj`", "B must be u8"],
+        ),
+        case(
+            "nbits_short",
+            nbits(64, 2, 32),
+            &["node `proj`", "B must be u8"],
+        ),
+    ]);
+}

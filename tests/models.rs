@@ -100,11 +100,13 @@ macro_rules! model_tests {
 
 model_tests!(
     bert_tiny,
+    bert_tiny_int4,
     bert_tiny_ts,
     bert_tiny_ts_qdyn,
     gpt2_tiny,
     gpt2_tiny_ts,
     llama_tiny,
+    llama_tiny_int4,
     llama_tiny_ts,
     vit_tiny,
     vit_tiny_ts,

@@ -49,8 +49,11 @@ fn threads() -> Options {
 #[test]
 fn every_scheme_stays_within_its_bound_on_the_vendored_models() {
     let mut failures = Vec::new();
-    // The f32 models: `_qdyn` is quantized already.
-    for name in common::MODELS.iter().filter(|n| !n.ends_with("_qdyn")) {
+    // The f32 models: `_qdyn` and `_int4` are quantized already.
+    let f32_models = common::MODELS
+        .iter()
+        .filter(|n| !n.ends_with("_qdyn") && !n.ends_with("_int4"));
+    for name in f32_models {
         let model = Model::load(common::vendored(&format!("{name}.onnx"))).unwrap();
         let inputs = inputs(name);
         let reference = outputs(&model, &inputs, &threads());
@@ -209,4 +212,31 @@ fn an_accuracy_target_keeps_the_fewest_sensitive_layers() {
     // int4 layers are promoted to int8 before any goes to f32.
     let f32_kept = report.kept.iter().filter(|(_, s)| s.is_none()).count();
     assert!(f32_kept == 0 || f32_kept == report.kept.len(), "{report:?}");
+}
+
+/// onnxruntime's MatMulNBits files import as quantized linears (tests/models.rs checks
+/// their outputs against onnxruntime's): no linear is left an f32 matmul by a weight.
+#[test]
+fn imported_int4_layers_become_quantized_linears() {
+    use kiln::ir::Op;
+    for (name, layers) in [("bert_tiny_int4", 12), ("llama_tiny_int4", 14)] {
+        let model = Model::load(common::vendored(&format!("{name}.onnx")))
+            .unwrap()
+            .optimize()
+            .unwrap();
+        let g = model.graph();
+        let producers = g.producers();
+        let quantized = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::QuantLinear(_)))
+            .count();
+        assert_eq!(quantized, layers, "{name}");
+        let by_constant = g.nodes.iter().filter(|n| {
+            let weight = n.inputs.get(1).and_then(|v| producers[v.index()]);
+            matches!(n.op, Op::MatMul | Op::Linear(_))
+                && weight.is_some_and(|p| matches!(g.nodes[p].op, Op::Const(_)))
+        });
+        assert_eq!(by_constant.count(), 0, "{name}: an f32 linear is left");
+    }
 }

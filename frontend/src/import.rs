@@ -162,17 +162,22 @@ fn lower_node(
     cx.ctx.node = node_name(node, idx);
     cx.ctx.op = node.op_type().to_string();
     let domain = node.domain();
-    if !matches!(domain, "" | "ai.onnx") {
-        return Err(cx.ctx.unsupported(format!("op domain `{domain}`")));
-    }
-    let handler = registry()
-        .find(node.op_type(), cx.ctx.opset)
-        .map_err(|m| match m {
-            Missing::Op => cx.ctx.unsupported("op"),
-            Missing::Opset(r) => cx
-                .ctx
-                .unsupported(format!("opset version (supported: {r})")),
-        })?;
+    // The com.microsoft ops kiln imports are registered under `com.microsoft.OP`; that
+    // domain has one opset version.
+    let (key, opset) = match domain {
+        "" | "ai.onnx" => (node.op_type().to_string(), cx.ctx.opset),
+        "com.microsoft" => (
+            format!("{}{}", crate::ops::nbits::PREFIX, node.op_type()),
+            1,
+        ),
+        _ => return Err(cx.ctx.unsupported(format!("op domain `{domain}`"))),
+    };
+    let handler = registry().find(&key, opset).map_err(|m| match m {
+        Missing::Op => cx.ctx.unsupported("op"),
+        Missing::Opset(r) => cx
+            .ctx
+            .unsupported(format!("opset version (supported: {r})")),
+    })?;
     let mut inputs = Vec::with_capacity(node.input.len());
     for name in &node.input {
         if name.is_empty() {

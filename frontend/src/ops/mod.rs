@@ -9,6 +9,7 @@ mod elementwise;
 pub(crate) mod linalg;
 mod loss;
 mod movement;
+pub(crate) mod nbits;
 mod norm;
 mod pool;
 mod qlinear;
@@ -38,4 +39,5 @@ pub(crate) fn register_all(reg: &mut Registry) {
     pool::register(reg);
     einsum::register(reg);
     qlinear::register(reg);
+    nbits::register(reg);
 }
