@@ -15,7 +15,8 @@ builds a one-MatMul ONNX model (input A[M,K] f32, initializer B[K,N] random) in 
 folder and compares kiln bench, onnxruntime and numpy float32 A @ B (in a subprocess with
 OPENBLAS_NUM_THREADS etc. set to N), reporting GFLOP/s and the ratio kiln/numpy.
 
---ort-only skips kiln (baselines before kiln can run a model). Needs only numpy, onnx and
+--ort-model OTHER.onnx runs onnxruntime on another file (its own quantized version of MODEL,
+against `--kiln-arg=--quantize --kiln-arg=int8`). --ort-only skips kiln (baselines before kiln can run a model). Needs only numpy, onnx and
 onnxruntime; see bench/README.md.
 """
 
@@ -151,7 +152,7 @@ def gflops(spec, ms):
 
 def run_rounds(a, model, inputs, spec):
     """Alternates the contenders for a.rounds rounds; returns a list of per-round dicts."""
-    ort_runner = OrtRunner(model, inputs, a.threads)
+    ort_runner = OrtRunner(a.ort_model or model, inputs, a.threads)
     contenders = [] if a.ort_only else ["kiln"]
     contenders.append("ort")
     if spec is not None:
@@ -256,6 +257,8 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=3, help="untimed runs before them")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ort-only", action="store_true", help="skip kiln")
+    ap.add_argument("--ort-model", help="run onnxruntime on this file instead of MODEL (model mode), "
+                    "e.g. its quantize_dynamic version against kiln --quantize int8 on the f32 MODEL")
     ap.add_argument("--numpy-worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.numpy_worker is None and (a.gemm is None) == (a.model is None):

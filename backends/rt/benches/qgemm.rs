@@ -115,6 +115,20 @@ fn shape(pool: &ThreadPool, [m, k, n]: [usize; 3], runs: usize) {
             });
             line(&format!("{name}/{family}"), us);
         }
+        // The best family again with a GPT-2 MLP epilogue (bias, tanh-GELU).
+        q.use_kernel(families[0]);
+        let bias = vec![0.1f32; n];
+        let gelu = Epilogue {
+            bias: bias.as_ptr(),
+            activation: std::env::var("ACT")
+                .ok()
+                .map(|_| kiln_ir::Activation::GeluTanh),
+            residual: None,
+        };
+        let us = median_us(runs, || unsafe {
+            qgemm(pool, m, x.as_ptr(), &q, out(&mut c), gelu)
+        });
+        line(&format!("{name}/{}+bias+gelu_tanh", families[0]), us);
     }
 }
 

@@ -36,7 +36,7 @@ const GROUP: usize = 4;
 /// Bytes of one group of one panel.
 const GROUP_BYTES: usize = NR * GROUP;
 /// Activation rows per micro-kernel call.
-const MR: usize = 6;
+const MR: usize = 8;
 
 /// The name of the integer kernel family this CPU uses, e.g. `avx-vnni`.
 pub fn kernel_name() -> &'static str {

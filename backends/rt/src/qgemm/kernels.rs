@@ -126,6 +126,12 @@ mod x86 {
         nibbles: avx512_vnni_nibbles,
     };
 
+    pub(in super::super) static ZMM_VNNI: QKernel = QKernel {
+        name: "avx512-vnni-zmm",
+        bytes: zmm_bytes,
+        nibbles: zmm_nibbles,
+    };
+
     /// Pairs of nibble groups the AVX2 kernel adds in i16 before widening:
     /// 4 pairs · 2 groups · (2 · 15 · 127) = 30480 < 2^15.
     const I16_PAIRS: usize = 4;
@@ -217,7 +223,9 @@ mod x86 {
                     3 => $panel::<3>($p, x, $s, xsums, out),
                     4 => $panel::<4>($p, x, $s, xsums, out),
                     5 => $panel::<5>($p, x, $s, xsums, out),
-                    _ => $panel::<6>($p, x, $s, xsums, out),
+                    6 => $panel::<6>($p, x, $s, xsums, out),
+                    7 => $panel::<7>($p, x, $s, xsums, out),
+                    _ => $panel::<8>($p, x, $s, xsums, out),
                 }
                 r += take;
             }
@@ -490,9 +498,105 @@ mod x86 {
         m / 127.0
     }
 
+    /// The 512-bit VNNI kernels: a whole 16-column group in one register, so each
+    /// `vpdpbusd` does twice the work of the 256-bit kernels for the same broadcast.
+    macro_rules! zmm_panel {
+        ($name:ident, $nibbles:literal) => {
+            unsafe fn $name(
+                p: &Panel,
+                x: *const i8,
+                s: usize,
+                xsums: *const i32,
+                rows: usize,
+                out: &mut [[f32; NR]; MR],
+            ) {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+                unsafe fn panel<const R: usize>(
+                    p: &Panel,
+                    x: *const i8,
+                    s: usize,
+                    xsums: *const i32,
+                    out: &mut [[f32; NR]],
+                ) {
+                    let mut sums = [_mm512_setzero_ps(); R];
+                    let mask = _mm512_set1_epi8(0x0F);
+                    for b in 0..p.blocks {
+                        let w = p.w.wrapping_add(b * p.block_bytes);
+                        let x = x.wrapping_add(b * p.block);
+                        let mut acc = [_mm512_setzero_si512(); R];
+                        // SAFETY (every load): the block holds `groups` groups, and each
+                        // row the block's values.
+                        if $nibbles {
+                            for h in 0..p.groups / 2 {
+                                let v = unsafe {
+                                    _mm512_loadu_si512(w.add(h * GROUP_BYTES) as *const _)
+                                };
+                                let lo = _mm512_and_si512(v, mask);
+                                let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+                                for (i, a) in acc.iter_mut().enumerate() {
+                                    let at = |g: usize| unsafe {
+                                        (x.add(i * s + g * GROUP) as *const i32).read_unaligned()
+                                    };
+                                    let (x0, x1) = (
+                                        _mm512_set1_epi32(at(2 * h)),
+                                        _mm512_set1_epi32(at(2 * h + 1)),
+                                    );
+                                    *a = _mm512_dpbusd_epi32(
+                                        _mm512_dpbusd_epi32(*a, lo, x0),
+                                        hi,
+                                        x1,
+                                    );
+                                }
+                            }
+                        } else {
+                            for g in 0..p.groups {
+                                let v = unsafe {
+                                    _mm512_loadu_si512(w.add(g * GROUP_BYTES) as *const _)
+                                };
+                                for (i, a) in acc.iter_mut().enumerate() {
+                                    let four = unsafe {
+                                        (x.add(i * s + g * GROUP) as *const i32).read_unaligned()
+                                    };
+                                    *a = _mm512_dpbusd_epi32(*a, v, _mm512_set1_epi32(four));
+                                }
+                            }
+                        }
+                        // The definition's float steps, as in `combine`.
+                        let (off, scale) = unsafe {
+                            (
+                                _mm512_loadu_si512(p.offsets.add(b * NR) as *const _),
+                                _mm512_loadu_ps(p.scales.add(b * NR)),
+                            )
+                        };
+                        for (i, (sum, a)) in sums.iter_mut().zip(&acc).enumerate() {
+                            let xsum = _mm512_set1_epi32(unsafe { *xsums.add(i * p.blocks + b) });
+                            let exact = _mm512_sub_epi32(*a, _mm512_mullo_epi32(off, xsum));
+                            *sum = _mm512_add_ps(
+                                *sum,
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale),
+                            );
+                        }
+                    }
+                    for (sum, o) in sums.iter().zip(out.iter_mut()) {
+                        // SAFETY: 16 floats per row.
+                        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *sum) };
+                    }
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { by_rows!(panel, p, x, s, xsums, rows, out, 8) }
+            }
+        };
+    }
+
+    zmm_panel!(zmm_bytes, false);
+    zmm_panel!(zmm_nibbles, true);
+
     /// The families this CPU runs, best first.
     pub(in super::super) fn available() -> Vec<&'static QKernel> {
         let mut out = Vec::new();
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
+            out.push(&ZMM_VNNI);
+        }
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
             out.push(&AVX512_VNNI);
         }
