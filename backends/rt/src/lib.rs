@@ -53,6 +53,9 @@ pub enum Packed {
     F32(PackedB),
     /// A quantized layer's weight in the integer GEMM's panels.
     Quant(PackedQuant),
+    /// A weight-only layer's weight: dequantized to f32 for many rows, and in integer
+    /// panels for few rows (a decode step) where the CPU runs [`qgemm::dequant`].
+    WeightOnly(PackedB, Option<PackedQuant>),
 }
 
 impl Packed {
@@ -60,6 +63,7 @@ impl Packed {
     pub fn bytes(&self) -> usize {
         match self {
             Packed::F32(b) => b.bytes(),
+            Packed::WeightOnly(b, q) => b.bytes() + q.as_ref().map_or(0, PackedQuant::bytes),
             Packed::Quant(q) => q.bytes(),
         }
     }
@@ -237,7 +241,13 @@ unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String>
                 col_stride: 1,
             };
             // SAFETY: `f` is k×n.
-            Ok(Packed::F32(unsafe { PackedB::new(q.k, q.n, b) }))
+            let f32 = unsafe { PackedB::new(q.k, q.n, b) };
+            // Integer panels too, for few rows; not for the half formats (no integers).
+            let few = (w.format.range().is_some() && qgemm::dequant::available())
+                // SAFETY: forwarded from the caller.
+                .then(|| unsafe { PackedQuant::new(w) })
+                .transpose()?;
+            Ok(Packed::WeightOnly(f32, few))
         }
     }
 }
@@ -286,8 +296,12 @@ unsafe fn quant_linear(
     match packed {
         // SAFETY: the schedule sized x as m×k and c as m×n, contiguous.
         Packed::Quant(w) => unsafe { qgemm::qgemm(pool, q.m, x, w, c, epilogue) },
+        // SAFETY: the schedule sized x and c; `dequant_gemm` checked the CPU.
+        Packed::WeightOnly(_, Some(w)) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
+            qgemm::dequant::dequant_gemm(pool, q.m, x, w, c, epilogue)
+        },
         // SAFETY: as above.
-        Packed::F32(b) => unsafe {
+        Packed::F32(b) | Packed::WeightOnly(b, _) => unsafe {
             gemm::sgemm_prepacked_epilogue(pool, 1, q.m, a, 0, b, c, 0, epilogue)
         },
     }

@@ -20,6 +20,7 @@
 //! and each output is computed by one thread in a fixed order, so results do not depend on
 //! the thread count.
 
+pub mod dequant;
 mod kernels;
 #[cfg(test)]
 mod tests;

@@ -295,3 +295,57 @@ fn vectorized_quantization_is_the_definition() {
     let row = [1.0, f32::NEG_INFINITY, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
     assert!(kernels::quantize_row(&row, &mut a).is_nan());
 }
+
+/// The dequantizing kernel for few rows computes the weight-only definition, to f32
+/// rounding (its sums run in another order than the interpreter's), on every format.
+#[test]
+fn weight_only_few_rows_match_the_definition() {
+    if !dequant::available() {
+        println!("skipped: the dequantizing kernel needs AVX-512F");
+        return;
+    }
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for (f, (format, f16)) in formats().into_iter().enumerate() {
+        for (s, [_, k, n]) in SHAPES.into_iter().enumerate() {
+            for m in [1, 3, dequant::MAX_ROWS] {
+                let mut c = case(format, f16, [m, k, n], (f * 17 + s) as u64);
+                c.q.activations = ActQuant::None;
+                let want = c.reference();
+                // SAFETY: the tensors have the shapes the format gives.
+                let packed = unsafe { PackedQuant::new(&c.weight()) }.unwrap();
+                let mut outs = Vec::new();
+                for pool in &pools {
+                    let mut got = vec![0f32; m * n];
+                    let out = MatMut {
+                        ptr: got.as_mut_ptr(),
+                        row_stride: n as isize,
+                        col_stride: 1,
+                    };
+                    let epilogue = Epilogue {
+                        bias: c.bias.as_ptr(),
+                        activation: None,
+                        residual: Some((
+                            Residual::Add,
+                            MatRef {
+                                ptr: c.residual.as_ptr(),
+                                row_stride: n as isize,
+                                col_stride: 1,
+                            },
+                        )),
+                    };
+                    // SAFETY: x is m×k, the output m×n, the bias n, the residual m×n.
+                    unsafe { dequant::dequant_gemm(pool, m, c.x.as_ptr(), &packed, out, epilogue) };
+                    outs.push(got);
+                }
+                assert_eq!(
+                    outs[0], outs[1],
+                    "{format:?} {m}x{k}x{n}: depends on threads"
+                );
+                for (g, w) in outs[0].iter().zip(&want) {
+                    let tol = 1e-5 * (1.0 + w.abs()) * (k as f32).sqrt();
+                    assert!((g - w).abs() <= tol, "{format:?} {m}x{k}x{n}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
