@@ -149,6 +149,39 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Every eligible layer (less `quantize.skip`) with the lowest float-output cosine
+    /// against this f32 model when that layer alone is quantized, most sensitive first: the
+    /// sensitivity table of `kiln quantize-report`.
+    pub fn layer_sensitivity(
+        &self,
+        quantize: &Quantize,
+        inputs: &BTreeMap<String, Tensor>,
+        threads: usize,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Vec<(String, f64)>, Error> {
+        let opts = Options {
+            threads,
+            optimize: false,
+            ..Options::default()
+        };
+        let reference = self.compile(&opts)?.run(inputs)?;
+        let mut search = Search {
+            model: self,
+            quantize,
+            inputs,
+            reference,
+            opts,
+            target: 1.0,
+            evaluations: 0,
+        };
+        let layers: Vec<String> = (Quantize::eligible(self.graph()).into_iter())
+            .filter(|l| !quantize.skip.iter().any(|s| l.contains(s.as_str())))
+            .collect();
+        sensitivity(&mut search, &layers, progress)
+    }
+}
+
 /// Every layer's cosine when it alone is quantized, most sensitive first.
 fn sensitivity(
     search: &mut Search,

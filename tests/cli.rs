@@ -90,6 +90,7 @@ fn every_help_has_an_example() {
         vec!["test-onnx"],
         vec!["bench"],
         vec!["build"],
+        vec!["quantize-report"],
         vec!["ops"],
     ] {
         let mut args = cmd.clone();
@@ -398,4 +399,41 @@ fn inspect_writes_the_optimized_graph_as_onnx_with_kiln_ops() {
         .any(|o| o.domain.as_deref() == Some("ai.kiln")));
     let names: Vec<&str> = g.input.iter().filter_map(|i| i.name.as_deref()).collect();
     assert_eq!(names, ["input_ids", "attention_mask"]);
+}
+
+#[test]
+fn quantize_report_measures_outputs_latency_size_and_layers() {
+    let dir = std::env::temp_dir().join(format!("kiln-qreport-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let onnx = dir.join("q.onnx").display().to_string();
+    let out = stdout_of(&[
+        "quantize-report",
+        &model("bert_tiny.onnx"),
+        "--quantize",
+        "int8",
+        "--inputs",
+        &model("bert_tiny.inputs.npz"),
+        "--runs",
+        "2",
+        "--onnx",
+        &onnx,
+    ]);
+    let cosine: f64 = (out.lines())
+        .find_map(|l| l.strip_prefix("last_hidden_state"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no cosine for the output:\n{out}"));
+    assert!((0.999..=1.0).contains(&cosine), "{out}");
+    assert!(out.contains("latency (median of 2): f32"), "{out}");
+    assert!(out.contains("constant bytes: f32"), "{out}");
+    let table = out
+        .split("layer sensitivity")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(table.lines().count() > 1, "{out}");
+    // The quantized graph reads back as ONNX with its quantized layers.
+    let bytes = std::fs::read(&onnx).unwrap();
+    assert!(bytes
+        .windows(b"QuantLinear".len())
+        .any(|w| w == b"QuantLinear"));
+    std::fs::remove_dir_all(&dir).ok();
 }

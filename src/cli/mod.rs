@@ -9,6 +9,7 @@ mod inspect;
 mod ops;
 mod pipeline;
 mod progress;
+mod report;
 mod run;
 mod test_onnx;
 mod timing;
@@ -49,6 +50,9 @@ enum Command {
     /// Compile a model and time repeated runs; prints one JSON line (median, p10, p90).
     #[command(after_help = bench::EXAMPLE)]
     Bench(bench::BenchArgs),
+    /// Quantize a model and report what it costs in accuracy and buys in speed and size.
+    #[command(name = "quantize-report", after_help = report::EXAMPLE)]
+    QuantizeReport(report::ReportArgs),
     /// List the ONNX ops and opset ranges the frontend supports.
     #[command(after_help = ops::EXAMPLE)]
     Ops,
@@ -88,6 +92,7 @@ pub(crate) fn main() -> ExitCode {
         Command::TestOnnx(args) => test_onnx::test_onnx(args),
         Command::Bench(args) => bench::bench(args, &timer),
         Command::Build(args) => build::build(args, &timer),
+        Command::QuantizeReport(args) => report::report(args, &timer),
         Command::Ops => ops::ops(),
     };
     match result {
