@@ -57,7 +57,39 @@ struct Search<'a> {
     evaluations: usize,
 }
 
-impl Search<'_> {
+impl<'a> Search<'a> {
+    /// A search over `model`, with its f32 outputs on `inputs` as the reference.
+    fn new(
+        model: &'a Model,
+        quantize: &'a Quantize,
+        inputs: &'a BTreeMap<String, Tensor>,
+        threads: usize,
+        target: f64,
+    ) -> Result<Search<'a>, Error> {
+        let opts = Options {
+            threads,
+            optimize: false,
+            ..Options::default()
+        };
+        let reference = model.compile(&opts)?.run(inputs)?;
+        Ok(Search {
+            model,
+            quantize,
+            inputs,
+            reference,
+            opts,
+            target,
+            evaluations: 0,
+        })
+    }
+
+    /// The eligible layers the pass does not skip.
+    fn layers(&self) -> Vec<String> {
+        (Quantize::eligible(self.model.graph()).into_iter())
+            .filter(|l| !self.quantize.skip.iter().any(|s| l.contains(s.as_str())))
+            .collect()
+    }
+
     /// The lowest float-output cosine against f32 of the model quantized with `layers`
     /// overriding the scheme.
     fn score(&mut self, layers: BTreeMap<String, Option<Scheme>>) -> Result<f64, Error> {
@@ -95,24 +127,8 @@ impl Model {
         threads: usize,
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<(Model, AccuracyReport), Error> {
-        let opts = Options {
-            threads,
-            optimize: false,
-            ..Options::default()
-        };
-        let reference = self.compile(&opts)?.run(inputs)?;
-        let mut search = Search {
-            model: self,
-            quantize,
-            inputs,
-            reference,
-            opts,
-            target,
-            evaluations: 0,
-        };
-        let layers: Vec<String> = (Quantize::eligible(self.graph()).into_iter())
-            .filter(|l| !quantize.skip.iter().any(|s| l.contains(s.as_str())))
-            .collect();
+        let mut search = Search::new(self, quantize, inputs, threads, target)?;
+        let layers = search.layers();
         let plain_cosine = search.score(BTreeMap::new())?;
         let mut report = AccuracyReport {
             scheme: quantize.scheme,
@@ -160,24 +176,9 @@ impl Model {
         threads: usize,
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<Vec<(String, f64)>, Error> {
-        let opts = Options {
-            threads,
-            optimize: false,
-            ..Options::default()
-        };
-        let reference = self.compile(&opts)?.run(inputs)?;
-        let mut search = Search {
-            model: self,
-            quantize,
-            inputs,
-            reference,
-            opts,
-            target: 1.0,
-            evaluations: 0,
-        };
-        let layers: Vec<String> = (Quantize::eligible(self.graph()).into_iter())
-            .filter(|l| !quantize.skip.iter().any(|s| l.contains(s.as_str())))
-            .collect();
+        // The target only steers a search; the sensitivities do not depend on it.
+        let mut search = Search::new(self, quantize, inputs, threads, 1.0)?;
+        let layers = search.layers();
         sensitivity(&mut search, &layers, progress)
     }
 }

@@ -395,93 +395,105 @@ pub unsafe fn qgemm(
     }
     // SAFETY: forwarded from the caller.
     let rows = unsafe { quantize_rows(pool, x, m, w) };
-    let panels = w.n.div_ceil(NR);
-    // Enough tasks to balance the pool, but whole panels each.
-    let tasks = (pool.threads() * 4).min(panels);
-    let job = Job {
-        w,
-        rows: &rows,
-        m,
-        c,
-        epilogue,
-    };
-    let run = |t: usize| {
-        let job = &job;
-        let (lo, hi) = (t * panels / tasks, (t + 1) * panels / tasks);
-        // SAFETY: tasks write disjoint column ranges of C; forwarded from the caller.
-        unsafe { stripe(job.w, job.rows, job.m, lo..hi, job.c, job.epilogue) };
-    };
-    pool.parallel_for(tasks, &run);
-}
-
-/// What every task of one [`qgemm`] shares.
-struct Job<'a> {
-    w: &'a PackedQuant,
-    rows: &'a QuantizedRows,
-    m: usize,
-    c: MatMut,
-    epilogue: Epilogue,
-}
-
-// SAFETY: the caller of `qgemm` guarantees the views are valid; tasks write disjoint column
-// ranges of C and only read the rest.
-unsafe impl Sync for Job<'_> {}
-
-/// Panels `panels` of C for every row, then their epilogue.
-///
-/// # Safety
-/// As for [`qgemm`].
-unsafe fn stripe(
-    w: &PackedQuant,
-    rows: &QuantizedRows,
-    m: usize,
-    panels: std::ops::Range<usize>,
-    c: MatMut,
-    epilogue: Epilogue,
-) {
-    let kpad = w.kpad();
     let kernel = if w.nibbles {
         w.kernel.nibbles
     } else {
         w.kernel.bytes
     };
-    for p in panels.clone() {
-        let cols = NR.min(w.n - p * NR);
-        let meta = p * w.blocks * NR;
-        let panel = kernels::Panel {
-            w: w.weights[p * w.blocks * w.block_bytes()..].as_ptr(),
-            block_bytes: w.block_bytes(),
-            groups: w.block / GROUP,
-            blocks: w.blocks,
-            block: w.block,
-            offsets: w.offsets[meta..].as_ptr(),
-            scales: w.scales[meta..].as_ptr(),
-        };
-        for r0 in (0..m).step_by(MR) {
-            let live = MR.min(m - r0);
-            let mut sums = [[0f32; NR]; MR];
-            let x = rows.values[r0 * kpad..].as_ptr();
-            let xsums = rows.sums[r0 * w.blocks..].as_ptr();
-            // SAFETY: the panel holds its blocks, and rows r0..r0+live their values and
-            // block sums.
-            unsafe { kernel(&panel, x, kpad, xsums, live, &mut sums) };
-            for (i, sum) in sums.iter().enumerate().take(live) {
-                let scale = rows.scales[r0 + i];
-                for (j, s) in sum.iter().enumerate().take(cols) {
-                    let y = if scale.is_nan() { f32::NAN } else { s * scale };
-                    // SAFETY: (r0 + i, p·NR + j) is inside C.
-                    unsafe { *c.at(r0 + i, p * NR + j).ptr = y };
-                }
+    let rows = &rows;
+    // SAFETY: `panel` writes panel p of C only; forwarded from the caller.
+    unsafe {
+        for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {
+            panel_rows(w, kernel, rows, m, p, c)
+        })
+    };
+}
+
+/// What the tasks of [`for_each_panel`] share: C and the epilogue, whose pointers the
+/// caller vouches for.
+struct Shared {
+    c: MatMut,
+    epilogue: Epilogue,
+}
+
+// SAFETY: tasks write disjoint column ranges of C and only read the epilogue's operands.
+unsafe impl Sync for Shared {}
+
+/// Computes an `m × n` product over the pool, panel by panel: each task takes a run of
+/// whole panels, calls `panel(p, c)` for each (which writes panel p's columns of C for
+/// every row), then applies the epilogue to the columns it wrote while they are in cache.
+/// Each output is computed by one task in a fixed order, whatever the thread count.
+///
+/// # Safety
+/// `panel(p, c)` must write only panel p's columns of `c`; C and the epilogue's operands
+/// must be valid for `m × n`.
+pub(crate) unsafe fn for_each_panel(
+    pool: &ThreadPool,
+    m: usize,
+    n: usize,
+    c: MatMut,
+    epilogue: Epilogue,
+    panel: &(dyn Fn(usize, MatMut) + Sync),
+) {
+    let panels = n.div_ceil(NR);
+    if m == 0 || panels == 0 {
+        return;
+    }
+    // Enough tasks to balance the pool, but whole panels each.
+    let tasks = (pool.threads() * 4).min(panels);
+    let shared = Shared { c, epilogue };
+    let run = |t: usize| {
+        let shared = &shared;
+        let (lo, hi) = (t * panels / tasks, (t + 1) * panels / tasks);
+        (lo..hi).for_each(|p| panel(p, shared.c));
+        let (col, end) = (lo * NR, (hi * NR).min(n));
+        if col < end {
+            // SAFETY: the stripe is inside C; forwarded from the caller.
+            unsafe { (shared.epilogue.at(0, col)).apply(m, end - col, shared.c.at(0, col)) };
+        }
+    };
+    pool.parallel_for(tasks, &run);
+}
+
+/// Panel `p` of C for every row.
+///
+/// # Safety
+/// As for [`qgemm`]; `kernel` is `w`'s.
+unsafe fn panel_rows(
+    w: &PackedQuant,
+    kernel: kernels::PanelFn,
+    rows: &QuantizedRows,
+    m: usize,
+    p: usize,
+    c: MatMut,
+) {
+    let kpad = w.kpad();
+    let cols = NR.min(w.n - p * NR);
+    let meta = p * w.blocks * NR;
+    let panel = kernels::Panel {
+        w: w.weights[p * w.blocks * w.block_bytes()..].as_ptr(),
+        block_bytes: w.block_bytes(),
+        groups: w.block / GROUP,
+        blocks: w.blocks,
+        block: w.block,
+        offsets: w.offsets[meta..].as_ptr(),
+        scales: w.scales[meta..].as_ptr(),
+    };
+    for r0 in (0..m).step_by(MR) {
+        let live = MR.min(m - r0);
+        let mut sums = [[0f32; NR]; MR];
+        let x = rows.values[r0 * kpad..].as_ptr();
+        let xsums = rows.sums[r0 * w.blocks..].as_ptr();
+        // SAFETY: the panel holds its blocks, and rows r0..r0+live their values and
+        // block sums.
+        unsafe { kernel(&panel, x, kpad, xsums, live, &mut sums) };
+        for (i, sum) in sums.iter().enumerate().take(live) {
+            let scale = rows.scales[r0 + i];
+            for (j, s) in sum.iter().enumerate().take(cols) {
+                let y = if scale.is_nan() { f32::NAN } else { s * scale };
+                // SAFETY: (r0 + i, p·NR + j) is inside C.
+                unsafe { *c.at(r0 + i, p * NR + j).ptr = y };
             }
         }
     }
-    if panels.is_empty() {
-        return;
-    }
-    let (col, width) = (
-        panels.start * NR,
-        (panels.end * NR).min(w.n) - panels.start * NR,
-    );
-    // SAFETY: the stripe is inside C; forwarded from the caller.
-    unsafe { epilogue.at(0, col).apply(m, width, c.at(0, col)) };
 }

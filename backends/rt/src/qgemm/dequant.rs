@@ -43,48 +43,25 @@ pub unsafe fn dequant_gemm(
     if m == 0 || w.n == 0 {
         return;
     }
-    let panels = w.n.div_ceil(NR);
-    let tasks = (pool.threads() * 4).min(panels);
-    let job = Job {
-        w,
-        x,
-        m,
-        c,
-        epilogue,
-    };
-    let run = |t: usize| {
-        let job = &job;
-        let (lo, hi) = (t * panels / tasks, (t + 1) * panels / tasks);
-        for p in lo..hi {
-            // SAFETY: tasks write disjoint panels of C; forwarded from the caller.
+    let job = Job { w, x, m };
+    // SAFETY: `panel` writes panel p of C only; the caller checked the CPU and vouches for
+    // the operands.
+    unsafe {
+        super::for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {
             #[cfg(target_arch = "x86_64")]
-            unsafe {
-                x86::panel(job, p)
-            };
-        }
-        let (col, end) = (lo * NR, (hi * NR).min(job.w.n));
-        if col < end {
-            // SAFETY: the stripe is inside C.
-            unsafe {
-                job.epilogue
-                    .at(0, col)
-                    .apply(job.m, end - col, job.c.at(0, col))
-            };
-        }
+            x86::panel(&job, p, c)
+        })
     };
-    pool.parallel_for(tasks, &run);
 }
 
-/// What every task shares.
+/// What every panel reads.
 struct Job<'a> {
     w: &'a PackedQuant,
     x: *const f32,
     m: usize,
-    c: MatMut,
-    epilogue: Epilogue,
 }
 
-// SAFETY: tasks read x and w and write disjoint panels of C.
+// SAFETY: panels only read `x` and `w`.
 unsafe impl Sync for Job<'_> {}
 
 #[cfg(target_arch = "x86_64")]
@@ -96,18 +73,18 @@ mod x86 {
     ///
     /// # Safety
     /// As for [`dequant_gemm`].
-    pub(super) unsafe fn panel(job: &Job, p: usize) {
+    pub(super) unsafe fn panel(job: &Job, p: usize, c: MatMut) {
         // SAFETY: forwarded from the caller; one register allocation per row count.
         unsafe {
             match job.m {
-                1 => rows::<1>(job, p),
-                2 => rows::<2>(job, p),
-                3 => rows::<3>(job, p),
-                4 => rows::<4>(job, p),
-                5 => rows::<5>(job, p),
-                6 => rows::<6>(job, p),
-                7 => rows::<7>(job, p),
-                _ => rows::<8>(job, p),
+                1 => rows::<1>(job, p, c),
+                2 => rows::<2>(job, p, c),
+                3 => rows::<3>(job, p, c),
+                4 => rows::<4>(job, p, c),
+                5 => rows::<5>(job, p, c),
+                6 => rows::<6>(job, p, c),
+                7 => rows::<7>(job, p, c),
+                _ => rows::<8>(job, p, c),
             }
         }
     }
@@ -117,7 +94,7 @@ mod x86 {
     /// # Safety
     /// As for [`dequant_gemm`], with `R == job.m`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize>(job: &Job, p: usize) {
+    unsafe fn rows<const R: usize>(job: &Job, p: usize, c: MatMut) {
         let w = job.w;
         let (k, m) = (w.k, R);
         // acc[i][q]: columns 4q..4q+4 of row i, four partial sums (one per lane of a group).
@@ -212,7 +189,7 @@ mod x86 {
             for j in 0..cols {
                 let s = &lanes[4 * j..4 * j + 4];
                 // SAFETY: (i, p·NR + j) is inside C.
-                unsafe { *job.c.at(i, p * NR + j).ptr = (s[0] + s[1]) + (s[2] + s[3]) };
+                unsafe { *c.at(i, p * NR + j).ptr = (s[0] + s[1]) + (s[2] + s[3]) };
             }
         }
     }

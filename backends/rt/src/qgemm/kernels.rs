@@ -141,39 +141,15 @@ mod x86 {
     /// everything else (the rows dispatch, the float steps, the stores) is shared.
     macro_rules! family {
         ($bytes:ident, $nibbles:ident, $features:literal, $max_rows:literal, $dot_bytes:ident, $dot_nibbles:ident) => {
-            unsafe fn $bytes(
-                p: &Panel,
-                x: *const i8,
-                s: usize,
-                xsums: *const i32,
-                rows: usize,
-                out: &mut [[f32; NR]; MR],
-            ) {
-                #[target_feature(enable = $features)]
-                unsafe fn panel<const R: usize>(
-                    p: &Panel,
-                    x: *const i8,
-                    s: usize,
-                    xsums: *const i32,
-                    out: &mut [[f32; NR]],
-                ) {
-                    let mut sums = [[_mm256_setzero_ps(); 2]; R];
-                    for b in 0..p.blocks {
-                        let w = p.w.wrapping_add(b * p.block_bytes);
-                        let x = x.wrapping_add(b * p.block);
-                        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-                        $dot_bytes!(w, p.groups, x, s, acc, R);
-                        // SAFETY: forwarded from the caller.
-                        unsafe { combine(p, b, xsums, &acc, &mut sums) };
-                    }
-                    // SAFETY: R rows of 16 floats.
-                    unsafe { store(&sums, out) };
-                }
-                // SAFETY: forwarded from the caller.
-                unsafe { by_rows!(panel, p, x, s, xsums, rows, out, $max_rows) }
-            }
+            panel_fn!($bytes, $features, $max_rows, $dot_bytes);
+            panel_fn!($nibbles, $features, $max_rows, $dot_nibbles);
+        };
+    }
 
-            unsafe fn $nibbles(
+    /// One [`PanelFn`] whose blocks' integer sums come from the macro `$dot`.
+    macro_rules! panel_fn {
+        ($name:ident, $features:literal, $max_rows:literal, $dot:ident) => {
+            unsafe fn $name(
                 p: &Panel,
                 x: *const i8,
                 s: usize,
@@ -194,7 +170,7 @@ mod x86 {
                         let w = p.w.wrapping_add(b * p.block_bytes);
                         let x = x.wrapping_add(b * p.block);
                         let mut acc = [[_mm256_setzero_si256(); 2]; R];
-                        $dot_nibbles!(w, p.groups, x, s, acc, R);
+                        $dot!(w, p.groups, x, s, acc, R);
                         // SAFETY: forwarded from the caller.
                         unsafe { combine(p, b, xsums, &acc, &mut sums) };
                     }
