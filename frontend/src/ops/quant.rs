@@ -4,6 +4,7 @@
 use crate::cx::{Cx, Val, R};
 use crate::node::N;
 use crate::registry::Registry;
+use crate::tensor::dtype_of;
 use kiln_ir::{BinaryOp as B, DType, Dim, Op, ReduceKind, UnaryOp as U};
 
 /// Registers the family.
@@ -14,8 +15,27 @@ pub(crate) fn register(reg: &mut Registry) {
     reg.add("MatMulInteger", 10, matmul_integer);
 }
 
-/// A per-axis parameter reshaped to broadcast along `axis` of a rank-`rank` tensor.
-fn along_axis(cx: &mut Cx, suffix: &str, p: &Val, axis: i64, rank: usize, n: &N) -> R<Val> {
+/// A quantization parameter made to broadcast against `x`: a scalar as it is, a per-axis
+/// vector reshaped along `axis`, and a blocked one (opset 21, `block_size > 0`, the same
+/// rank as `x`) repeated `block_size` times along `axis`, the last block cut to `x`'s
+/// extent.
+fn along_axis(cx: &mut Cx, suffix: &str, p: &Val, x: &Val, n: &N) -> R<Val> {
+    let rank = cx.rank(x);
+    let axis = n.int("axis", 1);
+    let block = n.int("block_size", 0);
+    if block < 0 {
+        return Err(n.ctx.err(format!("block_size {block} is negative")));
+    }
+    if block > 0 {
+        return blocked(
+            cx,
+            suffix,
+            p,
+            x,
+            (n.ctx.axis(axis, rank)?, block as usize),
+            n,
+        );
+    }
     let shape = cx.ty(p).shape;
     if shape.len() != 1 || shape[0].as_const() == Some(1) {
         return Ok(p.clone());
@@ -26,17 +46,41 @@ fn along_axis(cx: &mut Cx, suffix: &str, p: &Val, axis: i64, rank: usize, n: &N)
     cx.reshape(suffix, p, s)
 }
 
+/// A blocked parameter `p` (`x`'s shape with `⌈d / block⌉` in place of `d` along `axis`)
+/// gathered so that element `i` along `axis` takes block `i / block`.
+fn blocked(cx: &mut Cx, suffix: &str, p: &Val, x: &Val, at: (usize, usize), n: &N) -> R<Val> {
+    let (axis, block) = at;
+    let (xs, ps) = (cx.ty(x).shape, cx.ty(p).shape);
+    let extent = |d: &Dim, what: &str| {
+        d.as_const().ok_or_else(|| {
+            n.ctx
+                .unsupported(format!("blocked quantization along a symbolic {what}"))
+        })
+    };
+    let d = extent(&xs[axis], "input dimension")?;
+    if ps.len() != xs.len()
+        || extent(&ps[axis], "parameter dimension")? != (d + block as i64 - 1) / block as i64
+    {
+        return Err(n.ctx.err(format!(
+            "blocked parameter of shape {ps:?} does not match input {xs:?} in blocks of {block} along axis {axis}"
+        )));
+    }
+    let idx: Vec<i64> = (0..d).map(|i| i / block as i64).collect();
+    let idx = Val::tensor(
+        kiln_ir::Tensor::from_vec(idx, &[d as usize]).map_err(|e| n.ctx.err(e.to_string()))?,
+    );
+    cx.emit1(suffix, Op::Gather { axis }, &[p, &idx])
+}
+
 /// `(x - zero_point) · scale`.
 fn dequantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
-    let rank = cx.rank(x);
-    let axis = n.int("axis", 1);
-    let scale = along_axis(cx, "scale", n.input(1)?, axis, rank, n)?;
+    let scale = along_axis(cx, "scale", n.input(1)?, x, n)?;
     let ft = cx.dtype(&scale);
     let xf = cx.cast("cast", x, ft)?;
     let centered = match n.opt(2) {
         Some(zp) => {
-            let zp = along_axis(cx, "zero_point", zp, axis, rank, n)?;
+            let zp = along_axis(cx, "zero_point", zp, x, n)?;
             let zf = cx.cast("cast_zero_point", &zp, ft)?;
             cx.binary("sub", B::Sub, &xf, &zf)?
         }
@@ -48,14 +92,17 @@ fn dequantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
 /// `saturate(round(x / scale) + zero_point)` into the zero point's type (u8 by default).
 fn quantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let x = n.input(0)?;
-    let rank = cx.rank(x);
-    let axis = n.int("axis", 1);
-    let scale = along_axis(cx, "scale", n.input(1)?, axis, rank, n)?;
+    let scale = along_axis(cx, "scale", n.input(1)?, x, n)?;
     let zp = match n.opt(2) {
-        Some(z) => Some(along_axis(cx, "zero_point", z, axis, rank, n)?),
+        Some(z) => Some(along_axis(cx, "zero_point", z, x, n)?),
         None => None,
     };
-    let to = zp.as_ref().map_or(DType::U8, |z| cx.dtype(z));
+    // Opset 21 names the type in `output_dtype` when there is no zero point.
+    let to = match (&zp, n.int("output_dtype", 0)) {
+        (Some(z), _) => cx.dtype(z),
+        (None, 0) => DType::U8,
+        (None, code) => dtype_of(code as i32).map_err(|m| n.ctx.unsupported(m))?,
+    };
     let ft = cx.dtype(x);
     let q = cx.binary("div", B::Div, x, &scale)?;
     let mut r = cx.unary("round", U::Round, &q)?;
