@@ -22,7 +22,9 @@ pub struct QuantAttrs {
 
 impl QuantAttrs {
     /// How many inputs the op takes: `x`, `w`, the format's parameters (the scales and,
-    /// when the format has them, the zero points), then the epilogue's bias and residual.
+    /// when the format has them, the zero points), the activation scheme's (for
+    /// [`ActQuant::Quantized`]: `x`'s zero point and scale), then the epilogue's bias and
+    /// residual.
     ///
     /// ```
     /// use kiln_ir::{Block, Epilogue, QuantAttrs, WeightQuant};
@@ -31,7 +33,13 @@ impl QuantAttrs {
     /// assert_eq!(q.inputs(), 5); // x, w, scale, zero_point, bias
     /// ```
     pub fn inputs(self) -> usize {
-        2 + self.weights.params() + self.epilogue.inputs() - 2
+        2 + self.params() + self.epilogue.inputs() - 2
+    }
+
+    /// How many inputs sit between `w` and the epilogue's operands: the weight format's
+    /// parameters, then the activation scheme's.
+    pub fn params(self) -> usize {
+        self.weights.params() + self.activations.params()
     }
 }
 
@@ -167,6 +175,11 @@ impl Block {
 /// The longest K of an int8 layer: `127 · 127 · K` must fit in an i32 accumulator.
 pub const MAX_INT8_K: i64 = i32::MAX as i64 / (127 * 127);
 
+/// The longest K of a layer whose activations arrive quantized ([`ActQuant::Quantized`]):
+/// `255 · 127 · K` must fit in an i32 accumulator (`x` less its zero point spans 511
+/// values).
+pub const MAX_QUANTIZED_K: i64 = i32::MAX as i64 / (255 * 127);
+
 /// How the activations `x` enter a quantized layer's product.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -185,21 +198,40 @@ pub enum ActQuant {
     /// summed in order in f32. A row holding a NaN or an infinity gives NaN in every output
     /// of that row. An int8 layer's K is at most [`MAX_INT8_K`], so `acc` cannot overflow.
     DynamicInt8,
+    /// The activations arrive quantized, as an imported model's `QuantizeLinear` or
+    /// `DynamicQuantizeLinear` leaves them: `x` is u8 or i8, and two inputs follow the
+    /// weight's scales: `x_zero_point` and `x_scale`, scalars of `x`'s type and f32 (run-time
+    /// values). With int8 weights only: `acc[m, n] = Σ_k (x[m, k] - x_zero_point) · w[k, n]`
+    /// in i32, `y[m, n] = f32(acc) · (x_scale · scale[n])`. This is `MatMulInteger`, `Cast`
+    /// and the two scale multiplies of onnxruntime's `quantize_dynamic`, in their order. K
+    /// is at most [`MAX_QUANTIZED_K`], so `acc` cannot overflow.
+    Quantized,
 }
 
 impl ActQuant {
-    /// The text name: `none`, `dynamic_int8`.
+    /// Every scheme.
+    pub const ALL: [ActQuant; 3] = [ActQuant::None, ActQuant::DynamicInt8, ActQuant::Quantized];
+
+    /// The text name: `none`, `dynamic_int8`, `quantized`.
     pub fn name(self) -> &'static str {
         match self {
             ActQuant::None => "none",
             ActQuant::DynamicInt8 => "dynamic_int8",
+            ActQuant::Quantized => "quantized",
         }
     }
 
     /// The scheme with this text name.
     pub fn from_name(s: &str) -> Option<ActQuant> {
-        [ActQuant::None, ActQuant::DynamicInt8]
-            .into_iter()
-            .find(|a| a.name() == s)
+        ActQuant::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    /// How many inputs the scheme adds after the weight's parameters: the zero point and
+    /// scale of quantized activations.
+    pub fn params(self) -> usize {
+        match self {
+            ActQuant::Quantized => 2,
+            ActQuant::None | ActQuant::DynamicInt8 => 0,
+        }
     }
 }

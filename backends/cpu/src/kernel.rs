@@ -272,7 +272,7 @@ impl Row {
 
 pub use kiln_rt::call::{
     Attention, AttentionDims, AttentionMaskOperand, Call, Conv, GemmEpilogue, MatMul, MatOperand,
-    OpCall, Operand, QuantLinear,
+    OpCall, Operand, QuantLinear, QuantizedInput,
 };
 
 /// One kernel.

@@ -8,7 +8,7 @@
 use kiln_ir::{Block, WeightQuant};
 use kiln_rt::gemm::{sgemm_prepacked, Epilogue, MatMut, MatRef, PackedB};
 use kiln_rt::pool::ThreadPool;
-use kiln_rt::qgemm::{qgemm, PackedQuant, QuantWeight, Scales};
+use kiln_rt::qgemm::{qgemm, Activations, PackedQuant, QuantWeight, Scales};
 use std::time::Instant;
 
 fn main() {
@@ -111,7 +111,14 @@ fn shape(pool: &ThreadPool, [m, k, n]: [usize; 3], runs: usize) {
         for family in &families[..families.len() - 1] {
             q.use_kernel(family);
             let us = median_us(runs, || unsafe {
-                qgemm(pool, m, x.as_ptr(), &q, out(&mut c), Epilogue::NONE)
+                qgemm(
+                    pool,
+                    m,
+                    Activations::F32(x.as_ptr()),
+                    &q,
+                    out(&mut c),
+                    Epilogue::NONE,
+                )
             });
             line(&format!("{name}/{family}"), us);
         }
@@ -126,7 +133,7 @@ fn shape(pool: &ThreadPool, [m, k, n]: [usize; 3], runs: usize) {
             residual: None,
         };
         let us = median_us(runs, || unsafe {
-            qgemm(pool, m, x.as_ptr(), &q, out(&mut c), gelu)
+            qgemm(pool, m, Activations::F32(x.as_ptr()), &q, out(&mut c), gelu)
         });
         line(&format!("{name}/{}+bias+gelu_tanh", families[0]), us);
     }

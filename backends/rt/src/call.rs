@@ -98,6 +98,8 @@ pub struct QuantLinear {
     pub scale_f16: bool,
     /// The zero points, when the format has them.
     pub zero_points: Option<BufId>,
+    /// For activations that arrive quantized: their type, zero point and scale.
+    pub quantized: Option<QuantizedInput>,
     /// The result.
     pub c: BufId,
     /// The weight format and activation scheme (the epilogue is [`Self::epilogue`]).
@@ -109,12 +111,26 @@ pub struct QuantLinear {
 impl QuantLinear {
     /// The buffers the call reads.
     pub fn reads(&self) -> impl Iterator<Item = BufId> + '_ {
+        let quantized = self.quantized.iter().flat_map(|q| [q.zero_point, q.scale]);
         [self.x, self.w]
             .into_iter()
             .chain(self.scale)
             .chain(self.zero_points)
+            .chain(quantized)
             .chain(self.epilogue.reads())
     }
+}
+
+/// The operands of activations that arrive quantized (`kiln_ir::ActQuant::Quantized`):
+/// `x` holds bytes, and these scalars say how to read them.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct QuantizedInput {
+    /// Whether `x` and its zero point are i8 (else u8).
+    pub signed: bool,
+    /// The zero point, one byte.
+    pub zero_point: BufId,
+    /// The scale, one f32.
+    pub scale: BufId,
 }
 
 /// One matrix operand of a [`MatMul`]: matrix `i` of the batch starts at

@@ -231,7 +231,9 @@ fn quant_weight(
 unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String> {
     match q.attrs.activations {
         // SAFETY: forwarded from the caller.
-        ActQuant::DynamicInt8 => unsafe { PackedQuant::new(w) }.map(Packed::Quant),
+        ActQuant::DynamicInt8 | ActQuant::Quantized => {
+            unsafe { PackedQuant::new(w) }.map(Packed::Quant)
+        }
         ActQuant::None => {
             // SAFETY: forwarded from the caller.
             let f = unsafe { w.dequantized() }?;
@@ -293,9 +295,27 @@ unsafe fn quant_linear(
         row_stride: q.k as isize,
         col_stride: 1,
     };
+    let activations = match q.quantized {
+        None => qgemm::Activations::F32(x),
+        Some(input) => {
+            let zp = mem.addr(input.zero_point) as *const u8;
+            // SAFETY: the schedule gave the zero point one byte and the scale one f32.
+            let (zp, scale) = unsafe { (*zp, *(mem.addr(input.scale) as *const f32)) };
+            qgemm::Activations::Quantized {
+                x: x as *const u8,
+                signed: input.signed,
+                zero_point: if input.signed {
+                    i32::from(zp as i8)
+                } else {
+                    i32::from(zp)
+                },
+                scale,
+            }
+        }
+    };
     match packed {
         // SAFETY: the schedule sized x as m×k and c as m×n, contiguous.
-        Packed::Quant(w) => unsafe { qgemm::qgemm(pool, q.m, x, w, c, epilogue) },
+        Packed::Quant(w) => unsafe { qgemm::qgemm(pool, q.m, activations, w, c, epilogue) },
         // SAFETY: the schedule sized x and c; `dequant_gemm` checked the CPU.
         Packed::WeightOnly(_, Some(w)) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
             qgemm::dequant::dequant_gemm(pool, q.m, x, w, c, epilogue)

@@ -66,6 +66,30 @@ pub struct PackedQuant {
     scales: Vec<f32>,
     /// `[panel][block][NR]`: the offset that was added to each stored weight.
     offsets: Vec<i32>,
+    /// `[panel][block][NR]`: each column's sum of weights (less their zero points) over
+    /// the block, for activations that come with a zero point.
+    colsums: Vec<i32>,
+    /// `[panel][block][NR]` zeros: the corrections of activations without a zero point.
+    no_corrections: Vec<i32>,
+}
+
+/// The activations of a quantized product, as the layer's [`kiln_ir::ActQuant`] gives them.
+#[derive(Clone, Copy, Debug)]
+pub enum Activations {
+    /// f32 `x[M, K]` (row stride K), quantized per token here (`DynamicInt8`).
+    F32(*const f32),
+    /// `x[M, K]` already quantized (`Quantized`): bytes, i8 when `signed`, else u8, with
+    /// their zero point and scale.
+    Quantized {
+        /// The values, row stride K.
+        x: *const u8,
+        /// Whether they are i8.
+        signed: bool,
+        /// Their zero point.
+        zero_point: i32,
+        /// Their scale.
+        scale: f32,
+    },
 }
 
 /// How the scales are stored.
@@ -218,6 +242,8 @@ impl PackedQuant {
             weights: vec![0; panels * blocks * block_bytes],
             scales: vec![0.0; panels * blocks * NR],
             offsets: vec![0; panels * blocks * NR],
+            colsums: vec![0; panels * blocks * NR],
+            no_corrections: vec![0; panels * blocks * NR],
         };
         let offset = |b: usize, n: usize| -> i32 {
             match (w.format, w.zero_points) {
@@ -240,6 +266,7 @@ impl PackedQuant {
                     for r in 0..block.min(w.k - b * block) {
                         // SAFETY: forwarded from the caller.
                         let c = unsafe { w.centered(b * block + r, n) }?;
+                        packed.colsums[meta + j] += c;
                         // The check above bounds `c + off` to 0..=255.
                         put(bytes, nibbles, r, j, (c + off) as u8);
                     }
@@ -376,35 +403,114 @@ fn round_half_even(y: f32) -> f32 {
     (y + MAGIC) - MAGIC
 }
 
-/// `c = epilogue(x · dequant(w))` for `x` of `m × K` f32 (row stride K), with the
-/// activations quantized per token; `c` is `m × N`.
+/// Activations that arrive quantized, as the kernels read them: s8 (u8 values less 128,
+/// an exact flip of the top bit) with their block sums and a row scale of 1, so that the
+/// zero point and the scale act per column ([`Terms`]).
 ///
 /// # Safety
-/// `x` must be valid for `m × K` floats, `c` writable for `m × N` (its strides) and not
-/// overlapping `x`, and the epilogue's operands valid as for the f32 GEMM's.
+/// `x` must be valid for `m × K` bytes.
+unsafe fn quantized_rows(
+    pool: &ThreadPool,
+    x: *const u8,
+    signed: bool,
+    m: usize,
+    w: &PackedQuant,
+) -> QuantizedRows {
+    let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
+    let mut q = QuantizedRows {
+        values: vec![0; m * kpad],
+        sums: vec![0; m * blocks],
+        scales: vec![1.0; m],
+    };
+    let (values, sums) = (q.values.as_mut_ptr() as usize, q.sums.as_mut_ptr() as usize);
+    let x = x as usize;
+    let tasks = pool.threads().min(m);
+    let flip = if signed { 0 } else { 0x80 };
+    let run = |t: usize| {
+        for i in t * m / tasks..(t + 1) * m / tasks {
+            // SAFETY: row i of x is valid, and only this task writes row i of the outputs.
+            let (row, values, sums) = unsafe {
+                (
+                    std::slice::from_raw_parts((x as *const u8).add(i * k), k),
+                    std::slice::from_raw_parts_mut((values as *mut i8).add(i * kpad), k),
+                    std::slice::from_raw_parts_mut((sums as *mut i32).add(i * blocks), blocks),
+                )
+            };
+            for (o, &v) in values.iter_mut().zip(row) {
+                *o = (v ^ flip) as i8;
+            }
+            for (b, sum) in sums.iter_mut().enumerate() {
+                let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
+                *sum = part.iter().map(|&v| i32::from(v)).sum();
+            }
+        }
+    };
+    pool.parallel_for(tasks, &run);
+    q
+}
+
+/// The per-column terms the kernels apply, `[panel][block][NR]`: the packed scales and no
+/// corrections for activations quantized here; for activations that arrive quantized,
+/// `x_scale · scale` (the definition's order) and the zero point (as the kernels see it,
+/// less 128 for u8) times each column's weight sum.
+struct Terms<'a> {
+    scales: std::borrow::Cow<'a, [f32]>,
+    corrections: std::borrow::Cow<'a, [i32]>,
+}
+
+/// `c = epilogue(x · dequant(w))` for `x` of `m × K` (row stride K), the activations
+/// quantized per token here or arriving quantized, as [`Activations`] says; `c` is `m × N`.
+///
+/// # Safety
+/// `x` must be valid for `m × K` floats (or bytes), `c` writable for `m × N` (its strides)
+/// and not overlapping `x`, and the epilogue's operands valid as for the f32 GEMM's.
 pub unsafe fn qgemm(
     pool: &ThreadPool,
     m: usize,
-    x: *const f32,
+    x: Activations,
     w: &PackedQuant,
     c: MatMut,
     epilogue: Epilogue,
 ) {
+    use std::borrow::Cow;
     if m == 0 || w.n == 0 {
         return;
     }
-    // SAFETY: forwarded from the caller.
-    let rows = unsafe { quantize_rows(pool, x, m, w) };
+    let (rows, terms) = match x {
+        // SAFETY: forwarded from the caller.
+        Activations::F32(x) => (
+            unsafe { quantize_rows(pool, x, m, w) },
+            Terms {
+                scales: Cow::Borrowed(&w.scales),
+                corrections: Cow::Borrowed(&w.no_corrections),
+            },
+        ),
+        Activations::Quantized {
+            x,
+            signed,
+            zero_point,
+            scale,
+        } => {
+            let zp = if signed { zero_point } else { zero_point - 128 };
+            let terms = Terms {
+                scales: w.scales.iter().map(|s| scale * s).collect(),
+                // |zp| ≤ 255 and |colsum| ≤ 127·K: within i32 for K ≤ MAX_QUANTIZED_K.
+                corrections: w.colsums.iter().map(|c| c.wrapping_mul(zp)).collect(),
+            };
+            // SAFETY: forwarded from the caller.
+            (unsafe { quantized_rows(pool, x, signed, m, w) }, terms)
+        }
+    };
     let kernel = if w.nibbles {
         w.kernel.nibbles
     } else {
         w.kernel.bytes
     };
-    let rows = &rows;
+    let (rows, terms) = (&rows, &terms);
     // SAFETY: `panel` writes panel p of C only; forwarded from the caller.
     unsafe {
         for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {
-            panel_rows(w, kernel, rows, m, p, c)
+            panel_rows(w, kernel, (rows, terms), m, p, c)
         })
     };
 }
@@ -462,7 +568,7 @@ pub(crate) unsafe fn for_each_panel(
 unsafe fn panel_rows(
     w: &PackedQuant,
     kernel: kernels::PanelFn,
-    rows: &QuantizedRows,
+    (rows, terms): (&QuantizedRows, &Terms),
     m: usize,
     p: usize,
     c: MatMut,
@@ -477,7 +583,8 @@ unsafe fn panel_rows(
         blocks: w.blocks,
         block: w.block,
         offsets: w.offsets[meta..].as_ptr(),
-        scales: w.scales[meta..].as_ptr(),
+        corrections: terms.corrections[meta..].as_ptr(),
+        scales: terms.scales[meta..].as_ptr(),
     };
     for r0 in (0..m).step_by(MR) {
         let live = MR.min(m - r0);

@@ -301,7 +301,11 @@ pub(super) fn linear(e: crate::Epilogue, x: &[&TensorType]) -> Res<Vec<TensorTyp
 pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<TensorType>> {
     use crate::WeightQuant;
     let (input, w) = (x[0], x[1]);
-    expect_dtype(input, "input", |d| d == DType::F32, "f32")?;
+    if q.activations == crate::ActQuant::Quantized {
+        quantized_activations(q, x)?;
+    } else {
+        expect_dtype(input, "input", |d| d == DType::F32, "f32")?;
+    }
     let stored = q.weights.stored();
     if w.dtype != stored || w.rank() != 2 {
         return Err(format!(
@@ -352,12 +356,53 @@ pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<T
     }
     // The epilogue's operands follow, typed as for a float linear over `[K, N]`.
     let plain = TensorType::new(DType::F32, w.shape.clone());
-    let skip = 2 + q.weights.params();
-    let rest: Vec<&TensorType> = [input, &plain]
+    let skip = 2 + q.params();
+    let float_input = TensorType::new(DType::F32, input.shape.clone());
+    let rest: Vec<&TensorType> = [&float_input, &plain]
         .into_iter()
         .chain(x[skip..].iter().copied())
         .collect();
     linear(q.epilogue, &rest)
+}
+
+/// The operands [`crate::ActQuant::Quantized`] adds: `x` u8 or i8 with int8 weights of K up
+/// to [`crate::MAX_QUANTIZED_K`], then `x`'s zero point (a scalar of its type) and scale
+/// (a scalar f32) after the weight's scales.
+fn quantized_activations(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<()> {
+    let input = x[0];
+    expect_dtype(
+        input,
+        "input",
+        |d| matches!(d, DType::U8 | DType::I8),
+        "u8 or i8",
+    )?;
+    if q.weights != crate::WeightQuant::Int8 {
+        return Err(format!(
+            "quantized activations need int8 weights, not {}",
+            q.weights.name()
+        ));
+    }
+    let k = &x[1].shape.first();
+    if k.and_then(|k| k.as_const())
+        .is_none_or(|k| k > crate::MAX_QUANTIZED_K)
+    {
+        return Err(format!(
+            "with quantized activations K must be a number up to {} (an i32 product), got {k:?}",
+            crate::MAX_QUANTIZED_K
+        ));
+    }
+    let at = 2 + q.weights.params();
+    let (zp, scale) = (x[at], x[at + 1]);
+    if zp.dtype != input.dtype || zp.rank() != 0 {
+        return Err(format!(
+            "x zero point must be a {} scalar, got {zp}",
+            input.dtype
+        ));
+    }
+    if scale.dtype != DType::F32 || scale.rank() != 0 {
+        return Err(format!("x scale must be an f32 scalar, got {scale}"));
+    }
+    Ok(())
 }
 
 /// `q[.., H, Sq, D]`, `k[.., G, Sk, D]`, `v[.., G, Sk, Dv]` and the mask, if any →

@@ -8,7 +8,7 @@ use crate::{ActQuant, Op, QuantAttrs, Tensor, WeightQuant};
 
 /// `x`, `w`, the format's parameters (scale, zero points), then bias and residual.
 pub(super) fn quant_linear(op: &Op, q: QuantAttrs, inputs: &[Tensor]) -> Result<Tensor> {
-    let rest = &inputs[2 + q.weights.params()..];
+    let rest = &inputs[2 + q.params()..];
     if q.weights.range().is_none() {
         // A half weight: f32 arithmetic over the exact f32 value of each weight.
         let mut operands = vec![inputs[0].clone(), inputs[1].cast(crate::DType::F32)];
@@ -33,7 +33,38 @@ pub(super) fn quant_linear(op: &Op, q: QuantAttrs, inputs: &[Tensor]) -> Result<
             let y = Tensor::from_vec(product, &shape).map_err(|e| op_err(op, e.to_string()))?;
             epilogue(q.epilogue, y, rest)
         }
+        ActQuant::Quantized => {
+            let x = &inputs[0];
+            let at = 2 + q.weights.params();
+            let zero_point = inputs[at].to_i64_vec()[0];
+            // f32 scalar (inference checks it): exact through f64.
+            let scale = inputs[at + 1].to_f64_vec()[0] as f32;
+            let product = quantized(&w, &x.to_i64_vec(), zero_point, scale);
+            let mut shape = x.shape().to_vec();
+            *shape.last_mut().expect("rank ≥ 2 was inferred") = w.n;
+            let y = Tensor::from_vec(product, &shape).map_err(|e| op_err(op, e.to_string()))?;
+            epilogue(q.epilogue, y, rest)
+        }
     }
+}
+
+/// The product of activations that arrive quantized (`[M, K]` row-major, any leading dims
+/// flattened into M) and int8 weights, as [`ActQuant::Quantized`] defines it; `[M, N]`.
+fn quantized(w: &Weights, x: &[i64], zero_point: i64, x_scale: f32) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    let rows = x.len().checked_div(k).unwrap_or(0);
+    let mut y = vec![0f32; rows * n];
+    for (m, out) in y.chunks_mut(n.max(1)).enumerate().take(rows) {
+        let row = &x[m * k..(m + 1) * k];
+        for (col, out) in out.iter_mut().enumerate() {
+            // |x - zp| ≤ 255 and |w| ≤ 127 over K ≤ MAX_QUANTIZED_K: the i32 sum is exact.
+            let acc: i32 = (row.iter().enumerate())
+                .map(|(kk, &v)| (v - zero_point) as i32 * w.centered[kk * n + col])
+                .sum();
+            *out = acc as f32 * (x_scale * w.scales[col]);
+        }
+    }
+    y
 }
 
 /// A quantized weight read out: values less their zero points, and the scales as f32.

@@ -4,7 +4,7 @@
 
 use super::{ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{DType, Node, QuantAttrs};
+use kiln_ir::{ActQuant, DType, Node, QuantAttrs};
 
 impl Scheduler<'_> {
     pub(super) fn quant_linear(&mut self, node: &Node, q: QuantAttrs) -> Result<(), ScheduleError> {
@@ -21,6 +21,15 @@ impl Scheduler<'_> {
         } else {
             None
         };
+        // Inference checked that the scheme's operands are there.
+        let quantized = match q.activations {
+            ActQuant::Quantized => Some(QuantizedInput {
+                signed: x.dtype == DType::I8,
+                zero_point: rest.next().expect("an inferred zero point"),
+                scale: rest.next().expect("an inferred scale"),
+            }),
+            ActQuant::None | ActQuant::DynamicInt8 => None,
+        };
         let bias = if q.epilogue.bias { rest.next() } else { None };
         let residual = q.epilogue.residual.zip(rest.next());
         let c = self.temp(node.outputs[0])?;
@@ -33,6 +42,7 @@ impl Scheduler<'_> {
             scale_f16: scale.as_ref().is_some_and(|s| s.dtype == DType::F16),
             scale: scale.map(|s| s.buf),
             zero_points,
+            quantized,
             c: c.buf,
             attrs: q,
             epilogue: GemmEpilogue {

@@ -1,7 +1,7 @@
 //! The integer micro-kernels. A kernel computes up to [`MR`] rows of one panel's output
 //! over every block: per block, the exact i32 sums of the quantized activations against
 //! the stored weight bytes, then, in registers, the definition's float steps
-//! `sum += f32(acc - offset·Σx) · scale` (a multiply and an add, never a fused one, so
+//! `sum += f32(acc - offset·Σx - correction) · scale` (a multiply and an add, never a fused one, so
 //! the result is the interpreter's bit for bit). Each family has a kernel for byte panels
 //! (int8) and one for nibble panels (int4).
 
@@ -21,11 +21,16 @@ pub(super) struct Panel {
     pub block: usize,
     /// `[blocks][NR]`: the offset added to each stored weight.
     pub offsets: *const i32,
+    /// `[blocks][NR]`: an integer term taken from each column's sum (zero unless the
+    /// activations have a zero point: then it is that zero point times the column's sum
+    /// of weights).
+    pub corrections: *const i32,
     /// `[blocks][NR]`: the scales.
     pub scales: *const f32,
 }
 
-/// The rows `r < rows` of `out`: `Σ_blocks f32(Σ_k w·x - offset·Σx) · scale`, where row
+/// The rows `r < rows` of `out`: `Σ_blocks f32(Σ_k w·x - offset·Σx - correction) · scale`,
+/// where row
 /// `r`'s activations start at `x + r·x_stride` and its block sums at `xsums + r·blocks`.
 ///
 /// # Safety
@@ -88,15 +93,17 @@ unsafe fn portable<const NIBBLES: bool>(
                     let xv = unsafe { *x.add(k) };
                     acc = acc.wrapping_add(i32::from(v) * i32::from(xv));
                 }
-                // SAFETY: the block's offsets, scales and sums exist.
-                let (off, scale, xsum) = unsafe {
+                // SAFETY: the block's offsets, corrections, scales and sums exist.
+                let (off, corr, scale, xsum) = unsafe {
                     (
                         *p.offsets.add(b * NR + j),
+                        *p.corrections.add(b * NR + j),
                         *p.scales.add(b * NR + j),
                         *xsums.add(r * p.blocks + b),
                     )
                 };
-                *out += acc.wrapping_sub(off.wrapping_mul(xsum)) as f32 * scale;
+                let exact = acc.wrapping_sub(off.wrapping_mul(xsum)).wrapping_sub(corr);
+                *out += exact as f32 * scale;
             }
         }
     }
@@ -362,11 +369,14 @@ mod x86 {
         unsafe {
             let off =
                 [0, 8].map(|j| _mm256_loadu_si256(p.offsets.add(b * NR + j) as *const __m256i));
+            let corr =
+                [0, 8].map(|j| _mm256_loadu_si256(p.corrections.add(b * NR + j) as *const __m256i));
             let scale = [0, 8].map(|j| _mm256_loadu_ps(p.scales.add(b * NR + j)));
             for i in 0..R {
                 let xsum = _mm256_set1_epi32(*xsums.add(i * p.blocks + b));
                 for q in 0..2 {
-                    let exact = _mm256_sub_epi32(acc[i][q], _mm256_mullo_epi32(off[q], xsum));
+                    let taken = _mm256_add_epi32(_mm256_mullo_epi32(off[q], xsum), corr[q]);
+                    let exact = _mm256_sub_epi32(acc[i][q], taken);
                     let term = _mm256_mul_ps(_mm256_cvtepi32_ps(exact), scale[q]);
                     sums[i][q] = _mm256_add_ps(sums[i][q], term);
                 }
@@ -538,15 +548,17 @@ mod x86 {
                             }
                         }
                         // The definition's float steps, as in `combine`.
-                        let (off, scale) = unsafe {
+                        let (off, corr, scale) = unsafe {
                             (
                                 _mm512_loadu_si512(p.offsets.add(b * NR) as *const _),
+                                _mm512_loadu_si512(p.corrections.add(b * NR) as *const _),
                                 _mm512_loadu_ps(p.scales.add(b * NR)),
                             )
                         };
                         for (i, (sum, a)) in sums.iter_mut().zip(&acc).enumerate() {
                             let xsum = _mm512_set1_epi32(unsafe { *xsums.add(i * p.blocks + b) });
-                            let exact = _mm512_sub_epi32(*a, _mm512_mullo_epi32(off, xsum));
+                            let taken = _mm512_add_epi32(_mm512_mullo_epi32(off, xsum), corr);
+                            let exact = _mm512_sub_epi32(*a, taken);
                             *sum = _mm512_add_ps(
                                 *sum,
                                 _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale),

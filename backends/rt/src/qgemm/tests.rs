@@ -39,6 +39,30 @@ struct Case {
     zero_points: Option<Tensor>,
     bias: Vec<f32>,
     residual: Vec<f32>,
+    /// For [`ActQuant::Quantized`]: the activations as they arrive.
+    quantized: Option<QuantizedX>,
+}
+
+/// Activations that arrive quantized: bytes (i8 when `signed`), zero point, scale.
+struct QuantizedX {
+    bytes: Vec<u8>,
+    signed: bool,
+    zero_point: u8,
+    scale: f32,
+}
+
+/// An int8 case whose activations arrive as u8 or i8 bytes with a zero point.
+fn quantized_case(signed: bool, shape: [usize; 3], seed: u64) -> Case {
+    let mut c = case(WeightQuant::Int8, false, shape, seed);
+    let mut rng = Lcg(seed ^ 0x5eed);
+    c.q.activations = ActQuant::Quantized;
+    c.quantized = Some(QuantizedX {
+        bytes: (0..c.m * c.k).map(|_| rng.below(256) as u8).collect(),
+        signed,
+        zero_point: rng.below(256) as u8,
+        scale: 0.001 + rng.float().abs() * 0.1,
+    });
+    c
 }
 
 fn case(weights: WeightQuant, f16_scales: bool, [m, k, n]: [usize; 3], seed: u64) -> Case {
@@ -104,17 +128,22 @@ fn case(weights: WeightQuant, f16_scales: bool, [m, k, n]: [usize; 3], seed: u64
         zero_points,
         bias: (0..n).map(|_| rng.float()).collect(),
         residual: (0..m * n).map(|_| rng.float()).collect(),
+        quantized: None,
     }
 }
 
 impl Case {
     fn reference(&self) -> Vec<f32> {
-        let mut inputs = vec![
-            Tensor::from_vec(self.x.clone(), &[self.m, self.k]).unwrap(),
-            self.w.clone(),
-            self.scale.clone(),
-        ];
+        let x = match &self.quantized {
+            None => Tensor::from_vec(self.x.clone(), &[self.m, self.k]).unwrap(),
+            Some(q) => bytes_tensor(&q.bytes, q.signed, &[self.m, self.k]),
+        };
+        let mut inputs = vec![x, self.w.clone(), self.scale.clone()];
         inputs.extend(self.zero_points.clone());
+        if let Some(q) = &self.quantized {
+            inputs.push(bytes_tensor(&[q.zero_point], q.signed, &[]));
+            inputs.push(Tensor::from_vec(vec![q.scale], &[]).unwrap());
+        }
         inputs.push(Tensor::from_vec(self.bias.clone(), &[self.n]).unwrap());
         inputs.push(Tensor::from_vec(self.residual.clone(), &[self.m, self.n]).unwrap());
         let out = eval_op(&Op::QuantLinear(self.q), &inputs, &Bindings::new()).unwrap();
@@ -158,10 +187,31 @@ impl Case {
             row_stride: self.n as isize,
             col_stride: 1,
         };
+        let x = match &self.quantized {
+            None => Activations::F32(self.x.as_ptr()),
+            Some(q) => Activations::Quantized {
+                x: q.bytes.as_ptr(),
+                signed: q.signed,
+                zero_point: match q.signed {
+                    true => i32::from(q.zero_point as i8),
+                    false => i32::from(q.zero_point),
+                },
+                scale: q.scale,
+            },
+        };
         // SAFETY: x is m×k, c m×n, the bias n and the residual m×n.
-        unsafe { qgemm(pool, self.m, self.x.as_ptr(), &packed, out, epilogue) };
+        unsafe { qgemm(pool, self.m, x, &packed, out, epilogue) };
         c
     }
+}
+
+/// `bytes` as a u8 tensor, or reinterpreted as i8.
+fn bytes_tensor(bytes: &[u8], signed: bool, shape: &[usize]) -> Tensor {
+    match signed {
+        true => Tensor::from_vec(bytes.iter().map(|&b| b as i8).collect::<Vec<_>>(), shape),
+        false => Tensor::from_vec(bytes.to_vec(), shape),
+    }
+    .unwrap()
 }
 
 const SHAPES: [[usize; 3]; 7] = [
@@ -206,6 +256,48 @@ fn every_kernel_matches_the_interpreter_bit_for_bit() {
                         kernel.name,
                         pool.threads()
                     );
+                }
+            }
+        }
+    }
+}
+
+/// Activations that arrive quantized, u8 and i8 with any zero point, and the extremes
+/// (every byte 0 or 255 against weights of ±127), bit for bit on every family.
+#[test]
+fn quantized_activations_match_the_interpreter_bit_for_bit() {
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for kernel in kernels::available() {
+        for (s, shape) in SHAPES.into_iter().enumerate() {
+            for signed in [false, true] {
+                let mut cases = vec![quantized_case(signed, shape, s as u64 * 7 + 1)];
+                let mut extreme = quantized_case(signed, shape, s as u64 + 100);
+                let q = extreme.quantized.as_mut().unwrap();
+                q.bytes
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = if i % 5 == 0 { 0 } else { 255 });
+                q.zero_point = if signed { 0x7f } else { 0 };
+                let w: Vec<i8> = (0..shape[1] * shape[2])
+                    .map(|i| if i % 3 == 0 { -127 } else { 127 })
+                    .collect();
+                extreme.w = Tensor::from_vec(w, &[shape[1], shape[2]]).unwrap();
+                cases.push(extreme);
+                for c in &cases {
+                    let want = c.reference();
+                    for pool in &pools {
+                        let got = c.run(kernel, pool);
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{} signed={signed} {shape:?} on {} threads: {got:?} != {want:?}",
+                            kernel.name,
+                            pool.threads()
+                        );
+                    }
                 }
             }
         }
