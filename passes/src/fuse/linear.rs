@@ -8,13 +8,15 @@
 //! `linear-reshape` cannot undo (heads merged by the input's reshape):
 //! `reshape(l, S) + r` is `reshape(linear(…, + reshape(r)), S)`. They run as a phase after
 //! the activation fusions, so the epilogue sees `gelu`/`silu` nodes rather than their
-//! decompositions.
+//! decompositions. A `quant_linear` grows its epilogue by the same rules (its epilogue's
+//! operands follow its weight's, as for a `linear`): an imported quantized layer is a bare
+//! product whose bias, activation and residual the file spells out after it.
 
 use super::egraph::{add_op, EGraph, Term};
 use super::identities::is_uniform;
 use super::rules::{fusion, nodes, pairs, subst, var, Fusion, Rule};
 use egg::{Id, Subst, Var};
-use kiln_ir::{infer, Activation, Epilogue, Op, Residual};
+use kiln_ir::{infer, Activation, Epilogue, Op, QuantAttrs, Residual};
 
 /// The linear-layer rules (a phase of their own, after the activation fusions).
 pub fn rules() -> Vec<Rule> {
@@ -41,15 +43,37 @@ enum Linear {
     Reshape,
 }
 
-/// The most operands a linear has: x, w, bias, residual.
-const MAX_ARGS: usize = 4;
+/// The most operands a linear has: x, w, a quantized weight's scales and zero points,
+/// quantized activations' zero point and scale, bias, residual.
+const MAX_ARGS: usize = 8;
+
+/// The pattern variables of the operands.
+const ARG_NAMES: [&str; MAX_ARGS] = ["?a0", "?a1", "?a2", "?a3", "?a4", "?a5", "?a6", "?a7"];
 
 fn arg_var(i: usize) -> Var {
-    var(["?a0", "?a1", "?a2", "?a3"][i])
+    var(ARG_NAMES[i])
 }
 
-/// A linear layer in the e-graph: its epilogue and operand classes.
-type Candidate = (Epilogue, Vec<Id>);
+/// Which op a linear layer is: an f32 `linear`, or a `quant_linear` with these weight and
+/// activation schemes (its epilogue is the candidate's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Float,
+    Quant(QuantAttrs),
+}
+
+impl Kind {
+    /// The op of this kind with epilogue `e`.
+    fn op(self, epilogue: Epilogue) -> Op {
+        match self {
+            Kind::Float => Op::Linear(epilogue),
+            Kind::Quant(q) => Op::QuantLinear(QuantAttrs { epilogue, ..q }),
+        }
+    }
+}
+
+/// A linear layer in the e-graph: its kind, epilogue and operand classes.
+type Candidate = (Kind, Epilogue, Vec<Id>);
 
 impl Linear {
     /// The linears `class` is equal to by this rule.
@@ -63,10 +87,10 @@ impl Linear {
                     if is_uniform(eg, b, 0.0) {
                         continue;
                     }
-                    for (e, mut args) in linears(eg, l) {
+                    for (k, e, mut args) in linears(eg, l) {
                         if e == Epilogue::default() {
                             args.push(b);
-                            out.push((Epilogue { bias: true, ..e }, args));
+                            out.push((k, Epilogue { bias: true, ..e }, args));
                         }
                     }
                 }
@@ -74,10 +98,10 @@ impl Linear {
             Linear::Activation => {
                 for &a in Activation::ALL {
                     for n in nodes(eg, class, a.unary().name()) {
-                        for (e, args) in linears(eg, n[0]) {
+                        for (k, e, args) in linears(eg, n[0]) {
                             if e.activation.is_none() && e.residual.is_none() {
                                 let activation = Some(a);
-                                out.push((Epilogue { activation, ..e }, args));
+                                out.push((k, Epilogue { activation, ..e }, args));
                             }
                         }
                     }
@@ -86,11 +110,12 @@ impl Linear {
             Linear::Residual => {
                 for kind in [Residual::Add, Residual::Mul] {
                     for (l, r) in pairs(eg, class, kind.name()) {
-                        for (e, mut args) in linears(eg, l) {
+                        for (k, e, mut args) in linears(eg, l) {
                             let gated = kind == Residual::Mul && e.activation.is_some();
                             if e.residual.is_none() && !gated && eg.find(r) != eg.find(l) {
                                 args.push(r);
                                 out.push((
+                                    k,
                                     Epilogue {
                                         residual: Some(kind),
                                         ..e
@@ -106,16 +131,16 @@ impl Linear {
                 // An empty epilogue gains nothing: reshapes are free.
                 let direct = direct_linears(eg, class);
                 let lifted = linears(eg, class).into_iter();
-                let lifted = lifted.filter(|c| c.0 != Epilogue::default() && !direct.contains(c));
+                let lifted = lifted.filter(|c| c.1 != Epilogue::default() && !direct.contains(c));
                 out.extend(lifted);
             }
         }
         // Only linears that type-check and compute exactly the class's type (a reshape's
         // input must keep K last and the leading axes must give the same result shape).
-        for (_, args) in &mut out {
+        for (_, _, args) in &mut out {
             args.iter_mut().for_each(|a| *a = eg.find(*a));
         }
-        out.retain(|(e, args)| computes(eg, class, *e, args));
+        out.retain(|(k, e, args)| computes(eg, class, k.op(*e), args));
         out.sort();
         out.dedup();
         out
@@ -132,7 +157,7 @@ fn linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
         let Term::Op(Op::Reshape { .. }) = eg.analysis.term(n.op) else {
             continue;
         };
-        for (e, args) in direct_linears(eg, n.args[0]) {
+        for (k, e, args) in direct_linears(eg, n.args[0]) {
             if e.residual.is_some() {
                 continue;
             }
@@ -140,7 +165,7 @@ fn linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
                 if let Term::Op(Op::Reshape { .. }) = eg.analysis.term(inner.op) {
                     let mut moved = args.clone();
                     moved[0] = inner.args[0];
-                    out.push((e, moved));
+                    out.push((k, e, moved));
                 }
             }
         }
@@ -148,15 +173,22 @@ fn linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
     out
 }
 
-/// The `linear` e-nodes of `class` and its matmuls by a rank-2 weight.
+/// The `linear` and `quant_linear` e-nodes of `class` and its matmuls by a rank-2 weight.
 fn direct_linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
     let rank = |c: Id| eg[c].data.ty().map(|t| t.rank());
     let mut out = Vec::new();
     for n in &eg[class].nodes {
         match eg.analysis.term(n.op) {
-            Term::Op(Op::Linear(e)) => out.push((*e, n.args.clone())),
+            Term::Op(Op::Linear(e)) => out.push((Kind::Float, *e, n.args.clone())),
+            Term::Op(Op::QuantLinear(q)) => {
+                let bare = QuantAttrs {
+                    epilogue: Epilogue::default(),
+                    ..*q
+                };
+                out.push((Kind::Quant(bare), q.epilogue, n.args.clone()))
+            }
             Term::Op(Op::MatMul) if rank(n.args[1]) == Some(2) && rank(n.args[0]) >= Some(2) => {
-                out.push((Epilogue::default(), n.args.clone()))
+                out.push((Kind::Float, Epilogue::default(), n.args.clone()))
             }
             _ => {}
         }
@@ -164,18 +196,17 @@ fn direct_linears(eg: &EGraph, class: Id) -> Vec<Candidate> {
     out
 }
 
-/// Whether `linear(e)` of `args` infers and gives `class`'s type.
-fn computes(eg: &EGraph, class: Id, e: Epilogue, args: &[Id]) -> bool {
+/// Whether `op` (a linear) of `args` infers and gives `class`'s type.
+fn computes(eg: &EGraph, class: Id, op: Op, args: &[Id]) -> bool {
     let types: Option<Vec<_>> = args.iter().map(|a| eg[*a].data.ty()).collect();
-    let inferred = types.and_then(|t| infer(&Op::Linear(e), &t).ok());
+    let inferred = types.and_then(|t| infer(&op, &t).ok());
     matches!((inferred.as_deref(), eg[class].data.ty()), (Some([t]), Some(c)) if t == c)
 }
 
 impl Fusion for Linear {
     fn find(self, eg: &EGraph, class: Id) -> Vec<Subst> {
-        let bind = |(_, args): Candidate| {
-            let names = ["?a0", "?a1", "?a2", "?a3"];
-            subst(&names.iter().copied().zip(args).collect::<Vec<_>>())
+        let bind = |(_, _, args): Candidate| {
+            subst(&ARG_NAMES.iter().copied().zip(args).collect::<Vec<_>>())
         };
         self.candidates(eg, class).into_iter().map(bind).collect()
     }
@@ -193,8 +224,8 @@ impl Fusion for Linear {
         let found = self
             .candidates(eg, class)
             .into_iter()
-            .find(|(_, a)| *a == args);
-        found.map(|(e, args)| (Op::Linear(e), args))
+            .find(|(_, _, a)| *a == args);
+        found.map(|(k, e, args)| (k.op(e), args))
     }
 }
 
@@ -219,7 +250,7 @@ impl ResidualThroughReshape {
                 let l = n.args[0];
                 if direct_linears(eg, l)
                     .iter()
-                    .any(|(e, _)| e.residual.is_none())
+                    .any(|(_, e, _)| e.residual.is_none())
                 {
                     out.push((l, r));
                 }
@@ -243,9 +274,9 @@ impl Fusion for ResidualThroughReshape {
 
     fn build(self, eg: &mut EGraph, class: Id, s: &Subst) -> Option<(Op, Vec<Id>)> {
         let (l, r) = (s[var("?l")], s[var("?r")]);
-        let (e, mut args) = direct_linears(eg, l)
+        let (k, e, mut args) = direct_linears(eg, l)
             .into_iter()
-            .find(|(e, _)| e.residual.is_none())?;
+            .find(|(_, e, _)| e.residual.is_none())?;
         let inner = eg[l].data.ty()?.shape.clone();
         let outer = eg[class].data.ty()?.shape.clone();
         args.push(add_op(eg, Op::Reshape { shape: inner }, vec![r]));
@@ -253,10 +284,10 @@ impl Fusion for ResidualThroughReshape {
             residual: Some(Residual::Add),
             ..e
         };
-        if !computes(eg, l, e, &args) {
+        if !computes(eg, l, k.op(e), &args) {
             return None;
         }
-        let fused = add_op(eg, Op::Linear(e), args);
+        let fused = add_op(eg, k.op(e), args);
         eg.analysis.made_by.push((fused, "linear-residual".into()));
         Some((Op::Reshape { shape: outer }, vec![fused]))
     }
