@@ -102,6 +102,7 @@ model_tests!(
     bert_tiny,
     bert_tiny_int4,
     bert_tiny_ts,
+    bert_tiny_ts_qdq,
     bert_tiny_ts_qdyn,
     gpt2_tiny,
     gpt2_tiny_ts,

@@ -49,10 +49,10 @@ fn threads() -> Options {
 #[test]
 fn every_scheme_stays_within_its_bound_on_the_vendored_models() {
     let mut failures = Vec::new();
-    // The f32 models: `_qdyn` and `_int4` are quantized already.
+    // The f32 models: `_qdq`, `_qdyn` and `_int4` are quantized already.
     let f32_models = common::MODELS
         .iter()
-        .filter(|n| !n.ends_with("_qdyn") && !n.ends_with("_int4"));
+        .filter(|n| !n.ends_with("_qdq") && !n.ends_with("_qdyn") && !n.ends_with("_int4"));
     for name in f32_models {
         let model = Model::load(common::vendored(&format!("{name}.onnx"))).unwrap();
         let inputs = inputs(name);
@@ -214,12 +214,20 @@ fn an_accuracy_target_keeps_the_fewest_sensitive_layers() {
     assert!(f32_kept == 0 || f32_kept == report.kept.len(), "{report:?}");
 }
 
-/// onnxruntime's MatMulNBits files import as quantized linears (tests/models.rs checks
-/// their outputs against onnxruntime's): no linear is left an f32 matmul by a weight.
+/// onnxruntime's quantized files (MatMulNBits, QDQ and quantize_dynamic) import as
+/// quantized linears (tests/models.rs checks their outputs against the ONNX definition):
+/// no linear is left an f32 matmul by a weight, and the QDQ and quantize_dynamic ones take
+/// their activations as the file quantized them.
 #[test]
-fn imported_int4_layers_become_quantized_linears() {
-    use kiln::ir::Op;
-    for (name, layers) in [("bert_tiny_int4", 12), ("llama_tiny_int4", 14)] {
+fn imported_quantized_layers_become_quantized_linears() {
+    use kiln::ir::{ActQuant, Op};
+    let files = [
+        ("bert_tiny_int4", 12, ActQuant::None),
+        ("llama_tiny_int4", 14, ActQuant::None),
+        ("bert_tiny_ts_qdq", 12, ActQuant::Quantized),
+        ("bert_tiny_ts_qdyn", 12, ActQuant::Quantized),
+    ];
+    for (name, layers, activations) in files {
         let model = Model::load(common::vendored(&format!("{name}.onnx")))
             .unwrap()
             .optimize()
@@ -229,7 +237,7 @@ fn imported_int4_layers_become_quantized_linears() {
         let quantized = g
             .nodes
             .iter()
-            .filter(|n| matches!(n.op, Op::QuantLinear(_)))
+            .filter(|n| matches!(n.op, Op::QuantLinear(q) if q.activations == activations))
             .count();
         assert_eq!(quantized, layers, "{name}");
         let by_constant = g.nodes.iter().filter(|n| {

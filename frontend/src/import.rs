@@ -6,11 +6,11 @@ use crate::node::{Ctx, N};
 use crate::proto::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
 use crate::registry::{registry, Missing};
 use crate::tensor::{dtype_of, tensor_from_proto, ExternalData};
-use crate::validate;
+use crate::{quant_rules, validate};
 use crate::{FrontendError, ImportOptions};
 use kiln_ir::{Dim, Graph, Tensor, TensorType};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Decodes a serialized model; `file` names it in errors.
@@ -63,7 +63,24 @@ pub(crate) fn import(
         vals.insert(vi.name().to_string(), v);
     }
     let label = |i: usize| node_name(&graph.node[i], i);
-    for idx in validate::node_order(graph, file, opset, &label)? {
+    let order = validate::node_order(graph, file, opset, &label)?;
+    let plan = quant_rules::plan(graph, &vals);
+    let mut lowered = HashSet::new();
+    for idx in order {
+        if plan.absorbed(idx) {
+            continue;
+        }
+        if let Some((rule, inner)) = plan.rule(idx) {
+            if lower_rule(&mut cx, &mut vals, &graph.node[idx], idx, rule)? {
+                continue;
+            }
+            // The run-time operands did not fit: the pattern imports node by node.
+            for &j in inner {
+                if plan.absorbed(j) && lowered.insert(j) {
+                    lower_node(&mut cx, &mut vals, &graph.node[j], j)?;
+                }
+            }
+        }
         lower_node(&mut cx, &mut vals, &graph.node[idx], idx)?;
     }
     for vi in &graph.output {
@@ -151,6 +168,25 @@ fn node_name(node: &crate::proto::NodeProto, idx: usize) -> String {
         (_, Some(o)) if !o.is_empty() => o.clone(),
         _ => format!("{}_{idx}", node.op_type()),
     }
+}
+
+/// Imports a recognized quantized layer as node `idx`'s output; false when it does not fit.
+fn lower_rule(
+    cx: &mut Cx,
+    vals: &mut HashMap<String, Val>,
+    node: &crate::proto::NodeProto,
+    idx: usize,
+    rule: &quant_rules::Rule,
+) -> R<bool> {
+    cx.ctx.node = node_name(node, idx);
+    cx.ctx.op = node.op_type().to_string();
+    let Some(v) = quant_rules::lower(cx, vals, rule)? else {
+        return Ok(false);
+    };
+    if let Some(name) = node.output.first().filter(|n| !n.is_empty()) {
+        vals.insert(name.clone(), v);
+    }
+    Ok(true)
 }
 
 fn lower_node(

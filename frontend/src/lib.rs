@@ -13,6 +13,7 @@ mod export;
 mod import;
 mod node;
 mod ops;
+mod quant_rules;
 mod registry;
 mod tensor;
 mod validate;

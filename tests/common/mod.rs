@@ -276,10 +276,11 @@ pub fn dims_of(model: &Path, inputs: &[(String, kiln::ir::Tensor)]) -> Vec<(Stri
 
 /// The vendored models in `tests/models`; `_qdyn` is onnxruntime's `quantize_dynamic` file,
 /// `_int4` its `MatMulNBits` quantizer's, the others are f32.
-pub const MODELS: [&str; 11] = [
+pub const MODELS: [&str; 12] = [
     "bert_tiny",
     "bert_tiny_int4",
     "bert_tiny_ts",
+    "bert_tiny_ts_qdq",
     "bert_tiny_ts_qdyn",
     "gpt2_tiny",
     "gpt2_tiny_ts",

@@ -1,0 +1,477 @@
+//! Import rules for quantized files: the node patterns onnxruntime's quantizers write
+//! around a linear layer, recognized on the ONNX graph before lowering and imported as one
+//! `quant_linear`, so that the layer runs on the integer kernels instead of as its
+//! decomposition (an i32 matmul in core ops, or an f32 matmul by a weight dequantized at
+//! import).
+//!
+//! - [`Rule::IntegerMatMul`] (`quantize_dynamic`): `MatMulInteger(a, w, a_zp, w_zp)` →
+//!   `Cast(float)` → `Mul(·, Mul(a_scale, w_scale))` is [`ActQuant::Quantized`] by the
+//!   weight less its zero point: the same integer product, cast, and scale multiplies in
+//!   the same order, so it is exact.
+//! - [`Rule::DequantizedMatMul`] (QDQ): `MatMul(x, DequantizeLinear(w, w_scale, w_zp))`
+//!   with a constant `w`. When `x` is itself `DequantizeLinear(q, scale, zp)` with a
+//!   constant per-tensor scale and zero point, the product is [`ActQuant::Quantized`] over
+//!   `q`: the integer product is exact, and the two dequantizing multiplies round once, as
+//!   `scale · w_scale`, where the definition rounds each dequantized operand and each of
+//!   its f32 products (the figures are in ARCHITECTURE.md). Otherwise the layer is
+//!   weight-only ([`ActQuant::None`]), exact: `f32(w - zp) · scale` is the definition's
+//!   dequantized weight.
+//!
+//! The rules run on the ONNX graph rather than in the e-graph because the frontend folds a
+//! constant `DequantizeLinear` into its f32 values as it imports: the integer weight is
+//! visible only here. A pattern whose constants do not fit a kernel format (weights that
+//! span more than int8 once their zero point is taken away, per-row weight scales, other
+//! element types) is not matched, and its nodes import as their definitions.
+
+use crate::cx::{Cx, Val, R};
+use crate::proto::{GraphProto, NodeProto};
+use kiln_ir::shape_eval::Known;
+use kiln_ir::{ActQuant, Block, DType, Dim, Epilogue, Op, QuantAttrs, Tensor, WeightQuant};
+use std::collections::{HashMap, HashSet};
+
+/// A recognized layer, by the ONNX names of its operands.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Rule {
+    /// `Mul(Cast(MatMulInteger(a, w, a_zp, w_zp)), Mul(a_scale, w_scale))`.
+    IntegerMatMul {
+        /// The quantized activations (u8 or i8).
+        a: String,
+        /// Their zero point (absent: 0).
+        a_zp: Option<String>,
+        /// Their scale.
+        a_scale: String,
+        /// The constant weight.
+        w: Weight,
+    },
+    /// `MatMul(x, DequantizeLinear(w, ...))`.
+    DequantizedMatMul {
+        /// The activations.
+        x: Activations,
+        /// The constant weight.
+        w: Weight,
+    },
+}
+
+/// A constant weight `[K, N]` with its scale and zero point, as the rule found them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Weight {
+    pub(crate) values: Tensor,
+    pub(crate) scale: Tensor,
+    pub(crate) zero_point: Option<Tensor>,
+    /// `DequantizeLinear`'s `block_size` (0: per tensor or per column).
+    pub(crate) block: usize,
+}
+
+/// The activations of a [`Rule::DequantizedMatMul`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Activations {
+    /// Any f32 value: the layer is weight-only.
+    Float(String),
+    /// `DequantizeLinear(q, scale, zero_point)`, per tensor: the product takes `q`.
+    Quantized {
+        q: String,
+        scale: String,
+        zero_point: Option<String>,
+    },
+}
+
+/// The rules that apply to a graph.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// By the index of the node whose output the layer produces (the pattern's last).
+    rules: HashMap<usize, (Rule, Vec<usize>)>,
+    /// Nodes whose every output feeds only recognized layers: not lowered.
+    absorbed: HashSet<usize>,
+}
+
+impl Plan {
+    /// The rule whose layer node `idx` produces, and the pattern's other nodes.
+    pub(crate) fn rule(&self, idx: usize) -> Option<&(Rule, Vec<usize>)> {
+        self.rules.get(&idx)
+    }
+
+    /// Whether node `idx` is part of recognized layers only.
+    pub(crate) fn absorbed(&self, idx: usize) -> bool {
+        self.absorbed.contains(&idx)
+    }
+}
+
+/// What the rules look at: producers, consumers and constants by ONNX name.
+struct Index<'g> {
+    nodes: &'g [NodeProto],
+    producer: HashMap<&'g str, (usize, usize)>,
+    consumers: HashMap<&'g str, Vec<usize>>,
+    outputs: HashSet<&'g str>,
+    constants: &'g HashMap<String, Val>,
+}
+
+impl<'g> Index<'g> {
+    fn new(graph: &'g GraphProto, constants: &'g HashMap<String, Val>) -> Index<'g> {
+        let mut producer = HashMap::new();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for (o, name) in n.output.iter().enumerate() {
+                producer.insert(name.as_str(), (i, o));
+            }
+            for name in &n.input {
+                consumers.entry(name.as_str()).or_default().push(i);
+            }
+        }
+        Index {
+            nodes: &graph.node,
+            producer,
+            consumers,
+            outputs: graph.output.iter().map(|o| o.name()).collect(),
+            constants,
+        }
+    }
+
+    /// The node that produces `name` as output `output`, if it is of type `op`.
+    fn made_by(&self, name: &str, op: &str, output: usize) -> Option<(usize, &'g NodeProto)> {
+        let &(i, o) = self.producer.get(name)?;
+        let n = &self.nodes[i];
+        (n.op_type() == op && n.domain().is_empty() && o == output).then_some((i, n))
+    }
+
+    /// The constant tensor called `name` (an initializer).
+    fn constant(&self, name: &str) -> Option<&'g Tensor> {
+        match self.constants.get(name)? {
+            Val::Known(Known::Tensor(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether `name` is a value the graph computes (not a constant).
+    fn computed(&self, name: &str) -> bool {
+        !name.is_empty() && self.constant(name).is_none()
+    }
+
+    /// Node `n`'s input `i`, if present.
+    fn input(n: &NodeProto, i: usize) -> Option<&str> {
+        n.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// Whether every output of node `i` is used only by nodes in `users` (and is not a
+    /// graph output).
+    fn feeds_only(&self, i: usize, users: &HashSet<usize>) -> bool {
+        self.nodes[i].output.iter().all(|o| {
+            !self.outputs.contains(o.as_str())
+                && (self.consumers.get(o.as_str()))
+                    .is_none_or(|c| c.iter().all(|u| users.contains(u)))
+        })
+    }
+}
+
+/// Finds the layers the rules recognize in `graph`, whose initializers are `constants`.
+pub(crate) fn plan(graph: &GraphProto, constants: &HashMap<String, Val>) -> Plan {
+    let ix = Index::new(graph, constants);
+    let mut found: Vec<(usize, Rule, Vec<usize>)> = Vec::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        if !n.domain().is_empty() {
+            continue;
+        }
+        let hit = match n.op_type() {
+            "Mul" => integer_matmul(&ix, n),
+            "MatMul" => dequantized_matmul(&ix, n),
+            _ => None,
+        };
+        if let Some((rule, inner)) = hit {
+            found.push((i, rule, inner));
+        }
+    }
+    // A pattern's inner node is skipped when all its users are recognized layers that
+    // take it in (a shared activation dequantize feeds several).
+    let mut takers: HashMap<usize, HashSet<usize>> = HashMap::new();
+    for (tail, _, inner) in &found {
+        for &j in inner {
+            takers.entry(j).or_default().insert(*tail);
+        }
+    }
+    let mut plan = Plan::default();
+    for (j, users) in &takers {
+        // The inner nodes of one pattern feed each other; count them as takers too.
+        let mut all = users.clone();
+        for (tail, _, inner) in &found {
+            if users.contains(tail) {
+                all.extend(inner.iter().copied());
+            }
+        }
+        if ix.feeds_only(*j, &all) {
+            plan.absorbed.insert(*j);
+        }
+    }
+    for (tail, rule, inner) in found {
+        plan.rules.insert(tail, (rule, inner));
+    }
+    plan
+}
+
+/// [`Rule::IntegerMatMul`] ending at `mul`, and its inner nodes (MatMulInteger, Cast and
+/// the scale multiply).
+fn integer_matmul(ix: &Index, mul: &NodeProto) -> Option<(Rule, Vec<usize>)> {
+    let [l, r] = [Index::input(mul, 0)?, Index::input(mul, 1)?];
+    [(l, r), (r, l)].into_iter().find_map(|(cast, scales)| {
+        let (ci, c) = ix.made_by(cast, "Cast", 0)?;
+        let to = c
+            .attribute
+            .iter()
+            .find(|a| a.name() == "to")
+            .and_then(|a| a.i);
+        if to != Some(1) {
+            return None;
+        }
+        let (mi, mm) = ix.made_by(Index::input(c, 0)?, "MatMulInteger", 0)?;
+        let (si, s) = ix.made_by(scales, "Mul", 0)?;
+        let [s0, s1] = [Index::input(s, 0)?, Index::input(s, 1)?];
+        let (a_scale, w_scale) = if ix.computed(s0) { (s0, s1) } else { (s1, s0) };
+        let a = Index::input(mm, 0)?;
+        let a_zp = Index::input(mm, 2);
+        // The activations' zero point and scale must be scalars: a per-row zero point
+        // has no kernel. `DynamicQuantizeLinear` makes both; constants are checked.
+        let scalar_or_dql = |name: &str, output: usize| match ix.constant(name) {
+            Some(t) => t.len() == 1,
+            None => ix.made_by(name, "DynamicQuantizeLinear", output).is_some(),
+        };
+        let scalars = scalar_or_dql(a_scale, 1) && a_zp.is_none_or(|z| scalar_or_dql(z, 2));
+        if !ix.computed(a) || !scalars {
+            return None;
+        }
+        let w = int8_weight(
+            ix.constant(Index::input(mm, 1)?)?,
+            ix.constant(w_scale)?,
+            Index::input(mm, 3).map(|z| ix.constant(z)).unwrap_or(None),
+            Index::input(mm, 3).is_some(),
+        )?;
+        let rule = Rule::IntegerMatMul {
+            a: a.to_string(),
+            a_zp: a_zp.map(str::to_string),
+            a_scale: a_scale.to_string(),
+            w,
+        };
+        Some((rule, vec![mi, ci, si]))
+    })
+}
+
+/// A constant weight of an integer format: int8 per tensor or per column (`[K, N]`, a
+/// scalar or `[N]` f32 scale) whose values less their zero point lie in `-127..=127`.
+/// `has_zp` with `zp` `None` means the zero point is not a constant.
+fn int8_weight(w: &Tensor, scale: &Tensor, zp: Option<&Tensor>, has_zp: bool) -> Option<Weight> {
+    let is_byte = |d: DType| matches!(d, DType::U8 | DType::I8);
+    if (has_zp && zp.is_none()) || w.rank() != 2 || !is_byte(w.dtype()) {
+        return None;
+    }
+    let (k, n) = (w.shape()[0], w.shape()[1]);
+    let per_column = |t: &Tensor| t.len() == 1 && t.rank() <= 1 || t.shape() == [n];
+    let scale_fits = scale.dtype() == DType::F32 && per_column(scale);
+    let zp_fits = zp.is_none_or(|z| z.dtype() == w.dtype() && per_column(z));
+    let k_fits = (1..=kiln_ir::MAX_QUANTIZED_K).contains(&(k as i64)) && n > 0;
+    if !scale_fits || !zp_fits || !k_fits {
+        return None;
+    }
+    let zeros = zp.map(Tensor::to_i64_vec);
+    let column = |v: &[i64], j: usize| if v.len() == 1 { v[0] } else { v[j] };
+    let centered: Vec<i8> = (w.to_i64_vec().into_iter().enumerate())
+        .map(|(i, v)| {
+            let c = v - zeros.as_ref().map_or(0, |z| column(z, i % n));
+            i8::try_from(c).ok().filter(|c| *c >= -127)
+        })
+        .collect::<Option<_>>()?;
+    let scales = scale.to_f64_vec();
+    let scale: Vec<f32> = (0..n).map(|j| column_f32(&scales, j)).collect();
+    Some(Weight {
+        values: Tensor::from_vec(centered, &[k, n]).ok()?,
+        scale: Tensor::from_vec(scale, &[n]).ok()?,
+        zero_point: None,
+        block: 0,
+    })
+}
+
+/// Column `j` of a per-tensor or per-column f32 parameter (exact through f64).
+fn column_f32(v: &[f64], j: usize) -> f32 {
+    (if v.len() == 1 { v[0] } else { v[j] }) as f32
+}
+
+/// [`Rule::DequantizedMatMul`] ending at `mm`, and its inner nodes (the weight's
+/// dequantize, and the activations' when the product takes their integers).
+fn dequantized_matmul(ix: &Index, mm: &NodeProto) -> Option<(Rule, Vec<usize>)> {
+    let (x, b) = (Index::input(mm, 0)?, Index::input(mm, 1)?);
+    let (wi, dq) = ix.made_by(b, "DequantizeLinear", 0)?;
+    let w = ix.constant(Index::input(dq, 0)?)?;
+    let scale = ix.constant(Index::input(dq, 1)?)?;
+    let zp = Index::input(dq, 2).map(|z| ix.constant(z));
+    let attr = |name: &str, default: i64| {
+        (dq.attribute.iter().find(|a| a.name() == name))
+            .and_then(|a| a.i)
+            .unwrap_or(default)
+    };
+    let (axis, block) = (attr("axis", 1), attr("block_size", 0));
+    let weight = match block {
+        0 if axis == 1 || axis == -1 || scale.len() == 1 => {
+            int8_weight(w, scale, zp.flatten(), zp.is_some())?
+        }
+        b if axis == 0 => int4_weight(w, scale, zp.flatten(), zp.is_some(), b)?,
+        _ => return None,
+    };
+    let quantized = (weight.block == 0)
+        .then(|| quantized_input(ix, x))
+        .flatten();
+    match quantized {
+        Some((xi, act)) => {
+            let rule = Rule::DequantizedMatMul { x: act, w: weight };
+            Some((rule, vec![wi, xi]))
+        }
+        None => {
+            let rule = Rule::DequantizedMatMul {
+                x: Activations::Float(x.to_string()),
+                w: weight,
+            };
+            Some((rule, vec![wi]))
+        }
+    }
+}
+
+/// `x` as `DequantizeLinear(q, scale, zp)` of a computed u8 or i8 `q` with constant
+/// per-tensor f32 scale and zero point: the node and the activations.
+fn quantized_input(ix: &Index, x: &str) -> Option<(usize, Activations)> {
+    let (xi, dq) = ix.made_by(x, "DequantizeLinear", 0)?;
+    let q = Index::input(dq, 0)?;
+    let scale = Index::input(dq, 1)?;
+    let zp = Index::input(dq, 2);
+    let zp_fits = zp.is_none_or(|z| {
+        ix.constant(z)
+            .is_some_and(|z| matches!(z.dtype(), DType::U8 | DType::I8) && z.len() == 1)
+    });
+    let scale_fits = ix
+        .constant(scale)
+        .is_some_and(|s| s.dtype() == DType::F32 && s.len() == 1);
+    (ix.computed(q) && scale_fits && zp_fits).then(|| {
+        let act = Activations::Quantized {
+            q: q.to_string(),
+            scale: scale.to_string(),
+            zero_point: zp.map(str::to_string),
+        };
+        (xi, act)
+    })
+}
+
+/// A constant weight in int4 blocks along K (opset 21 `block_size` 32, 64 or 128 on axis
+/// 0): values in `-8..=7` without zero points, or u8 in `0..=15` with u8 zero points in
+/// `0..=15`, and f32 scales `[⌈K/block⌉, N]`.
+fn int4_weight(
+    w: &Tensor,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+    has_zp: bool,
+    block: i64,
+) -> Option<Weight> {
+    let rows = Block::from_rows(usize::try_from(block).ok()?)?.rows();
+    if (has_zp && zp.is_none()) || w.rank() != 2 {
+        return None;
+    }
+    let (k, n) = (w.shape()[0], w.shape()[1]);
+    let params = [k.div_ceil(rows), n];
+    if scale.dtype() != DType::F32 || scale.shape() != params {
+        return None;
+    }
+    let values = w.to_i64_vec();
+    let within = |v: &[i64], lo, hi| v.iter().all(|x| (lo..=hi).contains(x));
+    match (w.dtype(), zp) {
+        (DType::I8, None) if within(&values, -8, 7) => {}
+        (DType::U8, Some(z))
+            if z.dtype() == DType::U8
+                && z.shape() == params
+                && within(&values, 0, 15)
+                && within(&z.to_i64_vec(), 0, 15) => {}
+        _ => return None,
+    }
+    Some(Weight {
+        values: w.clone(),
+        scale: scale.clone(),
+        zero_point: zp.cloned(),
+        block: rows,
+    })
+}
+
+/// Imports the layer `rule` describes as node `cx.ctx.node`'s output; `None` when its
+/// run-time operands do not fit after all (then the pattern imports node by node).
+pub(crate) fn lower(cx: &mut Cx, vals: &HashMap<String, Val>, rule: &Rule) -> R<Option<Val>> {
+    let get = |name: &str| {
+        vals.get(name)
+            .cloned()
+            .ok_or_else(|| cx.err(format!("input `{name}` is not defined before use")))
+    };
+    let (x, w, act) = match rule {
+        Rule::IntegerMatMul {
+            a,
+            a_zp,
+            a_scale,
+            w,
+            ..
+        } => {
+            let a = get(a)?;
+            let zp = match a_zp {
+                Some(z) => get(z)?,
+                None => cx.scalar(cx.dtype(&a), 0.0),
+            };
+            (a, w, Some((zp, get(a_scale)?)))
+        }
+        Rule::DequantizedMatMul {
+            x: Activations::Float(x),
+            w,
+        } => (get(x)?, w, None),
+        Rule::DequantizedMatMul {
+            x:
+                Activations::Quantized {
+                    q,
+                    scale,
+                    zero_point,
+                },
+            w,
+        } => {
+            let q = get(q)?;
+            let zp = match zero_point {
+                Some(z) => get(z)?,
+                None => cx.scalar(cx.dtype(&q), 0.0),
+            };
+            (q, w, Some((zp, get(scale)?)))
+        }
+    };
+    let k = w.values.shape()[0] as i64;
+    let rank = cx.rank(&x);
+    let fits_x = rank >= 2 && cx.ty(&x).shape[rank - 1].as_const() == Some(k);
+    let fits_type = match &act {
+        Some(_) => matches!(cx.dtype(&x), DType::U8 | DType::I8),
+        None => cx.dtype(&x) == DType::F32,
+    };
+    if !fits_x || !fits_type {
+        return Ok(None);
+    }
+    let weights = match w.block {
+        0 => WeightQuant::Int8,
+        rows => WeightQuant::Int4 {
+            block: Block::from_rows(rows).ok_or_else(|| cx.err("an int4 block size"))?,
+            zero_points: w.zero_point.is_some(),
+        },
+    };
+    let attrs = QuantAttrs {
+        weights,
+        activations: if act.is_some() {
+            ActQuant::Quantized
+        } else {
+            ActQuant::None
+        },
+        epilogue: Epilogue::default(),
+    };
+    let mut args = vec![
+        x,
+        Val::tensor(w.values.clone()),
+        Val::tensor(w.scale.clone()),
+    ];
+    args.extend(w.zero_point.clone().map(Val::tensor));
+    if let Some((zp, scale)) = act {
+        args.push(cx.reshape("zero_point", &zp, Vec::<Dim>::new())?);
+        args.push(cx.reshape("scale", &scale, Vec::<Dim>::new())?);
+    }
+    let refs: Vec<&Val> = args.iter().collect();
+    Ok(Some(cx.emit1("", Op::QuantLinear(attrs), &refs)?))
+}
