@@ -36,7 +36,10 @@ pub use op::{
     MaskedRows, Op, PadMode, PoolAttrs, PoolKind, ReduceKind, ScanKind, ScatterReduction,
     SliceAxis, UnaryOp,
 };
-pub use quant::{ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K, MAX_QUANTIZED_K};
+pub use quant::{
+    dynamic_u8, quantize_linear, ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K,
+    MAX_QUANTIZED_K,
+};
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};
 pub use text::{
     op_attributes, parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError,

@@ -206,19 +206,70 @@ pub enum ActQuant {
     /// and the two scale multiplies of onnxruntime's `quantize_dynamic`, in their order. K
     /// is at most [`MAX_QUANTIZED_K`], so `acc` cannot overflow.
     Quantized,
+    /// `x` is f32, quantized per tensor as `QuantizeLinear` does, by the zero point and
+    /// scale that follow the weight's scales (scalars: u8 or i8, and f32):
+    /// `xq = saturate(round_half_even(x / x_scale) + x_zero_point)` into the zero point's
+    /// type ([`quantize_linear`]); then the product as for [`ActQuant::Quantized`]. This is
+    /// a QDQ file's `QuantizeLinear → DequantizeLinear` in front of the layer.
+    PerTensor,
+    /// `x` is f32, quantized as `DynamicQuantizeLinear` does ([`dynamic_u8`]):
+    /// `lo = min(min_k x, 0)` and `hi = max(max_k x, 0)` over the whole tensor,
+    /// `x_scale = (hi - lo) / 255`, `x_zero_point = saturate(round_half_even(-lo / x_scale))`
+    /// in u8, then as [`ActQuant::PerTensor`]. This is onnxruntime's `quantize_dynamic`
+    /// graph in front of the layer.
+    DynamicU8,
+}
+
+/// `saturate(round_half_even(x / scale) + zero_point)` into `lo..=hi`, as ONNX's
+/// `QuantizeLinear` computes it in f32; NaN quantizes to 0 (the cast of a NaN).
+pub fn quantize_linear(x: f32, scale: f32, zero_point: f32, (lo, hi): (f32, f32)) -> i32 {
+    let r = (x / scale).round_ties_even() + zero_point;
+    if r.is_nan() {
+        0
+    } else {
+        r.clamp(lo, hi) as i32
+    }
+}
+
+/// `DynamicQuantizeLinear`'s scale and zero point for a tensor whose least and greatest
+/// elements are `min` and `max` (NaN when it holds a NaN): see [`ActQuant::DynamicU8`].
+pub fn dynamic_u8(min: f32, max: f32) -> (f32, i32) {
+    let nan_min = |a: f32, b: f32| if a.is_nan() { a } else { a.min(b) };
+    let nan_max = |a: f32, b: f32| if a.is_nan() { a } else { a.max(b) };
+    let (lo, hi) = (nan_min(min, 0.0), nan_max(max, 0.0));
+    let scale = (hi - lo) / 255.0;
+    (scale, quantize_linear(-lo, scale, 0.0, (0.0, 255.0)))
 }
 
 impl ActQuant {
     /// Every scheme.
-    pub const ALL: [ActQuant; 3] = [ActQuant::None, ActQuant::DynamicInt8, ActQuant::Quantized];
+    pub const ALL: [ActQuant; 5] = [
+        ActQuant::None,
+        ActQuant::DynamicInt8,
+        ActQuant::Quantized,
+        ActQuant::PerTensor,
+        ActQuant::DynamicU8,
+    ];
 
-    /// The text name: `none`, `dynamic_int8`, `quantized`.
+    /// The text name: `none`, `dynamic_int8`, `quantized`, `per_tensor`, `dynamic_u8`.
     pub fn name(self) -> &'static str {
         match self {
             ActQuant::None => "none",
             ActQuant::DynamicInt8 => "dynamic_int8",
             ActQuant::Quantized => "quantized",
+            ActQuant::PerTensor => "per_tensor",
+            ActQuant::DynamicU8 => "dynamic_u8",
         }
+    }
+
+    /// Whether the product is formed from integer activations with a zero point (the
+    /// schemes an imported file's quantizer writes), whose K is bounded by
+    /// [`MAX_QUANTIZED_K`] and whose weights must be int8.
+    pub fn with_zero_point(self) -> bool {
+        matches!(
+            self,
+            ActQuant::Quantized | ActQuant::PerTensor | ActQuant::DynamicU8
+        )
     }
 
     /// The scheme with this text name.
@@ -227,11 +278,11 @@ impl ActQuant {
     }
 
     /// How many inputs the scheme adds after the weight's parameters: the zero point and
-    /// scale of quantized activations.
+    /// scale of quantized (or per-tensor) activations.
     pub fn params(self) -> usize {
         match self {
-            ActQuant::Quantized => 2,
-            ActQuant::None | ActQuant::DynamicInt8 => 0,
+            ActQuant::Quantized | ActQuant::PerTensor => 2,
+            ActQuant::None | ActQuant::DynamicInt8 | ActQuant::DynamicU8 => 0,
         }
     }
 }

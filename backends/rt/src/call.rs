@@ -121,11 +121,12 @@ impl QuantLinear {
     }
 }
 
-/// The operands of activations that arrive quantized (`kiln_ir::ActQuant::Quantized`):
-/// `x` holds bytes, and these scalars say how to read them.
+/// The zero point and scale of activations that arrive quantized
+/// (`kiln_ir::ActQuant::Quantized`: `x` holds bytes) or are quantized per tensor by them
+/// (`PerTensor`: `x` is f32).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct QuantizedInput {
-    /// Whether `x` and its zero point are i8 (else u8).
+    /// Whether the zero point (and `x`, when it holds bytes) is i8 (else u8).
     pub signed: bool,
     /// The zero point, one byte.
     pub zero_point: BufId,

@@ -231,7 +231,7 @@ fn quant_weight(
 unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String> {
     match q.attrs.activations {
         // SAFETY: forwarded from the caller.
-        ActQuant::DynamicInt8 | ActQuant::Quantized => {
+        ActQuant::DynamicInt8 | ActQuant::Quantized | ActQuant::PerTensor | ActQuant::DynamicU8 => {
             unsafe { PackedQuant::new(w) }.map(Packed::Quant)
         }
         ActQuant::None => {
@@ -295,24 +295,8 @@ unsafe fn quant_linear(
         row_stride: q.k as isize,
         col_stride: 1,
     };
-    let activations = match q.quantized {
-        None => qgemm::Activations::F32(x),
-        Some(input) => {
-            let zp = mem.addr(input.zero_point) as *const u8;
-            // SAFETY: the schedule gave the zero point one byte and the scale one f32.
-            let (zp, scale) = unsafe { (*zp, *(mem.addr(input.scale) as *const f32)) };
-            qgemm::Activations::Quantized {
-                x: x as *const u8,
-                signed: input.signed,
-                zero_point: if input.signed {
-                    i32::from(zp as i8)
-                } else {
-                    i32::from(zp)
-                },
-                scale,
-            }
-        }
-    };
+    // SAFETY: the schedule gave the zero point one byte and the scale one f32.
+    let activations = unsafe { activations(q, x, mem) };
     match packed {
         // SAFETY: the schedule sized x as m×k and c as m×n, contiguous.
         Packed::Quant(w) => unsafe { qgemm::qgemm(pool, q.m, activations, w, c, epilogue) },
@@ -326,6 +310,44 @@ unsafe fn quant_linear(
         },
     }
     Ok(())
+}
+
+/// How `q`'s activations at `x` enter its integer product.
+///
+/// # Safety
+/// The zero point, when the scheme has one, must be one byte and the scale one f32.
+unsafe fn activations(q: &QuantLinear, x: *const f32, mem: &dyn Memory) -> qgemm::Activations {
+    let Some(input) = q.quantized else {
+        return match q.attrs.activations {
+            ActQuant::DynamicU8 => qgemm::Activations::DynamicU8(x),
+            _ => qgemm::Activations::F32(x),
+        };
+    };
+    // SAFETY: forwarded from the caller.
+    let (zp, scale) = unsafe {
+        (
+            *(mem.addr(input.zero_point) as *const u8),
+            *(mem.addr(input.scale) as *const f32),
+        )
+    };
+    let zero_point = match input.signed {
+        true => i32::from(zp as i8),
+        false => i32::from(zp),
+    };
+    match q.attrs.activations {
+        ActQuant::PerTensor => qgemm::Activations::PerTensor {
+            x,
+            signed: input.signed,
+            zero_point,
+            scale,
+        },
+        _ => qgemm::Activations::Quantized {
+            x: x as *const u8,
+            signed: input.signed,
+            zero_point,
+            scale,
+        },
+    }
 }
 
 /// Packs the B of `mm` ahead of time (see [`prepack`]); `base` is the address of B's buffer.

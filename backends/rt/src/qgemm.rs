@@ -90,6 +90,20 @@ pub enum Activations {
         /// Their scale.
         scale: f32,
     },
+    /// f32 `x[M, K]` quantized here per tensor as `QuantizeLinear` does (`PerTensor`), to
+    /// i8 when `signed`, else u8.
+    PerTensor {
+        /// The activations, row stride K.
+        x: *const f32,
+        /// Whether the zero point (and the quantized values) are i8.
+        signed: bool,
+        /// The zero point.
+        zero_point: i32,
+        /// The scale.
+        scale: f32,
+    },
+    /// f32 `x[M, K]` quantized here as `DynamicQuantizeLinear` does (`DynamicU8`).
+    DynamicU8(*const f32),
 }
 
 /// How the scales are stored.
@@ -449,6 +463,61 @@ unsafe fn quantized_rows(
     q
 }
 
+/// The [`Terms`] of activations with a zero point and a scale (the kernels see u8 values
+/// less 128, so their zero point less 128 too).
+fn zero_point_terms(w: &PackedQuant, signed: bool, zero_point: i32, scale: f32) -> Terms<'static> {
+    let zp = if signed { zero_point } else { zero_point - 128 };
+    Terms {
+        scales: w.scales.iter().map(|s| scale * s).collect(),
+        // |zp| ≤ 255 and |colsum| ≤ 127·K: within i32 for K ≤ MAX_QUANTIZED_K.
+        corrections: w.colsums.iter().map(|c| c.wrapping_mul(zp)).collect(),
+    }
+}
+
+/// f32 activations quantized per tensor as `QuantizeLinear` does
+/// ([`kiln_ir::quantize_linear`]), as the kernels read them (see [`quantized_rows`]), in
+/// parallel over the pool.
+///
+/// # Safety
+/// `x` must be valid for `m × K` floats.
+unsafe fn per_tensor_rows(
+    pool: &ThreadPool,
+    x: *const f32,
+    (signed, zero_point, scale): (bool, i32, f32),
+    m: usize,
+    w: &PackedQuant,
+) -> QuantizedRows {
+    let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
+    let mut q = QuantizedRows {
+        values: vec![0; m * kpad],
+        sums: vec![0; m * blocks],
+        scales: vec![1.0; m],
+    };
+    let (values, sums) = (q.values.as_mut_ptr() as usize, q.sums.as_mut_ptr() as usize);
+    let x = x as usize;
+    let tasks = pool.threads().min(m);
+    let params = kernels::PerTensor::new(signed, zero_point, scale);
+    let run = |t: usize| {
+        for i in t * m / tasks..(t + 1) * m / tasks {
+            // SAFETY: row i of x is valid, and only this task writes row i of the outputs.
+            let (row, values, sums) = unsafe {
+                (
+                    std::slice::from_raw_parts((x as *const f32).add(i * k), k),
+                    std::slice::from_raw_parts_mut((values as *mut i8).add(i * kpad), k),
+                    std::slice::from_raw_parts_mut((sums as *mut i32).add(i * blocks), blocks),
+                )
+            };
+            kernels::quantize_per_tensor(row, &params, values);
+            for (b, sum) in sums.iter_mut().enumerate() {
+                let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
+                *sum = part.iter().map(|&v| i32::from(v)).sum();
+            }
+        }
+    };
+    pool.parallel_for(tasks, &run);
+    q
+}
+
 /// The per-column terms the kernels apply, `[panel][block][NR]`: the packed scales and no
 /// corrections for activations quantized here; for activations that arrive quantized,
 /// `x_scale · scale` (the definition's order) and the zero point (as the kernels see it,
@@ -491,14 +560,27 @@ pub unsafe fn qgemm(
             zero_point,
             scale,
         } => {
-            let zp = if signed { zero_point } else { zero_point - 128 };
-            let terms = Terms {
-                scales: w.scales.iter().map(|s| scale * s).collect(),
-                // |zp| ≤ 255 and |colsum| ≤ 127·K: within i32 for K ≤ MAX_QUANTIZED_K.
-                corrections: w.colsums.iter().map(|c| c.wrapping_mul(zp)).collect(),
-            };
             // SAFETY: forwarded from the caller.
-            (unsafe { quantized_rows(pool, x, signed, m, w) }, terms)
+            let rows = unsafe { quantized_rows(pool, x, signed, m, w) };
+            (rows, zero_point_terms(w, signed, zero_point, scale))
+        }
+        Activations::PerTensor {
+            x,
+            signed,
+            zero_point,
+            scale,
+        } => {
+            // SAFETY: forwarded from the caller.
+            let rows = unsafe { per_tensor_rows(pool, x, (signed, zero_point, scale), m, w) };
+            (rows, zero_point_terms(w, signed, zero_point, scale))
+        }
+        Activations::DynamicU8(x) => {
+            // SAFETY: forwarded from the caller.
+            let (min, max) = unsafe { kernels::min_max(std::slice::from_raw_parts(x, m * w.k)) };
+            let (scale, zero_point) = kiln_ir::dynamic_u8(min, max);
+            // SAFETY: forwarded from the caller.
+            let rows = unsafe { per_tensor_rows(pool, x, (false, zero_point, scale), m, w) };
+            (rows, zero_point_terms(w, false, zero_point, scale))
         }
     };
     let kernel = if w.nibbles {

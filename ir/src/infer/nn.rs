@@ -365,20 +365,22 @@ pub(super) fn quant_linear(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<Vec<T
     linear(q.epilogue, &rest)
 }
 
-/// The operands [`crate::ActQuant::Quantized`] adds: `x` u8 or i8 with int8 weights of K up
-/// to [`crate::MAX_QUANTIZED_K`], then `x`'s zero point (a scalar of its type) and scale
-/// (a scalar f32) after the weight's scales.
+/// The operands of the schemes with a zero point: int8 weights of K up to
+/// [`crate::MAX_QUANTIZED_K`]; for [`crate::ActQuant::Quantized`] `x` u8 or i8, else f32;
+/// for it and [`crate::ActQuant::PerTensor`], `x`'s zero point (a u8 or i8 scalar, of
+/// `x`'s type when `x` is an integer) and scale (an f32 scalar) after the weight's scales.
 fn quantized_activations(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<()> {
+    use crate::ActQuant;
     let input = x[0];
-    expect_dtype(
-        input,
-        "input",
-        |d| matches!(d, DType::U8 | DType::I8),
-        "u8 or i8",
-    )?;
+    let bytes = |d: DType| matches!(d, DType::U8 | DType::I8);
+    match q.activations {
+        ActQuant::Quantized => expect_dtype(input, "input", bytes, "u8 or i8")?,
+        _ => expect_dtype(input, "input", |d| d == DType::F32, "f32")?,
+    }
     if q.weights != crate::WeightQuant::Int8 {
         return Err(format!(
-            "quantized activations need int8 weights, not {}",
+            "{} activations need int8 weights, not {}",
+            q.activations.name(),
             q.weights.name()
         ));
     }
@@ -387,17 +389,22 @@ fn quantized_activations(q: crate::QuantAttrs, x: &[&TensorType]) -> Res<()> {
         .is_none_or(|k| k > crate::MAX_QUANTIZED_K)
     {
         return Err(format!(
-            "with quantized activations K must be a number up to {} (an i32 product), got {k:?}",
+            "with {} activations K must be a number up to {} (an i32 product), got {k:?}",
+            q.activations.name(),
             crate::MAX_QUANTIZED_K
         ));
     }
+    if q.activations.params() == 0 {
+        return Ok(());
+    }
     let at = 2 + q.weights.params();
     let (zp, scale) = (x[at], x[at + 1]);
-    if zp.dtype != input.dtype || zp.rank() != 0 {
-        return Err(format!(
-            "x zero point must be a {} scalar, got {zp}",
-            input.dtype
-        ));
+    let (zp_fits, want) = match q.activations {
+        ActQuant::Quantized => (zp.dtype == input.dtype, input.dtype.to_string()),
+        _ => (bytes(zp.dtype), "u8 or i8".to_string()),
+    };
+    if !zp_fits || zp.rank() != 0 {
+        return Err(format!("x zero point must be a {want} scalar, got {zp}"));
     }
     if scale.dtype != DType::F32 || scale.rank() != 0 {
         return Err(format!("x scale must be an f32 scalar, got {scale}"));

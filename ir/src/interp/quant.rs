@@ -33,19 +33,69 @@ pub(super) fn quant_linear(op: &Op, q: QuantAttrs, inputs: &[Tensor]) -> Result<
             let y = Tensor::from_vec(product, &shape).map_err(|e| op_err(op, e.to_string()))?;
             epilogue(q.epilogue, y, rest)
         }
-        ActQuant::Quantized => {
+        ActQuant::Quantized | ActQuant::PerTensor | ActQuant::DynamicU8 => {
             let x = &inputs[0];
-            let at = 2 + q.weights.params();
-            let zero_point = inputs[at].to_i64_vec()[0];
-            // f32 scalar (inference checks it): exact through f64.
-            let scale = inputs[at + 1].to_f64_vec()[0] as f32;
-            let product = quantized(&w, &x.to_i64_vec(), zero_point, scale);
+            let (xq, zero_point, scale) = activations(q, inputs);
+            let product = quantized(&w, &xq, zero_point, scale);
             let mut shape = x.shape().to_vec();
             *shape.last_mut().expect("rank ≥ 2 was inferred") = w.n;
             let y = Tensor::from_vec(product, &shape).map_err(|e| op_err(op, e.to_string()))?;
             epilogue(q.epilogue, y, rest)
         }
     }
+}
+
+/// The integer activations, their zero point and their scale, for the schemes with a
+/// zero point: as given ([`ActQuant::Quantized`]), or quantized here from f32 as
+/// `QuantizeLinear` ([`ActQuant::PerTensor`]) or `DynamicQuantizeLinear`
+/// ([`ActQuant::DynamicU8`]) would.
+fn activations(q: QuantAttrs, inputs: &[Tensor]) -> (Vec<i64>, i64, f32) {
+    let x = &inputs[0];
+    let at = 2 + q.weights.params();
+    // The scalars' types were inferred (u8/i8 and f32), so the f64 values are exact.
+    let given = || {
+        let zp = &inputs[at];
+        let range = match zp.dtype() {
+            crate::DType::I8 => (-128.0, 127.0),
+            _ => (0.0, 255.0),
+        };
+        (
+            zp.to_i64_vec()[0],
+            inputs[at + 1].to_f64_vec()[0] as f32,
+            range,
+        )
+    };
+    let (zero_point, scale, range) = match q.activations {
+        ActQuant::Quantized => return (x.to_i64_vec(), given().0, given().1),
+        ActQuant::DynamicU8 => {
+            let xs: Vec<f32> = x.to_f64_vec().into_iter().map(|v| v as f32).collect();
+            let nan = |a: f32, b: f32, pick: fn(f32, f32) -> f32| {
+                if a.is_nan() || b.is_nan() {
+                    f32::NAN
+                } else {
+                    pick(a, b)
+                }
+            };
+            let min = xs.iter().fold(f32::INFINITY, |m, &v| nan(m, v, f32::min));
+            let max = xs
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| nan(m, v, f32::max));
+            let (scale, zp) = crate::quant::dynamic_u8(min, max);
+            (i64::from(zp), scale, (0.0, 255.0))
+        }
+        _ => given(),
+    };
+    let xq = (x.to_f64_vec().into_iter())
+        .map(|v| {
+            i64::from(crate::quant::quantize_linear(
+                v as f32,
+                scale,
+                zero_point as f32,
+                range,
+            ))
+        })
+        .collect();
+    (xq, zero_point, scale)
 }
 
 /// The product of activations that arrive quantized (`[M, K]` row-major, any leading dims

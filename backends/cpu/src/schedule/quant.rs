@@ -23,12 +23,15 @@ impl Scheduler<'_> {
         };
         // Inference checked that the scheme's operands are there.
         let quantized = match q.activations {
-            ActQuant::Quantized => Some(QuantizedInput {
-                signed: x.dtype == DType::I8,
-                zero_point: rest.next().expect("an inferred zero point"),
-                scale: rest.next().expect("an inferred scale"),
-            }),
-            ActQuant::None | ActQuant::DynamicInt8 => None,
+            ActQuant::Quantized | ActQuant::PerTensor => {
+                let at = 2 + q.weights.params();
+                Some(QuantizedInput {
+                    signed: self.view(node.inputs[at]).dtype == DType::I8,
+                    zero_point: rest.next().expect("an inferred zero point"),
+                    scale: rest.next().expect("an inferred scale"),
+                })
+            }
+            ActQuant::None | ActQuant::DynamicInt8 | ActQuant::DynamicU8 => None,
         };
         let bias = if q.epilogue.bias { rest.next() } else { None };
         let residual = q.epilogue.residual.zip(rest.next());

@@ -424,6 +424,83 @@ mod x86 {
         avx512_vnni_nibbles_dot
     );
 
+    /// [`super::quantize_per_tensor`] on eight lanes: `vdivps` and `vroundps` (ties to
+    /// even) are the definition's division and rounding; NaN lanes become 0 as there.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, and `out` be as long as `row`.
+    #[target_feature(enable = "avx2")]
+    pub(in super::super) unsafe fn quantize_per_tensor_avx2(
+        row: &[f32],
+        p: &super::PerTensor,
+        out: &mut [i8],
+    ) {
+        let n = row.len() / 8 * 8;
+        let (scale, zp) = (_mm256_set1_ps(p.scale), _mm256_set1_ps(p.zero_point));
+        let (lo, hi) = (_mm256_set1_ps(p.range.0), _mm256_set1_ps(p.range.1));
+        let shift = _mm256_set1_epi32(p.shift);
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= row.len() == out.len().
+            unsafe {
+                let t = _mm256_div_ps(_mm256_loadu_ps(row.as_ptr().add(i)), scale);
+                let r = _mm256_add_ps(
+                    _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                    zp,
+                );
+                let number = _mm256_cmp_ps(r, r, _CMP_ORD_Q);
+                // max/min return their second operand for a NaN first one: clamp, then
+                // zero the NaN lanes.
+                let clamped = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+                let q = _mm256_cvtps_epi32(_mm256_and_ps(clamped, number));
+                let q = _mm256_sub_epi32(q, shift);
+                let w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+                _mm_storel_epi64(
+                    out.as_mut_ptr().add(i) as *mut __m128i,
+                    _mm_packs_epi16(w, w),
+                );
+            }
+        }
+        for (o, &v) in out[n..].iter_mut().zip(&row[n..]) {
+            *o = p.one(v);
+        }
+    }
+
+    /// [`super::min_max`] on eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(in super::super) unsafe fn min_max_avx2(x: &[f32]) -> (f32, f32) {
+        let n = x.len() / 8 * 8;
+        let (mut lo, mut hi) = (
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_set1_ps(f32::NEG_INFINITY),
+        );
+        let mut nan = _mm256_setzero_ps();
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= x.len().
+            let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) };
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+        }
+        if _mm256_movemask_ps(nan) != 0 {
+            return (f32::NAN, f32::NAN);
+        }
+        let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
+        // SAFETY: eight floats each.
+        unsafe {
+            _mm256_storeu_ps(l.as_mut_ptr(), lo);
+            _mm256_storeu_ps(h.as_mut_ptr(), hi);
+        }
+        let (tl, th) = super::min_max_scalar(&x[n..]);
+        if tl.is_nan() {
+            return (f32::NAN, f32::NAN);
+        }
+        let min = l.iter().fold(tl, |m, &v| m.min(v));
+        (min, h.iter().fold(th, |m, &v| m.max(v)))
+    }
+
     /// [`super::super::quantize_row`] with AVX2: the same operations on eight lanes
     /// (`vroundps` rounds ties to even, as the definition does).
     ///
@@ -616,6 +693,65 @@ pub(super) fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
         return unsafe { x86::quantize_row_avx2(row, &mut out[..row.len()]) };
     }
     super::quantize_row(row, out)
+}
+
+/// How f32 activations quantize per tensor: `QuantizeLinear`'s scale, zero point and
+/// range, and the shift that makes the kernels' s8 (128 for u8, 0 for i8).
+pub(super) struct PerTensor {
+    scale: f32,
+    zero_point: f32,
+    range: (f32, f32),
+    shift: i32,
+}
+
+impl PerTensor {
+    pub(super) fn new(signed: bool, zero_point: i32, scale: f32) -> PerTensor {
+        let (range, shift) = match signed {
+            true => ((-128.0, 127.0), 0),
+            false => ((0.0, 255.0), 128),
+        };
+        PerTensor {
+            scale,
+            zero_point: zero_point as f32,
+            range,
+            shift,
+        }
+    }
+
+    /// One value, as the definition says, less the shift.
+    fn one(&self, x: f32) -> i8 {
+        (kiln_ir::quantize_linear(x, self.scale, self.zero_point, self.range) - self.shift) as i8
+    }
+}
+
+/// `row` quantized per tensor into `out` (as long as `row`), vectorized where the CPU can.
+pub(super) fn quantize_per_tensor(row: &[f32], p: &PerTensor, out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; `out` is as long as `row`.
+        return unsafe { x86::quantize_per_tensor_avx2(row, p, &mut out[..row.len()]) };
+    }
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = p.one(v);
+    }
+}
+
+/// The least and greatest element of `x`, NaN when it holds a NaN.
+pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { x86::min_max_avx2(x) };
+    }
+    min_max_scalar(x)
+}
+
+fn min_max_scalar(x: &[f32]) -> (f32, f32) {
+    if x.iter().any(|v| v.is_nan()) {
+        return (f32::NAN, f32::NAN);
+    }
+    let min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    (min, x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
 }
 
 /// The best kernel family for this CPU.

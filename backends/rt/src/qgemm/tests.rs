@@ -134,13 +134,17 @@ fn case(weights: WeightQuant, f16_scales: bool, [m, k, n]: [usize; 3], seed: u64
 
 impl Case {
     fn reference(&self) -> Vec<f32> {
-        let x = match &self.quantized {
-            None => Tensor::from_vec(self.x.clone(), &[self.m, self.k]).unwrap(),
-            Some(q) => bytes_tensor(&q.bytes, q.signed, &[self.m, self.k]),
+        let x = match (&self.quantized, self.q.activations) {
+            (Some(q), ActQuant::Quantized) => bytes_tensor(&q.bytes, q.signed, &[self.m, self.k]),
+            _ => Tensor::from_vec(self.x.clone(), &[self.m, self.k]).unwrap(),
         };
         let mut inputs = vec![x, self.w.clone(), self.scale.clone()];
         inputs.extend(self.zero_points.clone());
-        if let Some(q) = &self.quantized {
+        if let Some(q) = self
+            .quantized
+            .as_ref()
+            .filter(|_| self.q.activations.params() > 0)
+        {
             inputs.push(bytes_tensor(&[q.zero_point], q.signed, &[]));
             inputs.push(Tensor::from_vec(vec![q.scale], &[]).unwrap());
         }
@@ -187,17 +191,25 @@ impl Case {
             row_stride: self.n as isize,
             col_stride: 1,
         };
-        let x = match &self.quantized {
-            None => Activations::F32(self.x.as_ptr()),
-            Some(q) => Activations::Quantized {
+        let zero_point = |q: &QuantizedX| match q.signed {
+            true => i32::from(q.zero_point as i8),
+            false => i32::from(q.zero_point),
+        };
+        let x = match (&self.quantized, self.q.activations) {
+            (Some(q), ActQuant::Quantized) => Activations::Quantized {
                 x: q.bytes.as_ptr(),
                 signed: q.signed,
-                zero_point: match q.signed {
-                    true => i32::from(q.zero_point as i8),
-                    false => i32::from(q.zero_point),
-                },
+                zero_point: zero_point(q),
                 scale: q.scale,
             },
+            (Some(q), ActQuant::PerTensor) => Activations::PerTensor {
+                x: self.x.as_ptr(),
+                signed: q.signed,
+                zero_point: zero_point(q),
+                scale: q.scale,
+            },
+            (_, ActQuant::DynamicU8) => Activations::DynamicU8(self.x.as_ptr()),
+            _ => Activations::F32(self.x.as_ptr()),
         };
         // SAFETY: x is m×k, c m×n, the bias n and the residual m×n.
         unsafe { qgemm(pool, self.m, x, &packed, out, epilogue) };
@@ -301,6 +313,64 @@ fn quantized_activations_match_the_interpreter_bit_for_bit() {
                 }
             }
         }
+    }
+}
+
+/// f32 activations quantized per tensor in the kernel's prologue (`QuantizeLinear` with
+/// u8 or i8 zero points, `DynamicQuantizeLinear`), saturating values, ties, NaN and ±∞
+/// included, bit for bit against the interpreter on every family.
+#[test]
+fn per_tensor_activations_match_the_interpreter_bit_for_bit() {
+    let pool = ThreadPool::new(3);
+    for kernel in kernels::available() {
+        for (s, shape) in SHAPES.into_iter().enumerate() {
+            for scheme in [ActQuant::PerTensor, ActQuant::DynamicU8] {
+                for signed in [false, true] {
+                    let mut c = quantized_case(signed, shape, s as u64 * 3 + 5);
+                    c.q.activations = scheme;
+                    // Exact halves of the scale (ties) and values past the range.
+                    let scale = c.quantized.as_ref().unwrap().scale;
+                    for (i, v) in c.x.iter_mut().enumerate().step_by(7) {
+                        *v = (i as f32 - 20.5) * scale * if i % 3 == 0 { 40.0 } else { 1.0 };
+                    }
+                    let mut cases = vec![c];
+                    if scheme == ActQuant::PerTensor && shape[0] * shape[1] > 3 {
+                        let mut odd = quantized_case(signed, shape, s as u64 + 77);
+                        odd.q.activations = scheme;
+                        odd.x[0] = f32::NAN;
+                        odd.x[1] = f32::INFINITY;
+                        odd.x[2] = f32::NEG_INFINITY;
+                        cases.push(odd);
+                    }
+                    for c in &cases {
+                        let (got, want) = (c.run(kernel, &pool), c.reference());
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{} {scheme:?} signed={signed} {shape:?}: {got:?} != {want:?}",
+                            kernel.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A NaN or an infinity gives `DynamicQuantizeLinear` a NaN or infinite scale: every
+/// output is NaN, as the definition computes.
+#[test]
+fn dynamic_u8_with_non_finite_inputs_is_nan() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut c = quantized_case(false, [3, 20, 5], 9);
+        c.q.activations = ActQuant::DynamicU8;
+        c.x[7] = bad;
+        let (got, want) = (c.run(kernels::best(), &ThreadPool::new(2)), c.reference());
+        assert!(want.iter().all(|v| v.is_nan()), "{want:?}");
+        assert!(got.iter().all(|v| v.is_nan()), "{got:?}");
     }
 }
 
