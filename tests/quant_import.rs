@@ -44,7 +44,7 @@ fn weights(k: usize, n: usize, lo: i64, hi: i64) -> Vec<i64> {
 
 /// `x[2, k]`, `y` from `nodes`; each value in `broken` passes through an Identity before
 /// its users (which then read `value.id`).
-fn model(nodes: &[NodeProto], inits: Vec<TensorProto>, k: i64, broken: &[&str]) -> Vec<u8> {
+fn model(nodes: &[NodeProto], inits: &[TensorProto], k: i64, broken: &[&str]) -> Vec<u8> {
     let mut nodes = nodes.to_vec();
     for &v in broken {
         let id = format!("{v}.id");
@@ -56,7 +56,7 @@ fn model(nodes: &[NodeProto], inits: Vec<TensorProto>, k: i64, broken: &[&str]) 
         }
         nodes.push(node_to(&format!("identity_{v}"), "Identity", &[v], &[&id]));
     }
-    let mut m = Onnx::new(nodes, vec![f32_value("x", &[2, k])], FLOAT).with(inits);
+    let mut m = Onnx::new(nodes, vec![f32_value("x", &[2, k])], FLOAT).with(inits.to_vec());
     m.opset = 21;
     m.bytes()
 }
@@ -155,8 +155,19 @@ fn quantize_dynamic_layers_are_exact_integer_products() {
     let (nodes, inits) = dynamic(2);
     let (made, worst) = check(
         "dynamic",
-        &model(&nodes, inits.clone(), 40, &[]),
-        &model(&nodes, inits, 40, &["accf"]),
+        &model(&nodes, &inits, 40, &[]),
+        &model(&nodes, &inits, 40, &["accf"]),
+        40,
+    );
+    // The layer quantizes x itself, as DynamicQuantizeLinear would.
+    assert_eq!(made, [(WeightQuant::Int8, ActQuant::DynamicU8)]);
+    assert_eq!(worst, 0.0, "the rule must be exact");
+    // With the quantized values passed on (not straight from the DynamicQuantizeLinear),
+    // the layer takes the integers.
+    let (made, worst) = check(
+        "dynamic_integers",
+        &model(&nodes, &inits, 40, &["xq"]),
+        &model(&nodes, &inits, 40, &["xq", "accf"]),
         40,
     );
     assert_eq!(made, [(WeightQuant::Int8, ActQuant::Quantized)]);
@@ -169,8 +180,8 @@ fn weights_that_leave_int8_with_their_zero_point_import_as_written() {
     let (nodes, inits) = dynamic(-100);
     let (made, worst) = check(
         "dynamic_wide",
-        &model(&nodes, inits.clone(), 40, &[]),
-        &model(&nodes, inits, 40, &["accf"]),
+        &model(&nodes, &inits, 40, &[]),
+        &model(&nodes, &inits, 40, &["accf"]),
         40,
     );
     assert!(made.is_empty(), "{made:?}");
@@ -216,13 +227,26 @@ fn qdq_layers_take_the_quantized_activations() {
         let (nodes, inits) = qdq(scale, axis);
         let (made, worst) = check(
             name,
-            &model(&nodes, inits.clone(), 33, &[]),
-            &model(&nodes, inits, 33, &["xd", "wd"]),
+            &model(&nodes, &inits, 33, &[]),
+            &model(&nodes, &inits, 33, &["xd", "wd"]),
+            33,
+        );
+        // The layer quantizes x itself, as the QuantizeLinear would.
+        assert_eq!(made, [(WeightQuant::Int8, ActQuant::PerTensor)], "{name}");
+        // The integer product is exact; the definition rounds each dequantized operand
+        // and product in f32.
+        println!("{name}: largest difference {worst:.2e} of the output's magnitude");
+        assert!(worst < 1e-6, "{name}: {worst}");
+        // Integers that come from elsewhere than a QuantizeLinear by the same constants
+        // are taken as they are.
+        let (nodes, inits) = qdq(floats("ws", &[], &[0.003]), 1);
+        let (made, worst) = check(
+            &format!("{name}_integers"),
+            &model(&nodes, &inits, 33, &["xq"]),
+            &model(&nodes, &inits, 33, &["xq", "xd", "wd"]),
             33,
         );
         assert_eq!(made, [(WeightQuant::Int8, ActQuant::Quantized)], "{name}");
-        // The integer product is exact; the definition rounds each dequantized operand
-        // and product in f32.
         assert!(worst < 1e-6, "{name}: {worst}");
     }
 }
@@ -244,8 +268,8 @@ fn qdq_weights_by_f32_activations_are_weight_only() {
     ];
     let (made, worst) = check(
         "weight_only",
-        &model(&nodes, inits.clone(), k, &[]),
-        &model(&nodes, inits, k, &["wd"]),
+        &model(&nodes, &inits, k, &[]),
+        &model(&nodes, &inits, k, &["wd"]),
         k as usize,
     );
     assert_eq!(made, [(WeightQuant::Int8, ActQuant::None)]);
@@ -274,8 +298,8 @@ fn blocked_4_bit_weights_become_int4_layers() {
     let (nodes, inits) = blocked(32);
     let (made, worst) = check(
         "blocked",
-        &model(&nodes, inits.clone(), k, &[]),
-        &model(&nodes, inits, k, &["wd"]),
+        &model(&nodes, &inits, k, &[]),
+        &model(&nodes, &inits, k, &["wd"]),
         k as usize,
     );
     assert!(
@@ -296,8 +320,8 @@ fn blocked_4_bit_weights_become_int4_layers() {
     let (nodes, inits) = blocked(48);
     let (made, worst) = check(
         "blocked_48",
-        &model(&nodes, inits.clone(), k, &[]),
-        &model(&nodes, inits, k, &["wd"]),
+        &model(&nodes, &inits, k, &[]),
+        &model(&nodes, &inits, k, &["wd"]),
         k as usize,
     );
     assert!(made.is_empty(), "{made:?}");

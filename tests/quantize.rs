@@ -224,8 +224,8 @@ fn imported_quantized_layers_become_quantized_linears() {
     let files = [
         ("bert_tiny_int4", 12, ActQuant::None),
         ("llama_tiny_int4", 14, ActQuant::None),
-        ("bert_tiny_ts_qdq", 12, ActQuant::Quantized),
-        ("bert_tiny_ts_qdyn", 12, ActQuant::Quantized),
+        ("bert_tiny_ts_qdq", 12, ActQuant::PerTensor),
+        ("bert_tiny_ts_qdyn", 12, ActQuant::DynamicU8),
     ];
     for (name, layers, activations) in files {
         let model = Model::load(common::vendored(&format!("{name}.onnx")))

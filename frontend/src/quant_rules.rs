@@ -5,23 +5,28 @@
 //! import).
 //!
 //! - [`Rule::IntegerMatMul`] (`quantize_dynamic`): `MatMulInteger(a, w, a_zp, w_zp)` →
-//!   `Cast(float)` → `Mul(·, Mul(a_scale, w_scale))` is [`ActQuant::Quantized`] by the
-//!   weight less its zero point: the same integer product, cast, and scale multiplies in
-//!   the same order, so it is exact.
+//!   `Cast(float)` → `Mul(·, Mul(a_scale, w_scale))` is a product by the weight less its
+//!   zero point: the same integer product, cast and scale multiplies in the same order,
+//!   so it is exact. When `a`, `a_zp` and `a_scale` are one `DynamicQuantizeLinear(x)`'s,
+//!   the layer takes `x` and quantizes it as that op does ([`ActQuant::DynamicU8`]); else
+//!   it takes `a` ([`ActQuant::Quantized`]).
 //! - [`Rule::DequantizedMatMul`] (QDQ): `MatMul(x, DequantizeLinear(w, w_scale, w_zp))`
 //!   with a constant `w`. When `x` is itself `DequantizeLinear(q, scale, zp)` with a
-//!   constant per-tensor scale and zero point, the product is [`ActQuant::Quantized`] over
-//!   `q`: the integer product is exact, and the two dequantizing multiplies round once, as
-//!   `scale · w_scale`, where the definition rounds each dequantized operand and each of
-//!   its f32 products (the figures are in ARCHITECTURE.md). Otherwise the layer is
-//!   weight-only ([`ActQuant::None`]), exact: `f32(w - zp) · scale` is the definition's
-//!   dequantized weight.
+//!   constant per-tensor scale and zero point, the product takes `q`'s integers: `q`
+//!   itself ([`ActQuant::Quantized`]), or, when `q` is `QuantizeLinear(x', scale, zp)` by
+//!   the same constants, `x'` quantized in the layer as that op does
+//!   ([`ActQuant::PerTensor`]). The integer product is exact, and the two dequantizing
+//!   multiplies round once, as `scale · w_scale`, where the definition rounds each
+//!   dequantized operand and each of its f32 products (`tests/quant_import.rs` bounds the
+//!   difference). Otherwise the layer is weight-only ([`ActQuant::None`]), exact:
+//!   `f32(w - zp) · scale` is the definition's dequantized weight.
 //!
 //! The rules run on the ONNX graph rather than in the e-graph because the frontend folds a
 //! constant `DequantizeLinear` into its f32 values as it imports: the integer weight is
 //! visible only here. A pattern whose constants do not fit a kernel format (weights that
 //! span more than int8 once their zero point is taken away, per-row weight scales, other
-//! element types) is not matched, and its nodes import as their definitions.
+//! element types) is not matched, and its nodes import as their definitions. A pattern's
+//! inner nodes are not lowered when every user of theirs is a recognized layer.
 
 use crate::cx::{Cx, Val, R};
 use crate::proto::{GraphProto, NodeProto};
@@ -32,14 +37,12 @@ use std::collections::{HashMap, HashSet};
 /// A recognized layer, by the ONNX names of its operands.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Rule {
-    /// `Mul(Cast(MatMulInteger(a, w, a_zp, w_zp)), Mul(a_scale, w_scale))`.
+    /// `Mul(Cast(MatMulInteger(a, w, a_zp, w_zp)), Mul(a_scale, w_scale))`; `a` is
+    /// [`Activations::Quantized`], or [`Activations::Dynamic`] when all three come from one
+    /// `DynamicQuantizeLinear`.
     IntegerMatMul {
-        /// The quantized activations (u8 or i8).
-        a: String,
-        /// Their zero point (absent: 0).
-        a_zp: Option<String>,
-        /// Their scale.
-        a_scale: String,
+        /// The activations.
+        a: Activations,
         /// The constant weight.
         w: Weight,
     },
@@ -62,17 +65,39 @@ pub(crate) struct Weight {
     pub(crate) block: usize,
 }
 
-/// The activations of a [`Rule::DequantizedMatMul`].
+/// How a recognized layer's activations enter it, by ONNX names.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Activations {
-    /// Any f32 value: the layer is weight-only.
+    /// Any f32 value: the layer is weight-only ([`ActQuant::None`]).
     Float(String),
-    /// `DequantizeLinear(q, scale, zero_point)`, per tensor: the product takes `q`.
+    /// Integers with a per-tensor zero point (absent: 0) and scale: the product takes them
+    /// ([`ActQuant::Quantized`]).
     Quantized {
         q: String,
         scale: String,
         zero_point: Option<String>,
     },
+    /// `QuantizeLinear(x, scale, zero_point)` of an f32 `x`, dequantized by the same
+    /// constants: the layer quantizes `x` itself ([`ActQuant::PerTensor`]).
+    PerTensor {
+        x: String,
+        scale: String,
+        zero_point: Option<String>,
+    },
+    /// `DynamicQuantizeLinear(x)`: the layer quantizes `x` itself ([`ActQuant::DynamicU8`]).
+    Dynamic(String),
+}
+
+impl Activations {
+    /// The scheme.
+    fn scheme(&self) -> ActQuant {
+        match self {
+            Activations::Float(_) => ActQuant::None,
+            Activations::Quantized { .. } => ActQuant::Quantized,
+            Activations::PerTensor { .. } => ActQuant::PerTensor,
+            Activations::Dynamic(_) => ActQuant::DynamicU8,
+        }
+    }
 }
 
 /// The rules that apply to a graph.
@@ -179,27 +204,23 @@ pub(crate) fn plan(graph: &GraphProto, constants: &HashMap<String, Val>) -> Plan
             found.push((i, rule, inner));
         }
     }
-    // A pattern's inner node is skipped when all its users are recognized layers that
-    // take it in (a shared activation dequantize feeds several).
-    let mut takers: HashMap<usize, HashSet<usize>> = HashMap::new();
-    for (tail, _, inner) in &found {
-        for &j in inner {
-            takers.entry(j).or_default().insert(*tail);
+    // An inner node is skipped when each of its users is a recognized layer or a skipped
+    // node (a shared activation dequantize feeds several layers, and its quantize feeds
+    // it): start from every inner node, and drop those with another user until none has.
+    let tails: HashSet<usize> = found.iter().map(|f| f.0).collect();
+    let mut absorbed: HashSet<usize> = found.iter().flat_map(|f| f.2.iter().copied()).collect();
+    loop {
+        let keep: HashSet<usize> = tails.union(&absorbed).copied().collect();
+        let before = absorbed.len();
+        absorbed.retain(|&j| ix.feeds_only(j, &keep));
+        if absorbed.len() == before {
+            break;
         }
     }
-    let mut plan = Plan::default();
-    for (j, users) in &takers {
-        // The inner nodes of one pattern feed each other; count them as takers too.
-        let mut all = users.clone();
-        for (tail, _, inner) in &found {
-            if users.contains(tail) {
-                all.extend(inner.iter().copied());
-            }
-        }
-        if ix.feeds_only(*j, &all) {
-            plan.absorbed.insert(*j);
-        }
-    }
+    let mut plan = Plan {
+        absorbed,
+        ..Plan::default()
+    };
     for (tail, rule, inner) in found {
         plan.rules.insert(tail, (rule, inner));
     }
@@ -242,14 +263,37 @@ fn integer_matmul(ix: &Index, mul: &NodeProto) -> Option<(Rule, Vec<usize>)> {
             Index::input(mm, 3).map(|z| ix.constant(z)).unwrap_or(None),
             Index::input(mm, 3).is_some(),
         )?;
-        let rule = Rule::IntegerMatMul {
-            a: a.to_string(),
-            a_zp: a_zp.map(str::to_string),
-            a_scale: a_scale.to_string(),
-            w,
+        let mut inner = vec![mi, ci, si];
+        let a = match dynamic_source(ix, a, a_zp, a_scale) {
+            Some((di, x)) => {
+                inner.push(di);
+                Activations::Dynamic(x.to_string())
+            }
+            None => Activations::Quantized {
+                q: a.to_string(),
+                scale: a_scale.to_string(),
+                zero_point: a_zp.map(str::to_string),
+            },
         };
-        Some((rule, vec![mi, ci, si]))
+        Some((Rule::IntegerMatMul { a, w }, inner))
     })
+}
+
+/// The `DynamicQuantizeLinear` node (and its f32 input) that makes all of `a`, `a_zp` and
+/// `a_scale`, if one does.
+fn dynamic_source<'g>(
+    ix: &Index<'g>,
+    a: &str,
+    a_zp: Option<&str>,
+    a_scale: &str,
+) -> Option<(usize, &'g str)> {
+    let (di, dql) = ix.made_by(a, "DynamicQuantizeLinear", 0)?;
+    let same = |name: Option<&str>, output: usize| {
+        name.is_some_and(|n| {
+            ix.made_by(n, "DynamicQuantizeLinear", output).map(|d| d.0) == Some(di)
+        })
+    };
+    (same(a_zp, 2) && same(Some(a_scale), 1)).then(|| Some((di, Index::input(dql, 0)?)))?
 }
 
 /// A constant weight of an integer format: int8 per tensor or per column (`[K, N]`, a
@@ -316,9 +360,9 @@ fn dequantized_matmul(ix: &Index, mm: &NodeProto) -> Option<(Rule, Vec<usize>)> 
         .then(|| quantized_input(ix, x))
         .flatten();
     match quantized {
-        Some((xi, act)) => {
+        Some((nodes, act)) => {
             let rule = Rule::DequantizedMatMul { x: act, w: weight };
-            Some((rule, vec![wi, xi]))
+            Some((rule, [vec![wi], nodes].concat()))
         }
         None => {
             let rule = Rule::DequantizedMatMul {
@@ -331,8 +375,9 @@ fn dequantized_matmul(ix: &Index, mm: &NodeProto) -> Option<(Rule, Vec<usize>)> 
 }
 
 /// `x` as `DequantizeLinear(q, scale, zp)` of a computed u8 or i8 `q` with constant
-/// per-tensor f32 scale and zero point: the node and the activations.
-fn quantized_input(ix: &Index, x: &str) -> Option<(usize, Activations)> {
+/// per-tensor f32 scale and zero point, and `q` as `QuantizeLinear(x')` by the same
+/// constants when it is: the nodes and the activations.
+fn quantized_input(ix: &Index, x: &str) -> Option<(Vec<usize>, Activations)> {
     let (xi, dq) = ix.made_by(x, "DequantizeLinear", 0)?;
     let q = Index::input(dq, 0)?;
     let scale = Index::input(dq, 1)?;
@@ -344,14 +389,43 @@ fn quantized_input(ix: &Index, x: &str) -> Option<(usize, Activations)> {
     let scale_fits = ix
         .constant(scale)
         .is_some_and(|s| s.dtype() == DType::F32 && s.len() == 1);
-    (ix.computed(q) && scale_fits && zp_fits).then(|| {
-        let act = Activations::Quantized {
-            q: q.to_string(),
-            scale: scale.to_string(),
-            zero_point: zp.map(str::to_string),
+    if !(ix.computed(q) && scale_fits && zp_fits) {
+        return None;
+    }
+    let (scale, zero_point) = (scale.to_string(), zp.map(str::to_string));
+    // `QuantizeLinear(x)` by the same constants: the layer can quantize `x` itself.
+    let requantized = ix.made_by(q, "QuantizeLinear", 0).and_then(|(qi, qn)| {
+        let same = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (Some(a), Some(b)) => {
+                a == b || ix.constant(a).is_some_and(|t| ix.constant(b) == Some(t))
+            }
+            (None, None) => true,
+            _ => false,
         };
-        (xi, act)
-    })
+        let by_same = same(Index::input(qn, 1), Some(&scale))
+            && same(Index::input(qn, 2), zero_point.as_deref());
+        // Without a zero point, QuantizeLinear's type is its output_dtype (u8 by default).
+        let typed = zero_point.is_some() || qn.attribute.iter().all(|a| a.name() != "output_dtype");
+        (by_same && typed).then(|| Some((qi, Index::input(qn, 0)?)))?
+    });
+    let act = match requantized {
+        Some((qi, x)) => {
+            return Some((
+                vec![xi, qi],
+                Activations::PerTensor {
+                    x: x.to_string(),
+                    scale,
+                    zero_point,
+                },
+            ))
+        }
+        None => Activations::Quantized {
+            q: q.to_string(),
+            scale,
+            zero_point,
+        },
+    };
+    Some((vec![xi], act))
 }
 
 /// A constant weight in int4 blocks along K (opset 21 `block_size` 32, 64 or 128 on axis
@@ -400,48 +474,38 @@ pub(crate) fn lower(cx: &mut Cx, vals: &HashMap<String, Val>, rule: &Rule) -> R<
             .cloned()
             .ok_or_else(|| cx.err(format!("input `{name}` is not defined before use")))
     };
-    let (x, w, act) = match rule {
-        Rule::IntegerMatMul {
-            a,
-            a_zp,
-            a_scale,
-            w,
-            ..
-        } => {
-            let a = get(a)?;
-            let zp = match a_zp {
-                Some(z) => get(z)?,
-                None => cx.scalar(cx.dtype(&a), 0.0),
-            };
-            (a, w, Some((zp, get(a_scale)?)))
+    let (act, w) = match rule {
+        Rule::IntegerMatMul { a, w } => (a, w),
+        Rule::DequantizedMatMul { x, w } => (x, w),
+    };
+    let (x, params) = match act {
+        Activations::Float(x) | Activations::Dynamic(x) => (get(x)?, None),
+        Activations::Quantized {
+            q: x,
+            scale,
+            zero_point,
         }
-        Rule::DequantizedMatMul {
-            x: Activations::Float(x),
-            w,
-        } => (get(x)?, w, None),
-        Rule::DequantizedMatMul {
-            x:
-                Activations::Quantized {
-                    q,
-                    scale,
-                    zero_point,
-                },
-            w,
+        | Activations::PerTensor {
+            x,
+            scale,
+            zero_point,
         } => {
-            let q = get(q)?;
+            let x = get(x)?;
             let zp = match zero_point {
                 Some(z) => get(z)?,
-                None => cx.scalar(cx.dtype(&q), 0.0),
+                // QuantizeLinear's default type, and the integers' own.
+                None if act.scheme() == ActQuant::PerTensor => cx.scalar(DType::U8, 0.0),
+                None => cx.scalar(cx.dtype(&x), 0.0),
             };
-            (q, w, Some((zp, get(scale)?)))
+            (x, Some((zp, get(scale)?)))
         }
     };
     let k = w.values.shape()[0] as i64;
     let rank = cx.rank(&x);
     let fits_x = rank >= 2 && cx.ty(&x).shape[rank - 1].as_const() == Some(k);
-    let fits_type = match &act {
-        Some(_) => matches!(cx.dtype(&x), DType::U8 | DType::I8),
-        None => cx.dtype(&x) == DType::F32,
+    let fits_type = match act.scheme() {
+        ActQuant::Quantized => matches!(cx.dtype(&x), DType::U8 | DType::I8),
+        _ => cx.dtype(&x) == DType::F32,
     };
     if !fits_x || !fits_type {
         return Ok(None);
@@ -455,11 +519,7 @@ pub(crate) fn lower(cx: &mut Cx, vals: &HashMap<String, Val>, rule: &Rule) -> R<
     };
     let attrs = QuantAttrs {
         weights,
-        activations: if act.is_some() {
-            ActQuant::Quantized
-        } else {
-            ActQuant::None
-        },
+        activations: act.scheme(),
         epilogue: Epilogue::default(),
     };
     let mut args = vec![
@@ -468,7 +528,7 @@ pub(crate) fn lower(cx: &mut Cx, vals: &HashMap<String, Val>, rule: &Rule) -> R<
         Val::tensor(w.scale.clone()),
     ];
     args.extend(w.zero_point.clone().map(Val::tensor));
-    if let Some((zp, scale)) = act {
+    if let Some((zp, scale)) = params {
         args.push(cx.reshape("zero_point", &zp, Vec::<Dim>::new())?);
         args.push(cx.reshape("scale", &scale, Vec::<Dim>::new())?);
     }

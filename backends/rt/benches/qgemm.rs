@@ -139,8 +139,10 @@ fn shape(pool: &ThreadPool, [m, k, n]: [usize; 3], runs: usize) {
     }
 }
 
-const SHAPES: [[usize; 3]; 5] = [
+const SHAPES: [[usize; 3]; 7] = [
     [1, 4096, 4096],
+    [128, 384, 1536],
+    [128, 1536, 384],
     [128, 768, 3072],
     [128, 3072, 768],
     [128, 768, 768],

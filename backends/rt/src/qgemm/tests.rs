@@ -226,7 +226,9 @@ fn bytes_tensor(bytes: &[u8], signed: bool, shape: &[usize]) -> Tensor {
     .unwrap()
 }
 
-const SHAPES: [[usize; 3]; 7] = [
+/// Odd shapes; the last two span several AMX row tiles and passes (16 rows each, 64 per
+/// pass) and K not a whole number of tiles.
+const SHAPES: [[usize; 3]; 9] = [
     [1, 40, 3],
     [1, 4096 / 8, 64],
     [2, 33, 16],
@@ -234,6 +236,8 @@ const SHAPES: [[usize; 3]; 7] = [
     [7, 64, 33],
     [4, 1, 16],
     [9, 131, 50],
+    [33, 64, 16],
+    [70, 200, 40],
 ];
 
 fn formats() -> Vec<(WeightQuant, bool)> {
