@@ -6,7 +6,7 @@ needs onnx, onnxruntime and numpy.
 
     python bench/quantize_ort.py /work/fullsize/minilm.onnx OUT_DIR [--kinds qdyn,qdq,nbits]
 
-Kinds (files OUT_DIR/NAME_KIND.onnx, NAME_KIND.b1s128.inputs.npz / .outputs.npz):
+Kinds (files OUT_DIR/NAME_KIND.onnx, NAME_KIND.SIZE.inputs.npz / .outputs.npz, SIZE b1s128, or alt for ViT):
   qdyn   quantize_dynamic: u8 activations per tensor, s8 weights per output channel
          (DynamicQuantizeLinear + MatMulInteger); reference: onnx's ReferenceEvaluator
   qdq    quantize_static in the QDQ format, u8 activations / s8 per-channel weights,
@@ -56,7 +56,9 @@ def main():
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     name = os.path.basename(a.model)[:-5]
-    feeds = inputs_of(a.model, "b1s128")
+    # Batch 1 / seq 128 for the text models; ViT's batch-1 size is `alt`.
+    size = "b1s128" if os.path.exists(a.model[:-5] + ".b1s128.inputs.npz") else "alt"
+    feeds = inputs_of(a.model, size)
     for kind in a.kinds.split(","):
         path = os.path.join(a.out, f"{name}_{kind}.onnx")
         if kind == "qdyn":
@@ -64,7 +66,7 @@ def main():
                              op_types_to_quantize=["MatMul", "Gemm"])
             outs = reference(path, feeds)
         elif kind == "qdq":
-            calib = [inputs_of(a.model, s) for s in ["", "alt", "b1s128"]]
+            calib = [inputs_of(a.model, s) for s in sorted({"", "alt", size})]
 
             class Reader(CalibrationDataReader):
                 def __init__(self):
@@ -84,8 +86,8 @@ def main():
             outs = ort_reference(path, feeds)
         else:
             raise SystemExit(f"unknown kind {kind}")
-        np.savez(path[:-5] + ".b1s128.inputs.npz", **feeds)
-        np.savez(path[:-5] + ".b1s128.outputs.npz", **outs)
+        np.savez(path[:-5] + f".{size}.inputs.npz", **feeds)
+        np.savez(path[:-5] + f".{size}.outputs.npz", **outs)
         ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
         print(f"{name}_{kind}: " + ", ".join(f"{ops.count(o)} {o}" for o in
               ["MatMulInteger", "DequantizeLinear", "MatMulNBits", "MatMul"] if ops.count(o)))
