@@ -74,6 +74,8 @@ pub(crate) struct Cx<'o> {
     pub(crate) ctx: Ctx,
     pub(crate) opts: &'o ImportOptions,
     pub(crate) ext: ExternalData,
+    /// The ONNX names of 4-bit values (held in bytes, see `tensor::four_bit`).
+    pub(crate) four_bit: std::collections::HashSet<String>,
     n_fresh: usize,
 }
 
@@ -85,6 +87,7 @@ impl<'o> Cx<'o> {
             ctx,
             opts,
             ext,
+            four_bit: Default::default(),
             n_fresh: 0,
         }
     }

@@ -5,7 +5,7 @@ use crate::cx::{Cx, Val, R};
 use crate::node::{Ctx, N};
 use crate::proto::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
 use crate::registry::{registry, Missing};
-use crate::tensor::{dtype_of, tensor_from_proto, ExternalData};
+use crate::tensor::{four_bit, storage_of, tensor_from_proto, ExternalData};
 use crate::{quant_rules, validate};
 use crate::{FrontendError, ImportOptions};
 use kiln_ir::{Dim, Graph, Tensor, TensorType};
@@ -53,6 +53,9 @@ pub(crate) fn import(
     for t in &graph.initializer {
         let tensor =
             tensor_from_proto(t, &mut cx.ext).map_err(|m| tensor_err(file, t.name(), m))?;
+        if four_bit(t.data_type()).is_some() {
+            cx.four_bit.insert(t.name().to_string());
+        }
         vals.insert(t.name().to_string(), Val::tensor(tensor));
     }
     for vi in &graph.input {
@@ -139,7 +142,10 @@ fn declare_input(cx: &mut Cx, vi: &ValueInfoProto) -> R<Val> {
     else {
         return Err(err("only tensor inputs are supported"));
     };
-    let dtype = dtype_of(tt.elem_type()).map_err(|m| err(&m))?;
+    let dtype = storage_of(tt.elem_type()).map_err(|m| err(&m))?;
+    if four_bit(tt.elem_type()).is_some() {
+        cx.four_bit.insert(name.to_string());
+    }
     let dims = tt.shape.as_ref().map(|s| s.dim.clone()).unwrap_or_default();
     let mut shape = Vec::with_capacity(dims.len());
     for d in &dims {

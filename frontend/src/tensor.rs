@@ -33,6 +33,23 @@ pub(crate) fn dtype_of(code: i32) -> Result<DType, String> {
     })
 }
 
+/// ONNX's 4-bit integer codes (UINT4 = 21, INT4 = 22): kiln keeps their values one per
+/// byte, in u8 and i8, and the frontend remembers which values are 4-bit (for
+/// `QuantizeLinear`'s saturation). Every other op sees a byte tensor.
+pub(crate) fn four_bit(code: i32) -> Option<DType> {
+    match code {
+        21 => Some(DType::U8),
+        22 => Some(DType::I8),
+        _ => None,
+    }
+}
+
+/// The dtype a value of ONNX type `code` is held in: [`dtype_of`], or the byte type of a
+/// 4-bit one ([`four_bit`]).
+pub(crate) fn storage_of(code: i32) -> Result<DType, String> {
+    four_bit(code).map_or_else(|| dtype_of(code), Ok)
+}
+
 /// Reads external data files, mapping each file once.
 pub(crate) struct ExternalData {
     base: Option<PathBuf>,
@@ -128,6 +145,9 @@ fn shape_of(t: &TensorProto) -> Result<Vec<usize>, String> {
 
 /// Converts a `TensorProto`, reading external data through `ext`.
 pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor, String> {
+    if let Some(dtype) = four_bit(t.data_type()) {
+        return nibbles(t, ext, dtype);
+    }
     let dtype = dtype_of(t.data_type())?;
     let shape = shape_of(t)?;
     if t.data_location == Some(1) {
@@ -154,6 +174,41 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Resu
         return Tensor::from_le_bytes(dtype, &shape, raw).map_err(|e| e.to_string());
     }
     typed_fields(t, dtype, &shape).map_err(|e| e.to_string())
+}
+
+/// A 4-bit tensor, two values per byte (the first in the low nibble) in `raw_data`,
+/// external data or `int32_data` (one byte per entry), unpacked one value per byte
+/// (sign-extended for INT4).
+fn nibbles(t: &TensorProto, ext: &mut ExternalData, dtype: DType) -> Result<Tensor, String> {
+    let shape = shape_of(t)?;
+    let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let len = len.ok_or("the element count overflows")?;
+    let bytes: Vec<u8> = if t.data_location == Some(1) || t.raw_data.is_some() {
+        let mut u = t.clone();
+        u.data_type = Some(2);
+        u.dims = vec![len.div_ceil(2) as i64];
+        tensor_from_proto(&u, ext)?
+            .to_i64_vec()
+            .into_iter()
+            .map(|b| b as u8)
+            .collect()
+    } else {
+        t.int32_data.iter().map(|&b| b as u8).collect()
+    };
+    if bytes.len() != len.div_ceil(2) {
+        return Err(format!("{} bytes for {len} 4-bit values", bytes.len()));
+    }
+    let nibble = |i: usize| (bytes[i / 2] >> (4 * (i % 2))) & 0x0F;
+    let tensor = match dtype {
+        DType::I8 => Tensor::from_vec(
+            (0..len)
+                .map(|i| ((nibble(i) << 4) as i8) >> 4)
+                .collect::<Vec<i8>>(),
+            &shape,
+        ),
+        _ => Tensor::from_vec((0..len).map(nibble).collect::<Vec<u8>>(), &shape),
+    };
+    tensor.map_err(|e| e.to_string())
 }
 
 fn typed_fields(
@@ -227,6 +282,27 @@ mod tests {
                 "{dtype} typed"
             );
         }
+    }
+
+    #[test]
+    fn four_bit_tensors_unpack_low_nibble_first() {
+        let mut ext = ExternalData::new(None);
+        let mut t = proto(22);
+        t.dims = vec![3];
+        t.raw_data = Some(vec![0x8F, 0x07]);
+        let i4 = tensor_from_proto(&t, &mut ext).unwrap();
+        assert_eq!(i4.dtype(), DType::I8);
+        assert_eq!(i4.to_i64_vec(), [-1, -8, 7]);
+        t.data_type = Some(21);
+        t.raw_data = None;
+        t.int32_data = vec![0x8F, 0x07];
+        assert_eq!(
+            tensor_from_proto(&t, &mut ext).unwrap().to_i64_vec(),
+            [15, 8, 7]
+        );
+        // Three values need two bytes.
+        t.int32_data = vec![0x8F];
+        assert!(tensor_from_proto(&t, &mut ext).is_err());
     }
 
     #[test]

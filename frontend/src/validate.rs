@@ -4,7 +4,7 @@
 //! already one (as ONNX requires), else a topological sort of the dataflow graph.
 
 use crate::proto::{tensor_shape_proto::dimension, type_proto, GraphProto, ValueInfoProto};
-use crate::tensor::dtype_of;
+use crate::tensor::storage_of;
 use crate::FrontendError;
 use kiln_ir::TensorType;
 use petgraph::algo::{tarjan_scc, toposort};
@@ -165,7 +165,7 @@ pub(crate) fn check_declared_output(
             describe(declared)
         )
     };
-    if declared.elem_type() != 0 && dtype_of(declared.elem_type()) != Ok(inferred.dtype) {
+    if declared.elem_type() != 0 && storage_of(declared.elem_type()) != Ok(inferred.dtype) {
         return Err(mismatch());
     }
     // An empty shape is a scalar by the letter of ONNX, but writers also use it for "not
@@ -188,7 +188,7 @@ pub(crate) fn check_declared_output(
 
 /// A declared tensor type as kiln prints types: `f32[2, seq]`.
 fn describe(t: &type_proto::Tensor) -> String {
-    let dtype = dtype_of(t.elem_type())
+    let dtype = storage_of(t.elem_type())
         .map_or_else(|_| format!("type {}", t.elem_type()), |d| d.to_string());
     let Some(shape) = &t.shape else {
         return dtype;

@@ -4,7 +4,7 @@
 use crate::cx::{Cx, Val, R};
 use crate::node::N;
 use crate::registry::Registry;
-use crate::tensor::dtype_of;
+use crate::tensor::{four_bit, storage_of};
 use kiln_ir::{BinaryOp as B, DType, Dim, Op, ReduceKind, UnaryOp as U};
 
 /// Registers the family.
@@ -98,24 +98,49 @@ fn quantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         None => None,
     };
     // Opset 21 names the type in `output_dtype` when there is no zero point.
-    let to = match (&zp, n.int("output_dtype", 0)) {
+    let code = n.int("output_dtype", 0) as i32;
+    let to = match (&zp, code) {
         (Some(z), _) => cx.dtype(z),
         (None, 0) => DType::U8,
-        (None, code) => dtype_of(code as i32).map_err(|m| n.ctx.unsupported(m))?,
+        (None, code) => storage_of(code).map_err(|m| n.ctx.unsupported(m))?,
     };
+    // A 4-bit zero point (or output type) saturates to 4 bits; the result is 4-bit too.
+    let zp_name = n.proto.input.get(2).filter(|s| !s.is_empty());
+    let narrow = match zp_name {
+        Some(z) => cx.four_bit.contains(z),
+        None => four_bit(code).is_some(),
+    };
+    if narrow {
+        if let Some(out) = n.proto.output.first() {
+            cx.four_bit.insert(out.clone());
+        }
+        let (lo, hi) = if to == DType::I8 {
+            (-8.0, 7.0)
+        } else {
+            (0.0, 15.0)
+        };
+        let r = r_of(cx, x, &scale, zp.as_ref())?;
+        return Ok(vec![clamp_cast(cx, &r, (lo, hi), to)?]);
+    }
+    let r = r_of(cx, x, &scale, zp.as_ref())?;
+    Ok(vec![saturate(cx, &r, to)?])
+}
+
+/// `round(x / scale) + zero_point`, in `x`'s type.
+fn r_of(cx: &mut Cx, x: &Val, scale: &Val, zp: Option<&Val>) -> R<Val> {
     let ft = cx.dtype(x);
-    let q = cx.binary("div", B::Div, x, &scale)?;
+    let q = cx.binary("div", B::Div, x, scale)?;
     let mut r = cx.unary("round", U::Round, &q)?;
-    if let Some(z) = &zp {
+    if let Some(z) = zp {
         let zf = cx.cast("cast_zero_point", z, ft)?;
         r = cx.binary("add", B::Add, &r, &zf)?;
     }
-    Ok(vec![saturate(cx, &r, to)?])
+    Ok(r)
 }
 
 /// Clamps to the range of `to` and casts.
 pub(crate) fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
-    let (lo, hi) = match to {
+    let range = match to {
         DType::U8 => (0.0, 255.0),
         DType::I8 => (-128.0, 127.0),
         DType::U16 => (0.0, 65535.0),
@@ -124,6 +149,11 @@ pub(crate) fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
         DType::U32 => (0.0, u32::MAX as f64),
         d => return Err(cx.ctx.unsupported(format!("quantization to {d}"))),
     };
+    clamp_cast(cx, x, range, to)
+}
+
+/// Clamps to `lo..=hi` and casts to `to`.
+fn clamp_cast(cx: &mut Cx, x: &Val, (lo, hi): (f64, f64), to: DType) -> R<Val> {
     let t = cx.dtype(x);
     let (l, h) = (cx.scalar(t, lo), cx.scalar(t, hi));
     let a = cx.binary("clip_lo", B::Max, x, &l)?;
