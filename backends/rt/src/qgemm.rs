@@ -605,8 +605,9 @@ pub unsafe fn qgemm(
         // SAFETY: the family exists only where `amx::available()` held (AVX-512 too);
         // int8 panels are one block of whole tiles and the rows are padded to whole tiles.
         unsafe {
-            for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {
-                amx::panel(w, (rows, terms), m, p, c)
+            let shape = (m, w.n, amx::PANELS);
+            for_each_panel_group(pool, shape, c, epilogue, &|p, count, c| {
+                amx::panels(w, (rows, terms), m, (p, count), c)
             })
         };
         return;
@@ -645,17 +646,39 @@ pub(crate) unsafe fn for_each_panel(
     epilogue: Epilogue,
     panel: &(dyn Fn(usize, MatMut) + Sync),
 ) {
+    // SAFETY: forwarded from the caller.
+    unsafe { for_each_panel_group(pool, (m, n, 1), c, epilogue, &|p, _, c| panel(p, c)) }
+}
+
+/// [`for_each_panel`] in groups of `group` panels: `panel(first, count, c)` writes panels
+/// `first..first + count` (`count` is `group` but for the last group).
+///
+/// # Safety
+/// As for [`for_each_panel`], for each group's panels.
+pub(crate) unsafe fn for_each_panel_group(
+    pool: &ThreadPool,
+    (m, n, group): (usize, usize, usize),
+    c: MatMut,
+    epilogue: Epilogue,
+    panel: &(dyn Fn(usize, usize, MatMut) + Sync),
+) {
     let panels = n.div_ceil(NR);
-    if m == 0 || panels == 0 {
+    let units = panels.div_ceil(group.max(1));
+    if m == 0 || units == 0 {
         return;
     }
-    // Enough tasks to balance the pool, but whole panels each.
-    let tasks = (pool.threads() * 4).min(panels);
+    // Enough tasks to balance the pool, but whole groups each.
+    let tasks = (pool.threads() * 4).min(units);
     let shared = Shared { c, epilogue };
     let run = |t: usize| {
         let shared = &shared;
-        let (lo, hi) = (t * panels / tasks, (t + 1) * panels / tasks);
-        (lo..hi).for_each(|p| panel(p, shared.c));
+        let (lo, hi) = (
+            t * units / tasks * group,
+            ((t + 1) * units / tasks * group).min(panels),
+        );
+        for first in (lo..hi).step_by(group) {
+            panel(first, group.min(hi - first), shared.c);
+        }
         let (col, end) = (lo * NR, (hi * NR).min(n));
         if col < end {
             // SAFETY: the stripe is inside C; forwarded from the caller.

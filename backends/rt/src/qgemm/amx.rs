@@ -16,9 +16,6 @@ use super::{PackedQuant, QuantizedRows, Terms, GROUP, GROUP_BYTES, NR, TILE_K, T
 use crate::gemm::MatMut;
 use std::arch::asm;
 
-/// Row tiles one pass over K accumulates (tmm0..tmm3).
-const ROW_TILES: usize = 4;
-
 /// Whether this CPU and OS run the tile kernels: CPUID's AMX-TILE and AMX-INT8, AVX-512
 /// (for the rest of the family), and the OS's grant of the tile state.
 pub(super) fn available() -> bool {
@@ -84,15 +81,24 @@ impl TileConfig {
     }
 }
 
-/// Accumulates `tmm$c += tile(a) · tmm6` for the activation tile at `a` (row stride `s`).
-macro_rules! dot {
-    ($c:literal, $a:expr, $s:expr) => {
+/// Loads `tmm$t` from `$p` (row stride `$s` bytes).
+macro_rules! load {
+    ($t:literal, $p:expr, $s:expr) => {
         asm!(
-            "tileloadd tmm4, [{a} + {s}]",
-            concat!("tdpbsud tmm", $c, ", tmm4, tmm6"),
-            a = in(reg) $a,
+            concat!("tileloadd tmm", $t, ", [{p} + {s}]"),
+            p = in(reg) $p,
             s = in(reg) $s,
             options(nostack),
+        )
+    };
+}
+
+/// `tmm$c += tmm$a · tmm$b`.
+macro_rules! dot {
+    ($c:literal, $a:literal, $b:literal) => {
+        asm!(
+            concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack)
         )
     };
 }
@@ -109,30 +115,40 @@ macro_rules! store {
     };
 }
 
-/// Panel `p` of C for every row: the int8 product on tiles, then the combine.
+/// Panels one call takes: two, so that each activation tile loaded feeds two products
+/// (the activations are the larger operand to stream at K of 384–768).
+pub(super) const PANELS: usize = 2;
+
+/// Panels `first..first + count` (`count` ≤ [`PANELS`]) of C for every row: the int8
+/// product on tiles, two row tiles by two panels at a time (sums in tmm0–3, activations
+/// in tmm4–5, weights in tmm6–7), then the combine.
 ///
 /// # Safety
-/// [`available`] must be true (the CPU has AVX-512 too); C's columns must be contiguous; `w` must have byte panels of one block whose K is a whole
-/// number of tiles, `rows` hold `m` rows rounded up to [`TILE_ROWS`] (zeros past `m`),
-/// and C be valid for `m` rows of panel `p`'s columns.
-pub(super) unsafe fn panel(
+/// [`available`] must be true (the CPU has AVX-512 too); C's columns must be contiguous;
+/// `w` must have byte panels of one block whose K is a whole number of tiles, `rows` hold
+/// `m` rows rounded up to [`TILE_ROWS`] (zeros past `m`), and C be valid for `m` rows of
+/// the panels' columns.
+pub(super) unsafe fn panels(
     w: &PackedQuant,
     (rows, terms): (&QuantizedRows, &Terms),
     m: usize,
-    p: usize,
+    (first, count): (usize, usize),
     c: MatMut,
 ) {
     let kpad = w.kpad();
-    let b = w.weights[p * w.block_bytes()..].as_ptr();
+    let b = |j: usize, k: usize| {
+        w.weights[(first + j) * w.block_bytes() + k / GROUP * GROUP_BYTES..].as_ptr()
+    };
     let config = TileConfig::new();
-    let mut sums = [[[0i32; NR]; TILE_ROWS]; ROW_TILES];
+    let mut sums = [[[0i32; NR]; TILE_ROWS]; 4];
     // SAFETY: the configuration is valid; tiles are released below.
     unsafe { asm!("ldtilecfg [{0}]", in(reg) &config, options(nostack)) };
-    for r0 in (0..m).step_by(TILE_ROWS * ROW_TILES) {
-        let tiles = (m - r0).div_ceil(TILE_ROWS).min(ROW_TILES);
+    for r0 in (0..m).step_by(2 * TILE_ROWS) {
+        let two_rows = m - r0 > TILE_ROWS;
         let x = |t: usize, k: usize| rows.values[(r0 + t * TILE_ROWS) * kpad + k..].as_ptr();
         // SAFETY: each activation tile is 16 padded rows of kpad bytes from x(t, k), and
-        // each weight tile 16 groups of the panel (kpad is a whole number of tiles).
+        // each weight tile 16 groups of a panel (kpad is a whole number of tiles); the
+        // second row tile and panel are read only when they exist.
         unsafe {
             asm!(
                 "tilezero tmm0",
@@ -142,17 +158,19 @@ pub(super) unsafe fn panel(
                 options(nostack)
             );
             for k in (0..kpad).step_by(TILE_K) {
-                let wk = b.add(k / GROUP * GROUP_BYTES);
-                asm!("tileloadd tmm6, [{w} + {s}]", w = in(reg) wk, s = in(reg) GROUP_BYTES, options(nostack));
-                dot!("0", x(0, k), kpad);
-                if tiles > 1 {
-                    dot!("1", x(1, k), kpad);
+                load!("6", b(0, k), GROUP_BYTES);
+                load!("4", x(0, k), kpad);
+                dot!("0", "4", "6");
+                if two_rows {
+                    load!("5", x(1, k), kpad);
+                    dot!("2", "5", "6");
                 }
-                if tiles > 2 {
-                    dot!("2", x(2, k), kpad);
-                }
-                if tiles > 3 {
-                    dot!("3", x(3, k), kpad);
+                if count > 1 {
+                    load!("7", b(1, k), GROUP_BYTES);
+                    dot!("1", "4", "7");
+                    if two_rows {
+                        dot!("3", "5", "7");
+                    }
                 }
             }
             store!("0", sums[0].as_mut_ptr());
@@ -160,16 +178,20 @@ pub(super) unsafe fn panel(
             store!("2", sums[2].as_mut_ptr());
             store!("3", sums[3].as_mut_ptr());
         }
-        for (t, tile) in sums.iter().enumerate().take(tiles) {
-            let first = r0 + t * TILE_ROWS;
+        for (i, tile) in sums.iter().enumerate() {
+            let (t, j) = (i / 2, i % 2);
+            let top = r0 + t * TILE_ROWS;
+            if top >= m || j >= count {
+                continue;
+            }
             // SAFETY: forwarded from the caller.
             unsafe {
                 combine(
                     w,
                     rows,
                     terms,
-                    (first, TILE_ROWS.min(m - first)),
-                    p,
+                    (top, TILE_ROWS.min(m - top)),
+                    first + j,
                     tile,
                     c,
                 )
