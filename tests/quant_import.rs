@@ -78,10 +78,25 @@ fn inputs(k: usize) -> BTreeMap<String, Tensor> {
     BTreeMap::from([("x".to_string(), Tensor::from_vec(x, &[2, k]).unwrap())])
 }
 
+/// The model `nodes` over `x[2, k]`, with the values in `kept` passed through an Identity,
+/// as the rules import it and as the reference that also breaks the values in `broken`
+/// (see [`compare`]).
+fn check(
+    name: &str,
+    (nodes, inits): (&[NodeProto], &[TensorProto]),
+    k: usize,
+    kept: &[&str],
+    broken: &[&str],
+) -> (Vec<(WeightQuant, ActQuant)>, f64) {
+    let fused = model(nodes, inits, k as i64, kept);
+    let reference = model(nodes, inits, k as i64, &[kept, broken].concat());
+    compare(name, &fused, &reference, k)
+}
+
 /// Runs the model as the rules import it and as the broken reference, on the interpreter
 /// and the cpu backend; returns the layers the rules made and the largest difference
 /// relative to the output's largest magnitude.
-fn check(
+fn compare(
     name: &str,
     fused: &[u8],
     reference: &[u8],
@@ -153,23 +168,13 @@ fn dynamic(w_zp: i64) -> (Vec<NodeProto>, Vec<TensorProto>) {
 #[test]
 fn quantize_dynamic_layers_are_exact_integer_products() {
     let (nodes, inits) = dynamic(2);
-    let (made, worst) = check(
-        "dynamic",
-        &model(&nodes, &inits, 40, &[]),
-        &model(&nodes, &inits, 40, &["accf"]),
-        40,
-    );
+    let (made, worst) = check("dynamic", (&nodes, &inits), 40, &[], &["accf"]);
     // The layer quantizes x itself, as DynamicQuantizeLinear would.
     assert_eq!(made, [(WeightQuant::Int8, ActQuant::DynamicU8)]);
     assert_eq!(worst, 0.0, "the rule must be exact");
     // With the quantized values passed on (not straight from the DynamicQuantizeLinear),
     // the layer takes the integers.
-    let (made, worst) = check(
-        "dynamic_integers",
-        &model(&nodes, &inits, 40, &["xq"]),
-        &model(&nodes, &inits, 40, &["xq", "accf"]),
-        40,
-    );
+    let (made, worst) = check("dynamic_integers", (&nodes, &inits), 40, &["xq"], &["accf"]);
     assert_eq!(made, [(WeightQuant::Int8, ActQuant::Quantized)]);
     assert_eq!(worst, 0.0, "the rule must be exact");
 }
@@ -178,12 +183,7 @@ fn quantize_dynamic_layers_are_exact_integer_products() {
 fn weights_that_leave_int8_with_their_zero_point_import_as_written() {
     // 100 - (-100) = 200: outside int8, so the layer stays the i32 matmul it is.
     let (nodes, inits) = dynamic(-100);
-    let (made, worst) = check(
-        "dynamic_wide",
-        &model(&nodes, &inits, 40, &[]),
-        &model(&nodes, &inits, 40, &["accf"]),
-        40,
-    );
+    let (made, worst) = check("dynamic_wide", (&nodes, &inits), 40, &[], &["accf"]);
     assert!(made.is_empty(), "{made:?}");
     assert_eq!(worst, 0.0);
 }
@@ -225,12 +225,7 @@ fn qdq_layers_take_the_quantized_activations() {
         ("qdq_tensor", floats("ws", &[], &[0.003]), 1),
     ] {
         let (nodes, inits) = qdq(scale, axis);
-        let (made, worst) = check(
-            name,
-            &model(&nodes, &inits, 33, &[]),
-            &model(&nodes, &inits, 33, &["xd", "wd"]),
-            33,
-        );
+        let (made, worst) = check(name, (&nodes, &inits), 33, &[], &["xd", "wd"]);
         // The layer quantizes x itself, as the QuantizeLinear would.
         assert_eq!(made, [(WeightQuant::Int8, ActQuant::PerTensor)], "{name}");
         // The integer product is exact; the definition rounds each dequantized operand
@@ -242,9 +237,10 @@ fn qdq_layers_take_the_quantized_activations() {
         let (nodes, inits) = qdq(floats("ws", &[], &[0.003]), 1);
         let (made, worst) = check(
             &format!("{name}_integers"),
-            &model(&nodes, &inits, 33, &["xq"]),
-            &model(&nodes, &inits, 33, &["xq", "xd", "wd"]),
+            (&nodes, &inits),
             33,
+            &["xq"],
+            &["xd", "wd"],
         );
         assert_eq!(made, [(WeightQuant::Int8, ActQuant::Quantized)], "{name}");
         assert!(worst < 1e-6, "{name}: {worst}");
@@ -266,12 +262,7 @@ fn qdq_weights_by_f32_activations_are_weight_only() {
         floats("ws", &[n], &[0.01, 0.02, 0.03]),
         bytes("wz", U8, &[n], &[128, 129, 127]),
     ];
-    let (made, worst) = check(
-        "weight_only",
-        &model(&nodes, &inits, k, &[]),
-        &model(&nodes, &inits, k, &["wd"]),
-        k as usize,
-    );
+    let (made, worst) = check("weight_only", (&nodes, &inits), k as usize, &[], &["wd"]);
     assert_eq!(made, [(WeightQuant::Int8, ActQuant::None)]);
     assert!(worst < 1e-6, "{worst}");
 }
@@ -296,12 +287,7 @@ fn blocked_4_bit_weights_become_int4_layers() {
         (nodes, inits)
     };
     let (nodes, inits) = blocked(32);
-    let (made, worst) = check(
-        "blocked",
-        &model(&nodes, &inits, k, &[]),
-        &model(&nodes, &inits, k, &["wd"]),
-        k as usize,
-    );
+    let (made, worst) = check("blocked", (&nodes, &inits), k as usize, &[], &["wd"]);
     assert!(
         matches!(
             made[..],
@@ -318,12 +304,7 @@ fn blocked_4_bit_weights_become_int4_layers() {
     assert!(worst < 1e-6, "{worst}");
     // Blocks of 48 have no kernel: the layer imports as its definition.
     let (nodes, inits) = blocked(48);
-    let (made, worst) = check(
-        "blocked_48",
-        &model(&nodes, &inits, k, &[]),
-        &model(&nodes, &inits, k, &["wd"]),
-        k as usize,
-    );
+    let (made, worst) = check("blocked_48", (&nodes, &inits), k as usize, &[], &["wd"]);
     assert!(made.is_empty(), "{made:?}");
     assert_eq!(worst, 0.0);
 }

@@ -166,6 +166,15 @@ impl<'g> Index<'g> {
         }
     }
 
+    /// An optional input that must be constant when present: `Some(None)` when absent,
+    /// `None` when it is computed (no rule applies).
+    fn optional_constant(&self, name: Option<&str>) -> Option<Option<&'g Tensor>> {
+        match name {
+            Some(n) => self.constant(n).map(Some),
+            None => Some(None),
+        }
+    }
+
     /// Whether `name` is a value the graph computes (not a constant).
     fn computed(&self, name: &str) -> bool {
         !name.is_empty() && self.constant(name).is_none()
@@ -257,11 +266,11 @@ fn integer_matmul(ix: &Index, mul: &NodeProto) -> Option<(Rule, Vec<usize>)> {
         if !ix.computed(a) || !scalars {
             return None;
         }
+        let w_zp = ix.optional_constant(Index::input(mm, 3))?;
         let w = int8_weight(
             ix.constant(Index::input(mm, 1)?)?,
             ix.constant(w_scale)?,
-            Index::input(mm, 3).map(|z| ix.constant(z)).unwrap_or(None),
-            Index::input(mm, 3).is_some(),
+            w_zp,
         )?;
         let mut inner = vec![mi, ci, si];
         let a = match dynamic_source(ix, a, a_zp, a_scale) {
@@ -298,10 +307,9 @@ fn dynamic_source<'g>(
 
 /// A constant weight of an integer format: int8 per tensor or per column (`[K, N]`, a
 /// scalar or `[N]` f32 scale) whose values less their zero point lie in `-127..=127`.
-/// `has_zp` with `zp` `None` means the zero point is not a constant.
-fn int8_weight(w: &Tensor, scale: &Tensor, zp: Option<&Tensor>, has_zp: bool) -> Option<Weight> {
+fn int8_weight(w: &Tensor, scale: &Tensor, zp: Option<&Tensor>) -> Option<Weight> {
     let is_byte = |d: DType| matches!(d, DType::U8 | DType::I8);
-    if (has_zp && zp.is_none()) || w.rank() != 2 || !is_byte(w.dtype()) {
+    if w.rank() != 2 || !is_byte(w.dtype()) {
         return None;
     }
     let (k, n) = (w.shape()[0], w.shape()[1]);
@@ -342,7 +350,7 @@ fn dequantized_matmul(ix: &Index, mm: &NodeProto) -> Option<(Rule, Vec<usize>)> 
     let (wi, dq) = ix.made_by(b, "DequantizeLinear", 0)?;
     let w = ix.constant(Index::input(dq, 0)?)?;
     let scale = ix.constant(Index::input(dq, 1)?)?;
-    let zp = Index::input(dq, 2).map(|z| ix.constant(z));
+    let zp = ix.optional_constant(Index::input(dq, 2))?;
     let attr = |name: &str, default: i64| {
         (dq.attribute.iter().find(|a| a.name() == name))
             .and_then(|a| a.i)
@@ -350,10 +358,8 @@ fn dequantized_matmul(ix: &Index, mm: &NodeProto) -> Option<(Rule, Vec<usize>)> 
     };
     let (axis, block) = (attr("axis", 1), attr("block_size", 0));
     let weight = match block {
-        0 if axis == 1 || axis == -1 || scale.len() == 1 => {
-            int8_weight(w, scale, zp.flatten(), zp.is_some())?
-        }
-        b if axis == 0 => int4_weight(w, scale, zp.flatten(), zp.is_some(), b)?,
+        0 if axis == 1 || axis == -1 || scale.len() == 1 => int8_weight(w, scale, zp)?,
+        b if axis == 0 => int4_weight(w, scale, zp, b)?,
         _ => return None,
     };
     let quantized = (weight.block == 0)
@@ -431,15 +437,9 @@ fn quantized_input(ix: &Index, x: &str) -> Option<(Vec<usize>, Activations)> {
 /// A constant weight in int4 blocks along K (opset 21 `block_size` 32, 64 or 128 on axis
 /// 0): values in `-8..=7` without zero points, or u8 in `0..=15` with u8 zero points in
 /// `0..=15`, and f32 scales `[⌈K/block⌉, N]`.
-fn int4_weight(
-    w: &Tensor,
-    scale: &Tensor,
-    zp: Option<&Tensor>,
-    has_zp: bool,
-    block: i64,
-) -> Option<Weight> {
+fn int4_weight(w: &Tensor, scale: &Tensor, zp: Option<&Tensor>, block: i64) -> Option<Weight> {
     let rows = Block::from_rows(usize::try_from(block).ok()?)?.rows();
-    if (has_zp && zp.is_none()) || w.rank() != 2 {
+    if w.rank() != 2 {
         return None;
     }
     let (k, n) = (w.shape()[0], w.shape()[1]);

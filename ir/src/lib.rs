@@ -37,7 +37,7 @@ pub use op::{
     SliceAxis, UnaryOp,
 };
 pub use quant::{
-    dynamic_u8, quantize_linear, ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K,
+    dynamic_u8, min_max, quantize_linear, ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K,
     MAX_QUANTIZED_K,
 };
 pub use tensor::{ArcArrayD, Elem, Tensor, TensorError};

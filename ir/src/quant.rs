@@ -231,6 +231,16 @@ pub fn quantize_linear(x: f32, scale: f32, zero_point: f32, (lo, hi): (f32, f32)
     }
 }
 
+/// The least and greatest element of `x` (±∞ when empty), both NaN when it holds a NaN,
+/// as `DynamicQuantizeLinear`'s reductions propagate it.
+pub fn min_max(x: &[f32]) -> (f32, f32) {
+    if x.iter().any(|v| v.is_nan()) {
+        return (f32::NAN, f32::NAN);
+    }
+    let min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    (min, x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
+}
+
 /// `DynamicQuantizeLinear`'s scale and zero point for a tensor whose least and greatest
 /// elements are `min` and `max` (NaN when it holds a NaN): see [`ActQuant::DynamicU8`].
 pub fn dynamic_u8(min: f32, max: f32) -> (f32, i32) {

@@ -155,10 +155,7 @@ impl Pass for Quantize {
         for node in &old {
             if let Some((t, scheme)) = table(&old, &producers, node).zip(self.scheme_of(&node.name))
             {
-                embedding(g, node, &t, scheme).map_err(|message| PassError::Failed {
-                    pass: "quantize".into(),
-                    message: format!("node `{}`: {message}", node.name),
-                })?;
+                embedding(g, node, &t, scheme).map_err(|m| failed(node, m))?;
                 changes += 1;
                 continue;
             }
@@ -166,10 +163,7 @@ impl Pass for Quantize {
             match weight.zip(self.scheme_of(&node.name)) {
                 Some(((epilogue, w), scheme)) => {
                     let q = scheme.attrs(epilogue);
-                    let node = quantized(g, node, q, &w).map_err(|message| PassError::Failed {
-                        pass: "quantize".into(),
-                        message: format!("node `{}`: {message}", node.name),
-                    })?;
+                    let node = quantized(g, node, q, &w).map_err(|m| failed(node, m))?;
                     g.nodes.push(node);
                     changes += 1;
                 }
@@ -202,6 +196,14 @@ fn candidate(
     let k = w.shape()[0] as i64;
     let fits = x.dtype == DType::F32 && x.rank() >= 2 && (1..=kiln_ir::MAX_INT8_K).contains(&k);
     fits.then_some((epilogue, w))
+}
+
+/// The pass's error for `node`.
+fn failed(node: &Node, message: String) -> PassError {
+    PassError::Failed {
+        pass: "quantize".into(),
+        message: format!("node `{}`: {message}", node.name),
+    }
 }
 
 /// The fewest elements an embedding table must have to be stored quantized.
@@ -246,22 +248,9 @@ fn embedding(g: &mut Graph, node: &Node, t: &Tensor, scheme: Scheme) -> Result<(
         }
         Scheme::Int8 | Scheme::Int8Weights | Scheme::Int4 => {
             let values: Vec<f32> = t.to_f64_vec().into_iter().map(|x| x as f32).collect();
-            // Per row: the columns of the transpose are the rows.
-            let transposed: Vec<f32> = (0..d * v).map(|i| values[(i % v) * d + i / v]).collect();
-            let parts = int8_columns(&transposed, d, v).map_err(|e| e.to_string())?;
-            let q = parts.weight.to_i64_vec();
-            let rows_q: Vec<i8> = (0..v * d).map(|i| q[(i % d) * v + i / d] as i8).collect();
-            let scale = parts.scale.ok_or("int8 rows have scales")?;
-            let table = Tensor::from_vec(rows_q, &[v, d]).map_err(|e| e.to_string())?;
-            let scale = Tensor::from_vec(
-                scale
-                    .to_f64_vec()
-                    .iter()
-                    .map(|&s| s as f32)
-                    .collect::<Vec<_>>(),
-                &[v, 1],
-            )
-            .map_err(|e| e.to_string())?;
+            let (q, scale) = int8_symmetric(&values, v, |i| i / d.max(1));
+            let table = Tensor::from_vec(q, &[v, d]).map_err(|e| e.to_string())?;
+            let scale = Tensor::from_vec(scale, &[v, 1]).map_err(|e| e.to_string())?;
             let table = add(g, "table", Op::Const(table), &[])?;
             let scale = add(g, "row_scale", Op::Const(scale), &[])?;
             let rows = add(g, "rows", gather.clone(), &[table, idx])?;
@@ -335,22 +324,30 @@ fn half_weight(w: &Tensor, to: DType) -> Parts {
 /// Symmetric int8 per column: `scale[n] = max_k |w[k, n]| / 127`,
 /// `wq = round_half_even(w / scale)` in `-127..=127` (0 for a column of zeros).
 fn int8_columns(w: &[f32], k: usize, n: usize) -> Result<Parts, kiln_ir::TensorError> {
-    let mut scale = vec![0f32; n];
-    for (i, &v) in w.iter().enumerate() {
-        scale[i % n] = scale[i % n].max(v.abs());
-    }
-    scale.iter_mut().for_each(|s| *s /= 127.0);
-    let q: Vec<i8> = (w.iter().enumerate())
-        .map(|(i, &v)| match scale[i % n] {
-            0.0 => 0,
-            s => (v / s).round_ties_even().clamp(-127.0, 127.0) as i8,
-        })
-        .collect();
+    let (q, scale) = int8_symmetric(w, n, |i| i % n);
     Ok(Parts {
         weight: Tensor::from_vec(q, &[k, n])?,
         scale: Some(Tensor::from_vec(scale, &[n])?),
         zero_point: None,
     })
+}
+
+/// Symmetric int8 over `groups` groups, element `i` in group `group(i)`:
+/// `scale[g] = max |w| / 127` over the group, `wq = round_half_even(w / scale)` in
+/// `-127..=127` (0 for a group of zeros).
+fn int8_symmetric(w: &[f32], groups: usize, group: impl Fn(usize) -> usize) -> (Vec<i8>, Vec<f32>) {
+    let mut scale = vec![0f32; groups];
+    for (i, &v) in w.iter().enumerate() {
+        scale[group(i)] = scale[group(i)].max(v.abs());
+    }
+    scale.iter_mut().for_each(|s| *s /= 127.0);
+    let q = (w.iter().enumerate())
+        .map(|(i, &v)| match scale[group(i)] {
+            0.0 => 0,
+            s => (v / s).round_ties_even().clamp(-127.0, 127.0) as i8,
+        })
+        .collect();
+    (q, scale)
 }
 
 /// Asymmetric int4 per block of `rows` along K and column: over the block's range

@@ -349,15 +349,14 @@ struct QuantizedRows {
     scales: Vec<f32>,
 }
 
-/// Quantizes the rows of `x` (`m × k`, row stride `k`), in parallel over the pool.
-///
-/// # Safety
-/// `x` must be valid for `m × k` floats.
-unsafe fn quantize_rows(
+/// The rows of an `m × K` activation quantized over the pool, each by one task: `fill(i,
+/// out)` writes row i's K values and returns its scale; the block sums are taken here.
+/// The values are padded to whole AMX tiles of rows and to `kpad` columns, with zeros.
+fn quantized_by(
     pool: &ThreadPool,
-    x: *const f32,
     m: usize,
     w: &PackedQuant,
+    fill: &(dyn Fn(usize, &mut [i8]) -> f32 + Sync),
 ) -> QuantizedRows {
     let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
     let mut q = QuantizedRows {
@@ -371,20 +370,18 @@ unsafe fn quantize_rows(
         q.sums.as_mut_ptr() as usize,
         q.scales.as_mut_ptr() as usize,
     );
-    let x = x as usize;
     let tasks = pool.threads().min(m);
     let run = |t: usize| {
         for i in t * m / tasks..(t + 1) * m / tasks {
-            // SAFETY: row i of x is valid, and only this task writes row i of the outputs.
-            let (row, values, sums, scale) = unsafe {
+            // SAFETY: only this task writes row i of the outputs, which hold m rows.
+            let (values, sums, scale) = unsafe {
                 (
-                    std::slice::from_raw_parts((x as *const f32).add(i * k), k),
                     std::slice::from_raw_parts_mut((values as *mut i8).add(i * kpad), k),
                     std::slice::from_raw_parts_mut((sums as *mut i32).add(i * blocks), blocks),
                     &mut *(scales as *mut f32).add(i),
                 )
             };
-            *scale = kernels::quantize_row(row, values);
+            *scale = fill(i, values);
             for (b, sum) in sums.iter_mut().enumerate() {
                 let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
                 *sum = part.iter().map(|&v| i32::from(v)).sum();
@@ -393,6 +390,32 @@ unsafe fn quantize_rows(
     };
     pool.parallel_for(tasks, &run);
     q
+}
+
+/// Row `i` of an `m × k` matrix at address `x`, as a slice.
+///
+/// # Safety
+/// `x` must be valid for row i of `k` elements of `T`.
+unsafe fn row<'a, T>(x: usize, i: usize, k: usize) -> &'a [T] {
+    // SAFETY: forwarded from the caller.
+    unsafe { std::slice::from_raw_parts((x as *const T).add(i * k), k) }
+}
+
+/// Quantizes the rows of f32 `x` (`m × K`, row stride K) per token.
+///
+/// # Safety
+/// `x` must be valid for `m × K` floats.
+unsafe fn quantize_rows(
+    pool: &ThreadPool,
+    x: *const f32,
+    m: usize,
+    w: &PackedQuant,
+) -> QuantizedRows {
+    let x = x as usize;
+    // SAFETY: forwarded from the caller.
+    quantized_by(pool, m, w, &|i, out| {
+        kernels::quantize_row(unsafe { row(x, i, w.k) }, out)
+    })
 }
 
 /// One token: `round_half_even(x · (127 / amax))` into `out`, and the scale `amax / 127`
@@ -439,37 +462,15 @@ unsafe fn quantized_rows(
     m: usize,
     w: &PackedQuant,
 ) -> QuantizedRows {
-    let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
-    let mut q = QuantizedRows {
-        values: vec![0; m.next_multiple_of(TILE_ROWS) * kpad],
-        sums: vec![0; m * blocks],
-        scales: vec![1.0; m],
-    };
-    let (values, sums) = (q.values.as_mut_ptr() as usize, q.sums.as_mut_ptr() as usize);
-    let x = x as usize;
-    let tasks = pool.threads().min(m);
-    let flip = if signed { 0 } else { 0x80 };
-    let run = |t: usize| {
-        for i in t * m / tasks..(t + 1) * m / tasks {
-            // SAFETY: row i of x is valid, and only this task writes row i of the outputs.
-            let (row, values, sums) = unsafe {
-                (
-                    std::slice::from_raw_parts((x as *const u8).add(i * k), k),
-                    std::slice::from_raw_parts_mut((values as *mut i8).add(i * kpad), k),
-                    std::slice::from_raw_parts_mut((sums as *mut i32).add(i * blocks), blocks),
-                )
-            };
-            for (o, &v) in values.iter_mut().zip(row) {
-                *o = (v ^ flip) as i8;
-            }
-            for (b, sum) in sums.iter_mut().enumerate() {
-                let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
-                *sum = part.iter().map(|&v| i32::from(v)).sum();
-            }
+    let (x, flip) = (x as usize, if signed { 0 } else { 0x80 });
+    quantized_by(pool, m, w, &|i, out| {
+        // SAFETY: forwarded from the caller.
+        let row: &[u8] = unsafe { row(x, i, w.k) };
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = (v ^ flip) as i8;
         }
-    };
-    pool.parallel_for(tasks, &run);
-    q
+        1.0
+    })
 }
 
 /// The [`Terms`] of activations with a zero point and a scale (the kernels see u8 values
@@ -496,35 +497,15 @@ unsafe fn per_tensor_rows(
     m: usize,
     w: &PackedQuant,
 ) -> QuantizedRows {
-    let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
-    let mut q = QuantizedRows {
-        values: vec![0; m.next_multiple_of(TILE_ROWS) * kpad],
-        sums: vec![0; m * blocks],
-        scales: vec![1.0; m],
-    };
-    let (values, sums) = (q.values.as_mut_ptr() as usize, q.sums.as_mut_ptr() as usize);
-    let x = x as usize;
-    let tasks = pool.threads().min(m);
-    let params = kernels::PerTensor::new(signed, zero_point, scale);
-    let run = |t: usize| {
-        for i in t * m / tasks..(t + 1) * m / tasks {
-            // SAFETY: row i of x is valid, and only this task writes row i of the outputs.
-            let (row, values, sums) = unsafe {
-                (
-                    std::slice::from_raw_parts((x as *const f32).add(i * k), k),
-                    std::slice::from_raw_parts_mut((values as *mut i8).add(i * kpad), k),
-                    std::slice::from_raw_parts_mut((sums as *mut i32).add(i * blocks), blocks),
-                )
-            };
-            kernels::quantize_per_tensor(row, &params, values);
-            for (b, sum) in sums.iter_mut().enumerate() {
-                let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
-                *sum = part.iter().map(|&v| i32::from(v)).sum();
-            }
-        }
-    };
-    pool.parallel_for(tasks, &run);
-    q
+    let (x, params) = (
+        x as usize,
+        kernels::PerTensor::new(signed, zero_point, scale),
+    );
+    quantized_by(pool, m, w, &|i, out| {
+        // SAFETY: forwarded from the caller.
+        kernels::quantize_per_tensor(unsafe { row(x, i, w.k) }, &params, out);
+        1.0
+    })
 }
 
 /// The per-column terms the kernels apply, `[panel][block][NR]`: the packed scales and no

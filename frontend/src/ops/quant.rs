@@ -119,15 +119,15 @@ fn quantize(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         } else {
             (0.0, 15.0)
         };
-        let r = r_of(cx, x, &scale, zp.as_ref())?;
+        let r = shifted_round(cx, x, &scale, zp.as_ref())?;
         return Ok(vec![clamp_cast(cx, &r, (lo, hi), to)?]);
     }
-    let r = r_of(cx, x, &scale, zp.as_ref())?;
+    let r = shifted_round(cx, x, &scale, zp.as_ref())?;
     Ok(vec![saturate(cx, &r, to)?])
 }
 
 /// `round(x / scale) + zero_point`, in `x`'s type.
-fn r_of(cx: &mut Cx, x: &Val, scale: &Val, zp: Option<&Val>) -> R<Val> {
+fn shifted_round(cx: &mut Cx, x: &Val, scale: &Val, zp: Option<&Val>) -> R<Val> {
     let ft = cx.dtype(x);
     let q = cx.binary("div", B::Div, x, scale)?;
     let mut r = cx.unary("round", U::Round, &q)?;

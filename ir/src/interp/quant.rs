@@ -66,20 +66,14 @@ fn activations(q: QuantAttrs, inputs: &[Tensor]) -> (Vec<i64>, i64, f32) {
         )
     };
     let (zero_point, scale, range) = match q.activations {
-        ActQuant::Quantized => return (x.to_i64_vec(), given().0, given().1),
+        ActQuant::Quantized => {
+            let (zp, scale, _) = given();
+            return (x.to_i64_vec(), zp, scale);
+        }
         ActQuant::DynamicU8 => {
+            // x is f32 (inferred): exact through f64.
             let xs: Vec<f32> = x.to_f64_vec().into_iter().map(|v| v as f32).collect();
-            let nan = |a: f32, b: f32, pick: fn(f32, f32) -> f32| {
-                if a.is_nan() || b.is_nan() {
-                    f32::NAN
-                } else {
-                    pick(a, b)
-                }
-            };
-            let min = xs.iter().fold(f32::INFINITY, |m, &v| nan(m, v, f32::min));
-            let max = xs
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &v| nan(m, v, f32::max));
+            let (min, max) = crate::quant::min_max(&xs);
             let (scale, zp) = crate::quant::dynamic_u8(min, max);
             (i64::from(zp), scale, (0.0, 255.0))
         }

@@ -509,7 +509,7 @@ mod x86 {
             _mm256_storeu_ps(l.as_mut_ptr(), lo);
             _mm256_storeu_ps(h.as_mut_ptr(), hi);
         }
-        let (tl, th) = super::min_max_scalar(&x[n..]);
+        let (tl, th) = kiln_ir::min_max(&x[n..]);
         if tl.is_nan() {
             return (f32::NAN, f32::NAN);
         }
@@ -763,15 +763,7 @@ pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
         // SAFETY: the CPU has AVX2.
         return unsafe { x86::min_max_avx2(x) };
     }
-    min_max_scalar(x)
-}
-
-fn min_max_scalar(x: &[f32]) -> (f32, f32) {
-    if x.iter().any(|v| v.is_nan()) {
-        return (f32::NAN, f32::NAN);
-    }
-    let min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-    (min, x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
+    kiln_ir::min_max(x)
 }
 
 /// The best kernel family for this CPU.

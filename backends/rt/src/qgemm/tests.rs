@@ -217,6 +217,11 @@ impl Case {
     }
 }
 
+/// Whether two outputs are the same bit for bit (NaN included).
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// `bytes` as a u8 tensor, or reinterpreted as i8.
 fn bytes_tensor(bytes: &[u8], signed: bool, shape: &[usize]) -> Tensor {
     match signed {
@@ -262,10 +267,7 @@ fn every_kernel_matches_the_interpreter_bit_for_bit() {
                 let want = c.reference();
                 for pool in &pools {
                     let got = c.run(kernel, pool);
-                    let same = got
-                        .iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    let same = bits_equal(&got, &want);
                     assert!(
                         same,
                         "{} {format:?} {shape:?} on {} threads: {got:?} != {want:?}",
@@ -303,10 +305,7 @@ fn quantized_activations_match_the_interpreter_bit_for_bit() {
                     let want = c.reference();
                     for pool in &pools {
                         let got = c.run(kernel, pool);
-                        let same = got
-                            .iter()
-                            .zip(&want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        let same = bits_equal(&got, &want);
                         assert!(
                             same,
                             "{} signed={signed} {shape:?} on {} threads: {got:?} != {want:?}",
@@ -348,10 +347,7 @@ fn per_tensor_activations_match_the_interpreter_bit_for_bit() {
                     }
                     for c in &cases {
                         let (got, want) = (c.run(kernel, &pool), c.reference());
-                        let same = got
-                            .iter()
-                            .zip(&want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        let same = bits_equal(&got, &want);
                         assert!(
                             same,
                             "{} {scheme:?} signed={signed} {shape:?}: {got:?} != {want:?}",
@@ -386,10 +382,7 @@ fn rows_of_zeros_and_non_finite_rows() {
         c.x[25] = f32::INFINITY;
         let (got, want) = (c.run(kernel, &ThreadPool::new(1)), c.reference());
         assert!(got[5..10].iter().all(|v| v.is_nan()), "{got:?}");
-        let same = got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = bits_equal(&got, &want);
         assert!(same, "{}: {got:?} != {want:?}", kernel.name);
     }
 }
