@@ -42,7 +42,9 @@ pub enum Op {
     Binary(BinaryOp),
     /// `where(cond: bool, a, b)`, broadcasting all three.
     Where,
-    /// Converts elements to `to` with ONNX `Cast` semantics.
+    /// Converts elements to `to` with ONNX `Cast` semantics. Where ONNX leaves a float
+    /// outside an integer type's range undefined, kiln saturates to the range (NaN is 0),
+    /// as Rust's `as` does, in every backend; `QuantizeLinear` relies on it.
     Cast {
         /// Target dtype.
         to: DType,

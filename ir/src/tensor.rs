@@ -451,7 +451,8 @@ impl Tensor {
     }
 
     /// Converts to another dtype with ONNX `Cast` semantics (floats truncate toward zero
-    /// into integers; integers wrap; non-zero is `true`).
+    /// into integers, saturating to the type's range with NaN as 0; integers wrap;
+    /// non-zero is `true`).
     pub fn cast(&self, to: DType) -> Tensor {
         if self.dtype() == to {
             return self.clone();
@@ -565,6 +566,9 @@ mod tests {
         assert_eq!(t.cast(DType::Bool).to_i64_vec(), vec![1, 0, 1]);
         let big = Tensor::from_vec(vec![300i64], &[1]).unwrap();
         assert_eq!(big.cast(DType::U8).to_i64_vec(), vec![44]);
+        let wide = Tensor::from_vec(vec![f32::NAN, -3.0, 300.0, f32::INFINITY], &[4]).unwrap();
+        assert_eq!(wide.cast(DType::U8).to_i64_vec(), vec![0, 0, 255, 255]);
+        assert_eq!(wide.cast(DType::I8).to_i64_vec(), vec![0, -3, 127, 127]);
     }
 
     #[test]

@@ -113,6 +113,19 @@ pub enum ExprNode {
     Stat(usize),
 }
 
+impl ExprNode {
+    /// The nodes this one reads: its operands, and a gather's index nodes.
+    pub fn operands(&self) -> Vec<usize> {
+        match self {
+            ExprNode::Unary(_, a) | ExprNode::Cast(a) | ExprNode::Bitcast(a) => vec![*a],
+            ExprNode::Binary(_, a, b) => vec![*a, *b],
+            ExprNode::Where(c, a, b) => vec![*c, *a, *b],
+            ExprNode::Gather { indices, .. } => indices.iter().map(|t| t.index).collect(),
+            ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc | ExprNode::Stat(_) => vec![],
+        }
+    }
+}
+
 /// One data-dependent term of an address: `(value of node index) * stride`, where the
 /// index is an integer node of the same expression. Negative indices count from the end
 /// (`+ len`); an index still outside `0..len` stops the kernel, which reports it (as the

@@ -138,18 +138,16 @@ fn shifted_round(cx: &mut Cx, x: &Val, scale: &Val, zp: Option<&Val>) -> R<Val> 
     Ok(r)
 }
 
-/// Clamps to the range of `to` and casts.
+/// Casts to `to`, clamping to its range: kiln's float-to-integer `Cast` saturates (NaN
+/// is 0), so the cast alone is the clamp, and an elementwise kernel keeps a
+/// quantize-dequantize round trip in vector lanes.
 pub(crate) fn saturate(cx: &mut Cx, x: &Val, to: DType) -> R<Val> {
-    let range = match to {
-        DType::U8 => (0.0, 255.0),
-        DType::I8 => (-128.0, 127.0),
-        DType::U16 => (0.0, 65535.0),
-        DType::I16 => (-32768.0, 32767.0),
-        DType::I32 => (i32::MIN as f64, i32::MAX as f64),
-        DType::U32 => (0.0, u32::MAX as f64),
-        d => return Err(cx.ctx.unsupported(format!("quantization to {d}"))),
-    };
-    clamp_cast(cx, x, range, to)
+    match to {
+        DType::U8 | DType::I8 | DType::U16 | DType::I16 | DType::I32 | DType::U32 => {
+            cx.cast("", x, to)
+        }
+        d => Err(cx.ctx.unsupported(format!("quantization to {d}"))),
+    }
 }
 
 /// Clamps to `lo..=hi` and casts to `to`.

@@ -10,12 +10,17 @@ use kiln_ir::{BinaryOp, DType, UnaryOp};
 /// Vector width, in f32 lanes.
 pub(crate) const LANES: i64 = 4;
 
-/// True if `e` has a four-lane form: f32 values (as f32x4) and bools (as i32x4 masks of
-/// all ones or zeros), and only ops with vector code.
+/// True if `e` has a four-lane form: f32 values (as f32x4), bools (as i32x4 masks of
+/// all ones or zeros), small integers made by casting an f32 and only cast back to f32
+/// (as i32x4: a quantize-dequantize round trip), and only ops with vector code.
 pub(crate) fn vectorizable(e: &Expr) -> bool {
     use UnaryOp::*;
     let float = |i: usize| e.dtypes[i] == DType::F32;
-    e.dtypes.iter().all(|&d| d == DType::F32 || d == DType::Bool)
+    let lanes = |i: usize| match e.dtypes[i] {
+        DType::F32 | DType::Bool => true,
+        d => round_trip(e, i, d),
+    };
+    (0..e.nodes.len()).all(lanes)
         && e.nodes.iter().enumerate().all(|(i, n)| match n {
             ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc => true,
             ExprNode::Stat(_) => float(i),
@@ -39,6 +44,21 @@ pub(crate) fn vectorizable(e: &Expr) -> bool {
         })
 }
 
+/// True if node `i`, of integer type `d`, is a cast of an f32 whose every use is a cast
+/// back to f32, and not the root: its value never leaves the lane, so an i32 lane holds it
+/// exactly (hence only types that i32 holds and converts to f32 by `cvtdq2ps`).
+fn round_trip(e: &Expr, i: usize, d: DType) -> bool {
+    let small = matches!(
+        d,
+        DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32
+    );
+    let from_f32 = matches!(e.nodes[i], ExprNode::Cast(a) if e.dtypes[a] == DType::F32);
+    let uses_cast_back = e.nodes.iter().enumerate().all(|(j, n)| {
+        !n.operands().contains(&i) || matches!(n, ExprNode::Cast(_)) && e.dtypes[j] == DType::F32
+    });
+    small && from_f32 && uses_cast_back && i + 1 != e.nodes.len()
+}
+
 fn is_comparison(b: BinaryOp) -> bool {
     use BinaryOp::*;
     matches!(b, Equal | Less | LessOrEqual | Greater | GreaterOrEqual)
@@ -54,6 +74,8 @@ pub(crate) struct Operands<'v> {
     /// Per gather node, scalar mode: the byte offset of its indirect terms, computed and
     /// checked outside the loop because its indices are loop-invariant.
     pub offsets: &'v [Option<Value>],
+    /// Per node, in vector mode: the byte step between the lanes of a strided load.
+    pub lanes: &'v [Option<i64>],
     /// Emit only the nodes marked here (the loop-invariant ones, when hoisting); the others
     /// get a placeholder that nothing reads.
     pub only: Option<&'v [bool]>,
@@ -95,12 +117,18 @@ impl FnCx<'_, '_> {
             }
             let dtype = e.dtypes[i];
             let ty = match (ops.vector, dtype) {
-                (true, DType::Bool) => types::I32X4,
-                (true, _) => types::F32X4,
+                (true, DType::F32) => types::F32X4,
+                (true, _) => types::I32X4,
                 (false, _) => clif_type(dtype)?,
             };
             let v = match node {
                 ExprNode::Load(_) if ty == types::I32X4 => self.load_mask(addr(ops, i)?),
+                ExprNode::Load(_)
+                    if ops.vector && ops.lanes.get(i).is_some_and(|s| s.is_some()) =>
+                {
+                    let step = ops.lanes[i].unwrap_or(0);
+                    self.load_lanes(addr(ops, i)?, step)
+                }
                 ExprNode::Load(_) => self.load(ty, addr(ops, i)?),
                 ExprNode::Const(c) if ty == types::I32X4 => {
                     let on = matches!(c, Scalar::Int(v) if *v != 0)
@@ -139,7 +167,7 @@ impl FnCx<'_, '_> {
                     self.mask_select(vals[*c], vals[*a], vals[*b])
                 }
                 ExprNode::Where(c, a, b) => self.b.ins().select(vals[*c], vals[*a], vals[*b]),
-                ExprNode::Cast(a) if ops.vector => self.vector_cast(dtype, vals[*a]),
+                ExprNode::Cast(a) if ops.vector => self.vector_cast(e.dtypes[*a], dtype, vals[*a]),
                 ExprNode::Cast(a) => self.cast(e.dtypes[*a], dtype, vals[*a])?,
                 ExprNode::Bitcast(a) => {
                     let from = self.b.func.dfg.value_type(vals[*a]);
@@ -184,6 +212,18 @@ impl FnCx<'_, '_> {
         }
     }
 
+    /// Four f32 at `addr`, `addr + step`, … as one f32x4.
+    fn load_lanes(&mut self, addr: Value, step: i64) -> Value {
+        let first = self.load(types::F32, addr);
+        let mut v = self.b.ins().scalar_to_vector(types::F32X4, first);
+        for lane in 1..LANES {
+            let at = self.b.ins().iadd_imm_s(addr, step * lane);
+            let x = self.load(types::F32, at);
+            v = self.b.ins().insertlane(v, x, lane as u8);
+        }
+        v
+    }
+
     /// Four bools (bytes) at `addr` as an i32x4 mask.
     pub(crate) fn load_mask(&mut self, addr: Value) -> Value {
         let word = self.load(types::I32, addr);
@@ -225,15 +265,31 @@ impl FnCx<'_, '_> {
         self.b.ins().bitselect(m, a, b)
     }
 
-    /// Vector casts between f32 and bool.
-    fn vector_cast(&mut self, to: DType, x: Value) -> Value {
-        if to == DType::Bool {
-            let zero = self.constant(types::F32X4, Scalar::Float(0.0));
-            return self.b.ins().fcmp(FloatCC::NotEqual, x, zero);
+    /// Vector casts between f32 and bool, and between f32 and the small integers of a
+    /// round trip (see [`vectorizable`]), held in i32 lanes.
+    fn vector_cast(&mut self, from: DType, to: DType, x: Value) -> Value {
+        match (from, to) {
+            (DType::F32, DType::Bool) => {
+                let zero = self.constant(types::F32X4, Scalar::Float(0.0));
+                self.b.ins().fcmp(FloatCC::NotEqual, x, zero)
+            }
+            (DType::Bool, _) => {
+                let one = self.constant(types::F32X4, Scalar::Float(1.0));
+                let zero = self.constant(types::F32X4, Scalar::Float(0.0));
+                self.mask_select(x, one, zero)
+            }
+            // Saturating, NaN to 0, as the scalar `float_to_int`: through i32, then
+            // clamped to the type's range.
+            (DType::F32, _) => {
+                let wide = self.b.ins().fcvt_to_sint_sat(types::I32X4, x);
+                let (lo, hi) = crate::kernel::int_range(to);
+                let lo = self.constant(types::I32X4, Scalar::Int(lo));
+                let hi = self.constant(types::I32X4, Scalar::Int(hi));
+                let c = self.b.ins().smax(wide, lo);
+                self.b.ins().smin(c, hi)
+            }
+            _ => self.b.ins().fcvt_from_sint(types::F32X4, x),
         }
-        let one = self.constant(types::F32X4, Scalar::Float(1.0));
-        let zero = self.constant(types::F32X4, Scalar::Float(0.0));
-        self.mask_select(x, one, zero)
     }
 
     pub(crate) fn load(&mut self, ty: Type, addr: Value) -> Value {

@@ -76,6 +76,29 @@ pub(super) type InnerFn<'f, 'a, 'b> =
 pub(super) type ElementFn<'f, 'a, 'b> =
     dyn FnMut(&mut FnCx<'a, 'b>, Value, bool, &Hoisted) -> Result<(), LowerError> + 'f;
 
+/// Per node of `e`: for a load strided along axis `last` (neither invariant nor
+/// contiguous), the byte step between vector lanes.
+fn lane_steps(
+    e: &Expr,
+    node_acc: &[Option<usize>],
+    walks: &[Walk],
+    last: usize,
+    first_walk: usize,
+) -> Vec<Option<i64>> {
+    e.nodes
+        .iter()
+        .zip(node_acc)
+        .zip(&e.dtypes)
+        .map(|((n, a), d)| match (n, a) {
+            (ExprNode::Load(_), Some(a)) => {
+                let step = walks[a + first_walk].strides[last];
+                (step != 0 && step != d.size_bytes() as i64).then_some(step)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// What an innermost loop reads from before the loop, per expression node: loop-invariant
 /// values (splat to all lanes in vector mode), and in scalar mode the checked byte offsets
 /// of gathers whose indices are loop-invariant, so an embedding lookup checks each index
@@ -84,6 +107,9 @@ pub(super) type ElementFn<'f, 'a, 'b> =
 pub(super) struct Hoisted {
     pub values: Vec<Option<Value>>,
     pub offsets: Vec<Option<Value>>,
+    /// In vector mode, per load node that is strided along the loop: the byte step between
+    /// its lanes, which are then read one by one.
+    pub lanes: Vec<Option<i64>>,
 }
 
 impl Hoisted {
@@ -99,6 +125,7 @@ impl Hoisted {
             addrs,
             splats: &self.values,
             offsets: &self.offsets,
+            lanes: &self.lanes,
             only: None,
             acc,
             stats,
@@ -237,10 +264,21 @@ impl<'a, 'b> FnCx<'a, 'b> {
         self.load_bases(accs.iter().map(|a| a.buf));
         let walks = self.walks(&accs, &strides);
         let last = shape.len() - 1;
+        // A strided f32 load is read lane by lane, which still pays when the expression
+        // does more than copy (a transpose fused with a quantize-dequantize round trip).
+        let strided_ok = |i: usize, a: usize| {
+            let s = strides[a + 1][last];
+            s == 0
+                || s == 1
+                || matches!(l.expr.nodes[i], ExprNode::Load(_)) && l.expr.dtypes[i] == DType::F32
+        };
         let vector = l.scatter.is_empty()
             && vectorizable(&l.expr)
             && strides[0][last] == 1
-            && strides[1..].iter().all(|s| s[last] == 0 || s[last] == 1);
+            && node_acc
+                .iter()
+                .enumerate()
+                .all(|(i, a)| a.is_none_or(|a| strided_ok(i, a)));
         clif_type(self.dtype_of(l.out.buf))?;
         let offs = self.start_offsets(&walks);
         let mut inner = |cx: &mut Self, lo: Value, hi: Value, offs: &[Value]| {
@@ -297,6 +335,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             let splats = Hoisted {
                 values: self.splats(e, node_acc, offs, walks, last, 1),
                 offsets: Vec::new(),
+                lanes: lane_steps(e, node_acc, walks, last, 1),
             };
             let n = self.b.ins().isub(hi, lo);
             let whole = self.b.ins().band_imm_s(n, !(LANES - 1));
@@ -358,6 +397,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             addrs: &addrs,
             splats: &[],
             offsets: &[],
+            lanes: &[],
             only: Some(&inv),
             acc: None,
             stats: &[],
@@ -374,7 +414,11 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let values = (0..e.nodes.len())
             .map(|i| inv[i].then_some(vals[i]))
             .collect();
-        Ok(Hoisted { values, offsets })
+        Ok(Hoisted {
+            values,
+            offsets,
+            lanes: Vec::new(),
+        })
     }
 
     /// For each load node invariant along the last axis: its value splat to f32x4.
@@ -507,6 +551,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             let splats = Hoisted {
                 values: self.splats(r.value, node_acc, &offs, walks, d, 0),
                 offsets: Vec::new(),
+                lanes: Vec::new(),
             };
             let vacc = self.b.declare_var(types::F32X4);
             let init = self.constant(types::F32X4, combine_identity(r.combine, DType::F32));
