@@ -309,6 +309,38 @@ pub unsafe fn sgemm_serial(
     }
 }
 
+/// [`sgemm_serial`] with B packed beforehand: C = A·B (or C += A·B when `accumulate`) on
+/// the calling thread, bit-identical to packing B on the way. For a B that several
+/// products on one thread or across tasks read, such as attention's keys and values.
+///
+/// # Safety
+/// A must be valid for `m × b.k()` elements and C writable for `m × b.n()`, not aliasing A.
+pub unsafe fn sgemm_serial_prepacked(
+    m: usize,
+    a: MatRef,
+    b: &PackedB,
+    c: MatMut,
+    accumulate: bool,
+) {
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    // SAFETY: forwarded from the caller; `b` replaces every read of the strided B.
+    unsafe {
+        gemm_block(
+            b.kernel,
+            m,
+            b.k,
+            b.n,
+            a,
+            BMatrix::Prepacked(b.at(), 0),
+            c,
+            accumulate,
+            Epilogue::NONE,
+        )
+    }
+}
+
 /// For every `i < batch`: Cᵢ = Aᵢ·Bᵢ (or += when `accumulate`), where Aᵢ is `a` advanced by
 /// `i * a_batch_stride` floats (likewise B and C). A stride of 0 broadcasts an operand.
 ///
