@@ -382,10 +382,7 @@ fn quantized_by(
                 )
             };
             *scale = fill(i, values);
-            for (b, sum) in sums.iter_mut().enumerate() {
-                let part = &values[(b * w.block).min(k)..((b + 1) * w.block).min(k)];
-                *sum = part.iter().map(|&v| i32::from(v)).sum();
-            }
+            kernels::block_sums(values, w.block, sums);
         }
     };
     pool.parallel_for(tasks, &run);

@@ -432,13 +432,18 @@ fn weights_outside_the_format_are_refused() {
 #[test]
 fn vectorized_quantization_is_the_definition() {
     let mut rng = Lcg(11);
-    for len in [1, 7, 8, 9, 31, 100] {
+    let lens = [1, 7, 8, 9, 16, 31, 64, 100, 129, 773];
+    // The maximum in every lane group and accumulator of the vector kernels, and the tail.
+    let cases = lens
+        .into_iter()
+        .flat_map(|len| [0, 17, 35, 50, len / 2, len - 1].map(|at| (len, at.min(len - 1))));
+    for (len, at) in cases {
         for scale in [1.0f32, 1e-30, 3e30] {
             // amax 127 makes every x·(127/amax) exact, so the halves are real ties.
             let mut row: Vec<f32> = (0..len)
-                .map(|i| (rng.float() * 127.0).round() + if i % 3 == 0 { 0.5 } else { 0.0 })
+                .map(|i| (rng.float() * 126.0).round() + if i % 3 == 0 { 0.5 } else { 0.0 })
                 .collect();
-            row[0] = 127.0;
+            row[at] = if at % 2 == 0 { 127.0 } else { -127.0 };
             row.iter_mut().for_each(|v| *v *= scale);
             let (mut a, mut b) = (vec![0i8; len], vec![0i8; len]);
             let (sa, sb) = (
