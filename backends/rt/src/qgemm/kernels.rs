@@ -481,6 +481,50 @@ mod x86 {
         }
     }
 
+    /// [`super::min_max`] on sixteen lanes with four accumulators each, so neither
+    /// running extreme chains its latency through the tensor (per-tensor activation
+    /// scales take it over a whole `m × K` input on one thread). Both extremes are the
+    /// same in any order; a NaN anywhere gives NaN.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn min_max_avx512(x: &[f32]) -> (f32, f32) {
+        // SAFETY: callers pass i + 16 <= x.len().
+        let load = |i: usize| unsafe { _mm512_loadu_ps(x.as_ptr().add(i)) };
+        let mut lo = [_mm512_set1_ps(f32::INFINITY); 4];
+        let mut hi = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+        let mut nan: __mmask16 = 0;
+        let mut step = |j: usize, v: __m512| {
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            lo[j] = _mm512_min_ps(lo[j], v);
+            hi[j] = _mm512_max_ps(hi[j], v);
+        };
+        let wide = x.len() / 64 * 64;
+        for i in (0..wide).step_by(64) {
+            for j in 0..4 {
+                step(j, load(i + 16 * j));
+            }
+        }
+        let n = x.len() / 16 * 16;
+        for i in (wide..n).step_by(16) {
+            step(0, load(i));
+        }
+        if nan != 0 {
+            return (f32::NAN, f32::NAN);
+        }
+        let (tl, th) = kiln_ir::min_max(&x[n..]);
+        if tl.is_nan() {
+            return (f32::NAN, f32::NAN);
+        }
+        let l = _mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3]));
+        let h = _mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3]));
+        (
+            tl.min(_mm512_reduce_min_ps(l)),
+            th.max(_mm512_reduce_max_ps(h)),
+        )
+    }
+
     /// [`super::min_max`] on eight lanes.
     ///
     /// # Safety
@@ -860,6 +904,11 @@ pub(super) fn quantize_per_tensor(row: &[f32], p: &PerTensor, out: &mut [i8]) {
 
 /// The least and greatest element of `x`, NaN when it holds a NaN.
 pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { x86::min_max_avx512(x) };
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2.

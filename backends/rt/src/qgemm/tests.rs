@@ -428,6 +428,24 @@ fn weights_outside_the_format_are_refused() {
     assert_eq!(unsafe { w.dequantized() }.unwrap(), [1.0; 4]);
 }
 
+/// The vectorized least and greatest elements are the definition's, wherever the extremes
+/// fall (every accumulator and the tail), and NaN anywhere gives NaN.
+#[test]
+fn vectorized_min_max_is_the_definition() {
+    let mut rng = Lcg(5);
+    for len in [1, 15, 16, 63, 64, 65, 200, 1001] {
+        for at in [0, 20, 40, 60, len / 2, len - 1].map(|a: usize| a.min(len - 1)) {
+            let mut x: Vec<f32> = (0..len).map(|_| rng.float()).collect();
+            x[at] = 5.0;
+            x[len - 1 - at] = -5.0;
+            let (lo, hi) = kernels::min_max(&x);
+            assert_eq!((lo, hi), kiln_ir::min_max(&x), "len {len}, at {at}");
+            x[at] = f32::NAN;
+            assert!(kernels::min_max(&x).0.is_nan() && kernels::min_max(&x).1.is_nan());
+        }
+    }
+}
+
 /// The vectorized token quantization is the scalar definition, ties and tails included.
 #[test]
 fn vectorized_quantization_is_the_definition() {
