@@ -21,6 +21,7 @@
 //! the thread count.
 
 #[cfg(target_arch = "x86_64")]
+mod aligned;
 mod amx;
 pub mod dequant;
 mod kernels;
@@ -29,6 +30,7 @@ mod tests;
 
 use crate::gemm::{Epilogue, MatMut};
 use crate::pool::ThreadPool;
+use aligned::Aligned;
 use kernels::QKernel;
 use kiln_ir::WeightQuant;
 
@@ -63,7 +65,7 @@ pub struct PackedQuant {
     /// Whether the bytes hold two 4-bit values each.
     nibbles: bool,
     /// Panel after panel, each block after block.
-    weights: Vec<u8>,
+    weights: Aligned<u8>,
     /// `[panel][block][NR]`: the f32 scales (0 in padding columns).
     scales: Vec<f32>,
     /// `[panel][block][NR]`: the offset that was added to each stored weight.
@@ -257,7 +259,7 @@ impl PackedQuant {
             block,
             blocks,
             nibbles,
-            weights: vec![0; panels * blocks * block_bytes],
+            weights: Aligned::zeroed(panels * blocks * block_bytes),
             scales: vec![0.0; panels * blocks * NR],
             offsets: vec![0; panels * blocks * NR],
             colsums: vec![0; panels * blocks * NR],
@@ -342,7 +344,7 @@ const TILE_ROWS: usize = 16;
 /// Activations quantized per token, as the definition says.
 struct QuantizedRows {
     /// `[M, kpad]`, zero past K.
-    values: Vec<i8>,
+    values: Aligned<i8>,
     /// `[M, blocks]`: the sum of each row's values over each block.
     sums: Vec<i32>,
     /// `amax / 127` per row; NaN for a row holding a NaN or an infinity.
@@ -360,7 +362,7 @@ fn quantized_by(
 ) -> QuantizedRows {
     let (k, kpad, blocks) = (w.k, w.kpad(), w.blocks);
     let mut q = QuantizedRows {
-        values: vec![0; m.next_multiple_of(TILE_ROWS) * kpad],
+        values: Aligned::zeroed(m.next_multiple_of(TILE_ROWS) * kpad),
         sums: vec![0; m * blocks],
         scales: vec![0.0; m],
     };
