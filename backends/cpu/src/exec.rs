@@ -555,7 +555,7 @@ pub fn run_plan(
 ) -> RunPlan {
     let steps = (program.kernels.iter().zip(extents))
         .map(|(k, extent)| match k {
-            Kernel::Call(c) => Step::Call(c.clone()),
+            Kernel::Call(c) => Step::Call(Box::new(c.clone())),
             k => Step::Kernel {
                 extent: extent.unwrap_or(0),
                 work: work(k),

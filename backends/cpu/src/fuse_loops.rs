@@ -15,7 +15,8 @@
 //! Fusion never duplicates work: unless `P` is a single load or constant (a copy or view,
 //! free to recompute), `C` must read each element of `B` at most once (one access, injective
 //! over `C`'s iteration space). Calls (GEMM, attention, runtime ops) read memory, so a
-//! producer read by a call stays. Fusion repeats in program order until nothing changes, so
+//! producer read by a call stays, except a copy feeding attention: the call reads the
+//! copy's source through strides instead ([`attention_reading`]). Fusion repeats in program order until nothing changes, so
 //! chains collapse into their last kernel; the fused buffer stays in [`Program::buffers`],
 //! unused, and the memory plan gives it no space.
 
@@ -118,6 +119,10 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
     {
         return None;
     }
+    if let Kernel::Call(Call::Attention(a)) = &p.kernels[c] {
+        let attention = attention_reading(a, b, producer, p)?;
+        return Some((c, Kernel::Call(Call::Attention(attention))));
+    }
     let producer = &merge_axes(producer);
     let fuse = Inline {
         buf: b,
@@ -168,6 +173,69 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
         Kernel::Call(_) => return None,
     };
     Some((c, kernel))
+}
+
+/// `a` reading in place what `producer`, a copy into `buf`, reads: a transpose (heads out of
+/// a linear layer's `[B, S, H, D]` rows) or slice feeding attention becomes the operand's
+/// strides instead of a pass over memory. `None` unless the producer is one load whose
+/// feature axis is contiguous and whose leading axes flatten into one stride, and `buf` is
+/// a contiguous query, key or value operand (not the mask). The attention reads the same
+/// elements in the same order, so results are bit-identical.
+fn attention_reading(
+    a: &Attention,
+    buf: BufId,
+    producer: &LoopNest,
+    p: &Program,
+) -> Option<Attention> {
+    let [ExprNode::Load(access)] = producer.expr.nodes.as_slice() else {
+        return None;
+    };
+    let (shape, strides) = (&producer.shape, &access.strides);
+    let r = shape.len();
+    if r < 3 || access.offset < 0 || strides.iter().any(|&s| s < 0) {
+        return None;
+    }
+    if shape[r - 1] > 1 && strides[r - 1] != 1 {
+        return None;
+    }
+    let mut batch = 0;
+    if r > 3 {
+        batch = strides[r - 4];
+        let mut want = batch;
+        for j in (0..r - 3).rev() {
+            if shape[j] > 1 && strides[j] != want {
+                return None;
+            }
+            want *= shape[j] as isize;
+        }
+    }
+    let from = AttentionOperand {
+        buf: access.buf,
+        offset: access.offset as usize,
+        batch: batch as usize,
+        head: strides[r - 3] as usize,
+        row: strides[r - 2] as usize,
+    };
+    let d = a.dims;
+    let mut out = a.clone();
+    let mut folded = false;
+    for (operand, heads, len, depth) in [
+        (&mut out.q, d.heads, d.q_len, d.depth),
+        (&mut out.k, d.kv_heads, d.kv_len, d.depth),
+        (&mut out.v, d.kv_heads, d.kv_len, d.v_depth),
+    ] {
+        let dims = [d.batch, heads, len, depth];
+        if *operand == AttentionOperand::contiguous(buf, heads, len, depth)
+            && shape.iter().product::<usize>() == dims.iter().product::<usize>()
+            && shape[r - 3..] == dims[1..]
+            && from.end(dims) <= p.buffers[from.buf].len
+        {
+            *operand = from;
+            folded = true;
+        }
+    }
+    let masked_by_it = a.mask.as_ref().is_some_and(|m| m.buf == buf);
+    (folded && !masked_by_it).then_some(out)
 }
 
 /// `l` over as few axes as its accesses allow (unit axes dropped, axes that every access

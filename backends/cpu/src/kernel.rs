@@ -284,8 +284,8 @@ impl Row {
 }
 
 pub use kiln_rt::call::{
-    Attention, AttentionDims, AttentionMaskOperand, Call, Conv, GemmEpilogue, MatMul, MatOperand,
-    OpCall, Operand, QuantLinear, QuantizedInput,
+    Attention, AttentionDims, AttentionMaskOperand, AttentionOperand, Call, Conv, GemmEpilogue,
+    MatMul, MatOperand, OpCall, Operand, QuantLinear, QuantizedInput,
 };
 
 /// One kernel.
@@ -314,7 +314,7 @@ impl Kernel {
                 .collect(),
             Kernel::Call(Call::Conv(c)) => vec![c.x, c.w],
             Kernel::Call(Call::QuantLinear(q)) => q.reads().collect(),
-            Kernel::Call(Call::Attention(a)) => [a.q, a.k, a.v]
+            Kernel::Call(Call::Attention(a)) => [a.q.buf, a.k.buf, a.v.buf]
                 .into_iter()
                 .chain(a.mask.as_ref().map(|m| m.buf))
                 .collect(),

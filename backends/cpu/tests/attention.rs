@@ -60,6 +60,9 @@ struct Case {
     rows: MaskedRows,
     /// A query row whose keys are all masked out (keep masks only).
     masked_row: Option<usize>,
+    /// Queries, keys and values arrive as `[.., S, H, D]` (as a linear layer writes heads)
+    /// and are transposed in the graph, which the kernel reads in place.
+    interleaved: bool,
 }
 
 impl Case {
@@ -77,6 +80,7 @@ impl Case {
             mask_shape: |s| s.to_vec(),
             rows: MaskedRows::Nan,
             masked_row: None,
+            interleaved: false,
         }
     }
 
@@ -88,9 +92,17 @@ impl Case {
 
     fn run(&self) {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (self.q_len * 1000 + self.kv_len) as u64);
-        let q_shape = self.shape(self.heads, self.q_len, self.depth);
-        let k_shape = self.shape(self.kv_heads, self.kv_len, self.depth);
-        let v_shape = self.shape(self.kv_heads, self.kv_len, self.v_depth);
+        let r = self.lead.len() + 3;
+        // The graph inputs' shapes: heads and sequence swapped when interleaved.
+        let given = |mut s: Vec<usize>| {
+            if self.interleaved {
+                s.swap(r - 3, r - 2);
+            }
+            s
+        };
+        let q_shape = given(self.shape(self.heads, self.q_len, self.depth));
+        let k_shape = given(self.shape(self.kv_heads, self.kv_len, self.depth));
+        let v_shape = given(self.shape(self.kv_heads, self.kv_len, self.v_depth));
         let scores = self.shape(self.heads, self.q_len, self.kv_len);
         let mut g = Graph::new("attention");
         let mut inputs = vec![
@@ -103,6 +115,14 @@ impl Case {
             g.add_input("k", TensorType::fixed(DType::F32, &k_shape)),
             g.add_input("v", TensorType::fixed(DType::F32, &v_shape)),
         ];
+        if self.interleaved {
+            let mut perm: Vec<usize> = (0..r).collect();
+            perm.swap(r - 3, r - 2);
+            for v in &mut values {
+                let op = Op::Transpose { perm: perm.clone() };
+                *v = g.add_node("heads", op, &[*v]).unwrap()[0];
+            }
+        }
         let m_shape = (self.mask_shape)(&scores);
         match self.mask {
             AttentionMask::None => {}
@@ -154,6 +174,16 @@ impl Case {
         let got = one.run(&inputs).unwrap().remove(0);
         let got2 = two.run(&inputs).unwrap().remove(0);
         let what = &self.what;
+        if self.interleaved {
+            // The transposes are read in place: attention is the only kernel.
+            let kernels = two.profile(&inputs).unwrap();
+            assert_eq!(
+                kernels.len(),
+                1,
+                "{what}: {:?}",
+                kernels.iter().map(|k| &k.kernel).collect::<Vec<_>>()
+            );
+        }
         assert_eq!(want.shape(), got.shape(), "{what}");
         for (i, (w, o)) in want.to_f64_vec().iter().zip(got.to_f64_vec()).enumerate() {
             let ok = (w - o).abs() <= 1e-5 + 1e-4 * w.abs() || (w.is_nan() && o.is_nan());
@@ -169,6 +199,23 @@ impl Case {
 fn lengths_around_the_tiles() {
     for (q_len, kv_len) in [(1, 1), (5, 3), (31, 33), (32, 256), (33, 257), (70, 600)] {
         Case::new(&format!("{q_len}x{kv_len}"), q_len, kv_len).run();
+    }
+}
+
+#[test]
+fn heads_interleaved_along_the_sequence_are_read_in_place() {
+    for (q_len, kv_len) in [(1, 1), (33, 257), (70, 40)] {
+        let mut c = Case::new(&format!("interleaved {q_len}x{kv_len}"), q_len, kv_len);
+        c.interleaved = true;
+        c.run();
+        c.heads = 6;
+        c.kv_heads = 2;
+        c.v_depth = 5;
+        c.lead = vec![2, 3];
+        c.mask = AttentionMask::Add;
+        c.mask_shape = |s| vec![s[0], s[1], 1, 1, s[4]];
+        c.what = format!("interleaved gqa, two leading dims, mask {q_len}x{kv_len}");
+        c.run();
     }
 }
 

@@ -18,7 +18,7 @@ use super::gemm::{sgemm_serial, sgemm_serial_prepacked, MatMut, MatRef, PackedB}
 use super::math::exp;
 use super::pool::ThreadPool;
 use super::Memory;
-use crate::call::Attention;
+use crate::call::{Attention, AttentionOperand};
 use kiln_ir::MaskedRows;
 
 /// Query rows per task.
@@ -36,9 +36,9 @@ pub unsafe fn attention(a: &Attention, mem: &dyn Memory, pool: &ThreadPool) {
         return;
     }
     let ptrs = Pointers {
-        q: mem.addr(a.q) as *const f32,
-        k: mem.addr(a.k) as *const f32,
-        v: mem.addr(a.v) as *const f32,
+        q: mem.addr(a.q.buf) as *const f32,
+        k: mem.addr(a.k.buf) as *const f32,
+        v: mem.addr(a.v.buf) as *const f32,
         out: mem.addr(a.out) as *mut f32,
         mask: a.mask.as_ref().map(|m| mem.addr(m.buf) as *const u8),
     };
@@ -85,9 +85,8 @@ struct KeyTile {
 /// As for [`attention`].
 unsafe fn pack_head(a: &Attention, p: &Pointers, b: usize, g: usize) -> Vec<KeyTile> {
     let d = a.dims;
-    let k = p.k.wrapping_add((b * d.kv_heads + g) * d.kv_len * d.depth);
-    let v =
-        p.v.wrapping_add((b * d.kv_heads + g) * d.kv_len * d.v_depth);
+    let k = head_start(&a.k, p.k, b, g);
+    let v = head_start(&a.v, p.v, b, g);
     (0..d.kv_len)
         .step_by(KEY_BLOCK)
         .map(|j0| {
@@ -95,11 +94,11 @@ unsafe fn pack_head(a: &Attention, p: &Pointers, b: usize, g: usize) -> Vec<KeyT
             // SAFETY: keys and values j0..j0 + cols of this head are valid.
             unsafe {
                 KeyTile {
-                    keys_t: PackedB::new(d.depth, cols, keys_transposed(k, j0, d.depth)),
+                    keys_t: PackedB::new(d.depth, cols, keys_transposed(k, j0, a.k.row)),
                     values: PackedB::new(
                         cols,
                         d.v_depth,
-                        matrix(v.wrapping_add(j0 * d.v_depth), d.v_depth),
+                        matrix(v.wrapping_add(j0 * a.v.row), a.v.row),
                     ),
                 }
             }
@@ -107,13 +106,18 @@ unsafe fn pack_head(a: &Attention, p: &Pointers, b: usize, g: usize) -> Vec<KeyT
         .collect()
 }
 
-/// Keys j0.. of a head (rows of `depth`), read transposed: `depth × ·`.
-fn keys_transposed(k: *const f32, j0: usize, depth: usize) -> MatRef {
+/// Keys j0.. of a head (rows `row` floats apart), read transposed: `depth × ·`.
+fn keys_transposed(k: *const f32, j0: usize, row: usize) -> MatRef {
     MatRef {
-        ptr: k.wrapping_add(j0 * depth),
+        ptr: k.wrapping_add(j0 * row),
         row_stride: 1,
-        col_stride: depth as isize,
+        col_stride: row as isize,
     }
+}
+
+/// The first element of head `h` of batch item `b` of an operand whose buffer is at `base`.
+fn head_start(op: &AttentionOperand, base: *const f32, b: usize, h: usize) -> *const f32 {
+    base.wrapping_add(op.offset + b * op.batch + h * op.head)
 }
 
 /// The call's buffers for this run.
@@ -196,11 +200,9 @@ unsafe fn query_block_body(
     let d = a.dims;
     let rows = QUERY_BLOCK.min(d.q_len - i0);
     let g = h / (d.heads / d.kv_heads);
-    let q =
-        p.q.wrapping_add(((b * d.heads + h) * d.q_len + i0) * d.depth);
-    let k = p.k.wrapping_add((b * d.kv_heads + g) * d.kv_len * d.depth);
-    let v =
-        p.v.wrapping_add((b * d.kv_heads + g) * d.kv_len * d.v_depth);
+    let q = head_start(&a.q, p.q, b, h).wrapping_add(i0 * a.q.row);
+    let k = head_start(&a.k, p.k, b, g);
+    let v = head_start(&a.v, p.v, b, g);
     let mut st = Rows {
         tile: vec![0.0; rows * KEY_BLOCK],
         acc: vec![0.0; rows * d.v_depth],
@@ -219,11 +221,11 @@ unsafe fn query_block_body(
         // SAFETY: q holds `rows` rows of `depth`; keys j0.. hold `cols` rows, read
         // transposed; the tile holds rows × KEY_BLOCK.
         unsafe {
-            let queries = matrix(q, d.depth);
+            let queries = matrix(q, a.q.row);
             match packed {
                 Some(t) => sgemm_serial_prepacked(rows, queries, &t.keys_t, tile, false),
                 None => {
-                    let keys_t = keys_transposed(k, j0, d.depth);
+                    let keys_t = keys_transposed(k, j0, a.k.row);
                     sgemm_serial(rows, d.depth, cols, queries, keys_t, tile, false)
                 }
             }
@@ -250,7 +252,7 @@ unsafe fn query_block_body(
             match packed {
                 Some(t) => sgemm_serial_prepacked(rows, probs, &t.values, acc, true),
                 None => {
-                    let values = matrix(v.wrapping_add(j0 * d.v_depth), d.v_depth);
+                    let values = matrix(v.wrapping_add(j0 * a.v.row), a.v.row);
                     sgemm_serial(rows, cols, d.v_depth, probs, values, acc, true)
                 }
             }
@@ -272,11 +274,11 @@ unsafe fn query_block_body(
     }
 }
 
-/// A contiguous row-major matrix with `cols` columns.
-fn matrix(ptr: *const f32, cols: usize) -> MatRef {
+/// A row-major matrix whose rows are `stride` floats apart.
+fn matrix(ptr: *const f32, stride: usize) -> MatRef {
     MatRef {
         ptr,
-        row_stride: cols as isize,
+        row_stride: stride as isize,
         col_stride: 1,
     }
 }

@@ -173,17 +173,17 @@ pub struct Conv {
     pub attrs: ConvAttrs,
 }
 
-/// Operands of [`Call::Attention`] (see `kiln_ir::Op::Attention`): contiguous `f32`
-/// `q[B, H, Sq, D]`, `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` and `out[B, H, Sq, Dv]`, where `B`
-/// is the product of the leading dims.
+/// Operands of [`Call::Attention`] (see `kiln_ir::Op::Attention`): `f32` `q[B, H, Sq, D]`,
+/// `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` (each laid out as its [`AttentionOperand`] says) and
+/// a contiguous `out[B, H, Sq, Dv]`, where `B` is the product of the leading dims.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attention {
     /// Queries.
-    pub q: BufId,
+    pub q: AttentionOperand,
     /// Keys.
-    pub k: BufId,
+    pub k: AttentionOperand,
     /// Values.
-    pub v: BufId,
+    pub v: AttentionOperand,
     /// The result.
     pub out: BufId,
     /// `[B, H, G, Sq, Sk, D, Dv]`.
@@ -194,6 +194,50 @@ pub struct Attention {
     pub scale: f32,
     /// What becomes of rows whose scores are all masked out.
     pub rows: kiln_ir::MaskedRows,
+}
+
+/// Where an attention input `[B, H, S, D]` lies in its buffer: element `(b, h, s, d)` is
+/// float `offset + b·batch + h·head + s·row + d`, the feature axis contiguous. A contiguous
+/// tensor is one layout; heads interleaved along the sequence (`[B, S, H, D]`, as a linear
+/// layer writes them) are another, read in place instead of transposed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttentionOperand {
+    /// The buffer.
+    pub buf: BufId,
+    /// Offset of element `(0, 0, 0, 0)`.
+    pub offset: usize,
+    /// Stride of the flattened leading dims.
+    pub batch: usize,
+    /// Stride of the head axis.
+    pub head: usize,
+    /// Stride of the sequence axis.
+    pub row: usize,
+}
+
+impl AttentionOperand {
+    /// A contiguous `[B, heads, len, depth]` tensor in `buf`.
+    pub fn contiguous(buf: BufId, heads: usize, len: usize, depth: usize) -> AttentionOperand {
+        AttentionOperand {
+            buf,
+            offset: 0,
+            batch: heads * len * depth,
+            head: len * depth,
+            row: depth,
+        }
+    }
+
+    /// One past the last float it reads for `batch × heads × len × depth` elements (0 when
+    /// it reads none), which must not pass the buffer's length.
+    pub fn end(&self, [batch, heads, len, depth]: [usize; 4]) -> usize {
+        if batch == 0 || heads == 0 || len == 0 || depth == 0 {
+            return 0;
+        }
+        self.offset
+            + (batch - 1) * self.batch
+            + (heads - 1) * self.head
+            + (len - 1) * self.row
+            + depth
+    }
 }
 
 /// Sizes of an [`Attention`] call.

@@ -79,7 +79,7 @@ pub enum Step {
         serial: bool,
     },
     /// A runtime call.
-    Call(Call),
+    Call(Box<Call>),
 }
 
 /// Kernels with fewer element operations than this run on one thread.

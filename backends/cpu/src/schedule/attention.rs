@@ -50,10 +50,11 @@ impl Scheduler<'_> {
                 strides: [strides[heads], strides[r - 2], strides[r - 1]],
             }
         });
+        let d = dims;
         self.push(Kernel::Call(Call::Attention(Attention {
-            q: q.buf,
-            k: k.buf,
-            v: v.buf,
+            q: AttentionOperand::contiguous(q.buf, d.heads, d.q_len, d.depth),
+            k: AttentionOperand::contiguous(k.buf, d.kv_heads, d.kv_len, d.depth),
+            v: AttentionOperand::contiguous(v.buf, d.kv_heads, d.kv_len, d.v_depth),
             out: out.buf,
             dims,
             mask,
