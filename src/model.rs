@@ -163,6 +163,8 @@ impl Model {
     }
 
     /// The model after a given pipeline, with the pipeline's report (per-pass timings).
+    /// Layers the quantize pass could take that are left unnamed get names of their own
+    /// (`OP#INDEX`, see `Quantize::name_layers`).
     pub fn optimize_with(
         &self,
         passes: &PassManager,
@@ -170,6 +172,8 @@ impl Model {
     ) -> Result<(Model, PipelineReport), Error> {
         let mut graph = self.graph.clone();
         let report = passes.run(&mut graph, opts)?;
+        // Quantization, its accuracy search and --quantize-skip tell layers apart by name.
+        kiln_passes::Quantize::name_layers(&mut graph);
         Ok((
             Model {
                 graph,

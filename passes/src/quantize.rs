@@ -134,6 +134,27 @@ impl Quantize {
             .collect()
     }
 
+    /// Names every layer the pass could quantize that has no name `OP#INDEX` (its node's
+    /// index), so that the accuracy search, `--quantize-skip` and the reports tell unnamed
+    /// layers apart: the fusion leaves a layer unnamed when its e-class has no source
+    /// node (GPT-2's output projections), and unnamed layers shared one scheme. Returns
+    /// how many it named.
+    pub fn name_layers(g: &mut Graph) -> usize {
+        let producers = g.producers();
+        let unnamed: Vec<usize> = (0..g.nodes.len())
+            .filter(|&i| {
+                let n = &g.nodes[i];
+                n.name.is_empty()
+                    && (candidate(g, &g.nodes, &producers, n).is_some()
+                        || table(&g.nodes, &producers, n).is_some())
+            })
+            .collect();
+        for &i in &unnamed {
+            g.nodes[i].name = format!("{}#{i}", g.nodes[i].op.name());
+        }
+        unnamed.len()
+    }
+
     /// The scheme layer `name` gets, if any.
     fn scheme_of(&self, name: &str) -> Option<Scheme> {
         if self.skip.iter().any(|s| name.contains(s.as_str())) {
@@ -429,6 +450,24 @@ mod tests {
         assert!(cosine_after(Scheme::Int8Weights, 3, 70, 5) > 0.9999);
         assert!(cosine_after(Scheme::Int8, 3, 70, 5) > 0.999);
         assert!(cosine_after(Scheme::Int4, 3, 70, 5) > 0.99);
+    }
+
+    #[test]
+    fn unnamed_layers_get_names_of_their_own() {
+        let text = "graph @two(%x: f32[2, 2]) -> f32[2, 2] {
+            %w = const f32[2, 2] [[1.0, -2.0], [0.5, 0.25]]
+            %a = matmul %x, %w
+            %b = matmul %a, %w
+            %c = relu %b
+            return %c
+        }";
+        let mut g = parse(text).unwrap();
+        assert_eq!(Quantize::eligible(&g), [""]);
+        assert_eq!(Quantize::name_layers(&mut g), 2);
+        assert_eq!(Quantize::eligible(&g), ["matmul#1", "matmul#2"]);
+        // Named layers and other ops keep their names.
+        assert_eq!(Quantize::name_layers(&mut g), 0);
+        assert_eq!(g.nodes[3].name, "");
     }
 
     #[test]
