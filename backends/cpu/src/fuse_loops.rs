@@ -16,7 +16,8 @@
 //! free to recompute), `C` must read each element of `B` at most once (one access, injective
 //! over `C`'s iteration space). Calls (GEMM, attention, runtime ops) read memory, so a
 //! producer read by a call stays, except a copy feeding attention: the call reads the
-//! copy's source through strides instead ([`attention_reading`]). Fusion repeats in program order until nothing changes, so
+//! copy's source through strides instead ([`attention_reading`]); likewise attention
+//! writes in place for the copy that reads its result ([`attention_writing`]). Fusion repeats in program order until nothing changes, so
 //! chains collapse into their last kernel; the fused buffer stays in [`Program::buffers`],
 //! unused, and the memory plan gives it no space.
 
@@ -43,6 +44,13 @@ pub fn fuse_loops(p: &mut Program) -> usize {
     'search: loop {
         let uses = Uses::of(p);
         for k in 0..p.kernels.len() {
+            if let Some((c, attention)) = attention_writing(p, &uses, k) {
+                p.kernels[k] = Kernel::Call(Call::Attention(attention));
+                p.kernels.remove(c);
+                p.kernel_nodes.remove(c);
+                fused += 1;
+                continue 'search;
+            }
             if let Some((c, kernel)) = fuse_into_consumer(p, &uses, k) {
                 // A run stopped by an index check names the kernel's node, so a kernel
                 // that takes in a gather is the gather's unless it indexes by itself.
@@ -236,6 +244,96 @@ fn attention_reading(
     }
     let masked_by_it = a.mask.as_ref().is_some_and(|m| m.buf == buf);
     (folded && !masked_by_it).then_some(out)
+}
+
+/// Attention kernel `k` writing in place what the one copy `c` reading its result would
+/// store (the transpose back to `[B, S, H, Dv]` rows that the next linear layer reads):
+/// the call's output strides become the copy's, and the copy goes. `None` unless `k` is
+/// attention with a contiguous temporary output that only `c` reads, `c` is one load of
+/// it through a permutation of its axes (the feature axis last) storing a whole
+/// temporary row-major, and nothing between them touches that temporary. Each element is
+/// computed as before and lands where the copy put it, so results are bit-identical.
+fn attention_writing(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Attention)> {
+    let Kernel::Call(Call::Attention(a)) = &p.kernels[k] else {
+        return None;
+    };
+    let d = a.dims;
+    let b = a.out.buf;
+    if a.out != AttentionOperand::contiguous(b, d.heads, d.q_len, d.v_depth)
+        || !matches!(p.buffers[b].kind, BufferKind::Temp)
+        || p.outputs.contains(&b)
+        || uses.writers[b] != 1
+    {
+        return None;
+    }
+    let &[c] = uses.readers[b].as_slice() else {
+        return None;
+    };
+    let Kernel::Loop(copy) = &p.kernels[c] else {
+        return None;
+    };
+    let [ExprNode::Load(access)] = copy.expr.nodes.as_slice() else {
+        return None;
+    };
+    let dst = copy.out.buf;
+    let whole_row_major = copy.out.offset == 0
+        && copy.out.strides == contiguous_strides(&copy.shape)
+        && copy.shape.iter().product::<usize>() == p.buffers[dst].len;
+    if c <= k
+        || access.buf != b
+        || access.offset != 0
+        || !copy.scatter.is_empty()
+        || copy.serial
+        || !whole_row_major
+        || !matches!(p.buffers[dst].kind, BufferKind::Temp)
+        || uses.writers[dst] != 1
+        || p.kernels[k + 1..c]
+            .iter()
+            .any(|kernel| kernel.reads().contains(&dst) || kernel.writes().contains(&dst))
+    {
+        return None;
+    }
+    // The attention's axes [B, H, S, Dv] (leading dims flattened) and their contiguous
+    // strides; each copy axis of more than one element must read one of them whole.
+    let extents = [d.batch, d.heads, d.q_len, d.v_depth];
+    let strides = [
+        d.heads * d.q_len * d.v_depth,
+        d.q_len * d.v_depth,
+        d.v_depth,
+        1,
+    ];
+    let dst_strides = contiguous_strides(&copy.shape);
+    let mut out = [0usize; 4];
+    let mut seen = [false; 4];
+    for (j, (&n, &s)) in copy.shape.iter().zip(&access.strides).enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let axis = (0..4).find(|&i| !seen[i] && extents[i] == n && strides[i] as isize == s)?;
+        seen[axis] = true;
+        out[axis] = dst_strides[j] as usize;
+    }
+    let covered = (0..4).all(|i| seen[i] || extents[i] == 1);
+    if !covered || (d.v_depth > 1 && out[3] != 1) {
+        return None;
+    }
+    let to = AttentionOperand {
+        buf: dst,
+        offset: 0,
+        batch: out[0],
+        head: out[1],
+        row: out[2],
+    };
+    if to.end(extents) > p.buffers[dst].len {
+        return None;
+    }
+    Some((
+        c,
+        Attention {
+            out: to,
+            ..a.clone()
+        },
+    ))
 }
 
 /// `l` over as few axes as its accesses allow (unit axes dropped, axes that every access

@@ -330,7 +330,7 @@ impl Kernel {
             Kernel::Row(r) => vec![r.out.buf],
             Kernel::Call(Call::MatMul(m)) => vec![m.c.buf],
             Kernel::Call(Call::Conv(c)) => std::iter::once(c.y).chain(c.cols).collect(),
-            Kernel::Call(Call::Attention(a)) => vec![a.out],
+            Kernel::Call(Call::Attention(a)) => vec![a.out.buf],
             Kernel::Call(Call::QuantLinear(q)) => vec![q.c],
             Kernel::Call(Call::Op(c)) => c.outputs.iter().map(|y| y.buf).collect(),
         }

@@ -39,7 +39,7 @@ pub unsafe fn attention(a: &Attention, mem: &dyn Memory, pool: &ThreadPool) {
         q: mem.addr(a.q.buf) as *const f32,
         k: mem.addr(a.k.buf) as *const f32,
         v: mem.addr(a.v.buf) as *const f32,
-        out: mem.addr(a.out) as *mut f32,
+        out: mem.addr(a.out.buf) as *mut f32,
         mask: a.mask.as_ref().map(|m| mem.addr(m.buf) as *const u8),
     };
     let blocks = d.q_len.div_ceil(QUERY_BLOCK);
@@ -258,13 +258,12 @@ unsafe fn query_block_body(
             }
         }
     }
-    let out = p
-        .out
-        .wrapping_add(((b * d.heads + h) * d.q_len + i0) * d.v_depth);
+    let out = head_start(&a.out, p.out, b, h) as *mut f32;
     for r in 0..rows {
         let acc = &st.acc[r * d.v_depth..(r + 1) * d.v_depth];
-        // SAFETY: row i0 + r of this head's output.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.add(r * d.v_depth), d.v_depth) };
+        // SAFETY: row i0 + r of this head's output, which no other row overlaps.
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(out.add((i0 + r) * a.out.row), d.v_depth) };
         let zero = match a.rows {
             MaskedRows::Nan => false,
             MaskedRows::ZeroNan => st.sum[r].is_nan() || st.sum[r] == 0.0,

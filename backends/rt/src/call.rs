@@ -174,8 +174,8 @@ pub struct Conv {
 }
 
 /// Operands of [`Call::Attention`] (see `kiln_ir::Op::Attention`): `f32` `q[B, H, Sq, D]`,
-/// `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` (each laid out as its [`AttentionOperand`] says) and
-/// a contiguous `out[B, H, Sq, Dv]`, where `B` is the product of the leading dims.
+/// `k[B, G, Sk, D]`, `v[B, G, Sk, Dv]` and `out[B, H, Sq, Dv]`, each laid out as its
+/// [`AttentionOperand`] says, where `B` is the product of the leading dims.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attention {
     /// Queries.
@@ -184,8 +184,8 @@ pub struct Attention {
     pub k: AttentionOperand,
     /// Values.
     pub v: AttentionOperand,
-    /// The result.
-    pub out: BufId,
+    /// The result (its rows must not overlap).
+    pub out: AttentionOperand,
     /// `[B, H, G, Sq, Sk, D, Dv]`.
     pub dims: AttentionDims,
     /// The mask, if any.
@@ -196,10 +196,10 @@ pub struct Attention {
     pub rows: kiln_ir::MaskedRows,
 }
 
-/// Where an attention input `[B, H, S, D]` lies in its buffer: element `(b, h, s, d)` is
+/// Where an attention operand `[B, H, S, D]` lies in its buffer: element `(b, h, s, d)` is
 /// float `offset + b·batch + h·head + s·row + d`, the feature axis contiguous. A contiguous
-/// tensor is one layout; heads interleaved along the sequence (`[B, S, H, D]`, as a linear
-/// layer writes them) are another, read in place instead of transposed first.
+/// tensor is one layout; heads interleaved along the sequence (`[B, S, H, D]`, as linear
+/// layers read and write them) are another, used in place instead of transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttentionOperand {
     /// The buffer.

@@ -55,7 +55,7 @@ impl Scheduler<'_> {
             q: AttentionOperand::contiguous(q.buf, d.heads, d.q_len, d.depth),
             k: AttentionOperand::contiguous(k.buf, d.kv_heads, d.kv_len, d.depth),
             v: AttentionOperand::contiguous(v.buf, d.kv_heads, d.kv_len, d.v_depth),
-            out: out.buf,
+            out: AttentionOperand::contiguous(out.buf, d.heads, d.q_len, d.v_depth),
             dims,
             mask,
             scale: attrs.scale,
