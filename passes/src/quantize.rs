@@ -125,10 +125,7 @@ impl Quantize {
         let producers = g.producers();
         let mut seen = std::collections::BTreeSet::new();
         (g.nodes.iter())
-            .filter(|n| {
-                candidate(g, &g.nodes, &producers, n).is_some()
-                    || table(&g.nodes, &producers, n).is_some()
-            })
+            .filter(|n| is_layer(g, &producers, n))
             .filter(|n| seen.insert(n.name.clone()))
             .map(|n| n.name.clone())
             .collect()
@@ -142,12 +139,7 @@ impl Quantize {
     pub fn name_layers(g: &mut Graph) -> usize {
         let producers = g.producers();
         let unnamed: Vec<usize> = (0..g.nodes.len())
-            .filter(|&i| {
-                let n = &g.nodes[i];
-                n.name.is_empty()
-                    && (candidate(g, &g.nodes, &producers, n).is_some()
-                        || table(&g.nodes, &producers, n).is_some())
-            })
+            .filter(|&i| g.nodes[i].name.is_empty() && is_layer(g, &producers, &g.nodes[i]))
             .collect();
         for &i in &unnamed {
             g.nodes[i].name = format!("{}#{i}", g.nodes[i].op.name());
@@ -194,6 +186,11 @@ impl Pass for Quantize {
         g.compact();
         Ok(PassReport::changes(changes))
     }
+}
+
+/// Whether the pass can quantize `node`: a linear layer or an embedding table.
+fn is_layer(g: &Graph, producers: &[Option<usize>], node: &Node) -> bool {
+    candidate(g, &g.nodes, producers, node).is_some() || table(&g.nodes, producers, node).is_some()
 }
 
 /// The epilogue and constant weight of a layer the pass can quantize: f32 `x` of rank ≥ 2
@@ -452,33 +449,28 @@ mod tests {
         assert!(cosine_after(Scheme::Int4, 3, 70, 5) > 0.99);
     }
 
+    /// Two layers sharing one constant weight.
+    const TWO_LAYERS: &str = "graph @two(%x: f32[2, 2]) -> f32[2, 2] {
+        %w = const f32[2, 2] [[1.0, -2.0], [0.5, 0.25]]
+        %a = matmul %x, %w
+        %b = matmul %a, %w
+        return %b
+    }";
+
     #[test]
     fn unnamed_layers_get_names_of_their_own() {
-        let text = "graph @two(%x: f32[2, 2]) -> f32[2, 2] {
-            %w = const f32[2, 2] [[1.0, -2.0], [0.5, 0.25]]
-            %a = matmul %x, %w
-            %b = matmul %a, %w
-            %c = relu %b
-            return %c
-        }";
-        let mut g = parse(text).unwrap();
+        let mut g = parse(TWO_LAYERS).unwrap();
         assert_eq!(Quantize::eligible(&g), [""]);
         assert_eq!(Quantize::name_layers(&mut g), 2);
         assert_eq!(Quantize::eligible(&g), ["matmul#1", "matmul#2"]);
-        // Named layers and other ops keep their names.
+        // Named layers and other ops (the constant) keep their names.
         assert_eq!(Quantize::name_layers(&mut g), 0);
-        assert_eq!(g.nodes[3].name, "");
+        assert_eq!(g.nodes[0].name, "");
     }
 
     #[test]
     fn layers_can_be_skipped_or_given_another_scheme() {
-        let text = "graph @two(%x: f32[2, 2]) -> f32[2, 2] {
-            %w = const f32[2, 2] [[1.0, -2.0], [0.5, 0.25]]
-            %a = matmul %x, %w
-            %b = matmul %a, %w
-            return %b
-        }";
-        let mut g = parse(text).unwrap();
+        let mut g = parse(TWO_LAYERS).unwrap();
         for (i, node) in g.nodes.iter_mut().enumerate() {
             node.name = format!("n{i}");
         }

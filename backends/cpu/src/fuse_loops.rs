@@ -95,6 +95,19 @@ impl Uses {
     }
 }
 
+/// Whether `l` is a plain loop nest (no scatter, not serial) that alone writes a whole
+/// temporary, row-major: what fusion may move or remove.
+fn stores_temporary(p: &Program, uses: &Uses, l: &LoopNest) -> bool {
+    let b = l.out.buf;
+    l.scatter.is_empty()
+        && !l.serial
+        && l.out.offset == 0
+        && l.out.strides == contiguous_strides(&l.shape)
+        && l.shape.iter().product::<usize>() == p.buffers[b].len
+        && matches!(p.buffers[b].kind, BufferKind::Temp)
+        && uses.writers[b] == 1
+}
+
 /// Kernel `k` fused into its only consumer: the consumer's index and its new kernel, or
 /// `None` when `k` is not a fusible producer.
 fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kernel)> {
@@ -102,15 +115,8 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
         return None;
     };
     let b = producer.out.buf;
-    let whole_row_major = producer.out.offset == 0
-        && producer.out.strides == contiguous_strides(&producer.shape)
-        && producer.shape.iter().product::<usize>() == p.buffers[b].len;
-    if !producer.scatter.is_empty()
-        || producer.serial
-        || !whole_row_major
-        || !matches!(p.buffers[b].kind, BufferKind::Temp)
+    if !stores_temporary(p, uses, producer)
         || p.outputs.contains(&b)
-        || uses.writers[b] != 1
         || producer.expr.dtype() != p.buffers[b].dtype
     {
         return None;
@@ -276,17 +282,10 @@ fn attention_writing(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Atten
         return None;
     };
     let dst = copy.out.buf;
-    let whole_row_major = copy.out.offset == 0
-        && copy.out.strides == contiguous_strides(&copy.shape)
-        && copy.shape.iter().product::<usize>() == p.buffers[dst].len;
     if c <= k
         || access.buf != b
         || access.offset != 0
-        || !copy.scatter.is_empty()
-        || copy.serial
-        || !whole_row_major
-        || !matches!(p.buffers[dst].kind, BufferKind::Temp)
-        || uses.writers[dst] != 1
+        || !stores_temporary(p, uses, copy)
         || p.kernels[k + 1..c]
             .iter()
             .any(|kernel| kernel.reads().contains(&dst) || kernel.writes().contains(&dst))

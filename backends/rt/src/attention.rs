@@ -66,8 +66,14 @@ pub unsafe fn attention(a: &Attention, mem: &dyn Memory, pool: &ThreadPool) {
             .get(b * d.kv_heads + g)
             .and_then(OnceLock::get)
             .map(Vec::as_slice);
+        let rows = Block {
+            b,
+            h,
+            i0: block * QUERY_BLOCK,
+            tiles,
+        };
         // SAFETY: tasks write disjoint row blocks of the output; the rest is read only.
-        unsafe { query_block(a, &ptrs, tiles, b, h, block * QUERY_BLOCK) };
+        unsafe { query_block(a, &ptrs, rows) };
     };
     pool.parallel_for(d.batch * d.heads * blocks, &task);
 }
@@ -146,42 +152,51 @@ struct Rows {
     open: Vec<bool>,
 }
 
-/// Computes `rows` output rows from query row `i0` of head `h` of batch item `b`, with the
-/// head's key tiles packed beforehand (`tiles`) or on the way. The row loops (scale, mask,
-/// maximum, rescale, normalize) are built for AVX-512 where the CPU has it: the same
-/// operations in the same order, sixteen lanes wide instead of the baseline's four.
-///
-/// # Safety
-/// As for [`attention`]; `tiles`, if given, are this head's, from [`pack_head`].
-unsafe fn query_block(
-    a: &Attention,
-    p: &Pointers,
-    tiles: Option<&[KeyTile]>,
+/// One task's query rows: from row `i0` of head `h` of batch item `b`, with the head's key
+/// tiles packed beforehand (`tiles`) or packed on the way.
+#[derive(Clone, Copy)]
+struct Block<'t> {
     b: usize,
     h: usize,
     i0: usize,
-) {
+    tiles: Option<&'t [KeyTile]>,
+}
+
+/// Computes up to [`QUERY_BLOCK`] output rows. The whole block, softmax loops and `exp`
+/// included, is built for the widest vectors the CPU has (one dispatch per block): the
+/// same operations in the same order, sixteen or eight lanes wide instead of the
+/// baseline's four.
+///
+/// # Safety
+/// As for [`attention`]; `rows.tiles`, if given, are the head's, from [`pack_head`].
+unsafe fn query_block(a: &Attention, p: &Pointers, rows: Block) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected; forwarded from the caller.
-        return unsafe { query_block_avx512(a, p, tiles, b, h, i0) };
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was just detected; forwarded from the caller.
+            return unsafe { query_block_avx512(a, p, rows) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected; forwarded from the caller.
+            return unsafe { query_block_avx2(a, p, rows) };
+        }
     }
     // SAFETY: forwarded from the caller.
-    unsafe { query_block_body(a, p, tiles, b, h, i0) }
+    unsafe { query_block_body(a, p, rows) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn query_block_avx512(
-    a: &Attention,
-    p: &Pointers,
-    tiles: Option<&[KeyTile]>,
-    b: usize,
-    h: usize,
-    i0: usize,
-) {
+unsafe fn query_block_avx512(a: &Attention, p: &Pointers, rows: Block) {
     // SAFETY: forwarded from the caller.
-    unsafe { query_block_body(a, p, tiles, b, h, i0) }
+    unsafe { query_block_body(a, p, rows) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn query_block_avx2(a: &Attention, p: &Pointers, rows: Block) {
+    // SAFETY: forwarded from the caller.
+    unsafe { query_block_body(a, p, rows) }
 }
 
 /// The body of [`query_block`], inlined into each variant with its loops.
@@ -189,14 +204,7 @@ unsafe fn query_block_avx512(
 /// # Safety
 /// As for [`query_block`].
 #[inline(always)]
-unsafe fn query_block_body(
-    a: &Attention,
-    p: &Pointers,
-    tiles: Option<&[KeyTile]>,
-    b: usize,
-    h: usize,
-    i0: usize,
-) {
+unsafe fn query_block_body(a: &Attention, p: &Pointers, Block { b, h, i0, tiles }: Block) {
     let d = a.dims;
     let rows = QUERY_BLOCK.min(d.q_len - i0);
     let g = h / (d.heads / d.kv_heads);
@@ -388,34 +396,6 @@ fn row_max(xs: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// Replaces each `x` by `exp(x - shift)` and returns their sum, using the widest vectors
-/// this CPU has.
-fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the feature was just detected.
-        return unsafe { exp_shifted_avx512(xs, shift) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
-        return unsafe { exp_shifted_avx2(xs, shift) };
-    }
-    exp_shifted_portable(xs, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_shifted_avx512(xs: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_portable(xs, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_portable(xs, shift)
-}
-
 /// Below this, `exp` is taken as 0: e^-87 is still a normal f32, and any smaller weight
 /// vanishes next to the row maximum's weight of 1. Without the cut a masked (-∞) score
 /// made a subnormal, and each subnormal product costs a microcode assist: a causal mask
@@ -431,11 +411,11 @@ fn softmax_weight(x: f32) -> f32 {
     f32::from_bits(e.to_bits() & (!low as u32).wrapping_neg())
 }
 
-/// The body every variant compiles: the weights in one pass (a plain map, as wide as the
-/// target's vectors), then their sum in eight lanes, so the order is fixed whatever the
-/// width.
+/// Replaces each `x` by `exp(x - shift)` and returns their sum: the weights in one pass (a
+/// plain map, as wide as the caller's vectors), then their sum in eight lanes, so the
+/// order is fixed whatever the width.
 #[inline(always)]
-fn exp_shifted_portable(xs: &mut [f32], shift: f32) -> f32 {
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
     for x in xs.iter_mut() {
         *x = softmax_weight(*x - shift);
     }

@@ -420,23 +420,39 @@ unsafe fn quantize_rows(
 /// One token: `round_half_even(x · (127 / amax))` into `out`, and the scale `amax / 127`
 /// (0 for a row of zeros, NaN when the row holds a NaN or an infinity).
 fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
-    let mut amax = 0f32;
-    let mut finite = true;
-    for &v in row {
-        finite &= v.is_finite();
-        amax = amax.max(v.abs());
+    let (amax, finite) = abs_max(row, 0.0, true);
+    let (scale, inv) = token_scale(amax, finite);
+    let Some(inv) = inv else {
+        return scale;
+    };
+    quantize_values(row, inv, out);
+    scale
+}
+
+/// `amax` and `finite` carried over `row`: the largest magnitude, and whether every
+/// element is finite. The vector quantizers finish their tails with it.
+fn abs_max(row: &[f32], amax: f32, finite: bool) -> (f32, bool) {
+    row.iter().fold((amax, finite), |(m, f), &v| {
+        (m.max(v.abs()), f && v.is_finite())
+    })
+}
+
+/// A token's scale `amax / 127` and the factor `127 / amax` its values are multiplied
+/// by; no factor when there is nothing to quantize: a scale of 0 for a row of zeros, NaN
+/// for a row with a NaN or an infinity.
+fn token_scale(amax: f32, finite: bool) -> (f32, Option<f32>) {
+    match (finite, amax) {
+        (false, _) => (f32::NAN, None),
+        (true, 0.0) => (0.0, None),
+        (true, m) => (m / 127.0, Some(127.0 / m)),
     }
-    if !finite {
-        return f32::NAN;
-    }
-    if amax == 0.0 {
-        return 0.0;
-    }
-    let inv = 127.0 / amax;
+}
+
+/// `round_half_even(x · inv)` within ±127 for each `x` of `row`.
+fn quantize_values(row: &[f32], inv: f32, out: &mut [i8]) {
     for (o, &v) in out.iter_mut().zip(row) {
         *o = round_half_even(v * inv).clamp(-127.0, 127.0) as i8;
     }
-    amax / 127.0
 }
 
 /// `y` rounded to the nearest integer, ties to even, for `|y| < 2^22`: adding and taking

@@ -114,7 +114,7 @@ unsafe fn portable<const NIBBLES: bool>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::{GROUP, GROUP_BYTES, MR, NR};
+    use super::super::{abs_max, quantize_values, token_scale, GROUP, GROUP_BYTES, MR, NR};
     use super::{Panel, QKernel};
     use std::arch::x86_64::*;
 
@@ -584,19 +584,12 @@ mod x86 {
         let mut lanes = [0f32; 8];
         // SAFETY: eight floats.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), amax) };
-        let mut m = lanes.iter().fold(0f32, |a, &v| a.max(v));
-        let mut all_finite = _mm256_movemask_ps(finite) == 0xFF;
-        for &v in &row[n..] {
-            all_finite &= v.is_finite();
-            m = m.max(v.abs());
-        }
-        if !all_finite {
-            return f32::NAN;
-        }
-        if m == 0.0 {
-            return 0.0;
-        }
-        let inv = 127.0 / m;
+        let m = lanes.iter().fold(0f32, |a, &v| a.max(v));
+        let (m, finite) = abs_max(&row[n..], m, _mm256_movemask_ps(finite) == 0xFF);
+        let (scale, inv) = token_scale(m, finite);
+        let Some(inv) = inv else {
+            return scale;
+        };
         let (vinv, lo, hi) = (
             _mm256_set1_ps(inv),
             _mm256_set1_ps(-127.0),
@@ -615,10 +608,8 @@ mod x86 {
                 );
             }
         }
-        for (o, &v) in out[n..].iter_mut().zip(&row[n..]) {
-            *o = super::super::round_half_even(v * inv).clamp(-127.0, 127.0) as i8;
-        }
-        m / 127.0
+        quantize_values(&row[n..], inv, &mut out[n..]);
+        scale
     }
 
     /// [`super::super::quantize_row`] with AVX-512: sixteen lanes, and four running maxima
@@ -654,19 +645,11 @@ mod x86 {
             _mm512_max_ps(amax[0], amax[1]),
             _mm512_max_ps(amax[2], amax[3]),
         );
-        let mut m = _mm512_reduce_max_ps(all);
-        let mut all_finite = finite == !0;
-        for &v in &row[n..] {
-            all_finite &= v.is_finite();
-            m = m.max(v.abs());
-        }
-        if !all_finite {
-            return f32::NAN;
-        }
-        if m == 0.0 {
-            return 0.0;
-        }
-        let inv = 127.0 / m;
+        let (m, finite) = abs_max(&row[n..], _mm512_reduce_max_ps(all), finite == !0);
+        let (scale, inv) = token_scale(m, finite);
+        let Some(inv) = inv else {
+            return scale;
+        };
         let (vinv, lo, hi) = (
             _mm512_set1_ps(inv),
             _mm512_set1_ps(-127.0),
@@ -685,10 +668,8 @@ mod x86 {
                 );
             }
         }
-        for (o, &v) in out[n..].iter_mut().zip(&row[n..]) {
-            *o = super::super::round_half_even(v * inv).clamp(-127.0, 127.0) as i8;
-        }
-        m / 127.0
+        quantize_values(&row[n..], inv, &mut out[n..]);
+        scale
     }
 
     /// [`super::block_sums`] built for AVX2, so the widening sums vectorize.
