@@ -26,8 +26,11 @@ mod write;
 
 use kiln_cpu::kernel::BufferKind;
 use kiln_cpu::lower::object::{ObjectBuilder, Target, TargetError, Visibility};
-use kiln_ir::{Bindings, Dim, Graph, MemoryLimit, Tensor};
-use kiln_rt::artifact::{DimRange, Meta, SampleTensor, Spec, TensorSpec, FORMAT};
+use kiln_ir::{Bindings, DType, Dim, Graph, MemoryLimit, Tensor};
+use kiln_rt::artifact::{Const, DimRange, Meta, SampleTensor, Spec, TensorSpec, FORMAT};
+use kiln_rt::call::Call;
+use kiln_rt::exec::Step;
+use kiln_rt::nibbles::Nibbles;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -425,18 +428,36 @@ fn finish_object(
             .map_err(lower)?;
     }
     obj.add_fn_table(&table, kernels).map_err(lower)?;
-    let desc = [Some(meta_sym), embedded.then_some(weights_sym), Some(table)];
+    let op_call = has_op_calls(meta).then(|| "kiln_rt_op_call".to_string());
+    if let Some(f) = &op_call {
+        obj.import_fn(f).map_err(lower)?;
+    }
+    let desc = [
+        Some(meta_sym),
+        embedded.then_some(weights_sym),
+        Some(table),
+        op_call,
+    ];
     obj.add_data_table(&format!("{name}_model"), &desc)
         .map_err(lower)?;
     obj.finish().map_err(lower)
+}
+
+/// Whether a program runs an op through the interpreter, which the executable must then
+/// link ([`kiln_rt::OpCallFn`]).
+fn has_op_calls(meta: &Meta) -> bool {
+    let steps = meta.specs.iter().flat_map(|s| &s.run.steps);
+    steps
+        .into_iter()
+        .any(|s| matches!(s, Step::Call(c) if matches!(**c, Call::Op(_))))
 }
 
 /// The constants of every spec in one blob, each once, 64-byte aligned.
 #[derive(Default)]
 struct WeightsBlob {
     bytes: Vec<u8>,
-    /// Offset and length of each constant.
-    index: Vec<(u64, u64)>,
+    /// Where each constant is, and how it is stored.
+    index: Vec<Const>,
     /// Constant index by data address and length (tensors share data across specs).
     seen: HashMap<(usize, usize), usize>,
     /// Every constant added, kept alive so that no later tensor reuses an address in
@@ -452,9 +473,20 @@ impl WeightsBlob {
         }
         let bytes = t.to_le_bytes();
         self.bytes.resize(self.bytes.len().next_multiple_of(64), 0);
-        self.index
-            .push((self.bytes.len() as u64, bytes.len() as u64));
-        self.bytes.extend(bytes);
+        let nibbles = match t.dtype() {
+            DType::I8 => Nibbles::fitting(&bytes, true),
+            DType::U8 => Nibbles::fitting(&bytes, false),
+            _ => None,
+        };
+        self.index.push(Const {
+            offset: self.bytes.len() as u64,
+            len: bytes.len() as u64,
+            nibbles,
+        });
+        match nibbles {
+            Some(n) => self.bytes.extend(n.pack(&bytes)),
+            None => self.bytes.extend(bytes),
+        }
         self.seen.insert(key, self.index.len() - 1);
         self.keep.push(t.clone());
         self.index.len() - 1

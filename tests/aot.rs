@@ -263,6 +263,52 @@ fn bad_input_gives_an_error_and_a_message_never_a_crash() {
     fails(&[], "weights file");
 }
 
+/// An op the backend compiles no code for (reflect padding) runs through the interpreter,
+/// which the executable then links; one whose ops all compiled (constant padding) links
+/// none of it, and is smaller by the interpreter's size.
+#[test]
+fn an_executable_links_the_interpreter_only_for_op_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = Tensor::from_vec((0..6).map(|v| v as f32).collect(), &[2, 3]).unwrap();
+    write_npz(&dir.path().join("in.npz"), &[("x".to_string(), x.clone())]).unwrap();
+    let mut sizes = Vec::new();
+    for (mode, first_row) in [
+        ("reflect", [2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0]),
+        ("constant", [0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]),
+    ] {
+        let model = dir.path().join(format!("{mode}.kir"));
+        let text = format!(
+            "graph @pad(%x: f32[2, 3]) -> (%y: f32[2, 7]) {{\n    %zero = const f32[] 0.0\n    \
+             %y = pad %x, %zero {{pads=[(0, 0), (2, 2)], mode={mode}}}\n    return %y\n}}\n"
+        );
+        std::fs::write(&model, text).unwrap();
+        let exe = dir.path().join(mode);
+        let build = Build::new(&model).runtime_library(runtime());
+        build.emit(Emit::Exe, &exe).unwrap();
+        let out = run_exe(&exe, dir.path(), &["--inputs", "in.npz", "-o", "out.npz"]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = read_npz(&dir.path().join("out.npz")).unwrap();
+        let want = jit(&model, &[("x".to_string(), x.clone())]);
+        assert_eq!(
+            bits(&got[0].1),
+            bits(&want[0].1),
+            "{mode}: differs from the JIT"
+        );
+        assert_eq!(got[0].1.to_f64_vec()[..7], first_row, "{mode}");
+        sizes.push(std::fs::metadata(&exe).unwrap().len());
+    }
+    assert!(
+        sizes[0] > sizes[1] + (1 << 20),
+        "with op calls {} bytes, without {} bytes: the interpreter stayed linked",
+        sizes[0],
+        sizes[1]
+    );
+}
+
 #[test]
 fn a_failed_build_keeps_the_existing_artifact() {
     let dir = tempfile::tempdir().unwrap();

@@ -159,6 +159,39 @@ fn a_quantized_executable_matches_the_quantized_jit() {
     }
 }
 
+/// An int4 artifact stores its weights two per byte (the IR holds one value per byte): its
+/// weights are smaller than its constants by at least half the int4 weights' elements.
+#[test]
+fn an_int4_artifact_stores_two_weights_per_byte() {
+    use kiln::build::Model as Build;
+    let model = std::path::PathBuf::from(common::vendored("gpt2_tiny.onnx"));
+    let (quantized, _) = Model::load(&model)
+        .unwrap()
+        .optimize()
+        .unwrap()
+        .quantize(Scheme::Int4)
+        .unwrap();
+    let graph = quantized.graph();
+    let int4: u64 = (graph.nodes.iter())
+        .filter(|n| matches!(n.op, kiln::ir::Op::QuantLinear(_)))
+        .map(|n| graph.value_type(n.inputs[1]).shape.iter())
+        .map(|dims| dims.map(|d| d.as_const().unwrap() as u64).product::<u64>())
+        .sum();
+    assert!(int4 > 0, "int4 quantized no layer");
+    let artifact = Build::new(&model)
+        .dim("batch", 1, 1)
+        .dim("seq", 8, 8)
+        .quantize(Scheme::Int4)
+        .compile()
+        .unwrap();
+    let consts: u64 = artifact.meta.consts.iter().map(|c| c.len).sum();
+    let stored = artifact.weights.len() as u64;
+    assert!(
+        stored + int4 / 2 <= consts,
+        "{stored} bytes stored for {consts} bytes of constants, {int4} of them int4 weights"
+    );
+}
+
 /// The accuracy search meets a target above the plain scheme's cosine by keeping some
 /// layers in higher precision, and keeps none when the plain scheme already meets it.
 #[test]

@@ -73,7 +73,9 @@ fn archive(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result<()
 /// The object, a `main` that hands the command line to the runtime, and the runtime,
 /// linked into a position-independent executable, stripped (`-s`): the symbol tables
 /// and debug info of the runtime and std were 6 MB of every executable (a fifth of an int8
-/// MiniLM), and nothing reads them (the runtime reports errors as messages).
+/// MiniLM), and nothing reads them (the runtime reports errors as messages). The linker
+/// drops the sections nothing reaches (`--gc-sections`; Rust emits a section per function):
+/// 2 MB of a 9.2 MB BERT-tiny executable.
 fn executable(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result<(), BuildError> {
     let dir = scratch()?;
     let obj = dir.path().join(format!("{}.o", artifact.name));
@@ -88,7 +90,7 @@ fn executable(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result
     std::fs::write(&main, source).map_err(|e| io_error(&main, e))?;
     let runtime = runtime_library(runtime)?;
     run(Command::new(compiler())
-        .args(["-O2", "-s"])
+        .args(["-O2", "-s", "-Wl,--gc-sections"])
         .arg(&main)
         .arg(&obj)
         .arg(&runtime)

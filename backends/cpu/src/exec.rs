@@ -407,7 +407,12 @@ impl CompiledModel {
         let packed: Vec<Option<&Packed>> = spec.packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (sized by the plan), the inputs (checked
         // against the graph) and the constants the kernels were compiled against.
-        unsafe { rt::run(&spec.run, &fns, &packed, &ptrs, &self.pool, profile) }?;
+        let code = rt::Code {
+            kernels: &fns,
+            packed: &packed,
+            op_call: Some(runtime::kiln_rt_op_call),
+        };
+        unsafe { rt::run(&spec.run, &code, &ptrs, &self.pool, profile) }?;
         let mem = SlotMemory {
             ptrs: &ptrs,
             slots: &spec.run.slots,

@@ -244,7 +244,7 @@ fn the_same_prefix_twice_is_an_error() {
 }
 
 #[test]
-fn tables_name_only_defined_symbols_of_their_kind() {
+fn tables_name_only_declared_symbols_of_their_kind() {
     let (p, slots) = program();
     let mut obj = ObjectBuilder::new(&Target::host().unwrap(), "tables").unwrap();
     let kernels = obj.add_program(&p, &slots, "kiln_s0").unwrap();
@@ -254,7 +254,17 @@ fn tables_name_only_defined_symbols_of_their_kind() {
     let bad = |r: Result<(), LowerError>| matches!(r, Err(LowerError::Symbol(_)));
     assert!(bad(obj.add_fn_table("t1", &[Some("kiln_s0_k999".into())])));
     assert!(bad(obj.add_fn_table("t2", &[Some("blob".into())])));
-    assert!(bad(obj.add_data_table("t3", &[Some(kernel)])));
+    assert!(bad(
+        obj.add_data_table("t3", &[Some("kiln_rt_op_call".into())])
+    ));
+    // A descriptor points at data and at functions, its own or the runtime's.
+    obj.import_fn("kiln_rt_op_call").unwrap();
+    let entries = [
+        Some("blob".into()),
+        Some(kernel),
+        Some("kiln_rt_op_call".into()),
+    ];
+    assert!(obj.add_data_table("t4", &entries).is_ok());
 }
 
 #[test]

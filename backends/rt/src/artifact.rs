@@ -9,10 +9,12 @@
 //! artifact holds one compiled program per shape its declared dim ranges allow
 //! ([`Spec`]), and a run picks the one its input shapes match.
 
+use crate::aligned::Aligned;
 use crate::call::BufId;
-use crate::exec::{self, Arena, KernelFn, RunPlan};
+use crate::exec::{self, Arena, Code, KernelFn, RunPlan};
+use crate::nibbles::Nibbles;
 use crate::pool::ThreadPool;
-use crate::Packed;
+use crate::{OpCallFn, Packed};
 use kiln_ir::{DType, MemoryLimit, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 
 /// The version of the artifact layout ([`ModelDesc`] and [`Meta`]); a runtime refuses
 /// other versions.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Magic bytes at the start of a weights side file, followed by the artifact id (8 bytes)
 /// and the weights' length (8 bytes, little endian); the weights start at byte 64.
@@ -29,7 +31,7 @@ pub const WEIGHTS_MAGIC: &[u8; 8] = b"KILNWTS1";
 /// Where the weights start in a side file.
 pub const WEIGHTS_HEADER: usize = 64;
 
-/// What an artifact's object exports as `NAME_model`: three addresses, filled in by the
+/// What an artifact's object exports as `NAME_model`: four addresses, filled in by the
 /// linker.
 #[repr(C)]
 pub struct ModelDesc {
@@ -39,6 +41,9 @@ pub struct ModelDesc {
     pub weights: *const u8,
     /// The kernels of every specialization, in order (null entries for runtime calls).
     pub kernels: *const Option<KernelFn>,
+    /// [`crate::kiln_rt_op_call`] when a specialization has op calls, else null (so that
+    /// the executable does not link the interpreter).
+    pub op_call: Option<OpCallFn>,
 }
 
 // SAFETY: the descriptor points at read-only data and code.
@@ -63,12 +68,34 @@ pub struct Meta {
     pub outputs: Vec<TensorSpec>,
     /// The symbolic dims and the range the artifact was built for.
     pub dims: Vec<DimRange>,
-    /// Byte offset and length of each constant in the weights.
-    pub consts: Vec<(u64, u64)>,
+    /// Where each constant is in the weights, and how it is stored.
+    pub consts: Vec<Const>,
     /// One compiled program per supported shape.
     pub specs: Vec<Spec>,
     /// Inputs to run when none are given (generated at build time for the first spec).
     pub sample_inputs: Vec<SampleTensor>,
+}
+
+/// A constant in the weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Const {
+    /// Its byte offset in the weights, 64-byte aligned.
+    pub offset: u64,
+    /// Its bytes, unpacked.
+    pub len: u64,
+    /// Stored two values per byte (`len.div_ceil(2)` bytes, unpacked when the artifact
+    /// opens), or whole when `None`.
+    pub nibbles: Option<Nibbles>,
+}
+
+impl Const {
+    /// The bytes it takes in the weights.
+    pub fn stored_len(&self) -> u64 {
+        match self.nibbles {
+            Some(_) => self.len.div_ceil(2),
+            None => self.len,
+        }
+    }
 }
 
 /// A graph input or output: name, dtype and shape (dims as text: `seq`, `2*seq`, `768`).
@@ -176,7 +203,12 @@ pub struct Session {
     meta: Meta,
     weights: Weights,
     kernels: &'static [Option<KernelFn>],
+    op_call: Option<OpCallFn>,
     pool: ThreadPool,
+    /// Where each constant of [`Meta::consts`] is read from.
+    places: Vec<Place>,
+    /// The constants stored as nibbles, one value per byte.
+    unpacked: Aligned<u8>,
     /// Per spec, per step: the pre-packed constant weight of a call (filled on first use).
     packed: Vec<Option<Vec<Option<Arc<Packed>>>>>,
     arena: Arena,
@@ -211,11 +243,15 @@ impl Session {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let (places, unpacked) = unpack_consts(&meta.consts, weights.bytes())?;
         Ok(Session {
+            places,
+            unpacked,
             packed: vec![None; meta.specs.len()],
             meta,
             weights,
             kernels,
+            op_call: desc.op_call,
             pool: ThreadPool::new(threads),
             arena: Arena::default(),
             max_memory: MemoryLimit::default(),
@@ -264,15 +300,18 @@ impl Session {
                 .iter()
                 .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
         );
-        let weights = self.weights.bytes().as_ptr();
-        let consts = spec.consts.iter().map(|&c| self.meta.consts[c].0 as usize);
-        ptrs.extend(consts.map(|off| weights.wrapping_add(off) as *mut u8));
+        ptrs.extend(spec.consts.iter().map(|&c| self.const_ptr(c) as *mut u8));
         let kernels = &self.kernels[spec.first_kernel..spec.first_kernel + spec.run.steps.len()];
         let packed = self.packed[s].as_ref().expect("prepacked above");
         let packed: Vec<Option<&Packed>> = packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (reserved above), inputs of the shapes this
         // spec was compiled for, and the weights the constants were placed in.
-        unsafe { exec::run(&spec.run, kernels, &packed, &ptrs, &self.pool, None) }
+        let code = Code {
+            kernels,
+            packed: &packed,
+            op_call: self.op_call,
+        };
+        unsafe { exec::run(&spec.run, &code, &ptrs, &self.pool, None) }
             .map_err(|e| ArtifactError::Run(e.to_string()))?;
         let mem = exec::SlotMemory {
             ptrs: &ptrs,
@@ -344,18 +383,25 @@ impl Session {
         )
     }
 
+    /// The first byte of constant `c` (an index the description's specs hold).
+    fn const_ptr(&self, c: usize) -> *const u8 {
+        match self.places[c] {
+            Place::Weights(off) => self.weights.bytes()[off..].as_ptr(),
+            Place::Unpacked(off) => self.unpacked[off..].as_ptr(),
+        }
+    }
+
     /// Packs the constant weight of each call of spec `s`, once per session.
     fn prepack(&mut self, s: usize) {
         if self.packed[s].is_some() {
             return;
         }
         let spec = &self.meta.specs[s];
-        let base = self.weights.bytes().as_ptr();
         let inputs = self.meta.inputs.len() as u32;
         let constant = |buf: BufId| {
             let (slot, off) = *spec.run.slots.get(buf)?;
             let c = *spec.consts.get(slot.checked_sub(1 + inputs)? as usize)?;
-            Some(base.wrapping_add(self.meta.consts.get(c)?.0 as usize + off))
+            Some(self.const_ptr(c).wrapping_add(off))
         };
         let packed = spec
             .run
@@ -371,6 +417,49 @@ impl Session {
             .collect();
         self.packed[s] = Some(packed);
     }
+}
+
+/// Where a constant is read from: a byte offset into the weights, or into the buffer of
+/// unpacked constants.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    Weights(usize),
+    Unpacked(usize),
+}
+
+/// Checks that every constant lies within the weights, and unpacks those stored as nibbles
+/// into one buffer, each from a cache line.
+fn unpack_consts(
+    consts: &[Const],
+    weights: &[u8],
+) -> Result<(Vec<Place>, Aligned<u8>), ArtifactError> {
+    let stored = |c: &Const| {
+        let start = usize::try_from(c.offset).ok()?;
+        let end = start.checked_add(usize::try_from(c.stored_len()).ok()?)?;
+        weights.get(start..end)
+    };
+    let mut places = Vec::with_capacity(consts.len());
+    let mut unpacked_len = 0usize;
+    for (i, c) in consts.iter().enumerate() {
+        let bytes = stored(c)
+            .ok_or_else(|| ArtifactError::Meta(format!("constant {i} lies outside the weights")))?;
+        places.push(match c.nibbles {
+            None => Place::Weights(c.offset as usize),
+            Some(_) => {
+                let at = unpacked_len;
+                unpacked_len = (at + 2 * bytes.len()).next_multiple_of(64);
+                Place::Unpacked(at)
+            }
+        });
+    }
+    let mut unpacked = Aligned::zeroed(unpacked_len);
+    for (c, place) in consts.iter().zip(&places) {
+        if let (Some(nibbles), Place::Unpacked(at)) = (c.nibbles, *place) {
+            let bytes = stored(c).expect("checked above");
+            nibbles.unpack(bytes, &mut unpacked[at..at + c.len as usize]);
+        }
+    }
+    Ok((places, unpacked))
 }
 
 /// Parses the length-prefixed JSON description at `ptr`.
@@ -418,4 +507,47 @@ fn map_weights(meta: &Meta, path: Option<&Path>) -> Result<Weights, ArtifactErro
         return Err(err("not the weights of this artifact".into()));
     }
     Ok(Weights::Mapped(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn constant(offset: u64, len: u64, nibbles: Option<Nibbles>) -> Const {
+        Const {
+            offset,
+            len,
+            nibbles,
+        }
+    }
+
+    #[test]
+    fn packed_constants_unpack_beside_whole_ones() {
+        // A whole constant of two bytes, then three signed nibbles at 64.
+        let mut weights = vec![9u8, 8];
+        weights.resize(64, 0);
+        weights.extend(Nibbles::Signed.pack(&[(-8i8) as u8, 7, 1]));
+        let consts = [constant(0, 2, None), constant(64, 3, Some(Nibbles::Signed))];
+        let (places, unpacked) = unpack_consts(&consts, &weights).unwrap();
+        assert!(matches!(
+            places[..],
+            [Place::Weights(0), Place::Unpacked(0)]
+        ));
+        assert_eq!(unpacked.as_ptr() as usize % 64, 0);
+        assert_eq!(unpacked[..3], [(-8i8) as u8, 7, 1]);
+    }
+
+    #[test]
+    fn a_constant_past_the_weights_is_an_error() {
+        let weights = [0u8; 64];
+        for c in [
+            constant(60, 5, None),
+            constant(60, 9, Some(Nibbles::Unsigned)),
+            constant(u64::MAX, 1, None),
+        ] {
+            let err = unpack_consts(&[c], &weights).map(drop).unwrap_err();
+            assert!(err.to_string().contains("outside the weights"), "{err}");
+        }
+        assert!(unpack_consts(&[constant(60, 8, Some(Nibbles::Unsigned))], &weights).is_ok());
+    }
 }

@@ -7,7 +7,7 @@
 
 use crate::call::{BufId, Call};
 use crate::pool::ThreadPool;
-use crate::{run_call, CallError, Memory, Packed};
+use crate::{run_call, CallError, Memory, OpCallFn, Packed};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -149,18 +149,28 @@ impl SlotMemory<'_> {
     }
 }
 
-/// Runs `plan`'s steps in order. `fns[i]` is step `i`'s kernel (`None` for calls) and
-/// `packed[i]` the pre-packed constant weight of a call step (see [`crate::prepack`]). With `profile`,
-/// each step's wall time is pushed to it.
+/// What a plan's steps run: `kernels[i]` is step `i`'s kernel (`None` for calls),
+/// `packed[i]` the pre-packed constant weight of a call step (see [`crate::prepack`]), and
+/// `op_call` runs the ops that have no code ([`Call::Op`]); `None` when the plan has none.
+pub struct Code<'a> {
+    /// Each step's kernel.
+    pub kernels: &'a [Option<KernelFn>],
+    /// Each call step's packed weight.
+    pub packed: &'a [Option<&'a Packed>],
+    /// The reference interpreter, for op calls.
+    pub op_call: Option<OpCallFn>,
+}
+
+/// Runs `plan`'s steps in order with `code`. With `profile`, each step's wall time is
+/// pushed to it.
 ///
 /// # Safety
 /// `ptrs` must be the slot table the kernels were compiled against, each slot valid for
-/// every buffer placed in it (the arena at least `arena_bytes`), and `fns`/`packed` must
-/// belong to this plan.
+/// every buffer placed in it (the arena at least `arena_bytes`), and `code` must belong to
+/// this plan.
 pub unsafe fn run(
     plan: &RunPlan,
-    fns: &[Option<KernelFn>],
-    packed: &[Option<&Packed>],
+    code: &Code,
     ptrs: &[*mut u8],
     pool: &ThreadPool,
     mut profile: Option<&mut Vec<Duration>>,
@@ -179,7 +189,7 @@ pub unsafe fn run(
             }),
             failure,
         };
-        match (step, fns.get(i).copied().flatten()) {
+        match (step, code.kernels.get(i).copied().flatten()) {
             (
                 Step::Kernel {
                     extent,
@@ -193,9 +203,10 @@ pub unsafe fn run(
                     .map_err(|fault| failed(Failure::Index(fault)))?;
             }
             (Step::Call(call), _) => {
-                let b = packed.get(i).copied().flatten();
+                let b = code.packed.get(i).copied().flatten();
                 // SAFETY: forwarded from the caller.
-                unsafe { run_call(call, b, &mem, pool) }.map_err(|e| failed(Failure::Call(e)))?;
+                unsafe { run_call(call, b, code.op_call, &mem, pool) }
+                    .map_err(|e| failed(Failure::Call(e)))?;
             }
             (Step::Kernel { .. }, None) => return Err(failed(Failure::NoCode)),
         }

@@ -21,16 +21,15 @@
 //! the thread count.
 
 #[cfg(target_arch = "x86_64")]
-mod aligned;
 mod amx;
 pub mod dequant;
 mod kernels;
 #[cfg(test)]
 mod tests;
 
+use crate::aligned::Aligned;
 use crate::gemm::{Epilogue, MatMut};
 use crate::pool::ThreadPool;
-use aligned::Aligned;
 use kernels::QKernel;
 use kiln_ir::WeightQuant;
 

@@ -84,6 +84,7 @@ fn build() -> std::result::Result<&'static ModelDesc, String> {
         meta: Vec::leak(blob).as_ptr(),
         weights: blocks.as_ptr() as *const u8,
         kernels: Vec::leak(kernels).as_ptr(),
+        op_call: Some(kiln_rt::kiln_rt_op_call),
     };
     Ok(Box::leak(Box::new(desc)))
 }

@@ -273,8 +273,18 @@ impl ObjectBuilder {
         self.define_data(name, Visibility::Exported, &desc)
     }
 
-    /// Adds an exported read-only array of pointers to the data objects `symbols`, in order,
-    /// with a null pointer for `None` (e.g. one weight blob per constant).
+    /// Declares `name` a function defined outside this object (in the runtime), so that a
+    /// data table may point at it.
+    pub fn import_fn(&mut self, name: &str) -> Result<(), LowerError> {
+        let sig = self.module.make_signature();
+        self.module
+            .declare_function(name, Linkage::Import, &sig)
+            .map(drop)
+            .map_err(|e| LowerError::Codegen(e.to_string()))
+    }
+
+    /// Adds an exported read-only array of pointers to the symbols `symbols` (data objects,
+    /// or functions: defined here or imported), in order, with a null pointer for `None`.
     pub fn add_data_table(
         &mut self,
         name: &str,
@@ -284,13 +294,16 @@ impl ObjectBuilder {
         let step = self.module.isa().pointer_bytes() as u32;
         for (i, symbol) in symbols.iter().enumerate() {
             let Some(symbol) = symbol else { continue };
-            let FuncOrDataId::Data(id) = self.lookup(symbol)? else {
-                return Err(LowerError::Symbol(format!(
-                    "`{symbol}` is a function, not data"
-                )));
-            };
-            let data = self.module.declare_data_in_data(id, &mut desc);
-            desc.write_data_addr(i as u32 * step, data, 0);
+            match self.lookup(symbol)? {
+                FuncOrDataId::Data(id) => {
+                    let data = self.module.declare_data_in_data(id, &mut desc);
+                    desc.write_data_addr(i as u32 * step, data, 0);
+                }
+                FuncOrDataId::Func(id) => {
+                    let func = self.module.declare_func_in_data(id, &mut desc);
+                    desc.write_function_addr(i as u32 * step, func);
+                }
+            }
         }
         self.define_data(name, Visibility::Exported, &desc)
     }

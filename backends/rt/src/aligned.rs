@@ -12,12 +12,12 @@ use std::ops::{Deref, DerefMut};
 struct Line([u8; 64]);
 
 /// The one-byte integers a buffer may hold: any bit pattern is a value, zero included.
-pub(super) trait Byte: Copy {}
+pub(crate) trait Byte: Copy {}
 impl Byte for u8 {}
 impl Byte for i8 {}
 
 /// `len` zeroed elements of a one-byte type, from a 64-byte boundary.
-pub(super) struct Aligned<T: Byte> {
+pub(crate) struct Aligned<T: Byte> {
     lines: Vec<Line>,
     len: usize,
     _elem: PhantomData<T>,
