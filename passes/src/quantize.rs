@@ -1,18 +1,21 @@
 //! `quantize`: linear layers whose weight is a constant f32 `[K, N]` (fused `linear`s, and
 //! plain `matmul`s by such a weight) become quantized linears ([`Op::QuantLinear`]) in the
 //! chosen [`Scheme`]. The weights are quantized here, once, at compile time: int8
-//! symmetric per output column, int4 asymmetric (with zero points) per block of 32 rows,
-//! or rounded to f16/bf16 (mixed precision: half storage, f32 arithmetic).
+//! symmetric per output column, int4 asymmetric (with zero points and f16 scales) per block
+//! of 32 rows, or rounded to f16/bf16 (mixed precision: half storage, f32 arithmetic).
 //!
 //! Embedding tables (a `gather` along axis 0 of a constant f32 `[V, D]` of at least
 //! [`MIN_TABLE`] elements) are stored smaller too: int8 per row with an f32 scale per row
-//! for the integer schemes (`gather` of both, then `cast` and `mul`), or in f16/bf16 (`gather`,
-//! then `cast`). They hold most of a small encoder's weights (MiniLM: 11.7M of 22.7M).
+//! for int8 (`gather` of both, then `cast` and `mul`), int4 per block of 32 with f32 scales
+//! for int4 (the same, and a `reshape`; int8 rows when D is not a multiple of 32), or in
+//! f16/bf16 (`gather`, then `cast`). They hold most of a small encoder's weights (MiniLM:
+//! 11.7M of 22.7M).
 //!
 //! It runs after `fuse` and `merge-linears`, so the epilogues are already fused and Q, K
 //! and V share one quantized product.
 
 use crate::{Pass, PassError, PassReport};
+use kiln_ir::half::f16;
 use kiln_ir::{
     ActQuant, Block, DType, Epilogue, Graph, Node, Op, QuantAttrs, Tensor, ValueId, WeightQuant,
 };
@@ -264,6 +267,11 @@ fn embedding(g: &mut Graph, node: &Node, t: &Tensor, scheme: Scheme) -> Result<(
             let rows = add(g, "rows", gather, &[table, idx])?;
             (Op::Cast { to: DType::F32 }, vec![rows])
         }
+        Scheme::Int4 if d % TABLE_BLOCK == 0 => {
+            let values: Vec<f32> = t.to_f64_vec().into_iter().map(|x| x as f32).collect();
+            let (q, scale) = int4_symmetric(&values, v * d / TABLE_BLOCK, |i| i / TABLE_BLOCK);
+            int4_table(g, node, v, q, scale)?
+        }
         Scheme::Int8 | Scheme::Int8Weights | Scheme::Int4 => {
             let values: Vec<f32> = t.to_f64_vec().into_iter().map(|x| x as f32).collect();
             let (q, scale) = int8_symmetric(&values, v, |i| i / d.max(1));
@@ -284,6 +292,68 @@ fn embedding(g: &mut Graph, node: &Node, t: &Tensor, scheme: Scheme) -> Result<(
         outputs: node.outputs.clone(),
     });
     Ok(())
+}
+
+/// Values of an int4 table row that share a scale.
+const TABLE_BLOCK: usize = 32;
+
+/// The lookup `node` in a table `[V, D]` stored in int4 ([`int4_symmetric`]): `q` as
+/// `[V, D / 32, 32]` with f32 `scale`s `[V, D / 32, 1]`, the gathered rows cast to f32 times
+/// their gathered scales, reshaped to `node`'s output. As ggml stores token embeddings; an
+/// int8 table was a third of an int4 MiniLM. (f16 scales would save a tenth of the table,
+/// but the CPU backend casts f16 through the interpreter.)
+fn int4_table(
+    g: &mut Graph,
+    node: &Node,
+    rows: usize,
+    q: Vec<i8>,
+    scale: Vec<f32>,
+) -> Result<(Op, Vec<ValueId>), String> {
+    let blocks = scale.len() / rows.max(1);
+    let e = |e: kiln_ir::TensorError| e.to_string();
+    let table = Tensor::from_vec(q, &[rows, blocks, TABLE_BLOCK]).map_err(e)?;
+    let scale = Tensor::from_vec(scale, &[rows, blocks, 1]).map_err(e)?;
+    let idx = node.inputs[1];
+    let mut add = |suffix: &str, op: Op, inputs: &[ValueId]| {
+        g.add_node(format!("{}.{suffix}", node.name), op, inputs)
+            .map(|o| o[0])
+            .map_err(|e| e.to_string())
+    };
+    let gather = Op::Gather { axis: 0 };
+    let table = add("table", Op::Const(table), &[])?;
+    let scale = add("block_scale", Op::Const(scale), &[])?;
+    let rows = add("rows", gather.clone(), &[table, idx])?;
+    let rows = add("cast", Op::Cast { to: DType::F32 }, &[rows])?;
+    let scales = add("block_scales", gather, &[scale, idx])?;
+    let rows = add(
+        "dequant",
+        Op::Binary(kiln_ir::BinaryOp::Mul),
+        &[rows, scales],
+    )?;
+    let shape = g.value_type(node.outputs[0]).shape.clone();
+    Ok((Op::Reshape { shape }, vec![rows]))
+}
+
+/// Symmetric int4 over `groups` groups, element `i` in group `group(i)`, as ggml's `Q4_0`:
+/// with `m` the group's value of largest magnitude, `scale = m / -8` and
+/// `wq = round_half_even(w / scale)` in `-8..=7`, so the extreme value takes the level -8
+/// and the group has all sixteen levels (0 for a group of zeros).
+fn int4_symmetric(w: &[f32], groups: usize, group: impl Fn(usize) -> usize) -> (Vec<i8>, Vec<f32>) {
+    let mut extreme = vec![0f32; groups];
+    for (i, &v) in w.iter().enumerate() {
+        let m = &mut extreme[group(i)];
+        if v.abs() > m.abs() {
+            *m = v;
+        }
+    }
+    let scale: Vec<f32> = extreme.iter().map(|&m| m / -8.0).collect();
+    let q = (w.iter().enumerate())
+        .map(|(i, &v)| match scale[group(i)] {
+            0.0 => 0,
+            s => (v / s).round_ties_even().clamp(-8.0, 7.0) as i8,
+        })
+        .collect();
+    (q, scale)
 }
 
 /// `node` as a quantized linear: the quantized weight, its scales and zero points become
@@ -369,9 +439,9 @@ fn int8_symmetric(w: &[f32], groups: usize, group: impl Fn(usize) -> usize) -> (
 }
 
 /// Asymmetric int4 per block of `rows` along K and column: over the block's range
-/// `[lo, hi]` (widened to hold 0), `scale = (hi - lo) / 15`, `zero_point =
-/// round(-lo / scale)` in `0..=15`, `wq = round_half_even(w / scale) + zero_point` in
-/// `0..=15`.
+/// `[lo, hi]` (widened to hold 0), `scale = (hi - lo) / 15` rounded to f16 ([`f16_scales`]),
+/// `zero_point = round(-lo / scale)` in `0..=15`, `wq = round_half_even(w / scale) +
+/// zero_point` in `0..=15`.
 fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln_ir::TensorError> {
     let blocks = k.div_ceil(rows);
     let (mut lo, mut hi) = (vec![0f32; blocks * n], vec![0f32; blocks * n]);
@@ -381,6 +451,10 @@ fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln
         hi[p] = hi[p].max(v);
     }
     let scale: Vec<f32> = lo.iter().zip(&hi).map(|(l, h)| (h - l) / 15.0).collect();
+    let scale_tensor = f16_scales(Tensor::from_vec(scale, &[blocks, n])?);
+    let scale: Vec<f32> = (scale_tensor.to_f64_vec().into_iter())
+        .map(|s| s as f32)
+        .collect();
     let zero: Vec<u8> = (lo.iter().zip(&scale))
         .map(|(&l, &s)| match s {
             0.0 => 0,
@@ -398,9 +472,34 @@ fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln
         .collect();
     Ok(Parts {
         weight: Tensor::from_vec(q, &[k, n])?,
-        scale: Some(Tensor::from_vec(scale, &[blocks, n])?),
+        scale: Some(scale_tensor),
         zero_point: Some(Tensor::from_vec(zero, &[blocks, n])?),
     })
+}
+
+/// Block scales in f16, as onnxruntime's `MatMulNBits` and ggml store them: half the bytes
+/// of f32 (a sixth of an int4 layer's), and an f16 significand (11 bits) is far finer than
+/// an int4 step. Each is rounded up, so that the block's range still spans at most 15
+/// steps, and the weights are quantized with the rounded scales: storing them loses
+/// nothing further. A layer with a scale that f16 cannot hold (overflow, or a nonzero one
+/// below f16's normal range) keeps f32 scales.
+fn f16_scales(scale: Tensor) -> Tensor {
+    let values = scale.to_f64_vec();
+    let up = |s: f64| {
+        let h = f16::from_f64(s);
+        match h.to_f64() < s {
+            true => f16::from_bits(h.to_bits() + 1),
+            false => h,
+        }
+    };
+    let half: Vec<f16> = values.iter().map(|&s| up(s)).collect();
+    // Subnormal f16 have fewer significant bits than an int4 step needs.
+    let holds = (values.iter().zip(&half))
+        .all(|(&s, h)| s == 0.0 || (h.is_finite() && *h >= f16::MIN_POSITIVE));
+    match Tensor::from_vec(half, scale.shape()) {
+        Ok(half) if holds => half,
+        _ => scale,
+    }
 }
 
 #[cfg(test)]
@@ -504,8 +603,8 @@ mod tests {
         assert_eq!(attrs(skipped), [Some(int4), None]);
     }
 
-    /// An embedding lookup: int8 rows with a scale each, or a half table, close to f32;
-    /// the table is stored in the small type.
+    /// An embedding lookup: int8 rows with a scale each, int4 blocks of 32 with a scale
+    /// each, or a half table, close to f32; the table is stored in the small type.
     #[test]
     fn embedding_tables_are_stored_small() {
         let (v, d) = (300usize, 64usize);
@@ -533,6 +632,9 @@ mod tests {
         let want = run(&f32_graph);
         for (scheme, stored, tol) in [
             (Scheme::Int8, DType::I8, 1.0 / 127.0),
+            // A step of a block whose extreme is at most 1 in magnitude (1/8): half a step
+            // but at the end opposite the extreme, where level 8 is clamped to 7.
+            (Scheme::Int4, DType::I8, 1.0 / 8.0 + 1e-6),
             (Scheme::F16, DType::F16, 1e-3),
         ] {
             let mut q = f32_graph.clone();
@@ -541,11 +643,25 @@ mod tests {
             let tables = q.nodes.iter().filter(
                 |n| matches!(&n.op, Op::Const(t) if t.dtype() == stored && t.len() == v * d),
             );
+            let tables: Vec<&Tensor> = (tables.map(|n| match &n.op {
+                Op::Const(t) => t,
+                _ => unreachable!("filtered"),
+            }))
+            .collect();
             assert_eq!(
-                tables.count(),
+                tables.len(),
                 1,
                 "{scheme:?}: the table is not stored as {stored}"
             );
+            if scheme == Scheme::Int4 {
+                assert_eq!(tables[0].shape(), [v, d / TABLE_BLOCK, TABLE_BLOCK]);
+                let levels = tables[0].to_i64_vec();
+                assert!(levels.iter().all(|l| (-8..=7).contains(l)));
+                assert!(
+                    levels.contains(&-8),
+                    "the extreme of a block takes level -8"
+                );
+            }
             for (g, w) in run(&q).iter().zip(&want) {
                 assert!((g - w).abs() <= tol, "{scheme:?}: {g} vs {w}");
             }
@@ -556,9 +672,31 @@ mod tests {
     fn int4_blocks_round_trip_their_range() {
         let w = [-1.0f32, 0.5, 2.0, 0.0];
         let p = int4_blocks(&w, 4, 1, 32).unwrap();
-        // lo -1, hi 2: scale 0.2, zero point 5.
-        assert_eq!(p.scale.unwrap().to_f64_vec(), [(3f32 / 15.0) as f64]);
+        // lo -1, hi 2: scale 0.2 (in f16), zero point 5.
+        let scale = p.scale.unwrap();
+        assert_eq!(scale.dtype(), DType::F16);
+        // 0.2 is between two f16 values: the scale is the one above.
+        let above = f16::from_bits(f16::from_f32(0.2).to_bits() + 1);
+        assert!(f16::from_f32(0.2).to_f32() < 0.2 && above.to_f32() > 0.2);
+        assert_eq!(scale.to_f64_vec(), [above.to_f64()]);
         assert_eq!(p.zero_point.unwrap().to_i64_vec(), [5]);
         assert_eq!(p.weight.to_i64_vec(), [0, 7, 15, 5]);
+    }
+
+    #[test]
+    fn scales_f16_cannot_hold_stay_f32() {
+        // A block spanning 1.5e6 (scale 1e5 overflows f16), and one spanning 1.5e-9
+        // (scale 1e-10 is below f16's normal range).
+        for w in [[0.0f32, 1.5e6], [0.0, 1.5e-9]] {
+            let p = int4_blocks(&w, 2, 1, 32).unwrap();
+            let scale = p.scale.unwrap();
+            assert_eq!(scale.dtype(), DType::F32, "{w:?}");
+            let dequant = (p.weight.to_i64_vec()[1] - p.zero_point.unwrap().to_i64_vec()[0]) as f64
+                * scale.to_f64_vec()[0];
+            assert!(
+                (dequant / w[1] as f64 - 1.0).abs() < 1e-6,
+                "{w:?}: {dequant}"
+            );
+        }
     }
 }
