@@ -54,6 +54,35 @@ pub const ERFC_SCALED_POLY: [f32; 7] = [
     -3.803_160_5e-4,
 ];
 
+/// Beyond this |x| the epilogue's erf ([`ERF_RATIONAL_P`]) is clamped: erf(4) is within 2e-8
+/// of 1, below half an f32 ulp.
+pub const ERF_RATIONAL_MAX: f32 = 4.0;
+/// erf x ≈ x·P(x²)/Q(x²) on |x| ≤ 4 (`ERF_RATIONAL_P` / `ERF_RATIONAL_Q`, highest degree
+/// first), the GEMM epilogue's erf: one division and no exp, where the JIT's two-branch form
+/// ([`ERF_POLY`], [`ERFC_SCALED_POLY`]) computes both branches, an exp and two divisions per
+/// element (its erf-GELU was 12% of ViT's int8 run). Fitted for this file by linearized
+/// Lawson-weighted least squares against mpmath's erf at 4000 Chebyshev nodes (relative
+/// error 2e-9), then each f32 coefficient nudged by an ulp or two where that lowered the
+/// error of f32 evaluation: 3.1e-7 absolute, from rounding in the two Horner sums.
+pub const ERF_RATIONAL_P: [f32; 7] = [
+    -1.320_199_7e-8,
+    4.684_729_4e-6,
+    3.796_073e-4,
+    3.849_616_3e-3,
+    5.431_690_8e-2,
+    1.852_034_8e-1,
+    1.128_378_9,
+];
+/// The denominator of [`ERF_RATIONAL_P`]'s rational, highest degree first.
+pub const ERF_RATIONAL_Q: [f32; 6] = [
+    6.311_013e-5,
+    1.307_568_9e-3,
+    1.546_209_4e-2,
+    1.139_584_7e-1,
+    4.974_656_4e-1,
+    1.0,
+];
+
 /// e^x as the JIT computes it (`lower::math::exp`): `x = n·ln2 + r`, a polynomial in `r`,
 /// scaled by 2^n in two normal halves; branch-free, so loops over it vectorize. Without FMA
 /// in the target features the reduction uses Cephes' split of ln 2, whose high part times
