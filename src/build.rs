@@ -26,7 +26,7 @@ mod write;
 
 use kiln_cpu::kernel::BufferKind;
 use kiln_cpu::lower::object::{ObjectBuilder, Target, TargetError, Visibility};
-use kiln_ir::{Bindings, DType, Dim, Graph, MemoryLimit, Tensor};
+use kiln_ir::{Bindings, Dim, Graph, MemoryLimit, Tensor};
 use kiln_rt::artifact::{Const, DimRange, Meta, SampleTensor, Spec, TensorSpec, FORMAT};
 use kiln_rt::call::Call;
 use kiln_rt::exec::Step;
@@ -446,10 +446,8 @@ fn finish_object(
 /// Whether a program runs an op through the interpreter, which the executable must then
 /// link ([`kiln_rt::OpCallFn`]).
 fn has_op_calls(meta: &Meta) -> bool {
-    let steps = meta.specs.iter().flat_map(|s| &s.run.steps);
-    steps
-        .into_iter()
-        .any(|s| matches!(s, Step::Call(c) if matches!(**c, Call::Op(_))))
+    let mut steps = meta.specs.iter().flat_map(|s| &s.run.steps);
+    steps.any(|s| matches!(s, Step::Call(c) if matches!(**c, Call::Op(_))))
 }
 
 /// The constants of every spec in one blob, each once, 64-byte aligned.
@@ -473,11 +471,7 @@ impl WeightsBlob {
         }
         let bytes = t.to_le_bytes();
         self.bytes.resize(self.bytes.len().next_multiple_of(64), 0);
-        let nibbles = match t.dtype() {
-            DType::I8 => Nibbles::fitting(&bytes, true),
-            DType::U8 => Nibbles::fitting(&bytes, false),
-            _ => None,
-        };
+        let nibbles = Nibbles::fitting(t.dtype(), &bytes);
         self.index.push(Const {
             offset: self.bytes.len() as u64,
             len: bytes.len() as u64,

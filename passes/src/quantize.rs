@@ -347,13 +347,18 @@ fn int4_symmetric(w: &[f32], groups: usize, group: impl Fn(usize) -> usize) -> (
         }
     }
     let scale: Vec<f32> = extreme.iter().map(|&m| m / -8.0).collect();
-    let q = (w.iter().enumerate())
+    (levels(w, &scale, group, -8.0, 7.0), scale)
+}
+
+/// `round_half_even(w / scale)` of each element's group, clamped to `lo..=hi` (0 where the
+/// group's scale is 0).
+fn levels(w: &[f32], scale: &[f32], group: impl Fn(usize) -> usize, lo: f32, hi: f32) -> Vec<i8> {
+    (w.iter().enumerate())
         .map(|(i, &v)| match scale[group(i)] {
             0.0 => 0,
-            s => (v / s).round_ties_even().clamp(-8.0, 7.0) as i8,
+            s => (v / s).round_ties_even().clamp(lo, hi) as i8,
         })
-        .collect();
-    (q, scale)
+        .collect()
 }
 
 /// `node` as a quantized linear: the quantized weight, its scales and zero points become
@@ -429,13 +434,7 @@ fn int8_symmetric(w: &[f32], groups: usize, group: impl Fn(usize) -> usize) -> (
         scale[group(i)] = scale[group(i)].max(v.abs());
     }
     scale.iter_mut().for_each(|s| *s /= 127.0);
-    let q = (w.iter().enumerate())
-        .map(|(i, &v)| match scale[group(i)] {
-            0.0 => 0,
-            s => (v / s).round_ties_even().clamp(-127.0, 127.0) as i8,
-        })
-        .collect();
-    (q, scale)
+    (levels(w, &scale, group, -127.0, 127.0), scale)
 }
 
 /// Asymmetric int4 per block of `rows` along K and column: over the block's range

@@ -8,6 +8,7 @@
 //! Byte `i` holds value `2i` in its low nibble and value `2i + 1` in its high nibble (zero
 //! past an odd length), the order onnxruntime's `MatMulNBits` uses.
 
+use kiln_ir::DType;
 use serde::{Deserialize, Serialize};
 
 /// How the values of a packed constant read back.
@@ -21,14 +22,15 @@ pub enum Nibbles {
 }
 
 impl Nibbles {
-    /// The packing that holds every byte of `bytes` read as `signed` (i8) or not (u8), if
-    /// one does.
-    pub fn fitting(bytes: &[u8], signed: bool) -> Option<Nibbles> {
-        if signed {
-            let fits = bytes.iter().all(|&b| (-8..=7).contains(&(b as i8)));
-            fits.then_some(Nibbles::Signed)
-        } else {
-            bytes.iter().all(|&b| b <= 15).then_some(Nibbles::Unsigned)
+    /// The packing that holds every element of `bytes`, a constant of `dtype`, if one does:
+    /// i8 in `-8..=7` or u8 in `0..=15`; `None` for any other type.
+    pub fn fitting(dtype: DType, bytes: &[u8]) -> Option<Nibbles> {
+        match dtype {
+            DType::I8 => {
+                (bytes.iter().all(|&b| (-8..=7).contains(&(b as i8)))).then_some(Nibbles::Signed)
+            }
+            DType::U8 => bytes.iter().all(|&b| b <= 15).then_some(Nibbles::Unsigned),
+            _ => None,
         }
     }
 
@@ -66,8 +68,8 @@ mod tests {
     fn every_value_round_trips_at_odd_and_even_lengths() {
         let signed: Vec<u8> = (-8i8..=7).map(|v| v as u8).collect();
         let unsigned: Vec<u8> = (0u8..=15).collect();
-        for (values, signed) in [(signed, true), (unsigned, false)] {
-            let nibbles = Nibbles::fitting(&values, signed).expect("all fit");
+        for (values, dtype) in [(signed, DType::I8), (unsigned, DType::U8)] {
+            let nibbles = Nibbles::fitting(dtype, &values).expect("all fit");
             for len in [0, 1, 2, 15, 16] {
                 let packed = nibbles.pack(&values[..len]);
                 assert_eq!(packed.len(), len.div_ceil(2));
@@ -80,14 +82,20 @@ mod tests {
 
     #[test]
     fn values_outside_a_nibble_do_not_fit() {
+        let fitting = Nibbles::fitting;
         assert_eq!(
-            Nibbles::fitting(&[7, 8u8.wrapping_neg()], true),
+            fitting(DType::I8, &[7, (-8i8) as u8]),
             Some(Nibbles::Signed)
         );
-        assert_eq!(Nibbles::fitting(&[8], true), None);
-        assert_eq!(Nibbles::fitting(&[(-9i8) as u8], true), None);
-        assert_eq!(Nibbles::fitting(&[15], false), Some(Nibbles::Unsigned));
-        assert_eq!(Nibbles::fitting(&[16], false), None);
+        assert_eq!(fitting(DType::I8, &[8]), None);
+        assert_eq!(fitting(DType::I8, &[(-9i8) as u8]), None);
+        assert_eq!(fitting(DType::U8, &[15]), Some(Nibbles::Unsigned));
+        assert_eq!(fitting(DType::U8, &[16]), None);
+        assert_eq!(
+            fitting(DType::Bool, &[0, 1]),
+            None,
+            "only the 8-bit integers pack"
+        );
     }
 
     #[test]
