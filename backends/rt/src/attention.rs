@@ -367,9 +367,7 @@ fn online_softmax(scores: &mut [f32], max: &mut f32, sum: &mut f32, acc: &mut [f
     }
     let rescale = (*max - new_max).exp();
     if rescale != 1.0 {
-        for x in acc.iter_mut() {
-            *x *= rescale;
-        }
+        scale_row(acc, rescale);
     }
     *sum = *sum * rescale + exp_shifted(scores, new_max);
     *max = new_max;

@@ -26,9 +26,10 @@ impl Nibbles {
     /// i8 in `-8..=7` or u8 in `0..=15`; `None` for any other type.
     pub fn fitting(dtype: DType, bytes: &[u8]) -> Option<Nibbles> {
         match dtype {
-            DType::I8 => {
-                (bytes.iter().all(|&b| (-8..=7).contains(&(b as i8)))).then_some(Nibbles::Signed)
-            }
+            DType::I8 => bytes
+                .iter()
+                .all(|&b| (-8..=7).contains(&(b as i8)))
+                .then_some(Nibbles::Signed),
             DType::U8 => bytes.iter().all(|&b| b <= 15).then_some(Nibbles::Unsigned),
             _ => None,
         }

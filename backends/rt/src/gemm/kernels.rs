@@ -221,10 +221,10 @@ pub(super) static AVX2: Kernel = Kernel {
 };
 
 /// How many depth steps ahead the AVX-512 kernel prefetches B (both cache lines of a
-/// step). B's micro-panels stream from L2 (see `Block::sweep`), and the hardware
-/// prefetcher alone left the kernel at 0.88-0.90x onnxruntime's single-thread GEMM:
-/// 128×768×2048 and 1024³, 1 thread, 3 rounds side by side, 1.12-1.13 (none), 1.05-1.09
-/// (8 steps), 1.01-1.08 (16), 1.03-1.08 (24), 1.04-1.08 (32) kiln/onnxruntime.
+/// step). B's micro-panels stream from L2 (see `Block::sweep`), which the hardware
+/// prefetcher alone did not keep up with. kiln/onnxruntime latency, 128×768×2048 and
+/// 1024³, 1 thread, 3 rounds side by side: 1.12-1.13 without, 1.05-1.09 at 8 steps,
+/// 1.01-1.08 at 16, 1.03-1.08 at 24, 1.04-1.08 at 32.
 #[cfg(target_arch = "x86_64")]
 const B_PREFETCH_STEPS: usize = 16;
 
