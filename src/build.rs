@@ -24,9 +24,9 @@ mod link;
 mod rust;
 mod write;
 
-use kiln_cpu::kernel::BufferKind;
 use kiln_cpu::lower::object::{ObjectBuilder, Target, TargetError, Visibility};
 use kiln_ir::{Bindings, Dim, Graph, MemoryLimit, Tensor};
+use kiln_kernel::kernel::BufferKind;
 use kiln_rt::artifact::{Const, DimRange, Meta, SampleTensor, Spec, TensorSpec, FORMAT};
 use kiln_rt::call::Call;
 use kiln_rt::exec::Step;

@@ -40,5 +40,6 @@ pub use error::Error;
 pub use kiln_cpu as cpu;
 pub use kiln_frontend as frontend;
 pub use kiln_ir as ir;
+pub use kiln_kernel as kernel;
 pub use kiln_passes as passes;
 pub use model::{Model, ModelFormat};

@@ -136,7 +136,8 @@ fn no_orphan_modules() {
 }
 
 /// Dependencies point down DESIGN.md's table: ir imports no kiln crate; the frontend,
-/// passes and the runtime import only kiln-ir; the CPU backend adds the runtime it runs on;
+/// passes and the kernel layer import only kiln-ir; the runtime adds the kernel layer whose
+/// calls it carries out; the CPU backend adds the runtime it runs on, and no other backend;
 /// the runtime's static library packages the runtime and nothing else.
 #[test]
 fn dependency_edges_point_down() {
@@ -144,9 +145,10 @@ fn dependency_edges_point_down() {
         ("ir", &[]),
         ("frontend", &["kiln-ir"]),
         ("passes", &["kiln-ir"]),
-        ("backends/rt", &["kiln-ir"]),
+        ("backends/kernel", &["kiln-ir"]),
+        ("backends/rt", &["kiln-ir", "kiln-kernel"]),
         ("backends/rt-static", &["kiln-rt"]),
-        ("backends/cpu", &["kiln-ir", "kiln-rt"]),
+        ("backends/cpu", &["kiln-ir", "kiln-kernel", "kiln-rt"]),
     ];
     for (dir, ok) in allowed {
         let toml =
@@ -167,12 +169,36 @@ fn dependency_edges_point_down() {
     }
 }
 
+/// The kernel layer is the description every code generator translates, so it depends on
+/// none: no Cranelift, no CUDA, no backend crate, in its manifest or its code.
+#[test]
+fn the_kernel_layer_imports_no_code_generator() {
+    let dir = root().join("backends/kernel");
+    let toml = fs::read_to_string(dir.join("Cargo.toml")).expect("kernel layer manifest");
+    let forbidden = ["cranelift", "cudarc", "kiln-cpu", "kiln-cuda", "kiln-rt"];
+    for f in forbidden {
+        assert!(!toml.contains(f), "backends/kernel/Cargo.toml names {f}");
+    }
+    let mut files = Vec::new();
+    walk(&dir.join("src"), &mut files);
+    for file in files {
+        let code = fs::read_to_string(&file).unwrap();
+        for f in ["cranelift", "cudarc", "kiln_cpu", "kiln_cuda", "kiln_rt::"] {
+            let used = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| l.contains(f));
+            assert!(!used, "{} uses {f}", rel(&file));
+        }
+    }
+}
+
 /// Every `Runtime("reason")` the CPU backend's `support` returns is listed in
 /// ARCHITECTURE.md (between the runtime-calls markers), and nothing else is.
 #[test]
 fn runtime_calls_are_documented() {
-    let dir = root().join("backends/cpu/src/schedule");
-    let mut files = vec![root().join("backends/cpu/src/schedule.rs")];
+    let dir = root().join("backends/kernel/src/schedule");
+    let mut files = vec![root().join("backends/kernel/src/schedule.rs")];
     files.extend(fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()));
     let code: String = files
         .iter()

@@ -223,8 +223,8 @@ fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
     out += "buffer  value  dtype  elements       bytes      offset  live (kernels)\n";
     for (b, buf) in p.buffers.iter().enumerate() {
         let place = match (&buf.kind, plan.offsets[b]) {
-            (kiln::cpu::kernel::BufferKind::Input(i), _) => format!("input {i}"),
-            (kiln::cpu::kernel::BufferKind::Const(_), _) => "constant".to_string(),
+            (kiln::kernel::kernel::BufferKind::Input(i), _) => format!("input {i}"),
+            (kiln::kernel::kernel::BufferKind::Const(_), _) => "constant".to_string(),
             (_, Some(off)) => off.to_string(),
             (_, None) => "unused".to_string(),
         };

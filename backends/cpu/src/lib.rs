@@ -1,7 +1,7 @@
-//! kiln's CPU backend: a graph at concrete shapes is scheduled into kernels
-//! ([`schedule`]), loop nests that feed only one kernel are fused into it, its temporaries
-//! get one planned arena ([`plan`]), and the kernels are compiled to machine code with
-//! Cranelift ([`lower`]) and run on a persistent worker pool ([`runtime`]).
+//! kiln's CPU backend: a graph at concrete shapes is scheduled by the kernel layer
+//! ([`kiln_kernel`]: kernels, loop fusion, one planned arena), the kernels are compiled to
+//! machine code with Cranelift ([`lower`]) and run on a persistent worker pool
+//! ([`runtime`]).
 //! [`CompiledModel`] ties these together and caches one specialization per set of input
 //! shapes.
 //!
@@ -23,14 +23,10 @@
 #![warn(missing_docs)]
 
 mod exec;
-mod fuse_loops;
-pub mod kernel;
 pub mod lower;
-pub mod plan;
+use kiln_kernel::{fuse_loops, kernel, plan, schedule, stages};
 /// The runtime (its own crate, so ahead-of-time artifacts link it without the compiler).
 pub use kiln_rt as runtime;
-pub mod schedule;
-mod stages;
 
 pub use exec::{
     lay_out, lower_error, run_plan, CompileError, CompiledModel, KernelTime, Layout, Options,

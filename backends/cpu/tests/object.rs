@@ -4,12 +4,12 @@
 //! with the `object` crate, so a missing export, a table without relocations or a wrong
 //! machine fails here rather than at link time.
 
-use kiln_cpu::kernel::{BufferKind, Program};
 use kiln_cpu::lower::object::{ExportedKernel, ObjectBuilder, Target, TargetError, Visibility};
 use kiln_cpu::lower::{LowerError, Slots};
-use kiln_cpu::plan::plan;
-use kiln_cpu::schedule::schedule;
 use kiln_ir::{parse, Bindings};
+use kiln_kernel::kernel::{BufferKind, Program};
+use kiln_kernel::plan::plan;
+use kiln_kernel::schedule::schedule;
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 use std::collections::BTreeMap;
 

@@ -273,8 +273,8 @@ pub fn contiguous(t: &kiln_ir::Tensor) -> kiln_ir::Tensor {
     }
 }
 
-/// Alignment of the arena and of every block in it, in bytes.
-pub const ALIGN: usize = 64;
+/// Alignment of the arena and of every block in it, in bytes: the memory plan's.
+pub use kiln_kernel::plan::ALIGN;
 
 /// A 64-byte aligned, zero-initialized scratch block that only grows.
 #[derive(Default)]

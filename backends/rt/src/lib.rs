@@ -6,7 +6,8 @@
 mod aligned;
 pub mod artifact;
 mod attention;
-pub mod call;
+/// What each runtime call does, as data (the kernel layer's description).
+pub use kiln_kernel::call;
 pub mod capi;
 mod conv;
 pub mod exe;

@@ -16,8 +16,6 @@ pub mod object;
 mod ops;
 mod row;
 
-pub(crate) use nest::normalize;
-
 use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce, Row};
 use cranelift_codegen::ir::{
     types, AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, Signature, Value,

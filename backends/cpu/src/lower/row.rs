@@ -11,7 +11,7 @@
 //! computed once, before the loops, and every later use reuses it.
 
 use super::expr::vectorizable;
-use super::nest::{expr_accesses, normalize, Hoisted, Reduction};
+use super::nest::{expr_accesses, Hoisted, Reduction};
 use super::ops::clif_type;
 use super::{FnCx, LowerError};
 use crate::kernel::{combine_identity, Access, ExprNode, Row};
@@ -19,6 +19,7 @@ use cranelift_codegen::ir::{
     types, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value,
 };
 use kiln_ir::DType;
+use kiln_kernel::axes::normalize;
 
 impl<'a, 'b> FnCx<'a, 'b> {
     /// Lowers a row kernel; returns the extent of its outermost loop.

@@ -2,12 +2,12 @@
 //! seeded random inputs over a grid of shapes and attributes (1-3 spatial dims, odd sizes,
 //! strides, dilations, asymmetric pads, `ceil_mode`, groups, both average divisors).
 
-use crate::kernel::{Call, Kernel};
-use crate::schedule::schedule;
-use crate::{CompiledModel, Options};
+use kiln_cpu::{CompiledModel, Options};
 use kiln_ir::{
     interp, Bindings, ConvAttrs, DType, Graph, Op, PoolAttrs, PoolKind, Tensor, TensorType,
 };
+use kiln_kernel::kernel::{Call, Kernel};
+use kiln_kernel::schedule::schedule;
 
 /// SplitMix64: small, seeded, good enough for test data.
 struct Rng(u64);

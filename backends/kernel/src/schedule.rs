@@ -24,8 +24,6 @@ mod quant;
 mod reduce;
 mod rotary;
 mod scatter;
-#[cfg(test)]
-mod window_tests;
 
 use crate::kernel::*;
 use kiln_ir::{interp, Bindings, DType, Graph, Node, Op, ScatterReduction, Tensor, ValueId};

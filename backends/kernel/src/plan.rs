@@ -10,7 +10,7 @@
 use crate::kernel::{Access, BufferKind, Kernel, Program};
 
 /// Arena offsets are multiples of this (a cache line, and enough for any vector load).
-pub use kiln_rt::exec::ALIGN;
+pub const ALIGN: usize = 64;
 
 /// Where each temporary lives in the arena.
 #[derive(Clone, Debug, Default)]
@@ -28,7 +28,7 @@ pub struct MemoryPlan {
 /// Plans the arena of `p`.
 ///
 /// ```
-/// use kiln_cpu::{plan::plan, schedule::schedule};
+/// use kiln_kernel::{plan::plan, schedule::schedule};
 /// use kiln_ir::{parse, Bindings};
 /// let g = parse(
 ///     "graph @g(%x: f32[1024]) -> f32[1024] {

@@ -128,32 +128,3 @@ fn acc(dtype: DType) -> Expr {
     e.push(ExprNode::Acc, dtype);
     e
 }
-
-#[cfg(test)]
-mod tests {
-    use super::super::scatter::tests::{check, Rng};
-    use kiln_ir::{ArgKind, DType, Op};
-
-    #[test]
-    fn arg_reduce_matches_the_interpreter_with_ties_and_nans() {
-        let mut rng = Rng(0x0bad_5eed_1234_4321);
-        let shapes: [&[usize]; 4] = [&[5], &[3, 4], &[2, 3, 5], &[4, 1, 3]];
-        let dtypes = [DType::F32, DType::I32, DType::U8, DType::F64];
-        for (s, shape) in shapes.iter().enumerate() {
-            for axis in 0..shape.len() {
-                for (k, kind) in [ArgKind::Max, ArgKind::Min].into_iter().enumerate() {
-                    for flags in 0..4 {
-                        let dtype = dtypes[(s + axis + k + flags) % dtypes.len()];
-                        let op = Op::ArgReduce {
-                            kind,
-                            axis,
-                            keep_dims: flags & 1 == 1,
-                            select_last: flags & 2 == 2,
-                        };
-                        check(op, &[rng.tensor(dtype, shape)], 1);
-                    }
-                }
-            }
-        }
-    }
-}

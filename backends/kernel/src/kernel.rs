@@ -283,7 +283,7 @@ impl Row {
     }
 }
 
-pub use kiln_rt::call::{
+pub use crate::call::{
     Attention, AttentionDims, AttentionMaskOperand, AttentionOperand, Call, Conv, GemmEpilogue,
     MatMul, MatOperand, OpCall, Operand, QuantLinear, QuantizedInput,
 };

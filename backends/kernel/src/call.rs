@@ -1,5 +1,5 @@
 //! What a runtime call does, as data: the scheduler describes each [`Call`] with buffer
-//! indices and sizes, and [`crate::run_call`] carries it out at a run's addresses. The
+//! indices and sizes, and the runtime (`kiln_rt::run_call`) carries it out at a run's addresses. The
 //! descriptions serialize, so an ahead-of-time artifact carries them as they are.
 
 use kiln_ir::{ConvAttrs, DType, Op, QuantAttrs};

@@ -21,8 +21,8 @@
 //! chains collapse into their last kernel; the fused buffer stays in [`Program::buffers`],
 //! unused, and the memory plan gives it no space.
 
+use crate::axes::normalize;
 use crate::kernel::*;
-use crate::lower::normalize;
 use crate::schedule::contiguous_strides;
 
 /// True if `k` reads or writes through data-dependent indices.
