@@ -372,10 +372,19 @@ impl Model {
         let exported = obj
             .add_program(p, &layout.slots, &format!("{name}_s{index}"))
             .map_err(|(k, e)| compile(kiln_cpu::lower_error(g, p, k, e)))?;
-        let extents: Vec<Option<u64>> = exported
+        let extents: Vec<Option<kiln_ir::Dim>> = exported
             .iter()
-            .map(|e| e.as_ref().map(|k| k.extent))
+            .map(|e| e.as_ref().map(|k| k.extent.clone()))
             .collect();
+        let run = kiln_cpu::run_plan(
+            g,
+            p,
+            &layout.plan,
+            layout.slots.clone(),
+            &extents,
+            &bindings,
+        )
+        .map_err(|e| compile(e.into()))?;
         let consts = (p.buffers.iter())
             .filter_map(|b| match &b.kind {
                 BufferKind::Const(t) => Some(weights.add(t)),
@@ -388,12 +397,12 @@ impl Model {
                 .map(|(_, v)| shape_at(&g.value_type(*v).shape, &bindings))
                 .collect(),
             outputs: (p.outputs.iter().copied())
-                .zip(p.output_shapes.iter().cloned())
+                .zip(p.output_shapes.iter().map(|s| shape_at(s, &bindings)))
                 .collect(),
             consts,
             // Set by the caller, which knows the kernels of the specs before this one.
             first_kernel: 0,
-            run: kiln_cpu::run_plan(g, p, &layout.plan, layout.slots.clone(), &extents),
+            run,
         };
         Ok((
             spec,

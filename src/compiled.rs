@@ -65,8 +65,8 @@ pub struct Compiled {
 
 impl Model {
     /// Optimizes (unless `opts.optimize` is false) and compiles the model for the CPU.
-    /// Unsupported ops are reported now; code for symbolic input shapes is generated on the
-    /// first run at each shape and cached.
+    /// Unsupported ops are reported now, and the code is generated now: one program for
+    /// every binding of the symbols, laid out for each new shape at its first run.
     pub fn compile(&self, opts: &Options) -> Result<Compiled, Error> {
         let mut model = if opts.optimize {
             self.optimize()?
@@ -107,8 +107,8 @@ impl Compiled {
             .collect())
     }
 
-    /// Compiles for the shapes of `inputs` now (if not yet cached) and returns how long
-    /// that took.
+    /// Prepares the shapes of `inputs` now (if not yet cached) and returns how long the
+    /// program took to compile.
     pub fn prepare(&self, inputs: &BTreeMap<String, Tensor>) -> Result<Duration, Error> {
         let ordered = self.order(inputs)?;
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape().to_vec()).collect();
@@ -132,6 +132,18 @@ impl Compiled {
     ) -> Result<Vec<kiln_cpu::KernelTime>, Error> {
         let ordered = self.order(inputs)?;
         Ok(self.model.profile(&ordered)?)
+    }
+
+    /// How many programs have been compiled: 1 when one program serves every shape, one
+    /// per shape run so far otherwise (see [`Compiled::per_shape`]).
+    pub fn programs_compiled(&self) -> usize {
+        self.model.programs_compiled()
+    }
+
+    /// Why the model compiles a program per shape (a kernel that needs a dim's value at
+    /// compile time), or `None` when one program serves every shape.
+    pub fn per_shape(&self) -> Option<&str> {
+        self.model.per_shape()
     }
 
     /// Threads the kernels use.

@@ -150,3 +150,46 @@ fn eight_threads_at_mixed_shapes_give_the_serial_bits() {
     let differed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(differed, 0, "of 1600 concurrent runs, {differed} differed");
 }
+
+/// Every vendored model compiles to one program for every shape: no kernel of theirs
+/// needs a dim's value at compile time.
+#[test]
+fn every_vendored_model_compiles_one_program_for_every_shape() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".onnx"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    let per_shape: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let (_, c) = compiled(n);
+            match c.per_shape() {
+                Some(why) => Some(format!("{n}: {why}")),
+                None => {
+                    assert_eq!(c.programs_compiled(), 1, "{n}");
+                    None
+                }
+            }
+        })
+        .collect();
+    assert!(per_shape.is_empty(), "{per_shape:#?}");
+}
+
+/// One compiled model serves every sequence length with the code it compiled first.
+#[test]
+fn one_program_serves_every_sequence_length() {
+    let (model, c) = compiled("gpt2_tiny.onnx");
+    for (batch, seq) in [(1, 1), (1, 2), (3, 5), (1, 17), (2, 33), (1, 64)] {
+        let inputs = gpt2_inputs(batch, seq);
+        let want = model.run(&inputs).unwrap();
+        let got = c.run(&inputs).unwrap();
+        for ((_, w), (_, g)) in want.iter().zip(&got) {
+            kiln::compare::compare(g, w, kiln::compare::Tolerance::MODELS).unwrap();
+        }
+    }
+    assert_eq!(c.programs_compiled(), 1);
+}

@@ -54,6 +54,67 @@ impl Dim {
         Dim { terms }
     }
 
+    /// True for the constant 0.
+    pub fn is_zero(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// True for the constant 1.
+    pub fn is_one(&self) -> bool {
+        self.as_const() == Some(1)
+    }
+
+    /// `q` with `self == q * d` exactly, when `d` is one monomial (a constant, a symbol, or a
+    /// product of them with a coefficient) that divides every term; `None` otherwise, or
+    /// for `d == 0`. This is how strides over symbolic shapes are compared.
+    pub fn div_exact(&self, d: &Dim) -> Option<Dim> {
+        let [(dm, &dc)] = d.terms.iter().collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        let mut q = Dim::constant(0);
+        for (m, &c) in &self.terms {
+            if c % dc != 0 {
+                return None;
+            }
+            let mut rest = m.clone();
+            for a in dm {
+                let at = rest.iter().position(|x| x == a)?;
+                rest.remove(at);
+            }
+            q.add_term(rest, c / dc);
+        }
+        Some(q)
+    }
+
+    /// The terms of the polynomial as (atoms multiplied, coefficient), the constant term
+    /// with no atoms: how code generators evaluate a dim.
+    pub fn monomials(&self) -> impl Iterator<Item = (&[Atom], i64)> + '_ {
+        self.terms.iter().map(|(m, &c)| (m.as_slice(), c))
+    }
+
+    /// The terms of the polynomial, each as a dim of its own (their sum is `self`).
+    pub fn terms(&self) -> impl Iterator<Item = Dim> + '_ {
+        self.terms.iter().map(|(m, &c)| Dim {
+            terms: [(m.clone(), c)].into_iter().collect(),
+        })
+    }
+
+    /// True when the dim is at least 0 for every binding of its symbols to sizes (values at
+    /// least 0): every coefficient is positive and every atom is a symbol, or a floor, min
+    /// or max of such dims.
+    pub fn known_nonnegative(&self) -> bool {
+        self.terms.iter().all(|(m, &c)| {
+            c > 0
+                && m.iter().all(|a| match a {
+                    Atom::Sym(_) => true,
+                    Atom::FloorDiv(x, _) => x.known_nonnegative(),
+                    Atom::Min(x, y) | Atom::Max(x, y) => {
+                        x.known_nonnegative() && y.known_nonnegative()
+                    }
+                })
+        })
+    }
+
     /// A named symbol.
     pub fn sym(name: impl Into<String>) -> Dim {
         Dim::atom(Atom::Sym(name.into()))
@@ -335,6 +396,37 @@ impl std::ops::Mul for Dim {
             }
         }
         out
+    }
+}
+
+macro_rules! by_reference {
+    ($($trait:ident $method:ident),*) => {$(
+        impl std::ops::$trait<&Dim> for &Dim {
+            type Output = Dim;
+            fn $method(self, rhs: &Dim) -> Dim {
+                std::ops::$trait::$method(self.clone(), rhs.clone())
+            }
+        }
+    )*};
+}
+
+by_reference!(Add add, Sub sub, Mul mul);
+
+impl std::iter::Sum for Dim {
+    fn sum<I: Iterator<Item = Dim>>(iter: I) -> Dim {
+        iter.fold(Dim::constant(0), |a, b| a + b)
+    }
+}
+
+impl std::iter::Product for Dim {
+    fn product<I: Iterator<Item = Dim>>(iter: I) -> Dim {
+        iter.fold(Dim::constant(1), |a, b| a * b)
+    }
+}
+
+impl<'a> std::iter::Product<&'a Dim> for Dim {
+    fn product<I: Iterator<Item = &'a Dim>>(iter: I) -> Dim {
+        iter.fold(Dim::constant(1), |a, b| a * b.clone())
     }
 }
 

@@ -225,6 +225,7 @@ fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
         let place = match (&buf.kind, plan.offsets[b]) {
             (kiln::kernel::kernel::BufferKind::Input(i), _) => format!("input {i}"),
             (kiln::kernel::kernel::BufferKind::Const(_), _) => "constant".to_string(),
+            (kiln::kernel::kernel::BufferKind::Iota, _) => "iota".to_string(),
             (_, Some(off)) => off.to_string(),
             (_, None) => "unused".to_string(),
         };
@@ -233,8 +234,8 @@ fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
             "{b:>6}  %{:<5} {:<6} {:>8} {:>11} {:>11}  {live}\n",
             buf.value,
             buf.dtype.to_string(),
-            buf.len,
-            buf.bytes(),
+            buf.len.substitute(&spec.bindings).to_string(),
+            buf.bytes().substitute(&spec.bindings).to_string(),
             place
         );
     }

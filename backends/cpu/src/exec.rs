@@ -1,25 +1,35 @@
-//! The compiled model: per-shape specializations (schedule, memory plan, native code) kept
-//! in a cache, a pool of arenas, and the worker pool that runs the kernels.
+//! The compiled model: one program for every shape, laid out per shape; a pool of arenas,
+//! and the worker pool that runs the kernels.
 //!
-//! Dynamic shapes are handled by specialization: the first run at a new set of input shapes
-//! binds the symbols, schedules, plans and compiles for those shapes; later runs at the same
-//! shapes reuse that code without compiling. Graphs with data-dependent shapes run as stages
-//! ([`crate::stages`]), each specialized the same way.
+//! A graph is scheduled with its symbols free and compiled once ([`Shared`]): the kernels
+//! read the symbols' values at run time. The first run at a new set of input shapes binds
+//! the symbols and lays the program out for them (buffer sizes, the arena's offsets, the
+//! runtime calls' sizes: microseconds, no code generation), kept in a small bounded cache.
+//! A graph whose kernels need a dim's value at compile time (a pooling window over a
+//! symbolic image, an index table as long as a symbolic axis) compiles one program per
+//! shape instead, in the same bounded cache, and says why ([`CompiledModel::per_shape`]).
+//! Graphs with data-dependent shapes run as stages ([`crate::stages`]), each compiled the
+//! same way.
 
 use crate::fuse_loops::fuse_loops;
 use crate::kernel::{BufId, BufferKind, Call, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError};
-use crate::plan::{plan, MemoryPlan};
+use crate::plan::{lifetimes, plan, Lifetimes, MemoryPlan};
+use crate::runtime::call::{Call as RtCall, ResolveError};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step, StepError, StepNode};
 use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
-use kiln_ir::{check_bytes, check_graph, interp, Bindings, Graph, MemoryLimit, SizeError};
+use kiln_ir::{check_bytes, check_graph, interp, Bindings, Dim, Graph, MemoryLimit, SizeError};
 use kiln_ir::{Tensor, TensorType};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// How many shapes' layouts (or, for per-shape models, programs) a model keeps.
+pub const SHAPE_CACHE: usize = 32;
 
 /// How to compile.
 #[derive(Clone, Debug)]
@@ -51,6 +61,10 @@ pub enum CompileError {
     /// Scheduling failed (an unsupported op, or an unknown dim).
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    /// A runtime call's size has no value at this binding of the symbols (negative, or
+    /// overflowing).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     /// Code generation failed for a kernel.
     #[error("node {node} \"{name}\" ({op}): {source}")]
     Lower {
@@ -99,11 +113,25 @@ pub struct CompiledModel {
     pool: Arc<ThreadPool>,
     /// Set when the graph has data-dependent shapes: it then runs as these stages.
     stages: Option<Vec<(Stage, Option<CompiledModel>)>>,
-    cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<Specialized>>>,
-    /// Constant weights packed for their calls, shared by every specialization.
+    /// The program compiled once for every shape, or why each shape gets its own.
+    mode: Mode,
+    cache: Mutex<ShapeCache>,
+    /// Programs compiled so far (one for a shared program; one per shape otherwise).
+    compiled: AtomicUsize,
+    /// Constant weights packed for their calls, shared by every program.
     packed: Mutex<HashMap<PackKey, Arc<Packed>>>,
     arenas: Mutex<Vec<Arena>>,
     max_memory: MemoryLimit,
+}
+
+/// How a model gets code for a shape.
+enum Mode {
+    /// One program for every shape, laid out per shape.
+    Shared(Arc<Shared>),
+    /// A program per shape, because a kernel needs this dim's value at compile time.
+    PerShape(String),
+    /// Stages, each its own model.
+    Stages,
 }
 
 /// What a packed weight was made from: the call's kind (0 for a matmul, 1 + the
@@ -111,26 +139,68 @@ pub struct CompiledModel {
 /// scale's address for a quantized layer), its strides, and k × n.
 type PackKey = (u8, usize, usize, isize, isize, usize, usize);
 
-/// Everything compiled for one set of input shapes.
+/// The program compiled once with the graph's symbols free.
+struct Shared {
+    program: Arc<Program>,
+    lifetimes: Lifetimes,
+    code: Arc<Compiled>,
+    /// Slot of each buffer: inputs and constants as in any program, each temporary a slot
+    /// of its own that points into the arena at its offset for the run's shape.
+    slots: Vec<(u32, usize)>,
+    /// The temporaries, in slot order (after the inputs and constants).
+    temps: Vec<BufId>,
+    consts: Arc<Vec<usize>>,
+    packed: Arc<Vec<Option<Arc<Packed>>>>,
+    compile_time: Duration,
+}
+
+/// Everything needed to run at one set of input shapes.
 pub struct Specialized {
-    /// The kernels.
-    pub program: Program,
-    /// The arena layout.
+    /// The kernels (shared by every shape when the model has one program).
+    pub program: Arc<Program>,
+    /// The arena layout at these shapes.
     pub plan: MemoryPlan,
-    code: Compiled,
+    /// The symbols' values at these shapes.
+    pub bindings: Bindings,
+    code: Arc<Compiled>,
     /// What the runtime's executor runs: the steps and where each buffer lives.
     run: RunPlan,
     /// Addresses of the constants, in slot order after the inputs.
-    consts: Vec<usize>,
+    consts: Arc<Vec<usize>>,
     /// The pre-packed constant weight of each call kernel that has one.
-    packed: Vec<Option<Arc<Packed>>>,
-    /// How long scheduling, planning and code generation took.
+    packed: Arc<Vec<Option<Arc<Packed>>>>,
+    /// How long scheduling, planning and code generation of its program took (once, for
+    /// a shared program).
     pub compile_time: Duration,
+    /// How long laying the program out for these shapes took.
+    pub layout_time: Duration,
+}
+
+/// The most recently used shapes' specializations, at most [`SHAPE_CACHE`].
+#[derive(Default)]
+struct ShapeCache {
+    entries: Vec<(Vec<Vec<usize>>, Arc<Specialized>)>,
+}
+
+impl ShapeCache {
+    fn get(&mut self, shapes: &[Vec<usize>]) -> Option<Arc<Specialized>> {
+        let i = self.entries.iter().position(|(s, _)| s == shapes)?;
+        let hit = self.entries.remove(i);
+        let spec = hit.1.clone();
+        self.entries.insert(0, hit);
+        Some(spec)
+    }
+
+    fn insert(&mut self, shapes: Vec<Vec<usize>>, spec: Arc<Specialized>) {
+        self.entries.insert(0, (shapes, spec));
+        self.entries.truncate(SHAPE_CACHE);
+    }
 }
 
 impl CompiledModel {
-    /// Compiles `graph`. Every node is checked for support now; code is generated now when
-    /// the input shapes are static, otherwise on the first run at each new shape.
+    /// Compiles `graph`: its one program for every shape now, when its kernels allow it
+    /// (laid out now too when its input shapes are static), else one per shape at the
+    /// first run at each.
     pub fn new(graph: Graph, opts: &Options) -> Result<CompiledModel, CompileError> {
         let pool = Arc::new(ThreadPool::new(opts.threads));
         CompiledModel::with_pool(graph, pool, opts.max_memory)
@@ -160,11 +230,13 @@ impl CompiledModel {
             ),
             None => None,
         };
-        let model = CompiledModel {
+        let mut model = CompiledModel {
             graph,
             pool,
+            mode: Mode::Stages,
             stages,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ShapeCache::default()),
+            compiled: AtomicUsize::new(0),
             packed: Mutex::new(HashMap::new()),
             arenas: Mutex::new(Vec::new()),
             max_memory,
@@ -172,6 +244,13 @@ impl CompiledModel {
         if model.stages.is_some() {
             return Ok(model);
         }
+        model.mode = match model.compile_shared() {
+            Ok(shared) => Mode::Shared(Arc::new(shared)),
+            Err(CompileError::Schedule(e @ ScheduleError::NeedsDim { .. })) => {
+                Mode::PerShape(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
         let static_shapes: Option<Vec<Vec<usize>>> = model
             .graph
             .inputs
@@ -202,10 +281,55 @@ impl CompiledModel {
         self.pool.threads()
     }
 
-    /// The code for these input shapes (compiled on first use, then cached).
+    /// How many programs have been compiled: 1 for a model with one program for every
+    /// shape, one per shape run so far otherwise (stages count their own).
+    pub fn programs_compiled(&self) -> usize {
+        let own = self.compiled.load(Ordering::Relaxed);
+        let stages = self.stages.iter().flatten();
+        own + stages
+            .filter_map(|(_, m)| m.as_ref())
+            .map(CompiledModel::programs_compiled)
+            .sum::<usize>()
+    }
+
+    /// Why this model compiles a program per shape (the dim a kernel needs at compile
+    /// time), or `None` when one program serves every shape.
+    pub fn per_shape(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::PerShape(why) => Some(why),
+            Mode::Shared(_) | Mode::Stages => None,
+        }
+    }
+
+    /// Schedules the graph with its symbols free and compiles that one program.
+    fn compile_shared(&self) -> Result<Shared, CompileError> {
+        let start = Instant::now();
+        // Every size that is already known is checked before scheduling allocates any
+        // (constant tables); the others are checked per shape.
+        check_graph(&self.graph, &Bindings::new(), self.max_memory)?;
+        let mut program = schedule(&self.graph, &Bindings::new())?;
+        fuse_loops(&mut program);
+        let (slots, consts, temps) = shared_slots(&program, self.graph.inputs.len());
+        let code = lower::compile(&program, &slots)
+            .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        let packed = self.prepack_weights(&program);
+        Ok(Shared {
+            lifetimes: lifetimes(&program),
+            program: Arc::new(program),
+            code: Arc::new(code),
+            slots,
+            temps,
+            consts: Arc::new(consts),
+            packed: Arc::new(packed),
+            compile_time: start.elapsed(),
+        })
+    }
+
+    /// The code for these input shapes (laid out, or compiled, on first use, then cached).
     pub fn specialize(&self, shapes: &[Vec<usize>]) -> Result<Arc<Specialized>, RunError> {
         if let Some(s) = self.cache.lock().expect("cache lock").get(shapes) {
-            return Ok(s.clone());
+            return Ok(s);
         }
         let types: Vec<TensorType> = self
             .graph
@@ -216,7 +340,10 @@ impl CompiledModel {
             .collect();
         let bindings = interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
-        let spec = Arc::new(self.compile_for(&bindings)?);
+        let spec = Arc::new(match &self.mode {
+            Mode::Shared(shared) => self.lay_out_shared(shared, bindings)?,
+            Mode::PerShape(_) | Mode::Stages => self.compile_for(bindings)?,
+        });
         self.cache
             .lock()
             .expect("cache lock")
@@ -224,32 +351,88 @@ impl CompiledModel {
         Ok(spec)
     }
 
-    fn compile_for(&self, bindings: &Bindings) -> Result<Specialized, CompileError> {
+    /// The shared program laid out at `bindings`: sizes checked against the memory limit,
+    /// the arena placed, the calls resolved.
+    fn lay_out_shared(
+        &self,
+        shared: &Shared,
+        bindings: Bindings,
+    ) -> Result<Specialized, CompileError> {
+        let start = Instant::now();
+        check_graph(&self.graph, &bindings, self.max_memory)?;
+        let p = &shared.program;
+        let bytes = p.buffer_bytes(&bindings).ok_or_else(|| ResolveError {
+            dim: "a buffer's length".into(),
+            why: "unbound or overflowing",
+        })?;
+        let plan = shared.lifetimes.place(&bytes);
+        let arena = || "the arena (the temporaries live at once)".to_string();
+        check_bytes(arena, Some(plan.arena_bytes as u128), self.max_memory)?;
+        let extents = kernel_extents(&shared.code);
+        let mut run = run_plan(
+            &self.graph,
+            p,
+            &plan,
+            shared.slots.clone(),
+            &extents,
+            &bindings,
+        )?;
+        run.arena_slots = (shared.temps.iter().enumerate())
+            .map(|(i, &b)| {
+                let slot = (1 + self.graph.inputs.len() + shared.consts.len() + i) as u32;
+                (slot, plan.offsets[b].unwrap_or(0))
+            })
+            .collect();
+        Ok(Specialized {
+            program: p.clone(),
+            plan,
+            bindings,
+            code: shared.code.clone(),
+            run,
+            consts: shared.consts.clone(),
+            packed: shared.packed.clone(),
+            compile_time: shared.compile_time,
+            layout_time: start.elapsed(),
+        })
+    }
+
+    fn compile_for(&self, bindings: Bindings) -> Result<Specialized, CompileError> {
         let start = Instant::now();
         let Layout {
             program,
             plan,
             slots,
             consts,
-        } = lay_out(&self.graph, bindings, self.max_memory)?;
+        } = lay_out(&self.graph, &bindings, self.max_memory)?;
         let code = lower::compile(&program, &slots)
             .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         let packed = self.prepack_weights(&program);
-        let extents: Vec<Option<u64>> = code.kernels.iter().map(|k| k.map(|(_, e)| e)).collect();
-        let run = run_plan(&self.graph, &program, &plan, slots, &extents);
+        let run = run_plan(
+            &self.graph,
+            &program,
+            &plan,
+            slots,
+            &kernel_extents(&code),
+            &bindings,
+        )?;
+        let compile_time = start.elapsed();
         Ok(Specialized {
-            program,
+            program: Arc::new(program),
             plan,
-            code,
+            bindings,
+            code: Arc::new(code),
             run,
-            consts,
-            packed,
-            compile_time: start.elapsed(),
+            consts: Arc::new(consts),
+            packed: Arc::new(packed),
+            compile_time,
+            layout_time: Duration::ZERO,
         })
     }
 
     /// Packs the constant weight of every call once per model (weights are reused by every
-    /// specialization), so that no run packs a weight again.
+    /// program), so that no run packs a weight again. Only calls whose weight operand has
+    /// constant sizes are packed: the packing then holds at every shape.
     fn prepack_weights(&self, program: &Program) -> Vec<Option<Arc<Packed>>> {
         let constant = |buf: BufId| match &program.buffers.get(buf)?.kind {
             BufferKind::Const(t) => Some(kiln_ir::dispatch!(t, a => a.as_ptr().cast::<u8>())),
@@ -259,8 +442,15 @@ impl CompiledModel {
             let Kernel::Call(call) = k else {
                 return None;
             };
-            let key = match call {
-                Call::MatMul(mm) => (
+            if !weight_sizes_constant(call) {
+                return None;
+            }
+            // Weight sizes are constants, so any binding resolves them; the others only
+            // shape this one resolution.
+            let ones: Bindings = program.symbols.iter().map(|s| (s.clone(), 1)).collect();
+            let call = RtCall::resolve(call, &ones).ok()?;
+            let key = match &call {
+                RtCall::MatMul(mm) => (
                     0,
                     constant(mm.b.buf)? as usize,
                     *mm.b.batch_offsets.first()?,
@@ -269,7 +459,7 @@ impl CompiledModel {
                     mm.k,
                     mm.n,
                 ),
-                Call::QuantLinear(q) => (
+                RtCall::QuantLinear(q) => (
                     1 + q.attrs.activations as u8,
                     constant(q.w)? as usize,
                     match q.scale {
@@ -287,7 +477,7 @@ impl CompiledModel {
                 return Some(p.clone());
             }
             // SAFETY: each constant's data is what the schedule sized for the call.
-            let p = Arc::new(unsafe { runtime::prepack(call, &constant) }?);
+            let p = Arc::new(unsafe { runtime::prepack(&call, &constant) }?);
             self.packed
                 .lock()
                 .expect("pack lock")
@@ -338,7 +528,7 @@ impl CompiledModel {
             .map(|(k, time)| {
                 let node = spec.program.kernel_nodes[k];
                 KernelTime {
-                    kernel: spec.program.kernels[k].label(),
+                    kernel: spec.program.kernels[k].label_at(&spec.bindings),
                     node,
                     name: self.graph.nodes[node].name.clone(),
                     op: self.graph.nodes[node].op.name(),
@@ -393,16 +583,17 @@ impl CompiledModel {
         arena: &mut Arena,
         profile: Option<&mut Vec<Duration>>,
     ) -> Result<Vec<Tensor>, RunError> {
-        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(1 + inputs.len() + spec.consts.len());
-        ptrs.push(arena.ptr());
-        ptrs.extend(
+        let mut first: Vec<*mut u8> = Vec::with_capacity(1 + inputs.len() + spec.consts.len());
+        first.push(arena.ptr());
+        first.extend(
             inputs
                 .iter()
                 .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
         );
-        ptrs.extend(spec.consts.iter().map(|&a| a as *mut u8));
+        first.extend(spec.consts.iter().map(|&a| a as *mut u8));
+        let ptrs = spec.run.table(&first);
         let fns: Vec<Option<rt::KernelFn>> = (spec.code.kernels.iter())
-            .map(|k| k.map(|(f, _)| f))
+            .map(|k| k.as_ref().map(|(f, _)| *f))
             .collect();
         let packed: Vec<Option<&Packed>> = spec.packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (sized by the plan), the inputs (checked
@@ -417,17 +608,18 @@ impl CompiledModel {
             ptrs: &ptrs,
             slots: &spec.run.slots,
         };
-        Ok(spec
-            .program
+        spec.program
             .outputs
             .iter()
             .zip(&spec.program.output_shapes)
             .map(|(&b, shape)| {
                 let dtype = spec.program.buffers[b].dtype;
+                let shape = eval_shape(shape, &spec.bindings)
+                    .ok_or_else(|| RunError::Input("an output's shape has no size".into()))?;
                 // SAFETY: the run wrote every output buffer, sized by the plan.
-                unsafe { mem.read(b, dtype, shape) }.expect("planned size matches the shape")
+                Ok(unsafe { mem.read(b, dtype, &shape) }.expect("planned size matches the shape"))
             })
-            .collect())
+            .collect::<Result<_, RunError>>()
     }
 
     fn take_arena(&self, bytes: usize) -> Result<Arena, rt::ArenaError> {
@@ -456,21 +648,89 @@ pub struct KernelTime {
     pub time: Duration,
 }
 
-fn work(k: &Kernel) -> usize {
+/// The element operations of `k` at `b`, which decide whether it is split over threads.
+fn work(k: &Kernel, b: &Bindings) -> usize {
+    let n = |dims: &[Dim]| -> usize {
+        let size: Dim = dims.iter().product();
+        size.eval(b)
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(0)
+    };
     match k {
-        Kernel::Loop(l) => l.shape.iter().product::<usize>() * l.expr.nodes.len(),
-        Kernel::Reduce(r) => {
-            r.shape.iter().product::<usize>()
-                * r.reduced.iter().product::<usize>()
-                * r.value.nodes.len()
-        }
+        Kernel::Loop(l) => n(&l.shape).saturating_mul(l.expr.nodes.len()),
+        Kernel::Reduce(r) => n(&r.shape)
+            .saturating_mul(n(&r.reduced))
+            .saturating_mul(r.value.nodes.len()),
         Kernel::Row(r) => {
             let per_element =
                 r.map.nodes.len() + r.stats.iter().map(|s| s.value.nodes.len()).sum::<usize>();
-            r.shape.iter().product::<usize>() * r.len * per_element
+            n(&r.shape)
+                .saturating_mul(n(std::slice::from_ref(&r.len)))
+                .saturating_mul(per_element)
         }
         Kernel::Call(_) => 0,
     }
+}
+
+/// `shape` at `b`.
+fn eval_shape(shape: &[Dim], b: &Bindings) -> Option<Vec<usize>> {
+    shape
+        .iter()
+        .map(|d| usize::try_from(d.eval(b)?).ok())
+        .collect()
+}
+
+/// The outer-loop extent of each kernel's code (`None` for calls).
+fn kernel_extents(code: &Compiled) -> Vec<Option<Dim>> {
+    code.kernels
+        .iter()
+        .map(|k| k.as_ref().map(|(_, e)| e.clone()))
+        .collect()
+}
+
+/// Whether the weight operand of `call` (a matmul's B, a quantized layer's k × n) has
+/// constant sizes and offsets, so that packing it once holds at every shape.
+fn weight_sizes_constant(call: &Call) -> bool {
+    match call {
+        Call::MatMul(mm) => {
+            let b = &mm.b;
+            [&mm.k, &mm.n, &b.offset, &b.row_stride, &b.col_stride]
+                .into_iter()
+                .chain(&b.batch_strides)
+                .all(Dim::is_const)
+        }
+        Call::QuantLinear(q) => q.k.is_const() && q.n.is_const(),
+        _ => false,
+    }
+}
+
+/// The slot table of a program compiled for every shape: slot 0 the arena, then the
+/// inputs, the constants and one slot per temporary (pointing into the arena at its offset
+/// for the run's shape); every offset is 0. Also the constants' addresses and the
+/// temporaries in slot order.
+fn shared_slots(p: &Program, inputs: usize) -> (Vec<(u32, usize)>, Vec<usize>, Vec<BufId>) {
+    let consts: Vec<usize> = (p.buffers.iter())
+        .filter_map(|b| match &b.kind {
+            BufferKind::Const(t) => Some(kiln_ir::dispatch!(t, a => a.as_ptr() as usize)),
+            _ => None,
+        })
+        .collect();
+    let (mut c, mut temps) = (0, Vec::new());
+    let slots = (p.buffers.iter().enumerate())
+        .map(|(i, b)| match &b.kind {
+            BufferKind::Input(k) => (1 + *k as u32, 0),
+            BufferKind::Const(_) => {
+                c += 1;
+                ((inputs + c) as u32, 0)
+            }
+            BufferKind::Temp => {
+                temps.push(i);
+                ((inputs + consts.len() + temps.len()) as u32, 0)
+            }
+            BufferKind::Iota => (0, 0),
+        })
+        .collect();
+    (slots, consts, temps)
 }
 
 /// Slot and offset of every buffer, and the constants' addresses.
@@ -481,7 +741,7 @@ fn slot_table(p: &Program, plan: &MemoryPlan, inputs: usize) -> (Vec<(u32, usize
         .iter()
         .enumerate()
         .map(|(i, b)| match &b.kind {
-            BufferKind::Temp => (0, plan.offsets[i].unwrap_or(0)),
+            BufferKind::Temp | BufferKind::Iota => (0, plan.offsets[i].unwrap_or(0)),
             BufferKind::Input(k) => (1 + *k as u32, 0),
             BufferKind::Const(t) => {
                 consts.push(kiln_ir::dispatch!(t, a => a.as_ptr() as usize));
@@ -517,7 +777,10 @@ pub fn lay_out(
     check_graph(graph, bindings, max_memory)?;
     let mut program = schedule(graph, bindings)?;
     fuse_loops(&mut program);
-    let plan = plan(&program);
+    let plan = plan(&program, bindings).ok_or_else(|| ResolveError {
+        dim: "a buffer's length".into(),
+        why: "unbound or overflowing",
+    })?;
     let arena = || "the arena (the temporaries live at once)".to_string();
     check_bytes(arena, Some(plan.arena_bytes as u128), max_memory)?;
     let (slots, consts) = slot_table(&program, &plan, graph.inputs.len());
@@ -549,35 +812,60 @@ pub fn lower_error(
 /// The executor's view of a scheduled program: one step per kernel, with the work measure
 /// that decides whether a kernel is split across threads.
 ///
-/// `extents[i]` is the outer-loop extent of kernel `i`'s code (`None` for calls); each
-/// step is labelled with the node of `graph` it comes from, for errors.
+/// `extents[i]` is the outer-loop extent of kernel `i`'s code (`None` for calls); sizes
+/// are evaluated and calls resolved at `bindings`. Each step is labelled with the node of
+/// `graph` it comes from, for errors.
 pub fn run_plan(
     graph: &Graph,
     program: &Program,
     plan: &MemoryPlan,
     slots: Vec<(u32, usize)>,
-    extents: &[Option<u64>],
-) -> RunPlan {
+    extents: &[Option<Dim>],
+    bindings: &Bindings,
+) -> Result<RunPlan, ResolveError> {
     let steps = (program.kernels.iter().zip(extents))
-        .map(|(k, extent)| match k {
-            Kernel::Call(c) => Step::Call(Box::new(c.clone())),
-            k => Step::Kernel {
-                extent: extent.unwrap_or(0),
-                work: work(k),
-                serial: k.serial(),
-            },
+        .map(|(k, extent)| {
+            Ok(match k {
+                Kernel::Call(c) => Step::Call(Box::new(RtCall::resolve(c, bindings)?)),
+                k => Step::Kernel {
+                    extent: match extent {
+                        Some(e) => size_at(e, bindings)? as u64,
+                        None => 0,
+                    },
+                    work: work(k, bindings),
+                    serial: k.serial(),
+                },
+            })
         })
-        .collect();
+        .collect::<Result<_, ResolveError>>()?;
+    let dims = program
+        .symbol_values(bindings)
+        .ok_or_else(|| ResolveError {
+            dim: program.symbols.join(", "),
+            why: "unbound",
+        })?;
     let nodes = (program.kernel_nodes.iter())
         .map(|&n| StepNode {
             name: graph.nodes[n].name.clone(),
             op: graph.nodes[n].op.name(),
         })
         .collect();
-    RunPlan {
+    Ok(RunPlan {
         steps,
         slots,
         arena_bytes: plan.arena_bytes,
         nodes,
-    }
+        dims,
+        arena_slots: Vec::new(),
+    })
+}
+
+/// `d` at `b`, as a size.
+fn size_at(d: &Dim, b: &Bindings) -> Result<usize, ResolveError> {
+    let fail = |why| ResolveError {
+        dim: d.to_string(),
+        why,
+    };
+    let v = d.eval(b).ok_or_else(|| fail("unbound or overflowing"))?;
+    usize::try_from(v).map_err(|_| fail("negative"))
 }

@@ -1,8 +1,10 @@
 //! What a runtime call does, as data: the scheduler describes each [`Call`] with buffer
-//! indices and sizes, and the runtime (`kiln_rt::run_call`) carries it out at a run's addresses. The
-//! descriptions serialize, so an ahead-of-time artifact carries them as they are.
+//! indices and sizes, which are [`Dim`]s over the model's symbols. The runtime
+//! (`kiln_rt::call`) resolves a description at a run's binding of the symbols into the
+//! concrete call it carries out. The descriptions serialize, so an ahead-of-time artifact
+//! carries them as they are.
 
-use kiln_ir::{ConvAttrs, DType, Op, QuantAttrs};
+use kiln_ir::{ConvAttrs, DType, Dim, Op, QuantAttrs};
 use serde::{Deserialize, Serialize};
 
 /// Index of a buffer of a program (the scheduler's numbering).
@@ -11,15 +13,16 @@ pub type BufId = usize;
 /// A call into a precompiled runtime routine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Call {
-    /// Batched `f32` matrix product. Each operand is `batch` matrices addressed by batch
-    /// strides (zero for a broadcast operand) and row/column strides, in elements.
-    MatMul(MatMul),
+    /// Batched `f32` matrix product. Each operand is one matrix per index of the batch
+    /// shape, addressed by batch strides (zero for a broadcast operand) and row/column
+    /// strides, in elements.
+    MatMul(Box<MatMul>),
     /// An `f32` convolution, as im2col into a scratch buffer and one GEMM per batch image
     /// and group (a plain GEMM for 1×1 kernels with unit strides and no padding).
     Conv(Conv),
     /// Fused `f32` attention, tile by tile with an online softmax, so the scores are never
     /// materialized beyond one tile per thread.
-    Attention(Attention),
+    Attention(Box<Attention>),
     /// A quantized linear layer: integer GEMM with per-token int8 activations, or, for
     /// weight-only layers, the f32 GEMM over the weight dequantized once.
     QuantLinear(QuantLinear),
@@ -31,14 +34,14 @@ pub enum Call {
 /// Operands of [`Call::MatMul`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MatMul {
-    /// Number of matrices.
-    pub batch: usize,
+    /// The batch shape: one matrix product per index.
+    pub batch: Vec<Dim>,
     /// Rows of `a` and `c`.
-    pub m: usize,
+    pub m: Dim,
     /// Columns of `a`, rows of `b`.
-    pub k: usize,
+    pub k: Dim,
     /// Columns of `b` and `c`.
-    pub n: usize,
+    pub n: Dim,
     /// Left operand.
     pub a: MatOperand,
     /// Right operand.
@@ -83,11 +86,11 @@ impl GemmEpilogue {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuantLinear {
     /// Rows of `x` and `c` (the leading dims flattened).
-    pub m: usize,
+    pub m: Dim,
     /// Columns of `x`, rows of `w`.
-    pub k: usize,
+    pub k: Dim,
     /// Columns of `w` and `c`.
-    pub n: usize,
+    pub n: Dim,
     /// The activations.
     pub x: BufId,
     /// The stored weight.
@@ -134,18 +137,20 @@ pub struct QuantizedInput {
     pub scale: BufId,
 }
 
-/// One matrix operand of a [`MatMul`]: matrix `i` of the batch starts at
-/// `offset + batch_offsets[i]`.
+/// One matrix operand of a [`MatMul`]: the matrix at batch index `i` starts at
+/// `offset + Σ i[d] · batch_strides[d]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MatOperand {
     /// The buffer.
     pub buf: BufId,
-    /// Element offset of each matrix of the batch.
-    pub batch_offsets: Vec<usize>,
+    /// Element offset of the first matrix.
+    pub offset: Dim,
+    /// One stride per axis of the batch shape, in elements (0 where it broadcasts).
+    pub batch_strides: Vec<Dim>,
     /// Row stride, in elements.
-    pub row_stride: isize,
+    pub row_stride: Dim,
     /// Column stride, in elements.
-    pub col_stride: isize,
+    pub col_stride: Dim,
 }
 
 /// Operands of [`Call::Conv`]:
@@ -164,11 +169,11 @@ pub struct Conv {
     /// no padding).
     pub cols: Option<BufId>,
     /// Shape of `x`.
-    pub x_shape: Vec<usize>,
+    pub x_shape: Vec<Dim>,
     /// Shape of `w`.
-    pub w_shape: Vec<usize>,
+    pub w_shape: Vec<Dim>,
     /// Shape of `y`.
-    pub y_shape: Vec<usize>,
+    pub y_shape: Vec<Dim>,
     /// Strides, dilations, pads and groups.
     pub attrs: ConvAttrs,
 }
@@ -200,80 +205,69 @@ pub struct Attention {
 /// float `offset + b·batch + h·head + s·row + d`, the feature axis contiguous. A contiguous
 /// tensor is one layout; heads interleaved along the sequence (`[B, S, H, D]`, as linear
 /// layers read and write them) are another, used in place instead of transposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttentionOperand {
     /// The buffer.
     pub buf: BufId,
     /// Offset of element `(0, 0, 0, 0)`.
-    pub offset: usize,
+    pub offset: Dim,
     /// Stride of the flattened leading dims.
-    pub batch: usize,
+    pub batch: Dim,
     /// Stride of the head axis.
-    pub head: usize,
+    pub head: Dim,
     /// Stride of the sequence axis.
-    pub row: usize,
+    pub row: Dim,
 }
 
 impl AttentionOperand {
     /// A contiguous `[B, heads, len, depth]` tensor in `buf`.
-    pub fn contiguous(buf: BufId, heads: usize, len: usize, depth: usize) -> AttentionOperand {
+    pub fn contiguous(buf: BufId, heads: &Dim, len: &Dim, depth: &Dim) -> AttentionOperand {
         AttentionOperand {
             buf,
-            offset: 0,
-            batch: heads * len * depth,
+            offset: Dim::from(0i64),
+            batch: &(heads * len) * depth,
             head: len * depth,
-            row: depth,
+            row: depth.clone(),
         }
-    }
-
-    /// One past the last float it reads for `batch × heads × len × depth` elements (0 when
-    /// it reads none), which must not pass the buffer's length.
-    pub fn end(&self, [batch, heads, len, depth]: [usize; 4]) -> usize {
-        if batch == 0 || heads == 0 || len == 0 || depth == 0 {
-            return 0;
-        }
-        self.offset
-            + (batch - 1) * self.batch
-            + (heads - 1) * self.head
-            + (len - 1) * self.row
-            + depth
     }
 }
 
 /// Sizes of an [`Attention`] call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttentionDims {
-    /// Product of the leading dims.
-    pub batch: usize,
+    /// The leading dims (their product is the batch the operands' `batch` strides walk).
+    pub leading: Vec<Dim>,
     /// Query heads.
-    pub heads: usize,
+    pub heads: Dim,
     /// Key/value heads (query head `h` reads head `h / (heads / kv_heads)`).
-    pub kv_heads: usize,
+    pub kv_heads: Dim,
     /// Query length.
-    pub q_len: usize,
+    pub q_len: Dim,
     /// Key/value length.
-    pub kv_len: usize,
+    pub kv_len: Dim,
     /// Query/key feature size.
-    pub depth: usize,
+    pub depth: Dim,
     /// Value feature size.
-    pub v_depth: usize,
+    pub v_depth: Dim,
 }
 
-/// The mask of an [`Attention`] call, read with broadcast strides: element `[b, h, i, j]`
-/// of the scores uses `batch_offsets[b] + h·strides[0] + i·strides[1] + j·strides[2]`.
+/// The mask of an [`Attention`] call, read with broadcast strides: element `[l.., h, i, j]`
+/// of the scores (`l` an index of the leading dims) uses
+/// `Σ l[d]·batch_strides[d] + h·strides[0] + i·strides[1] + j·strides[2]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttentionMaskOperand {
     /// The buffer (`f32` added to the scores, or bool: false masks out).
     pub buf: BufId,
     /// True for a bool keep-mask.
     pub keep: bool,
-    /// Offset of each leading index.
-    pub batch_offsets: Vec<usize>,
+    /// One stride per leading dim.
+    pub batch_strides: Vec<Dim>,
     /// Strides over heads, query rows and key columns.
-    pub strides: [isize; 3],
+    pub strides: [Dim; 3],
 }
 
-/// Operands of [`Call::Op`]: whole tensors, by buffer and shape.
+/// Operands of [`Call::Op`]: whole tensors, by buffer and shape. Dims in the op's
+/// attributes are evaluated at the run's binding.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpCall {
     /// The op.
@@ -282,8 +276,6 @@ pub struct OpCall {
     pub inputs: Vec<Operand>,
     /// Outputs.
     pub outputs: Vec<Operand>,
-    /// Bindings of symbols the op's attributes mention.
-    pub bindings: kiln_ir::Bindings,
 }
 
 /// A whole tensor in a buffer, as [`OpCall`] reads and writes it.
@@ -294,5 +286,5 @@ pub struct Operand {
     /// Its element type.
     pub dtype: DType,
     /// Its shape.
-    pub shape: Vec<usize>,
+    pub shape: Vec<Dim>,
 }

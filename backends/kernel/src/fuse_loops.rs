@@ -21,9 +21,10 @@
 //! chains collapse into their last kernel; the fused buffer stays in [`Program::buffers`],
 //! unused, and the memory plan gives it no space.
 
-use crate::axes::normalize;
+use crate::axes::{at_most, less, normalize};
 use crate::kernel::*;
 use crate::schedule::contiguous_strides;
+use kiln_ir::Dim;
 
 /// True if `k` reads or writes through data-dependent indices.
 fn indexes(k: &Kernel) -> bool {
@@ -45,7 +46,7 @@ pub fn fuse_loops(p: &mut Program) -> usize {
         let uses = Uses::of(p);
         for k in 0..p.kernels.len() {
             if let Some((c, attention)) = attention_writing(p, &uses, k) {
-                p.kernels[k] = Kernel::Call(Call::Attention(attention));
+                p.kernels[k] = Kernel::Call(Call::Attention(Box::new(attention)));
                 p.kernels.remove(c);
                 p.kernel_nodes.remove(c);
                 fused += 1;
@@ -101,9 +102,9 @@ fn stores_temporary(p: &Program, uses: &Uses, l: &LoopNest) -> bool {
     let b = l.out.buf;
     l.scatter.is_empty()
         && !l.serial
-        && l.out.offset == 0
+        && l.out.offset.is_zero()
         && l.out.strides == contiguous_strides(&l.shape)
-        && l.shape.iter().product::<usize>() == p.buffers[b].len
+        && l.shape.iter().product::<Dim>() == p.buffers[b].len
         && matches!(p.buffers[b].kind, BufferKind::Temp)
         && uses.writers[b] == 1
 }
@@ -135,7 +136,7 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
     }
     if let Kernel::Call(Call::Attention(a)) = &p.kernels[c] {
         let attention = attention_reading(a, b, producer, p)?;
-        return Some((c, Kernel::Call(Call::Attention(attention))));
+        return Some((c, Kernel::Call(Call::Attention(Box::new(attention)))));
     }
     let producer = &merge_axes(producer);
     let fuse = Inline {
@@ -176,7 +177,7 @@ fn fuse_into_consumer(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Kern
             {
                 return None;
             }
-            let space = [r.shape.as_slice(), &[r.len]].concat();
+            let space = [r.shape.as_slice(), std::slice::from_ref(&r.len)].concat();
             let mut row = r.clone();
             for s in &mut row.stats {
                 s.value = fuse.inline_into(&s.value, &space)?.0;
@@ -206,45 +207,52 @@ fn attention_reading(
     };
     let (shape, strides) = (&producer.shape, &access.strides);
     let r = shape.len();
-    if r < 3 || access.offset < 0 || strides.iter().any(|&s| s < 0) {
+    if r < 3 || !access.offset.known_nonnegative() && !access.offset.is_zero() {
         return None;
     }
-    if shape[r - 1] > 1 && strides[r - 1] != 1 {
+    if strides
+        .iter()
+        .any(|s| !s.is_zero() && !s.known_nonnegative())
+    {
         return None;
     }
-    let mut batch = 0;
+    if !shape[r - 1].is_one() && !strides[r - 1].is_one() {
+        return None;
+    }
+    let mut batch = Dim::from(0i64);
     if r > 3 {
-        batch = strides[r - 4];
-        let mut want = batch;
+        batch = strides[r - 4].clone();
+        let mut want = batch.clone();
         for j in (0..r - 3).rev() {
-            if shape[j] > 1 && strides[j] != want {
+            if !shape[j].is_one() && strides[j] != want {
                 return None;
             }
-            want *= shape[j] as isize;
+            want = &want * &shape[j];
         }
     }
     let from = AttentionOperand {
         buf: access.buf,
-        offset: access.offset as usize,
-        batch: batch as usize,
-        head: strides[r - 3] as usize,
-        row: strides[r - 2] as usize,
+        offset: access.offset.clone(),
+        batch,
+        head: strides[r - 3].clone(),
+        row: strides[r - 2].clone(),
     };
-    let d = a.dims;
+    let d = &a.dims;
+    let batch: Dim = d.leading.iter().product();
     let mut out = a.clone();
     let mut folded = false;
     for (operand, heads, len, depth) in [
-        (&mut out.q, d.heads, d.q_len, d.depth),
-        (&mut out.k, d.kv_heads, d.kv_len, d.depth),
-        (&mut out.v, d.kv_heads, d.kv_len, d.v_depth),
+        (&mut out.q, &d.heads, &d.q_len, &d.depth),
+        (&mut out.k, &d.kv_heads, &d.kv_len, &d.depth),
+        (&mut out.v, &d.kv_heads, &d.kv_len, &d.v_depth),
     ] {
-        let dims = [d.batch, heads, len, depth];
+        let dims = [batch.clone(), heads.clone(), len.clone(), depth.clone()];
         if *operand == AttentionOperand::contiguous(buf, heads, len, depth)
-            && shape.iter().product::<usize>() == dims.iter().product::<usize>()
+            && shape.iter().product::<Dim>() == dims.iter().product::<Dim>()
             && shape[r - 3..] == dims[1..]
-            && from.end(dims) <= p.buffers[from.buf].len
+            && at_most(&end(&from, &dims), &p.buffers[from.buf].len)
         {
-            *operand = from;
+            *operand = from.clone();
             folded = true;
         }
     }
@@ -263,9 +271,9 @@ fn attention_writing(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Atten
     let Kernel::Call(Call::Attention(a)) = &p.kernels[k] else {
         return None;
     };
-    let d = a.dims;
+    let d = &a.dims;
     let b = a.out.buf;
-    if a.out != AttentionOperand::contiguous(b, d.heads, d.q_len, d.v_depth)
+    if a.out != AttentionOperand::contiguous(b, &d.heads, &d.q_len, &d.v_depth)
         || !matches!(p.buffers[b].kind, BufferKind::Temp)
         || p.outputs.contains(&b)
         || uses.writers[b] != 1
@@ -284,7 +292,7 @@ fn attention_writing(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Atten
     let dst = copy.out.buf;
     if c <= k
         || access.buf != b
-        || access.offset != 0
+        || !access.offset.is_zero()
         || !stores_temporary(p, uses, copy)
         || p.kernels[k + 1..c]
             .iter()
@@ -294,43 +302,49 @@ fn attention_writing(p: &Program, uses: &Uses, k: usize) -> Option<(usize, Atten
     }
     // The attention's axes [B, H, S, Dv] (leading dims flattened) and their contiguous
     // strides; each copy axis of more than one element must read one of them whole.
-    let extents = [d.batch, d.heads, d.q_len, d.v_depth];
+    let extents: [Dim; 4] = [
+        d.leading.iter().product(),
+        d.heads.clone(),
+        d.q_len.clone(),
+        d.v_depth.clone(),
+    ];
     let strides = [
-        d.heads * d.q_len * d.v_depth,
-        d.q_len * d.v_depth,
-        d.v_depth,
-        1,
+        &(&d.heads * &d.q_len) * &d.v_depth,
+        &d.q_len * &d.v_depth,
+        d.v_depth.clone(),
+        Dim::from(1i64),
     ];
     let dst_strides = contiguous_strides(&copy.shape);
-    let mut out = [0usize; 4];
+    let mut out: [Dim; 4] = std::array::from_fn(|_| Dim::from(0i64));
     let mut seen = [false; 4];
-    for (j, (&n, &s)) in copy.shape.iter().zip(&access.strides).enumerate() {
-        if n == 1 {
+    for (j, (n, s)) in copy.shape.iter().zip(&access.strides).enumerate() {
+        if n.is_one() {
             continue;
         }
-        let axis = (0..4).find(|&i| !seen[i] && extents[i] == n && strides[i] as isize == s)?;
+        let axis = (0..4).find(|&i| !seen[i] && extents[i] == *n && strides[i] == *s)?;
         seen[axis] = true;
-        out[axis] = dst_strides[j] as usize;
+        out[axis] = dst_strides[j].clone();
     }
-    let covered = (0..4).all(|i| seen[i] || extents[i] == 1);
-    if !covered || (d.v_depth > 1 && out[3] != 1) {
+    let covered = (0..4).all(|i| seen[i] || extents[i].is_one());
+    if !covered || (!d.v_depth.is_one() && !out[3].is_one()) {
         return None;
     }
+    let [batch, head, row, _] = out;
     let to = AttentionOperand {
         buf: dst,
-        offset: 0,
-        batch: out[0],
-        head: out[1],
-        row: out[2],
+        offset: Dim::from(0i64),
+        batch,
+        head,
+        row,
     };
-    if to.end(extents) > p.buffers[dst].len {
+    if !at_most(&end(&to, &extents), &p.buffers[dst].len) {
         return None;
     }
     Some((
         c,
         Attention {
             out: to,
-            ..a.clone()
+            ..(**a).clone()
         },
     ))
 }
@@ -349,7 +363,7 @@ fn merge_axes(l: &LoopNest) -> LoopNest {
             .collect()
     };
     let loads = accesses(&l.expr);
-    let mut strides: Vec<Vec<isize>> = std::iter::once(&l.out)
+    let mut strides: Vec<Vec<Dim>> = std::iter::once(&l.out)
         .chain(&loads)
         .map(|a| a.strides.clone())
         .collect();
@@ -390,7 +404,7 @@ impl Inline<'_> {
     /// `e` (over `space`) with every load of the buffer replaced by the producer's nodes,
     /// and the new index of each old node; `None` when a load cannot be composed or would
     /// repeat work. Identical loads share one copy of the producer's nodes.
-    fn inline_into(&self, e: &Expr, space: &[usize]) -> Option<(Expr, Vec<usize>)> {
+    fn inline_into(&self, e: &Expr, space: &[Dim]) -> Option<(Expr, Vec<usize>)> {
         let mut loads: Vec<(&Access, IndexMap)> = Vec::new();
         for (node, &dtype) in e.nodes.iter().zip(&e.dtypes) {
             match node {
@@ -466,8 +480,23 @@ fn renumber(node: &ExprNode, new_index: &[usize]) -> ExprNode {
                 })
                 .collect(),
         },
-        ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc | ExprNode::Stat(_) => node.clone(),
+        ExprNode::Load(_)
+        | ExprNode::Const(_)
+        | ExprNode::Acc
+        | ExprNode::Stat(_)
+        | ExprNode::Size(_) => node.clone(),
     }
+}
+
+/// One past the last float an attention operand reads for `[batch, heads, len, depth]`
+/// elements, when every extent is at least 1 (with an empty extent it reads nothing, and
+/// nothing it claims matters).
+fn end(o: &AttentionOperand, [batch, heads, len, depth]: &[Dim; 4]) -> Dim {
+    let one = Dim::from(1i64);
+    let steps = [(batch, &o.batch), (heads, &o.head), (len, &o.row)];
+    steps
+        .into_iter()
+        .fold(&o.offset + depth, |acc, (n, s)| acc + &(n - &one) * s)
 }
 
 /// A producer index as an affine function of a consumer index: producer axis `d` is
@@ -475,59 +504,91 @@ fn renumber(node: &ExprNode, new_index: &[usize]) -> ExprNode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct IndexMap {
     /// The producer index at consumer index 0.
-    offset: Vec<usize>,
+    offset: Vec<Dim>,
     /// For each consumer axis, the producer axis it moves and by how much (`None`: none).
-    axes: Vec<Option<(usize, isize)>>,
+    axes: Vec<Option<(usize, Dim)>>,
 }
 
 /// The producer index that `load` (a load, over consumer axes of sizes `space`, of the
 /// row-major buffer of a producer of shape `producer`) reads, as an affine map; `None` when
-/// it is not one: a stride that is not a multiple of one producer axis's stride, or an index
-/// that would carry from one producer axis into the next.
+/// it is not one for every binding of the symbols: a stride that is not a multiple of one
+/// producer axis's stride, or an index that could carry from one producer axis into the
+/// next.
 ///
 /// Element `offset + Σ_k i_k s_k` of the buffer is producer index `j` with
 /// `j_d = o_d + Σ_{k→d} m_k i_k` when `s_k = m_k · cs_d` (`cs`: the row-major strides) and
-/// every `j_d` stays in `0..producer[d]`.
-pub(crate) fn compose(load: &Access, space: &[usize], producer: &[usize]) -> Option<IndexMap> {
-    let len: usize = producer.iter().product();
-    if space.contains(&0) || load.offset < 0 || load.offset as usize >= len {
+/// every `j_d` stays in `0..producer[d]`. Only iterations that run matter, so every extent
+/// of `space` may be taken as at least 1.
+pub(crate) fn compose(load: &Access, space: &[Dim], producer: &[Dim]) -> Option<IndexMap> {
+    if space.iter().any(Dim::is_zero) {
         return None;
     }
     let cs = contiguous_strides(producer);
-    let offset: Vec<usize> = producer
-        .iter()
-        .zip(&cs)
-        .map(|(&n, &s)| (load.offset as usize / s as usize) % n)
-        .collect();
+    let offset = split_offset(&load.offset, producer, &cs)?;
     let axes = space
         .iter()
         .zip(&load.strides)
-        .map(|(&n, &s)| {
-            if n == 1 || s == 0 {
+        .map(|(n, s)| {
+            if n.is_one() || s.is_zero() {
                 return Some(None);
             }
             // The outermost (largest) producer stride dividing `s` is the only candidate:
             // with a smaller one, `i_k = 1` alone would leave that axis's range.
-            let d = (0..producer.len()).find(|&d| producer[d] > 1 && s % cs[d] == 0)?;
-            Some(Some((d, s / cs[d])))
+            (0..producer.len())
+                .filter(|&d| !producer[d].is_one())
+                .find_map(|d| Some(Some((d, s.div_exact(&cs[d])?))))
         })
         .collect::<Option<Vec<_>>>()?;
-    for (d, &n) in producer.iter().enumerate() {
-        let (mut lo, mut hi) = (offset[d] as isize, offset[d] as isize);
+    for (d, n) in producer.iter().enumerate() {
+        let (mut lo, mut hi) = (offset[d].clone(), offset[d].clone());
         for (k, axis) in axes.iter().enumerate() {
-            if let Some((e, m)) = *axis {
-                if e == d {
-                    let reach = m * (space[k] as isize - 1);
-                    lo += reach.min(0);
-                    hi += reach.max(0);
-                }
+            let Some((e, m)) = axis else { continue };
+            if *e != d {
+                continue;
+            }
+            let reach = m * &(&space[k] - &Dim::from(1i64));
+            if m.known_nonnegative() {
+                hi = hi + reach;
+            } else if (-m.clone()).known_nonnegative() {
+                lo = lo + reach;
+            } else {
+                return None;
             }
         }
-        if lo < 0 || hi >= n as isize {
+        if !at_most(&Dim::from(0i64), &lo) || !less(&hi, n) {
             return None;
         }
     }
     Some(IndexMap { offset, axes })
+}
+
+/// `offset` as a producer index (`offset = Σ o_d · cs_d` with `0 <= o_d < producer[d]`):
+/// by arithmetic when everything is a constant, else term by term, each term on the
+/// outermost axis whose stride divides it.
+fn split_offset(offset: &Dim, producer: &[Dim], cs: &[Dim]) -> Option<Vec<Dim>> {
+    let constants = |v: &[Dim]| v.iter().map(Dim::as_const).collect::<Option<Vec<i64>>>();
+    if let (Some(o), Some(n), Some(c)) = (offset.as_const(), constants(producer), constants(cs)) {
+        let len: i64 = n.iter().product();
+        if o < 0 || o >= len {
+            return None;
+        }
+        return Some(
+            n.iter()
+                .zip(&c)
+                .map(|(&n, &c)| Dim::from((o / c) % n))
+                .collect(),
+        );
+    }
+    let mut split = vec![Dim::from(0i64); producer.len()];
+    for term in offset.terms() {
+        let (d, q) = (0..producer.len()).find_map(|d| Some((d, term.div_exact(&cs[d])?)))?;
+        split[d] = &split[d] + &q;
+    }
+    let fits = split
+        .iter()
+        .zip(producer)
+        .all(|(o, n)| at_most(&Dim::from(0i64), o) && (o.is_zero() || less(o, n)));
+    fits.then_some(split)
 }
 
 impl IndexMap {
@@ -537,62 +598,94 @@ impl IndexMap {
             .offset
             .iter()
             .zip(&a.strides)
-            .map(|(&o, &t)| o as isize * t)
-            .sum::<isize>();
+            .map(|(o, t)| o * t)
+            .sum::<Dim>();
         Access {
             buf: a.buf,
-            offset: a.offset + offset,
+            offset: &a.offset + &offset,
             strides: self
                 .axes
                 .iter()
-                .map(|axis| axis.map_or(0, |(d, m)| m * a.strides[d]))
+                .map(|axis| {
+                    axis.as_ref()
+                        .map_or(Dim::from(0i64), |(d, m)| m * &a.strides[*d])
+                })
                 .collect(),
         }
     }
 
     /// Whether distinct consumer indices in `space` map to distinct producer indices.
     /// Producer axes are independent, so per axis the consumer axes moving it must not
-    /// overlap: sorted by step, each step is beyond everything the smaller ones reach.
-    pub(crate) fn injective(&self, space: &[usize]) -> bool {
-        let mut steps: Vec<(usize, usize, usize)> = Vec::new();
+    /// overlap: ordered by step, each step is beyond everything the smaller ones reach.
+    /// Steps whose order no binding of the symbols settles count as overlapping.
+    pub(crate) fn injective(&self, space: &[Dim]) -> bool {
+        let mut steps: Vec<(usize, Dim, Dim)> = Vec::new();
         for (k, axis) in self.axes.iter().enumerate() {
             match axis {
-                _ if space[k] == 1 => {}
+                _ if space[k].is_one() => {}
                 None => return false,
-                Some((d, m)) => steps.push((*d, m.unsigned_abs(), space[k])),
+                Some((d, m)) if (-m.clone()).known_nonnegative() => {
+                    steps.push((*d, -m.clone(), space[k].clone()))
+                }
+                Some((d, m)) => steps.push((*d, m.clone(), space[k].clone())),
             }
         }
-        steps.sort_unstable();
-        let mut reach = 0;
-        for (i, &(d, m, n)) in steps.iter().enumerate() {
-            if i == 0 || steps[i - 1].0 != d {
-                reach = 0;
-            }
-            if m <= reach {
+        let axes: std::collections::BTreeSet<usize> = steps.iter().map(|s| s.0).collect();
+        axes.into_iter().all(|d| {
+            let mut mine: Vec<(Dim, Dim)> = steps
+                .iter()
+                .filter(|s| s.0 == d)
+                .map(|s| (s.1.clone(), s.2.clone()))
+                .collect();
+            if !order_by_step(&mut mine) {
                 return false;
             }
-            reach += m * (n - 1);
-        }
-        true
+            let mut reach = Dim::from(0i64);
+            mine.into_iter().all(|(m, n)| {
+                let beyond = less(&reach, &m);
+                reach = &reach + &(&m * &(&n - &Dim::from(1i64)));
+                beyond
+            })
+        })
     }
+}
+
+/// Sorts `(step, extent)` pairs by step, ascending; false when two steps have no order
+/// that holds for every binding of the symbols.
+fn order_by_step(steps: &mut [(Dim, Dim)]) -> bool {
+    for i in 1..steps.len() {
+        let mut j = i;
+        while j > 0 && !at_most(&steps[j - 1].0, &steps[j].0) {
+            if !at_most(&steps[j].0, &steps[j - 1].0) {
+                return false;
+            }
+            steps.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    steps.windows(2).all(|w| at_most(&w[0].0, &w[1].0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn access(buf: BufId, offset: isize, strides: &[isize]) -> Access {
+    fn access(buf: BufId, offset: i64, strides: &[i64]) -> Access {
         Access {
             buf,
-            offset,
-            strides: strides.to_vec(),
+            offset: Dim::from(offset),
+            strides: dims(strides),
         }
+    }
+
+    fn dims(v: &[i64]) -> Vec<Dim> {
+        v.iter().map(|&n| Dim::from(n)).collect()
     }
 
     /// The consumer's `load` of a producer of shape `producer`, composed with the producer's
     /// access `inner`.
-    fn through(load: &Access, space: &[usize], producer: &[usize], inner: &Access) -> Access {
-        compose(load, space, producer)
+    fn through(load: &Access, space: &[i64], producer: &[i64], inner: &Access) -> Access {
+        compose(load, &dims(space), &dims(producer))
             .expect("composes")
             .apply(inner)
     }
@@ -601,8 +694,8 @@ mod tests {
     fn transpose_of_a_transpose_reads_the_source_in_order() {
         // B = transpose(X[3, 2]) : [2, 3]; the consumer reads B transposed again: [3, 2].
         let load = access(9, 0, &[1, 3]);
-        let map = compose(&load, &[3, 2], &[2, 3]).unwrap();
-        assert!(map.injective(&[3, 2]));
+        let map = compose(&load, &dims(&[3, 2]), &dims(&[2, 3])).unwrap();
+        assert!(map.injective(&dims(&[3, 2])));
         assert_eq!(map.apply(&access(1, 0, &[1, 2])), access(1, 0, &[2, 1]));
     }
 
@@ -626,46 +719,61 @@ mod tests {
     #[test]
     fn broadcasts_compose_but_a_broadcast_read_is_not_injective() {
         // The producer broadcasts X[8] to [4, 8]; the consumer reads B whole.
-        let map = compose(&access(9, 0, &[8, 1]), &[4, 8], &[4, 8]).unwrap();
-        assert!(map.injective(&[4, 8]));
+        let map = compose(&access(9, 0, &[8, 1]), &dims(&[4, 8]), &dims(&[4, 8])).unwrap();
+        assert!(map.injective(&dims(&[4, 8])));
         assert_eq!(map.apply(&access(1, 0, &[0, 1])), access(1, 0, &[0, 1]));
         // The consumer broadcasts B[8] to [4, 8]: every element is read four times.
-        let map = compose(&access(9, 0, &[0, 1]), &[4, 8], &[8]).unwrap();
-        assert!(!map.injective(&[4, 8]));
+        let map = compose(&access(9, 0, &[0, 1]), &dims(&[4, 8]), &dims(&[8])).unwrap();
+        assert!(!map.injective(&dims(&[4, 8])));
         assert_eq!(map.apply(&access(1, 3, &[2])), access(1, 3, &[0, 2]));
         // A unit axis may have any stride.
-        let map = compose(&access(9, 0, &[0, 1]), &[1, 8], &[8]).unwrap();
-        assert!(map.injective(&[1, 8]));
+        let map = compose(&access(9, 0, &[0, 1]), &dims(&[1, 8]), &dims(&[8])).unwrap();
+        assert!(map.injective(&dims(&[1, 8])));
     }
 
     #[test]
     fn a_reshape_that_merges_axes_composes_only_against_merged_axes() {
         // B : [2, 3, 4] read as [6, 4] needs a carry from axis 2 into axis 1...
-        assert_eq!(compose(&access(9, 0, &[4, 1]), &[6, 4], &[2, 3, 4]), None);
+        assert_eq!(
+            compose(&access(9, 0, &[4, 1]), &dims(&[6, 4]), &dims(&[2, 3, 4])),
+            None
+        );
         // ...but against B : [24] (the producer's merged axes) it is two steps of one axis.
-        let map = compose(&access(9, 0, &[4, 1]), &[6, 4], &[24]).unwrap();
-        assert!(map.injective(&[6, 4]));
+        let map = compose(&access(9, 0, &[4, 1]), &dims(&[6, 4]), &dims(&[24])).unwrap();
+        assert!(map.injective(&dims(&[6, 4])));
         assert_eq!(map.apply(&access(1, 0, &[1])), access(1, 0, &[4, 1]));
         // Overlapping steps of one axis compose, and are caught as not injective.
-        let map = compose(&access(9, 0, &[2, 1]), &[2, 4], &[8]).unwrap();
-        assert!(!map.injective(&[2, 4]));
+        let map = compose(&access(9, 0, &[2, 1]), &dims(&[2, 4]), &dims(&[8])).unwrap();
+        assert!(!map.injective(&dims(&[2, 4])));
     }
 
     #[test]
     fn carries_and_foreign_strides_are_rejected() {
         // A window of 5 starting at column 3 of a 6-wide row runs into the next row.
-        assert_eq!(compose(&access(9, 3, &[1]), &[5], &[4, 6]), None);
+        assert_eq!(
+            compose(&access(9, 3, &[1]), &dims(&[5]), &dims(&[4, 6])),
+            None
+        );
         // A stride of 4 over rows of 6 leaves the row at the second step.
         assert_eq!(
-            compose(&access(9, 0, &[4]), &[2], &[4, 6]),
+            compose(&access(9, 0, &[4]), &dims(&[2]), &dims(&[4, 6])),
             Some(IndexMap {
-                offset: vec![0, 0],
-                axes: vec![Some((1, 4))],
+                offset: dims(&[0, 0]),
+                axes: vec![Some((1, Dim::from(4i64)))],
             })
         );
-        assert_eq!(compose(&access(9, 0, &[4]), &[3], &[4, 6]), None);
+        assert_eq!(
+            compose(&access(9, 0, &[4]), &dims(&[3]), &dims(&[4, 6])),
+            None
+        );
         // Offsets outside the buffer, empty spaces.
-        assert_eq!(compose(&access(9, 24, &[1]), &[1], &[4, 6]), None);
-        assert_eq!(compose(&access(9, 0, &[1]), &[0], &[4, 6]), None);
+        assert_eq!(
+            compose(&access(9, 24, &[1]), &dims(&[1]), &dims(&[4, 6])),
+            None
+        );
+        assert_eq!(
+            compose(&access(9, 0, &[1]), &dims(&[0]), &dims(&[4, 6])),
+            None
+        );
     }
 }

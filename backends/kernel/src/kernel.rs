@@ -1,18 +1,20 @@
 //! The kernel description: what the scheduler produces and every code generator consumes.
 //!
-//! A [`Program`] is an ordered list of [`Kernel`]s over numbered [`Buffer`]s, at concrete
-//! shapes. Nothing here knows about Cranelift: the PTX backend is meant to translate the same
+//! A [`Program`] is an ordered list of [`Kernel`]s over numbered [`Buffer`]s. Every size in
+//! it (loop extents, strides, offsets, buffer lengths, the sizes of runtime calls) is a
+//! [`Dim`]: a constant, or an expression over the model's symbols that generated code and
+//! the runtime evaluate when the program runs. Nothing here knows about Cranelift: the PTX backend is meant to translate the same
 //! description. A [`LoopNest`] is a loop nest over an output region whose body is an
 //! expression DAG ([`Expr`]); a fused group of elementwise producers and consumers is just a
 //! bigger DAG: the scheduler emits one kernel per node, and loop fusion
 //! (`fuse_loops.rs`) then inlines loop nests into the one kernel that reads them.
 
-use kiln_ir::{BinaryOp, DType, ReduceKind, Tensor, UnaryOp};
+use kiln_ir::{BinaryOp, Bindings, DType, Dim, ReduceKind, Tensor, UnaryOp};
 
 /// Index of a buffer in [`Program::buffers`].
 pub type BufId = usize;
 
-/// A scheduled model at concrete shapes.
+/// A scheduled model.
 #[derive(Clone, Debug)]
 pub struct Program {
     /// Every buffer the kernels touch.
@@ -24,7 +26,32 @@ pub struct Program {
     /// The buffer holding each graph output, in graph-output order.
     pub outputs: Vec<BufId>,
     /// The shape of each graph output.
-    pub output_shapes: Vec<Vec<usize>>,
+    pub output_shapes: Vec<Vec<Dim>>,
+    /// The symbols its sizes may mention, in the order generated code receives their
+    /// values (sorted by name).
+    pub symbols: Vec<String>,
+}
+
+impl Program {
+    /// The values of [`Self::symbols`] at `bindings`, in order; `None` when one is unbound.
+    pub fn symbol_values(&self, bindings: &Bindings) -> Option<Vec<i64>> {
+        self.symbols
+            .iter()
+            .map(|s| bindings.get(s).copied())
+            .collect()
+    }
+
+    /// The bytes of every buffer at `bindings`; `None` when a size mentions an unbound
+    /// symbol, is negative or overflows.
+    pub fn buffer_bytes(&self, bindings: &Bindings) -> Option<Vec<usize>> {
+        self.buffers
+            .iter()
+            .map(|b| {
+                let n = usize::try_from(b.len.eval(bindings)?).ok()?;
+                n.checked_mul(b.dtype.size_bytes())
+            })
+            .collect()
+    }
 }
 
 /// A flat, contiguous array of elements.
@@ -33,7 +60,7 @@ pub struct Buffer {
     /// Element type.
     pub dtype: DType,
     /// Number of elements.
-    pub len: usize,
+    pub len: Dim,
     /// Where its memory comes from.
     pub kind: BufferKind,
     /// The IR value (`%N`) it was made for, for reports.
@@ -42,8 +69,8 @@ pub struct Buffer {
 
 impl Buffer {
     /// Size in bytes.
-    pub fn bytes(&self) -> usize {
-        self.len * self.dtype.size_bytes()
+    pub fn bytes(&self) -> Dim {
+        &self.len * &Dim::from(self.dtype.size_bytes())
     }
 }
 
@@ -56,6 +83,11 @@ pub enum BufferKind {
     Const(Tensor),
     /// A temporary, placed in the arena by the memory plan.
     Temp,
+    /// The index sequence `0, 1, 2, …` as i64, as long as the buffer: never stored, each
+    /// element computed from where it is read (code generators evaluate a load of it as
+    /// its element offset). Ops that need the loop index as a value (range, trilu, one-hot,
+    /// arg reductions) read it, so its length may be symbolic.
+    Iota,
 }
 
 /// One element access: `buffer[offset + Σ index[d] * strides[d]]`, in elements, where
@@ -66,9 +98,9 @@ pub struct Access {
     /// The buffer.
     pub buf: BufId,
     /// Offset of index 0, in elements.
-    pub offset: isize,
+    pub offset: Dim,
     /// One stride per loop axis, in elements.
-    pub strides: Vec<isize>,
+    pub strides: Vec<Dim>,
 }
 
 /// A scalar constant in an expression, stored as the bits of its dtype's value.
@@ -111,6 +143,10 @@ pub enum ExprNode {
     /// Statistic `k` of the current row of a [`Row`] kernel: in the value and post
     /// expressions of later statistics, and in the map.
     Stat(usize),
+    /// The value of a symbolic size, as an `i64` (a constant size is a [`Const`]).
+    ///
+    /// [`Const`]: ExprNode::Const
+    Size(Dim),
 }
 
 impl ExprNode {
@@ -121,7 +157,11 @@ impl ExprNode {
             ExprNode::Binary(_, a, b) => vec![*a, *b],
             ExprNode::Where(c, a, b) => vec![*c, *a, *b],
             ExprNode::Gather { indices, .. } => indices.iter().map(|t| t.index).collect(),
-            ExprNode::Load(_) | ExprNode::Const(_) | ExprNode::Acc | ExprNode::Stat(_) => vec![],
+            ExprNode::Load(_)
+            | ExprNode::Const(_)
+            | ExprNode::Acc
+            | ExprNode::Stat(_)
+            | ExprNode::Size(_) => vec![],
         }
     }
 }
@@ -135,9 +175,9 @@ pub struct Indirect {
     /// The index node.
     pub index: usize,
     /// Stride of the indexed axis, in elements.
-    pub stride: isize,
+    pub stride: Dim,
     /// Size of the indexed axis (for negative indices and the bounds check).
-    pub len: usize,
+    pub len: Dim,
 }
 
 /// An expression DAG: nodes in topological order, each with its dtype; the last is the result.
@@ -155,6 +195,25 @@ impl Expr {
         self.nodes.push(node);
         self.dtypes.push(dtype);
         self.nodes.len() - 1
+    }
+
+    /// Appends the value of size `d` as a `dtype`: a constant when `d` is one, else a
+    /// [`ExprNode::Size`] cast to `dtype`.
+    pub fn push_size(&mut self, d: &Dim, dtype: DType) -> usize {
+        match d.as_const() {
+            Some(n) if dtype.is_float() => {
+                self.push(ExprNode::Const(Scalar::Float(n as f64)), dtype)
+            }
+            Some(n) => self.push(ExprNode::Const(Scalar::Int(n)), dtype),
+            None => {
+                let size = self.push(ExprNode::Size(d.clone()), DType::I64);
+                if dtype == DType::I64 {
+                    size
+                } else {
+                    self.push(ExprNode::Cast(size), dtype)
+                }
+            }
+        }
     }
 
     /// The index of the result node.
@@ -181,7 +240,7 @@ impl Expr {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopNest {
     /// The iteration space.
-    pub shape: Vec<usize>,
+    pub shape: Vec<Dim>,
     /// Where each result goes (strides over `shape`).
     pub out: Access,
     /// The body.
@@ -196,7 +255,7 @@ pub struct LoopNest {
 
 impl LoopNest {
     /// A plain loop nest: direct stores, splittable across threads.
-    pub fn new(shape: Vec<usize>, out: Access, expr: Expr) -> LoopNest {
+    pub fn new(shape: Vec<Dim>, out: Access, expr: Expr) -> LoopNest {
         LoopNest {
             shape,
             out,
@@ -227,9 +286,9 @@ pub enum Combine {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reduce {
     /// Output loop axes.
-    pub shape: Vec<usize>,
+    pub shape: Vec<Dim>,
     /// Reduced axes (innermost).
-    pub reduced: Vec<usize>,
+    pub reduced: Vec<Dim>,
     /// Where each result goes (strides over `shape`).
     pub out: Access,
     /// The combined value, over `shape ++ reduced`.
@@ -262,9 +321,9 @@ pub struct RowStat {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     /// The rows' iteration space.
-    pub shape: Vec<usize>,
+    pub shape: Vec<Dim>,
     /// Elements per row.
-    pub len: usize,
+    pub len: Dim,
     /// The row's reductions, in dependency order.
     pub stats: Vec<RowStat>,
     /// Where each result goes (strides over `shape ++ [len]`).
@@ -341,37 +400,54 @@ impl Kernel {
         matches!(self, Kernel::Loop(l) if l.serial)
     }
 
-    /// A short name for reports and profiles.
+    /// A short name for reports and profiles, with its sizes as symbolic as they are.
     pub fn label(&self) -> String {
+        self.label_at(&Bindings::new())
+    }
+
+    /// [`Self::label`] with the symbols in `b` substituted.
+    pub fn label_at(&self, b: &Bindings) -> String {
+        let dims = |s: &[Dim]| dims(s, b);
+        let at = |d: &Dim| d.substitute(b);
         match self {
-            Kernel::Loop(l) if !l.scatter.is_empty() => format!("scatter{:?}", l.shape),
-            Kernel::Loop(l) => format!("loop{:?}", l.shape),
-            Kernel::Reduce(r) => format!("reduce{:?}x{:?}", r.shape, r.reduced),
-            Kernel::Row(r) => format!("row{:?}x{}", r.shape, r.len),
+            Kernel::Loop(l) if !l.scatter.is_empty() => format!("scatter{}", dims(&l.shape)),
+            Kernel::Loop(l) => format!("loop{}", dims(&l.shape)),
+            Kernel::Reduce(r) => format!("reduce{}x{}", dims(&r.shape), dims(&r.reduced)),
+            Kernel::Row(r) => format!("row{}x{}", dims(&r.shape), at(&r.len)),
             Kernel::Call(Call::MatMul(m)) if !m.epilogue.is_empty() => {
-                format!("linear {}x{}x{}", m.m, m.k, m.n)
+                format!("linear {}x{}x{}", at(&m.m), at(&m.k), at(&m.n))
             }
-            Kernel::Call(Call::MatMul(m)) => format!("matmul {}x{}x{}x{}", m.batch, m.m, m.k, m.n),
+            Kernel::Call(Call::MatMul(m)) => {
+                let batch: Dim = m.batch.iter().product();
+                let [b, m, k, n] = [&batch, &m.m, &m.k, &m.n].map(at);
+                format!("matmul {b}x{m}x{k}x{n}")
+            }
             Kernel::Call(Call::QuantLinear(q)) => format!(
                 "quant_linear {} {}x{}x{}",
                 q.attrs.weights.name(),
-                q.m,
-                q.k,
-                q.n
+                at(&q.m),
+                at(&q.k),
+                at(&q.n)
             ),
             Kernel::Call(Call::Conv(c)) => {
-                format!("conv {:?}*{:?}->{:?}", c.x_shape, c.w_shape, c.y_shape)
+                let [x, w, y] = [&c.x_shape, &c.w_shape, &c.y_shape].map(|s| dims(s));
+                format!("conv {x}*{w}->{y}")
             }
             Kernel::Call(Call::Attention(a)) => {
-                let d = a.dims;
-                format!(
-                    "attention {}x{}x{}x{}x{}",
-                    d.batch, d.heads, d.q_len, d.kv_len, d.depth
-                )
+                let d = &a.dims;
+                let batch: Dim = d.leading.iter().product();
+                let [b, h, q, k, e] = [&batch, &d.heads, &d.q_len, &d.kv_len, &d.depth].map(at);
+                format!("attention {b}x{h}x{q}x{k}x{e}")
             }
             Kernel::Call(Call::Op(c)) => format!("runtime {}", c.op.name()),
         }
     }
+}
+
+/// `[a, b, c]` with the symbols in `b` substituted, as shapes print in labels.
+fn dims(shape: &[Dim], b: &Bindings) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.substitute(b).to_string()).collect();
+    format!("[{}]", parts.join(", "))
 }
 
 /// Identity element of a combination for a dtype.

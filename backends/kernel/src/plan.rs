@@ -1,13 +1,15 @@
 //! Memory planning: every temporary buffer of a [`Program`] gets an offset in one arena.
 //!
 //! A buffer lives from the first kernel that writes it to the last kernel that reads it
-//! (graph outputs to the end). Offsets are assigned in kernel order, best fit from the
-//! blocks freed by buffers that died earlier. An elementwise loop nest may write its
-//! output over an input that dies in that kernel when both are read and written at the same
-//! positions (in place). The plan depends only on the shapes, so it is computed once per
-//! input shape and cached with the compiled code.
+//! (graph outputs to the end). An elementwise loop nest may write its output over an input
+//! that dies in that kernel when both are read and written at the same positions (in
+//! place). Lifetimes and in-place pairs depend only on the program's structure, so
+//! [`lifetimes`] finds them once, symbolically; [`Lifetimes::place`] then assigns offsets
+//! for one binding of the symbols, in kernel order, best fit from the blocks freed by
+//! buffers that died earlier: a pass over the buffers, cheap enough to run per shape.
 
 use crate::kernel::{Access, BufferKind, Kernel, Program};
+use kiln_ir::Bindings;
 
 /// Arena offsets are multiples of this (a cache line, and enough for any vector load).
 pub const ALIGN: usize = 64;
@@ -25,7 +27,88 @@ pub struct MemoryPlan {
     pub in_place: usize,
 }
 
-/// Plans the arena of `p`.
+/// What the plan knows before any size: when each buffer lives, and which outputs take
+/// over an input's block.
+#[derive(Clone, Debug, Default)]
+pub struct Lifetimes {
+    /// Live range of each buffer: (first kernel, last kernel).
+    live: Vec<Option<(usize, usize)>>,
+    /// The temporaries each kernel writes first, in order, with the input whose block each
+    /// takes over (`None`: a block of its own).
+    writes: Vec<Vec<(usize, Option<usize>)>>,
+    /// The temporaries whose block is freed after each kernel.
+    frees: Vec<Vec<usize>>,
+    /// How many outputs run in place.
+    in_place: usize,
+}
+
+/// The lifetimes and in-place pairs of `p`'s temporaries.
+pub fn lifetimes(p: &Program) -> Lifetimes {
+    let n = p.buffers.len();
+    let live = live_ranges(p);
+    let mut placed = vec![false; n];
+    // Buffers whose block was taken over by an in-place output: not freed on their death.
+    let mut handed_over = vec![false; n];
+    let mut writes = Vec::with_capacity(p.kernels.len());
+    let mut frees = Vec::with_capacity(p.kernels.len());
+    let mut in_place = 0;
+    for (k, kernel) in p.kernels.iter().enumerate() {
+        let mut first = Vec::new();
+        for b in kernel.writes() {
+            if placed[b] || !is_temp(p, b) {
+                continue;
+            }
+            let src = in_place_source(p, kernel, k, b, &live, &placed, &handed_over);
+            if let Some(src) = src {
+                handed_over[src] = true;
+                in_place += 1;
+            }
+            placed[b] = true;
+            first.push((b, src));
+        }
+        writes.push(first);
+        let dead = live.iter().enumerate().filter(|(b, range)| {
+            matches!(range, Some((_, last)) if *last == k) && !handed_over[*b] && placed[*b]
+        });
+        frees.push(dead.map(|(b, _)| b).collect());
+    }
+    Lifetimes {
+        live,
+        writes,
+        frees,
+        in_place,
+    }
+}
+
+impl Lifetimes {
+    /// Offsets for buffers of `bytes` each (by buffer; only temporaries are read).
+    pub fn place(&self, bytes: &[usize]) -> MemoryPlan {
+        let mut offsets: Vec<Option<usize>> = vec![None; bytes.len()];
+        let mut free = FreeList::default();
+        for (first, dead) in self.writes.iter().zip(&self.frees) {
+            for &(b, src) in first {
+                offsets[b] = match src {
+                    Some(src) => offsets[src],
+                    None => Some(free.take(align(bytes[b]))),
+                };
+            }
+            for &b in dead {
+                if let Some(off) = offsets[b] {
+                    free.give(off, align(bytes[b]));
+                }
+            }
+        }
+        MemoryPlan {
+            offsets,
+            arena_bytes: free.end,
+            live: self.live.clone(),
+            in_place: self.in_place,
+        }
+    }
+}
+
+/// Plans the arena of `p` at `bindings`; `None` when a buffer's size mentions an unbound
+/// symbol or overflows.
 ///
 /// ```
 /// use kiln_kernel::{plan::plan, schedule::schedule};
@@ -40,47 +123,13 @@ pub struct MemoryPlan {
 /// )
 /// .unwrap();
 /// let p = schedule(&g, &Bindings::new()).unwrap();
-/// let m = plan(&p);
+/// let m = plan(&p, &Bindings::new()).unwrap();
 /// // `neg` and the second `exp` run in place: one block holds all three results.
 /// assert_eq!(m.in_place, 2);
 /// assert_eq!(m.arena_bytes, 4096);
 /// ```
-pub fn plan(p: &Program) -> MemoryPlan {
-    let n = p.buffers.len();
-    let live = live_ranges(p);
-    let mut offsets = vec![None; n];
-    let mut free = FreeList::default();
-    let mut in_place = 0;
-    // Buffers whose block was taken over by an in-place output: not freed on their death.
-    let mut handed_over = vec![false; n];
-    for (k, kernel) in p.kernels.iter().enumerate() {
-        for b in kernel.writes() {
-            if offsets[b].is_some() || !is_temp(p, b) {
-                continue;
-            }
-            let size = align(p.buffers[b].bytes());
-            if let Some(src) = in_place_source(p, kernel, k, b, &live, &offsets, &handed_over) {
-                offsets[b] = offsets[src];
-                handed_over[src] = true;
-                in_place += 1;
-            } else {
-                offsets[b] = Some(free.take(size));
-            }
-        }
-        for (b, range) in live.iter().enumerate() {
-            if matches!(range, Some((_, last)) if *last == k) && !handed_over[b] {
-                if let Some(off) = offsets[b] {
-                    free.give(off, align(p.buffers[b].bytes()));
-                }
-            }
-        }
-    }
-    MemoryPlan {
-        offsets,
-        arena_bytes: free.end,
-        live,
-        in_place,
-    }
+pub fn plan(p: &Program, bindings: &Bindings) -> Option<MemoryPlan> {
+    Some(lifetimes(p).place(&p.buffer_bytes(bindings)?))
 }
 
 fn align(n: usize) -> usize {
@@ -119,13 +168,13 @@ fn in_place_source(
     k: usize,
     out: usize,
     live: &[Option<(usize, usize)>],
-    offsets: &[Option<usize>],
+    placed: &[bool],
     handed_over: &[bool],
 ) -> Option<usize> {
     let Kernel::Loop(nest) = kernel else {
         return None;
     };
-    if nest.out.offset != 0 || nest.out.buf != out {
+    if !nest.out.offset.is_zero() || nest.out.buf != out {
         return None;
     }
     let mut loads = nest.expr.nodes.iter().filter_map(|n| match n {
@@ -139,12 +188,12 @@ fn in_place_source(
                 .shape
                 .iter()
                 .zip(a.strides.iter().zip(&b.strides))
-                .all(|(&n, (x, y))| n == 1 || x == y)
+                .all(|(n, (x, y))| n.is_one() || x == y)
     };
     let candidate = loads.clone().find(|a| {
         same_position(a, &nest.out)
             && is_temp(p, a.buf)
-            && offsets[a.buf].is_some()
+            && placed[a.buf]
             && !handed_over[a.buf]
             && live[a.buf].is_some_and(|r| r.1 == k)
             && p.buffers[a.buf].len == p.buffers[out].len
@@ -230,7 +279,7 @@ mod tests {
             }",
         )
         .unwrap();
-        let m = plan(&schedule(&g, &Bindings::new()).unwrap());
+        let m = plan(&schedule(&g, &Bindings::new()).unwrap(), &Bindings::new()).unwrap();
         assert_eq!(m.in_place, 2);
         assert_eq!(m.arena_bytes, 1024);
     }

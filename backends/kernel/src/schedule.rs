@@ -1,4 +1,6 @@
-//! Scheduling: a graph at concrete shapes becomes a [`Program`] of kernels.
+//! Scheduling: a graph becomes a [`Program`] of kernels. Sizes are the graph's dims with
+//! the bound symbols substituted, so a binding of every symbol schedules at concrete shapes
+//! and the free ones stay symbolic.
 //!
 //! One node becomes one or a few kernels; fused ops come from the optimizer, and chains of
 //! loop nests are fused afterwards, on the program (`fuse_loops.rs`), into the [`Expr`] of
@@ -26,7 +28,7 @@ mod rotary;
 mod scatter;
 
 use crate::kernel::*;
-use kiln_ir::{interp, Bindings, DType, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
+use kiln_ir::{interp, Bindings, DType, Dim, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
 use thiserror::Error;
 
 /// Why a graph could not be scheduled.
@@ -56,6 +58,20 @@ pub enum ScheduleError {
         /// Which index, and the axis.
         message: String,
     },
+    /// A kernel needs the value of a dim that is symbolic: the graph compiles per shape.
+    #[error("node {node} \"{name}\" ({op}) needs the value of dim `{dim}` (of value %{value}) at compile time")]
+    NeedsDim {
+        /// Node index.
+        node: usize,
+        /// Source node name.
+        name: String,
+        /// Op name.
+        op: String,
+        /// The value whose dim it is.
+        value: u32,
+        /// The dim.
+        dim: String,
+    },
     /// A dim could not be evaluated at these input shapes (a data-dependent size).
     #[error("value %{value}: dim `{dim}` is not known from the input shapes (data-dependent sizes are not supported by the cpu backend)")]
     UnknownDim {
@@ -70,11 +86,12 @@ pub enum ScheduleError {
 #[derive(Clone, Debug)]
 pub(crate) struct View {
     pub buf: BufId,
-    pub shape: Vec<usize>,
+    pub shape: Vec<Dim>,
     pub dtype: DType,
 }
 
-/// Builds a [`Program`] for `g` with its symbols bound (from the input shapes).
+/// Builds a [`Program`] for `g` with the symbols in `bindings` bound (from the input
+/// shapes); sizes over the other symbols stay symbolic.
 pub fn schedule(g: &Graph, bindings: &Bindings) -> Result<Program, ScheduleError> {
     let mut s = Scheduler {
         g,
@@ -85,6 +102,7 @@ pub fn schedule(g: &Graph, bindings: &Bindings) -> Result<Program, ScheduleError
             kernel_nodes: Vec::new(),
             outputs: Vec::new(),
             output_shapes: Vec::new(),
+            symbols: free_symbols(g, bindings),
         },
         views: vec![None; g.values.len()],
         current: 0,
@@ -116,21 +134,37 @@ pub(crate) struct Scheduler<'g> {
 }
 
 impl Scheduler<'_> {
-    fn shape_of(&self, v: ValueId) -> Result<Vec<usize>, ScheduleError> {
+    fn shape_of(&self, v: ValueId) -> Result<Vec<Dim>, ScheduleError> {
         self.g
             .value_type(v)
             .shape
             .iter()
             .map(|d| {
-                d.eval(self.bindings)
-                    .filter(|&n| n >= 0)
-                    .map(|n| n as usize)
-                    .ok_or_else(|| ScheduleError::UnknownDim {
+                let d = d.substitute(self.bindings);
+                match d.as_const() {
+                    Some(n) if n < 0 => Err(ScheduleError::UnknownDim {
                         value: v.0,
                         dim: d.to_string(),
-                    })
+                    }),
+                    _ => Ok(d),
+                }
             })
             .collect()
+    }
+
+    /// The value of `d`, for a kernel that needs it at compile time; an error names the
+    /// value `v` when `d` is symbolic.
+    pub(crate) fn known(&self, d: &Dim, v: ValueId) -> Result<usize, ScheduleError> {
+        let node = &self.g.nodes[self.current];
+        d.as_const()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| ScheduleError::NeedsDim {
+                node: self.current,
+                name: node.name.clone(),
+                op: node.op.name(),
+                value: v.0,
+                dim: d.to_string(),
+            })
     }
 
     /// Rejects an indexing op whose indices are a constant with an index out of range, so
@@ -156,11 +190,13 @@ impl Scheduler<'_> {
         let BufferKind::Const(t) = &self.program.buffers[idx.buf].kind else {
             return Ok(());
         };
-        if t.shape() != idx.shape.as_slice() {
+        if concrete(&idx.shape).as_deref() != Some(t.shape()) {
             return Ok(());
         }
-        let data_shape = &self.view(data).shape;
-        interp::check_indices(&node.op, data_shape, t).map_err(|e| {
+        let Some(data_shape) = concrete(&self.view(data).shape) else {
+            return Ok(());
+        };
+        interp::check_indices(&node.op, &data_shape, t).map_err(|e| {
             let message = match e {
                 interp::InterpError::Op { message, .. } => message,
                 e => e.to_string(),
@@ -181,7 +217,7 @@ impl Scheduler<'_> {
     }
 
     /// Gives value `v` a fresh buffer of `kind`.
-    fn bind(&mut self, v: ValueId, kind: BufferKind, shape: Vec<usize>) -> BufId {
+    fn bind(&mut self, v: ValueId, kind: BufferKind, shape: Vec<Dim>) -> BufId {
         let dtype = self.g.value_type(v).dtype;
         let buf = self.program.buffers.len();
         self.program.buffers.push(Buffer {
@@ -202,7 +238,7 @@ impl Scheduler<'_> {
     }
 
     /// A temporary that no graph value names (an intermediate of a multi-kernel op).
-    pub(crate) fn scratch(&mut self, dtype: DType, shape: Vec<usize>, value: ValueId) -> View {
+    pub(crate) fn scratch(&mut self, dtype: DType, shape: Vec<Dim>, value: ValueId) -> View {
         let buf = self.program.buffers.len();
         self.program.buffers.push(Buffer {
             dtype,
@@ -219,7 +255,7 @@ impl Scheduler<'_> {
     }
 
     fn constant(&mut self, v: ValueId, t: Tensor) {
-        let shape = t.shape().to_vec();
+        let shape = t.shape().iter().map(|&n| Dim::from(n)).collect();
         self.bind(v, BufferKind::Const(standard_layout(t)), shape);
     }
 
@@ -254,8 +290,11 @@ impl Scheduler<'_> {
                     .view(node.inputs[0])
                     .shape
                     .iter()
-                    .map(|&d| d as i64)
-                    .collect();
+                    .map(|d| {
+                        d.as_const()
+                            .ok_or_else(|| unsupported(format!("`{d}` unbound")))
+                    })
+                    .collect::<Result<_, _>>()?;
                 let n = shape.len();
                 let t = Tensor::from_vec(shape, &[n]).map_err(|e| unsupported(e.to_string()))?;
                 self.constant(out, t);
@@ -337,7 +376,6 @@ impl Scheduler<'_> {
             op: node.op.clone(),
             inputs,
             outputs,
-            bindings: self.bindings.clone(),
         })));
         Ok(())
     }
@@ -425,30 +463,51 @@ pub fn support(g: &Graph, node: &Node) -> Support {
     }
 }
 
+/// The input symbols of `g` that `bindings` leaves free, sorted.
+fn free_symbols(g: &Graph, bindings: &Bindings) -> Vec<String> {
+    let mut free: Vec<String> = g
+        .input_symbols()
+        .into_iter()
+        .filter(|s| !bindings.contains_key(s))
+        .collect();
+    free.sort();
+    free.dedup();
+    free
+}
+
 /// Row-major strides, in elements.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
-    let mut strides = vec![0isize; shape.len()];
-    let mut acc = 1isize;
-    for (s, &d) in strides.iter_mut().zip(shape).rev() {
-        *s = acc;
-        acc *= d as isize;
+pub fn contiguous_strides(shape: &[Dim]) -> Vec<Dim> {
+    let mut strides = vec![Dim::from(0i64); shape.len()];
+    let mut acc = Dim::from(1i64);
+    for (s, d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc.clone();
+        acc = &acc * d;
     }
     strides
 }
 
 /// Strides for reading a tensor of `shape` broadcast to `out` (numpy rules, aligned right):
-/// broadcast axes get stride 0.
-pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<isize> {
+/// broadcast axes get stride 0. A symbolic axis never broadcasts: shape inference only
+/// broadcasts dims that are 1 in the graph.
+pub fn broadcast_strides(shape: &[Dim], out: &[Dim]) -> Vec<Dim> {
     let own = contiguous_strides(shape);
     let lead = out.len() - shape.len();
     (0..out.len())
         .map(|d| {
-            if d < lead || shape[d - lead] == 1 {
-                0
+            if d < lead || shape[d - lead].is_one() {
+                Dim::from(0i64)
             } else {
-                own[d - lead]
+                own[d - lead].clone()
             }
         })
+        .collect()
+}
+
+/// The values of `shape` when every dim is a constant.
+pub fn concrete(shape: &[Dim]) -> Option<Vec<usize>> {
+    shape
+        .iter()
+        .map(|d| d.as_const().and_then(|n| usize::try_from(n).ok()))
         .collect()
 }
 

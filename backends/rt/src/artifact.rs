@@ -301,6 +301,7 @@ impl Session {
                 .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
         );
         ptrs.extend(spec.consts.iter().map(|&c| self.const_ptr(c) as *mut u8));
+        let ptrs = spec.run.table(&ptrs);
         let kernels = &self.kernels[spec.first_kernel..spec.first_kernel + spec.run.steps.len()];
         let packed = self.packed[s].as_ref().expect("prepacked above");
         let packed: Vec<Option<&Packed>> = packed.iter().map(|p| p.as_deref()).collect();

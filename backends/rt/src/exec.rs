@@ -4,6 +4,9 @@
 //!
 //! A program addresses memory through a slot table: slot 0 is the arena, then the graph
 //! inputs, then the constants; a buffer is a slot and a byte offset ([`RunPlan::slots`]).
+//! Code compiled for every shape gives each temporary a slot of its own after those, which
+//! points into the arena at the offset the memory plan chose for the run's shape
+//! ([`RunPlan::arena_slots`], filled in by [`RunPlan::table`]).
 
 use crate::call::{BufId, Call};
 use crate::pool::ThreadPool;
@@ -13,10 +16,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A compiled kernel: runs iterations `start..end` of its outermost loop, with `ptrs` the
-/// slot table. It returns 0, or [`FAULT_INDEX`] after writing the offending index to
-/// `fault` and stopping (a data-dependent index outside its axis).
-pub type KernelFn =
-    unsafe extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64, fault: *mut Fault) -> u64;
+/// slot table and `dims` the values of the program's symbols (in its order). It returns 0,
+/// or [`FAULT_INDEX`] after writing the offending index to `fault` and stopping (a
+/// data-dependent index outside its axis).
+pub type KernelFn = unsafe extern "C" fn(
+    ptrs: *const *mut u8,
+    dims: *const i64,
+    start: u64,
+    end: u64,
+    fault: *mut Fault,
+) -> u64;
 
 /// A kernel's return value when an index was out of range.
 pub const FAULT_INDEX: u64 = 1;
@@ -51,8 +60,31 @@ pub struct RunPlan {
     pub slots: Vec<(u32, usize)>,
     /// Bytes of the arena (slot 0).
     pub arena_bytes: usize,
+    /// The values of the program's symbols, as its kernels read them.
+    #[serde(default)]
+    pub dims: Vec<i64>,
+    /// Slots that point into the arena: `ptrs[slot] = arena + offset`.
+    #[serde(default)]
+    pub arena_slots: Vec<(u32, usize)>,
     /// The graph node each step comes from, by step (for errors).
     pub nodes: Vec<StepNode>,
+}
+
+impl RunPlan {
+    /// The whole slot table, from its first slots (the arena, the inputs, the constants):
+    /// the arena slots appended, each pointing at its offset in the arena.
+    pub fn table(&self, first: &[*mut u8]) -> Vec<*mut u8> {
+        let mut table = first.to_vec();
+        let arena = first.first().copied().unwrap_or(std::ptr::null_mut());
+        for &(slot, off) in &self.arena_slots {
+            let slot = slot as usize;
+            if table.len() <= slot {
+                table.resize(slot + 1, std::ptr::null_mut());
+            }
+            table[slot] = arena.wrapping_add(off);
+        }
+        table
+    }
 }
 
 /// The graph node a step was scheduled from, as errors name it.
@@ -199,7 +231,12 @@ pub unsafe fn run(
                 Some(f),
             ) => {
                 // SAFETY: forwarded from the caller.
-                unsafe { launch(f, *extent, *work, *serial, ptrs, pool) }
+                let grid = Grid {
+                    extent: *extent,
+                    work: *work,
+                    serial: *serial,
+                };
+                unsafe { launch(f, grid, ptrs, &plan.dims, pool) }
                     .map_err(|fault| failed(Failure::Index(fault)))?;
             }
             (Step::Call(call), _) => {
@@ -217,6 +254,14 @@ pub unsafe fn run(
     Ok(())
 }
 
+/// How a kernel step runs: its outer extent, its work, and whether it must run in order.
+#[derive(Clone, Copy)]
+struct Grid {
+    extent: u64,
+    work: usize,
+    serial: bool,
+}
+
 /// Calls a kernel over `0..extent`, split across the pool when the work is large and the
 /// kernel is not `serial` (a scatter runs its iterations in order on one thread). Chunk
 /// `c` of `n` always covers the same iterations, so results do not depend on timing.
@@ -227,18 +272,22 @@ pub unsafe fn run(
 /// As for [`run`].
 unsafe fn launch(
     f: KernelFn,
-    extent: u64,
-    work: usize,
-    serial: bool,
+    Grid {
+        extent,
+        work,
+        serial,
+    }: Grid,
     ptrs: &[*mut u8],
+    dims: &[i64],
     pool: &ThreadPool,
 ) -> Result<(), Fault> {
     let threads = pool.threads() as u64;
     let table = ptrs.as_ptr() as usize;
+    let values = dims.as_ptr() as usize;
     if serial || threads <= 1 || extent < 2 || work < PARALLEL_WORK {
         let mut fault = Fault::default();
         // SAFETY: the table maps every slot the kernel was compiled against.
-        return match unsafe { f(ptrs.as_ptr(), 0, extent, &mut fault) } {
+        return match unsafe { f(ptrs.as_ptr(), dims.as_ptr(), 0, extent, &mut fault) } {
             0 => Ok(()),
             _ => Err(fault),
         };
@@ -249,7 +298,8 @@ unsafe fn launch(
         let (lo, hi) = (extent * c as u64 / chunks, extent * (c as u64 + 1) / chunks);
         let mut fault = Fault::default();
         // SAFETY: as above; chunks write disjoint iterations of the outer loop.
-        if unsafe { f(table as *const *mut u8, lo, hi, &mut fault) } != 0 {
+        let (table, values) = (table as *const *mut u8, values as *const i64);
+        if unsafe { f(table, values, lo, hi, &mut fault) } != 0 {
             let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
             if first.is_none_or(|(k, _)| c < k) {
                 *first = Some((c, fault));

@@ -6,8 +6,7 @@
 mod aligned;
 pub mod artifact;
 mod attention;
-/// What each runtime call does, as data (the kernel layer's description).
-pub use kiln_kernel::call;
+pub mod call;
 pub mod capi;
 mod conv;
 pub mod exe;
@@ -96,7 +95,9 @@ pub unsafe fn run_call(
         Call::MatMul(mm) => {
             match packed {
                 // SAFETY: forwarded from the caller.
-                Some(Packed::F32(b)) => unsafe { matmul_prepacked(mm, b, mem, pool) },
+                Some(Packed::F32(b)) if packed_fits(mm, b) => unsafe {
+                    matmul_prepacked(mm, b, mem, pool)
+                },
                 // SAFETY: forwarded from the caller.
                 _ => unsafe { matmul(mm, mem, pool) },
             }
@@ -186,8 +187,9 @@ unsafe fn matmul(mm: &MatMul, mem: &dyn Memory, pool: &ThreadPool) {
 }
 
 /// Packs the constant weight of `call` ahead of time, where it has one: the B of a matmul
-/// (when B is shared by the whole batch and A and C are evenly spaced, so that
-/// [`run_call`] can use [`gemm::sgemm_prepacked`]) and the weight of a quantized layer.
+/// (when B is shared by the whole batch, so that [`run_call`] can use
+/// [`gemm::sgemm_prepacked`] at every shape whose A and C are evenly spaced) and the weight
+/// of a quantized layer.
 /// `constant(buf)` is the address of a constant buffer, `None` for any other. `None` also
 /// when the weight is invalid, so that the run reports why.
 ///
@@ -374,9 +376,7 @@ unsafe fn activations(q: &QuantLinear, x: *const f32, mem: &dyn Memory) -> qgemm
 /// `base` must point to B's buffer, valid for every element `mm` reads.
 unsafe fn prepack_matmul(mm: &MatMul, base: *const f32) -> Option<PackedB> {
     let shared = even_stride(&mm.b.batch_offsets) == Some(0);
-    let even =
-        even_stride(&mm.a.batch_offsets).is_some() && even_stride(&mm.c.batch_offsets).is_some();
-    if !shared || !even || mm.k == 0 || mm.n == 0 {
+    if !shared || mm.k == 0 || mm.n == 0 {
         return None;
     }
     let b = MatRef {
@@ -386,6 +386,14 @@ unsafe fn prepack_matmul(mm: &MatMul, base: *const f32) -> Option<PackedB> {
     };
     // SAFETY: the schedule sized the constant for the k×n view.
     Some(unsafe { PackedB::new(mm.k, mm.n, b) })
+}
+
+/// Whether `b`, packed once for the matmul's weight, serves this call: the same k × n,
+/// and A and C evenly spaced over the batch (which depends on the shape of the run).
+fn packed_fits(mm: &MatMul, b: &PackedB) -> bool {
+    (b.k(), b.n()) == (mm.k, mm.n)
+        && even_stride(&mm.a.batch_offsets).is_some()
+        && even_stride(&mm.c.batch_offsets).is_some()
 }
 
 /// A matmul whose B was packed by [`prepack`].
@@ -405,7 +413,7 @@ unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &Th
         col_stride: mm.c.col_stride,
     };
     let stride = |o: &MatOperand| even_stride(&o.batch_offsets).unwrap_or(0);
-    // SAFETY: the schedule sized each buffer for every matrix of the batch; `prepack`
+    // SAFETY: the schedule sized each buffer for every matrix of the batch; `packed_fits`
     // checked that A and C are evenly spaced.
     unsafe {
         gemm::sgemm_prepacked_epilogue(

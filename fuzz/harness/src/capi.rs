@@ -68,7 +68,11 @@ fn build() -> std::result::Result<&'static ModelDesc, String> {
             spec.run.steps.len(),
             "one kernel per step"
         );
-        kernels.extend(code.kernels.iter().map(|k| k.map(|(f, _)| f as KernelFn)));
+        kernels.extend(
+            code.kernels
+                .iter()
+                .map(|k| k.as_ref().map(|(f, _)| *f as KernelFn)),
+        );
         // The code lives as long as the process.
         std::mem::forget(code);
     }

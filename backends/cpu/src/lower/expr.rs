@@ -5,7 +5,7 @@ use super::{FnCx, LowerError};
 use crate::kernel::{Expr, ExprNode, Indirect, Scalar};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
-use kiln_ir::{BinaryOp, DType, UnaryOp};
+use kiln_ir::{BinaryOp, DType, Dim, UnaryOp};
 
 /// Vector width, in f32 lanes.
 pub(crate) const LANES: i64 = 4;
@@ -40,7 +40,7 @@ pub(crate) fn vectorizable(e: &Expr) -> bool {
             ),
             ExprNode::Where(..) => true,
             ExprNode::Cast(a) => float(*a) != float(i),
-            ExprNode::Gather { .. } | ExprNode::Bitcast(_) => false,
+            ExprNode::Gather { .. } | ExprNode::Bitcast(_) | ExprNode::Size(_) => false,
         })
 }
 
@@ -129,6 +129,10 @@ impl FnCx<'_, '_> {
                     let step = ops.lanes[i].unwrap_or(0);
                     self.load_lanes(addr(ops, i)?, step)
                 }
+                ExprNode::Load(a) if self.is_iota(a.buf) => {
+                    // Element `j` of an iota is `j`: its byte offset over the i64 size.
+                    self.b.ins().sshr_imm_s(addr(ops, i)?, 3)
+                }
                 ExprNode::Load(_) => self.load(ty, addr(ops, i)?),
                 ExprNode::Const(c) if ty == types::I32X4 => {
                     let on = matches!(c, Scalar::Int(v) if *v != 0)
@@ -136,6 +140,7 @@ impl FnCx<'_, '_> {
                     self.constant(ty, Scalar::Int(-(on as i64)))
                 }
                 ExprNode::Const(c) => self.constant(ty, *c),
+                ExprNode::Size(d) => self.size(d),
                 ExprNode::Acc => ops
                     .acc
                     .ok_or_else(|| LowerError::Op("accumulator outside a reduction".into()))?,
@@ -195,9 +200,14 @@ impl FnCx<'_, '_> {
         elem: DType,
     ) -> Value {
         terms.iter().fold(base, |at, t| {
-            let idx = self.checked_index(vals[t.index], dtypes[t.index], t.len);
-            let step = (t.stride * elem.size_bytes() as isize) as i64;
-            let off = self.b.ins().imul_imm_s(idx, step);
+            let idx = self.checked_index(vals[t.index], dtypes[t.index], &t.len);
+            let off = match (&t.stride * &Dim::from(elem.size_bytes())).as_const() {
+                Some(step) => self.b.ins().imul_imm_s(idx, step),
+                None => {
+                    let step = self.size(&(&t.stride * &Dim::from(elem.size_bytes())));
+                    self.b.ins().imul(idx, step)
+                }
+            };
             self.b.ins().iadd(at, off)
         })
     }
@@ -316,7 +326,7 @@ impl FnCx<'_, '_> {
     /// `idx` as a position along an axis of `len`, as i64: a negative index counts from the
     /// end, and anything still outside `0..len` leaves the kernel through the fault exit,
     /// reporting the index as read. One unsigned compare covers both ends.
-    fn checked_index(&mut self, idx: Value, d: DType, len: usize) -> Value {
+    fn checked_index(&mut self, idx: Value, d: DType, len: &Dim) -> Value {
         let ty = self.b.func.dfg.value_type(idx);
         let wide = if ty == types::I64 {
             idx
@@ -326,15 +336,12 @@ impl FnCx<'_, '_> {
             self.b.ins().sextend(types::I64, idx)
         };
         let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, wide, 0);
-        let wrapped = self.b.ins().iadd_imm_s(wide, len as i64);
+        let len = self.size(len);
+        let wrapped = self.b.ins().iadd(wide, len);
         let i = self.b.ins().select(neg, wrapped, wide);
-        let outside = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, i, len as i64);
+        let outside = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, i, len);
         let fault = self.fault_block();
         let within = self.b.create_block();
-        let len = self.b.ins().iconst(types::I64, len as i64);
         self.b
             .ins()
             .brif(outside, fault, &[wide.into(), len.into()], within, &[]);

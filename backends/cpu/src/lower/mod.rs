@@ -1,10 +1,14 @@
 //! Lowering to machine code with Cranelift: every [`LoopNest`], [`Reduce`] and [`Row`] kernel of a
 //! [`Program`] becomes one function of the form
-//! `extern "C" fn(ptrs: *const *mut u8, start: u64, end: u64, fault: *mut Fault) -> u64`,
-//! which runs the iterations `start..end` of the kernel's outermost loop (so the executor can
-//! split that loop across threads) and returns 0, or stops at the first data-dependent index
-//! outside its axis and reports it through `fault` (see [`FnCx::checked_index`]). `ptrs` is the slot table: slot 0 is the arena, then the graph inputs, then the
-//! constants; a buffer's address is `ptrs[slot] + byte offset`, both fixed at compile time.
+//! `extern "C" fn(ptrs: *const *mut u8, dims: *const i64, start: u64, end: u64,
+//! fault: *mut Fault) -> u64`, which runs the iterations `start..end` of the kernel's
+//! outermost loop (so the executor can split that loop across threads) and returns 0, or
+//! stops at the first data-dependent index outside its axis and reports it through `fault`
+//! (see [`FnCx::checked_index`]). `ptrs` is the slot table: a buffer's address is
+//! `ptrs[slot] + byte offset`, both fixed at compile time ([`Slots`]). `dims` holds the
+//! values of the program's symbols, read once at entry; every symbolic size (an extent, a
+//! stride, an offset) is computed from them ([`FnCx::size`]), every constant one is an
+//! immediate, so code for fixed shapes is what it was before sizes became symbolic.
 //! All kernels of a program go into one JIT module, finalized once; [`object`] puts the same
 //! functions into a relocatable object file for ahead-of-time builds.
 
@@ -16,7 +20,7 @@ pub mod object;
 mod ops;
 mod row;
 
-use crate::kernel::{BufId, Kernel, LoopNest, Program, Reduce, Row};
+use crate::kernel::{BufId, BufferKind, Kernel, LoopNest, Program, Reduce, Row};
 use cranelift_codegen::ir::{
     types, AbiParam, Block, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
 };
@@ -24,7 +28,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
-use kiln_ir::{BinaryOp, DType, UnaryOp};
+use kiln_ir::{Atom, BinaryOp, DType, Dim, UnaryOp};
 use libcalls::Libcall;
 use std::collections::HashMap;
 use thiserror::Error;
@@ -58,7 +62,7 @@ pub struct Compiled {
     /// Owns the code; dropping it frees the functions.
     _module: JITModule,
     /// Entry points and outer-loop extents, by kernel index.
-    pub kernels: Vec<Option<(KernelFn, u64)>>,
+    pub kernels: Vec<Option<(KernelFn, Dim)>>,
 }
 
 // SAFETY: after `finalize_definitions` the module's code is immutable; the function
@@ -122,7 +126,7 @@ pub(crate) struct KernelNaming<'n> {
 /// A kernel function in a module and the extent of the loop it splits.
 pub(crate) struct DefinedKernel {
     pub id: FuncId,
-    pub extent: u64,
+    pub extent: Dim,
 }
 
 /// Declares and defines every loop, reduction and row kernel of `p` in `module`: the one
@@ -182,7 +186,7 @@ fn define<M: Module>(
     body: &Body<'_>,
     id: FuncId,
     index: usize,
-) -> Result<u64, LowerError> {
+) -> Result<Dim, LowerError> {
     st.ctx.func.signature = kernel_sig(module);
     let extent;
     {
@@ -193,6 +197,9 @@ fn define<M: Module>(
             Body::Reduce(r) => cx.reduce(r)?,
             Body::Row(r) => cx.row(r)?,
         };
+        if let Some(e) = cx.error.take() {
+            return Err(e);
+        }
         let ok = cx.b.ins().iconst(types::I64, 0);
         cx.b.ins().return_(&[ok]);
         cx.emit_fault_exit();
@@ -207,11 +214,12 @@ fn define<M: Module>(
     Ok(extent)
 }
 
-/// `extern "C" fn(slots: *const *mut u8, start: u64, end: u64, fault: *mut Fault) -> u64` in
-/// `module`'s calling convention (the one `KernelFn` and the runtime's function table assume).
+/// `extern "C" fn(slots: *const *mut u8, dims: *const i64, start: u64, end: u64,
+/// fault: *mut Fault) -> u64` in `module`'s calling convention (the one `KernelFn` and the
+/// runtime's function table assume).
 fn kernel_sig<M: Module + ?Sized>(module: &M) -> Signature {
     let mut sig = module.make_signature();
-    for _ in 0..4 {
+    for _ in 0..5 {
         sig.params.push(AbiParam::new(types::I64));
     }
     sig.returns.push(AbiParam::new(types::I64));
@@ -251,10 +259,16 @@ pub(crate) struct FnCx<'a, 'f> {
     func_refs: HashMap<Libcall, FuncRef>,
     program: &'a Program,
     slots: &'a dyn Slots,
-    /// The function's parameters: the slot table, start, end, the fault record.
-    params: [Value; 4],
+    /// The function's parameters: the slot table, the symbols' values, start, end, the
+    /// fault record.
+    params: [Value; 5],
+    /// The value of each of the program's symbols, loaded in the entry block.
+    symbols: Vec<Value>,
     /// Base address of each buffer, computed in the entry block.
     bases: HashMap<BufId, Value>,
+    /// The first failure of a lowering step that returns no `Result` (a size naming a
+    /// symbol the program does not have); reported once the function is built.
+    error: Option<LowerError>,
     /// The block that reports an out-of-range index and returns, once some index needs it.
     fault_exit: Option<Block>,
 }
@@ -271,7 +285,11 @@ impl<'a, 'f> FnCx<'a, 'f> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let p = b.block_params(entry);
-        let params = [p[0], p[1], p[2], p[3]];
+        let params = [p[0], p[1], p[2], p[3], p[4]];
+        let flags = MemFlagsData::trusted().with_readonly();
+        let symbols = (0..program.symbols.len())
+            .map(|i| b.ins().load(types::I64, flags, params[1], (i * 8) as i32))
+            .collect();
         FnCx {
             b,
             module,
@@ -280,8 +298,73 @@ impl<'a, 'f> FnCx<'a, 'f> {
             program,
             slots,
             params,
+            symbols,
             bases: HashMap::new(),
+            error: None,
             fault_exit: None,
+        }
+    }
+
+    /// The first iteration of the outer loop this call runs.
+    fn start(&self) -> Value {
+        self.params[2]
+    }
+
+    /// One past the last iteration of the outer loop this call runs.
+    fn end(&self) -> Value {
+        self.params[3]
+    }
+
+    /// The value of size `d`, as i64: an immediate when it is a constant, else computed
+    /// here from the symbols' values (sizes are non-negative, so floor division is `sdiv`).
+    pub(crate) fn size(&mut self, d: &Dim) -> Value {
+        let mut total: Option<Value> = None;
+        for (atoms, c) in d.monomials() {
+            let mut term: Option<Value> = None;
+            for a in atoms {
+                let v = self.atom(a);
+                term = Some(match term {
+                    None => v,
+                    Some(t) => self.b.ins().imul(t, v),
+                });
+            }
+            let v = match term {
+                None => self.b.ins().iconst(types::I64, c),
+                Some(t) if c == 1 => t,
+                Some(t) => self.b.ins().imul_imm_s(t, c),
+            };
+            total = Some(match total {
+                None => v,
+                Some(t) => self.b.ins().iadd(t, v),
+            });
+        }
+        total.unwrap_or_else(|| self.b.ins().iconst(types::I64, 0))
+    }
+
+    fn atom(&mut self, a: &Atom) -> Value {
+        match a {
+            Atom::Sym(name) => match self.program.symbols.iter().position(|s| s == name) {
+                Some(i) => self.symbols[i],
+                None => {
+                    let e = LowerError::Op(format!(
+                        "size mentions `{name}`, not a symbol of the program"
+                    ));
+                    self.error.get_or_insert(e);
+                    self.b.ins().iconst(types::I64, 0)
+                }
+            },
+            Atom::FloorDiv(x, q) => {
+                let x = self.size(x);
+                self.b.ins().sdiv_imm_s(x, *q)
+            }
+            Atom::Min(x, y) => {
+                let (x, y) = (self.size(x), self.size(y));
+                self.b.ins().smin(x, y)
+            }
+            Atom::Max(x, y) => {
+                let (x, y) = (self.size(x), self.size(y));
+                self.b.ins().smax(x, y)
+            }
         }
     }
 
@@ -306,8 +389,8 @@ impl<'a, 'f> FnCx<'a, 'f> {
         self.b.switch_to_block(block);
         let (index, len) = (self.b.block_params(block)[0], self.b.block_params(block)[1]);
         let flags = MemFlagsData::trusted();
-        self.b.ins().store(flags, index, self.params[3], 0);
-        self.b.ins().store(flags, len, self.params[3], 8);
+        self.b.ins().store(flags, index, self.params[4], 0);
+        self.b.ins().store(flags, len, self.params[4], 8);
         let code = crate::runtime::exec::FAULT_INDEX as i64;
         let code = self.b.ins().iconst(types::I64, code);
         self.b.ins().return_(&[code]);
@@ -317,6 +400,12 @@ impl<'a, 'f> FnCx<'a, 'f> {
     fn load_bases(&mut self, bufs: impl IntoIterator<Item = BufId>) {
         for buf in bufs {
             if self.bases.contains_key(&buf) {
+                continue;
+            }
+            if matches!(self.program.buffers[buf].kind, BufferKind::Iota) {
+                // An iota is never stored: its "address" is its byte offset (see `load`).
+                let zero = self.b.ins().iconst(types::I64, 0);
+                self.bases.insert(buf, zero);
                 continue;
             }
             let (slot, off) = self.slots.slot(buf);
@@ -332,6 +421,11 @@ impl<'a, 'f> FnCx<'a, 'f> {
 
     fn base(&self, buf: BufId) -> Value {
         self.bases[&buf]
+    }
+
+    /// Whether `buf` is an iota, whose loads are computed rather than read.
+    fn is_iota(&self, buf: BufId) -> bool {
+        matches!(self.program.buffers[buf].kind, BufferKind::Iota)
     }
 
     fn dtype_of(&self, buf: BufId) -> DType {

@@ -9,7 +9,7 @@ use super::{FnCx, LowerError};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
-use kiln_ir::DType;
+use kiln_ir::{DType, Dim};
 use kiln_kernel::axes::normalize;
 use kiln_kernel::kernel::{combine_identity, Access, Combine, Expr, ExprNode, LoopNest, Reduce};
 
@@ -54,10 +54,11 @@ fn lane_steps(
         .zip(node_acc)
         .zip(&e.dtypes)
         .map(|((n, a), d)| match (n, a) {
-            (ExprNode::Load(_), Some(a)) => {
-                let step = walks[a + first_walk].strides[last];
-                (step != 0 && step != d.size_bytes() as i64).then_some(step)
-            }
+            (ExprNode::Load(_), Some(a)) => match walks[a + first_walk].strides[last] {
+                Step::Const(step) => (step != 0 && step != d.size_bytes() as i64).then_some(step),
+                // Vector loops only walk constant inner strides (see `constant_inner`).
+                Step::Value(_) => None,
+            },
             _ => None,
         })
         .collect()
@@ -98,6 +99,16 @@ impl Hoisted {
     }
 }
 
+/// The reduced loops of a reduction: their extents, walks (byte steps per reduced axis),
+/// which access each value node reads, and whether the innermost strides are constants.
+#[derive(Clone, Copy)]
+pub(super) struct Levels<'l> {
+    pub shape: &'l [Dim],
+    pub walks: &'l [Walk],
+    pub node_acc: &'l [Option<usize>],
+    pub constant_inner: bool,
+}
+
 /// What one reduction combines: a [`Reduce`]'s value, or a row statistic's (which may
 /// read the row's earlier statistics: as scalars, and splat for the vector loop).
 pub(super) struct Reduction<'e> {
@@ -107,26 +118,54 @@ pub(super) struct Reduction<'e> {
     pub vstats: &'e [Value],
 }
 
-/// One access, ready for code: buffer, byte strides per loop axis, element size.
+/// A byte step of a walk: a constant, or a symbolic size computed before the loops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Step {
+    Const(i64),
+    Value(Value),
+}
+
+impl Step {
+    pub(super) fn is_zero(self) -> bool {
+        self == Step::Const(0)
+    }
+}
+
+/// One access, ready for code: buffer, byte offset and byte strides per loop axis.
 pub(super) struct Walk {
     pub buf: usize,
-    pub offset: i64,
-    pub strides: Vec<i64>,
+    pub offset: Step,
+    pub strides: Vec<Step>,
+}
+
+/// Whether every stride along `axis` is a constant (vector loops need constant steps).
+pub(super) fn constant_inner(strides: &[Vec<Dim>], axis: usize) -> bool {
+    strides.iter().all(|s| s[axis].is_const())
 }
 
 impl<'a, 'b> FnCx<'a, 'b> {
-    pub(super) fn walks(&self, accs: &[Access], strides: &[Vec<isize>]) -> Vec<Walk> {
+    /// The walks of `accs` with `strides` (in elements, one row per access), as byte steps;
+    /// call before the loops, so that symbolic steps are computed once.
+    pub(super) fn walks(&mut self, accs: &[Access], strides: &[Vec<Dim>]) -> Vec<Walk> {
         accs.iter()
             .zip(strides)
             .map(|(a, s)| {
-                let size = self.dtype_of(a.buf).size_bytes() as i64;
+                let size = Dim::from(self.dtype_of(a.buf).size_bytes());
                 Walk {
                     buf: a.buf,
-                    offset: a.offset as i64 * size,
-                    strides: s.iter().map(|&x| x as i64 * size).collect(),
+                    offset: self.step(&(&a.offset * &size)),
+                    strides: s.iter().map(|x| self.step(&(x * &size))).collect(),
                 }
             })
             .collect()
+    }
+
+    /// `d` as a step: its value when constant, else code computing it here.
+    pub(super) fn step(&mut self, d: &Dim) -> Step {
+        match d.as_const() {
+            Some(c) => Step::Const(c),
+            None => Step::Value(self.size(d)),
+        }
     }
 
     /// `for i in lo..hi (step)`; `hi` is exclusive and must be reachable from `lo` by `step`.
@@ -155,12 +194,21 @@ impl<'a, 'b> FnCx<'a, 'b> {
     }
 
     /// `base + offset + i * stride` (skipping the multiply for invariant accesses).
-    pub(super) fn advance(&mut self, off: Value, i: Value, stride: i64) -> Value {
-        if stride == 0 {
-            return off;
-        }
-        let step = self.b.ins().imul_imm_s(i, stride);
+    pub(super) fn advance(&mut self, off: Value, i: Value, stride: Step) -> Value {
+        let step = match stride {
+            Step::Const(0) => return off,
+            Step::Const(c) => self.b.ins().imul_imm_s(i, c),
+            Step::Value(v) => self.b.ins().imul(i, v),
+        };
         self.b.ins().iadd(off, step)
+    }
+
+    /// `off + step`.
+    pub(super) fn offset_by(&mut self, off: Value, step: Step) -> Value {
+        match step {
+            Step::Const(c) => self.b.ins().iadd_imm_s(off, c),
+            Step::Value(v) => self.b.ins().iadd(off, v),
+        }
     }
 
     /// Every walk's offset advanced by `i` steps along axis `axis`.
@@ -178,13 +226,12 @@ impl<'a, 'b> FnCx<'a, 'b> {
     }
 
     /// Bounds of loop axis `d`: the function's `start..end` for the outermost axis.
-    fn bounds(&mut self, d: usize, n: usize) -> (Value, Value) {
+    fn bounds(&mut self, d: usize, n: &Dim) -> (Value, Value) {
         if d == 0 {
-            (self.params[1], self.params[2])
+            (self.start(), self.end())
         } else {
             let lo = self.b.ins().iconst(types::I64, 0);
-            let hi = self.b.ins().iconst(types::I64, n as i64);
-            (lo, hi)
+            (lo, self.size(n))
         }
     }
 
@@ -192,13 +239,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
     /// `inner` with the bounds of the last axis and the offsets at its start.
     pub(super) fn levels(
         &mut self,
-        shape: &[usize],
+        shape: &[Dim],
         walks: &[Walk],
         d: usize,
         offs: Vec<Value>,
         inner: &mut InnerFn<'_, 'a, 'b>,
     ) -> Result<(), LowerError> {
-        let (lo, hi) = self.bounds(d, shape[d]);
+        let (lo, hi) = self.bounds(d, &shape[d]);
         if d + 1 == shape.len() {
             return inner(self, lo, hi, &offs);
         }
@@ -213,17 +260,17 @@ impl<'a, 'b> FnCx<'a, 'b> {
             .iter()
             .map(|w| {
                 let base = self.base(w.buf);
-                self.b.ins().iadd_imm_s(base, w.offset)
+                self.offset_by(base, w.offset)
             })
             .collect()
     }
 
     /// Lowers a loop nest; returns the extent of its outermost loop.
-    pub(crate) fn loop_nest(&mut self, l: &LoopNest) -> Result<u64, LowerError> {
+    pub(crate) fn loop_nest(&mut self, l: &LoopNest) -> Result<Dim, LowerError> {
         let (loads, node_acc) = expr_accesses(&l.expr);
         let mut accs = vec![l.out.clone()];
         accs.extend(loads);
-        let mut strides: Vec<Vec<isize>> = accs.iter().map(|a| a.strides.clone()).collect();
+        let mut strides: Vec<Vec<Dim>> = accs.iter().map(|a| a.strides.clone()).collect();
         let shape = normalize(&l.shape, &mut strides);
         self.load_bases(accs.iter().map(|a| a.buf));
         let walks = self.walks(&accs, &strides);
@@ -231,14 +278,15 @@ impl<'a, 'b> FnCx<'a, 'b> {
         // A strided f32 load is read lane by lane, which still pays when the expression
         // does more than copy (a transpose fused with a quantize-dequantize round trip).
         let strided_ok = |i: usize, a: usize| {
-            let s = strides[a + 1][last];
-            s == 0
-                || s == 1
+            let s = &strides[a + 1][last];
+            s.is_zero()
+                || s.is_one()
                 || matches!(l.expr.nodes[i], ExprNode::Load(_)) && l.expr.dtypes[i] == DType::F32
         };
         let vector = l.scatter.is_empty()
             && vectorizable(&l.expr)
-            && strides[0][last] == 1
+            && constant_inner(&strides, last)
+            && strides[0][last].is_one()
             && node_acc
                 .iter()
                 .enumerate()
@@ -268,13 +316,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 }
                 Ok(())
             };
-            let extent = shape[last];
+            let extent = &shape[last];
             cx.innermost(
                 lo, hi, extent, vector, &l.expr, &node_acc, offs, &walks, last, element,
             )
         };
         self.levels(&shape, &walks, 0, offs, &mut inner)?;
-        Ok(shape[0] as u64)
+        Ok(shape[0].clone())
     }
 
     /// The innermost loop (`extent` iterations in all, `lo..hi` of them here): vector
@@ -284,7 +332,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         &mut self,
         lo: Value,
         hi: Value,
-        extent: usize,
+        extent: &Dim,
         vector: bool,
         e: &Expr,
         node_acc: &[Option<usize>],
@@ -307,11 +355,37 @@ impl<'a, 'b> FnCx<'a, 'b> {
             self.for_range(lo, vhi, LANES, &mut |cx, i| element(cx, i, true, &splats))?;
             tail_lo = vhi;
         }
-        let hoisted = match vector || extent == 0 {
-            true => Hoisted::default(),
-            false => self.hoist(e, node_acc, offs, walks, last, 1)?,
-        };
-        self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &hoisted))
+        if vector || extent.is_zero() {
+            let none = Hoisted::default();
+            return self.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &none));
+        }
+        self.when_nonempty(lo, hi, extent, &mut |cx| {
+            let hoisted = cx.hoist(e, node_acc, offs, walks, last, 1)?;
+            cx.for_range(tail_lo, hi, 1, &mut |cx, i| element(cx, i, false, &hoisted))
+        })
+    }
+
+    /// Runs `body` where `lo < hi`: directly when `extent`, the loop's full extent, is a
+    /// constant (the executor never hands out an empty range of a non-empty loop), behind
+    /// a branch when it is symbolic (so hoisted loads never read past an empty axis).
+    pub(super) fn when_nonempty(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        extent: &Dim,
+        body: &mut dyn FnMut(&mut Self) -> Result<(), LowerError>,
+    ) -> Result<(), LowerError> {
+        if extent.is_const() {
+            return body(self);
+        }
+        let (run, done) = (self.b.create_block(), self.b.create_block());
+        let some = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+        self.b.ins().brif(some, run, &[], done, &[]);
+        self.b.switch_to_block(run);
+        body(self)?;
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(done);
+        Ok(())
     }
 
     /// Evaluates, before a scalar innermost loop, the nodes of `e` that do not change along
@@ -328,12 +402,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
         last: usize,
         first_walk: usize,
     ) -> Result<Hoisted, LowerError> {
-        let still = |a: &Option<usize>| a.is_some_and(|a| walks[a + first_walk].strides[last] == 0);
+        let still =
+            |a: &Option<usize>| a.is_some_and(|a| walks[a + first_walk].strides[last].is_zero());
         let mut inv = vec![false; e.nodes.len()];
         for (i, node) in e.nodes.iter().enumerate() {
             inv[i] = match node {
                 ExprNode::Load(_) => still(&node_acc[i]),
-                ExprNode::Const(_) => true,
+                ExprNode::Const(_) | ExprNode::Size(_) => true,
                 ExprNode::Unary(_, a) | ExprNode::Cast(a) | ExprNode::Bitcast(a) => inv[*a],
                 ExprNode::Binary(_, a, b) => inv[*a] && inv[*b],
                 ExprNode::Where(c, a, b) => inv[*c] && inv[*a] && inv[*b],
@@ -399,7 +474,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             .iter()
             .zip(node_acc)
             .map(|(n, a)| match (n, a) {
-                (ExprNode::Load(_), Some(a)) if walks[a + first_walk].strides[last] == 0 => {
+                (ExprNode::Load(_), Some(a)) if walks[a + first_walk].strides[last].is_zero() => {
                     let addr = offs[a + first_walk];
                     Some(match self.dtype_of(walks[a + first_walk].buf) {
                         DType::Bool => self.splat_mask(addr),
@@ -415,18 +490,18 @@ impl<'a, 'b> FnCx<'a, 'b> {
     }
 
     /// Lowers a reduction; returns the extent of its outermost loop.
-    pub(crate) fn reduce(&mut self, r: &Reduce) -> Result<u64, LowerError> {
+    pub(crate) fn reduce(&mut self, r: &Reduce) -> Result<Dim, LowerError> {
         let k = r.shape.len();
         let (vloads, vnode) = expr_accesses(&r.value);
         let (ploads, pnode) = expr_accesses(&r.post);
         // Kept axes: out, post loads, and the kept part of value loads, normalized together.
-        let mut kept: Vec<Vec<isize>> = std::iter::once(&r.out)
+        let mut kept: Vec<Vec<Dim>> = std::iter::once(&r.out)
             .chain(&ploads)
             .map(|a| a.strides.clone())
             .chain(vloads.iter().map(|a| a.strides[..k].to_vec()))
             .collect();
         let kshape = normalize(&r.shape, &mut kept);
-        let mut red: Vec<Vec<isize>> = vloads.iter().map(|a| a.strides[k..].to_vec()).collect();
+        let mut red: Vec<Vec<Dim>> = vloads.iter().map(|a| a.strides[k..].to_vec()).collect();
         let rshape = normalize(&r.reduced, &mut red);
         let all: Vec<Access> = std::iter::once(r.out.clone())
             .chain(ploads)
@@ -437,6 +512,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
         let nv = vloads.len();
         let first_v = all.len() - nv;
         let rwalks = self.walks(&vloads, &red);
+        let inner_const = constant_inner(&red, rshape.len() - 1);
         let dtype = r.value.dtype();
         let ty = clif_type(dtype)?;
         let offs = self.start_offsets(&kwalks);
@@ -454,7 +530,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
                     stats: &[],
                     vstats: &[],
                 };
-                cx.reduce_levels(&reduction, &rshape, &rwalks, &vnode, 0, voffs, acc)?;
+                let levels = Levels {
+                    shape: &rshape,
+                    walks: &rwalks,
+                    node_acc: &vnode,
+                    constant_inner: inner_const,
+                };
+                cx.reduce_levels(&reduction, &levels, 0, voffs, acc)?;
                 let a = cx.b.use_var(acc);
                 let paddrs: Vec<Option<Value>> =
                     pnode.iter().map(|p| p.map(|p| at[p + 1])).collect();
@@ -466,37 +548,43 @@ impl<'a, 'b> FnCx<'a, 'b> {
             })
         };
         if kshape.len() == 1 {
-            let (lo, hi) = self.bounds(0, kshape[0]);
+            let (lo, hi) = self.bounds(0, &kshape[0]);
             inner(self, lo, hi, &offs)?;
         } else {
             self.levels(&kshape, &kwalks, 0, offs, &mut inner)?;
         }
-        Ok(kshape[0] as u64)
+        Ok(kshape[0].clone())
     }
 
     /// The loops over the reduced axes, accumulating into `acc`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn reduce_levels(
         &mut self,
         r: &Reduction<'_>,
-        shape: &[usize],
-        walks: &[Walk],
-        node_acc: &[Option<usize>],
+        levels: &Levels<'_>,
         d: usize,
         offs: Vec<Value>,
         acc: Variable,
     ) -> Result<(), LowerError> {
+        let Levels {
+            shape,
+            walks,
+            node_acc,
+            ..
+        } = *levels;
         let lo = self.b.ins().iconst(types::I64, 0);
-        let hi = self.b.ins().iconst(types::I64, shape[d] as i64);
+        let hi = self.size(&shape[d]);
         if d + 1 < shape.len() {
             return self.for_range(lo, hi, 1, &mut |cx, i| {
                 let next: Vec<Value> = cx.advance_all(&offs, walks, i, d);
-                cx.reduce_levels(r, shape, walks, node_acc, d + 1, next, acc)
+                cx.reduce_levels(r, levels, d + 1, next, acc)
             });
         }
         let vector = vectorizable(r.value)
+            && levels.constant_inner
             && r.value.dtypes.iter().all(|&t| t == DType::F32)
-            && walks.iter().all(|w| w.strides[d] == 0 || w.strides[d] == 4);
+            && walks
+                .iter()
+                .all(|w| w.strides[d].is_zero() || w.strides[d] == Step::Const(4));
         let element = |cx: &mut Self, i: Value, vector: bool, hoisted: &Hoisted, acc: Variable| {
             let addrs: Vec<Option<Value>> = node_acc
                 .iter()
@@ -520,8 +608,7 @@ impl<'a, 'b> FnCx<'a, 'b> {
             let vacc = self.b.declare_var(types::F32X4);
             let init = self.constant(types::F32X4, combine_identity(r.combine, DType::F32));
             self.b.def_var(vacc, init);
-            let whole = shape[d] as i64 & !(LANES - 1);
-            let vhi = self.b.ins().iconst(types::I64, whole);
+            let vhi = self.b.ins().band_imm_s(hi, !(LANES - 1));
             self.for_range(lo, vhi, LANES, &mut |cx, i| {
                 element(cx, i, true, &splats, vacc)
             })?;
@@ -536,12 +623,17 @@ impl<'a, 'b> FnCx<'a, 'b> {
             self.b.def_var(acc, merged);
             tail_lo = vhi;
         }
-        let hoisted = match vector || shape[d] == 0 {
-            true => Hoisted::default(),
-            false => self.hoist(r.value, node_acc, &offs, walks, d, 0)?,
-        };
-        self.for_range(tail_lo, hi, 1, &mut |cx, i| {
-            element(cx, i, false, &hoisted, acc)
+        if vector || shape[d].is_zero() {
+            let none = Hoisted::default();
+            return self.for_range(tail_lo, hi, 1, &mut |cx, i| {
+                element(cx, i, false, &none, acc)
+            });
+        }
+        self.when_nonempty(lo, hi, &shape[d], &mut |cx| {
+            let hoisted = cx.hoist(r.value, node_acc, &offs, walks, d, 0)?;
+            cx.for_range(tail_lo, hi, 1, &mut |cx, i| {
+                element(cx, i, false, &hoisted, acc)
+            })
         })
     }
 

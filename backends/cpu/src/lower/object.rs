@@ -184,7 +184,7 @@ pub struct ExportedKernel {
     pub symbol: String,
     /// The extent of its outermost loop: the runtime calls it with `start..end` inside
     /// `0..extent`, split across threads.
-    pub extent: u64,
+    pub extent: kiln_ir::Dim,
 }
 
 /// One relocatable object file under construction: kernels, read-only data and address

@@ -11,19 +11,19 @@
 //! computed once, before the loops, and every later use reuses it.
 
 use super::expr::vectorizable;
-use super::nest::{expr_accesses, Hoisted, Reduction};
+use super::nest::{constant_inner, expr_accesses, Hoisted, Levels, Reduction};
 use super::ops::clif_type;
 use super::{FnCx, LowerError};
 use crate::kernel::{combine_identity, Access, ExprNode, Row};
 use cranelift_codegen::ir::{
     types, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value,
 };
-use kiln_ir::DType;
+use kiln_ir::{DType, Dim};
 use kiln_kernel::axes::normalize;
 
 impl<'a, 'b> FnCx<'a, 'b> {
     /// Lowers a row kernel; returns the extent of its outermost loop.
-    pub(crate) fn row(&mut self, r: &Row) -> Result<u64, LowerError> {
+    pub(crate) fn row(&mut self, r: &Row) -> Result<Dim, LowerError> {
         let memory_in_post = r.stats.iter().any(|s| {
             s.post
                 .nodes
@@ -53,18 +53,21 @@ impl<'a, 'b> FnCx<'a, 'b> {
                 "row access rank differs from the kernel's".into(),
             ));
         }
-        let mut outer: Vec<Vec<isize>> = all.iter().map(|a| a.strides[..k].to_vec()).collect();
+        let mut outer: Vec<Vec<Dim>> = all.iter().map(|a| a.strides[..k].to_vec()).collect();
         let oshape = normalize(&r.shape, &mut outer);
-        let along: Vec<Vec<isize>> = all.iter().map(|a| vec![a.strides[k]]).collect();
+        let along: Vec<Vec<Dim>> = all.iter().map(|a| vec![a.strides[k].clone()]).collect();
         self.load_bases(all.iter().map(|a| a.buf));
         let owalks = self.walks(&all, &outer);
         let rwalks = self.walks(&all, &along);
         let out_dtype = self.dtype_of(r.out.buf);
         clif_type(out_dtype)?;
         let vector_map = vectorizable(&r.map)
-            && along[0][0] == 1
-            && along[1..nmap].iter().all(|s| s[0] == 0 || s[0] == 1);
-        let len = r.len as i64;
+            && along[0][0].is_one()
+            && along[1..nmap]
+                .iter()
+                .all(|s| s[0].is_zero() || s[0].is_one());
+        let inner_const = constant_inner(&along, 0);
+        let row_len = std::slice::from_ref(&r.len);
         let offs = self.start_offsets(&owalks);
         let olast = oshape.len() - 1;
         let pins = all.len() + 2 * r.stats.len();
@@ -94,15 +97,13 @@ impl<'a, 'b> FnCx<'a, 'b> {
                         vstats: &vstats,
                     };
                     let voffs = at[range.clone()].to_vec();
-                    cx.reduce_levels(
-                        &reduction,
-                        &[r.len],
-                        &rwalks[range.clone()],
-                        nodes,
-                        0,
-                        voffs,
-                        acc,
-                    )?;
+                    let levels = Levels {
+                        shape: row_len,
+                        walks: &rwalks[range.clone()],
+                        node_acc: nodes,
+                        constant_inner: inner_const,
+                    };
+                    cx.reduce_levels(&reduction, &levels, 0, voffs, acc)?;
                     let a = cx.b.use_var(acc);
                     let none = Hoisted::default();
                     let ops = none.operands(&[], Some(a), &stats, false);
@@ -123,19 +124,11 @@ impl<'a, 'b> FnCx<'a, 'b> {
                     scalar: &stats,
                     vector: &vstats,
                 };
-                cx.row_map(
-                    r,
-                    &stats,
-                    vector_map,
-                    &at[..nmap],
-                    &rwalks[..nmap],
-                    &mnode,
-                    len,
-                )
+                cx.row_map(r, &stats, vector_map, &at[..nmap], &rwalks[..nmap], &mnode)
             })
         };
         self.levels(&oshape, &owalks, 0, offs, &mut inner)?;
-        Ok(oshape[0] as u64)
+        Ok(oshape[0].clone())
     }
 
     /// Stores `v` to pin slot `index` (see the module comment).
@@ -157,7 +150,6 @@ impl<'a, 'b> FnCx<'a, 'b> {
         offs: &[Value],
         walks: &[super::nest::Walk],
         node_acc: &[Option<usize>],
-        len: i64,
     ) -> Result<(), LowerError> {
         let element = &mut |cx: &mut Self, i: Value, vector: bool, hoisted: &Hoisted| {
             let addrs: Vec<Value> = cx.advance_all(offs, walks, i, 0);
@@ -174,10 +166,9 @@ impl<'a, 'b> FnCx<'a, 'b> {
             Ok(())
         };
         let lo = self.b.ins().iconst(types::I64, 0);
-        let hi = self.b.ins().iconst(types::I64, len);
-        let extent = len as usize;
+        let hi = self.size(&r.len);
         self.innermost(
-            lo, hi, extent, vector, &r.map, node_acc, offs, walks, 0, element,
+            lo, hi, &r.len, vector, &r.map, node_acc, offs, walks, 0, element,
         )
     }
 }

@@ -1,10 +1,10 @@
 //! ArgMax/ArgMin as two reductions: the extreme along the axis (NaN propagates), then the
-//! first (or, with `select_last`, the last) index holding it. The index comes from a
-//! constant `0..len` buffer read along the reduced axis (see `schedule/iota.rs`).
+//! first (or, with `select_last`, the last) index holding it. The index comes from an
+//! iota buffer `0..len` read along the reduced axis (see `schedule/iota.rs`).
 
 use super::{contiguous_strides, ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{ArgKind, BinaryOp, DType, Node, UnaryOp};
+use kiln_ir::{ArgKind, BinaryOp, DType, Dim, Node, UnaryOp};
 
 impl Scheduler<'_> {
     /// `out[p] = argmax/argmin of x[p with axis = j] over j`, with the interpreter's ties
@@ -18,13 +18,13 @@ impl Scheduler<'_> {
     ) -> Result<(), ScheduleError> {
         let x = self.view(node.inputs[0]).clone();
         let out = self.temp(node.outputs[0])?;
-        let len = x.shape.get(axis).copied().unwrap_or(0);
+        let len_dim = x.shape.get(axis).cloned().unwrap_or(Dim::from(0i64));
         let mut kept_shape = x.shape.clone();
         kept_shape.remove(axis);
-        if kept_shape.iter().product::<usize>() == 0 {
+        if kept_shape.iter().product::<Dim>().is_zero() {
             return Ok(());
         }
-        if len == 0 {
+        if len_dim.is_zero() {
             return Err(ScheduleError::Unsupported {
                 node: self.current,
                 name: node.name.clone(),
@@ -34,17 +34,17 @@ impl Scheduler<'_> {
         }
         // Iteration space: kept axes, then the reduced axis.
         let own = contiguous_strides(&x.shape);
-        let mut x_strides: Vec<isize> = (0..x.shape.len())
+        let mut x_strides: Vec<Dim> = (0..x.shape.len())
             .filter(|&d| d != axis)
-            .map(|d| own[d])
+            .map(|d| own[d].clone())
             .collect();
-        x_strides.push(own[axis]);
+        x_strides.push(own[axis].clone());
         let kept = contiguous_strides(&kept_shape);
         let mut kept_wide = kept.clone();
-        kept_wide.push(0);
+        kept_wide.push(Dim::from(0i64));
         let load_x = ExprNode::Load(Access {
             buf: x.buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: x_strides,
         });
         let combine = match kind {
@@ -62,10 +62,10 @@ impl Scheduler<'_> {
         value.push(load_x.clone(), x.dtype);
         self.push(Kernel::Reduce(Reduce {
             shape: kept_shape.clone(),
-            reduced: vec![len],
+            reduced: vec![len_dim.clone()],
             out: Access {
                 buf: best.buf,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: kept.clone(),
             },
             value,
@@ -73,23 +73,23 @@ impl Scheduler<'_> {
             post: acc(x.dtype),
         }));
         // Pass 2: the first (last) index whose element equals the extreme, NaN matching NaN.
-        let iota = self.iota(len, node.outputs[0]);
+        let iota = self.iota(&len_dim, node.outputs[0]);
         let mut v = Expr::default();
         let xv = v.push(load_x, x.dtype);
         let bv = v.push(
             ExprNode::Load(Access {
                 buf: best.buf,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: kept_wide,
             }),
             x.dtype,
         );
-        let mut iota_strides = vec![0isize; kept_shape.len()];
-        iota_strides.push(1);
+        let mut iota_strides = vec![Dim::from(0i64); kept_shape.len()];
+        iota_strides.push(Dim::from(1i64));
         let j = v.push(
             ExprNode::Load(Access {
                 buf: iota,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: iota_strides,
             }),
             DType::I64,
@@ -101,17 +101,16 @@ impl Scheduler<'_> {
             hit = v.push(ExprNode::Where(x_nan, b_nan, hit), DType::Bool);
         }
         let miss = match pick {
-            Combine::Max => -1,
-            _ => len as i64,
+            Combine::Max => v.push(ExprNode::Const(Scalar::Int(-1)), DType::I64),
+            _ => v.push_size(&len_dim, DType::I64),
         };
-        let miss = v.push(ExprNode::Const(Scalar::Int(miss)), DType::I64);
         v.push(ExprNode::Where(hit, j, miss), DType::I64);
         self.push(Kernel::Reduce(Reduce {
             shape: kept_shape,
-            reduced: vec![len],
+            reduced: vec![len_dim],
             out: Access {
                 buf: out.buf,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: kept,
             },
             value: v,

@@ -3,10 +3,9 @@
 //! broadcast strides over the scores, so a `[batch, 1, 1, seq]` padding mask is never
 //! expanded.
 
-use super::movement::batch_offsets;
 use super::{broadcast_strides, ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{AttentionAttrs, AttentionMask, Node};
+use kiln_ir::{AttentionAttrs, AttentionMask, Dim, Node};
 
 impl Scheduler<'_> {
     pub(super) fn attention(
@@ -19,15 +18,17 @@ impl Scheduler<'_> {
         let r = q.shape.len();
         let heads = r - 3;
         let dims = AttentionDims {
-            batch: q.shape[..heads].iter().product(),
-            heads: q.shape[heads],
-            kv_heads: k.shape[heads],
-            q_len: q.shape[r - 2],
-            kv_len: k.shape[r - 2],
-            depth: q.shape[r - 1],
-            v_depth: v.shape[r - 1],
+            leading: q.shape[..heads].to_vec(),
+            heads: q.shape[heads].clone(),
+            kv_heads: k.shape[heads].clone(),
+            q_len: q.shape[r - 2].clone(),
+            kv_len: k.shape[r - 2].clone(),
+            depth: q.shape[r - 1].clone(),
+            v_depth: v.shape[r - 1].clone(),
         };
-        if dims.kv_heads == 0 || !dims.heads.is_multiple_of(dims.kv_heads) {
+        let query_heads = self.known(&dims.heads, node.inputs[0])?;
+        let kv_heads = self.known(&dims.kv_heads, node.inputs[1])?;
+        if kv_heads == 0 || !query_heads.is_multiple_of(kv_heads) {
             return Err(ScheduleError::Unsupported {
                 node: self.current,
                 name: node.name.clone(),
@@ -41,26 +42,32 @@ impl Scheduler<'_> {
         let mask = (attrs.mask != AttentionMask::None).then(|| {
             let m = self.view(node.inputs[3]);
             let mut scores = q.shape[..r - 1].to_vec();
-            scores.push(dims.kv_len);
-            let strides = broadcast_strides(&m.shape, &scores);
+            scores.push(dims.kv_len.clone());
+            let mut strides = broadcast_strides(&m.shape, &scores);
+            let last: [Dim; 3] = [
+                strides[heads].clone(),
+                strides[r - 2].clone(),
+                strides[r - 1].clone(),
+            ];
+            strides.truncate(heads);
             AttentionMaskOperand {
                 buf: m.buf,
                 keep: attrs.mask == AttentionMask::Keep,
-                batch_offsets: batch_offsets(&scores[..heads], &strides[..heads]),
-                strides: [strides[heads], strides[r - 2], strides[r - 1]],
+                batch_strides: strides,
+                strides: last,
             }
         });
-        let d = dims;
-        self.push(Kernel::Call(Call::Attention(Attention {
-            q: AttentionOperand::contiguous(q.buf, d.heads, d.q_len, d.depth),
-            k: AttentionOperand::contiguous(k.buf, d.kv_heads, d.kv_len, d.depth),
-            v: AttentionOperand::contiguous(v.buf, d.kv_heads, d.kv_len, d.v_depth),
-            out: AttentionOperand::contiguous(out.buf, d.heads, d.q_len, d.v_depth),
+        let d = &dims;
+        self.push(Kernel::Call(Call::Attention(Box::new(Attention {
+            q: AttentionOperand::contiguous(q.buf, &d.heads, &d.q_len, &d.depth),
+            k: AttentionOperand::contiguous(k.buf, &d.kv_heads, &d.kv_len, &d.depth),
+            v: AttentionOperand::contiguous(v.buf, &d.kv_heads, &d.kv_len, &d.v_depth),
+            out: AttentionOperand::contiguous(out.buf, &d.heads, &d.q_len, &d.v_depth),
             dims,
             mask,
             scale: attrs.scale,
             rows: attrs.rows,
-        })));
+        }))));
         Ok(())
     }
 }

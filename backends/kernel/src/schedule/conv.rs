@@ -4,12 +4,12 @@
 
 use super::{ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{ConvAttrs, DType, Node};
+use kiln_ir::{ConvAttrs, DType, Dim, Node};
 
 /// True when the input already is the im2col matrix: a 1×1 kernel read at every position
 /// (unit strides, no padding).
-fn is_pointwise(a: &ConvAttrs, w_shape: &[usize]) -> bool {
-    w_shape[2..].iter().all(|&k| k == 1)
+fn is_pointwise(a: &ConvAttrs, w_shape: &[Dim]) -> bool {
+    w_shape[2..].iter().all(Dim::is_one)
         && a.strides.iter().all(|&s| s == 1)
         && a.pads.iter().all(|&p| p == (0, 0))
 }
@@ -22,8 +22,8 @@ impl Scheduler<'_> {
         let cols = if is_pointwise(a, &w.shape) {
             None
         } else {
-            let rows = x.shape[1] * w.shape[2..].iter().product::<usize>();
-            let len = rows * y.shape[2..].iter().product::<usize>();
+            let rows = &x.shape[1] * &w.shape[2..].iter().product::<Dim>();
+            let len = rows * y.shape[2..].iter().product::<Dim>();
             Some(self.scratch(DType::F32, vec![len], node.outputs[0]).buf)
         };
         self.push(Kernel::Call(Call::Conv(Conv {

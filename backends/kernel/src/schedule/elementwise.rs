@@ -2,7 +2,7 @@
 
 use super::{broadcast_strides, ScheduleError, Scheduler, View};
 use crate::kernel::*;
-use kiln_ir::{Node, Op, Tensor, ValueId};
+use kiln_ir::{Dim, Node, Op, Tensor, ValueId};
 
 impl Scheduler<'_> {
     pub(super) fn elementwise(&mut self, node: &Node) -> Result<(), ScheduleError> {
@@ -35,7 +35,7 @@ impl Scheduler<'_> {
 
     /// Reads value `v` broadcast to `shape`: a scalar constant becomes an inline constant,
     /// anything else a load.
-    pub(crate) fn operand(&self, expr: &mut Expr, v: ValueId, shape: &[usize]) -> usize {
+    pub(crate) fn operand(&self, expr: &mut Expr, v: ValueId, shape: &[Dim]) -> usize {
         let view = self.view(v).clone();
         if let Some(c) = self.scalar_const(&view) {
             return expr.push(ExprNode::Const(c), view.dtype);
@@ -71,20 +71,20 @@ pub(crate) fn scalar_of(t: &Tensor) -> Scalar {
 }
 
 /// An access reading `view` broadcast to `shape`.
-pub(crate) fn broadcast_access(view: &View, shape: &[usize]) -> Access {
+pub(crate) fn broadcast_access(view: &View, shape: &[Dim]) -> Access {
     Access {
         buf: view.buf,
-        offset: 0,
+        offset: Dim::from(0i64),
         strides: broadcast_strides(&view.shape, shape),
     }
 }
 
 impl Access {
     /// Row-major access of a whole buffer of `shape`.
-    pub fn contiguous(buf: BufId, shape: &[usize]) -> Access {
+    pub fn contiguous(buf: BufId, shape: &[Dim]) -> Access {
         Access {
             buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: super::contiguous_strides(shape),
         }
     }

@@ -1,21 +1,20 @@
 //! Ops that need the loop index as a value: range, trilu and one-hot. The index is read
-//! from a constant `0..n` buffer (an "iota") with stride 1 along the axis it numbers and 0
-//! elsewhere, so the kernel description needs no index node.
+//! from an [`BufferKind::Iota`] buffer `0..n` with stride 1 along the axis it numbers and 0
+//! elsewhere, so the kernel description needs no index node, and loop fusion and axis
+//! merging treat it as any load.
 
 use super::{contiguous_strides, ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{BinaryOp, DType, Node, Tensor, ValueId};
+use kiln_ir::{BinaryOp, DType, Dim, Node, ValueId};
 
 impl Scheduler<'_> {
-    /// A constant buffer holding `0..len` as i64 (made for value `value`, for reports).
-    pub(super) fn iota(&mut self, len: usize, value: ValueId) -> BufId {
-        let t = Tensor::from_vec((0..len as i64).collect::<Vec<i64>>(), &[len])
-            .expect("length matches the shape");
+    /// A buffer holding `0..len` as i64 (made for value `value`, for reports).
+    pub(super) fn iota(&mut self, len: &Dim, value: ValueId) -> BufId {
         let buf = self.program.buffers.len();
         self.program.buffers.push(Buffer {
             dtype: DType::I64,
-            len,
-            kind: BufferKind::Const(t),
+            len: len.clone(),
+            kind: BufferKind::Iota,
             value: value.0,
         });
         buf
@@ -27,35 +26,35 @@ impl Scheduler<'_> {
         e: &mut Expr,
         rank: usize,
         axis: usize,
-        len: usize,
+        len: &Dim,
         v: ValueId,
-    ) -> usize {
+    ) -> Result<usize, ScheduleError> {
         let buf = self.iota(len, v);
-        let mut strides = vec![0isize; rank];
-        strides[axis] = 1;
-        e.push(
+        let mut strides = vec![Dim::from(0i64); rank];
+        strides[axis] = Dim::from(1i64);
+        Ok(e.push(
             ExprNode::Load(Access {
                 buf,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides,
             }),
             DType::I64,
-        )
+        ))
     }
 
     /// `out[i] = start + i * delta`: in f64 then rounded for floats (as the interpreter
     /// computes), wrapping in the output type for integers.
     pub(super) fn range(&mut self, node: &Node) -> Result<(), ScheduleError> {
         let out = self.temp(node.outputs[0])?;
-        let n = out.shape.iter().product::<usize>();
-        if n == 0 {
+        let n = out.shape.iter().product::<Dim>();
+        if n.is_zero() {
             return Ok(());
         }
         let scalar = |v: &super::View| {
             ExprNode::Load(Access {
                 buf: v.buf,
-                offset: 0,
-                strides: vec![0],
+                offset: Dim::from(0i64),
+                strides: vec![Dim::from(0i64)],
             })
         };
         let (start, delta) = (
@@ -63,7 +62,7 @@ impl Scheduler<'_> {
             self.view(node.inputs[1]).clone(),
         );
         let mut e = Expr::default();
-        let i = self.index_along(&mut e, 1, 0, n, node.outputs[0]);
+        let i = self.index_along(&mut e, 1, 0, &n, node.outputs[0])?;
         let s = e.push(scalar(&start), out.dtype);
         let d = e.push(scalar(&delta), out.dtype);
         let work = if out.dtype.is_float() {
@@ -110,12 +109,12 @@ impl Scheduler<'_> {
                 reason: format!("trilu needs rank >= 2, got {r}"),
             });
         }
-        if out.shape.iter().product::<usize>() == 0 {
+        if out.shape.iter().product::<Dim>().is_zero() {
             return Ok(());
         }
         let mut e = Expr::default();
-        let row = self.index_along(&mut e, r, r - 2, x.shape[r - 2], node.outputs[0]);
-        let col = self.index_along(&mut e, r, r - 1, x.shape[r - 1], node.outputs[0]);
+        let row = self.index_along(&mut e, r, r - 2, &x.shape[r - 2], node.outputs[0])?;
+        let col = self.index_along(&mut e, r, r - 1, &x.shape[r - 1], node.outputs[0])?;
         let diag = e.push(ExprNode::Binary(BinaryOp::Sub, col, row), DType::I64);
         let k = e.push(ExprNode::Const(Scalar::Int(k)), DType::I64);
         let cmp = if upper {
@@ -146,18 +145,18 @@ impl Scheduler<'_> {
         let idx = self.view(node.inputs[0]).clone();
         let values = self.view(node.inputs[1]).clone();
         let out = self.temp(node.outputs[0])?;
-        if out.shape.iter().product::<usize>() == 0 {
+        if out.shape.iter().product::<Dim>().is_zero() {
             return Ok(());
         }
         let rank = out.shape.len();
         let mut idx_strides = contiguous_strides(&idx.shape);
-        idx_strides.insert(axis, 0);
+        idx_strides.insert(axis, Dim::from(0i64));
         let mut e = Expr::default();
-        let pos = self.index_along(&mut e, rank, axis, depth, node.outputs[0]);
+        let pos = self.index_along(&mut e, rank, axis, &Dim::from(depth), node.outputs[0])?;
         let mut i = e.push(
             ExprNode::Load(Access {
                 buf: idx.buf,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: idx_strides,
             }),
             idx.dtype,
@@ -171,11 +170,11 @@ impl Scheduler<'_> {
         let wrapped = e.push(ExprNode::Binary(BinaryOp::Add, i, d), DType::I64);
         let i = e.push(ExprNode::Where(neg, wrapped, i), DType::I64);
         let hit = e.push(ExprNode::Binary(BinaryOp::Equal, i, pos), DType::Bool);
-        let value = |offset| {
+        let value = |offset: i64| {
             ExprNode::Load(Access {
                 buf: values.buf,
-                offset,
-                strides: vec![0; rank],
+                offset: Dim::from(offset),
+                strides: vec![Dim::from(0i64); rank],
             })
         };
         let on = e.push(value(1), values.dtype);

@@ -6,7 +6,7 @@
 
 use super::{ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{Epilogue, Node};
+use kiln_ir::{Dim, Epilogue, Node};
 
 impl Scheduler<'_> {
     pub(super) fn linear(&mut self, node: &Node, e: Epilogue) -> Result<(), ScheduleError> {
@@ -16,29 +16,30 @@ impl Scheduler<'_> {
         let bias = if e.bias { rest.next() } else { None };
         let residual = e.residual.zip(rest.next());
         let c = self.temp(node.outputs[0])?;
-        let (k, n) = (w.shape[0], w.shape[1]);
+        let (k, n) = (w.shape[0].clone(), w.shape[1].clone());
         let m = x.shape[..x.shape.len() - 1].iter().product();
-        let operand = |buf: BufId, cols: usize| MatOperand {
+        let operand = |buf: BufId, cols: &Dim| MatOperand {
             buf,
-            batch_offsets: vec![0],
-            row_stride: cols as isize,
-            col_stride: 1,
+            offset: Dim::from(0i64),
+            batch_strides: Vec::new(),
+            row_stride: cols.clone(),
+            col_stride: Dim::from(1i64),
         };
         let mm = MatMul {
-            batch: 1,
+            batch: Vec::new(),
+            a: operand(x.buf, &k),
+            b: operand(w.buf, &n),
+            c: operand(c.buf, &n),
             m,
             k,
             n,
-            a: operand(x.buf, k),
-            b: operand(w.buf, n),
-            c: operand(c.buf, n),
             epilogue: GemmEpilogue {
                 bias,
                 activation: e.activation,
                 residual,
             },
         };
-        self.push(Kernel::Call(Call::MatMul(mm)));
+        self.push(Kernel::Call(Call::MatMul(Box::new(mm))));
         Ok(())
     }
 }

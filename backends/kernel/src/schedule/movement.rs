@@ -3,14 +3,14 @@
 
 use super::{contiguous_strides, ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{Node, SliceAxis};
+use kiln_ir::{Dim, Node, SliceAxis};
 
 impl Scheduler<'_> {
     /// `out = load(access)` over the output's shape.
     pub(super) fn copy(
         &mut self,
         node: &Node,
-        load: impl FnOnce(&[usize]) -> Access,
+        load: impl FnOnce(&[Dim]) -> Access,
     ) -> Result<(), ScheduleError> {
         let out = self.temp(node.outputs[0])?;
         let mut expr = Expr::default();
@@ -30,19 +30,19 @@ impl Scheduler<'_> {
         let own = contiguous_strides(&src.shape);
         self.copy(node, |_| Access {
             buf: src.buf,
-            offset: 0,
-            strides: perm.iter().map(|&p| own[p]).collect(),
+            offset: Dim::from(0i64),
+            strides: perm.iter().map(|&p| own[p].clone()).collect(),
         })
     }
 
     pub(super) fn slice(&mut self, node: &Node, axes: &[SliceAxis]) -> Result<(), ScheduleError> {
         let src = self.view(node.inputs[0]).clone();
         let mut strides = contiguous_strides(&src.shape);
-        let mut offset = 0isize;
+        let mut offset = Dim::from(0i64);
         for a in axes {
-            let start = a.start.eval(self.bindings).unwrap_or(0) as isize;
-            offset += start * strides[a.axis];
-            strides[a.axis] *= a.step as isize;
+            let start = a.start.substitute(self.bindings);
+            offset = offset + &start * &strides[a.axis];
+            strides[a.axis] = &strides[a.axis] * &Dim::from(a.step);
         }
         self.copy(node, |_| Access {
             buf: src.buf,
@@ -61,10 +61,10 @@ impl Scheduler<'_> {
     pub(super) fn concat(&mut self, node: &Node, axis: usize) -> Result<(), ScheduleError> {
         let out = self.temp(node.outputs[0])?;
         let ostrides = contiguous_strides(&out.shape);
-        let mut at = 0usize;
+        let mut at = Dim::from(0i64);
         for v in &node.inputs {
             let src = self.view(*v).clone();
-            if src.shape.iter().product::<usize>() > 0 {
+            if !src.shape.iter().product::<Dim>().is_zero() {
                 let mut expr = Expr::default();
                 expr.push(
                     ExprNode::Load(Access::contiguous(src.buf, &src.shape)),
@@ -73,7 +73,7 @@ impl Scheduler<'_> {
                 self.push(Kernel::Loop(LoopNest {
                     out: Access {
                         buf: out.buf,
-                        offset: at as isize * ostrides[axis],
+                        offset: &at * &ostrides[axis],
                         strides: ostrides.clone(),
                     },
                     shape: src.shape.clone(),
@@ -82,7 +82,7 @@ impl Scheduler<'_> {
                     serial: false,
                 }));
             }
-            at += src.shape[axis];
+            at = at + src.shape[axis].clone();
         }
         Ok(())
     }
@@ -107,16 +107,21 @@ impl Scheduler<'_> {
             contiguous_strides(&src.shape),
             contiguous_strides(&out.shape),
         );
-        let (mut ioff, mut ooff) = (0isize, 0isize);
+        let (mut ioff, mut ooff) = (Dim::from(0i64), Dim::from(0i64));
         let mut shape = Vec::with_capacity(pads.len());
         for (d, &(before, after)) in pads.iter().enumerate() {
-            let skip_in = (-before).max(0) as usize;
-            let drop_in = (-after).max(0) as usize;
-            shape.push(src.shape[d].saturating_sub(skip_in + drop_in));
-            ioff += skip_in as isize * istrides[d];
-            ooff += before.max(0) as isize * ostrides[d];
+            let skip_in = (-before).max(0);
+            let drop_in = (-after).max(0);
+            let kept = &src.shape[d] - &Dim::from(skip_in + drop_in);
+            shape.push(match kept.as_const() {
+                Some(n) => Dim::from(n.max(0)),
+                None if skip_in + drop_in == 0 => kept,
+                None => kept.max_with(&Dim::from(0i64)),
+            });
+            ioff = ioff + &Dim::from(skip_in) * &istrides[d];
+            ooff = ooff + &Dim::from(before.max(0)) * &ostrides[d];
         }
-        if shape.iter().product::<usize>() > 0 {
+        if !shape.iter().product::<Dim>().is_zero() {
             let mut expr = Expr::default();
             expr.push(
                 ExprNode::Load(Access {
@@ -151,19 +156,19 @@ impl Scheduler<'_> {
             contiguous_strides(&idx.shape),
         );
         let r = idx.shape.len();
-        let mut idx_strides = vec![0isize; out.shape.len()];
-        idx_strides[axis..axis + r].copy_from_slice(&is);
-        let mut data_strides = vec![0isize; out.shape.len()];
-        data_strides[..axis].copy_from_slice(&ds[..axis]);
-        data_strides[axis + r..].copy_from_slice(&ds[axis + 1..]);
+        let mut idx_strides = vec![Dim::from(0i64); out.shape.len()];
+        idx_strides[axis..axis + r].clone_from_slice(&is);
+        let mut data_strides = vec![Dim::from(0i64); out.shape.len()];
+        data_strides[..axis].clone_from_slice(&ds[..axis]);
+        data_strides[axis + r..].clone_from_slice(&ds[axis + 1..]);
         self.push_gather(
             &out,
             &idx,
             idx_strides,
             data.buf,
             data_strides,
-            ds[axis],
-            data.shape[axis],
+            ds[axis].clone(),
+            data.shape[axis].clone(),
         );
         Ok(())
     }
@@ -178,8 +183,7 @@ impl Scheduler<'_> {
         let idx = self.view(node.inputs[1]).clone();
         let out = self.temp(node.outputs[0])?;
         let mut data_strides = contiguous_strides(&data.shape);
-        let axis_stride = data_strides[axis];
-        data_strides[axis] = 0;
+        let axis_stride = std::mem::replace(&mut data_strides[axis], Dim::from(0i64));
         let idx_strides = contiguous_strides(&idx.shape);
         self.push_gather(
             &out,
@@ -188,7 +192,7 @@ impl Scheduler<'_> {
             data.buf,
             data_strides,
             axis_stride,
-            data.shape[axis],
+            data.shape[axis].clone(),
         );
         Ok(())
     }
@@ -198,17 +202,17 @@ impl Scheduler<'_> {
         &mut self,
         out: &super::View,
         idx: &super::View,
-        idx_strides: Vec<isize>,
+        idx_strides: Vec<Dim>,
         data: BufId,
-        data_strides: Vec<isize>,
-        axis_stride: isize,
-        axis_len: usize,
+        data_strides: Vec<Dim>,
+        axis_stride: Dim,
+        axis_len: Dim,
     ) {
         let mut expr = Expr::default();
         let index = expr.push(
             ExprNode::Load(Access {
                 buf: idx.buf,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: idx_strides,
             }),
             idx.dtype,
@@ -217,7 +221,7 @@ impl Scheduler<'_> {
             ExprNode::Gather {
                 access: Access {
                     buf: data,
-                    offset: 0,
+                    offset: Dim::from(0i64),
                     strides: data_strides,
                 },
                 indices: vec![Indirect {
@@ -243,47 +247,34 @@ impl Scheduler<'_> {
         let b = self.view(node.inputs[1]).clone();
         let c = self.temp(node.outputs[0])?;
         let rank = c.shape.len();
-        let (m, n) = (c.shape[rank - 2], c.shape[rank - 1]);
-        let k = a.shape[a.shape.len() - 1];
-        let batch_shape = &c.shape[..rank - 2];
-        let offsets = |shape: &[usize]| -> Vec<usize> {
-            let mat_shape: Vec<usize> = shape[..shape.len() - 2].to_vec();
-            let strides = super::broadcast_strides(&mat_shape, batch_shape);
-            let mat = shape[shape.len() - 2] * shape[shape.len() - 1];
-            batch_offsets(batch_shape, &strides)
-                .into_iter()
-                .map(|o| o * mat)
-                .collect()
-        };
-        let operand = |buf: BufId, batch_offsets: Vec<usize>, cols: usize| MatOperand {
-            buf,
-            batch_offsets,
-            row_stride: cols as isize,
-            col_stride: 1,
+        let (m, n) = (c.shape[rank - 2].clone(), c.shape[rank - 1].clone());
+        let k = a.shape[a.shape.len() - 1].clone();
+        let batch = c.shape[..rank - 2].to_vec();
+        let operand = |v: &super::View| {
+            let (mat_shape, rows) = v.shape.split_at(v.shape.len() - 2);
+            let mat = &rows[0] * &rows[1];
+            MatOperand {
+                buf: v.buf,
+                offset: Dim::from(0i64),
+                batch_strides: super::broadcast_strides(mat_shape, &batch)
+                    .iter()
+                    .map(|s| s * &mat)
+                    .collect(),
+                row_stride: rows[1].clone(),
+                col_stride: Dim::from(1i64),
+            }
         };
         let mm = MatMul {
-            batch: batch_shape.iter().product(),
+            a: operand(&a),
+            b: operand(&b),
+            c: operand(&c),
+            batch,
             m,
             k,
             n,
-            a: operand(a.buf, offsets(&a.shape), k),
-            b: operand(b.buf, offsets(&b.shape), n),
-            c: operand(c.buf, offsets(&c.shape), n),
             epilogue: GemmEpilogue::default(),
         };
-        self.push(Kernel::Call(Call::MatMul(mm)));
+        self.push(Kernel::Call(Call::MatMul(Box::new(mm))));
         Ok(())
     }
-}
-
-/// The flat offset (Σ index·stride) of every index of `shape`, in row-major order.
-pub(super) fn batch_offsets(shape: &[usize], strides: &[isize]) -> Vec<usize> {
-    let mut out = vec![0isize];
-    for (&d, &s) in shape.iter().zip(strides) {
-        out = out
-            .iter()
-            .flat_map(|&o| (0..d as isize).map(move |i| o + i * s))
-            .collect();
-    }
-    out.into_iter().map(|o| o as usize).collect()
 }

@@ -5,6 +5,7 @@
 
 use super::{ScheduleError, Scheduler};
 use crate::kernel::*;
+use kiln_ir::Dim;
 use kiln_ir::{BinaryOp, Node, UnaryOp};
 
 /// Which normalization.
@@ -30,7 +31,7 @@ impl Scheduler<'_> {
             op: node.op.name(),
             reason: reason.into(),
         };
-        let Some((&len, rows)) = x.shape.split_last() else {
+        let Some((len, rows)) = x.shape.split_last() else {
             return Err(unsupported("the input must have rank at least 1"));
         };
         for p in &node.inputs[1..] {
@@ -39,18 +40,17 @@ impl Scheduler<'_> {
             }
         }
         let out = self.temp(node.outputs[0])?;
-        if out.shape.contains(&0) {
+        if out.shape.iter().any(Dim::is_zero) {
             // Nothing to write (and an empty row's mean would divide by zero).
             return Ok(());
         }
         let t = x.dtype;
-        let count = len as f64;
         let load_x = |e: &mut Expr| e.push(ExprNode::Load(Access::contiguous(x.buf, &x.shape)), t);
         // `rsqrt(acc / count + eps)`: the inverse root of a mean over the row.
         let inverse_root = || {
             let mut post = Expr::default();
             let acc = post.push(ExprNode::Acc, t);
-            let n = post.push(ExprNode::Const(Scalar::Float(count)), t);
+            let n = post.push_size(len, t);
             let mean = post.push(ExprNode::Binary(BinaryOp::Div, acc, n), t);
             let eps = post.push(ExprNode::Const(Scalar::Float(epsilon as f64)), t);
             let shifted = post.push(ExprNode::Binary(BinaryOp::Add, mean, eps), t);
@@ -67,7 +67,7 @@ impl Scheduler<'_> {
                 load_x(&mut value);
                 let mut post = Expr::default();
                 let acc = post.push(ExprNode::Acc, t);
-                let n = post.push(ExprNode::Const(Scalar::Float(count)), t);
+                let n = post.push_size(len, t);
                 post.push(ExprNode::Binary(BinaryOp::Div, acc, n), t);
                 stats.push(RowStat {
                     value,
@@ -112,7 +112,7 @@ impl Scheduler<'_> {
         }
         self.push(Kernel::Row(Row {
             shape: rows.to_vec(),
-            len,
+            len: len.clone(),
             stats,
             out: Access::contiguous(out.buf, &out.shape),
             map,
@@ -122,11 +122,11 @@ impl Scheduler<'_> {
 }
 
 /// True if a tensor of `shape` broadcasts to `to` without changing it (numpy rules).
-fn broadcasts_to(shape: &[usize], to: &[usize]) -> bool {
+fn broadcasts_to(shape: &[Dim], to: &[Dim]) -> bool {
     shape.len() <= to.len()
         && shape
             .iter()
             .rev()
             .zip(to.iter().rev())
-            .all(|(&p, &x)| p == 1 || p == x)
+            .all(|(p, x)| p.is_one() || p == x)
 }

@@ -10,7 +10,7 @@
 
 use super::{contiguous_strides, ScheduleError, Scheduler, Support, View};
 use crate::kernel::*;
-use kiln_ir::{BinaryOp, DType, Node, PoolAttrs, PoolKind, Tensor, UnaryOp};
+use kiln_ir::{BinaryOp, DType, Dim, Node, PoolAttrs, PoolKind, Tensor, UnaryOp};
 
 /// Whether pooling of `dtype` runs natively: max on every numeric type, average and Lp on
 /// f32/f64 (the reference accumulates integers in f64 and rounds once, which integer
@@ -71,11 +71,12 @@ impl Axis {
     }
 }
 
+/// The spatial axes; `input` and `output` are the spatial sizes (after batch and channel).
 fn axes(a: &PoolAttrs, input: &[usize], output: &[usize]) -> Vec<Axis> {
     (0..a.kernel.len())
         .map(|i| Axis {
-            n: input[i + 2],
-            out: output[i + 2],
+            n: input[i],
+            out: output[i],
             k: a.kernel[i],
             stride: a.strides[i],
             dilation: a.dilations[i],
@@ -102,17 +103,21 @@ impl Scheduler<'_> {
     pub(super) fn pool(&mut self, node: &Node, a: &PoolAttrs) -> Result<(), ScheduleError> {
         let src = self.view(node.inputs[0]).clone();
         let out = self.temp(node.outputs[0])?;
-        let dims = axes(a, &src.shape, &out.shape);
+        let known = |v: &View, value| -> Result<Vec<usize>, ScheduleError> {
+            v.shape[2..].iter().map(|d| self.known(d, value)).collect()
+        };
+        let spatial_out = known(&out, node.outputs[0])?;
+        let dims = axes(a, &known(&src, node.inputs[0])?, &spatial_out);
         let combine = match a.kind {
             PoolKind::Max => Combine::Max,
             PoolKind::Avg { .. } | PoolKind::Lp { .. } => Combine::Sum,
         };
         let data = self.pool_input(&src, &dims, combine, node);
         let value = window_value(&data, &dims, a.kind);
-        let post = self.pool_post(&out, &dims, a.kind);
+        let post = self.pool_post(&out, &spatial_out, &dims, a.kind);
         self.push(Kernel::Reduce(Reduce {
             shape: out.shape.clone(),
-            reduced: dims.iter().map(|d| d.k).collect(),
+            reduced: dims.iter().map(|d| Dim::from(d.k)).collect(),
             out: Access::contiguous(out.buf, &out.shape),
             value,
             combine,
@@ -128,7 +133,7 @@ impl Scheduler<'_> {
             return src.clone();
         }
         let mut shape = src.shape[..2].to_vec();
-        shape.extend(dims.iter().map(Axis::padded));
+        shape.extend(dims.iter().map(|d| Dim::from(d.padded())));
         let padded = self.scratch(src.dtype, shape, node.outputs[0]);
         let mut fill = Expr::default();
         fill.push(
@@ -144,7 +149,7 @@ impl Scheduler<'_> {
         let offset = dims
             .iter()
             .zip(&strides[2..])
-            .map(|(d, &s)| d.pad_begin as isize * s)
+            .map(|(d, s)| &Dim::from(d.pad_begin) * s)
             .sum();
         let mut copy = Expr::default();
         copy.push(
@@ -161,7 +166,7 @@ impl Scheduler<'_> {
     }
 
     /// The map applied to each window's accumulator.
-    fn pool_post(&mut self, out: &View, dims: &[Axis], kind: PoolKind) -> Expr {
+    fn pool_post(&mut self, out: &View, spatial: &[usize], dims: &[Axis], kind: PoolKind) -> Expr {
         let t = out.dtype;
         let mut e = Expr::default();
         let acc = e.push(ExprNode::Acc, t);
@@ -179,12 +184,12 @@ impl Scheduler<'_> {
                 let n = if counts.iter().all(|&c| c == counts[0]) {
                     e.push(ExprNode::Const(Scalar::Float(counts[0] as f64)), t)
                 } else {
-                    let buf = self.divisor_buffer(t, &counts, out);
-                    let mut strides = vec![0, 0];
+                    let buf = self.divisor_buffer(t, &counts, spatial, out);
+                    let mut strides = vec![Dim::from(0i64), Dim::from(0i64)];
                     strides.extend(contiguous_strides(&out.shape[2..]));
                     let load = Access {
                         buf,
-                        offset: 0,
+                        offset: Dim::from(0i64),
                         strides,
                     };
                     e.push(ExprNode::Load(load), t)
@@ -196,8 +201,13 @@ impl Scheduler<'_> {
     }
 
     /// A constant buffer of float `dtype` holding `counts` (over the output's spatial dims).
-    fn divisor_buffer(&mut self, dtype: DType, counts: &[usize], out: &View) -> BufId {
-        let shape = &out.shape[2..];
+    fn divisor_buffer(
+        &mut self,
+        dtype: DType,
+        counts: &[usize],
+        shape: &[usize],
+        out: &View,
+    ) -> BufId {
         let tensor = if dtype == DType::F64 {
             Tensor::from_vec(counts.iter().map(|&c| c as f64).collect(), shape)
         } else {
@@ -206,7 +216,7 @@ impl Scheduler<'_> {
         .expect("one count per output position");
         self.program.buffers.push(Buffer {
             dtype,
-            len: counts.len(),
+            len: Dim::from(counts.len()),
             kind: BufferKind::Const(tensor),
             value: self.view_value(out),
         });
@@ -227,19 +237,19 @@ fn window_value(data: &View, dims: &[Axis], kind: PoolKind) -> Expr {
     strides.extend(
         dims.iter()
             .zip(&ds[2..])
-            .map(|(d, &s)| d.stride as isize * s),
+            .map(|(d, s)| &Dim::from(d.stride) * s),
     );
     strides.extend(
         dims.iter()
             .zip(&ds[2..])
-            .map(|(d, &s)| d.dilation as isize * s),
+            .map(|(d, s)| &Dim::from(d.dilation) * s),
     );
     let t = data.dtype;
     let mut e = Expr::default();
     let x = e.push(
         ExprNode::Load(Access {
             buf: data.buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides,
         }),
         t,

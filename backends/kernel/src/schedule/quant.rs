@@ -38,8 +38,8 @@ impl Scheduler<'_> {
         let c = self.temp(node.outputs[0])?;
         self.push(Kernel::Call(Call::QuantLinear(QuantLinear {
             m: x.shape[..x.shape.len() - 1].iter().product(),
-            k: w.shape[0],
-            n: w.shape[1],
+            k: w.shape[0].clone(),
+            n: w.shape[1].clone(),
             x: x.buf,
             w: w.buf,
             scale_f16: scale.as_ref().is_some_and(|s| s.dtype == DType::F16),

@@ -3,36 +3,36 @@
 
 use super::{contiguous_strides, ScheduleError, Scheduler, View};
 use crate::kernel::*;
-use kiln_ir::{BinaryOp, DType, Node, ReduceKind, UnaryOp};
+use kiln_ir::{BinaryOp, DType, Dim, Node, ReduceKind, UnaryOp};
 
 /// The iteration space of reducing `shape` over `axes`: kept axes then reduced axes, with
 /// the input's strides in that order.
 struct Space {
-    kept: Vec<usize>,
-    reduced: Vec<usize>,
+    kept: Vec<Dim>,
+    reduced: Vec<Dim>,
     /// Input strides over `kept ++ reduced`.
-    strides: Vec<isize>,
+    strides: Vec<Dim>,
     /// Input strides over `kept ++ [zeros for reduced]` (reading a kept-shape tensor that
     /// broadcasts over the reduced axes, in the input's layout).
-    kept_strides: Vec<isize>,
+    kept_strides: Vec<Dim>,
 }
 
 impl Space {
-    fn new(shape: &[usize], axes: &[usize]) -> Space {
+    fn new(shape: &[Dim], axes: &[usize]) -> Space {
         let own = contiguous_strides(shape);
         let keep: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).collect();
-        let kept: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
-        let mut strides: Vec<isize> = keep.iter().map(|&d| own[d]).collect();
-        strides.extend(axes.iter().map(|&d| own[d]));
+        let kept: Vec<Dim> = keep.iter().map(|&d| shape[d].clone()).collect();
+        let mut strides: Vec<Dim> = keep.iter().map(|&d| own[d].clone()).collect();
+        strides.extend(axes.iter().map(|&d| own[d].clone()));
         Space {
-            reduced: axes.iter().map(|&d| shape[d]).collect(),
+            reduced: axes.iter().map(|&d| shape[d].clone()).collect(),
             kept_strides: contiguous_strides(&kept),
             kept,
             strides,
         }
     }
 
-    fn count(&self) -> usize {
+    fn count(&self) -> Dim {
         self.reduced.iter().product()
     }
 
@@ -40,7 +40,7 @@ impl Space {
     fn load_input(&self, src: &View) -> ExprNode {
         ExprNode::Load(Access {
             buf: src.buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: self.strides.clone(),
         })
     }
@@ -48,10 +48,10 @@ impl Space {
     /// Loads a kept-shape buffer over `kept ++ reduced` (broadcast over the reduced axes).
     fn load_kept_wide(&self, buf: BufId) -> ExprNode {
         let mut strides = self.kept_strides.clone();
-        strides.extend(self.reduced.iter().map(|_| 0));
+        strides.extend(self.reduced.iter().map(|_| Dim::from(0i64)));
         ExprNode::Load(Access {
             buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides,
         })
     }
@@ -60,7 +60,7 @@ impl Space {
     fn load_kept(&self, buf: BufId) -> ExprNode {
         ExprNode::Load(Access {
             buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: self.kept_strides.clone(),
         })
     }
@@ -71,7 +71,7 @@ impl Space {
             reduced: self.reduced.clone(),
             out: Access {
                 buf: out,
-                offset: 0,
+                offset: Dim::from(0i64),
                 strides: self.kept_strides.clone(),
             },
             value,
@@ -108,10 +108,6 @@ fn acc_only(dtype: DType) -> Expr {
     let mut e = Expr::default();
     e.push(ExprNode::Acc, dtype);
     e
-}
-
-fn float(e: &mut Expr, v: f64, dtype: DType) -> usize {
-    e.push(ExprNode::Const(Scalar::Float(v)), dtype)
 }
 
 impl Scheduler<'_> {
@@ -162,12 +158,8 @@ impl Scheduler<'_> {
         let mut post = acc_only(a);
         let acc = 0;
         match kind {
-            ReduceKind::Mean if a.is_float() => {
-                let n = float(&mut post, space.count() as f64, a);
-                post.push(ExprNode::Binary(BinaryOp::Div, acc, n), a);
-            }
             ReduceKind::Mean => {
-                let n = post.push(ExprNode::Const(Scalar::Int(space.count() as i64)), a);
+                let n = post.push_size(&space.count(), a);
                 post.push(ExprNode::Binary(BinaryOp::Div, acc, n), a);
             }
             ReduceKind::L2 => {
@@ -223,11 +215,11 @@ impl Scheduler<'_> {
             e.push(ExprNode::Binary(BinaryOp::Sub, x, mx), t)
         };
         let mut shape = space.kept.clone();
-        shape.extend(&space.reduced);
+        shape.extend(space.reduced.iter().cloned());
         // Every pass over the lane iterates `kept ++ [axis]` in the input's layout.
         let out_access = Access {
             buf: out.buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: space.strides.clone(),
         };
         let out_view = View {

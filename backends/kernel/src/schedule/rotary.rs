@@ -7,14 +7,14 @@
 use super::elementwise::broadcast_access;
 use super::{ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{BinaryOp, Node, UnaryOp};
+use kiln_ir::{BinaryOp, Dim, Node, UnaryOp};
 
 impl Scheduler<'_> {
     pub(super) fn rotary(&mut self, node: &Node) -> Result<(), ScheduleError> {
         let x = self.view(node.inputs[0]).clone();
         let [cos, sin] = [1, 2].map(|i| self.view(node.inputs[i]).clone());
         let out = self.temp(node.outputs[0])?;
-        let Some((&d, _)) = x.shape.split_last() else {
+        let Some((d, _)) = x.shape.split_last() else {
             return Err(ScheduleError::Unsupported {
                 node: self.current,
                 name: node.name.clone(),
@@ -22,16 +22,18 @@ impl Scheduler<'_> {
                 reason: "rotary needs rank at least 1".into(),
             });
         };
-        let h = d / 2;
-        if out.shape.contains(&0) {
+        let h = d.div_floor(2);
+        if out.shape.iter().any(Dim::is_zero) {
             return Ok(());
         }
         let mut half_shape = x.shape.clone();
-        *half_shape.last_mut().expect("rank ≥ 1") = h;
+        *half_shape.last_mut().expect("rank ≥ 1") = h.clone();
         let t = x.dtype;
         // Offsets (in elements) of element [.., h] from element [.., 0] of each operand.
-        let shifted = |mut a: Access, by: usize| {
-            a.offset += by as isize * a.strides.last().copied().unwrap_or(0);
+        let shifted = |mut a: Access, by: &Dim| {
+            if let Some(s) = a.strides.last() {
+                a.offset = &a.offset + &(by * s);
+            }
             a
         };
         let x_access = broadcast_access(&x, &x.shape);
@@ -39,7 +41,8 @@ impl Scheduler<'_> {
             broadcast_access(&cos, &x.shape),
             broadcast_access(&sin, &x.shape),
         );
-        for (own, other, sign) in [(0, h, true), (h, 0, false)] {
+        let zero = Dim::from(0i64);
+        for (own, other, sign) in [(&zero, &h, true), (&h, &zero, false)] {
             let mut e = Expr::default();
             let xs = e.push(ExprNode::Load(shifted(x_access.clone(), own)), t);
             let c = e.push(ExprNode::Load(shifted(cos_access.clone(), own)), t);

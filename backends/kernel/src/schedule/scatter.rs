@@ -10,7 +10,7 @@
 
 use super::{contiguous_strides, ScheduleError, Scheduler, View};
 use crate::kernel::*;
-use kiln_ir::{BinaryOp, DType, Node, ScatterReduction, UnaryOp};
+use kiln_ir::{BinaryOp, DType, Dim, Node, ScatterReduction, UnaryOp};
 
 impl Scheduler<'_> {
     /// The three inputs of a scatter, after checking that the indices are integers.
@@ -44,20 +44,20 @@ impl Scheduler<'_> {
             && upd.dtype == data.dtype
             && is.len() == ds.len()
             && upd.shape == *is
-            && (0..ds.len()).all(|d| d == axis || is[d] <= ds[d]);
+            && (0..ds.len()).all(|d| d == axis || at_most(&is[d], &ds[d]));
         if !fits {
             let reason = format!("data {ds:?}, indices {is:?}, updates {:?}", upd.shape);
             return Err(self.bad_shapes(node, reason));
         }
         let strides = contiguous_strides(ds);
         let mut out_strides = strides.clone();
-        out_strides[axis] = 0;
+        out_strides[axis] = Dim::from(0i64);
         let mut expr = Expr::default();
         let index = expr.push(ExprNode::Load(Access::contiguous(idx.buf, is)), idx.dtype);
         let terms = vec![Indirect {
             index,
-            stride: strides[axis],
-            len: ds[axis],
+            stride: strides[axis].clone(),
+            len: ds[axis].clone(),
         }];
         self.scatter(node, &data, upd, out_strides, terms, expr, reduction)
     }
@@ -71,7 +71,10 @@ impl Scheduler<'_> {
     ) -> Result<(), ScheduleError> {
         let [data, idx, upd] = self.operands(node)?;
         let (ds, is) = (&data.shape, &idx.shape);
-        let q = is.last().copied().unwrap_or(0);
+        let q = match is.last() {
+            Some(q) => self.known(q, node.inputs[1])?,
+            None => 0,
+        };
         let lead = is.len().saturating_sub(1);
         let fits = !is.is_empty()
             && upd.dtype == data.dtype
@@ -84,10 +87,10 @@ impl Scheduler<'_> {
             return Err(self.bad_shapes(node, reason));
         }
         let strides = contiguous_strides(ds);
-        let mut out_strides = vec![0isize; lead];
-        out_strides.extend(&strides[q..]);
+        let mut out_strides = vec![Dim::from(0i64); lead];
+        out_strides.extend(strides[q..].iter().cloned());
         let mut expr = Expr::default();
-        let terms = tuple_terms(&mut expr, &idx, upd.shape.len(), &strides, ds, 0);
+        let terms = tuple_terms(&mut expr, &idx, q, upd.shape.len(), &strides, ds, 0);
         self.scatter(node, &data, upd, out_strides, terms, expr, reduction)
     }
 
@@ -100,22 +103,22 @@ impl Scheduler<'_> {
         node: &Node,
         data: &View,
         upd: View,
-        out_strides: Vec<isize>,
+        out_strides: Vec<Dim>,
         terms: Vec<Indirect>,
         mut expr: Expr,
         reduction: ScatterReduction,
     ) -> Result<(), ScheduleError> {
         self.copy(node, |shape| Access::contiguous(data.buf, shape))?;
-        if upd.shape.iter().product::<usize>() == 0 {
+        if upd.shape.iter().product::<Dim>().is_zero() {
             return Ok(());
         }
-        if terms.iter().any(|t| t.len == 0) {
+        if terms.iter().any(|t| t.len.is_zero()) {
             return Err(self.bad_shapes(node, "indices into an empty axis".into()));
         }
         let out = self.view(node.outputs[0]).clone();
         let access = Access {
             buf: out.buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: out_strides,
         };
         let new = expr.push(
@@ -151,7 +154,10 @@ impl Scheduler<'_> {
     ) -> Result<(), ScheduleError> {
         let [data, idx] = self.operands(node)?;
         let (ds, is) = (&data.shape, &idx.shape);
-        let q = is.last().copied().unwrap_or(0);
+        let q = match is.last() {
+            Some(q) => self.known(q, node.inputs[1])?,
+            None => 0,
+        };
         let fits = is.len() > batch_dims
             && ds.len() >= batch_dims + q
             && is[..batch_dims] == ds[..batch_dims];
@@ -163,19 +169,20 @@ impl Scheduler<'_> {
         let lead = is.len() - 1;
         let strides = contiguous_strides(ds);
         let mut data_strides = strides[..batch_dims].to_vec();
-        data_strides.resize(lead, 0);
-        data_strides.extend(&strides[batch_dims + q..]);
+        data_strides.resize(lead, Dim::from(0i64));
+        data_strides.extend(strides[batch_dims + q..].iter().cloned());
         let mut expr = Expr::default();
-        let terms = tuple_terms(&mut expr, &idx, out.shape.len(), &strides, ds, batch_dims);
-        if out.shape.iter().product::<usize>() == 0 {
+        let rank = out.shape.len();
+        let terms = tuple_terms(&mut expr, &idx, q, rank, &strides, ds, batch_dims);
+        if out.shape.iter().product::<Dim>().is_zero() {
             return Ok(());
         }
-        if terms.iter().any(|t| t.len == 0) {
+        if terms.iter().any(|t| t.len.is_zero()) {
             return Err(self.bad_shapes(node, "indices into an empty axis".into()));
         }
         let access = Access {
             buf: data.buf,
-            offset: 0,
+            offset: Dim::from(0i64),
             strides: data_strides,
         };
         expr.push(
@@ -194,38 +201,44 @@ impl Scheduler<'_> {
     }
 }
 
-/// Pushes one load per component of the index tuples in the last axis of `idx` (iterated
+/// Pushes one load per component of the `q`-tuples in the last axis of `idx` (iterated
 /// over the leading axes of a `rank`-axis loop) and returns the terms addressing axes
 /// `batch_dims..` of data (shape `ds`, row-major `strides`).
 fn tuple_terms(
     expr: &mut Expr,
     idx: &View,
+    q: usize,
     rank: usize,
-    strides: &[isize],
-    ds: &[usize],
+    strides: &[Dim],
+    ds: &[Dim],
     batch_dims: usize,
 ) -> Vec<Indirect> {
     let is = &idx.shape;
     let lead = is.len() - 1;
     let mut idx_strides = contiguous_strides(is)[..lead].to_vec();
-    idx_strides.resize(rank, 0);
-    (0..is[lead])
+    idx_strides.resize(rank, Dim::from(0i64));
+    (0..q)
         .map(|j| {
             let index = expr.push(
                 ExprNode::Load(Access {
                     buf: idx.buf,
-                    offset: j as isize,
+                    offset: Dim::from(j),
                     strides: idx_strides.clone(),
                 }),
                 idx.dtype,
             );
             Indirect {
                 index,
-                stride: strides[batch_dims + j],
-                len: ds[batch_dims + j],
+                stride: strides[batch_dims + j].clone(),
+                len: ds[batch_dims + j].clone(),
             }
         })
         .collect()
+}
+
+/// Whether `a <= b` for every binding of the symbols (`b - a` is provably non-negative).
+fn at_most(a: &Dim, b: &Dim) -> bool {
+    a == b || (b - a).known_nonnegative()
 }
 
 /// Appends `old ⊕ new` with the interpreter's semantics: add and mul wrap for integers;
