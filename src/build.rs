@@ -4,9 +4,11 @@
 //!
 //! The pipeline is the JIT's: the same optimization passes, scheduling, loop fusion,
 //! memory plan and code generator ([`kiln_cpu::lay_out`]), so an artifact computes the
-//! same bits as `kiln run` at the same thread count. Symbolic dims are bound ahead of time:
-//! every value in each declared range (`--dim seq=1..16`) gets its own compiled program,
-//! and a run picks the one its input shapes match.
+//! same bits as `kiln run` at the same thread count. One program serves every binding of
+//! the symbolic dims within their ranges (`--dim seq=1..512`): its kernels read the dims'
+//! values at run time, and the runtime lays it out per shape. A dim fixed to one value
+//! (`--dim batch=1`) is substituted before scheduling, so its sizes constant-fold. A dim
+//! given no `--dim` ranges over `1..=`[`DEFAULT_DIM_MAX`].
 //!
 //! ```no_run
 //! // build.rs of a crate that depends on kiln-rt (and has kiln as a build-dependency):
@@ -26,17 +28,17 @@ mod write;
 
 use kiln_cpu::lower::object::{ObjectBuilder, Target, TargetError, Visibility};
 use kiln_ir::{Bindings, Dim, Graph, MemoryLimit, Tensor};
+use kiln_kernel::call::Call;
 use kiln_kernel::kernel::BufferKind;
-use kiln_rt::artifact::{Const, DimRange, Meta, SampleTensor, Spec, TensorSpec, FORMAT};
-use kiln_rt::call::Call;
-use kiln_rt::exec::Step;
+use kiln_rt::artifact::{Const, DimRange, Meta, SampleTensor, TensorSpec, FORMAT};
+use kiln_rt::layout::SymbolicStep;
 use kiln_rt::nibbles::Nibbles;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// The most programs one artifact may hold (the product of its dim ranges' sizes).
-pub const MAX_SPECIALIZATIONS: usize = 256;
+/// The largest value of a symbolic dim that no `--dim` bounds.
+pub const DEFAULT_DIM_MAX: i64 = 4096;
 
 /// What `kiln build` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,10 +110,13 @@ pub struct Artifact {
     pub weights: Vec<u8>,
     /// Where they go.
     pub mode: WeightsMode,
+    /// The bound chosen for each dim no `--dim` declared, as `kiln build` reports them.
+    pub default_bounds: Vec<String>,
 }
 
 impl Model {
-    /// A model file (`.onnx` or `.kir`) with default options: fixed shapes, embedded
+    /// A model file (`.onnx` or `.kir`) with default options: every dim in `1..=`
+    /// [`DEFAULT_DIM_MAX`], embedded
     /// weights, the host as target, the file stem as name.
     pub fn new(path: impl AsRef<Path>) -> Model {
         Model {
@@ -159,7 +164,8 @@ impl Model {
         self
     }
 
-    /// Declares symbolic dim `name` to range over `min..=max`.
+    /// Declares symbolic dim `name` to range over `min..=max` (one value: the sizes it
+    /// drives constant-fold). A dim not declared ranges over `1..=`[`DEFAULT_DIM_MAX`].
     pub fn dim(mut self, name: &str, min: i64, max: i64) -> Model {
         self.dims.push((name.to_string(), min, max));
         self
@@ -180,17 +186,21 @@ impl Model {
     /// Compiles and writes `emit` to `out` (atomically: a failed build leaves no partial
     /// file and keeps any file already there). Returns the files written.
     pub fn emit(&self, emit: Emit, out: &Path) -> Result<Vec<PathBuf>, BuildError> {
-        self.emit_with_progress(emit, out, &mut |_, _| {})
+        self.emit_reporting(emit, out, &mut |_| {})
     }
 
-    /// [`Model::emit`], calling `progress(done, total)` as the specializations compile.
-    pub fn emit_with_progress(
+    /// [`Model::emit`], calling `report(line)` with each line a build reports (the bound
+    /// chosen for every dim no `--dim` declared).
+    pub fn emit_reporting(
         &self,
         emit: Emit,
         out: &Path,
-        progress: &mut dyn FnMut(usize, usize),
+        report: &mut dyn FnMut(&str),
     ) -> Result<Vec<PathBuf>, BuildError> {
-        let artifact = self.compile_with_progress(progress)?;
+        let artifact = self.compile()?;
+        for line in &artifact.default_bounds {
+            report(line);
+        }
         link::emit(
             &artifact,
             emit,
@@ -237,16 +247,9 @@ impl Model {
         files
     }
 
-    /// Compiles the model into an [`Artifact`].
+    /// Compiles the model into an [`Artifact`]: one program for every binding of its dims
+    /// within their ranges.
     pub fn compile(&self) -> Result<Artifact, BuildError> {
-        self.compile_with_progress(&mut |_, _| {})
-    }
-
-    /// [`Model::compile`], calling `progress(done, total)` as the specializations compile.
-    pub fn compile_with_progress(
-        &self,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Artifact, BuildError> {
         let mut model = crate::Model::load(&self.path)?.optimize()?;
         if let Some(pass) = &self.quantize {
             model = model.quantize_with(pass.clone())?.0;
@@ -269,18 +272,9 @@ impl Model {
         }));
         let mut obj = ObjectBuilder::new(&target, &name)?;
         let mut weights = WeightsBlob::default();
-        let mut specs = Vec::new();
-        let mut kernels: Vec<Option<String>> = Vec::new();
-        let bindings = bindings_of(&ranges);
-        for (i, values) in bindings.iter().enumerate() {
-            progress(i, bindings.len());
-            let (mut spec, symbols) =
-                self.specialize(g, &ranges, values, &mut obj, &mut weights, i, &name)?;
-            spec.first_kernel = kernels.len();
-            kernels.extend(symbols);
-            specs.push(spec);
-        }
-        progress(bindings.len(), bindings.len());
+        let (program, program_consts, kernels) =
+            self.compile_program(g, &ranges, &mut obj, &mut weights, &name)?;
+        let smallest: Vec<i64> = ranges.iter().map(|r| r.min).collect();
         let meta = Meta {
             format: FORMAT,
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -291,17 +285,66 @@ impl Model {
             outputs: tensor_specs(g, g.outputs.iter()),
             dims: ranges.clone(),
             consts: weights.index.clone(),
-            sample_inputs: samples(g, &ranges, &specs[0].dims, self.max_memory)?,
-            specs,
+            sample_inputs: samples(g, &ranges, &smallest, self.max_memory)?,
+            program,
+            program_consts,
         };
         let object = finish_object(obj, &name, &meta, &weights.bytes, &kernels, self.weights)?;
+        let default_bounds = (ranges.iter())
+            .filter(|r| !self.dims.iter().any(|d| d.0 == r.name))
+            .map(|r| format!("{} in {}..={} (no --dim given)", r.name, r.min, r.max))
+            .collect();
         Ok(Artifact {
             name,
             meta,
             object,
             weights: weights.bytes,
             mode: self.weights,
+            default_bounds,
         })
+    }
+
+    /// Lays out and compiles the one program into `obj`, with the dims that have a single
+    /// value substituted; returns its description, its constants (indices into the
+    /// weights) and its kernel symbols.
+    fn compile_program(
+        &self,
+        g: &Graph,
+        ranges: &[DimRange],
+        obj: &mut ObjectBuilder,
+        weights: &mut WeightsBlob,
+        name: &str,
+    ) -> Result<Compiled, BuildError> {
+        let fixed: Bindings = (ranges.iter())
+            .filter(|r| r.min == r.max)
+            .map(|r| (r.name.clone(), r.min))
+            .collect();
+        let compile = |e: kiln_cpu::CompileError| match e {
+            kiln_cpu::CompileError::Schedule(
+                ref s @ kiln_kernel::schedule::ScheduleError::NeedsDim { ref dim, .. },
+            ) => BuildError::Unsupported(format!(
+                "{s}; fix it with `--dim {dim}=N` (one value) to build this model"
+            )),
+            e => BuildError::Model(crate::Error::Compile(e)),
+        };
+        let layout = kiln_cpu::lay_out(g, &fixed, self.max_memory).map_err(compile)?;
+        let p = &layout.program;
+        let exported = obj
+            .add_program(p, &layout.slots, name)
+            .map_err(|(k, e)| compile(kiln_cpu::lower_error(g, p, k, e)))?;
+        let extents: Vec<Option<Dim>> = exported
+            .iter()
+            .map(|e| e.as_ref().map(|k| k.extent.clone()))
+            .collect();
+        let consts = (p.buffers.iter())
+            .filter_map(|b| match &b.kind {
+                BufferKind::Const(t) => Some(weights.add(t)),
+                _ => None,
+            })
+            .collect();
+        let program = kiln_cpu::symbolic(g, &layout, &extents);
+        let symbols = exported.into_iter().map(|e| e.map(|k| k.symbol)).collect();
+        Ok((program, consts, symbols))
     }
 
     /// The declared range of every symbol of the graph's inputs.
@@ -318,13 +361,10 @@ impl Model {
         let ranges: Vec<DimRange> = symbols
             .iter()
             .map(|s| {
-                let (_, min, max) =
-                    (self.dims.iter().rev().find(|d| &d.0 == s)).ok_or_else(|| {
-                        BuildError::Dims(format!(
-                            "symbolic dim `{s}` has no size; give one with `--dim {s}=N` or a \
-                         range with `--dim {s}=MIN..MAX`"
-                        ))
-                    })?;
+                let (min, max) = match self.dims.iter().rev().find(|d| &d.0 == s) {
+                    Some((_, min, max)) => (min, max),
+                    None => (&1, &DEFAULT_DIM_MAX),
+                };
                 if *min < 0 || min > max {
                     return Err(BuildError::Dims(format!(
                         "--dim {s}={min}..{max}: empty range"
@@ -337,79 +377,13 @@ impl Model {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let count = ranges.iter().try_fold(1usize, |n, r| {
-            n.checked_mul((r.max - r.min + 1) as usize)
-                .filter(|&n| n <= MAX_SPECIALIZATIONS)
-        });
-        if count.is_none() {
-            return Err(BuildError::Dims(format!(
-                "the dim ranges allow more than {MAX_SPECIALIZATIONS} input shapes, and each \
-                 gets its own compiled program; narrow them"
-            )));
-        }
         Ok(ranges)
     }
-
-    /// Lays out and compiles the program for one binding of the dims into `obj`; returns
-    /// its spec and its kernel symbols.
-    #[allow(clippy::too_many_arguments)]
-    fn specialize(
-        &self,
-        g: &Graph,
-        ranges: &[DimRange],
-        values: &[i64],
-        obj: &mut ObjectBuilder,
-        weights: &mut WeightsBlob,
-        index: usize,
-        name: &str,
-    ) -> Result<(Spec, Vec<Option<String>>), BuildError> {
-        let bindings: Bindings = (ranges.iter().zip(values))
-            .map(|(r, v)| (r.name.clone(), *v))
-            .collect();
-        let compile = |e: kiln_cpu::CompileError| BuildError::Model(crate::Error::Compile(e));
-        let layout = kiln_cpu::lay_out(g, &bindings, self.max_memory).map_err(compile)?;
-        let p = &layout.program;
-        let exported = obj
-            .add_program(p, &layout.slots, &format!("{name}_s{index}"))
-            .map_err(|(k, e)| compile(kiln_cpu::lower_error(g, p, k, e)))?;
-        let extents: Vec<Option<kiln_ir::Dim>> = exported
-            .iter()
-            .map(|e| e.as_ref().map(|k| k.extent.clone()))
-            .collect();
-        let run = kiln_cpu::run_plan(
-            g,
-            p,
-            &layout.plan,
-            layout.slots.clone(),
-            &extents,
-            &bindings,
-        )
-        .map_err(|e| compile(e.into()))?;
-        let consts = (p.buffers.iter())
-            .filter_map(|b| match &b.kind {
-                BufferKind::Const(t) => Some(weights.add(t)),
-                _ => None,
-            })
-            .collect();
-        let spec = Spec {
-            dims: values.to_vec(),
-            input_shapes: (g.inputs.iter())
-                .map(|(_, v)| shape_at(&g.value_type(*v).shape, &bindings))
-                .collect(),
-            outputs: (p.outputs.iter().copied())
-                .zip(p.output_shapes.iter().map(|s| shape_at(s, &bindings)))
-                .collect(),
-            consts,
-            // Set by the caller, which knows the kernels of the specs before this one.
-            first_kernel: 0,
-            run,
-        };
-        Ok((
-            spec,
-            exported.into_iter().map(|e| e.map(|k| k.symbol)).collect(),
-        ))
-    }
 }
+
+/// The compiled program: its description, its constants (indices into the weights) and
+/// its kernel symbols.
+type Compiled = (kiln_rt::layout::Symbolic, Vec<usize>, Vec<Option<String>>);
 
 /// Writes the description, weights, kernel table and descriptor into the object.
 fn finish_object(
@@ -455,11 +429,11 @@ fn finish_object(
 /// Whether a program runs an op through the interpreter, which the executable must then
 /// link ([`kiln_rt::OpCallFn`]).
 fn has_op_calls(meta: &Meta) -> bool {
-    let mut steps = meta.specs.iter().flat_map(|s| &s.run.steps);
-    steps.any(|s| matches!(s, Step::Call(c) if matches!(**c, Call::Op(_))))
+    let mut steps = meta.program.steps.iter();
+    steps.any(|s| matches!(s, SymbolicStep::Call(Call::Op(_))))
 }
 
-/// The constants of every spec in one blob, each once, 64-byte aligned.
+/// The constants of the program in one blob, each once, 64-byte aligned.
 #[derive(Default)]
 struct WeightsBlob {
     bytes: Vec<u8>,
@@ -494,27 +468,6 @@ impl WeightsBlob {
         self.keep.push(t.clone());
         self.index.len() - 1
     }
-}
-
-/// Every binding of the ranges, the first dim varying slowest.
-fn bindings_of(ranges: &[DimRange]) -> Vec<Vec<i64>> {
-    ranges.iter().fold(vec![Vec::new()], |acc, r| {
-        acc.into_iter()
-            .flat_map(|prefix| {
-                (r.min..=r.max).map(move |v| {
-                    let mut next = prefix.clone();
-                    next.push(v);
-                    next
-                })
-            })
-            .collect()
-    })
-}
-
-fn shape_at(dims: &[Dim], b: &Bindings) -> Vec<usize> {
-    dims.iter()
-        .map(|d| d.eval(b).unwrap_or(0).max(0) as usize)
-        .collect()
 }
 
 fn tensor_specs<'a>(

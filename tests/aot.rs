@@ -94,7 +94,7 @@ fn every_model_builds_to_an_executable_that_matches_the_reference_and_the_jit() 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// bert_tiny built for batch 1..3 and seq 7..16 (30 programs) as an object and a header,
+/// bert_tiny built for batch 1..3 and seq 7..16 (one program) as an object and a header,
 /// linked into the C program `tests/aot/{source}`.
 fn build_c_app(dir: &Path, source: &str) -> PathBuf {
     let model = models().join("bert_tiny.onnx");
@@ -104,7 +104,8 @@ fn build_c_app(dir: &Path, source: &str) -> PathBuf {
         .dim("seq", 7, 16)
         .runtime_library(runtime());
     let artifact = build.compile().unwrap();
-    assert_eq!(artifact.meta.specs.len(), 30);
+    // One program, reading both dims at run time.
+    assert_eq!(artifact.meta.program.symbols, ["batch", "seq"]);
     build.emit(Emit::Obj, &dir.join("bert.o")).unwrap();
     build.emit(Emit::Header, &dir.join("bert.h")).unwrap();
     let app = dir.join("app");
@@ -314,12 +315,15 @@ fn a_failed_build_keeps_the_existing_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.o");
     std::fs::write(&out, b"previous artifact").unwrap();
-    // seq has no size: the build fails before writing anything.
+    // The model has no dim `tokens`: the build fails before writing anything.
     let err = Build::new(models().join("bert_tiny.onnx"))
-        .dim("batch", 1, 1)
+        .dim("tokens", 1, 1)
         .emit(Emit::Obj, &out)
         .unwrap_err();
-    assert!(err.to_string().contains("`seq` has no size"), "{err}");
+    assert!(
+        err.to_string().contains("no symbolic dim `tokens`"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&out).unwrap(), b"previous artifact");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

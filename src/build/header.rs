@@ -158,8 +158,9 @@ fn shapes(h: &mut String, a: &Artifact) {
     h.push('\n');
 }
 
-/// `NAME_workspace_size(dims...)`: the arena bytes of the program for those dims (0 when
-/// the artifact has none for them).
+/// `NAME_workspace_size(dims...)`: an upper bound on the arena bytes of a run at those
+/// dims (every temporary in a block of its own; the memory plan reuses blocks, so a run
+/// takes at most this), or 0 when a dim is outside its range.
 fn workspace(h: &mut String, a: &Artifact) {
     let m = &a.meta;
     let params = dim_params(a);
@@ -170,18 +171,24 @@ fn workspace(h: &mut String, a: &Artifact) {
         a.name,
         if params.is_empty() { "void" } else { params }
     );
-    for s in &m.specs {
-        let cond: Vec<String> = (m.dims.iter().zip(&s.dims))
-            .map(|(d, v)| format!("{} == {v}", c_identifier(&d.name)))
-            .collect();
-        let cond = if cond.is_empty() {
-            "1".into()
-        } else {
-            cond.join(" && ")
-        };
-        let _ = writeln!(h, "    if ({cond}) return {};", s.run.arena_bytes);
+    for d in &m.dims {
+        let v = c_identifier(&d.name);
+        let _ = writeln!(h, "    if ({v} < {} || {v} > {}) return 0;", d.min, d.max);
     }
-    h.push_str("    return 0;\n}\n\n");
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for &t in &m.program.temps {
+        *counts.entry(m.program.bytes[t].to_string()).or_default() += 1;
+    }
+    let terms: Vec<String> = (counts.iter())
+        .map(|(bytes, n)| format!("{n} * ((size_t)({} + 63) / 64 * 64)", c_expr(bytes)))
+        .collect();
+    let total = if terms.is_empty() {
+        "0".to_string()
+    } else {
+        terms.join("\n        + ")
+    };
+    let _ = writeln!(h, "    return {total};");
+    h.push_str("}\n\n");
 }
 
 fn dim_params(a: &Artifact) -> String {

@@ -16,10 +16,10 @@ pub(crate) const EXAMPLE: &str = "Examples:
   cc app.c model.o libkiln_runtime.a -lpthread -lm -ldl   # libkiln_runtime.a: next to kiln
   kiln build model.onnx --dim seq=16 --emit obj --target aarch64-unknown-linux-gnu -o model.o
 
-Every symbolic dim needs a size (NAME=N) or a range (NAME=MIN..MAX); each value in a range
-gets its own compiled program (at most 256 in all), and the artifact picks the one its
-input shapes match. Artifacts are written atomically: a failed build leaves any existing
-file untouched.";
+The artifact holds one program for every shape its dims allow: give a dim a range
+(NAME=MIN..MAX) or one size (NAME=N, whose sizes then constant-fold); a dim given neither
+ranges over 1..=4096, and the build says so. Runs outside the ranges are refused.
+Artifacts are written atomically: a failed build leaves any existing file untouched.";
 
 #[derive(Args)]
 pub(crate) struct BuildArgs {
@@ -99,14 +99,9 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         EmitArg::Rust => Emit::Rust,
     };
     let start = std::time::Instant::now();
-    // A range of dims can mean hundreds of specializations.
-    let bar = super::progress::bar("compiling shapes {bar:40} {pos}/{len}");
-    let written = model.emit_with_progress(emit, &args.output, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    });
-    bar.finish_and_clear();
-    let written = written?;
+    let written = model.emit_reporting(emit, &args.output, &mut |line| {
+        eprintln!("dim {line}");
+    })?;
     timer.report("build", start.elapsed());
     for path in written {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

@@ -12,11 +12,12 @@
 //! same way.
 
 use crate::fuse_loops::fuse_loops;
-use crate::kernel::{BufId, BufferKind, Call, Kernel, Program};
+use crate::kernel::{BufId, BufferKind, Kernel, Program};
 use crate::lower::{self, Compiled, LowerError};
-use crate::plan::{lifetimes, plan, Lifetimes, MemoryPlan};
+use crate::plan::{lifetimes, MemoryPlan};
 use crate::runtime::call::{Call as RtCall, ResolveError};
-use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, Step, StepError, StepNode};
+use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, StepError, StepNode};
+use crate::runtime::layout::{constant_weight_call, Bound, Symbolic, SymbolicStep};
 use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
@@ -139,16 +140,11 @@ enum Mode {
 /// scale's address for a quantized layer), its strides, and k × n.
 type PackKey = (u8, usize, usize, isize, isize, usize, usize);
 
-/// The program compiled once with the graph's symbols free.
+/// A compiled program: its kernels, its code, and how to lay it out per shape.
 struct Shared {
     program: Arc<Program>,
-    lifetimes: Lifetimes,
+    layout: Symbolic,
     code: Arc<Compiled>,
-    /// Slot of each buffer: inputs and constants as in any program, each temporary a slot
-    /// of its own that points into the arena at its offset for the run's shape.
-    slots: Vec<(u32, usize)>,
-    /// The temporaries, in slot order (after the inputs and constants).
-    temps: Vec<BufId>,
     consts: Arc<Vec<usize>>,
     packed: Arc<Vec<Option<Arc<Packed>>>>,
     compile_time: Duration,
@@ -162,6 +158,8 @@ pub struct Specialized {
     pub plan: MemoryPlan,
     /// The symbols' values at these shapes.
     pub bindings: Bindings,
+    /// Buffer and shape of each graph output at these shapes.
+    outputs: Vec<(BufId, Vec<usize>)>,
     code: Arc<Compiled>,
     /// What the runtime's executor runs: the steps and where each buffer lives.
     run: RunPlan,
@@ -303,24 +301,25 @@ impl CompiledModel {
 
     /// Schedules the graph with its symbols free and compiles that one program.
     fn compile_shared(&self) -> Result<Shared, CompileError> {
+        self.compile_at(&Bindings::new())
+    }
+
+    /// Schedules the graph with the symbols in `bindings` substituted (the others free)
+    /// and compiles it.
+    fn compile_at(&self, bindings: &Bindings) -> Result<Shared, CompileError> {
         let start = Instant::now();
-        // Every size that is already known is checked before scheduling allocates any
-        // (constant tables); the others are checked per shape.
-        check_graph(&self.graph, &Bindings::new(), self.max_memory)?;
-        let mut program = schedule(&self.graph, &Bindings::new())?;
-        fuse_loops(&mut program);
-        let (slots, consts, temps) = shared_slots(&program, self.graph.inputs.len());
-        let code = lower::compile(&program, &slots)
-            .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
+        let layout = lay_out(&self.graph, bindings, self.max_memory)?;
+        let code = lower::compile(&layout.program, &layout.slots).map_err(|(kernel, source)| {
+            lower_error(&self.graph, &layout.program, kernel, source)
+        })?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        let packed = self.prepack_weights(&program);
+        let packed = self.prepack_weights(&layout.program);
+        let description = symbolic(&self.graph, &layout, &kernel_extents(&code));
         Ok(Shared {
-            lifetimes: lifetimes(&program),
-            program: Arc::new(program),
+            layout: description,
+            program: Arc::new(layout.program),
             code: Arc::new(code),
-            slots,
-            temps,
-            consts: Arc::new(consts),
+            consts: Arc::new(layout.consts),
             packed: Arc::new(packed),
             compile_time: start.elapsed(),
         })
@@ -341,8 +340,11 @@ impl CompiledModel {
         let bindings = interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
         let spec = Arc::new(match &self.mode {
-            Mode::Shared(shared) => self.lay_out_shared(shared, bindings)?,
-            Mode::PerShape(_) | Mode::Stages => self.compile_for(bindings)?,
+            Mode::Shared(shared) => self.bind(shared, bindings)?,
+            Mode::PerShape(_) | Mode::Stages => {
+                let own = self.compile_at(&bindings)?;
+                self.bind(&own, bindings)?
+            }
         });
         self.cache
             .lock()
@@ -351,82 +353,25 @@ impl CompiledModel {
         Ok(spec)
     }
 
-    /// The shared program laid out at `bindings`: sizes checked against the memory limit,
-    /// the arena placed, the calls resolved.
-    fn lay_out_shared(
-        &self,
-        shared: &Shared,
-        bindings: Bindings,
-    ) -> Result<Specialized, CompileError> {
+    /// `shared` laid out at `bindings`: sizes checked against the memory limit, the arena
+    /// placed, the calls resolved.
+    fn bind(&self, shared: &Shared, bindings: Bindings) -> Result<Specialized, CompileError> {
         let start = Instant::now();
         check_graph(&self.graph, &bindings, self.max_memory)?;
-        let p = &shared.program;
-        let bytes = p.buffer_bytes(&bindings).ok_or_else(|| ResolveError {
-            dim: "a buffer's length".into(),
-            why: "unbound or overflowing",
-        })?;
-        let plan = shared.lifetimes.place(&bytes);
+        let Bound { run, plan, outputs } = shared.layout.bind(&bindings)?;
         let arena = || "the arena (the temporaries live at once)".to_string();
         check_bytes(arena, Some(plan.arena_bytes as u128), self.max_memory)?;
-        let extents = kernel_extents(&shared.code);
-        let mut run = run_plan(
-            &self.graph,
-            p,
-            &plan,
-            shared.slots.clone(),
-            &extents,
-            &bindings,
-        )?;
-        run.arena_slots = (shared.temps.iter().enumerate())
-            .map(|(i, &b)| {
-                let slot = (1 + self.graph.inputs.len() + shared.consts.len() + i) as u32;
-                (slot, plan.offsets[b].unwrap_or(0))
-            })
-            .collect();
         Ok(Specialized {
-            program: p.clone(),
+            program: shared.program.clone(),
             plan,
             bindings,
+            outputs,
             code: shared.code.clone(),
             run,
             consts: shared.consts.clone(),
             packed: shared.packed.clone(),
             compile_time: shared.compile_time,
             layout_time: start.elapsed(),
-        })
-    }
-
-    fn compile_for(&self, bindings: Bindings) -> Result<Specialized, CompileError> {
-        let start = Instant::now();
-        let Layout {
-            program,
-            plan,
-            slots,
-            consts,
-        } = lay_out(&self.graph, &bindings, self.max_memory)?;
-        let code = lower::compile(&program, &slots)
-            .map_err(|(kernel, source)| lower_error(&self.graph, &program, kernel, source))?;
-        self.compiled.fetch_add(1, Ordering::Relaxed);
-        let packed = self.prepack_weights(&program);
-        let run = run_plan(
-            &self.graph,
-            &program,
-            &plan,
-            slots,
-            &kernel_extents(&code),
-            &bindings,
-        )?;
-        let compile_time = start.elapsed();
-        Ok(Specialized {
-            program: Arc::new(program),
-            plan,
-            bindings,
-            code: Arc::new(code),
-            run,
-            consts: Arc::new(consts),
-            packed: Arc::new(packed),
-            compile_time,
-            layout_time: Duration::ZERO,
         })
     }
 
@@ -442,13 +387,7 @@ impl CompiledModel {
             let Kernel::Call(call) = k else {
                 return None;
             };
-            if !weight_sizes_constant(call) {
-                return None;
-            }
-            // Weight sizes are constants, so any binding resolves them; the others only
-            // shape this one resolution.
-            let ones: Bindings = program.symbols.iter().map(|s| (s.clone(), 1)).collect();
-            let call = RtCall::resolve(call, &ones).ok()?;
+            let call = constant_weight_call(call, &program.symbols)?;
             let key = match &call {
                 RtCall::MatMul(mm) => (
                     0,
@@ -608,18 +547,15 @@ impl CompiledModel {
             ptrs: &ptrs,
             slots: &spec.run.slots,
         };
-        spec.program
+        Ok(spec
             .outputs
             .iter()
-            .zip(&spec.program.output_shapes)
-            .map(|(&b, shape)| {
-                let dtype = spec.program.buffers[b].dtype;
-                let shape = eval_shape(shape, &spec.bindings)
-                    .ok_or_else(|| RunError::Input("an output's shape has no size".into()))?;
+            .map(|(b, shape)| {
+                let dtype = spec.program.buffers[*b].dtype;
                 // SAFETY: the run wrote every output buffer, sized by the plan.
-                Ok(unsafe { mem.read(b, dtype, &shape) }.expect("planned size matches the shape"))
+                unsafe { mem.read(*b, dtype, shape) }.expect("planned size matches the shape")
             })
-            .collect::<Result<_, RunError>>()
+            .collect())
     }
 
     fn take_arena(&self, bytes: usize) -> Result<Arena, rt::ArenaError> {
@@ -648,75 +584,67 @@ pub struct KernelTime {
     pub time: Duration,
 }
 
-/// The element operations of `k` at `b`, which decide whether it is split over threads.
-fn work(k: &Kernel, b: &Bindings) -> usize {
-    let n = |dims: &[Dim]| -> usize {
-        let size: Dim = dims.iter().product();
-        size.eval(b)
-            .and_then(|v| usize::try_from(v).ok())
-            .unwrap_or(0)
-    };
+/// The element operations of `k`, which decide whether it is split over threads.
+fn work(k: &Kernel) -> Dim {
+    let n = |dims: &[Dim]| dims.iter().product::<Dim>();
+    let nodes = |count: usize| Dim::from(count);
     match k {
-        Kernel::Loop(l) => n(&l.shape).saturating_mul(l.expr.nodes.len()),
-        Kernel::Reduce(r) => n(&r.shape)
-            .saturating_mul(n(&r.reduced))
-            .saturating_mul(r.value.nodes.len()),
+        Kernel::Loop(l) => &n(&l.shape) * &nodes(l.expr.nodes.len()),
+        Kernel::Reduce(r) => &(&n(&r.shape) * &n(&r.reduced)) * &nodes(r.value.nodes.len()),
         Kernel::Row(r) => {
             let per_element =
                 r.map.nodes.len() + r.stats.iter().map(|s| s.value.nodes.len()).sum::<usize>();
-            n(&r.shape)
-                .saturating_mul(n(std::slice::from_ref(&r.len)))
-                .saturating_mul(per_element)
+            &(&n(&r.shape) * &r.len) * &nodes(per_element)
         }
-        Kernel::Call(_) => 0,
+        Kernel::Call(_) => Dim::from(0i64),
     }
 }
 
-/// `shape` at `b`.
-fn eval_shape(shape: &[Dim], b: &Bindings) -> Option<Vec<usize>> {
-    shape
-        .iter()
-        .map(|d| usize::try_from(d.eval(b)?).ok())
-        .collect()
-}
-
 /// The outer-loop extent of each kernel's code (`None` for calls).
-fn kernel_extents(code: &Compiled) -> Vec<Option<Dim>> {
+pub fn kernel_extents(code: &Compiled) -> Vec<Option<Dim>> {
     code.kernels
         .iter()
         .map(|k| k.as_ref().map(|(_, e)| e.clone()))
         .collect()
 }
 
-/// Whether the weight operand of `call` (a matmul's B, a quantized layer's k × n) has
-/// constant sizes and offsets, so that packing it once holds at every shape.
-fn weight_sizes_constant(call: &Call) -> bool {
-    match call {
-        Call::MatMul(mm) => {
-            let b = &mm.b;
-            [&mm.k, &mm.n, &b.offset, &b.row_stride, &b.col_stride]
-                .into_iter()
-                .chain(&b.batch_strides)
-                .all(Dim::is_const)
-        }
-        Call::QuantLinear(q) => q.k.is_const() && q.n.is_const(),
-        _ => false,
-    }
+/// A graph scheduled and fused, with its slot table: everything but the code, which the
+/// JIT compiles in memory and `kiln build` into an object.
+pub struct Layout {
+    /// The kernels.
+    pub program: Program,
+    /// Slot and byte offset of each buffer: slot 0 the arena, then the inputs, the
+    /// constants and one slot per temporary (pointing into the arena at its offset for the
+    /// run's shape); every offset is 0.
+    pub slots: Vec<(u32, usize)>,
+    /// The constants' data addresses, in slot order after the inputs.
+    pub consts: Vec<usize>,
+    /// The temporaries, in slot order after the constants.
+    pub temps: Vec<BufId>,
 }
 
-/// The slot table of a program compiled for every shape: slot 0 the arena, then the
-/// inputs, the constants and one slot per temporary (pointing into the arena at its offset
-/// for the run's shape); every offset is 0. Also the constants' addresses and the
-/// temporaries in slot order.
-fn shared_slots(p: &Program, inputs: usize) -> (Vec<(u32, usize)>, Vec<usize>, Vec<BufId>) {
-    let consts: Vec<usize> = (p.buffers.iter())
+/// Schedules `graph` with the symbols in `bindings` substituted (the others stay free)
+/// and fuses its loop nests: the steps both the JIT and ahead-of-time compilation take
+/// before generating code. Every size already known is checked against `max_memory` first
+/// (so scheduling multiplies only dims whose product fits); the others are checked at
+/// each binding.
+pub fn lay_out(
+    graph: &Graph,
+    bindings: &Bindings,
+    max_memory: MemoryLimit,
+) -> Result<Layout, CompileError> {
+    check_graph(graph, bindings, max_memory)?;
+    let mut program = schedule(graph, bindings)?;
+    fuse_loops(&mut program);
+    let inputs = graph.inputs.len();
+    let consts: Vec<usize> = (program.buffers.iter())
         .filter_map(|b| match &b.kind {
             BufferKind::Const(t) => Some(kiln_ir::dispatch!(t, a => a.as_ptr() as usize)),
             _ => None,
         })
         .collect();
     let (mut c, mut temps) = (0, Vec::new());
-    let slots = (p.buffers.iter().enumerate())
+    let slots = (program.buffers.iter().enumerate())
         .map(|(i, b)| match &b.kind {
             BufferKind::Input(k) => (1 + *k as u32, 0),
             BufferKind::Const(_) => {
@@ -730,66 +658,52 @@ fn shared_slots(p: &Program, inputs: usize) -> (Vec<(u32, usize)>, Vec<usize>, V
             BufferKind::Iota => (0, 0),
         })
         .collect();
-    (slots, consts, temps)
-}
-
-/// Slot and offset of every buffer, and the constants' addresses.
-fn slot_table(p: &Program, plan: &MemoryPlan, inputs: usize) -> (Vec<(u32, usize)>, Vec<usize>) {
-    let mut consts = Vec::new();
-    let slots = p
-        .buffers
-        .iter()
-        .enumerate()
-        .map(|(i, b)| match &b.kind {
-            BufferKind::Temp | BufferKind::Iota => (0, plan.offsets[i].unwrap_or(0)),
-            BufferKind::Input(k) => (1 + *k as u32, 0),
-            BufferKind::Const(t) => {
-                consts.push(kiln_ir::dispatch!(t, a => a.as_ptr() as usize));
-                ((inputs + consts.len()) as u32, 0)
-            }
-        })
-        .collect();
-    (slots, consts)
-}
-
-/// A graph scheduled, fused and planned at one binding of its symbols: everything but the
-/// code, which the JIT compiles in memory and `kiln build` into an object.
-pub struct Layout {
-    /// The kernels.
-    pub program: Program,
-    /// The arena layout.
-    pub plan: MemoryPlan,
-    /// Slot and byte offset of each buffer (slot 0 the arena, then inputs, then constants).
-    pub slots: Vec<(u32, usize)>,
-    /// The constants' data addresses, in slot order after the inputs.
-    pub consts: Vec<usize>,
-}
-
-/// Schedules `graph` at `bindings`, fuses loop nests and plans the arena: the steps both
-/// the JIT and ahead-of-time compilation take before generating code. Every value's size
-/// is checked against `max_memory` first (so scheduling multiplies only dims whose product
-/// fits), and the arena's after planning.
-pub fn lay_out(
-    graph: &Graph,
-    bindings: &Bindings,
-    max_memory: MemoryLimit,
-) -> Result<Layout, CompileError> {
-    check_graph(graph, bindings, max_memory)?;
-    let mut program = schedule(graph, bindings)?;
-    fuse_loops(&mut program);
-    let plan = plan(&program, bindings).ok_or_else(|| ResolveError {
-        dim: "a buffer's length".into(),
-        why: "unbound or overflowing",
-    })?;
-    let arena = || "the arena (the temporaries live at once)".to_string();
-    check_bytes(arena, Some(plan.arena_bytes as u128), max_memory)?;
-    let (slots, consts) = slot_table(&program, &plan, graph.inputs.len());
     Ok(Layout {
         program,
-        plan,
         slots,
         consts,
+        temps,
     })
+}
+
+/// What the executor needs of a laid-out program to run it at any binding: one step per
+/// kernel (`extents[i]` is the outer-loop extent of kernel `i`'s code, `None` for calls)
+/// labelled with the node of `graph` it comes from, the buffers' sizes and lifetimes, and
+/// the slot table.
+pub fn symbolic(graph: &Graph, layout: &Layout, extents: &[Option<Dim>]) -> Symbolic {
+    let p = &layout.program;
+    let steps = (p.kernels.iter().zip(extents))
+        .map(|(k, extent)| match k {
+            Kernel::Call(c) => SymbolicStep::Call(c.clone()),
+            k => SymbolicStep::Kernel {
+                extent: extent.clone().unwrap_or(Dim::from(0i64)),
+                work: work(k),
+                serial: k.serial(),
+            },
+        })
+        .collect();
+    let nodes = (p.kernel_nodes.iter())
+        .map(|&n| StepNode {
+            name: graph.nodes[n].name.clone(),
+            op: graph.nodes[n].op.name(),
+        })
+        .collect();
+    Symbolic {
+        symbols: p.symbols.clone(),
+        bytes: p.buffers.iter().map(|b| b.bytes()).collect(),
+        lifetimes: lifetimes(p),
+        steps,
+        slots: layout.slots.clone(),
+        temps: layout.temps.clone(),
+        first_temp_slot: (1 + graph.inputs.len() + layout.consts.len()) as u32,
+        nodes,
+        outputs: p
+            .outputs
+            .iter()
+            .copied()
+            .zip(p.output_shapes.clone())
+            .collect(),
+    }
 }
 
 /// A lowering failure of kernel `kernel`, named by its graph node.
@@ -807,65 +721,4 @@ pub fn lower_error(
         op: node.op.name(),
         source,
     }
-}
-
-/// The executor's view of a scheduled program: one step per kernel, with the work measure
-/// that decides whether a kernel is split across threads.
-///
-/// `extents[i]` is the outer-loop extent of kernel `i`'s code (`None` for calls); sizes
-/// are evaluated and calls resolved at `bindings`. Each step is labelled with the node of
-/// `graph` it comes from, for errors.
-pub fn run_plan(
-    graph: &Graph,
-    program: &Program,
-    plan: &MemoryPlan,
-    slots: Vec<(u32, usize)>,
-    extents: &[Option<Dim>],
-    bindings: &Bindings,
-) -> Result<RunPlan, ResolveError> {
-    let steps = (program.kernels.iter().zip(extents))
-        .map(|(k, extent)| {
-            Ok(match k {
-                Kernel::Call(c) => Step::Call(Box::new(RtCall::resolve(c, bindings)?)),
-                k => Step::Kernel {
-                    extent: match extent {
-                        Some(e) => size_at(e, bindings)? as u64,
-                        None => 0,
-                    },
-                    work: work(k, bindings),
-                    serial: k.serial(),
-                },
-            })
-        })
-        .collect::<Result<_, ResolveError>>()?;
-    let dims = program
-        .symbol_values(bindings)
-        .ok_or_else(|| ResolveError {
-            dim: program.symbols.join(", "),
-            why: "unbound",
-        })?;
-    let nodes = (program.kernel_nodes.iter())
-        .map(|&n| StepNode {
-            name: graph.nodes[n].name.clone(),
-            op: graph.nodes[n].op.name(),
-        })
-        .collect();
-    Ok(RunPlan {
-        steps,
-        slots,
-        arena_bytes: plan.arena_bytes,
-        nodes,
-        dims,
-        arena_slots: Vec::new(),
-    })
-}
-
-/// `d` at `b`, as a size.
-fn size_at(d: &Dim, b: &Bindings) -> Result<usize, ResolveError> {
-    let fail = |why| ResolveError {
-        dim: d.to_string(),
-        why,
-    };
-    let v = d.eval(b).ok_or_else(|| fail("unbound or overflowing"))?;
-    usize::try_from(v).map_err(|_| fail("negative"))
 }

@@ -10,6 +10,7 @@
 
 use crate::kernel::{Access, BufferKind, Kernel, Program};
 use kiln_ir::Bindings;
+use serde::{Deserialize, Serialize};
 
 /// Arena offsets are multiples of this (a cache line, and enough for any vector load).
 pub const ALIGN: usize = 64;
@@ -28,8 +29,8 @@ pub struct MemoryPlan {
 }
 
 /// What the plan knows before any size: when each buffer lives, and which outputs take
-/// over an input's block.
-#[derive(Clone, Debug, Default)]
+/// over an input's block. Artifacts carry it, to place their arena per shape.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Lifetimes {
     /// Live range of each buffer: (first kernel, last kernel).
     live: Vec<Option<(usize, usize)>>,

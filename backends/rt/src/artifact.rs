@@ -5,24 +5,26 @@
 //! them. A [`Session`] opens the description, maps the weights, and runs the model on
 //! input tensors through the same executor as the JIT ([`crate::exec::run`]).
 //!
-//! Symbolic dims are handled by specialization, as in the JIT, but ahead of time: the
-//! artifact holds one compiled program per shape its declared dim ranges allow
-//! ([`Spec`]), and a run picks the one its input shapes match.
+//! The artifact holds one program for every shape its declared dim ranges allow
+//! ([`Meta::program`], kernels that read the symbols' values at run time), as the JIT
+//! does: a run binds the symbols from its input shapes, checks them against the ranges,
+//! and lays the program out for them ([`Symbolic::bind`]), keeping the last few layouts.
 
 use crate::aligned::Aligned;
 use crate::call::BufId;
-use crate::exec::{self, Arena, Code, KernelFn, RunPlan};
+use crate::exec::{self, Arena, Code, KernelFn};
+use crate::layout::{Bound, Symbolic};
 use crate::nibbles::Nibbles;
 use crate::pool::ThreadPool;
 use crate::{OpCallFn, Packed};
-use kiln_ir::{DType, MemoryLimit, Tensor};
+use kiln_ir::{Bindings, DType, Dim, MemoryLimit, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The version of the artifact layout ([`ModelDesc`] and [`Meta`]); a runtime refuses
 /// other versions.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Magic bytes at the start of a weights side file, followed by the artifact id (8 bytes)
 /// and the weights' length (8 bytes, little endian); the weights start at byte 64.
@@ -39,9 +41,9 @@ pub struct ModelDesc {
     pub meta: *const u8,
     /// The weights, 64-byte aligned; null when they live in a side file.
     pub weights: *const u8,
-    /// The kernels of every specialization, in order (null entries for runtime calls).
+    /// The kernels of the program, by step (null entries for runtime calls).
     pub kernels: *const Option<KernelFn>,
-    /// [`crate::kiln_rt_op_call`] when a specialization has op calls, else null (so that
+    /// [`crate::kiln_rt_op_call`] when the program has op calls, else null (so that
     /// the executable does not link the interpreter).
     pub op_call: Option<OpCallFn>,
 }
@@ -70,9 +72,12 @@ pub struct Meta {
     pub dims: Vec<DimRange>,
     /// Where each constant is in the weights, and how it is stored.
     pub consts: Vec<Const>,
-    /// One compiled program per supported shape.
-    pub specs: Vec<Spec>,
-    /// Inputs to run when none are given (generated at build time for the first spec).
+    /// The program, for every binding of the dims within their ranges.
+    pub program: Symbolic,
+    /// The constants of its slot table, in slot order, as indices into [`Meta::consts`].
+    pub program_consts: Vec<usize>,
+    /// Inputs to run when none are given (generated at build time, every dim at its
+    /// smallest value).
     pub sample_inputs: Vec<SampleTensor>,
 }
 
@@ -118,23 +123,6 @@ pub struct DimRange {
     pub min: i64,
     /// The largest value.
     pub max: i64,
-}
-
-/// A program compiled for one binding of the dims.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Spec {
-    /// The value of each dim of [`Meta::dims`].
-    pub dims: Vec<i64>,
-    /// The input shapes it runs.
-    pub input_shapes: Vec<Vec<usize>>,
-    /// Buffer and shape of each output.
-    pub outputs: Vec<(usize, Vec<usize>)>,
-    /// The constants of its slot table, in slot order, as indices into [`Meta::consts`].
-    pub consts: Vec<usize>,
-    /// Index of its first kernel in the model's kernel table.
-    pub first_kernel: usize,
-    /// Its steps and memory.
-    pub run: RunPlan,
 }
 
 /// A tensor stored in the description, for runs without inputs.
@@ -209,8 +197,10 @@ pub struct Session {
     places: Vec<Place>,
     /// The constants stored as nibbles, one value per byte.
     unpacked: Aligned<u8>,
-    /// Per spec, per step: the pre-packed constant weight of a call (filled on first use).
-    packed: Vec<Option<Vec<Option<Arc<Packed>>>>>,
+    /// Per step: the pre-packed constant weight of a call (filled on first use).
+    packed: Option<Vec<Option<Arc<Packed>>>>,
+    /// The most recent input shapes' layouts, newest first, at most [`LAYOUTS`].
+    layouts: Vec<(Vec<Vec<usize>>, Arc<Bound>)>,
     arena: Arena,
     max_memory: MemoryLimit,
 }
@@ -236,8 +226,8 @@ impl Session {
                 std::slice::from_raw_parts(desc.weights, meta.weights_len as usize)
             })
         };
-        let count = meta.specs.iter().map(|s| s.run.steps.len()).sum::<usize>();
-        // SAFETY: the kernel table has an entry per step of every spec.
+        let count = meta.program.steps.len();
+        // SAFETY: the kernel table has an entry per step of the program.
         let kernels = unsafe { std::slice::from_raw_parts(desc.kernels, count) };
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -247,7 +237,8 @@ impl Session {
         Ok(Session {
             places,
             unpacked,
-            packed: vec![None; meta.specs.len()],
+            packed: None,
+            layouts: Vec::new(),
             meta,
             weights,
             kernels,
@@ -282,11 +273,12 @@ impl Session {
 
     /// Runs the model on `inputs` (graph-input order).
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ArtifactError> {
-        let s = self.spec_for(inputs)?;
+        self.check_inputs(inputs)?;
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let bound = self.cached_layout(shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(exec::contiguous).collect();
-        self.prepack(s);
-        let spec = &self.meta.specs[s];
-        let arena_bytes = spec.run.arena_bytes;
+        self.prepack();
+        let arena_bytes = bound.run.arena_bytes;
         kiln_ir::check_bytes(
             || "the arena".to_string(),
             Some(arena_bytes as u128),
@@ -300,25 +292,25 @@ impl Session {
                 .iter()
                 .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
         );
-        ptrs.extend(spec.consts.iter().map(|&c| self.const_ptr(c) as *mut u8));
-        let ptrs = spec.run.table(&ptrs);
-        let kernels = &self.kernels[spec.first_kernel..spec.first_kernel + spec.run.steps.len()];
-        let packed = self.packed[s].as_ref().expect("prepacked above");
+        let consts = self.meta.program_consts.iter();
+        ptrs.extend(consts.map(|&c| self.const_ptr(c) as *mut u8));
+        let ptrs = bound.run.table(&ptrs);
+        let packed = self.packed.as_ref().expect("prepacked above");
         let packed: Vec<Option<&Packed>> = packed.iter().map(|p| p.as_deref()).collect();
         // SAFETY: the slot table holds the arena (reserved above), inputs of the shapes this
-        // spec was compiled for, and the weights the constants were placed in.
+        // layout was bound for, and the weights the constants were placed in.
         let code = Code {
-            kernels,
+            kernels: self.kernels,
             packed: &packed,
             op_call: self.op_call,
         };
-        unsafe { exec::run(&spec.run, &code, &ptrs, &self.pool, None) }
+        unsafe { exec::run(&bound.run, &code, &ptrs, &self.pool, None) }
             .map_err(|e| ArtifactError::Run(e.to_string()))?;
         let mem = exec::SlotMemory {
             ptrs: &ptrs,
-            slots: &spec.run.slots,
+            slots: &bound.run.slots,
         };
-        let outputs = spec.outputs.iter().zip(&self.meta.outputs);
+        let outputs = bound.outputs.iter().zip(&self.meta.outputs);
         outputs
             .map(|((buf, shape), out)| {
                 // SAFETY: the run wrote every output buffer, sized by the plan.
@@ -328,8 +320,23 @@ impl Session {
             .collect()
     }
 
-    /// The spec whose input shapes `inputs` have, after checking count and dtypes.
-    fn spec_for(&self, inputs: &[Tensor]) -> Result<usize, ArtifactError> {
+    /// The layout for `shapes`, from the cache or bound now.
+    fn cached_layout(&mut self, shapes: Vec<Vec<usize>>) -> Result<Arc<Bound>, ArtifactError> {
+        if let Some(i) = self.layouts.iter().position(|(s, _)| *s == shapes) {
+            let hit = self.layouts.remove(i);
+            let bound = hit.1.clone();
+            self.layouts.insert(0, hit);
+            return Ok(bound);
+        }
+        let views: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let bound = Arc::new(self.layout_for_shapes(&views)?);
+        self.layouts.insert(0, (shapes, bound.clone()));
+        self.layouts.truncate(LAYOUTS);
+        Ok(bound)
+    }
+
+    /// Checks the inputs' count and dtypes.
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), ArtifactError> {
         let want = &self.meta.inputs;
         if inputs.len() != want.len() {
             return Err(ArtifactError::Input(format!(
@@ -348,25 +355,54 @@ impl Session {
                 )));
             }
         }
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-        self.spec_for_shapes(&shapes)
+        Ok(())
     }
 
-    /// The spec compiled for these input shapes, or why there is none.
-    pub fn spec_for_shapes(&self, shapes: &[&[usize]]) -> Result<usize, ArtifactError> {
-        let mut specs = self.meta.specs.iter();
-        specs
-            .position(|s| {
-                s.input_shapes
-                    .iter()
-                    .map(Vec::as_slice)
-                    .eq(shapes.iter().copied())
-            })
-            .ok_or_else(|| ArtifactError::Input(self.unsupported_shapes(shapes)))
+    /// The program laid out for these input shapes, or why it does not run them: an
+    /// input whose shape does not fit its declared dims, or a dim outside its range.
+    pub fn layout_for_shapes(&self, shapes: &[&[usize]]) -> Result<Bound, ArtifactError> {
+        let bindings = self.bind_shapes(shapes)?;
+        (self.meta.program.bind(&bindings)).map_err(|e| ArtifactError::Input(e.to_string()))
     }
 
-    /// Why no spec runs `shapes`: the first input whose shape does not fit its declared
-    /// dims and their ranges.
+    /// The dims' values that `shapes` give, checked against the declared shapes and
+    /// ranges.
+    fn bind_shapes(&self, shapes: &[&[usize]]) -> Result<Bindings, ArtifactError> {
+        let unfit = || ArtifactError::Input(self.unsupported_shapes(shapes));
+        let want = &self.meta.inputs;
+        if shapes.len() != want.len() {
+            return Err(unfit());
+        }
+        let declared: Vec<Vec<Dim>> = (want.iter())
+            .map(|w| w.dims.iter().map(|d| d.parse::<Dim>()).collect())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ArtifactError::Meta(e.to_string()))?;
+        let mut b = Bindings::new();
+        for (dims, shape) in declared.iter().zip(shapes) {
+            if dims.len() != shape.len() {
+                return Err(unfit());
+            }
+            for (d, &n) in dims.iter().zip(shape.iter()) {
+                if let Some(s) = d.as_sym() {
+                    if *b.entry(s.to_string()).or_insert(n as i64) != n as i64 {
+                        return Err(unfit());
+                    }
+                }
+            }
+        }
+        let fits = declared.iter().zip(shapes).all(|(dims, shape)| {
+            (dims.iter().zip(shape.iter())).all(|(d, &n)| d.eval(&b) == Some(n as i64))
+        });
+        let in_range = (self.meta.dims.iter())
+            .all(|r| b.get(&r.name).is_some_and(|&v| r.min <= v && v <= r.max));
+        if !fits || !in_range {
+            return Err(unfit());
+        }
+        Ok(b)
+    }
+
+    /// Why the artifact does not run `shapes`: the inputs' shapes beside the declared dims
+    /// and their ranges.
     fn unsupported_shapes(&self, shapes: &[&[usize]]) -> String {
         let ranges: Vec<String> = (self.meta.dims.iter())
             .map(|d| format!("{} in {}..={}", d.name, d.min, d.max))
@@ -374,7 +410,7 @@ impl Session {
         let declared = (self.meta.inputs.iter().zip(shapes))
             .map(|(w, s)| format!("`{}` {:?} (declared [{}])", w.name, s, w.dims.join(", ")));
         format!(
-            "no compiled program for input shapes {}; this artifact was built for {}",
+            "the program does not run input shapes {}; this artifact was built for {}",
             declared.collect::<Vec<_>>().join(", "),
             if ranges.is_empty() {
                 "fixed shapes".to_string()
@@ -384,7 +420,7 @@ impl Session {
         )
     }
 
-    /// The first byte of constant `c` (an index the description's specs hold).
+    /// The first byte of constant `c` (an index into the description's constants).
     fn const_ptr(&self, c: usize) -> *const u8 {
         match self.places[c] {
             Place::Weights(off) => self.weights.bytes()[off..].as_ptr(),
@@ -392,33 +428,38 @@ impl Session {
         }
     }
 
-    /// Packs the constant weight of each call of spec `s`, once per session.
-    fn prepack(&mut self, s: usize) {
-        if self.packed[s].is_some() {
+    /// Packs the constant weight of each call whose weight has constant sizes, once per
+    /// session (the packing holds at every shape; each call checks it fits).
+    fn prepack(&mut self) {
+        if self.packed.is_some() {
             return;
         }
-        let spec = &self.meta.specs[s];
+        let program = &self.meta.program;
         let inputs = self.meta.inputs.len() as u32;
         let constant = |buf: BufId| {
-            let (slot, off) = *spec.run.slots.get(buf)?;
-            let c = *spec.consts.get(slot.checked_sub(1 + inputs)? as usize)?;
+            let (slot, off) = *program.slots.get(buf)?;
+            let c = *self
+                .meta
+                .program_consts
+                .get(slot.checked_sub(1 + inputs)? as usize)?;
             Some(self.const_ptr(c).wrapping_add(off))
         };
-        let packed = spec
-            .run
-            .steps
-            .iter()
+        let packed = (program.steps.iter())
             .map(|step| {
-                let exec::Step::Call(call) = step else {
+                let crate::layout::SymbolicStep::Call(call) = step else {
                     return None;
                 };
+                let call = crate::layout::constant_weight_call(call, &program.symbols)?;
                 // SAFETY: each constant holds what the schedule sized for the call.
-                unsafe { crate::prepack(call, &constant) }.map(Arc::new)
+                unsafe { crate::prepack(&call, &constant) }.map(Arc::new)
             })
             .collect();
-        self.packed[s] = Some(packed);
+        self.packed = Some(packed);
     }
 }
+
+/// How many input shapes' layouts a session keeps.
+pub const LAYOUTS: usize = 8;
 
 /// Where a constant is read from: a byte offset into the weights, or into the buffer of
 /// unpacked constants.

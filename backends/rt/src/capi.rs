@@ -128,13 +128,12 @@ pub unsafe extern "C" fn kiln_rt_output_shape(
     }
     // SAFETY: `s` is a live session.
     let s = unsafe { &mut *s };
-    let meta = s.session.meta();
     let found = (|| {
         // SAFETY: forwarded from the caller.
         let shapes = unsafe { input_shapes(&s.session, shapes) }?;
         let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-        let spec = &meta.specs[s.session.spec_for_shapes(&shapes)?];
-        let (_, shape) = (spec.outputs.get(index as usize))
+        let bound = s.session.layout_for_shapes(&shapes)?;
+        let (_, shape) = (bound.outputs.get(index as usize))
             .ok_or_else(|| ArtifactError::Input(format!("no output {index}")))?;
         for (k, d) in shape.iter().enumerate() {
             // SAFETY: the caller sized `out_shape` for the output's rank.
@@ -211,7 +210,7 @@ unsafe fn read_inputs(
     // SAFETY: forwarded from the caller.
     let shapes = unsafe { input_shapes(session, shapes) }?;
     let views: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-    session.spec_for_shapes(&views)?;
+    session.layout_for_shapes(&views)?;
     let specs = session.meta().inputs.iter().zip(shapes).enumerate();
     specs
         .map(|(i, (spec, shape))| {

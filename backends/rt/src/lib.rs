@@ -12,6 +12,7 @@ mod conv;
 pub mod exe;
 pub mod exec;
 pub mod gemm;
+pub mod layout;
 pub mod libcalls;
 pub mod math;
 pub mod nibbles;

@@ -53,29 +53,25 @@ fn build() -> std::result::Result<&'static ModelDesc, String> {
     }
     let Artifact { meta, weights, .. } = builder.compile().map_err(|e| e.to_string())?;
     let optimized = model.optimize().map_err(|e| e.to_string())?;
-    let mut kernels: Vec<Option<KernelFn>> = Vec::new();
-    for spec in &meta.specs {
-        assert_eq!(spec.first_kernel, kernels.len(), "kernel table order");
-        let b: Bindings = (meta.dims.iter().zip(&spec.dims))
-            .map(|(d, v)| (d.name.clone(), *v))
-            .collect();
-        let layout = kiln_cpu::lay_out(optimized.graph(), &b, kiln::ir::MemoryLimit::default())
-            .map_err(|e| e.to_string())?;
-        let code = kiln_cpu::lower::compile(&layout.program, &layout.slots)
-            .map_err(|(k, e)| format!("kernel {k}: {e}"))?;
-        assert_eq!(
-            code.kernels.len(),
-            spec.run.steps.len(),
-            "one kernel per step"
-        );
-        kernels.extend(
-            code.kernels
-                .iter()
-                .map(|k| k.as_ref().map(|(f, _)| *f as KernelFn)),
-        );
-        // The code lives as long as the process.
-        std::mem::forget(code);
-    }
+    // The one program, laid out as `kiln build` lays it out (no dim has a single value).
+    let layout = kiln_cpu::lay_out(
+        optimized.graph(),
+        &Bindings::new(),
+        kiln::ir::MemoryLimit::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let code = kiln_cpu::lower::compile(&layout.program, &layout.slots)
+        .map_err(|(k, e)| format!("kernel {k}: {e}"))?;
+    assert_eq!(
+        code.kernels.len(),
+        meta.program.steps.len(),
+        "one kernel per step"
+    );
+    let kernels: Vec<Option<KernelFn>> = (code.kernels.iter())
+        .map(|k| k.as_ref().map(|(f, _)| *f as KernelFn))
+        .collect();
+    // The code lives as long as the process.
+    std::mem::forget(code);
     let json = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
     let mut blob = (json.len() as u64).to_le_bytes().to_vec();
     blob.extend(json);
@@ -176,10 +172,27 @@ fn calls(u: &mut Unstructured, desc: &'static ModelDesc) -> Result<()> {
     result
 }
 
-/// Input shapes: a compiled spec's, or that with some dims changed (negative ones too).
+/// Input shapes the artifact runs: every dim at a value in its range.
+fn valid_shapes(u: &mut Unstructured, meta: &Meta) -> Result<Vec<Vec<usize>>> {
+    let mut b = Bindings::new();
+    for d in &meta.dims {
+        b.insert(d.name.clone(), u.int_in_range(d.min..=d.max)?);
+    }
+    let shape = |dims: &[String]| -> Vec<usize> {
+        (dims.iter())
+            .map(|d| {
+                let d: kiln::ir::Dim = d.parse().expect("the description's dims parse");
+                d.eval(&b).unwrap_or(0).max(0) as usize
+            })
+            .collect()
+    };
+    Ok(meta.inputs.iter().map(|t| shape(&t.dims)).collect())
+}
+
+/// Input shapes: ones the artifact runs, or those with some dims changed (negative ones
+/// too).
 fn shapes(u: &mut Unstructured, meta: &Meta) -> Result<Vec<Vec<i64>>> {
-    let spec = u.choose(&meta.specs)?;
-    let mut shapes: Vec<Vec<i64>> = (spec.input_shapes.iter())
+    let mut shapes: Vec<Vec<i64>> = (valid_shapes(u, meta)?.iter())
         .map(|s| s.iter().map(|&d| d as i64).collect())
         .collect();
     if u.ratio(1, 3)? {
@@ -319,7 +332,7 @@ fn session_ops(u: &mut Unstructured, meta: &Meta, s: *mut CSession) -> Result<()
 fn session_calls(u: &mut Unstructured, desc: &'static ModelDesc, meta: &Meta) -> Result<()> {
     // SAFETY: the descriptor was built above.
     let mut session = unsafe { Session::open(desc, None, 1) }.expect("the artifact opens");
-    let spec = u.choose(&meta.specs)?;
+    let valid = valid_shapes(u, meta)?;
     let mut inputs = Vec::new();
     let count = match u.int_in_range(0..=7)? {
         0 => meta.inputs.len().saturating_sub(1),
@@ -331,7 +344,7 @@ fn session_calls(u: &mut Unstructured, desc: &'static ModelDesc, meta: &Meta) ->
         if u.ratio(1, 4)? {
             dtype = *u.choose(&DType::ALL)?;
         }
-        let mut shape = spec.input_shapes.get(i).cloned().unwrap_or_default();
+        let mut shape = valid.get(i).cloned().unwrap_or_default();
         if u.ratio(1, 4)? {
             shape = (0..u.int_in_range(0..=3)?)
                 .map(|_| u.int_in_range(0..=4))

@@ -1,0 +1,156 @@
+//! A program compiled for every shape, as data ([`Symbolic`]): what the executor needs to
+//! lay it out at one binding of the symbols. The JIT and ahead-of-time artifacts both bind
+//! it per shape ([`Symbolic::bind`]): buffer sizes evaluated, the arena placed by the
+//! memory plan's per-shape half, the runtime calls resolved. No code is generated.
+
+use crate::call::{BufId, Call, ResolveError};
+use crate::exec::{RunPlan, Step, StepNode};
+use kiln_ir::{Bindings, Dim};
+use kiln_kernel::call as desc;
+use kiln_kernel::plan::{Lifetimes, MemoryPlan};
+use serde::{Deserialize, Serialize};
+
+/// One step of a [`Symbolic`] program.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SymbolicStep {
+    /// Generated code over `0..extent`.
+    Kernel {
+        /// Iterations of the outermost loop.
+        extent: Dim,
+        /// Element operations, to decide whether splitting pays.
+        work: Dim,
+        /// The iterations must run in order on one thread (a scatter).
+        serial: bool,
+    },
+    /// A runtime call, resolved at each binding.
+    Call(desc::Call),
+}
+
+/// A program compiled with its symbols free.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Symbolic {
+    /// The symbols, in the order the kernels read their values.
+    pub symbols: Vec<String>,
+    /// Bytes of every buffer.
+    pub bytes: Vec<Dim>,
+    /// Lifetimes and in-place pairs of the temporaries.
+    pub lifetimes: Lifetimes,
+    /// The steps, in order.
+    pub steps: Vec<SymbolicStep>,
+    /// Slot and byte offset of each buffer (temporaries in slots of their own).
+    pub slots: Vec<(u32, usize)>,
+    /// The temporaries, in slot order from `first_temp_slot`.
+    pub temps: Vec<BufId>,
+    /// The slot of the first temporary.
+    pub first_temp_slot: u32,
+    /// The graph node of each step, for errors.
+    pub nodes: Vec<StepNode>,
+    /// Buffer and shape of each graph output.
+    pub outputs: Vec<(BufId, Vec<Dim>)>,
+}
+
+/// A [`Symbolic`] program at one binding.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    /// What the executor runs.
+    pub run: RunPlan,
+    /// Where the temporaries live.
+    pub plan: MemoryPlan,
+    /// Buffer and shape of each graph output.
+    pub outputs: Vec<(BufId, Vec<usize>)>,
+}
+
+impl Symbolic {
+    /// The program at `b`; an error names a size with no value there (unbound, negative or
+    /// overflowing). The caller checks the arena against its memory limit.
+    pub fn bind(&self, b: &Bindings) -> Result<Bound, ResolveError> {
+        let bytes: Vec<usize> = self
+            .bytes
+            .iter()
+            .map(|d| size(d, b))
+            .collect::<Result<_, _>>()?;
+        let plan = self.lifetimes.place(&bytes);
+        let steps = (self.steps.iter())
+            .map(|s| {
+                Ok(match s {
+                    SymbolicStep::Kernel {
+                        extent,
+                        work,
+                        serial,
+                    } => Step::Kernel {
+                        extent: size(extent, b)? as u64,
+                        work: size(work, b)?,
+                        serial: *serial,
+                    },
+                    SymbolicStep::Call(c) => Step::Call(Box::new(Call::resolve(c, b)?)),
+                })
+            })
+            .collect::<Result<_, ResolveError>>()?;
+        let dims = (self.symbols.iter())
+            .map(|s| {
+                b.get(s).copied().ok_or_else(|| ResolveError {
+                    dim: s.clone(),
+                    why: "unbound",
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let arena_slots = (self.temps.iter().enumerate())
+            .map(|(i, &t)| {
+                (
+                    self.first_temp_slot + i as u32,
+                    plan.offsets[t].unwrap_or(0),
+                )
+            })
+            .collect();
+        let outputs = (self.outputs.iter())
+            .map(|(buf, shape)| {
+                let shape = shape.iter().map(|d| size(d, b)).collect::<Result<_, _>>()?;
+                Ok((*buf, shape))
+            })
+            .collect::<Result<_, ResolveError>>()?;
+        let run = RunPlan {
+            steps,
+            slots: self.slots.clone(),
+            arena_bytes: plan.arena_bytes,
+            nodes: self.nodes.clone(),
+            dims,
+            arena_slots,
+        };
+        Ok(Bound { run, plan, outputs })
+    }
+}
+
+/// `d` at `b`, as a size.
+pub fn size(d: &Dim, b: &Bindings) -> Result<usize, ResolveError> {
+    let fail = |why| ResolveError {
+        dim: d.to_string(),
+        why,
+    };
+    let v = d.eval(b).ok_or_else(|| fail("unbound or overflowing"))?;
+    usize::try_from(v).map_err(|_| fail("negative"))
+}
+
+/// `call` resolved for packing its weight, when the weight's sizes are constants (any
+/// binding of `symbols` then gives the same weight operand).
+pub fn constant_weight_call(
+    call: &kiln_kernel::call::Call,
+    symbols: &[String],
+) -> Option<crate::call::Call> {
+    use kiln_kernel::call::Call as Desc;
+    let constant = match call {
+        Desc::MatMul(mm) => {
+            let b = &mm.b;
+            [&mm.k, &mm.n, &b.offset, &b.row_stride, &b.col_stride]
+                .into_iter()
+                .chain(&b.batch_strides)
+                .all(Dim::is_const)
+        }
+        Desc::QuantLinear(q) => q.k.is_const() && q.n.is_const(),
+        _ => false,
+    };
+    if !constant {
+        return None;
+    }
+    let ones: Bindings = symbols.iter().map(|s| (s.clone(), 1)).collect();
+    crate::call::Call::resolve(call, &ones).ok()
+}
