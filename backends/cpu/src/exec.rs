@@ -17,7 +17,7 @@ use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{lifetimes, MemoryPlan};
 use crate::runtime::call::{Call as RtCall, ResolveError};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, StepError, StepNode};
-use crate::runtime::layout::{constant_weight_call, Bound, Symbolic, SymbolicStep};
+use crate::runtime::layout::{constant_weight_call, Bound, Recent, Symbolic, SymbolicStep};
 use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
@@ -112,11 +112,10 @@ pub enum RunError {
 pub struct CompiledModel {
     graph: Graph,
     pool: Arc<ThreadPool>,
-    /// Set when the graph has data-dependent shapes: it then runs as these stages.
-    stages: Option<Vec<(Stage, Option<CompiledModel>)>>,
-    /// The program compiled once for every shape, or why each shape gets its own.
+    /// The program compiled once for every shape, why each shape gets its own, or the
+    /// stages of a graph with data-dependent shapes.
     mode: Mode,
-    cache: Mutex<ShapeCache>,
+    cache: Mutex<Recent<Vec<Vec<usize>>, Arc<Specialized>>>,
     /// Programs compiled so far (one for a shared program; one per shape otherwise).
     compiled: AtomicUsize,
     /// Constant weights packed for their calls, shared by every program.
@@ -131,8 +130,9 @@ enum Mode {
     Shared(Arc<Shared>),
     /// A program per shape, because a kernel needs this dim's value at compile time.
     PerShape(String),
-    /// Stages, each its own model.
-    Stages,
+    /// The graph has data-dependent shapes: it runs as these stages, each its own model
+    /// (none for a stage that is one runtime op).
+    Stages(Vec<(Stage, Option<CompiledModel>)>),
 }
 
 /// What a packed weight was made from: the call's kind (0 for a matmul, 1 + the
@@ -174,27 +174,6 @@ pub struct Specialized {
     pub layout_time: Duration,
 }
 
-/// The most recently used shapes' specializations, at most [`SHAPE_CACHE`].
-#[derive(Default)]
-struct ShapeCache {
-    entries: Vec<(Vec<Vec<usize>>, Arc<Specialized>)>,
-}
-
-impl ShapeCache {
-    fn get(&mut self, shapes: &[Vec<usize>]) -> Option<Arc<Specialized>> {
-        let i = self.entries.iter().position(|(s, _)| s == shapes)?;
-        let hit = self.entries.remove(i);
-        let spec = hit.1.clone();
-        self.entries.insert(0, hit);
-        Some(spec)
-    }
-
-    fn insert(&mut self, shapes: Vec<Vec<usize>>, spec: Arc<Specialized>) {
-        self.entries.insert(0, (shapes, spec));
-        self.entries.truncate(SHAPE_CACHE);
-    }
-}
-
 impl CompiledModel {
     /// Compiles `graph`: its one program for every shape now, when its kernels allow it
     /// (laid out now too when its input shapes are static), else one per shape at the
@@ -228,18 +207,19 @@ impl CompiledModel {
             ),
             None => None,
         };
+        let is_staged = stages.is_some();
         let mut model = CompiledModel {
             graph,
             pool,
-            mode: Mode::Stages,
-            stages,
-            cache: Mutex::new(ShapeCache::default()),
+            // Stages, or, until the compile below sets the mode, no program yet.
+            mode: stages.map_or(Mode::PerShape(String::new()), Mode::Stages),
+            cache: Mutex::new(Recent::new(SHAPE_CACHE)),
             compiled: AtomicUsize::new(0),
             packed: Mutex::new(HashMap::new()),
             arenas: Mutex::new(Vec::new()),
             max_memory,
         };
-        if model.stages.is_some() {
+        if is_staged {
             return Ok(model);
         }
         model.mode = match model.compile_shared() {
@@ -283,8 +263,11 @@ impl CompiledModel {
     /// shape, one per shape run so far otherwise (stages count their own).
     pub fn programs_compiled(&self) -> usize {
         let own = self.compiled.load(Ordering::Relaxed);
-        let stages = self.stages.iter().flatten();
+        let Mode::Stages(stages) = &self.mode else {
+            return own;
+        };
         own + stages
+            .iter()
             .filter_map(|(_, m)| m.as_ref())
             .map(CompiledModel::programs_compiled)
             .sum::<usize>()
@@ -295,7 +278,7 @@ impl CompiledModel {
     pub fn per_shape(&self) -> Option<&str> {
         match &self.mode {
             Mode::PerShape(why) => Some(why),
-            Mode::Shared(_) | Mode::Stages => None,
+            Mode::Shared(_) | Mode::Stages(_) => None,
         }
     }
 
@@ -340,8 +323,12 @@ impl CompiledModel {
         let bindings = interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
         let spec = Arc::new(match &self.mode {
-            Mode::Shared(shared) => self.bind(shared, bindings)?,
-            Mode::PerShape(_) | Mode::Stages => {
+            Mode::Shared(shared) => {
+                check_graph(&self.graph, &bindings, self.max_memory).map_err(CompileError::from)?;
+                self.bind(shared, bindings)?
+            }
+            // `lay_out` checks the sizes at these bindings.
+            Mode::PerShape(_) | Mode::Stages(_) => {
                 let own = self.compile_at(&bindings)?;
                 self.bind(&own, bindings)?
             }
@@ -353,11 +340,10 @@ impl CompiledModel {
         Ok(spec)
     }
 
-    /// `shared` laid out at `bindings`: sizes checked against the memory limit, the arena
-    /// placed, the calls resolved.
+    /// `shared` laid out at `bindings`, whose values' sizes the caller checked: the arena
+    /// placed and checked against the memory limit, the calls resolved.
     fn bind(&self, shared: &Shared, bindings: Bindings) -> Result<Specialized, CompileError> {
         let start = Instant::now();
-        check_graph(&self.graph, &bindings, self.max_memory)?;
         let Bound { run, plan, outputs } = shared.layout.bind(&bindings)?;
         let arena = || "the arena (the temporaries live at once)".to_string();
         check_bytes(arena, Some(plan.arena_bytes as u128), self.max_memory)?;
@@ -435,7 +421,7 @@ impl CompiledModel {
             .collect();
         interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
-        if let Some(stages) = &self.stages {
+        if let Mode::Stages(stages) = &self.mode {
             return self.run_stages(stages, inputs);
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
@@ -450,7 +436,7 @@ impl CompiledModel {
     /// Runs the model once, timing every kernel (for `kiln bench --profile`). Graphs with
     /// data-dependent shapes are not profiled per kernel.
     pub fn profile(&self, inputs: &[Tensor]) -> Result<Vec<KernelTime>, RunError> {
-        if self.stages.is_some() {
+        if let Mode::Stages(_) = self.mode {
             return Ok(Vec::new());
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();

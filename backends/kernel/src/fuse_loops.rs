@@ -207,13 +207,8 @@ fn attention_reading(
     };
     let (shape, strides) = (&producer.shape, &access.strides);
     let r = shape.len();
-    if r < 3 || !access.offset.known_nonnegative() && !access.offset.is_zero() {
-        return None;
-    }
-    if strides
-        .iter()
-        .any(|s| !s.is_zero() && !s.known_nonnegative())
-    {
+    // Zero is known non-negative too (a broadcast stride).
+    if r < 3 || !access.offset.known_nonnegative() || !strides.iter().all(Dim::known_nonnegative) {
         return None;
     }
     if !shape[r - 1].is_one() && !strides[r - 1].is_one() {

@@ -13,7 +13,7 @@
 use crate::aligned::Aligned;
 use crate::call::BufId;
 use crate::exec::{self, Arena, Code, KernelFn};
-use crate::layout::{Bound, Symbolic};
+use crate::layout::{Bound, Recent, Symbolic};
 use crate::nibbles::Nibbles;
 use crate::pool::ThreadPool;
 use crate::{OpCallFn, Packed};
@@ -199,8 +199,8 @@ pub struct Session {
     unpacked: Aligned<u8>,
     /// Per step: the pre-packed constant weight of a call (filled on first use).
     packed: Option<Vec<Option<Arc<Packed>>>>,
-    /// The most recent input shapes' layouts, newest first, at most [`LAYOUTS`].
-    layouts: Vec<(Vec<Vec<usize>>, Arc<Bound>)>,
+    /// The most recent input shapes' layouts, at most [`LAYOUTS`].
+    layouts: Recent<Vec<Vec<usize>>, Arc<Bound>>,
     arena: Arena,
     max_memory: MemoryLimit,
 }
@@ -238,7 +238,7 @@ impl Session {
             places,
             unpacked,
             packed: None,
-            layouts: Vec::new(),
+            layouts: Recent::new(LAYOUTS),
             meta,
             weights,
             kernels,
@@ -322,16 +322,12 @@ impl Session {
 
     /// The layout for `shapes`, from the cache or bound now.
     fn cached_layout(&mut self, shapes: Vec<Vec<usize>>) -> Result<Arc<Bound>, ArtifactError> {
-        if let Some(i) = self.layouts.iter().position(|(s, _)| *s == shapes) {
-            let hit = self.layouts.remove(i);
-            let bound = hit.1.clone();
-            self.layouts.insert(0, hit);
+        if let Some(bound) = self.layouts.get(&shapes) {
             return Ok(bound);
         }
         let views: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
         let bound = Arc::new(self.layout_for_shapes(&views)?);
-        self.layouts.insert(0, (shapes, bound.clone()));
-        self.layouts.truncate(LAYOUTS);
+        self.layouts.insert(shapes, bound.clone());
         Ok(bound)
     }
 

@@ -267,6 +267,11 @@ pub struct ResolveError {
     pub why: &'static str,
 }
 
+/// `d` at `b`, as a size: an error names it when it is unbound, overflows or is negative.
+pub fn size(d: &Dim, b: &Bindings) -> Result<usize, ResolveError> {
+    At(b).size(d)
+}
+
 /// Evaluates description sizes at one binding.
 struct At<'b>(&'b Bindings);
 

@@ -3,7 +3,7 @@
 //! it per shape ([`Symbolic::bind`]): buffer sizes evaluated, the arena placed by the
 //! memory plan's per-shape half, the runtime calls resolved. No code is generated.
 
-use crate::call::{BufId, Call, ResolveError};
+use crate::call::{size, BufId, Call, ResolveError};
 use crate::exec::{RunPlan, Step, StepNode};
 use kiln_ir::{Bindings, Dim};
 use kiln_kernel::call as desc;
@@ -120,16 +120,6 @@ impl Symbolic {
     }
 }
 
-/// `d` at `b`, as a size.
-pub fn size(d: &Dim, b: &Bindings) -> Result<usize, ResolveError> {
-    let fail = |why| ResolveError {
-        dim: d.to_string(),
-        why,
-    };
-    let v = d.eval(b).ok_or_else(|| fail("unbound or overflowing"))?;
-    usize::try_from(v).map_err(|_| fail("negative"))
-}
-
 /// `call` resolved for packing its weight, when the weight's sizes are constants (any
 /// binding of `symbols` then gives the same weight operand).
 pub fn constant_weight_call(
@@ -153,4 +143,37 @@ pub fn constant_weight_call(
     }
     let ones: Bindings = symbols.iter().map(|s| (s.clone(), 1)).collect();
     crate::call::Call::resolve(call, &ones).ok()
+}
+
+/// The most recently used values by key, newest first, at most a fixed count: the layouts
+/// kept per input shapes (the JIT's and an artifact session's).
+#[derive(Debug)]
+pub struct Recent<K, V> {
+    entries: Vec<(K, V)>,
+    capacity: usize,
+}
+
+impl<K: PartialEq, V: Clone> Recent<K, V> {
+    /// An empty cache of at most `capacity` entries.
+    pub fn new(capacity: usize) -> Recent<K, V> {
+        Recent {
+            entries: Vec::new(),
+            capacity,
+        }
+    }
+
+    /// The value for `key`, which becomes the newest.
+    pub fn get<Q: PartialEq<K> + ?Sized>(&mut self, key: &Q) -> Option<V> {
+        let i = self.entries.iter().position(|(k, _)| key == k)?;
+        let hit = self.entries.remove(i);
+        let value = hit.1.clone();
+        self.entries.insert(0, hit);
+        Some(value)
+    }
+
+    /// Adds `value` as the newest, dropping the oldest beyond the capacity.
+    pub fn insert(&mut self, key: K, value: V) {
+        self.entries.insert(0, (key, value));
+        self.entries.truncate(self.capacity);
+    }
 }

@@ -201,10 +201,11 @@ impl FnCx<'_, '_> {
     ) -> Value {
         terms.iter().fold(base, |at, t| {
             let idx = self.checked_index(vals[t.index], dtypes[t.index], &t.len);
-            let off = match (&t.stride * &Dim::from(elem.size_bytes())).as_const() {
+            let step = &t.stride * &Dim::from(elem.size_bytes());
+            let off = match step.as_const() {
                 Some(step) => self.b.ins().imul_imm_s(idx, step),
                 None => {
-                    let step = self.size(&(&t.stride * &Dim::from(elem.size_bytes())));
+                    let step = self.size(&step);
                     self.b.ins().imul(idx, step)
                 }
             };

@@ -9,6 +9,7 @@
 //! an error naming it (as the interpreter does), so no access leaves its buffer.
 
 use super::{contiguous_strides, ScheduleError, Scheduler, View};
+use crate::axes::at_most;
 use crate::kernel::*;
 use kiln_ir::{BinaryOp, DType, Dim, Node, ScatterReduction, UnaryOp};
 
@@ -234,11 +235,6 @@ fn tuple_terms(
             }
         })
         .collect()
-}
-
-/// Whether `a <= b` for every binding of the symbols (`b - a` is provably non-negative).
-fn at_most(a: &Dim, b: &Dim) -> bool {
-    a == b || (b - a).known_nonnegative()
 }
 
 /// Appends `old ⊕ new` with the interpreter's semantics: add and mul wrap for integers;
