@@ -292,7 +292,16 @@ impl Model {
         let object = finish_object(obj, &name, &meta, &weights.bytes, &kernels, self.weights)?;
         let default_bounds = (ranges.iter())
             .filter(|r| !self.dims.iter().any(|d| d.0 == r.name))
-            .map(|r| format!("{} in {}..={} (no --dim given)", r.name, r.min, r.max))
+            .map(|r| match model_bound(g, &r.name) {
+                Some((_, why)) => format!(
+                    "{} in {}..={} (no --dim given; {why})",
+                    r.name, r.min, r.max
+                ),
+                None => format!(
+                    "{} in {}..={} (no --dim given; the default bound)",
+                    r.name, r.min, r.max
+                ),
+            })
             .collect();
         Ok(Artifact {
             name,
@@ -363,7 +372,7 @@ impl Model {
             .map(|s| {
                 let (min, max) = match self.dims.iter().rev().find(|d| &d.0 == s) {
                     Some((_, min, max)) => (min, max),
-                    None => (&1, &DEFAULT_DIM_MAX),
+                    None => (&1, &model_bound(g, s).map_or(DEFAULT_DIM_MAX, |(n, _)| n)),
                 };
                 if *min < 0 || min > max {
                     return Err(BuildError::Dims(format!(
@@ -384,6 +393,24 @@ impl Model {
 /// The compiled program: its description, its constants (indices into the weights) and
 /// its kernel symbols.
 type Compiled = (kiln_rt::layout::Symbolic, Vec<usize>, Vec<Option<String>>);
+
+/// The largest value of `symbol` the model itself allows, below [`DEFAULT_DIM_MAX`], and
+/// what sets it (a slice of a position table), from the graph's assumptions.
+fn model_bound(g: &Graph, symbol: &str) -> Option<(i64, String)> {
+    let a = kiln_ir::assumptions(g);
+    let tightest = a
+        .iter()
+        .filter_map(|a| Some((a.bounds(symbol)?, a)))
+        .min_by_key(|(n, _)| *n)?;
+    let (n, a) = tightest;
+    (n < DEFAULT_DIM_MAX).then(|| {
+        let why = format!(
+            "node `{}` ({}) needs {} <= {}",
+            a.node, a.op, a.at_most, a.bound
+        );
+        (n, why)
+    })
+}
 
 /// Writes the description, weights, kernel table and descriptor into the object.
 fn finish_object(

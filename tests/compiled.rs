@@ -193,3 +193,59 @@ fn one_program_serves_every_sequence_length() {
     }
     assert_eq!(c.programs_compiled(), 1);
 }
+
+/// BERT inputs of `batch × seq`: varied ids, the last quarter of each row padded out.
+fn bert_inputs(batch: usize, seq: usize) -> BTreeMap<String, Tensor> {
+    let ids: Vec<i64> = (0..batch * seq).map(|i| (i * 31 % 997) as i64).collect();
+    let mask: Vec<i64> = (0..batch * seq)
+        .map(|i| i64::from(i % seq < seq - seq / 4))
+        .collect();
+    let tensor = |v: Vec<i64>| Tensor::from_vec(v, &[batch, seq]).unwrap();
+    BTreeMap::from([
+        ("input_ids".to_string(), tensor(ids)),
+        ("attention_mask".to_string(), tensor(mask)),
+        ("token_type_ids".to_string(), tensor(vec![0; batch * seq])),
+    ])
+}
+
+/// One compiled BERT runs every sequence length from 1 to 300, at batch 1 and 3, each
+/// within tolerance of the interpreter, compiling once; lengths past the model's position
+/// table (bert_tiny's is 256 long) are refused by both, not read past the table.
+/// `KILN_FULLSIZE_MINILM` names a full-size MiniLM to check the same way (not vendored).
+#[test]
+fn one_bert_program_runs_every_sequence_length_up_to_300() {
+    let mut models =
+        vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/models/bert_tiny.onnx")];
+    match std::env::var_os("KILN_FULLSIZE_MINILM") {
+        Some(p) => models.push(PathBuf::from(p)),
+        None => eprintln!("KILN_FULLSIZE_MINILM unset: checking bert_tiny only"),
+    }
+    for path in models {
+        let model = Model::load(&path).unwrap().optimize().unwrap();
+        let opts = Options {
+            threads: 2,
+            optimize: false,
+            ..Options::default()
+        };
+        let c = model.compile(&opts).unwrap();
+        for seq in 1..=300 {
+            for batch in [1, 3] {
+                let inputs = bert_inputs(batch, seq);
+                let (want, got) = match (model.run(&inputs), c.run(&inputs)) {
+                    (Ok(w), Ok(g)) => (w, g),
+                    (Err(_), Err(e)) => {
+                        let e = e.to_string();
+                        assert!(e.contains("needs seq <="), "{path:?} seq {seq}: {e}");
+                        continue;
+                    }
+                    (w, g) => panic!("{path:?} batch {batch} seq {seq}: {w:?} vs {g:?}"),
+                };
+                for ((name, w), (_, g)) in want.iter().zip(&got) {
+                    kiln::compare::compare(g, w, kiln::compare::Tolerance::MODELS)
+                        .unwrap_or_else(|e| panic!("{path:?} batch {batch} seq {seq} {name}: {e}"));
+                }
+            }
+        }
+        assert_eq!(c.programs_compiled(), 1, "{path:?}");
+    }
+}

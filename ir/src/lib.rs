@@ -7,6 +7,7 @@
 //! ([`interp`]), which defines what every op means.
 #![warn(missing_docs)]
 
+mod assume;
 mod dim;
 mod dtype;
 mod epilogue;
@@ -21,6 +22,7 @@ mod tensor;
 mod text;
 mod verify;
 
+pub use assume::{assumptions, Assumption};
 pub use dim::{Atom, Bindings, Dim, DimParseError};
 pub use dtype::{DType, UnknownDType};
 pub use epilogue::{Activation, Epilogue, Residual};

@@ -17,7 +17,9 @@ use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{lifetimes, MemoryPlan};
 use crate::runtime::call::{Call as RtCall, ResolveError};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, StepError, StepNode};
-use crate::runtime::layout::{constant_weight_call, Bound, Recent, Symbolic, SymbolicStep};
+use crate::runtime::layout::{
+    constant_weight_call, BindError, Bound, Recent, Symbolic, SymbolicStep,
+};
 use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
@@ -342,11 +344,15 @@ impl CompiledModel {
 
     /// `shared` laid out at `bindings`, whose values' sizes the caller checked: the arena
     /// placed and checked against the memory limit, the calls resolved.
-    fn bind(&self, shared: &Shared, bindings: Bindings) -> Result<Specialized, CompileError> {
+    fn bind(&self, shared: &Shared, bindings: Bindings) -> Result<Specialized, RunError> {
         let start = Instant::now();
-        let Bound { run, plan, outputs } = shared.layout.bind(&bindings)?;
+        let Bound { run, plan, outputs } = shared.layout.bind(&bindings).map_err(|e| match e {
+            BindError::Assumption { .. } => RunError::Input(e.to_string()),
+            BindError::Resolve(r) => RunError::Compile(CompileError::Resolve(r)),
+        })?;
         let arena = || "the arena (the temporaries live at once)".to_string();
-        check_bytes(arena, Some(plan.arena_bytes as u128), self.max_memory)?;
+        check_bytes(arena, Some(plan.arena_bytes as u128), self.max_memory)
+            .map_err(CompileError::from)?;
         Ok(Specialized {
             program: shared.program.clone(),
             plan,
@@ -689,6 +695,7 @@ pub fn symbolic(graph: &Graph, layout: &Layout, extents: &[Option<Dim>]) -> Symb
             .copied()
             .zip(p.output_shapes.clone())
             .collect(),
+        assumptions: kiln_ir::assumptions(graph),
     }
 }
 

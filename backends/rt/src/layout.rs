@@ -5,7 +5,7 @@
 
 use crate::call::{size, BufId, Call, ResolveError};
 use crate::exec::{RunPlan, Step, StepNode};
-use kiln_ir::{Bindings, Dim};
+use kiln_ir::{Assumption, Bindings, Dim};
 use kiln_kernel::call as desc;
 use kiln_kernel::plan::{Lifetimes, MemoryPlan};
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,28 @@ pub struct Symbolic {
     pub nodes: Vec<StepNode>,
     /// Buffer and shape of each graph output.
     pub outputs: Vec<(BufId, Vec<Dim>)>,
+    /// What the graph's types assume of the symbols; a binding that breaks one is refused.
+    pub assumptions: Vec<Assumption>,
+}
+
+/// Why a [`Symbolic`] program cannot be laid out at a binding.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BindError {
+    /// The shapes break what the graph's types assume (a slice past its axis).
+    #[error("node `{node}` ({op}) needs {at_most} <= {bound}, which these input shapes break")]
+    Assumption {
+        /// The node's source name.
+        node: String,
+        /// Its op.
+        op: String,
+        /// The smaller side, as written.
+        at_most: String,
+        /// The larger side.
+        bound: String,
+    },
+    /// A size has no value there.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// A [`Symbolic`] program at one binding.
@@ -61,9 +83,18 @@ pub struct Bound {
 }
 
 impl Symbolic {
-    /// The program at `b`; an error names a size with no value there (unbound, negative or
-    /// overflowing). The caller checks the arena against its memory limit.
-    pub fn bind(&self, b: &Bindings) -> Result<Bound, ResolveError> {
+    /// The program at `b`; an error names an assumption `b` breaks, or a size with no value
+    /// there (unbound, negative or overflowing). The caller checks the arena against its
+    /// memory limit.
+    pub fn bind(&self, b: &Bindings) -> Result<Bound, BindError> {
+        if let Some(a) = (self.assumptions.iter()).find(|a| a.holds(b) != Some(true)) {
+            return Err(BindError::Assumption {
+                node: a.node.clone(),
+                op: a.op.clone(),
+                at_most: a.at_most.to_string(),
+                bound: a.bound.to_string(),
+            });
+        }
         let bytes: Vec<usize> = self
             .bytes
             .iter()
