@@ -403,13 +403,7 @@ fn model_bound(g: &Graph, symbol: &str) -> Option<(i64, String)> {
         .filter_map(|a| Some((a.bounds(symbol)?, a)))
         .min_by_key(|(n, _)| *n)?;
     let (n, a) = tightest;
-    (n < DEFAULT_DIM_MAX).then(|| {
-        let why = format!(
-            "node `{}` ({}) needs {} <= {}",
-            a.node, a.op, a.at_most, a.bound
-        );
-        (n, why)
-    })
+    (n < DEFAULT_DIM_MAX).then(|| (n, a.to_string()))
 }
 
 /// Writes the description, weights, kernel table and descriptor into the object.

@@ -22,7 +22,7 @@ mod tensor;
 mod text;
 mod verify;
 
-pub use assume::{assumptions, Assumption};
+pub use assume::{assumptions, Assumption, Condition};
 pub use dim::{Atom, Bindings, Dim, DimParseError};
 pub use dtype::{DType, UnknownDType};
 pub use epilogue::{Activation, Epilogue, Residual};

@@ -570,6 +570,33 @@ pub struct EinsumSpec {
 }
 
 impl Op {
+    /// The op with the bound symbols of its dim attributes (reshape and expand shapes,
+    /// slice bounds, range lengths, shape values) replaced by their values.
+    pub fn substitute(&self, b: &crate::Bindings) -> Op {
+        let dims = |ds: &[Dim]| ds.iter().map(|d| d.substitute(b)).collect();
+        match self {
+            Op::ShapeValue { dims: d, scalar } => Op::ShapeValue {
+                dims: dims(d),
+                scalar: *scalar,
+            },
+            Op::Reshape { shape } => Op::Reshape { shape: dims(shape) },
+            Op::Expand { shape } => Op::Expand { shape: dims(shape) },
+            Op::Range { len } => Op::Range {
+                len: len.substitute(b),
+            },
+            Op::Slice { axes } => Op::Slice {
+                axes: (axes.iter())
+                    .map(|s| SliceAxis {
+                        start: s.start.substitute(b),
+                        end: s.end.substitute(b),
+                        ..s.clone()
+                    })
+                    .collect(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// The op's name in statistics and reports: the text name in CamelCase, with the words
     /// of run-together names split (`LayerNorm`, `MatMul`, `ReduceMean`, `TopK`).
     ///

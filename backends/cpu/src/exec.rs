@@ -695,7 +695,9 @@ pub fn symbolic(graph: &Graph, layout: &Layout, extents: &[Option<Dim>]) -> Symb
             .copied()
             .zip(p.output_shapes.clone())
             .collect(),
-        assumptions: kiln_ir::assumptions(graph),
+        assumptions: (kiln_ir::assumptions(graph).into_iter())
+            .chain(kiln_kernel::bounds::access_assumptions(graph, p))
+            .collect(),
     }
 }
 

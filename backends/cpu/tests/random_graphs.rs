@@ -2,15 +2,20 @@
 //! data-movement ops over odd, size-1 and broadcast shapes) run through the JIT at one and
 //! two threads must match the reference interpreter within tolerance, and the two thread
 //! counts must agree bit for bit. `KILN_DIFF_SEEDS` sets the number of seeds (default 300);
-//! `KILN_DIFF_SEED` runs one seed only. A failure prints the seed and the graph.
+//! `KILN_DIFF_SEED` runs one seed only. A failure prints the seed and the graph. The same
+//! graphs run again with some input sizes left as symbols (`difftest::symbolic`): one
+//! compiled program at several bindings.
 
 mod difftest;
 
 use difftest::compare::compare;
 use difftest::gen::{generate, Case};
 use difftest::rng::Rng;
+use difftest::symbolic::{bindings, holds_at, inputs_at, symbolize, SymCase};
 use kiln_cpu::{CompiledModel, Options};
-use kiln_ir::{interp, BinaryOp, DType, Dim, Graph, Op, ReduceKind, SliceAxis, Tensor, TensorType};
+use kiln_ir::{
+    interp, BinaryOp, Bindings, DType, Dim, Graph, Op, ReduceKind, SliceAxis, Tensor, TensorType,
+};
 use std::sync::Arc;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -182,4 +187,135 @@ fn one_compiled_model_runs_every_size_and_caches_each() {
         }
     }
     assert_eq!(first.len(), 3);
+}
+
+/// What one binding of a symbolic case came to.
+enum Outcome {
+    /// Both ran and agree.
+    Compared,
+    /// The types do not hold there, and the compiled code refused it.
+    Refused,
+    /// A symbol at 1 where a kernel reads its axis as never broadcasting: refused.
+    RefusedBroadcast,
+    /// The interpreter rejected the inputs (a random index out of range): nothing to check.
+    Skipped,
+}
+
+/// Runs `model` (compiled from `case` with its symbols free) at `b` against the interpreter.
+fn check_binding(
+    model: &CompiledModel,
+    case: &SymCase,
+    b: &Bindings,
+    rng: &mut Rng,
+) -> Result<Outcome, String> {
+    let inputs = inputs_at(case, b, rng);
+    let got = model.run(&inputs);
+    if !holds_at(&case.graph, b) {
+        return match got {
+            Err(_) => Ok(Outcome::Refused),
+            Ok(_) => Err(format!("at {b:?} the types break, yet the JIT ran")),
+        };
+    }
+    let Ok(expected) = interp::run(&case.graph, &inputs) else {
+        return Ok(Outcome::Skipped);
+    };
+    let got = match got {
+        Ok(got) => got,
+        // Kernels read a symbolic axis as never broadcasting (see ARCHITECTURE.md).
+        Err(e) if e.to_string().contains("a kernel would reach") && b.values().any(|&v| v == 1) => {
+            return Ok(Outcome::RefusedBroadcast)
+        }
+        Err(e) => return Err(format!("at {b:?}: the JIT refused: {e}")),
+    };
+    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+        let name = &case.graph.outputs[i].0;
+        compare(e, g).map_err(|m| format!("at {b:?}, output {name}: {m}"))?;
+    }
+    Ok(Outcome::Compared)
+}
+
+/// Counts of what the symbolic seeds came to.
+#[derive(Default, Debug)]
+struct Tally {
+    symbolic: usize,
+    compared: usize,
+    compared_twice: usize,
+    refused: usize,
+    refused_broadcast: usize,
+    per_shape: usize,
+}
+
+/// Checks one seed with symbols free, adding to `tally`.
+fn check_symbolic(seed: u64, tally: &mut Tally) -> Result<(), String> {
+    let mut rng = Rng::new(seed ^ 0x5eed_5eed);
+    let Some(case) = symbolize(&generate(seed), &mut rng) else {
+        return Ok(());
+    };
+    tally.symbolic += 1;
+    let opts = Options {
+        threads: 2,
+        ..Options::default()
+    };
+    let model =
+        CompiledModel::new(case.graph.clone(), &opts).map_err(|e| format!("compile: {e}"))?;
+    let mut compared = 0;
+    for b in bindings(&case, &mut rng) {
+        match check_binding(&model, &case, &b, &mut rng)? {
+            Outcome::Compared => compared += 1,
+            Outcome::Refused => tally.refused += 1,
+            Outcome::RefusedBroadcast => tally.refused_broadcast += 1,
+            Outcome::Skipped => {}
+        }
+    }
+    tally.compared += (compared > 0) as usize;
+    tally.compared_twice += (compared > 1) as usize;
+    if model.per_shape().is_some() {
+        tally.per_shape += 1;
+    } else if model.programs_compiled() != 1 {
+        return Err(format!(
+            "{} programs compiled for one model with its symbols free",
+            model.programs_compiled()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn jit_with_free_symbols_matches_interpreter_on_random_graphs() {
+    let seeds: Vec<u64> = match env_u64("KILN_DIFF_SEED") {
+        Some(s) => vec![s],
+        None => (0..env_u64("KILN_DIFF_SEEDS").unwrap_or(300)).collect(),
+    };
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    for &seed in &seeds {
+        if let Err(m) = check_symbolic(seed, &mut tally) {
+            eprintln!("seed {seed}: {m}");
+            failures.push(seed);
+        }
+    }
+    eprintln!("{tally:?}");
+    if let Some(&seed) = failures.first() {
+        let mut rng = Rng::new(seed ^ 0x5eed_5eed);
+        if let Some(case) = symbolize(&generate(seed), &mut rng) {
+            eprintln!(
+                "seed {seed}, symbols {:?}:\n{}",
+                case.symbols,
+                kiln_ir::print(&case.graph)
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds fail with symbols free: {failures:?} (rerun one with KILN_DIFF_SEED)",
+        failures.len(),
+        seeds.len()
+    );
+    if seeds.len() >= 100 {
+        // The test must exercise what it claims: most cases symbolic, and compared at
+        // more than one binding of one compiled program.
+        assert!(tally.symbolic * 2 >= seeds.len(), "{tally:?}");
+        assert!(tally.compared_twice * 3 >= tally.symbolic, "{tally:?}");
+        assert!(tally.per_shape * 10 <= tally.symbolic, "{tally:?}");
+    }
 }

@@ -7,13 +7,15 @@
 //! - [`fuse_loops`]: a loop nest that feeds one kernel is inlined into it;
 //! - [`plan`]: every temporary gets a place in one arena;
 //! - [`stages`]: a graph with data-dependent sizes is cut around the ops that define them;
-//! - [`axes`]: iteration spaces in canonical form.
+//! - [`axes`]: iteration spaces in canonical form;
+//! - [`bounds`]: the reach of kernels' accesses that a binding must keep inside their buffers.
 //!
 //! Architecture invariant: this crate imports no code generator (Cranelift, PTX) and no
 //! backend; backends import it (`tests/tidy.rs`).
 #![warn(missing_docs)]
 
 pub mod axes;
+pub mod bounds;
 pub mod call;
 pub mod fuse_loops;
 pub mod kernel;

@@ -54,17 +54,18 @@ pub struct Symbolic {
 /// Why a [`Symbolic`] program cannot be laid out at a binding.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BindError {
-    /// The shapes break what the graph's types assume (a slice past its axis).
-    #[error("node `{node}` ({op}) needs {at_most} <= {bound}, which these input shapes break")]
+    /// The shapes break what the graph's types, or its kernels, assume (a slice past its
+    /// axis, a symbol unified with a constant, a symbolic axis read as never broadcasting).
+    #[error("node `{node}` ({op}) cannot run at these input shapes: it needs {needs}: {why}")]
     Assumption {
         /// The node's source name.
         node: String,
         /// Its op.
         op: String,
-        /// The smaller side, as written.
-        at_most: String,
-        /// The larger side.
-        bound: String,
+        /// The condition, as written.
+        needs: String,
+        /// How the shapes break it.
+        why: String,
     },
     /// A size has no value there.
     #[error(transparent)]
@@ -87,13 +88,13 @@ impl Symbolic {
     /// there (unbound, negative or overflowing). The caller checks the arena against its
     /// memory limit.
     pub fn bind(&self, b: &Bindings) -> Result<Bound, BindError> {
-        if let Some(a) = (self.assumptions.iter()).find(|a| a.holds(b) != Some(true)) {
-            return Err(BindError::Assumption {
+        for a in &self.assumptions {
+            a.check(b).map_err(|why| BindError::Assumption {
                 node: a.node.clone(),
                 op: a.op.clone(),
-                at_most: a.at_most.to_string(),
-                bound: a.bound.to_string(),
-            });
+                needs: a.cond.to_string(),
+                why,
+            })?;
         }
         let bytes: Vec<usize> = self
             .bytes

@@ -5,3 +5,4 @@ pub mod compare;
 pub mod data;
 pub mod gen;
 pub mod rng;
+pub mod symbolic;
