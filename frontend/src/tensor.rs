@@ -8,8 +8,9 @@
 use crate::proto::TensorProto;
 use half::{bf16, f16};
 use kiln_ir::{DType, Elem, Tensor};
-use memmap2::Mmap;
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 /// The kiln dtype of an ONNX `TensorProto.DataType` code.
@@ -50,10 +51,12 @@ pub(crate) fn storage_of(code: i32) -> Result<DType, String> {
     four_bit(code).map_or_else(|| dtype_of(code), Ok)
 }
 
-/// Reads external data files, mapping each file once.
+/// Reads external data files, opening each once. Tensors are read piece by piece into
+/// their own memory (no map of the file stays resident beside them, which would double a
+/// model's peak memory while it imports).
 pub(crate) struct ExternalData {
     base: Option<PathBuf>,
-    maps: BTreeMap<PathBuf, Mmap>,
+    files: BTreeMap<PathBuf, File>,
 }
 
 impl ExternalData {
@@ -61,7 +64,7 @@ impl ExternalData {
     pub(crate) fn new(base: Option<&Path>) -> ExternalData {
         ExternalData {
             base: base.map(Path::to_path_buf),
-            maps: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 
@@ -106,20 +109,23 @@ impl ExternalData {
         Ok(canon)
     }
 
-    /// The bytes `[offset, offset + length)` of `location` (to the end without a length).
-    fn bytes(&mut self, location: &str, offset: u64, length: Option<u64>) -> Result<&[u8], String> {
+    /// The file at `location`, positioned at `offset`, and the length of the range
+    /// `[offset, offset + length)` (to the end without a length), checked to lie inside it.
+    fn range(
+        &mut self,
+        location: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<(&File, usize), String> {
         let path = self.resolve(location)?;
-        if !self.maps.contains_key(&path) {
-            let file =
-                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            // SAFETY: the map is read-only; like every mmap user we accept that another
-            // process truncating the file while we read is outside our control.
-            let map =
-                unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
-            self.maps.insert(path.clone(), map);
+        if !self.files.contains_key(&path) {
+            let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.files.insert(path.clone(), file);
         }
-        let map = &self.maps[&path];
-        let size = map.len() as u64;
+        let mut file = &self.files[&path];
+        let size = (file.metadata())
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
         let end = match length {
             Some(l) => offset
                 .checked_add(l)
@@ -131,7 +137,22 @@ impl ExternalData {
                 "external data [{offset}, {end}) is out of bounds of `{location}` ({size} bytes)"
             ));
         }
-        Ok(&map[offset as usize..end as usize])
+        let len = usize::try_from(end - offset).map_err(|_| "external data too large")?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((file, len))
+    }
+
+    /// A tensor of `dtype` and `shape` read from the range, which must hold exactly its bytes.
+    fn tensor(
+        &mut self,
+        (location, offset, length): (&str, u64, Option<u64>),
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor, String> {
+        let (mut file, len) = self.range(location, offset, length)?;
+        Tensor::from_le_pieces(dtype, shape, len, |buf| file.read_exact(buf))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -167,8 +188,7 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Resu
                 .transpose()
         };
         let (offset, length) = (num("offset")?.unwrap_or(0), num("length")?);
-        let bytes = ext.bytes(&location, offset, length)?;
-        return Tensor::from_le_bytes(dtype, &shape, bytes).map_err(|e| e.to_string());
+        return ext.tensor((&location, offset, length), dtype, &shape);
     }
     if let Some(raw) = &t.raw_data {
         return Tensor::from_le_bytes(dtype, &shape, raw).map_err(|e| e.to_string());

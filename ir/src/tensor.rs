@@ -311,6 +311,9 @@ pub enum TensorError {
     /// The shape's element count overflows.
     #[error("shape {0:?} is too large")]
     TooLarge(Vec<usize>),
+    /// Reading the data failed.
+    #[error("reading the data: {0}")]
+    Read(String),
     /// The allocator could not provide the memory.
     #[error("cannot allocate {} for shape {shape:?}", crate::human_bytes(*bytes as u128))]
     Alloc {
@@ -406,6 +409,41 @@ impl Tensor {
         Ok(with_dtype!(dtype, T => {
             let mut v: Vec<T> = try_with_capacity(n, shape)?;
             v.extend(bytes.chunks_exact(w).map(T::read_le));
+            Tensor::from_vec(v, shape)?
+        }))
+    }
+
+    /// A tensor from `expected` little-endian bytes that `read` delivers in order, a piece
+    /// of at most 1 MiB per call (it fills the whole slice or fails): a weight streams from
+    /// a file into its tensor without a second copy of it in memory.
+    pub fn from_le_pieces(
+        dtype: DType,
+        shape: &[usize],
+        bytes: usize,
+        mut read: impl FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> Result<Tensor, TensorError> {
+        let n = element_count(shape)?;
+        let w = dtype.size_bytes();
+        let expected = n
+            .checked_mul(w)
+            .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))?;
+        if bytes != expected {
+            return Err(TensorError::ByteLength {
+                shape: shape.to_vec(),
+                dtype,
+                expected,
+                got: bytes,
+            });
+        }
+        const PIECE: usize = 1 << 20;
+        Ok(with_dtype!(dtype, T => {
+            let mut v: Vec<T> = try_with_capacity(n, shape)?;
+            let mut buf = vec![0u8; expected.min(PIECE / w * w)];
+            while v.len() < n {
+                let take = (n - v.len()).min(buf.len() / w) * w;
+                read(&mut buf[..take]).map_err(|e| TensorError::Read(e.to_string()))?;
+                v.extend(buf[..take].chunks_exact(w).map(T::read_le));
+            }
             Tensor::from_vec(v, shape)?
         }))
     }
