@@ -68,10 +68,17 @@ impl Model {
     /// Unsupported ops are reported now, and the code is generated now: one program for
     /// every binding of the symbols, laid out for each new shape at its first run.
     pub fn compile(&self, opts: &Options) -> Result<Compiled, Error> {
+        self.clone().into_compiled(opts)
+    }
+
+    /// [`Model::compile`], consuming the model: its weights move into the compiled model,
+    /// which releases each unpacked weight once it is packed, so they are held once (with
+    /// [`Model::compile`], the model keeps its own copy alive).
+    pub fn into_compiled(self, opts: &Options) -> Result<Compiled, Error> {
         let mut model = if opts.optimize {
             self.optimize()?
         } else {
-            self.clone()
+            self
         };
         if let Some(scheme) = opts.quantize {
             let pass = kiln_passes::Quantize {
@@ -84,9 +91,10 @@ impl Model {
             threads: opts.threads.max(1),
             max_memory: opts.max_memory,
         };
+        let (graph, bound_at_import) = model.into_parts();
         Ok(Compiled {
-            model: kiln_cpu::CompiledModel::new(model.graph().clone(), &cpu)?,
-            bound_at_import: model.bound_at_import().clone(),
+            model: kiln_cpu::CompiledModel::new(graph, &cpu)?,
+            bound_at_import,
         })
     }
 }
@@ -151,7 +159,9 @@ impl Compiled {
         self.model.threads()
     }
 
-    /// The compiled graph.
+    /// The compiled graph. A weight that was packed for its one GEMM is
+    /// released: its `Const` node keeps its type but holds an empty tensor,
+    /// so the unpacked copy is not kept beside the packed one.
     pub fn graph(&self) -> &kiln_ir::Graph {
         self.model.graph()
     }

@@ -120,6 +120,11 @@ impl Model {
         &self.graph
     }
 
+    /// The graph and the inputs bound at import, the model consumed.
+    pub(crate) fn into_parts(self) -> (Graph, BTreeSet<String>) {
+        (self.graph, self.bound_at_import)
+    }
+
     /// Inputs whose values were bound at import (accepted and ignored by `run`).
     pub fn bound_at_import(&self) -> &BTreeSet<String> {
         &self.bound_at_import

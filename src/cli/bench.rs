@@ -70,7 +70,7 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     let model = super::pipeline::quantize(model, &args.quantize, &inputs, args.threads, timer)?;
     let run: Box<dyn Fn() -> Result<(), kiln::Error>> = match args.backend {
         super::Backend::Cpu => {
-            let compiled = super::pipeline::compile(&model, args.threads, limit, timer)?;
+            let compiled = super::pipeline::compile(model, args.threads, limit, timer)?;
             timer.time("compile for input shapes", || compiled.prepare(&inputs))?;
             if args.profile {
                 print_profile(&compiled, &inputs, args.runs.max(1))?;

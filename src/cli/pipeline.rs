@@ -234,7 +234,7 @@ pub(crate) fn parse_dim(s: &str) -> Result<(String, i64), String> {
 
 /// Compiles an (already optimized) model for the CPU, timed as `compile`.
 pub(crate) fn compile(
-    model: &Model,
+    model: Model,
     threads: usize,
     max_memory: kiln::ir::MemoryLimit,
     timer: &Timer,
@@ -246,7 +246,7 @@ pub(crate) fn compile(
         quantize: None,
         quantize_skip: Vec::new(),
     };
-    Ok(timer.time("compile", || model.compile(&opts))?)
+    Ok(timer.time("compile", || model.into_compiled(&opts))?)
 }
 
 /// Generated inputs for `model` (symbol sizes from `dims`, or defaults, which are noted on

@@ -165,7 +165,7 @@ fn measure(
     limit: kiln::ir::MemoryLimit,
     timer: &Timer,
 ) -> anyhow::Result<(Vec<(String, Tensor)>, f64)> {
-    let compiled = compile(model, args.threads, limit, timer)?;
+    let compiled = compile(model.clone(), args.threads, limit, timer)?;
     let outputs = compiled.run(inputs)?;
     let mut times = Vec::with_capacity(args.runs.max(1));
     for _ in 0..args.runs.max(1) {

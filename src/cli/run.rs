@@ -65,16 +65,13 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
         generate(&args.model, &model, &dims, args.seed, limit)?
     };
     model = super::pipeline::quantize(model, &args.quantize, &inputs, args.threads, timer)?;
-    let compiled = match args.backend {
-        Backend::Cpu => Some(compile(&model, args.threads, limit, timer)?),
-        Backend::Interp => None,
-    };
-    let outputs = match &compiled {
-        Some(c) => {
+    let outputs = match args.backend {
+        Backend::Cpu => {
+            let c = compile(model, args.threads, limit, timer)?;
             timer.time("compile for input shapes", || c.prepare(&inputs))?;
             timer.time("run (cpu)", || c.run(&inputs))?
         }
-        None => timer.time("run (interp)", || model.run_with_limit(&inputs, limit))?,
+        Backend::Interp => timer.time("run (interp)", || model.run_with_limit(&inputs, limit))?,
     };
     for (name, t) in &outputs {
         super::emit(&format!("{}\n", summarize(name, t)))?;

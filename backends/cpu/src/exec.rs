@@ -98,6 +98,9 @@ pub enum RunError {
     /// The arena could not be allocated.
     #[error(transparent)]
     Arena(#[from] rt::ArenaError),
+    /// An output could not be allocated.
+    #[error("allocating an output: {0}")]
+    Output(kiln_ir::TensorError),
     /// A runtime op between compiled stages failed.
     #[error("node {node} \"{name}\": {source}")]
     Call {
@@ -284,22 +287,46 @@ impl CompiledModel {
         }
     }
 
-    /// Schedules the graph with its symbols free and compiles that one program.
-    fn compile_shared(&self) -> Result<Shared, CompileError> {
-        self.compile_at(&Bindings::new())
+    /// Schedules the graph with its symbols free and compiles that one program. Each
+    /// weight it packs is released from the graph and the program as soon as it is packed
+    /// (see [`CompiledModel::graph`]), so the model's weights are never held twice.
+    fn compile_shared(&mut self) -> Result<Shared, CompileError> {
+        let mut graph = std::mem::replace(&mut self.graph, Graph::new(""));
+        let shared = self.compile_with(&Bindings::new(), Some(&mut graph));
+        self.graph = graph;
+        shared
     }
 
     /// Schedules the graph with the symbols in `bindings` substituted (the others free)
     /// and compiles it.
     fn compile_at(&self, bindings: &Bindings) -> Result<Shared, CompileError> {
+        self.compile_with(bindings, None)
+    }
+
+    /// Compiles `self.graph` (or `release`, the same graph taken out of `self`, whose
+    /// packed weights are then released) at `bindings`.
+    fn compile_with(
+        &self,
+        bindings: &Bindings,
+        mut release: Option<&mut Graph>,
+    ) -> Result<Shared, CompileError> {
         let start = Instant::now();
-        let layout = lay_out(&self.graph, bindings, self.max_memory)?;
-        let code = lower::compile(&layout.program, &layout.slots).map_err(|(kernel, source)| {
-            lower_error(&self.graph, &layout.program, kernel, source)
-        })?;
+        let graph = match &release {
+            Some(g) => &**g,
+            None => &self.graph,
+        };
+        let mut layout = lay_out(graph, bindings, self.max_memory)?;
+        // Packing first: the weights are released before code generation's own memory
+        // peaks.
+        let packed = self.prepack_weights(&mut layout, release.as_deref_mut());
+        let graph = match &release {
+            Some(g) => &**g,
+            None => &self.graph,
+        };
+        let code = lower::compile(&layout.program, &layout.slots)
+            .map_err(|(kernel, source)| lower_error(graph, &layout.program, kernel, source))?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        let packed = self.prepack_weights(&layout.program);
-        let description = symbolic(&self.graph, &layout, &kernel_extents(&code));
+        let description = symbolic(graph, &layout, &kernel_extents(&code));
         Ok(Shared {
             layout: description,
             program: Arc::new(layout.program),
@@ -369,19 +396,54 @@ impl CompiledModel {
 
     /// Packs the constant weight of every call once per model (weights are reused by every
     /// program), so that no run packs a weight again. Only calls whose weight operand has
-    /// constant sizes are packed: the packing then holds at every shape.
-    fn prepack_weights(&self, program: &Program) -> Vec<Option<Arc<Packed>>> {
+    /// constant sizes are packed: the packing then holds at every shape. With `release`
+    /// (the graph being compiled), a weight that no other kernel reads is released from
+    /// the program and the graph as soon as it is packed: the packed copy is then the only
+    /// one, and peak memory holds one weight twice at most.
+    fn prepack_weights(
+        &self,
+        layout: &mut Layout,
+        mut release: Option<&mut Graph>,
+    ) -> Vec<Option<Arc<Packed>>> {
+        let mut readers = vec![0usize; layout.program.buffers.len()];
+        for k in &layout.program.kernels {
+            for b in k.reads() {
+                readers[b] += 1;
+            }
+        }
+        for &b in &layout.program.outputs {
+            readers[b] += 1;
+        }
+        let mut out = Vec::with_capacity(layout.program.kernels.len());
+        for k in 0..layout.program.kernels.len() {
+            let Some((packed, weight)) = self.pack(&layout.program, k) else {
+                out.push(None);
+                continue;
+            };
+            if let Some(g) = release.as_deref_mut() {
+                if readers[weight] == 1 {
+                    release_weight(layout, g, weight);
+                }
+            }
+            out.push(Some(packed));
+        }
+        out
+    }
+
+    /// The packed weight of kernel `k` of `program` and the weight's buffer, when it is a
+    /// call with a constant weight of constant sizes.
+    fn pack(&self, program: &Program, k: usize) -> Option<(Arc<Packed>, BufId)> {
         let constant = |buf: BufId| match &program.buffers.get(buf)?.kind {
             BufferKind::Const(t) => Some(kiln_ir::dispatch!(t, a => a.as_ptr().cast::<u8>())),
             _ => None,
         };
-        let packed = |k: &Kernel| {
-            let Kernel::Call(call) = k else {
-                return None;
-            };
-            let call = constant_weight_call(call, &program.symbols)?;
-            let key = match &call {
-                RtCall::MatMul(mm) => (
+        let Kernel::Call(call) = &program.kernels[k] else {
+            return None;
+        };
+        let call = constant_weight_call(call, &program.symbols)?;
+        let (key, weight) = match &call {
+            RtCall::MatMul(mm) => (
+                (
                     0,
                     constant(mm.b.buf)? as usize,
                     *mm.b.batch_offsets.first()?,
@@ -390,7 +452,10 @@ impl CompiledModel {
                     mm.k,
                     mm.n,
                 ),
-                RtCall::QuantLinear(q) => (
+                mm.b.buf,
+            ),
+            RtCall::QuantLinear(q) => (
+                (
                     1 + q.attrs.activations as u8,
                     constant(q.w)? as usize,
                     match q.scale {
@@ -402,20 +467,20 @@ impl CompiledModel {
                     q.k,
                     q.n,
                 ),
-                _ => return None,
-            };
-            if let Some(p) = self.packed.lock().expect("pack lock").get(&key) {
-                return Some(p.clone());
-            }
-            // SAFETY: each constant's data is what the schedule sized for the call.
-            let p = Arc::new(unsafe { runtime::prepack(&call, &constant) }?);
-            self.packed
-                .lock()
-                .expect("pack lock")
-                .insert(key, p.clone());
-            Some(p)
+                q.w,
+            ),
+            _ => return None,
         };
-        program.kernels.iter().map(packed).collect()
+        if let Some(p) = self.packed.lock().expect("pack lock").get(&key) {
+            return Some((p.clone(), weight));
+        }
+        // SAFETY: each constant's data is what the schedule sized for the call.
+        let p = Arc::new(unsafe { runtime::prepack(&call, &constant) }?);
+        self.packed
+            .lock()
+            .expect("pack lock")
+            .insert(key, p.clone());
+        Some((p, weight))
     }
 
     /// Runs the model on `inputs` (in graph-input order). Dtypes and shapes are checked
@@ -522,7 +587,11 @@ impl CompiledModel {
                 .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
         );
         first.extend(spec.consts.iter().map(|&a| a as *mut u8));
-        let ptrs = spec.run.table(&first);
+        let mut ptrs = spec.run.table(&first);
+        let mut own = own_outputs(spec)?;
+        for (b, t) in &mut own {
+            ptrs[spec.run.slots[*b].0 as usize] = kiln_ir::dispatch!(t, a => a.as_mut_ptr().cast());
+        }
         let fns: Vec<Option<rt::KernelFn>> = (spec.code.kernels.iter())
             .map(|k| k.as_ref().map(|(f, _)| *f))
             .collect();
@@ -542,10 +611,13 @@ impl CompiledModel {
         Ok(spec
             .outputs
             .iter()
-            .map(|(b, shape)| {
-                let dtype = spec.program.buffers[*b].dtype;
-                // SAFETY: the run wrote every output buffer, sized by the plan.
-                unsafe { mem.read(*b, dtype, shape) }.expect("planned size matches the shape")
+            .map(|(b, shape)| match own.iter().find(|(o, _)| o == b) {
+                Some((_, t)) => t.clone(),
+                None => {
+                    let dtype = spec.program.buffers[*b].dtype;
+                    // SAFETY: the run wrote every output buffer, sized by the plan.
+                    unsafe { mem.read(*b, dtype, shape) }.expect("planned size matches the shape")
+                }
             })
             .collect())
     }
@@ -559,6 +631,25 @@ impl CompiledModel {
         }
         Ok(arena)
     }
+}
+
+/// A tensor of its own for each output that the plan holds in the arena, which the run
+/// writes straight into (its slot points there): a large output, such as a decoder's
+/// logits, is then neither copied out of the arena nor held twice.
+fn own_outputs(spec: &Specialized) -> Result<Vec<(BufId, Tensor)>, RunError> {
+    let mut own: Vec<(BufId, Tensor)> = Vec::new();
+    for (b, shape) in &spec.outputs {
+        let buffer = &spec.program.buffers[*b];
+        let whole_slot = spec.run.slots[*b].1 == 0;
+        // A buffer that holds two outputs (one a reshape of the other) is read out.
+        let shared = spec.outputs.iter().filter(|(o, _)| o == b).count() > 1;
+        if !matches!(buffer.kind, BufferKind::Temp) || !whole_slot || shared {
+            continue;
+        }
+        let t = Tensor::zeros(buffer.dtype, shape).map_err(RunError::Output)?;
+        own.push((*b, t));
+    }
+    Ok(own)
 }
 
 /// How long one kernel took in [`CompiledModel::profile`].
@@ -598,6 +689,30 @@ pub fn kernel_extents(code: &Compiled) -> Vec<Option<Dim>> {
         .iter()
         .map(|k| k.as_ref().map(|(_, e)| e.clone()))
         .collect()
+}
+
+/// Drops constant buffer `buf` of `layout` (its data now lives packed) from the program,
+/// the slot table and `graph`, whose constant node holding the same data keeps its type
+/// but holds an empty tensor. Nothing reads the buffer after this: its one reader is the
+/// packed call, which reads only the packed copy (`run_call`).
+fn release_weight(layout: &mut Layout, graph: &mut Graph, buf: BufId) {
+    let buffer = &mut layout.program.buffers[buf];
+    let BufferKind::Const(t) = &buffer.kind else {
+        return;
+    };
+    let empty = Tensor::zeros(t.dtype(), &[0]).expect("an empty tensor allocates nothing");
+    let addr = kiln_ir::dispatch!(t, a => a.as_ptr() as usize);
+    buffer.kind = BufferKind::Const(empty.clone());
+    for c in layout.consts.iter_mut().filter(|c| **c == addr) {
+        *c = 0;
+    }
+    for node in &mut graph.nodes {
+        if let kiln_ir::Op::Const(t) = &node.op {
+            if kiln_ir::dispatch!(t, a => a.as_ptr() as usize) == addr {
+                node.op = kiln_ir::Op::Const(empty.clone());
+            }
+        }
+    }
 }
 
 /// A graph scheduled and fused, with its slot table: everything but the code, which the

@@ -326,15 +326,19 @@ pub fn contiguous(t: &kiln_ir::Tensor) -> kiln_ir::Tensor {
 /// Alignment of the arena and of every block in it, in bytes: the memory plan's.
 pub use kiln_kernel::plan::ALIGN;
 
-/// A 64-byte aligned, zero-initialized scratch block that only grows.
-#[derive(Default)]
+/// A 64-byte aligned scratch block that only grows (zeroed when allocated; only the
+/// pages a run touches are resident).
 pub struct Arena {
-    blocks: Vec<Align64>,
+    lines: crate::aligned::Lines,
 }
 
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Align64([u8; ALIGN]);
+impl Default for Arena {
+    fn default() -> Arena {
+        Arena {
+            lines: crate::aligned::Lines::empty(),
+        }
+    }
+}
 
 /// The arena could not be allocated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -347,19 +351,17 @@ pub struct ArenaError {
 impl Arena {
     /// Makes room for at least `bytes`; a failed allocation is an error, never an abort.
     pub fn reserve(&mut self, bytes: usize) -> Result<(), ArenaError> {
-        let n = bytes.div_ceil(ALIGN).max(1);
-        if self.blocks.len() < n {
-            self.blocks
-                .try_reserve_exact(n - self.blocks.len())
-                .map_err(|_| ArenaError { bytes })?;
-            self.blocks.resize(n, Align64([0; ALIGN]));
+        let want = bytes.max(1);
+        if self.lines.len() < want {
+            // The old contents are scratch: nothing is kept across runs.
+            self.lines = crate::aligned::Lines::zeroed(want).ok_or(ArenaError { bytes })?;
         }
         Ok(())
     }
 
     /// The first byte.
     pub fn ptr(&mut self) -> *mut u8 {
-        self.blocks.as_mut_ptr() as *mut u8
+        self.lines.as_mut_ptr()
     }
 }
 

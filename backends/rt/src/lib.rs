@@ -96,11 +96,22 @@ pub unsafe fn run_call(
         Call::MatMul(mm) => {
             match packed {
                 // SAFETY: forwarded from the caller.
-                Some(Packed::F32(b)) if packed_fits(mm, b) => unsafe {
+                None => unsafe { matmul(mm, mem, pool) },
+                // A packed weight is the only copy (the JIT releases the unpacked one),
+                // so a call never falls back to reading it.
+                // SAFETY: forwarded from the caller.
+                Some(Packed::F32(b)) if (b.k(), b.n()) == (mm.k, mm.n) => unsafe {
                     matmul_prepacked(mm, b, mem, pool)
                 },
-                // SAFETY: forwarded from the caller.
-                _ => unsafe { matmul(mm, mem, pool) },
+                Some(_) => {
+                    return Err(CallError {
+                        op: "matmul".into(),
+                        message: format!(
+                            "its packed weight does not fit k = {}, n = {}",
+                            mm.k, mm.n
+                        ),
+                    })
+                }
             }
             Ok(())
         }
@@ -389,46 +400,43 @@ unsafe fn prepack_matmul(mm: &MatMul, base: *const f32) -> Option<PackedB> {
     Some(unsafe { PackedB::new(mm.k, mm.n, b) })
 }
 
-/// Whether `b`, packed once for the matmul's weight, serves this call: the same k × n,
-/// and A and C evenly spaced over the batch (which depends on the shape of the run).
-fn packed_fits(mm: &MatMul, b: &PackedB) -> bool {
-    (b.k(), b.n()) == (mm.k, mm.n)
-        && even_stride(&mm.a.batch_offsets).is_some()
-        && even_stride(&mm.c.batch_offsets).is_some()
-}
-
 /// A matmul whose B was packed by [`prepack`].
 ///
 /// # Safety
 /// As for [`run_call`].
 unsafe fn matmul_prepacked(mm: &MatMul, b: &PackedB, mem: &dyn Memory, pool: &ThreadPool) {
-    let at = |o: &MatOperand| (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[0]);
-    let a = MatRef {
-        ptr: at(&mm.a),
-        row_stride: mm.a.row_stride,
-        col_stride: mm.a.col_stride,
+    let at =
+        |o: &MatOperand, i: usize| (mem.addr(o.buf) as *mut f32).wrapping_add(o.batch_offsets[i]);
+    let strides = even_stride(&mm.a.batch_offsets).zip(even_stride(&mm.c.batch_offsets));
+    // Evenly spaced matrices run as one batched GEMM, others one matrix at a time.
+    let runs = match strides {
+        Some(s) if mm.batch > 0 => vec![(0, mm.batch, s)],
+        Some(_) => Vec::new(),
+        None => (0..mm.batch).map(|i| (i, 1, (0, 0))).collect(),
     };
-    let c = MatMut {
-        ptr: at(&mm.c),
-        row_stride: mm.c.row_stride,
-        col_stride: mm.c.col_stride,
-    };
-    let stride = |o: &MatOperand| even_stride(&o.batch_offsets).unwrap_or(0);
-    // SAFETY: the schedule sized each buffer for every matrix of the batch; `packed_fits`
-    // checked that A and C are evenly spaced.
-    unsafe {
-        gemm::sgemm_prepacked_epilogue(
-            pool,
-            mm.batch,
-            mm.m,
-            a,
-            stride(&mm.a),
-            b,
-            c,
-            stride(&mm.c),
-            epilogue(mm, mem),
-        )
-    };
+    for (i, batch, (a_stride, c_stride)) in runs {
+        let a = MatRef {
+            ptr: at(&mm.a, i),
+            row_stride: mm.a.row_stride,
+            col_stride: mm.a.col_stride,
+        };
+        let c = MatMut {
+            ptr: at(&mm.c, i),
+            row_stride: mm.c.row_stride,
+            col_stride: mm.c.col_stride,
+        };
+        let epilogue = epilogue_at(
+            &mm.epilogue,
+            mem,
+            mm.c.batch_offsets[i],
+            [mm.c.row_stride, mm.c.col_stride],
+        );
+        // SAFETY: the schedule sized each buffer for every matrix of the batch, at these
+        // offsets.
+        unsafe {
+            gemm::sgemm_prepacked_epilogue(pool, batch, mm.m, a, a_stride, b, c, c_stride, epilogue)
+        };
+    }
 }
 
 /// The GEMM epilogue of `mm` at this run's addresses; the residual is addressed like C.
