@@ -18,7 +18,7 @@ mod pack;
 pub use epilogue::{activate, Epilogue};
 
 use super::pool::ThreadPool;
-use kernels::{Kernel, RowStream, Tile};
+use kernels::{Kernel, KernelFn, RowStream, Tile};
 use pack::{pack_a, pack_b, with_scratch};
 
 /// A read-only strided f32 matrix view: element (i, j) is at `ptr + i*row_stride + j*col_stride`.
@@ -646,22 +646,43 @@ unsafe fn gemm_block(
                 };
                 for ic in (0..m).step_by(kern.mc) {
                     let mc = kern.mc.min(m - ic);
-                    let packed_a = scratch.a.get(mc.div_ceil(kern.mr) * kern.mr * kc);
                     let a_block = a.at(ic, pc);
-                    // SAFETY: the block of A is valid; the buffer has the size asked for.
-                    unsafe {
-                        pack_a(
-                            kern.mr,
-                            mc,
-                            kc,
-                            a_block.ptr,
-                            a.row_stride,
-                            a.col_stride,
-                            packed_a,
-                        )
+                    let a_src = match kern.strided_a {
+                        // A row-major A is read in place: packing it would cost a pass over
+                        // A per column block, and the rows of a tile are L1-resident anyway.
+                        Some(kernels) if a.col_stride == 1 && a.row_stride > 0 => ASource {
+                            ptr: a_block.ptr,
+                            row_offset: a.row_stride as usize,
+                            rs: a.row_stride as usize,
+                            step: 1,
+                            kernels,
+                        },
+                        _ => {
+                            let packed = scratch.a.get(mc.div_ceil(kern.mr) * kern.mr * kc);
+                            // SAFETY: the block of A is valid; the buffer has the size asked
+                            // for.
+                            unsafe {
+                                pack_a(
+                                    kern.mr,
+                                    mc,
+                                    kc,
+                                    a_block.ptr,
+                                    a.row_stride,
+                                    a.col_stride,
+                                    packed,
+                                )
+                            };
+                            ASource {
+                                ptr: packed,
+                                row_offset: kc,
+                                rs: 1,
+                                step: kern.mr,
+                                kernels: kern.by_rows,
+                            }
+                        }
                     };
                     // SAFETY: C's block at (ic, jc) is valid for mc×nc.
-                    unsafe { block.sweep(mc, packed_a, c.at(ic, jc)) };
+                    unsafe { block.sweep(mc, a_src, c.at(ic, jc)) };
                     if pc + kc == k {
                         // The block is final and was just written: finish it in cache.
                         // SAFETY: the epilogue's operands cover C.
@@ -716,6 +737,20 @@ enum BSource {
     Direct(MatRef, *mut f32),
 }
 
+/// Where an `mc × kc` block of A is read from, and the kernels that read it so.
+#[derive(Clone, Copy)]
+struct ASource {
+    ptr: *const f32,
+    /// The tile of rows from `ir` (a multiple of `mr`) starts at `ptr + ir * row_offset`:
+    /// `kc` for packed panels, the row stride in place.
+    row_offset: usize,
+    /// Floats between two rows at one step.
+    rs: usize,
+    /// Floats between two steps of one row.
+    step: usize,
+    kernels: &'static [KernelFn],
+}
+
 /// One (pc, jc) block: a depth slice of A and B against a column block of C.
 struct Block<'k> {
     kern: &'k Kernel,
@@ -729,16 +764,17 @@ impl Block<'_> {
     /// Runs the micro-kernel over every register tile of an `mc × nc` block of C.
     ///
     /// # Safety
-    /// `packed_a` holds `mc` packed rows of depth `kc`; C is valid for `mc × nc`.
-    unsafe fn sweep(&self, mc: usize, packed_a: *const f32, c: MatMut) {
+    /// `a` holds `mc` rows of depth `kc`; C is valid for `mc × nc`.
+    unsafe fn sweep(&self, mc: usize, a: ASource, c: MatMut) {
         let (mr, nr, kc) = (self.kern.mr, self.kern.nr, self.kc);
         let tile = |ir: usize, jr: usize, b_ptr: *const f32, ldb: usize| {
             let rows = mr.min(mc - ir);
             let tile = Tile {
                 kc,
-                // SAFETY: panel ir/mr of packed A is inside the buffer.
-                a: unsafe { packed_a.add(ir * kc) },
-                a_step: mr,
+                // SAFETY: row ir of the block (its panel, when packed) is inside A.
+                a: unsafe { a.ptr.add(ir * a.row_offset) },
+                a_rs: a.rs,
+                a_step: a.step,
                 b: b_ptr,
                 ldb,
                 c: c.at(ir, jr).ptr,
@@ -749,7 +785,7 @@ impl Block<'_> {
             };
             // SAFETY: the tile describes valid memory, and the kernel family was chosen
             // for this CPU.
-            unsafe { (self.kern.by_rows[rows - 1])(&tile) };
+            unsafe { (a.kernels[rows - 1])(&tile) };
         };
         // Packed B: the A micro-panel stays in L1 while B's micro-panels stream from L2
         // (a B micro-panel of the wide kernels would not fit in L1 beside an A panel).

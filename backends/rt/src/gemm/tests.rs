@@ -385,3 +385,50 @@ fn prepacked_b_is_bit_identical_to_packing_per_run() {
         }
     }
 }
+
+#[test]
+fn a_read_in_place_is_bit_identical_to_packed_a() {
+    // Row-major A is read in place by `strided_a` kernels; the same values stored
+    // column-major are packed. Both must give every element the same FMA sequence.
+    let pool = ThreadPool::new(2);
+    for (m, k, n) in [(1, 5, 7), (13, 300, 70), (37, 800, 65), (200, 129, 100)] {
+        let a = fill(m * k, 11);
+        let a_t: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let b = fill(k * n, 12);
+        let run = |view: MatRef| {
+            let mut c = vec![0f32; m * n];
+            let out = MatMut {
+                ptr: c.as_mut_ptr(),
+                row_stride: n as isize,
+                col_stride: 1,
+            };
+            let b = MatRef {
+                ptr: b.as_ptr(),
+                row_stride: n as isize,
+                col_stride: 1,
+            };
+            // SAFETY: the buffers hold every element of the views.
+            unsafe { sgemm(&pool, m, k, n, view, b, out, false) };
+            c
+        };
+        let in_place = run(MatRef {
+            ptr: a.as_ptr(),
+            row_stride: k as isize,
+            col_stride: 1,
+        });
+        let packed = run(MatRef {
+            ptr: a_t.as_ptr(),
+            row_stride: 1,
+            col_stride: m as isize,
+        });
+        let same = in_place
+            .iter()
+            .zip(&packed)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "m={m} k={k} n={n}: in-place A differs from packed A");
+        assert!(
+            in_place.iter().any(|&x| x != 0.0),
+            "m={m} k={k} n={n}: C is all zero"
+        );
+    }
+}
