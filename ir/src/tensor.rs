@@ -332,6 +332,41 @@ pub(crate) fn try_filled<T: Clone>(n: usize, v: T, shape: &[usize]) -> Result<Ve
     Ok(out)
 }
 
+/// Element types whose all-zero bit pattern is the value zero (`false` for bool).
+///
+/// # Safety
+/// Implementors must have no invalid bit patterns at zero and no padding.
+unsafe trait ZeroBits: Sized {}
+macro_rules! zero_bits {
+    ($($t:ty),*) => { $(
+        // SAFETY: a primitive number (or bool) whose zero bits are the value 0 (false).
+        unsafe impl ZeroBits for $t {}
+    )* };
+}
+zero_bits!(f32, f64, f16, bf16, i8, u8, i16, u16, i32, u32, i64, u64, bool);
+
+/// A vector of `n` zeros, allocated fallibly and already zeroed by the allocator: a large
+/// buffer comes as fresh zero pages, so its zeros cost no pass over memory, and its pages are
+/// first touched by whoever writes them (the kernels' threads, not this one).
+fn try_zeroed<T: ZeroBits>(n: usize, shape: &[usize]) -> Result<Vec<T>, TensorError> {
+    let layout =
+        std::alloc::Layout::array::<T>(n).map_err(|_| TensorError::TooLarge(shape.to_vec()))?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(TensorError::Alloc {
+            shape: shape.to_vec(),
+            bytes: layout.size(),
+        });
+    }
+    // SAFETY: `ptr` came from the global allocator with the layout of `n` elements of `T`,
+    // and zero bits are `n` valid elements (`ZeroBits`).
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 /// An empty vector with room for `n` elements, allocated fallibly.
 pub(crate) fn try_with_capacity<T>(n: usize, shape: &[usize]) -> Result<Vec<T>, TensorError> {
     let mut out = Vec::new();
@@ -384,7 +419,8 @@ impl Tensor {
 
     /// A zero-filled tensor.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, TensorError> {
-        Tensor::full(dtype, shape, 0.0)
+        let n = element_count(shape)?;
+        Ok(with_dtype!(dtype, T => Tensor::from_vec(try_zeroed::<T>(n, shape)?, shape)?))
     }
 
     /// A tensor from little-endian bytes.
