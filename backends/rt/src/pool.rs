@@ -5,9 +5,12 @@
 //! `threads - 1` workers that spin on a generation counter for a short while after each job
 //! (dispatch then costs about a microsecond) and park afterwards, so an idle pool burns no CPU.
 //!
-//! Task indices are assigned statically (task `i` runs on thread `i % threads`, the caller
-//! being thread 0), so a kernel that writes each output from one task is deterministic for a
-//! given thread count. There is no global state: each pool owns its workers.
+//! Threads claim task indices from a shared counter, so a thread that runs slower (a vCPU
+//! that the host deschedules, or one sharing its core) takes fewer tasks instead of holding
+//! up the run; callers cut their work into a few tasks per thread to give it room. Which
+//! thread runs a task does not change what the task computes, so a kernel that writes each
+//! output from one task is deterministic. There is no global state: each pool owns its
+//! workers.
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
@@ -53,6 +56,8 @@ struct Shared {
     generation: AtomicU64,
     /// The current job and its task count; written only while no worker reads them.
     job: UnsafeCell<(Option<Job>, usize)>,
+    /// The next unclaimed task of the current job.
+    next: AtomicUsize,
     /// Workers that have not finished the current job.
     pending: AtomicUsize,
     stop: AtomicBool,
@@ -78,6 +83,7 @@ impl ThreadPool {
             threads,
             generation: AtomicU64::new(0),
             job: UnsafeCell::new((None, 0)),
+            next: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             sleeping: (1..threads).map(|_| AtomicBool::new(false)).collect(),
@@ -110,8 +116,9 @@ impl ThreadPool {
     }
 
     /// Runs `f(i)` for every `i` in `0..tasks`, on the caller and the workers, and returns when
-    /// all are done. Task `i` runs on thread `i % threads`. A panic in a task is re-raised here
-    /// after every task has finished. Calls from inside a task run inline.
+    /// all are done. Each task runs once, on whichever thread claims it first. A panic in a
+    /// task is re-raised here once the other threads have finished; the thread that panicked
+    /// claims no more tasks. Calls from inside a task run inline.
     pub fn parallel_for(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if tasks <= 1 || self.shared.threads == 1 || IN_TASK.with(Cell::get) {
             (0..tasks).for_each(f);
@@ -131,10 +138,12 @@ impl ThreadPool {
         // SAFETY: we hold `run_lock` and the previous run ended with pending == 0, so no
         // worker reads `job` now.
         unsafe { *shared.job.get() = (Some(job), tasks) };
+        // Published to the workers by the SeqCst generation bump below.
+        shared.next.store(0, Ordering::Relaxed);
         shared.pending.store(shared.threads - 1, Ordering::Relaxed);
         shared.generation.fetch_add(1, Ordering::SeqCst);
         self.wake_sleepers();
-        let own = run_tasks(f, 0, shared.threads, tasks);
+        let own = run_tasks(f, &shared.next, tasks);
         wait_until_done(&shared.pending);
         // SAFETY: every worker has finished, so nobody reads `job` any more.
         unsafe { *shared.job.get() = (None, 0) };
@@ -173,16 +182,21 @@ impl Drop for ThreadPool {
     }
 }
 
-/// Runs this thread's share of the tasks, catching a panic so the run can finish.
+/// Claims and runs tasks until none are left, catching a panic so the run can finish.
 fn run_tasks(
     f: &(dyn Fn(usize) + Sync),
-    thread_index: usize,
-    threads: usize,
+    next: &AtomicUsize,
     tasks: usize,
 ) -> Result<(), Box<dyn Any + Send>> {
     IN_TASK.with(|t| t.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        (thread_index..tasks).step_by(threads).for_each(f);
+    let result = panic::catch_unwind(AssertUnwindSafe(|| loop {
+        // Relaxed: the claim only has to be unique; the job's data was published by the
+        // generation bump, and results are published by `pending`.
+        let task = next.fetch_add(1, Ordering::Relaxed);
+        if task >= tasks {
+            break;
+        }
+        f(task);
     }));
     IN_TASK.with(|t| t.set(false));
     result
@@ -214,7 +228,7 @@ fn worker_loop(shared: &Shared, index: usize) {
         if let Some(job) = job {
             // SAFETY: see above; the pointer is valid for the whole run.
             let f = unsafe { &*job };
-            if let Err(payload) = run_tasks(f, index, shared.threads, tasks) {
+            if let Err(payload) = run_tasks(f, &shared.next, tasks) {
                 let mut slot = shared.panic.lock().unwrap_or_else(|p| p.into_inner());
                 slot.get_or_insert(payload);
             }
@@ -284,6 +298,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_slow_thread_claims_fewer_tasks() {
+        let pool = ThreadPool::new(2);
+        let ran_by: Vec<Mutex<Option<thread::ThreadId>>> =
+            (0..64).map(|_| Mutex::new(None)).collect();
+        pool.parallel_for(64, &|i| {
+            if i == 0 {
+                // The thread holding task 0 stalls, as a descheduled vCPU would.
+                thread::sleep(Duration::from_millis(50));
+            }
+            *ran_by[i].lock().unwrap() = Some(thread::current().id());
+        });
+        let stalled = ran_by[0].lock().unwrap().expect("task 0 ran");
+        let by_stalled = ran_by
+            .iter()
+            .filter(|t| *t.lock().unwrap() == Some(stalled))
+            .count();
+        // A static split would give it 32; claiming leaves it little beyond the stalled task.
+        assert!(
+            by_stalled < 32,
+            "the stalled thread ran {by_stalled} of 64 tasks"
+        );
     }
 
     #[test]
