@@ -196,10 +196,8 @@ def summarize(a, rounds, ort_create_ms, model, inputs, spec):
     for who in ("kiln", "ort", "numpy"):
         if who in rounds[0]:
             s[f"{who}_rounds_ms"] = [round(float(x[who]["median_ms"]), 3) for x in rounds]
-    # Run-to-run spread within a round (p90/p10 of its timed runs), median over rounds: the
-    # steadiness a contender shows on this machine, beside its speed.
-    for who in ("kiln", "ort", "numpy"):
-        if who in rounds[0] and "p10_ms" in rounds[0][who]:
+            # Run-to-run spread within a round (p90/p10 of its timed runs), median over
+            # rounds: the steadiness a contender shows on this machine, beside its speed.
             s[f"{who}_spread_p90_p10"] = statistics.median(
                 float(x[who]["p90_ms"]) / float(x[who]["p10_ms"]) for x in rounds
             )
@@ -231,8 +229,7 @@ def print_summary(s):
     for who in ("kiln", "ort", "numpy"):
         if f"{who}_median_ms" in s:
             g = f", {s[f'{who}_gflops']:.1f} GFLOP/s" if "gemm" in s else ""
-            spread = s.get(f"{who}_spread_p90_p10")
-            sp = f", p90/p10 {spread:.3f}" if spread is not None else ""
+            sp = f", p90/p10 {s[f'{who}_spread_p90_p10']:.3f}"
             print(f"  {who:5s} median {s[f'{who}_median_ms']:.3f} ms{g}{sp}")
     if "ratio_kiln_ort" in s:
         print(f"  kiln/ort latency ratio (median of rounds): {s['ratio_kiln_ort']:.3f}")

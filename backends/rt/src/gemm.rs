@@ -469,7 +469,8 @@ impl Problem {
         let parts = if flops < SERIAL_FLOPS {
             1
         } else {
-            let parts = threads * if flops >= BALANCED_FLOPS { 2 } else { 1 };
+            let per_thread = if flops >= BALANCED_FLOPS { 2 } else { 1 };
+            let parts = threads * per_thread;
             parts / gcd(self.batch, parts)
         };
         let split = self.split(parts);

@@ -7,10 +7,10 @@
 //!
 //! Threads claim task indices from a shared counter, so a thread that runs slower (a vCPU
 //! that the host deschedules, or one sharing its core) takes fewer tasks instead of holding
-//! up the run; callers cut their work into a few tasks per thread to give it room. Which
-//! thread runs a task does not change what the task computes, so a kernel that writes each
-//! output from one task is deterministic. There is no global state: each pool owns its
-//! workers.
+//! up the run, as long as the caller cut its work into more tasks than threads (the GEMM
+//! does for large products; attention has a task per query block). Which thread runs a
+//! task does not change what the task computes, so a kernel that writes each output from
+//! one task is deterministic. There is no global state: each pool owns its workers.
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
