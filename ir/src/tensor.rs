@@ -5,6 +5,10 @@ use half::{bf16, f16};
 use ndarray::{ArcArray, ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
+
+mod store;
+pub use store::{StableBytes, Store};
 
 /// A dynamic-rank, reference-counted ndarray.
 pub type ArcArrayD<T> = ArcArray<T, IxDyn>;
@@ -23,36 +27,49 @@ pub type ArcArrayD<T> = ArcArray<T, IxDyn>;
 #[derive(Clone)]
 pub enum Tensor {
     /// f32 data.
-    F32(ArcArrayD<f32>),
+    F32(Store<f32>),
     /// f16 data.
-    F16(ArcArrayD<f16>),
+    F16(Store<f16>),
     /// bf16 data.
-    BF16(ArcArrayD<bf16>),
+    BF16(Store<bf16>),
     /// f64 data.
-    F64(ArcArrayD<f64>),
+    F64(Store<f64>),
     /// i8 data.
-    I8(ArcArrayD<i8>),
+    I8(Store<i8>),
     /// u8 data.
-    U8(ArcArrayD<u8>),
+    U8(Store<u8>),
     /// i16 data.
-    I16(ArcArrayD<i16>),
+    I16(Store<i16>),
     /// u16 data.
-    U16(ArcArrayD<u16>),
+    U16(Store<u16>),
     /// i32 data.
-    I32(ArcArrayD<i32>),
+    I32(Store<i32>),
     /// u32 data.
-    U32(ArcArrayD<u32>),
+    U32(Store<u32>),
     /// i64 data.
-    I64(ArcArrayD<i64>),
+    I64(Store<i64>),
     /// u64 data.
-    U64(ArcArrayD<u64>),
+    U64(Store<u64>),
     /// bool data.
-    Bool(ArcArrayD<bool>),
+    Bool(Store<bool>),
 }
 
-/// Applies `$body` to the array inside any tensor variant, bound as `$a`.
+/// Applies `$body` to a view of the elements of any tensor variant, bound as `$a` (an
+/// `&ArrayViewD<T>`).
 #[macro_export]
 macro_rules! dispatch {
+    ($t:expr, $a:ident => $body:expr) => {
+        $crate::dispatch_store!($t, s => {
+            let $a = &s.view();
+            $body
+        })
+    };
+}
+
+/// Applies `$body` to the [`Store`] inside any tensor variant, bound as `$a` (by reference, or
+/// by mutable reference when `$t` is one).
+#[macro_export]
+macro_rules! dispatch_store {
     ($t:expr, $a:ident => $body:expr) => {
         match $t {
             $crate::Tensor::F32($a) => $body,
@@ -88,8 +105,8 @@ pub trait Elem:
     fn from_i128(v: i128) -> Self;
     /// Wraps an array into a tensor.
     fn wrap(a: ArcArrayD<Self>) -> Tensor;
-    /// The array, if the tensor holds this element type.
-    fn view(t: &Tensor) -> Option<&ArcArrayD<Self>>;
+    /// The elements, if the tensor holds this element type.
+    fn store(t: &Tensor) -> Option<&Store<Self>>;
     /// Little-endian bytes of one element.
     fn write_le(self, out: &mut Vec<u8>);
     /// Reads one element from little-endian bytes of the right length.
@@ -115,9 +132,9 @@ macro_rules! int_elem {
                 v as $t
             }
             fn wrap(a: ArcArrayD<Self>) -> Tensor {
-                Tensor::$v(a)
+                Tensor::$v(Store::Owned(a))
             }
-            fn view(t: &Tensor) -> Option<&ArcArrayD<Self>> {
+            fn store(t: &Tensor) -> Option<&Store<Self>> {
                 match t {
                     Tensor::$v(a) => Some(a),
                     _ => None,
@@ -162,9 +179,9 @@ macro_rules! float_elem {
                 $from(v as f64)
             }
             fn wrap(a: ArcArrayD<Self>) -> Tensor {
-                Tensor::$v(a)
+                Tensor::$v(Store::Owned(a))
             }
-            fn view(t: &Tensor) -> Option<&ArcArrayD<Self>> {
+            fn store(t: &Tensor) -> Option<&Store<Self>> {
                 match t {
                     Tensor::$v(a) => Some(a),
                     _ => None,
@@ -203,9 +220,9 @@ impl Elem for bool {
         v != 0
     }
     fn wrap(a: ArcArrayD<Self>) -> Tensor {
-        Tensor::Bool(a)
+        Tensor::Bool(Store::Owned(a))
     }
-    fn view(t: &Tensor) -> Option<&ArcArrayD<Self>> {
+    fn store(t: &Tensor) -> Option<&Store<Self>> {
         match t {
             Tensor::Bool(a) => Some(a),
             _ => None,
@@ -449,6 +466,36 @@ impl Tensor {
         }))
     }
 
+    /// A tensor of `dtype` and `shape` whose little-endian elements start at byte `start` of
+    /// `owner`, read in place (the tensor keeps `owner` alive) where they can be: on a
+    /// little-endian host, aligned for the element type, and not bool (whose bytes must be
+    /// checked). Otherwise they are copied.
+    pub fn from_stable_bytes(
+        dtype: DType,
+        shape: &[usize],
+        owner: Arc<dyn StableBytes>,
+        start: usize,
+    ) -> Result<Tensor, TensorError> {
+        let n = element_count(shape)?;
+        macro_rules! borrow {
+            ($($d:ident),*) => {
+                match dtype {
+                    $(DType::$d => store::borrowed(&owner, start, shape, n)?.map(Tensor::$d),)*
+                    DType::Bool => None,
+                }
+            };
+        }
+        let borrowed = borrow!(F32, F16, BF16, F64, I8, U8, I16, U16, I32, U32, I64, U64);
+        match borrowed {
+            Some(t) => Ok(t),
+            None => {
+                let size = n.saturating_mul(dtype.size_bytes());
+                let bytes = owner.bytes().get(start..).unwrap_or_default();
+                Tensor::from_le_bytes(dtype, shape, &bytes[..size.min(bytes.len())])
+            }
+        }
+    }
+
     /// A tensor from `expected` little-endian bytes that `read` delivers in order, a piece
     /// of at most 1 MiB per call (it fills the whole slice or fails): a weight streams from
     /// a file into its tensor without a second copy of it in memory.
@@ -493,15 +540,15 @@ impl Tensor {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        fn d<T: Elem>(_: &ArcArrayD<T>) -> DType {
+        fn d<T: Elem>(_: &Store<T>) -> DType {
             T::DTYPE
         }
-        dispatch!(self, a => d(a))
+        dispatch_store!(self, s => d(s))
     }
 
     /// The shape.
     pub fn shape(&self) -> &[usize] {
-        dispatch!(self, a => a.shape())
+        dispatch_store!(self, s => s.shape())
     }
 
     /// The rank.
@@ -519,9 +566,25 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// The typed array, if the dtype matches.
-    pub fn as_array<T: Elem>(&self) -> Option<&ArcArrayD<T>> {
-        T::view(self)
+    /// A view of the typed elements, if the dtype matches.
+    pub fn as_array<T: Elem>(&self) -> Option<ndarray::ArrayViewD<'_, T>> {
+        T::store(self).map(Store::view)
+    }
+
+    /// The address of the first element.
+    pub fn as_ptr(&self) -> *const u8 {
+        dispatch!(self, a => a.as_ptr().cast())
+    }
+
+    /// The address of the first element, for writing: the elements are made the tensor's
+    /// own first (copied when borrowed or shared with another tensor).
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        dispatch_store!(self, s => s.make_mut().as_mut_ptr().cast())
+    }
+
+    /// True when the elements are borrowed from a mapped file rather than owned.
+    pub fn is_borrowed(&self) -> bool {
+        dispatch_store!(self, s => s.is_borrowed())
     }
 
     /// Converts to another dtype with ONNX `Cast` semantics (floats truncate toward zero
@@ -567,8 +630,8 @@ impl PartialEq for Tensor {
     /// Bitwise equality, element by element: no copy, and it stops at the first difference,
     /// which matters for passes that compare constants holding a model's weights.
     fn eq(&self, other: &Tensor) -> bool {
-        fn same<T: Elem>(a: &ArcArrayD<T>, other: &Tensor) -> bool {
-            let b = T::view(other).expect("dtypes compared first");
+        fn same<T: Elem>(a: &ndarray::ArrayViewD<'_, T>, other: &Tensor) -> bool {
+            let b = other.as_array::<T>().expect("dtypes compared first");
             (a.as_ptr() == b.as_ptr() && a.strides() == b.strides())
                 || a.iter().zip(b.iter()).all(|(x, y)| x.bits() == y.bits())
         }
@@ -661,6 +724,48 @@ mod tests {
         assert_ne!(a, c, "-0.0 and 0.0 differ bitwise");
         assert_ne!(a, a.reshape(&[3, 1]).unwrap());
         assert_ne!(a, a.cast(DType::F64));
+    }
+
+    #[test]
+    fn stable_bytes_are_read_in_place_when_aligned_and_copied_otherwise() {
+        let values = [1.5f32, -2.0, 3.25, 4.0, 5.0, 6.5];
+        let mut bytes = vec![0u8; 8];
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        let owner: Arc<dyn StableBytes> = Arc::new(bytes);
+        let expected = Tensor::from_vec(values.to_vec(), &[2, 3]).unwrap();
+        let at =
+            |i: usize, align: usize| (owner.bytes()[i..].as_ptr() as usize).is_multiple_of(align);
+        let f = Tensor::from_stable_bytes(DType::F32, &[2, 3], owner.clone(), 8).unwrap();
+        assert_eq!(f.is_borrowed(), at(8, 4));
+        assert_eq!(f, expected);
+        if f.is_borrowed() {
+            assert_eq!(f.as_ptr(), owner.bytes()[8..].as_ptr());
+        }
+        // One byte off, u16 elements are misaligned (whenever byte 8 is aligned): copied.
+        let odd = Tensor::from_stable_bytes(DType::U16, &[2], owner.clone(), 7).unwrap();
+        assert_eq!(odd.is_borrowed(), at(7, 2));
+        let want = Tensor::from_le_bytes(DType::U16, &[2], &owner.bytes()[7..11]).unwrap();
+        assert_eq!(odd, want);
+        // Bool bytes must be checked, so they are always copied.
+        let flags = Tensor::from_stable_bytes(DType::Bool, &[4], owner.clone(), 8).unwrap();
+        assert!(!flags.is_borrowed());
+        assert!(Tensor::from_stable_bytes(DType::F32, &[2, 4], owner.clone(), 8).is_err());
+        assert!(Tensor::from_stable_bytes(DType::F32, &[1], owner, 64).is_err());
+    }
+
+    #[test]
+    fn writing_a_borrowed_tensor_copies_it_first() {
+        let bytes: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let owner: Arc<dyn StableBytes> = Arc::new(bytes);
+        let shared = Tensor::from_stable_bytes(DType::F32, &[2], owner.clone(), 0).unwrap();
+        let mut mine = shared.clone();
+        let p = mine.as_mut_ptr().cast::<f32>();
+        // SAFETY: `mine` owns two f32 elements after `as_mut_ptr`.
+        unsafe { *p = 9.0 };
+        assert!(!mine.is_borrowed());
+        assert_eq!(mine.to_f64_vec(), vec![9.0, 2.0]);
+        assert_eq!(shared.to_f64_vec(), vec![1.0, 2.0]);
+        assert_eq!(&owner.bytes()[..4], &1.0f32.to_le_bytes());
     }
 
     #[test]

@@ -590,7 +590,7 @@ impl CompiledModel {
         let mut ptrs = spec.run.table(&first);
         let mut own = own_outputs(spec)?;
         for (b, t) in &mut own {
-            ptrs[spec.run.slots[*b].0 as usize] = kiln_ir::dispatch!(t, a => a.as_mut_ptr().cast());
+            ptrs[spec.run.slots[*b].0 as usize] = t.as_mut_ptr();
         }
         let fns: Vec<Option<rt::KernelFn>> = (spec.code.kernels.iter())
             .map(|k| k.as_ref().map(|(f, _)| *f))

@@ -112,19 +112,19 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let file = File::create(path).map_err(|e| NpyError::new(path, None, e))?;
     let mut w = BufWriter::new(file);
     let written = match t {
-        Tensor::F32(a) => a.write_npy(&mut w),
-        Tensor::F16(a) => a.map(|x| F16Bits(x.to_bits())).write_npy(&mut w),
+        Tensor::F32(a) => a.view().write_npy(&mut w),
+        Tensor::F16(a) => a.view().map(|x| F16Bits(x.to_bits())).write_npy(&mut w),
         Tensor::BF16(_) => return Err(NpyError::new(path, None, BF16_UNSUPPORTED)),
-        Tensor::F64(a) => a.write_npy(&mut w),
-        Tensor::I8(a) => a.write_npy(&mut w),
-        Tensor::U8(a) => a.write_npy(&mut w),
-        Tensor::I16(a) => a.write_npy(&mut w),
-        Tensor::U16(a) => a.write_npy(&mut w),
-        Tensor::I32(a) => a.write_npy(&mut w),
-        Tensor::U32(a) => a.write_npy(&mut w),
-        Tensor::I64(a) => a.write_npy(&mut w),
-        Tensor::U64(a) => a.write_npy(&mut w),
-        Tensor::Bool(a) => a.write_npy(&mut w),
+        Tensor::F64(a) => a.view().write_npy(&mut w),
+        Tensor::I8(a) => a.view().write_npy(&mut w),
+        Tensor::U8(a) => a.view().write_npy(&mut w),
+        Tensor::I16(a) => a.view().write_npy(&mut w),
+        Tensor::U16(a) => a.view().write_npy(&mut w),
+        Tensor::I32(a) => a.view().write_npy(&mut w),
+        Tensor::U32(a) => a.view().write_npy(&mut w),
+        Tensor::I64(a) => a.view().write_npy(&mut w),
+        Tensor::U64(a) => a.view().write_npy(&mut w),
+        Tensor::Bool(a) => a.view().write_npy(&mut w),
     };
     written.map_err(|e| NpyError::new(path, None, e))?;
     w.flush().map_err(|e| NpyError::new(path, None, e))
@@ -138,19 +138,19 @@ fn write_npz_entry<W: Write + Seek>(
     t: &Tensor,
 ) -> Result<(), String> {
     let written = match t {
-        Tensor::F32(a) => npz.add_array(name, a),
-        Tensor::F16(a) => npz.add_array(name, &a.map(|x| F16Bits(x.to_bits()))),
+        Tensor::F32(a) => npz.add_array(name, &a.view()),
+        Tensor::F16(a) => npz.add_array(name, &a.view().map(|x| F16Bits(x.to_bits()))),
         Tensor::BF16(_) => return Err(BF16_UNSUPPORTED.to_string()),
-        Tensor::F64(a) => npz.add_array(name, a),
-        Tensor::I8(a) => npz.add_array(name, a),
-        Tensor::U8(a) => npz.add_array(name, a),
-        Tensor::I16(a) => npz.add_array(name, a),
-        Tensor::U16(a) => npz.add_array(name, a),
-        Tensor::I32(a) => npz.add_array(name, a),
-        Tensor::U32(a) => npz.add_array(name, a),
-        Tensor::I64(a) => npz.add_array(name, a),
-        Tensor::U64(a) => npz.add_array(name, a),
-        Tensor::Bool(a) => npz.add_array(name, a),
+        Tensor::F64(a) => npz.add_array(name, &a.view()),
+        Tensor::I8(a) => npz.add_array(name, &a.view()),
+        Tensor::U8(a) => npz.add_array(name, &a.view()),
+        Tensor::I16(a) => npz.add_array(name, &a.view()),
+        Tensor::U16(a) => npz.add_array(name, &a.view()),
+        Tensor::I32(a) => npz.add_array(name, &a.view()),
+        Tensor::U32(a) => npz.add_array(name, &a.view()),
+        Tensor::I64(a) => npz.add_array(name, &a.view()),
+        Tensor::U64(a) => npz.add_array(name, &a.view()),
+        Tensor::Bool(a) => npz.add_array(name, &a.view()),
     };
     written.map_err(|e| e.to_string())
 }

@@ -102,7 +102,7 @@ pub(crate) fn conv(op: &Op, a: &ConvAttrs, x: &Tensor, w: &Tensor) -> Result<Ten
         inside(coord, &g.spatial, &sst)
     });
     num_match!(op, x, xa => {
-        let (xd, wd) = (flat(xa), flat(same(op, w)?));
+        let (xd, wd) = (flat(xa), flat(&same(op, w)?));
         tensor(op, conv_typed(&xd, &wd, &g, m, groups, &out_sp, &table), &out_shape)
     })
 }
@@ -200,7 +200,7 @@ pub(crate) fn conv_transpose(
         inside(coord, &out_sp, &ost)
     });
     num_match!(op, x, xa => {
-        let (xd, wd) = (flat(xa), flat(same(op, w)?));
+        let (xd, wd) = (flat(xa), flat(&same(op, w)?));
         tensor(op, conv_transpose_typed(&xd, &wd, &g, m, groups, &out_sp, &table), &out_shape)
     })
 }

@@ -4,7 +4,8 @@
 
 use super::num::{flat, num_match, strides, tensor, Num};
 use super::{check_alloc, op_err, Result};
-use crate::{ArcArrayD, EinsumSpec, Op, Tensor};
+use crate::{EinsumSpec, Op, Tensor};
+use ndarray::ArrayViewD;
 use std::collections::BTreeMap;
 
 /// Evaluates the einsum `spec` on `inputs` (all of one dtype).
@@ -21,7 +22,7 @@ pub(crate) fn einsum(op: &Op, spec: &EinsumSpec, inputs: &[Tensor]) -> Result<Te
     }
     let sizes = label_sizes(op, spec, inputs)?;
     num_match!(op, &inputs[0], a => {
-        let mut arrays = vec![a];
+        let mut arrays = vec![a.view()];
         for t in &inputs[1..] {
             arrays.push(super::num::same(op, t)?);
         }
@@ -65,7 +66,7 @@ fn einsum_typed<T: Num>(
     op: &Op,
     spec: &EinsumSpec,
     sizes: &BTreeMap<char, usize>,
-    arrays: &[&ArcArrayD<T>],
+    arrays: &[ArrayViewD<'_, T>],
 ) -> Result<Tensor> {
     // Output labels first, then the summed ones.
     let mut labels = spec.output.clone();

@@ -6,6 +6,7 @@
 use super::num::same;
 use super::{bad_dtype, check_alloc, op_err, Result};
 use crate::{dispatch, ArcArrayD, BinaryOp, Elem, Op, Tensor, UnaryOp};
+use ndarray::ArrayViewD;
 use ndarray::{IxDyn, Zip};
 use num_traits::Float;
 
@@ -62,8 +63,8 @@ fn out_shape(op: &Op, shapes: &[&[usize]]) -> Result<Vec<usize>> {
 /// Applies `f` to `a` and `b` broadcast together.
 pub(crate) fn zip2<A: Elem, B: Elem, R: Elem>(
     op: &Op,
-    a: &ArcArrayD<A>,
-    b: &ArcArrayD<B>,
+    a: &ArrayViewD<'_, A>,
+    b: &ArrayViewD<'_, B>,
     f: impl Fn(A, B) -> R,
 ) -> Result<ArcArrayD<R>> {
     let s = out_shape(op, &[a.shape(), b.shape()])?;
@@ -94,10 +95,10 @@ pub(crate) fn where_(op: &Op, cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<T
 /// A unary op.
 pub(crate) fn unary(op: &Op, u: UnaryOp, x: &Tensor) -> Result<Tensor> {
     let out = match x {
-        Tensor::F32(a) => float_unary(u, a),
-        Tensor::F64(a) => float_unary(u, a),
+        Tensor::F32(a) => float_unary(u, &a.view()),
+        Tensor::F64(a) => float_unary(u, &a.view()),
         Tensor::Bool(a) => match u {
-            UnaryOp::Not => Some(Tensor::from_array(a.map(|&v| !v))),
+            UnaryOp::Not => Some(Tensor::from_array(a.view().map(|&v| !v))),
             _ => None,
         },
         _ => dispatch!(x, a => int_unary(u, a)),
@@ -105,7 +106,7 @@ pub(crate) fn unary(op: &Op, u: UnaryOp, x: &Tensor) -> Result<Tensor> {
     out.ok_or_else(|| bad_dtype(op, x.dtype()))
 }
 
-fn float_unary<F: Real>(u: UnaryOp, a: &ArcArrayD<F>) -> Option<Tensor> {
+fn float_unary<F: Real>(u: UnaryOp, a: &ArrayViewD<'_, F>) -> Option<Tensor> {
     use UnaryOp::*;
     let m = |f: fn(F) -> F| Some(F::wrap(a.map(|&x| f(x)).into_shared()));
     let b = |f: fn(F) -> bool| Some(Tensor::from_array(a.map(|&x| f(x))));
@@ -181,7 +182,7 @@ fn sigmoid<F: Real>(x: F) -> F {
     }
 }
 
-fn int_unary<T: Elem>(u: UnaryOp, a: &ArcArrayD<T>) -> Option<Tensor> {
+fn int_unary<T: Elem>(u: UnaryOp, a: &ArrayViewD<'_, T>) -> Option<Tensor> {
     use UnaryOp::*;
     let m = |f: fn(i128) -> i128| {
         Some(T::wrap(
@@ -210,10 +211,10 @@ pub(crate) fn binary(op: &Op, bop: BinaryOp, a: &Tensor, b: &Tensor) -> Result<T
         return Ok(t);
     }
     match a {
-        Tensor::F32(x) => float_binary(op, bop, x, same(op, b)?),
-        Tensor::F64(x) => float_binary(op, bop, x, same(op, b)?),
-        Tensor::Bool(x) => bool_binary(op, bop, x, same(op, b)?),
-        _ => dispatch!(a, x => int_binary(op, bop, x, same(op, b)?)),
+        Tensor::F32(x) => float_binary(op, bop, &x.view(), &same(op, b)?),
+        Tensor::F64(x) => float_binary(op, bop, &x.view(), &same(op, b)?),
+        Tensor::Bool(x) => bool_binary(op, bop, &x.view(), &same(op, b)?),
+        _ => dispatch!(a, x => int_binary(op, bop, x, &same(op, b)?)),
     }
 }
 
@@ -221,13 +222,13 @@ pub(crate) fn binary(op: &Op, bop: BinaryOp, a: &Tensor, b: &Tensor) -> Result<T
 fn compare<T: Elem>(
     op: &Op,
     bop: BinaryOp,
-    x: &ArcArrayD<T>,
+    x: &ArrayViewD<'_, T>,
     b: &Tensor,
 ) -> Result<Option<Tensor>> {
     let Some(f) = comparison::<T>(bop) else {
         return Ok(None);
     };
-    Ok(Some(Tensor::Bool(zip2(op, x, same(op, b)?, f)?)))
+    Ok(Some(Elem::wrap(zip2(op, x, &same(op, b)?, f)?)))
 }
 
 /// The predicate of a comparison op, generic over the element type.
@@ -247,8 +248,8 @@ fn comparison<T: Elem>(bop: BinaryOp) -> Option<fn(T, T) -> bool> {
 fn float_binary<F: Real>(
     op: &Op,
     bop: BinaryOp,
-    a: &ArcArrayD<F>,
-    b: &ArcArrayD<F>,
+    a: &ArrayViewD<'_, F>,
+    b: &ArrayViewD<'_, F>,
 ) -> Result<Tensor> {
     use BinaryOp::*;
     let f: fn(F, F) -> F = match bop {
@@ -286,7 +287,12 @@ fn float_binary<F: Real>(
     Ok(F::wrap(zip2(op, a, b, f)?))
 }
 
-fn bool_binary(op: &Op, bop: BinaryOp, a: &ArcArrayD<bool>, b: &ArcArrayD<bool>) -> Result<Tensor> {
+fn bool_binary(
+    op: &Op,
+    bop: BinaryOp,
+    a: &ArrayViewD<'_, bool>,
+    b: &ArrayViewD<'_, bool>,
+) -> Result<Tensor> {
     use BinaryOp::*;
     let f: fn(bool, bool) -> bool = match bop {
         And | BitAnd => |x, y| x & y,
@@ -297,14 +303,14 @@ fn bool_binary(op: &Op, bop: BinaryOp, a: &ArcArrayD<bool>, b: &ArcArrayD<bool>)
         Add | Sub | Mul | Div | Pow | Mod | Fmod | Equal | Less | LessOrEqual | Greater
         | GreaterOrEqual | ShiftLeft | ShiftRight => return Err(bad_dtype(op, crate::DType::Bool)),
     };
-    Ok(Tensor::Bool(zip2(op, a, b, f)?))
+    Ok(Elem::wrap(zip2(op, a, b, f)?))
 }
 
 fn int_binary<T: Elem>(
     op: &Op,
     bop: BinaryOp,
-    a: &ArcArrayD<T>,
-    b: &ArcArrayD<T>,
+    a: &ArrayViewD<'_, T>,
+    b: &ArrayViewD<'_, T>,
 ) -> Result<Tensor> {
     use BinaryOp::*;
     let bits = T::DTYPE.size_bytes() as i128 * 8;

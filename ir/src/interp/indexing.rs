@@ -4,6 +4,7 @@
 use super::num::{flat, indices, norm_index, strides, tensor};
 use super::{check_alloc, op_err, Result};
 use crate::{dispatch, ArcArrayD, Elem, Op, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{indices as nd_indices, Axis, Dimension, IxDyn};
 
 /// Checks every index of an indexing op's `indices` operand against the shape of its data
@@ -175,7 +176,7 @@ pub(crate) fn trilu(op: &Op, x: &Tensor, upper: bool, k: i64) -> Result<Tensor> 
     Ok(dispatch!(x, a => Elem::wrap(trilu_typed(a, upper, k))))
 }
 
-fn trilu_typed<T: Elem>(a: &ArcArrayD<T>, upper: bool, k: i64) -> ArcArrayD<T> {
+fn trilu_typed<T: Elem>(a: &ArrayViewD<'_, T>, upper: bool, k: i64) -> ArcArrayD<T> {
     let mut out = a.to_owned();
     let r = out.ndim();
     for (p, v) in out.indexed_iter_mut() {

@@ -4,14 +4,19 @@ use super::elementwise::broadcast_shapes;
 use super::num::{num_match, same, Num};
 use super::{check_alloc, op_err, Result};
 use crate::{ArcArrayD, Op, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{Array3, Axis, Ix2, IxDyn};
 
 /// `a[..., m, k] × b[..., k, n]`; floats go through ndarray's `dot`, integers wrap.
 pub(crate) fn matmul(op: &Op, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    num_match!(op, a, x => Ok(crate::Elem::wrap(matmul_typed(op, x, same(op, b)?)?)))
+    num_match!(op, a, x => Ok(crate::Elem::wrap(matmul_typed(op, x, &same(op, b)?)?)))
 }
 
-fn matmul_typed<T: Num>(op: &Op, a: &ArcArrayD<T>, b: &ArcArrayD<T>) -> Result<ArcArrayD<T>> {
+fn matmul_typed<T: Num>(
+    op: &Op,
+    a: &ArrayViewD<'_, T>,
+    b: &ArrayViewD<'_, T>,
+) -> Result<ArcArrayD<T>> {
     let (ra, rb) = (a.ndim(), b.ndim());
     if ra < 2 || rb < 2 {
         return Err(op_err(
@@ -55,7 +60,7 @@ fn matmul_typed<T: Num>(op: &Op, a: &ArcArrayD<T>, b: &ArcArrayD<T>) -> Result<A
 }
 
 /// `x` broadcast to `batch + [r, c]` and flattened to `[Πbatch, r, c]`.
-fn batched<T: Num>(x: &ArcArrayD<T>, batch: &[usize], r: usize, c: usize) -> Array3<T> {
+fn batched<T: Num>(x: &ArrayViewD<'_, T>, batch: &[usize], r: usize, c: usize) -> Array3<T> {
     let mut full = batch.to_vec();
     full.extend([r, c]);
     let n: usize = batch.iter().product();

@@ -4,7 +4,8 @@
 use super::elementwise::broadcast_shapes;
 use super::num::same;
 use super::{check_alloc, eval_signed, eval_size, op_err, Result};
-use crate::{dispatch, ArcArrayD, Bindings, Dim, Elem, Op, PadMode, SliceAxis, Tensor};
+use crate::{dispatch, Bindings, Dim, Elem, Op, PadMode, SliceAxis, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 /// `shape_value`: the dims under the bindings, as `i64[n]` (or a scalar).
@@ -57,7 +58,7 @@ pub(crate) fn transpose(op: &Op, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
             format!("{perm:?} is not a permutation of {} axes", x.rank()),
         ));
     }
-    Ok(dispatch!(x, a => Elem::wrap(a.clone().permuted_axes(IxDyn(perm)))))
+    Ok(dispatch!(x, a => Elem::wrap(a.to_shared().permuted_axes(IxDyn(perm)))))
 }
 
 /// The ndarray slice taking `start, start+step, …` up to (not including) `end`, with
@@ -97,7 +98,7 @@ pub(crate) fn slice(op: &Op, x: &Tensor, axes: &[SliceAxis], b: &Bindings) -> Re
     Ok(dispatch!(x, a => {
         let mut v = a.clone();
         v.slice_each_axis_inplace(|d| spec[d.axis.index()].unwrap_or(Slice::from(..)));
-        Elem::wrap(v)
+        Elem::wrap(v.to_shared())
     }))
 }
 
@@ -115,7 +116,7 @@ pub(crate) fn concat(op: &Op, inputs: &[Tensor], axis: usize) -> Result<Tensor> 
     dispatch!(first, a => {
         let mut views = vec![a.view()];
         for t in &inputs[1..] {
-            views.push(same(op, t)?.view());
+            views.push(same(op, t)?);
         }
         let mut shape = a.shape().to_vec();
         shape[axis] = views.iter().map(|v| v.shape().get(axis).copied().unwrap_or(0)).sum();
@@ -164,7 +165,11 @@ pub(crate) fn pad(
     })
 }
 
-fn crop<T: Elem>(op: &Op, a: &ArcArrayD<T>, pads: &[(i64, i64)]) -> Result<ArcArrayD<T>> {
+fn crop<'a, T: Elem>(
+    op: &Op,
+    a: &ArrayViewD<'a, T>,
+    pads: &[(i64, i64)],
+) -> Result<ArrayViewD<'a, T>> {
     let mut v = a.clone();
     for (i, &(b, e)) in pads.iter().enumerate() {
         let (cb, ce) = ((-b).max(0) as usize, (-e).max(0) as usize);
@@ -181,7 +186,7 @@ fn crop<T: Elem>(op: &Op, a: &ArcArrayD<T>, pads: &[(i64, i64)]) -> Result<ArcAr
 }
 
 fn pad_constant<T: Elem>(
-    a: &ArcArrayD<T>,
+    a: &ArrayViewD<'_, T>,
     grow: &[(usize, usize)],
     shape: &[usize],
     fill: T,
@@ -197,11 +202,11 @@ fn pad_constant<T: Elem>(
 
 fn pad_indexed<T: Elem>(
     op: &Op,
-    a: ArcArrayD<T>,
+    a: ArrayViewD<'_, T>,
     grow: &[(usize, usize)],
     mode: PadMode,
 ) -> Result<ArrayD<T>> {
-    let mut cur = a.into_owned();
+    let mut cur = a.to_owned();
     for (i, &(b, e)) in grow.iter().enumerate() {
         if b == 0 && e == 0 {
             continue;

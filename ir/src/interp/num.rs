@@ -2,7 +2,8 @@
 //! arithmetic), dtype dispatch over numeric tensors, and the half-precision wrapper.
 
 use super::{op_err, Result};
-use crate::{ArcArrayD, DType, Elem, Op, Tensor};
+use crate::{DType, Elem, Op, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{Array2, ArrayView2};
 
 /// Element types with ring arithmetic: floats natively, integers wrapping.
@@ -59,16 +60,46 @@ float_num!(f32, f64);
 macro_rules! num_match {
     ($op:expr, $t:expr, $a:ident => $body:expr) => {
         match $t {
-            $crate::Tensor::F32($a) => $body,
-            $crate::Tensor::F64($a) => $body,
-            $crate::Tensor::I8($a) => $body,
-            $crate::Tensor::U8($a) => $body,
-            $crate::Tensor::I16($a) => $body,
-            $crate::Tensor::U16($a) => $body,
-            $crate::Tensor::I32($a) => $body,
-            $crate::Tensor::U32($a) => $body,
-            $crate::Tensor::I64($a) => $body,
-            $crate::Tensor::U64($a) => $body,
+            $crate::Tensor::F32(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::F64(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::I8(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::U8(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::I16(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::U16(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::I32(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::U32(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::I64(s) => {
+                let $a = &s.view();
+                $body
+            }
+            $crate::Tensor::U64(s) => {
+                let $a = &s.view();
+                $body
+            }
             other => Err($crate::interp::bad_dtype($op, other.dtype())),
         }
     };
@@ -76,8 +107,8 @@ macro_rules! num_match {
 pub(crate) use num_match;
 
 /// The array of `t`, which must have the same element type as the op's first input.
-pub(crate) fn same<'a, T: Elem>(op: &Op, t: &'a Tensor) -> Result<&'a ArcArrayD<T>> {
-    T::view(t).ok_or_else(|| {
+pub(crate) fn same<'a, T: Elem>(op: &Op, t: &'a Tensor) -> Result<ArrayViewD<'a, T>> {
+    t.as_array::<T>().ok_or_else(|| {
         op_err(
             op,
             format!("inputs must share dtype {}, got {}", T::DTYPE, t.dtype()),
@@ -154,7 +185,7 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// The elements of an array in row-major order.
-pub(crate) fn flat<T: Elem>(a: &ArcArrayD<T>) -> Vec<T> {
+pub(crate) fn flat<T: Elem>(a: &ArrayViewD<'_, T>) -> Vec<T> {
     a.iter().copied().collect()
 }
 

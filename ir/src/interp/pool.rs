@@ -8,7 +8,8 @@
 
 use super::num::tensor;
 use super::{bad_dtype, check_alloc, op_err, Result};
-use crate::{dispatch, ArcArrayD, Elem, Op, PoolAttrs, PoolKind, Tensor};
+use crate::{dispatch, Elem, Op, PoolAttrs, PoolKind, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{indices, IxDyn};
 
 /// Where one window position lands.
@@ -112,7 +113,7 @@ fn window_cells(a: &PoolAttrs, spatial: &[usize], out_sp: &[usize]) -> Vec<Vec<C
 
 fn pool_typed<T: Elem>(
     kind: PoolKind,
-    xa: &ArcArrayD<T>,
+    xa: &ArrayViewD<'_, T>,
     windows: &[Vec<Cell>],
     plane: usize,
 ) -> Vec<T> {

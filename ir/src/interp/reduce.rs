@@ -7,7 +7,8 @@
 //! `sum_square` still squares.
 
 use super::{bad_dtype, op_err, Result};
-use crate::{dispatch, ArcArrayD, ArgKind, Elem, Op, ReduceKind, Tensor};
+use crate::{dispatch, ArgKind, Elem, Op, ReduceKind, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{ArrayD, Axis, IxDyn};
 
 fn check_axes(op: &Op, rank: usize, axes: &[usize]) -> Result<()> {
@@ -35,7 +36,7 @@ pub(crate) fn reduce(
 
 fn reduce_typed<T: Elem>(
     kind: ReduceKind,
-    a: &ArcArrayD<T>,
+    a: &ArrayViewD<'_, T>,
     axes: &[usize],
     keep_dims: bool,
 ) -> Result<Tensor> {
@@ -210,7 +211,7 @@ pub(crate) fn softmax(op: &Op, x: &Tensor, axis: usize, log: bool) -> Result<Ten
     Ok(dispatch!(x, a => softmax_typed(a, axis, log)))
 }
 
-fn softmax_typed<T: Elem>(a: &ArcArrayD<T>, axis: usize, log: bool) -> Tensor {
+fn softmax_typed<T: Elem>(a: &ArrayViewD<'_, T>, axis: usize, log: bool) -> Tensor {
     let mut v = a.map(|x| x.to_f64());
     for mut lane in v.lanes_mut(Axis(axis)) {
         let m = lane.iter().copied().fold(f64::NEG_INFINITY, nan_max);

@@ -4,6 +4,7 @@
 use super::num::same;
 use super::{bad_dtype, check_alloc, eval_size, op_err, Result};
 use crate::{dispatch, ArcArrayD, Bindings, Dim, Elem, Op, ScanKind, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::Axis;
 
 /// `start + i * delta` for `i` in `0..len`.
@@ -27,7 +28,7 @@ pub(crate) fn range(
 
 fn range_typed<T: Elem>(
     op: &Op,
-    start: &ArcArrayD<T>,
+    start: &ArrayViewD<'_, T>,
     delta: &Tensor,
     n: usize,
 ) -> Result<ArcArrayD<T>> {
@@ -77,7 +78,7 @@ pub(crate) fn scan(
 }
 
 fn scan_typed<T: Elem>(
-    a: &ArcArrayD<T>,
+    a: &ArrayViewD<'_, T>,
     kind: ScanKind,
     axis: usize,
     exclusive: bool,

@@ -86,7 +86,7 @@ pub(crate) fn scatter_nd(
     }
     dispatch!(data, a => {
         let mut out = flat(a);
-        let u = flat(same(op, upd)?);
+        let u = flat(&same(op, upd)?);
         for (n, &o) in offsets.iter().enumerate() {
             for c in 0..chunk {
                 out[o + c] = combine(r, out[o + c], u[n * chunk + c]);

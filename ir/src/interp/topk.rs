@@ -2,7 +2,8 @@
 //! stable (equal values keep the lower index first) and NaN sorts above every number.
 
 use super::{check_alloc, op_err, Result};
-use crate::{dispatch, ArcArrayD, Elem, Op, Tensor};
+use crate::{dispatch, Elem, Op, Tensor};
+use ndarray::ArrayViewD;
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
 use std::cmp::Ordering;
 
@@ -41,7 +42,7 @@ pub(crate) fn topk(
 }
 
 fn topk_typed<T: Elem>(
-    a: &ArcArrayD<T>,
+    a: &ArrayViewD<'_, T>,
     axis: usize,
     shape: &[usize],
     largest: bool,

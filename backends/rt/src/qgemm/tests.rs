@@ -162,7 +162,7 @@ impl Case {
             n: self.n,
             values: bytes(&self.w),
             scales: match &self.scale {
-                Tensor::F16(a) => Scales::F16(a.as_ptr()),
+                Tensor::F16(a) => Scales::F16(a.view().as_ptr()),
                 t => Scales::F32(bytes(t) as *const f32),
             },
             zero_points: self.zero_points.as_ref().map(bytes),
