@@ -1,5 +1,5 @@
-//! `TensorProto` to [`Tensor`]: inline typed fields, `raw_data`, and external data read
-//! through one memory map per file.
+//! `TensorProto` to [`Tensor`]: inline typed fields, `raw_data`, and external data, whose
+//! large tensors stay in the file, mapped, until a kernel reads them.
 //!
 //! External data never reads outside the model's folder: absolute locations are refused,
 //! and the resolved (canonical) path must stay under the canonical folder, which also
@@ -7,11 +7,12 @@
 
 use crate::proto::TensorProto;
 use half::{bf16, f16};
-use kiln_ir::{DType, Elem, Tensor};
+use kiln_ir::{DType, Elem, StableBytes, Tensor};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// The kiln dtype of an ONNX `TensorProto.DataType` code.
 pub(crate) fn dtype_of(code: i32) -> Result<DType, String> {
@@ -51,9 +52,13 @@ pub(crate) fn storage_of(code: i32) -> Result<DType, String> {
     four_bit(code).map_or_else(|| dtype_of(code), Ok)
 }
 
-/// Reads external data files, opening each once. Tensors are read piece by piece into
-/// their own memory (no map of the file stays resident beside them, which would double a
-/// model's peak memory while it imports).
+/// Reads external data files, opening each once.
+///
+/// A tensor of at least [`MAP_AT_LEAST`] bytes gets a read-only map of its own range of the
+/// file, and its elements are read in place: the import touches none of its pages, a pass
+/// or a kernel faults in only what it reads (one row of a vocabulary table per token), and
+/// once the compiled program packs a weight and drops it, the map and its pages go. A
+/// smaller one is read piece by piece into memory of its own.
 pub(crate) struct ExternalData {
     base: Option<PathBuf>,
     files: BTreeMap<PathBuf, File>,
@@ -151,8 +156,50 @@ impl ExternalData {
         shape: &[usize],
     ) -> Result<Tensor, String> {
         let (mut file, len) = self.range(location, offset, length)?;
-        Tensor::from_le_pieces(dtype, shape, len, |buf| file.read_exact(buf))
+        if len < MAP_AT_LEAST {
+            return Tensor::from_le_pieces(dtype, shape, len, |buf| file.read_exact(buf))
+                .map_err(|e| e.to_string());
+        }
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size_bytes(), |n, &d| n.checked_mul(d));
+        if expected != Some(len) {
+            return Err(kiln_ir::TensorError::ByteLength {
+                shape: shape.to_vec(),
+                dtype,
+                expected: expected.unwrap_or(usize::MAX),
+                got: len,
+            }
+            .to_string());
+        }
+        // SAFETY: see `MappedRange`: the map is read-only, of a range checked to lie inside
+        // the file.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map(file)
+        }
+        .map_err(|e| format!("mapping external data `{location}`: {e}"))?;
+        Tensor::from_stable_bytes(dtype, shape, Arc::new(MappedRange(map)), 0)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The smallest external tensor, in bytes, that is mapped rather than read: below it, a
+/// map's page rounding and its kernel bookkeeping cost more than the copy.
+const MAP_AT_LEAST: usize = 1 << 20;
+
+/// A read-only map of one tensor's range of an external data file.
+struct MappedRange(memmap2::Mmap);
+
+// SAFETY: the map is read-only and never remapped, so its bytes keep their address while
+// it lives. Another process could still change or truncate the file under it, which no
+// map can prevent; kiln, like every runtime that maps weights, trusts the file to stay put
+// while the model runs.
+unsafe impl StableBytes for MappedRange {
+    fn bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 

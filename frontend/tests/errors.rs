@@ -164,6 +164,60 @@ fn external_data_inside_the_folder_is_read() {
     );
 }
 
+/// `y = Gather(table, ids)` with `table: f32[rows, 4]` in external file `t.bin` at `offset`.
+fn gather_external(rows: usize, offset: usize) -> ModelProto {
+    let kv = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    let table = TensorProto {
+        name: Some("table".into()),
+        dims: vec![rows as i64, 4],
+        data_type: Some(1),
+        data_location: Some(1),
+        external_data: vec![
+            kv("location", "t.bin".into()),
+            kv("offset", offset.to_string()),
+            kv("length", (rows * 16).to_string()),
+        ],
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        name: Some("g".into()),
+        node: vec![node("Gather", &["table", "ids"], &["y"])],
+        initializer: vec![table],
+        input: vec![value_info("ids", 7, &[Err("seq")])],
+        output: vec![value_info("y", 1, &[])],
+        ..Default::default()
+    };
+    ModelProto {
+        graph: Some(graph),
+        ..model("Add", 17, inline_w())
+    }
+}
+
+#[test]
+fn a_large_external_tensor_is_read_in_place_from_its_file_when_aligned() {
+    let rows = 70_000; // 1.1 MB, over the size that is mapped rather than read
+    let values: Vec<f32> = (0..rows * 4).map(|i| i as f32 * 0.5).collect();
+    let expected = Tensor::from_vec(values.clone(), &[rows, 4]).unwrap();
+    for (offset, borrowed) in [(0, true), (8, true), (2, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0xAAu8; offset];
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(dir.path().join("t.bin"), bytes).unwrap();
+        let g = import_in(dir.path(), &gather_external(rows, offset)).unwrap();
+        let table = g.nodes.iter().find_map(|n| match &n.op {
+            kiln_ir::Op::Const(t) if t.len() > 4 => Some(t.clone()),
+            _ => None,
+        });
+        let table = table.expect("the table is a constant");
+        assert_eq!(table, expected, "offset {offset}");
+        // Misaligned f32 elements cannot be read in place; they are copied instead.
+        assert_eq!(table.is_borrowed(), borrowed, "offset {offset}");
+    }
+}
+
 #[test]
 fn external_data_outside_the_folder_is_refused() {
     let root = tempfile::tempdir().unwrap();

@@ -45,9 +45,11 @@ impl Pass for Cse {
     }
 }
 
-/// A hash of a constant's dtype, shape and a bounded sample of its elements (FNV-1a);
-/// 0 for other ops. Equal keys are then compared in full, so sampling cannot merge
-/// different constants; hashing every byte of a model's weights would only cost time.
+/// A hash of a constant's dtype, shape and its first and last [`SAMPLES`] elements (the
+/// first only, when they are not contiguous) (FNV-1a); 0 for other ops. Equal keys are then
+/// compared in full, so sampling cannot merge different constants; hashing every byte of a
+/// model's weights would only cost time. The samples sit at the ends, not spread: a weight
+/// still mapped from its file faults in a page or two here, not every page it has.
 fn fingerprint(op: &Op) -> u64 {
     let Op::Const(t) = op else { return 0 };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -59,15 +61,17 @@ fn fingerprint(op: &Op) -> u64 {
     };
     t.dtype().name().bytes().for_each(|b| eat(u64::from(b)));
     t.shape().iter().for_each(|&d| eat(d as u64));
-    dispatch!(t, a => {
-        let step = (a.len() / SAMPLES).max(1);
-        match a.as_slice() {
-            Some(s) => s.iter().step_by(step).take(SAMPLES).for_each(|x| eat(x.bits())),
-            None => a.iter().step_by(step).take(SAMPLES).for_each(|x| eat(x.bits())),
+    dispatch!(t, a => match a.as_slice() {
+        Some(s) => {
+            // The tail starts after the head, so a short constant is hashed once.
+            let head = s.len().min(SAMPLES);
+            let tail = s.len().saturating_sub(SAMPLES).max(head);
+            s[..head].iter().chain(&s[tail..]).for_each(|x| eat(x.bits()))
         }
+        None => a.iter().take(SAMPLES).for_each(|x| eat(x.bits())),
     });
     h
 }
 
-/// How many elements of a constant [`fingerprint`] hashes.
-const SAMPLES: usize = 64;
+/// How many elements from each end of a constant [`fingerprint`] hashes.
+const SAMPLES: usize = 32;
