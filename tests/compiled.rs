@@ -1,8 +1,12 @@
 //! The library's compiled model: `Send + Sync`, inputs checked before generated code runs,
 //! one compiled model serving several shapes without recompiling, and agreement with the
-//! interpreter when called from several threads at once.
+//! interpreter when called from several threads at once; weights read in place from a
+//! mapped file run as weights read into memory do.
 
-use kiln::ir::Tensor;
+mod common;
+
+use kiln::frontend::proto::{StringStringEntryProto, TensorProto};
+use kiln::ir::{Op, Tensor};
 use kiln::{Compiled, Error, Model, Options};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -247,5 +251,79 @@ fn one_bert_program_runs_every_sequence_length_up_to_300() {
             }
         }
         assert_eq!(c.programs_compiled(), 1, "{path:?}");
+    }
+}
+
+/// An f32 initializer of `dims` whose bytes are at `offset` of external file `w.bin`.
+fn external(name: &str, dims: &[i64], offset: usize) -> TensorProto {
+    let kv = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    let len = dims.iter().product::<i64>() * 4;
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(common::FLOAT),
+        data_location: Some(1),
+        external_data: vec![
+            kv("location", "w.bin".into()),
+            kv("offset", offset.to_string()),
+            kv("length", len.to_string()),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn weights_mapped_from_their_file_run_like_weights_in_memory() {
+    // y = gather(table, ids) · w: a table behind a gather, which the program reads in
+    // place, and a weight of 1 MiB, which it packs and then releases.
+    let (rows, d) = (700usize, 512usize);
+    let dir = tempfile::tempdir().unwrap();
+    let table: Vec<f32> = (0..rows * d)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+        .collect();
+    let w: Vec<f32> = (0..d * d)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 512.0)
+        .collect();
+    let bytes: Vec<u8> = table
+        .iter()
+        .chain(&w)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("w.bin"), bytes).unwrap();
+    let path = common::Onnx::new(
+        vec![
+            common::node_to("g", "Gather", &["table", "ids"], &["x"]),
+            common::node("m", "MatMul", &["x", "w"]),
+        ],
+        vec![common::symbolic_value("ids", common::INT64, &["seq"])],
+        common::FLOAT,
+    )
+    .with(vec![
+        external("table", &[rows as i64, d as i64], 0),
+        external("w", &[d as i64, d as i64], rows * d * 4),
+    ])
+    .write(dir.path(), "m.onnx");
+    let model = Model::load(&path).unwrap();
+    let consts: Vec<&Tensor> = (model.graph().nodes.iter())
+        .filter_map(|n| match &n.op {
+            Op::Const(t) if t.len() >= d * d => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(consts.len(), 2);
+    assert!(
+        consts.iter().all(|t| t.is_borrowed()),
+        "both are read in place"
+    );
+    let c = model.compile(&Options::default()).unwrap();
+    for seq in [1, 5, 64] {
+        let ids: Vec<i64> = (0..seq).map(|i| (i * 131 % rows) as i64).collect();
+        let inputs = BTreeMap::from([("ids".to_string(), Tensor::from_vec(ids, &[seq]).unwrap())]);
+        let want = model.run(&inputs).unwrap();
+        let got = c.run(&inputs).unwrap();
+        kiln::compare::compare(&got[0].1, &want[0].1, kiln::compare::Tolerance::MODELS).unwrap();
     }
 }

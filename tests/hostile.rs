@@ -482,7 +482,7 @@ fn bad_initializer_and_external_data() {
         case(
             "initializer_raw_short",
             with_weight(TensorProto {
-                raw_data: Some(vec![0; 5]),
+                raw_data: Some(vec![0; 5].into()),
                 ..weight(&[2, 2])
             }),
             &["tensor `w`", "takes 16 bytes but 5 were given"],
@@ -721,7 +721,7 @@ fn matmul_nbits_sizes_that_lie() {
             name: Some("b".into()),
             dims: vec![2, 1, 16],
             data_type: Some(tensor_proto::DataType::Uint8 as i32),
-            raw_data: Some(vec![0x21; 32]),
+            raw_data: Some(vec![0x21; 32].into()),
             ..Default::default()
         };
         let inputs = vec![f32_value("x", &[1, k.min(64)])];

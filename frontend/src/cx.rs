@@ -6,7 +6,7 @@
 //! when a real op consumes it as data.
 
 use crate::node::Ctx;
-use crate::tensor::ExternalData;
+use crate::tensor::DataSource;
 use crate::{FrontendError, ImportOptions};
 use kiln_ir::shape_eval::{self, Arg, Known};
 use kiln_ir::{BinaryOp, DType, Dim, Graph, Op, Tensor, TensorType, UnaryOp, ValueId};
@@ -73,7 +73,7 @@ pub(crate) struct Cx<'o> {
     pub(crate) g: Graph,
     pub(crate) ctx: Ctx,
     pub(crate) opts: &'o ImportOptions,
-    pub(crate) ext: ExternalData,
+    pub(crate) ext: DataSource,
     /// The ONNX names of 4-bit values (held in bytes, see `tensor::four_bit`).
     pub(crate) four_bit: std::collections::HashSet<String>,
     n_fresh: usize,
@@ -81,7 +81,7 @@ pub(crate) struct Cx<'o> {
 
 impl<'o> Cx<'o> {
     /// A context for a new graph.
-    pub(crate) fn new(g: Graph, ctx: Ctx, opts: &'o ImportOptions, ext: ExternalData) -> Cx<'o> {
+    pub(crate) fn new(g: Graph, ctx: Ctx, opts: &'o ImportOptions, ext: DataSource) -> Cx<'o> {
         Cx {
             g,
             ctx,

@@ -90,7 +90,7 @@ pub fn export_onnx(g: &Graph) -> Vec<u8> {
                 name: Some(names[v.index()].clone()),
                 dims: t.shape().iter().map(|&d| d as i64).collect(),
                 data_type: Some(dtype_code(t.dtype())),
-                raw_data: Some(t.to_le_bytes()),
+                raw_data: Some(t.to_le_bytes().into()),
                 ..Default::default()
             });
             continue;

@@ -5,26 +5,26 @@ use crate::cx::{Cx, Val, R};
 use crate::node::{Ctx, N};
 use crate::proto::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
 use crate::registry::{registry, Missing};
-use crate::tensor::{four_bit, storage_of, tensor_from_proto, ExternalData};
+use crate::tensor::{four_bit, storage_of, tensor_from_proto, DataSource};
 use crate::{quant_rules, validate};
 use crate::{FrontendError, ImportOptions};
 use kiln_ir::{Dim, Graph, Tensor, TensorType};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
-/// Decodes a serialized model; `file` names it in errors.
-pub(crate) fn decode(bytes: &[u8], file: &str) -> R<ModelProto> {
+/// Decodes a serialized model; `file` names it in errors. From `Bytes`, each `raw_data` is a
+/// slice of them, not a copy.
+pub(crate) fn decode(bytes: impl prost::bytes::Buf, file: &str) -> R<ModelProto> {
     ModelProto::decode(bytes).map_err(|e| FrontendError::Model {
         file: file.to_string(),
         message: format!("not a valid ONNX model: {e}"),
     })
 }
 
-/// Imports a decoded model; `file` names it in errors.
+/// Imports a decoded model, reading tensor data through `source`; `file` names it in errors.
 pub(crate) fn import(
     model: &ModelProto,
-    base: Option<&Path>,
+    source: DataSource,
     file: &str,
     opts: &ImportOptions,
 ) -> R<Graph> {
@@ -48,7 +48,7 @@ pub(crate) fn import(
         op: String::new(),
         opset,
     };
-    let mut cx = Cx::new(Graph::new(graph.name()), ctx, opts, ExternalData::new(base));
+    let mut cx = Cx::new(Graph::new(graph.name()), ctx, opts, source);
     let mut vals: HashMap<String, Val> = HashMap::new();
     for t in &graph.initializer {
         let tensor =

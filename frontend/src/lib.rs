@@ -11,6 +11,7 @@ mod cx;
 mod error;
 mod export;
 mod import;
+mod mapped;
 mod node;
 mod ops;
 mod quant_rules;
@@ -52,7 +53,7 @@ pub fn load_model(path: &Path, opts: &ImportOptions) -> Result<Graph, FrontendEr
 /// How long each stage of [`load_model_with_stats`] took.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LoadStats {
-    /// Reading the model file.
+    /// Opening the model file (mapping it, or reading it when small).
     pub read: Duration,
     /// Protobuf decoding.
     pub decode: Duration,
@@ -67,13 +68,17 @@ pub fn load_model_with_stats(
 ) -> Result<(Graph, LoadStats), FrontendError> {
     let file = path.display().to_string();
     let start = Instant::now();
-    let bytes = read(path)?;
+    let (bytes, map) = mapped::open_model(path).map_err(|source| FrontendError::Io {
+        path: file.clone(),
+        source,
+    })?;
     let read = start.elapsed();
     let start = Instant::now();
-    let model = import::decode(&bytes, &file)?;
+    let model = import::decode(bytes, &file)?;
     let decode = start.elapsed();
     let start = Instant::now();
-    let graph = import::import(&model, Some(model_folder(path)), &file, opts)?;
+    let source = tensor::DataSource::new(Some(model_folder(path))).with_model_map(map);
+    let graph = import::import(&model, source, &file, opts)?;
     let stats = LoadStats {
         read,
         decode,
@@ -97,7 +102,8 @@ pub fn load_model_bytes(
     opts: &ImportOptions,
 ) -> Result<Graph, FrontendError> {
     let model = import::decode(bytes, "<model bytes>")?;
-    import::import(&model, base_dir, "<model bytes>", opts)
+    let source = tensor::DataSource::new(base_dir);
+    import::import(&model, source, "<model bytes>", opts)
 }
 
 /// Reads a serialized `TensorProto` (as in ONNX test data), returning its name and value.
@@ -108,7 +114,7 @@ pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), FrontendError> {
         file: file.clone(),
         message: format!("not a valid TensorProto: {e}"),
     })?;
-    let mut ext = tensor::ExternalData::new(Some(model_folder(path)));
+    let mut ext = tensor::DataSource::new(Some(model_folder(path)));
     let tensor =
         tensor::tensor_from_proto(&t, &mut ext).map_err(|message| FrontendError::Tensor {
             file,

@@ -1,13 +1,15 @@
-//! `TensorProto` to [`Tensor`]: inline typed fields, `raw_data`, and external data, whose
-//! large tensors stay in the file, mapped, until a kernel reads them.
+//! `TensorProto` to [`Tensor`]: inline typed fields, `raw_data`, and external data; large
+//! tensors stay in their file, mapped (`mapped.rs`), until a kernel reads them.
 //!
 //! External data never reads outside the model's folder: absolute locations are refused,
 //! and the resolved (canonical) path must stay under the canonical folder, which also
 //! catches `..` and symlinks that lead out.
 
+use crate::mapped::{MappedRange, ModelMap, RawData, MAP_AT_LEAST};
 use crate::proto::TensorProto;
 use half::{bf16, f16};
-use kiln_ir::{DType, Elem, StableBytes, Tensor};
+use kiln_ir::{DType, Elem, Tensor};
+use prost::bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -52,25 +54,53 @@ pub(crate) fn storage_of(code: i32) -> Result<DType, String> {
     four_bit(code).map_or_else(|| dtype_of(code), Ok)
 }
 
-/// Reads external data files, opening each once.
+/// Where tensors' bytes come from beyond their proto's typed fields: `raw_data`, read in
+/// place from the mapped model file when large, and external data files, opened once each.
 ///
-/// A tensor of at least [`MAP_AT_LEAST`] bytes gets a read-only map of its own range of the
-/// file, and its elements are read in place: the import touches none of its pages, a pass
-/// or a kernel faults in only what it reads (one row of a vocabulary table per token), and
-/// once the compiled program packs a weight and drops it, the map and its pages go. A
-/// smaller one is read piece by piece into memory of its own.
-pub(crate) struct ExternalData {
+/// An external tensor of at least [`MAP_AT_LEAST`] bytes gets a read-only map of its own
+/// range of the file and is read in place, so once the compiled program packs a weight and
+/// drops it, the map and its pages go. A smaller one is read piece by piece into memory of
+/// its own. A tensor that cannot be read in place (misaligned for its element type, or
+/// bool) is copied, and the model file's pages under it are handed back.
+pub(crate) struct DataSource {
     base: Option<PathBuf>,
     files: BTreeMap<PathBuf, File>,
+    model_map: Option<ModelMap>,
 }
 
-impl ExternalData {
+impl DataSource {
     /// A reader for locations relative to `base` (the model's folder).
-    pub(crate) fn new(base: Option<&Path>) -> ExternalData {
-        ExternalData {
+    pub(crate) fn new(base: Option<&Path>) -> DataSource {
+        DataSource {
             base: base.map(Path::to_path_buf),
             files: BTreeMap::new(),
+            model_map: None,
         }
+    }
+
+    /// The same reader, told the map the model's `raw_data` slices point into.
+    pub(crate) fn with_model_map(self, model_map: Option<ModelMap>) -> DataSource {
+        DataSource { model_map, ..self }
+    }
+
+    /// A tensor from `raw_data`: read in place when large, else copied.
+    fn raw(&self, raw: &Bytes, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+        if raw.len() < MAP_AT_LEAST {
+            return Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| e.to_string());
+        }
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size_bytes(), |n, &d| n.checked_mul(d));
+        if expected != Some(raw.len()) {
+            // The same error a copy would give.
+            return Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| e.to_string());
+        }
+        let t = Tensor::from_stable_bytes(dtype, shape, Arc::new(RawData(raw.clone())), 0)
+            .map_err(|e| e.to_string())?;
+        if let (false, Some(map)) = (t.is_borrowed(), &self.model_map) {
+            map.release(raw);
+        }
+        Ok(t)
     }
 
     /// The canonical path of `location`, checked to stay inside the base folder.
@@ -186,23 +216,6 @@ impl ExternalData {
     }
 }
 
-/// The smallest external tensor, in bytes, that is mapped rather than read: below it, a
-/// map's page rounding and its kernel bookkeeping cost more than the copy.
-const MAP_AT_LEAST: usize = 1 << 20;
-
-/// A read-only map of one tensor's range of an external data file.
-struct MappedRange(memmap2::Mmap);
-
-// SAFETY: the map is read-only and never remapped, so its bytes keep their address while
-// it lives. Another process could still change or truncate the file under it, which no
-// map can prevent; kiln, like every runtime that maps weights, trusts the file to stay put
-// while the model runs.
-unsafe impl StableBytes for MappedRange {
-    fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 /// The shape of a tensor proto, checked non-negative.
 fn shape_of(t: &TensorProto) -> Result<Vec<usize>, String> {
     t.dims
@@ -212,7 +225,7 @@ fn shape_of(t: &TensorProto) -> Result<Vec<usize>, String> {
 }
 
 /// Converts a `TensorProto`, reading external data through `ext`.
-pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor, String> {
+pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut DataSource) -> Result<Tensor, String> {
     if let Some(dtype) = four_bit(t.data_type()) {
         return nibbles(t, ext, dtype);
     }
@@ -238,7 +251,7 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Resu
         return ext.tensor((&location, offset, length), dtype, &shape);
     }
     if let Some(raw) = &t.raw_data {
-        return Tensor::from_le_bytes(dtype, &shape, raw).map_err(|e| e.to_string());
+        return ext.raw(raw, dtype, &shape);
     }
     typed_fields(t, dtype, &shape).map_err(|e| e.to_string())
 }
@@ -246,7 +259,7 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Resu
 /// A 4-bit tensor, two values per byte (the first in the low nibble) in `raw_data`,
 /// external data or `int32_data` (one byte per entry), unpacked one value per byte
 /// (sign-extended for INT4).
-fn nibbles(t: &TensorProto, ext: &mut ExternalData, dtype: DType) -> Result<Tensor, String> {
+fn nibbles(t: &TensorProto, ext: &mut DataSource, dtype: DType) -> Result<Tensor, String> {
     let shape = shape_of(t)?;
     let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let len = len.ok_or("the element count overflows")?;
@@ -326,8 +339,8 @@ mod tests {
             let dtype = dtype_of(code).unwrap();
             let expected = Tensor::full(dtype, &[2], 1.0).unwrap();
             let mut raw = proto(code);
-            raw.raw_data = Some(expected.to_le_bytes());
-            let mut ext = ExternalData::new(None);
+            raw.raw_data = Some(expected.to_le_bytes().into());
+            let mut ext = DataSource::new(None);
             assert_eq!(
                 tensor_from_proto(&raw, &mut ext).unwrap(),
                 expected,
@@ -353,10 +366,10 @@ mod tests {
 
     #[test]
     fn four_bit_tensors_unpack_low_nibble_first() {
-        let mut ext = ExternalData::new(None);
+        let mut ext = DataSource::new(None);
         let mut t = proto(22);
         t.dims = vec![3];
-        t.raw_data = Some(vec![0x8F, 0x07]);
+        t.raw_data = Some(vec![0x8F, 0x07].into());
         let i4 = tensor_from_proto(&t, &mut ext).unwrap();
         assert_eq!(i4.dtype(), DType::I8);
         assert_eq!(i4.to_i64_vec(), [-1, -8, 7]);
@@ -374,7 +387,7 @@ mod tests {
 
     #[test]
     fn wrong_counts_and_strings_are_errors() {
-        let mut ext = ExternalData::new(None);
+        let mut ext = DataSource::new(None);
         let mut t = proto(1);
         t.float_data = vec![1.0; 3];
         assert!(tensor_from_proto(&t, &mut ext).is_err());

@@ -219,6 +219,42 @@ fn a_large_external_tensor_is_read_in_place_from_its_file_when_aligned() {
 }
 
 #[test]
+fn a_large_inline_tensor_is_read_in_place_from_the_mapped_model_when_aligned() {
+    let rows = 70_000;
+    let values: Vec<f32> = (0..rows * 4).map(|i| i as f32 * 0.25).collect();
+    let expected = Tensor::from_vec(values.clone(), &[rows, 4]).unwrap();
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut seen = [false; 2];
+    // A doc string of 0..4 bytes moves the table's bytes across every alignment.
+    for pad in 0..4 {
+        let mut m = gather_external(rows, 0);
+        m.doc_string = Some("d".repeat(pad));
+        let table = &mut m.graph.as_mut().unwrap().initializer[0];
+        table.data_location = None;
+        table.external_data.clear();
+        table.raw_data = Some(raw.clone().into());
+        let bytes = m.encode_to_vec();
+        let at = bytes.windows(64).position(|w| w == &raw[..64]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let g = import_in(dir.path(), &m).unwrap();
+        let table = g.nodes.iter().find_map(|n| match &n.op {
+            kiln_ir::Op::Const(t) if t.len() > 4 => Some(t.clone()),
+            _ => None,
+        });
+        let table = table.expect("the table is a constant");
+        assert_eq!(table, expected, "pad {pad}");
+        // The map starts on a page, so the file offset decides the alignment.
+        assert_eq!(table.is_borrowed(), at % 4 == 0, "pad {pad}, offset {at}");
+        seen[usize::from(table.is_borrowed())] = true;
+    }
+    assert_eq!(
+        seen,
+        [true, true],
+        "both an aligned and a misaligned layout were tried"
+    );
+}
+
+#[test]
 fn external_data_outside_the_folder_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let inner = root.path().join("model");

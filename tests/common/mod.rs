@@ -139,6 +139,20 @@ pub fn f32_value(name: &str, shape: &[i64]) -> ValueInfoProto {
     value_info(name, FLOAT, Some(shape))
 }
 
+/// A value whose every dim is the symbol of that name.
+pub fn symbolic_value(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
+    let mut v = value_info(name, elem, Some(&vec![1; dims.len()]));
+    if let Some(type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        for (d, p) in t.shape.as_mut().unwrap().dim.iter_mut().zip(dims) {
+            d.value = Some(tensor_shape_proto::dimension::Value::DimParam(
+                p.to_string(),
+            ));
+        }
+    }
+    v
+}
+
 /// An i64 value of a declared shape.
 pub fn i64_value(name: &str, shape: &[i64]) -> ValueInfoProto {
     value_info(name, INT64, Some(shape))
