@@ -27,14 +27,35 @@ unsafe impl StableBytes for MappedRange {
     }
 }
 
-/// A tensor's `raw_data`: a slice of the mapped model file, or of a decoded copy.
-pub(crate) struct RawData(pub(crate) Bytes);
+/// A tensor's `raw_data`: a slice of the mapped model file (`map`), or of a decoded copy.
+/// When the last tensor reading it goes (its weight packed, or copied because it could not
+/// be read in place), the map's pages under it are handed back: the map itself lives on
+/// while any other tensor reads from it, and would otherwise keep every page it touched.
+pub(crate) struct RawData {
+    bytes: Bytes,
+    map: Option<ModelMap>,
+}
+
+impl RawData {
+    /// `bytes`, which lie in `map` when there is one.
+    pub(crate) fn new(bytes: Bytes, map: Option<ModelMap>) -> RawData {
+        RawData { bytes, map }
+    }
+}
+
+impl Drop for RawData {
+    fn drop(&mut self) {
+        if let Some(map) = &self.map {
+            map.release(&self.bytes);
+        }
+    }
+}
 
 // SAFETY: `Bytes` is immutable and its data does not move while any handle to it lives;
 // this one is never turned back into a mutable buffer.
 unsafe impl StableBytes for RawData {
     fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
@@ -49,8 +70,9 @@ impl AsRef<[u8]> for ModelMap {
 }
 
 impl ModelMap {
-    /// Hands back the pages under `bytes`, when they lie in this map, once their contents
-    /// have been copied elsewhere: the copy is what stays resident, not both. They are only
+    /// Hands back the pages under `bytes`, when they lie in this map, once nothing reads
+    /// them (their contents copied elsewhere, or packed): only what is still read stays
+    /// resident. They are only
     /// unmapped from this process, never changed; a later read faults them in again from
     /// the file, so a neighbouring tensor that shares an edge page reads the same bytes.
     pub(crate) fn release(&self, bytes: &[u8]) {

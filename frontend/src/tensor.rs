@@ -95,12 +95,9 @@ impl DataSource {
             // The same error a copy would give.
             return Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| e.to_string());
         }
-        let t = Tensor::from_stable_bytes(dtype, shape, Arc::new(RawData(raw.clone())), 0)
-            .map_err(|e| e.to_string())?;
-        if let (false, Some(map)) = (t.is_borrowed(), &self.model_map) {
-            map.release(raw);
-        }
-        Ok(t)
+        // A copy drops `RawData` at once, which hands the pages it read back to the file.
+        let raw = Arc::new(RawData::new(raw.clone(), self.model_map.clone()));
+        Tensor::from_stable_bytes(dtype, shape, raw, 0).map_err(|e| e.to_string())
     }
 
     /// The canonical path of `location`, checked to stay inside the base folder.
