@@ -24,7 +24,7 @@ use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
 use crate::schedule::{schedule, ScheduleError};
 use crate::stages::{split, Stage};
 use kiln_ir::{check_bytes, check_graph, interp, Bindings, Dim, Graph, MemoryLimit, SizeError};
-use kiln_ir::{Tensor, TensorType};
+use kiln_ir::{Tensor, TensorType, Unwritten};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -588,8 +588,8 @@ impl CompiledModel {
         );
         first.extend(spec.consts.iter().map(|&a| a as *mut u8));
         let mut ptrs = spec.run.table(&first);
-        let mut own = own_outputs(spec)?;
-        for (b, t) in &mut own {
+        let mut unwritten = own_outputs(spec)?;
+        for (b, t) in &mut unwritten {
             ptrs[spec.run.slots[*b].0 as usize] = t.as_mut_ptr();
         }
         let fns: Vec<Option<rt::KernelFn>> = (spec.code.kernels.iter())
@@ -604,6 +604,11 @@ impl CompiledModel {
             op_call: Some(runtime::kiln_rt_op_call),
         };
         unsafe { rt::run(&spec.run, &code, &ptrs, &self.pool, profile) }?;
+        let own: Vec<(BufId, Tensor)> = (unwritten.into_iter())
+            // SAFETY: the run wrote every output buffer in full, as its readers below
+            // also rely on.
+            .map(|(b, t)| (b, unsafe { t.assume_written() }))
+            .collect();
         let mem = SlotMemory {
             ptrs: &ptrs,
             slots: &spec.run.slots,
@@ -636,8 +641,8 @@ impl CompiledModel {
 /// A tensor of its own for each output that the plan holds in the arena, which the run
 /// writes straight into (its slot points there): a large output, such as a decoder's
 /// logits, is then neither copied out of the arena nor held twice.
-fn own_outputs(spec: &Specialized) -> Result<Vec<(BufId, Tensor)>, RunError> {
-    let mut own: Vec<(BufId, Tensor)> = Vec::new();
+fn own_outputs(spec: &Specialized) -> Result<Vec<(BufId, Unwritten)>, RunError> {
+    let mut own: Vec<(BufId, Unwritten)> = Vec::new();
     for (b, shape) in &spec.outputs {
         let buffer = &spec.program.buffers[*b];
         let whole_slot = spec.run.slots[*b].1 == 0;
@@ -646,7 +651,7 @@ fn own_outputs(spec: &Specialized) -> Result<Vec<(BufId, Tensor)>, RunError> {
         if !matches!(buffer.kind, BufferKind::Temp) || !whole_slot || shared {
             continue;
         }
-        let t = Tensor::zeros(buffer.dtype, shape).map_err(RunError::Output)?;
+        let t = Unwritten::new(buffer.dtype, shape).map_err(RunError::Output)?;
         own.push((*b, t));
     }
     Ok(own)
