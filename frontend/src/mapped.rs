@@ -72,9 +72,9 @@ impl AsRef<[u8]> for ModelMap {
 impl ModelMap {
     /// Hands back the pages under `bytes`, when they lie in this map, once nothing reads
     /// them (their contents copied elsewhere, or packed): only what is still read stays
-    /// resident. They are only
-    /// unmapped from this process, never changed; a later read faults them in again from
-    /// the file, so a neighbouring tensor that shares an edge page reads the same bytes.
+    /// resident. They are only unmapped from this process, never changed; a later read
+    /// faults them in again from the file, so a neighbouring tensor that shares an edge
+    /// page reads the same bytes. A failed advice only leaves the pages resident.
     pub(crate) fn release(&self, bytes: &[u8]) {
         let map = self.0.as_ptr() as usize;
         let Some(offset) = (bytes.as_ptr() as usize).checked_sub(map) else {
