@@ -83,6 +83,8 @@ impl ModelMap {
         if offset + bytes.len() > self.0.len() {
             return;
         }
+        #[cfg(not(unix))]
+        let _ = offset; // no advice to give: the pages stay until the map goes
         #[cfg(unix)]
         // SAFETY: a read-only shared file map: MADV_DONTNEED drops the pages from this
         // process, and any later access reads the file's unchanged bytes again, so no
