@@ -88,13 +88,6 @@ impl DataSource {
         if raw.len() < MAP_AT_LEAST {
             return Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| e.to_string());
         }
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size_bytes(), |n, &d| n.checked_mul(d));
-        if expected != Some(raw.len()) {
-            // The same error a copy would give.
-            return Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| e.to_string());
-        }
         // A copy drops `RawData` at once, which hands the pages it read back to the file.
         let raw = Arc::new(RawData::new(raw.clone(), self.model_map.clone()));
         Tensor::from_stable_bytes(dtype, shape, raw, 0).map_err(|e| e.to_string())
@@ -186,18 +179,6 @@ impl DataSource {
         if len < MAP_AT_LEAST {
             return Tensor::from_le_pieces(dtype, shape, len, |buf| file.read_exact(buf))
                 .map_err(|e| e.to_string());
-        }
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size_bytes(), |n, &d| n.checked_mul(d));
-        if expected != Some(len) {
-            return Err(kiln_ir::TensorError::ByteLength {
-                shape: shape.to_vec(),
-                dtype,
-                expected: expected.unwrap_or(usize::MAX),
-                got: len,
-            }
-            .to_string());
         }
         // SAFETY: see `MappedRange`: the map is read-only, of a range checked to lie inside
         // the file.

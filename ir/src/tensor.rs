@@ -362,22 +362,42 @@ macro_rules! zero_bits {
 }
 zero_bits!(f32, f64, f16, bf16, i8, u8, i16, u16, i32, u32, i64, u64, bool);
 
-/// A vector of `n` zeros, allocated fallibly and already zeroed by the allocator: a large
-/// buffer comes as fresh zero pages, so its zeros cost no pass over memory, and its pages are
-/// first touched by whoever writes them (the kernels' threads, not this one).
-fn try_zeroed<T: ZeroBits>(n: usize, shape: &[usize]) -> Result<Vec<T>, TensorError> {
+/// Memory for `n` elements of `T` from the global allocator, zeroed or not, and its layout;
+/// a failed allocation is an error, not an abort. No elements: a dangling, aligned pointer,
+/// as an empty `Vec` holds, and nothing allocated.
+fn try_alloc<T>(
+    n: usize,
+    zeroed: bool,
+    shape: &[usize],
+) -> Result<(*mut T, std::alloc::Layout), TensorError> {
     let layout =
         std::alloc::Layout::array::<T>(n).map_err(|_| TensorError::TooLarge(shape.to_vec()))?;
     if layout.size() == 0 {
-        return Ok(Vec::new());
+        return Ok((std::ptr::NonNull::dangling().as_ptr(), layout));
     }
     // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    let ptr = unsafe {
+        match zeroed {
+            true => std::alloc::alloc_zeroed(layout),
+            false => std::alloc::alloc(layout),
+        }
+    };
     if ptr.is_null() {
         return Err(TensorError::Alloc {
             shape: shape.to_vec(),
             bytes: layout.size(),
         });
+    }
+    Ok((ptr.cast(), layout))
+}
+
+/// A vector of `n` zeros, allocated fallibly and already zeroed by the allocator: a large
+/// buffer comes as fresh zero pages, so its zeros cost no pass over memory, and its pages are
+/// first touched by whoever writes them (the kernels' threads, not this one).
+fn try_zeroed<T: ZeroBits>(n: usize, shape: &[usize]) -> Result<Vec<T>, TensorError> {
+    let (ptr, layout) = try_alloc::<T>(n, true, shape)?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
     }
     // SAFETY: `ptr` came from the global allocator with the layout of `n` elements of `T`,
     // and zero bits are `n` valid elements (`ZeroBits`).
@@ -401,22 +421,10 @@ impl Unwritten {
     /// Memory for a tensor of `dtype` and `shape`, allocated fallibly.
     pub fn new(dtype: DType, shape: &[usize]) -> Result<Unwritten, TensorError> {
         let n = element_count(shape)?;
-        let layout = with_dtype!(dtype, T => std::alloc::Layout::array::<T>(n))
-            .map_err(|_| TensorError::TooLarge(shape.to_vec()))?;
-        let ptr = if layout.size() == 0 {
-            // Aligned and never dereferenced, as an empty `Vec`'s.
-            std::ptr::without_provenance_mut(layout.align())
-        } else {
-            // SAFETY: the layout has a non-zero size.
-            let p = unsafe { std::alloc::alloc(layout) };
-            if p.is_null() {
-                return Err(TensorError::Alloc {
-                    shape: shape.to_vec(),
-                    bytes: layout.size(),
-                });
-            }
-            p
-        };
+        let (ptr, layout) = with_dtype!(dtype, T => {
+            let (ptr, layout) = try_alloc::<T>(n, false, shape)?;
+            (ptr.cast::<u8>(), layout)
+        });
         Ok(Unwritten {
             dtype,
             shape: shape.to_vec(),
@@ -544,32 +552,29 @@ impl Tensor {
         }))
     }
 
-    /// A tensor of `dtype` and `shape` whose little-endian elements start at byte `start` of
-    /// `owner`, read in place (the tensor keeps `owner` alive) where they can be: on a
-    /// little-endian host, aligned for the element type, and not bool (whose bytes must be
-    /// checked). Otherwise they are copied.
+    /// A tensor of `dtype` and `shape` whose little-endian elements are `owner`'s bytes from
+    /// `start` on (exactly as many as the shape holds), read in place (the tensor keeps
+    /// `owner` alive) where they can be: on a little-endian host, aligned for the element
+    /// type, and not bool (whose bytes must be checked). Otherwise they are copied.
     pub fn from_stable_bytes(
         dtype: DType,
         shape: &[usize],
         owner: Arc<dyn StableBytes>,
         start: usize,
     ) -> Result<Tensor, TensorError> {
-        let n = element_count(shape)?;
+        element_count(shape)?;
         macro_rules! borrow {
             ($($d:ident),*) => {
                 match dtype {
-                    $(DType::$d => store::borrowed(&owner, start, shape, n)?.map(Tensor::$d),)*
+                    $(DType::$d => store::borrowed(&owner, start, shape)?.map(Tensor::$d),)*
                     DType::Bool => None,
                 }
             };
         }
-        let borrowed = borrow!(F32, F16, BF16, F64, I8, U8, I16, U16, I32, U32, I64, U64);
-        match borrowed {
+        match borrow!(F32, F16, BF16, F64, I8, U8, I16, U16, I32, U32, I64, U64) {
             Some(t) => Ok(t),
             None => {
-                let size = n.saturating_mul(dtype.size_bytes());
-                let bytes = owner.bytes().get(start..).unwrap_or_default();
-                Tensor::from_le_bytes(dtype, shape, &bytes[..size.min(bytes.len())])
+                Tensor::from_le_bytes(dtype, shape, owner.bytes().get(start..).unwrap_or_default())
             }
         }
     }
@@ -820,14 +825,21 @@ mod tests {
             assert_eq!(f.as_ptr(), owner.bytes()[8..].as_ptr());
         }
         // One byte off, u16 elements are misaligned (whenever byte 8 is aligned): copied.
-        let odd = Tensor::from_stable_bytes(DType::U16, &[2], owner.clone(), 7).unwrap();
-        assert_eq!(odd.is_borrowed(), at(7, 2));
-        let want = Tensor::from_le_bytes(DType::U16, &[2], &owner.bytes()[7..11]).unwrap();
+        let odd = Tensor::from_stable_bytes(DType::U16, &[12], owner.clone(), 7);
+        assert!(odd.is_err(), "25 bytes are not 12 u16 elements");
+        let short: Arc<dyn StableBytes> = Arc::new(owner.bytes()[..11].to_vec());
+        let odd = Tensor::from_stable_bytes(DType::U16, &[2], short.clone(), 7).unwrap();
+        let misaligned = !(short.bytes()[7..].as_ptr() as usize).is_multiple_of(2);
+        assert_eq!(odd.is_borrowed(), !misaligned);
+        let want = Tensor::from_le_bytes(DType::U16, &[2], &short.bytes()[7..]).unwrap();
         assert_eq!(odd, want);
         // Bool bytes must be checked, so they are always copied.
-        let flags = Tensor::from_stable_bytes(DType::Bool, &[4], owner.clone(), 8).unwrap();
+        let flags = Tensor::from_stable_bytes(DType::Bool, &[24], owner.clone(), 8).unwrap();
         assert!(!flags.is_borrowed());
+        assert!(Tensor::from_stable_bytes(DType::Bool, &[4], owner.clone(), 8).is_err());
+        // Too few bytes, too many, and a start past the end.
         assert!(Tensor::from_stable_bytes(DType::F32, &[2, 4], owner.clone(), 8).is_err());
+        assert!(Tensor::from_stable_bytes(DType::F32, &[1], owner.clone(), 8).is_err());
         assert!(Tensor::from_stable_bytes(DType::F32, &[1], owner, 64).is_err());
     }
 

@@ -59,47 +59,14 @@ float_num!(f32, f64);
 /// dtypes (half types, bool) are an unsupported-dtype error for `$op`.
 macro_rules! num_match {
     ($op:expr, $t:expr, $a:ident => $body:expr) => {
+        $crate::interp::num::num_match!(@ $op, $t, $a => $body; F32 F64 I8 U8 I16 U16 I32 U32 I64 U64)
+    };
+    (@ $op:expr, $t:expr, $a:ident => $body:expr; $($v:ident)*) => {
         match $t {
-            $crate::Tensor::F32(s) => {
+            $($crate::Tensor::$v(s) => {
                 let $a = &s.view();
                 $body
-            }
-            $crate::Tensor::F64(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::I8(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::U8(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::I16(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::U16(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::I32(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::U32(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::I64(s) => {
-                let $a = &s.view();
-                $body
-            }
-            $crate::Tensor::U64(s) => {
-                let $a = &s.view();
-                $body
-            }
+            })*
             other => Err($crate::interp::bad_dtype($op, other.dtype())),
         }
     };

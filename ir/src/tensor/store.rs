@@ -63,8 +63,8 @@ pub enum Store<T> {
     Borrowed(Borrowed<T>),
 }
 
-/// Row-major little-endian elements at `start` in `owner`'s bytes, checked in range and
-/// aligned when made (by [`borrowed`], the only constructor: the fields are private, since
+/// Row-major little-endian elements that are `owner`'s bytes from `start` on, checked to
+/// be exactly the shape's elements and aligned when made (by [`borrowed`], the only constructor: the fields are private, since
 /// a view of them is only sound after those checks).
 #[derive(Clone)]
 pub struct Borrowed<T> {
@@ -81,7 +81,7 @@ impl<T: Elem> Store<T> {
             Store::Owned(a) => a.view(),
             Store::Borrowed(b) => {
                 let ptr = b.owner.bytes()[b.start..].as_ptr().cast::<T>();
-                // SAFETY: `borrowed` checked that the range holds `shape`'s elements and is
+                // SAFETY: `borrowed` checked that the bytes are `shape`'s elements and are
                 // aligned for `T`, that `T` has no invalid bit patterns and that the host is
                 // little-endian; `StableBytes` keeps the bytes in place and unchanged for as
                 // long as `owner`, which `self` holds, lives.
@@ -124,29 +124,28 @@ impl<T: Elem> Store<T> {
     }
 }
 
-/// Elements of `shape` borrowed from `owner`'s bytes at `start`, when they can be read in
-/// place: `T` has no invalid bit patterns, the host is little-endian and the first element
-/// is aligned. `Ok(None)` asks the caller to copy instead.
+/// Elements of `shape` borrowed from `owner`'s bytes from `start` to their end, which must
+/// hold exactly those elements, when they can be read in place: `T` has no invalid bit
+/// patterns, the host is little-endian and the first element is aligned. `Ok(None)` asks
+/// the caller to copy instead.
 pub(super) fn borrowed<T: Elem + AnyBits>(
     owner: &Arc<dyn StableBytes>,
     start: usize,
     shape: &[usize],
-    count: usize,
 ) -> Result<Option<Store<T>>, TensorError> {
-    let bytes = owner.bytes();
-    let size = count
-        .checked_mul(std::mem::size_of::<T>())
+    let bytes = owner.bytes().get(start..).unwrap_or_default();
+    let size = (shape.iter())
+        .try_fold(std::mem::size_of::<T>(), |n, &d| n.checked_mul(d))
         .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))?;
-    let got = bytes.len().saturating_sub(start);
-    if start > bytes.len() || got < size {
+    if bytes.len() != size {
         return Err(TensorError::ByteLength {
             shape: shape.to_vec(),
             dtype: T::DTYPE,
             expected: size,
-            got,
+            got: bytes.len(),
         });
     }
-    let aligned = (bytes[start..].as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
+    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
     if cfg!(target_endian = "big") || !aligned {
         return Ok(None);
     }
