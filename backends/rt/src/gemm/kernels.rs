@@ -294,7 +294,27 @@ unsafe fn avx512<const R: usize, const PACKED: bool>(t: &Tile) {
             b = b.add(t.ldb);
         }
     }
-    // Spill through a constant-indexed array so the accumulators stay in registers above.
+    if t.cols == 32 && t.cs_c == 1 {
+        // A full tile goes from the registers to C. Spilling it to the stack first (which
+        // was not 64-byte aligned, so every store split a cache line) and reading it back
+        // cost about 1% of a 1024³ product.
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: row i < R lies in the tile, with 32 contiguous columns.
+            unsafe {
+                let c = t.c.offset(i as isize * t.rs_c);
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if t.load_c {
+                    v0 = _mm512_add_ps(_mm512_loadu_ps(c), v0);
+                    v1 = _mm512_add_ps(_mm512_loadu_ps(c.add(16)), v1);
+                }
+                _mm512_storeu_ps(c, v0);
+                _mm512_storeu_ps(c.add(16), v1);
+            }
+        }
+        return;
+    }
+    // Edge tiles spill through a constant-indexed array so the accumulators stay in
+    // registers above.
     let mut out = [[0f32; 32]; R];
     for (row, acc) in out.iter_mut().zip(&acc) {
         // SAFETY: each row of `out` holds 32 floats.
@@ -304,34 +324,20 @@ unsafe fn avx512<const R: usize, const PACKED: bool>(t: &Tile) {
         }
     }
     // SAFETY: the CPU supports AVX-512F (checked by the caller); the tile is valid.
-    unsafe { avx512_store(t, out.as_flattened()) };
+    unsafe { avx512_edge(t, out.as_flattened()) };
 }
 
-/// Writes a finished AVX-512 tile (`rows × 32`, row-major in `out`) to C.
+/// Writes a finished AVX-512 edge tile (`rows × 32`, row-major in `out`; fewer than 32
+/// live columns or strided ones) to C.
 ///
 /// # Safety
 /// As for [`avx512`]; `out` holds the live rows.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
 #[inline(never)]
-unsafe fn avx512_store(t: &Tile, out: &[f32]) {
+unsafe fn avx512_edge(t: &Tile, out: &[f32]) {
     for (i, row) in out.chunks_exact(32).enumerate() {
-        // SAFETY: row i lies in the tile; the vector path needs 32 contiguous columns.
-        unsafe {
-            let c = t.c.offset(i as isize * t.rs_c);
-            if t.cols == 32 && t.cs_c == 1 {
-                let mut v0 = _mm512_loadu_ps(row.as_ptr());
-                let mut v1 = _mm512_loadu_ps(row.as_ptr().add(16));
-                if t.load_c {
-                    v0 = _mm512_add_ps(_mm512_loadu_ps(c), v0);
-                    v1 = _mm512_add_ps(_mm512_loadu_ps(c.add(16)), v1);
-                }
-                _mm512_storeu_ps(c, v0);
-                _mm512_storeu_ps(c.add(16), v1);
-            } else {
-                store_row_scalar(t, c, row);
-            }
-        }
+        // SAFETY: row i lies in the tile.
+        unsafe { store_row_scalar(t, t.c.offset(i as isize * t.rs_c), row) };
     }
 }
 
