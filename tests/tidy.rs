@@ -138,7 +138,9 @@ fn no_orphan_modules() {
 /// Dependencies point down DESIGN.md's table: ir imports no kiln crate; the frontend,
 /// passes and the kernel layer import only kiln-ir; the runtime adds the kernel layer whose
 /// calls it carries out; the CPU backend adds the runtime it runs on, and no other backend;
-/// the runtime's static library packages the runtime and nothing else.
+/// the GPU backend imports the kernel layer and no other backend (its PTX interpreter only
+/// as a dev-dependency, see below), and the interpreter imports no kiln crate; the
+/// runtime's static library packages the runtime and nothing else.
 #[test]
 fn dependency_edges_point_down() {
     let allowed: &[(&str, &[&str])] = &[
@@ -149,6 +151,8 @@ fn dependency_edges_point_down() {
         ("backends/rt", &["kiln-ir", "kiln-kernel"]),
         ("backends/rt-static", &["kiln-rt"]),
         ("backends/cpu", &["kiln-ir", "kiln-kernel", "kiln-rt"]),
+        ("backends/cuda", &["kiln-ir", "kiln-kernel", "kiln-ptx-emu"]),
+        ("backends/cuda/emu", &[]),
     ];
     for (dir, ok) in allowed {
         let toml =
@@ -166,6 +170,32 @@ fn dependency_edges_point_down() {
                 "{dir} depends on {d}, which ARCHITECTURE.md forbids"
             );
         }
+    }
+}
+
+/// The PTX interpreter is test tooling: only the GPU backend's tests may use it, so no
+/// crate links it as a normal dependency and nothing it does can reach kiln or an
+/// artifact.
+#[test]
+fn the_ptx_interpreter_is_only_a_dev_dependency() {
+    for dir in [
+        ".",
+        "backends/cuda",
+        "backends/cpu",
+        "backends/rt",
+        "backends/rt-static",
+    ] {
+        let toml =
+            fs::read_to_string(root().join(dir).join("Cargo.toml")).expect("member manifest");
+        let normal = toml.split("[dev-dependencies]").next().unwrap_or_default();
+        let normal = normal
+            .split("[build-dependencies]")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            !normal.contains("kiln-ptx-emu"),
+            "{dir}/Cargo.toml links kiln-ptx-emu outside [dev-dependencies]"
+        );
     }
 }
 

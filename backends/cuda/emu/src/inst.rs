@@ -1,0 +1,232 @@
+//! The typed instruction form the parser produces and the interpreter runs:
+//! opcodes, types and operands are enums and indices, never strings, so
+//! execution does no text handling.
+
+use crate::types::Type;
+
+/// Index of a register in its entry's register table.
+pub(crate) type Reg = u32;
+
+/// The special registers the dialect reads (all `.u32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Special {
+    Tid(usize),
+    Ntid(usize),
+    Ctaid(usize),
+    Nctaid(usize),
+}
+
+/// A source operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Src {
+    Reg(Reg),
+    /// Raw bits, already truncated to the instruction type's width.
+    Imm(u64),
+    Special(Special),
+}
+
+/// A global address `[%rdN+offset]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Addr {
+    pub base: Reg,
+    pub offset: i64,
+}
+
+/// Two-operand integer and bitwise operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IntOp {
+    Add,
+    Sub,
+    MulLo,
+    MulHi,
+    Div,
+    Rem,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    Shl,
+    Shr,
+}
+
+/// One-operand integer and bitwise operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IntUn {
+    Neg,
+    Abs,
+    Not,
+}
+
+/// Two-operand float operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FloatOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Min,
+    Max,
+    MinNaN,
+    MaxNaN,
+    /// PTX order: `copysign d, a, b` has b's magnitude and a's sign.
+    Copysign,
+}
+
+/// One-operand float operations; the `.approx` ones are modelled exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FloatUn {
+    Neg,
+    Abs,
+    Sqrt,
+    Rcp,
+    Rsqrt,
+    Ex2,
+    Lg2,
+    Sin,
+    Cos,
+    Tanh,
+}
+
+/// `setp` comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Equ,
+    Neu,
+    Ltu,
+    Leu,
+    Gtu,
+    Geu,
+    Num,
+    Nan,
+}
+
+/// Integer rounding modes of `cvt` (`.rzi`, `.rni`, `.rmi`, `.rpi`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IntRound {
+    Zero,
+    NearestEven,
+    Down,
+    Up,
+}
+
+/// The conversion a `cvt` performs, decided at parse time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cvt {
+    IntInt { dst: Type, src: Type, sat: bool },
+    FloatInt { dst: Type, src: Type, rnd: IntRound },
+    IntFloat { dst: Type, src: Type },
+    F32ToF64,
+    F64ToF32,
+    RoundIntegral { ty: Type, rnd: IntRound },
+    F32ToF16,
+    F16ToF32,
+    F32ToBf16,
+    Bf16ToF32,
+}
+
+/// The operation of one instruction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Op {
+    Mov {
+        d: Reg,
+        a: Src,
+    },
+    LdParam {
+        d: Reg,
+        param: usize,
+    },
+    Ld {
+        ty: Type,
+        d: Reg,
+        addr: Addr,
+    },
+    St {
+        ty: Type,
+        addr: Addr,
+        a: Src,
+    },
+    Int {
+        op: IntOp,
+        ty: Type,
+        d: Reg,
+        a: Src,
+        b: Src,
+    },
+    IntUn {
+        op: IntUn,
+        ty: Type,
+        d: Reg,
+        a: Src,
+    },
+    MulWide {
+        ty: Type,
+        d: Reg,
+        a: Src,
+        b: Src,
+    },
+    Mad {
+        ty: Type,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    Float {
+        op: FloatOp,
+        ty: Type,
+        d: Reg,
+        a: Src,
+        b: Src,
+    },
+    FloatUn {
+        op: FloatUn,
+        ty: Type,
+        d: Reg,
+        a: Src,
+    },
+    Fma {
+        ty: Type,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    Selp {
+        d: Reg,
+        a: Src,
+        b: Src,
+        p: Src,
+    },
+    Setp {
+        cmp: Cmp,
+        ty: Type,
+        d: Reg,
+        a: Src,
+        b: Src,
+    },
+    Cvt {
+        cvt: Cvt,
+        d: Reg,
+        a: Src,
+    },
+    Bra {
+        target: usize,
+    },
+    Exit,
+}
+
+/// One instruction with its guard and source line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Inst {
+    /// `@%p` (true) or `@!%p` (false).
+    pub guard: Option<(Reg, bool)>,
+    pub op: Op,
+    pub line: u32,
+}

@@ -1,0 +1,393 @@
+//! Float operations: the IEEE ones as single PTX instructions, the transcendental ones
+//! from the hardware's `ex2`/`lg2`/`sin`/`cos` approximations, following the interpreter's
+//! formulas (the same branches for sigmoid, the same order of products for GELU).
+
+use crate::cx::Cx;
+use crate::expr::{comparison, select, unsupported_unary, Val};
+use crate::ptx::{f32_imm, f64_imm, Class, Reg};
+use crate::EmitError;
+use kiln_ir::{BinaryOp, DType, UnaryOp};
+
+/// Instruction emission for one float width.
+struct F<'c, 'p> {
+    cx: &'c mut Cx<'p>,
+    ty: &'static str,
+    class: Class,
+}
+
+impl F<'_, '_> {
+    fn new<'c, 'p>(cx: &'c mut Cx<'p>, d: DType) -> F<'c, 'p> {
+        let (ty, class) = if d == DType::F64 {
+            ("f64", Class::F64)
+        } else {
+            ("f32", Class::F32)
+        };
+        F { cx, ty, class }
+    }
+
+    fn imm(&self, v: f64) -> String {
+        if self.class == Class::F64 {
+            f64_imm(v)
+        } else {
+            f32_imm(v as f32)
+        }
+    }
+
+    fn c(&mut self, v: f64) -> Reg {
+        let imm = self.imm(v);
+        let r = self.cx.e.reg(self.class);
+        self.cx.e.op(format!("mov.{} {r}, {imm}", self.ty));
+        r
+    }
+
+    /// `op.TY d, a…` with the operands given.
+    fn op(&mut self, op: &str, args: &[Reg]) -> Reg {
+        let r = self.cx.e.reg(self.class);
+        let args: Vec<String> = args.iter().map(Reg::to_string).collect();
+        self.cx
+            .e
+            .op(format!("{op}.{} {r}, {}", self.ty, args.join(", ")));
+        r
+    }
+
+    fn add(&mut self, a: Reg, b: Reg) -> Reg {
+        self.op("add.rn", &[a, b])
+    }
+    fn sub(&mut self, a: Reg, b: Reg) -> Reg {
+        self.op("sub.rn", &[a, b])
+    }
+    fn mul(&mut self, a: Reg, b: Reg) -> Reg {
+        self.op("mul.rn", &[a, b])
+    }
+    fn div(&mut self, a: Reg, b: Reg) -> Reg {
+        self.op("div.rn", &[a, b])
+    }
+
+    /// Rounds to an integral value in the same type (`rmi` floor, `rpi` ceil, `rni` to
+    /// nearest even).
+    fn round(&mut self, mode: &str, x: Reg) -> Reg {
+        let r = self.cx.e.reg(self.class);
+        self.cx
+            .e
+            .op(format!("cvt.{mode}.{0}.{0} {r}, {x}", self.ty));
+        r
+    }
+
+    fn setp(&mut self, cmp: &str, a: Reg, b: Reg) -> Reg {
+        let p = self.cx.e.reg(Class::Pred);
+        self.cx
+            .e
+            .op(format!("setp.{cmp}.{} {p}, {a}, {b}", self.ty));
+        p
+    }
+
+    fn f32_only(&self, u: UnaryOp) -> Result<(), EmitError> {
+        if self.class == Class::F64 {
+            Err(unsupported_unary(u, DType::F64))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `eˣ` as `2^(x·log2 e)`.
+    fn exp(&mut self, x: Reg) -> Reg {
+        let k = self.c(std::f64::consts::LOG2_E);
+        let t = self.mul(x, k);
+        self.op("ex2.approx", &[t])
+    }
+
+    /// `1 / (1 + e⁻ˣ)` for x ≥ 0, `eˣ / (1 + eˣ)` below, as the interpreter branches.
+    fn sigmoid(&mut self, x: Reg) -> Result<Reg, EmitError> {
+        let (one, zero) = (self.c(1.0), self.c(0.0));
+        let nx = self.op("neg", &[x]);
+        let en = self.exp(nx);
+        let dn = self.add(one, en);
+        let pos = self.div(one, dn);
+        let ep = self.exp(x);
+        let dp = self.add(one, ep);
+        let neg = self.div(ep, dp);
+        let ge = self.setp("ge", x, zero);
+        select(self.cx, ge, pos, neg)
+    }
+
+    /// `tanh x = sign(x) · (1 - e^(-2|x|)) / (1 + e^(-2|x|))`, which neither overflows nor
+    /// loses the relative precision of large arguments.
+    fn tanh(&mut self, x: Reg) -> Reg {
+        let a = self.op("abs", &[x]);
+        let k = self.c(-2.0 * std::f64::consts::LOG2_E);
+        let t = self.mul(a, k);
+        let e = self.op("ex2.approx", &[t]);
+        let one = self.c(1.0);
+        let (n, d) = (self.sub(one, e), self.add(one, e));
+        let q = self.div(n, d);
+        // PTX's copysign takes the sign from its first operand.
+        self.op("copysign", &[x, q])
+    }
+
+    /// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), odd in x.
+    fn erf(&mut self, x: Reg) -> Reg {
+        const P: f64 = 0.327_591_1;
+        const A: [f64; 5] = [
+            0.254_829_592,
+            -0.284_496_736,
+            1.421_413_741,
+            -1.453_152_027,
+            1.061_405_429,
+        ];
+        let a = self.op("abs", &[x]);
+        let (p, one) = (self.c(P), self.c(1.0));
+        let pa = self.mul(p, a);
+        let d = self.add(one, pa);
+        let t = self.div(one, d);
+        let mut poly = self.c(A[4]);
+        for &coef in A[..4].iter().rev() {
+            let k = self.c(coef);
+            let m = self.mul(poly, t);
+            poly = self.add(m, k);
+        }
+        poly = self.mul(poly, t);
+        let a2 = self.mul(a, a);
+        let na2 = self.op("neg", &[a2]);
+        let e = self.exp(na2);
+        let pe = self.mul(poly, e);
+        let y = self.sub(one, pe);
+        self.op("copysign", &[x, y])
+    }
+}
+
+impl F<'_, '_> {
+    /// C's `fmod`: `x - trunc(x / y) * y`, the product and difference fused into one
+    /// rounding.
+    fn fmod(&mut self, x: Reg, y: Reg) -> Result<Reg, EmitError> {
+        let q = self.div(x, y);
+        let t = self.round("rzi", q);
+        let nt = self.op("neg", &[t]);
+        let r = self.op("fma.rn", &[nt, y, x]);
+        // fmod keeps the dividend's sign, zeros included; a finite dividend over an
+        // infinite divisor is itself (the product above would be 0 · ∞).
+        let r = self.op("copysign", &[x, r]);
+        let (ay, ax, inf) = (
+            self.op("abs", &[y]),
+            self.op("abs", &[x]),
+            self.c(f64::INFINITY),
+        );
+        let (y_inf, x_fin) = (self.setp("eq", ay, inf), self.setp("lt", ax, inf));
+        let e = &mut self.cx.e;
+        let keep = e.reg(Class::Pred);
+        e.op(format!("and.pred {keep}, {y_inf}, {x_fin}"));
+        select(self.cx, keep, x, r)
+    }
+
+    /// Python's `%` from `fmod`: a non-zero remainder whose sign differs from the divisor's
+    /// moves by one divisor.
+    fn python_mod(&mut self, r: Reg, y: Reg) -> Result<Reg, EmitError> {
+        let zero = self.c(0.0);
+        let (rn, yn, nz) = (
+            self.setp("lt", r, zero),
+            self.setp("lt", y, zero),
+            self.setp("ne", r, zero),
+        );
+        let e = &mut self.cx.e;
+        let (differ, fix) = (e.reg(Class::Pred), e.reg(Class::Pred));
+        e.op(format!("xor.pred {differ}, {rn}, {yn}"));
+        e.op(format!("and.pred {fix}, {differ}, {nz}"));
+        let moved = self.add(r, y);
+        select(self.cx, fix, moved, r)
+    }
+
+    /// Whether the sign bit of `x` is set (negative numbers, -0 and negative NaNs).
+    fn sign_bit(&mut self, x: Reg) -> Reg {
+        let e = &mut self.cx.e;
+        let (bits, p) = (e.reg(Class::B32), e.reg(Class::Pred));
+        e.op(format!("mov.b32 {bits}, {x}"));
+        e.op(format!("setp.lt.s32 {p}, {bits}, 0"));
+        p
+    }
+
+    /// `x^y` as `2^(y · log2|x|)`, with `powf`'s special cases: `x^0 = 1` and `1^y = 1`
+    /// (NaN included), a negative base only to an integral power (its sign by the power's
+    /// parity), NaN otherwise.
+    fn pow(&mut self, x: Reg, y: Reg) -> Result<Reg, EmitError> {
+        let a = self.op("abs", &[x]);
+        let l = self.op("lg2.approx", &[a]);
+        let t = self.mul(y, l);
+        let r = self.op("ex2.approx", &[t]);
+        let yi = self.round("rni", y);
+        let integral = self.setp("eq", yi, y);
+        let half = self.c(0.5);
+        let h = self.mul(y, half);
+        let hf = self.round("rmi", h);
+        let odd_half = self.setp("ne", hf, h);
+        let negative = self.sign_bit(x);
+        let e = &mut self.cx.e;
+        let (odd, flip, bad) = (e.reg(Class::Pred), e.reg(Class::Pred), e.reg(Class::Pred));
+        e.op(format!("and.pred {odd}, {integral}, {odd_half}"));
+        e.op(format!("and.pred {flip}, {negative}, {odd}"));
+        let nr = self.op("neg", &[r]);
+        let signed = select(self.cx, flip, nr, r)?;
+        // A negative base (not -0, whose powers are signed zeros or infinities) needs an
+        // integral power.
+        let zero = self.c(0.0);
+        let below = self.setp("lt", x, zero);
+        let e = &mut self.cx.e;
+        let not_integral = e.reg(Class::Pred);
+        e.op(format!("not.pred {not_integral}, {integral}"));
+        e.op(format!("and.pred {bad}, {below}, {not_integral}"));
+        let nan = self.c(f64::NAN);
+        let checked = select(self.cx, bad, nan, signed)?;
+        let one = self.c(1.0);
+        let (y0, x1) = (self.setp("eq", y, zero), self.setp("eq", x, one));
+        let e = &mut self.cx.e;
+        let unit = e.reg(Class::Pred);
+        e.op(format!("or.pred {unit}, {y0}, {x1}"));
+        select(self.cx, unit, one, checked)
+    }
+}
+
+/// A unary op on an f32 or f64 value.
+pub(crate) fn float_unary(cx: &mut Cx, u: UnaryOp, a: Val) -> Result<Reg, EmitError> {
+    use UnaryOp::*;
+    let x = a.reg;
+    let mut f = F::new(cx, a.dtype);
+    Ok(match u {
+        Abs => f.op("abs", &[x]),
+        Neg => f.op("neg", &[x]),
+        Floor => f.round("rmi", x),
+        Ceil => f.round("rpi", x),
+        Round => f.round("rni", x),
+        Sqrt => f.op("sqrt.rn", &[x]),
+        Reciprocal => f.op("rcp.rn", &[x]),
+        // The interpreter takes the square root, then its reciprocal.
+        Rsqrt => {
+            let s = f.op("sqrt.rn", &[x]);
+            f.op("rcp.rn", &[s])
+        }
+        Relu => {
+            let zero = f.c(0.0);
+            let lt = f.setp("lt", x, zero);
+            select(f.cx, lt, zero, x)?
+        }
+        Sign => {
+            let (zero, one, minus) = (f.c(0.0), f.c(1.0), f.c(-1.0));
+            let keep = f.mul(x, zero);
+            let (gt, lt) = (f.setp("gt", x, zero), f.setp("lt", x, zero));
+            let low = select(f.cx, lt, minus, keep)?;
+            select(f.cx, gt, one, low)?
+        }
+        IsNan => f.setp("nan", x, x),
+        IsInf => {
+            let (ax, inf) = (f.op("abs", &[x]), f.c(f64::INFINITY));
+            f.setp("eq", ax, inf)
+        }
+        IsPosInf => {
+            let inf = f.c(f64::INFINITY);
+            f.setp("eq", x, inf)
+        }
+        IsNegInf => {
+            let inf = f.c(f64::NEG_INFINITY);
+            f.setp("eq", x, inf)
+        }
+        _ => {
+            f.f32_only(u)?;
+            transcendental(&mut f, u, x)?
+        }
+    })
+}
+
+fn transcendental(f: &mut F, u: UnaryOp, x: Reg) -> Result<Reg, EmitError> {
+    use UnaryOp::*;
+    Ok(match u {
+        Exp => f.exp(x),
+        Log => {
+            let l = f.op("lg2.approx", &[x]);
+            let k = f.c(std::f64::consts::LN_2);
+            f.mul(l, k)
+        }
+        Sin => f.op("sin.approx", &[x]),
+        Cos => f.op("cos.approx", &[x]),
+        Tan => {
+            let (s, c) = (f.op("sin.approx", &[x]), f.op("cos.approx", &[x]));
+            f.div(s, c)
+        }
+        Sinh | Cosh => {
+            let nx = f.op("neg", &[x]);
+            let (ep, en) = (f.exp(x), f.exp(nx));
+            let s = if u == Sinh {
+                f.sub(ep, en)
+            } else {
+                f.add(ep, en)
+            };
+            let half = f.c(0.5);
+            f.mul(s, half)
+        }
+        Tanh => f.tanh(x),
+        Erf => f.erf(x),
+        Sigmoid => f.sigmoid(x)?,
+        Silu => {
+            let s = f.sigmoid(x)?;
+            f.mul(x, s)
+        }
+        Gelu => {
+            let root2 = f.c(std::f64::consts::SQRT_2);
+            let scaled = f.div(x, root2);
+            let e = f.erf(scaled);
+            let one = f.c(1.0);
+            let e1 = f.add(e, one);
+            let xe = f.mul(x, e1);
+            let half = f.c(0.5);
+            f.mul(xe, half)
+        }
+        GeluTanh => {
+            let (k0, k1) = (f.c(0.797_884_560_802_865_4), f.c(0.044_715));
+            let x2 = f.mul(x, x);
+            let x3 = f.mul(x2, x);
+            let t = f.mul(k1, x3);
+            let s = f.add(x, t);
+            let inner = f.mul(k0, s);
+            let th = f.tanh(inner);
+            let one = f.c(1.0);
+            let t1 = f.add(th, one);
+            let half = f.c(0.5);
+            let xh = f.mul(x, half);
+            f.mul(xh, t1)
+        }
+        _ => return Err(unsupported_unary(u, DType::F32)),
+    })
+}
+
+/// A binary op on two f32 or two f64 values.
+pub(crate) fn float_binary(cx: &mut Cx, b: BinaryOp, x: Val, y: Val) -> Result<Reg, EmitError> {
+    use BinaryOp::*;
+    let (a, c) = (x.reg, y.reg);
+    let mut f = F::new(cx, x.dtype);
+    if let Some(cmp) = comparison(b) {
+        return Ok(f.setp(cmp, a, c));
+    }
+    Ok(match b {
+        Add => f.add(a, c),
+        Sub => f.sub(a, c),
+        Mul => f.mul(a, c),
+        Div => f.div(a, c),
+        Min | Max if f.class == Class::F32 => {
+            let op = if b == Min { "min.NaN" } else { "max.NaN" };
+            f.op(op, &[a, c])
+        }
+        Min | Max => {
+            let op = if b == Min { "min" } else { "max" };
+            let m = f.op(op, &[a, c]);
+            let nan = f.setp("nan", a, c);
+            let q = f.c(f64::NAN);
+            select(f.cx, nan, q, m)?
+        }
+        Fmod | Mod if f.class == Class::F32 => {
+            let r = f.fmod(a, c)?;
+            if b == Mod {
+                f.python_mod(r, c)?
+            } else {
+                r
+            }
+        }
+        Pow if f.class == Class::F32 => f.pow(a, c)?,
+        _ => return Err(EmitError::Unsupported(format!("{b:?} on {}", x.dtype))),
+    })
+}

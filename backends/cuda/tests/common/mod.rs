@@ -1,0 +1,285 @@
+//! Graphs the backend's tests compile with their symbols free, and how to find ptxas.
+//!
+//! Each graph covers a family of kernels the description holds: elementwise chains with
+//! transcendental functions, broadcasts, transposes and slices (strided loads), reductions,
+//! row kernels (softmax, layer and RMS norm), gathers with negative indices, integer and
+//! boolean arithmetic, casts, and index sequences.
+
+#![allow(dead_code)]
+
+use kiln_cuda::Module;
+use kiln_ir::{parse, Bindings, Graph, Tensor};
+use kiln_kernel::fuse_loops::fuse_loops;
+use kiln_kernel::kernel::{BufferKind, Program};
+use kiln_kernel::schedule::schedule;
+use kiln_ptx_emu as emu;
+use std::path::PathBuf;
+
+/// A test graph: its name, its text, and a binding of its symbols to run it at.
+pub type Case = (&'static str, &'static str, &'static [(&'static str, i64)]);
+
+/// The test graphs.
+pub const GRAPHS: &[Case] = &[
+    (
+        "elementwise",
+        "graph @g(%x: f32[n], %y: f32[n]) -> (f32[n], f32[n], f32[n]) {
+            %a = exp %x
+            %b = mul %a, %y
+            %c = tanh %b
+            %d = sigmoid %x
+            %e = add %c, %d
+            %f = gelu %y
+            %g = erf %x
+            %h = div %f, %e
+            %i = sqrt %a
+            %j = max %h, %i
+            %k = relu %g
+            %l = neg %k
+            return %j, %l, %e
+        }",
+        &[("n", 1000)],
+    ),
+    (
+        "broadcast",
+        "graph @g(%x: f32[b, s], %y: f32[s], %z: f32[b, 1]) -> f32[b, s] {
+            %a = add %x, %y
+            %c = sub %a, %z
+            %d = floor %c
+            return %d
+        }",
+        &[("b", 3), ("s", 70)],
+    ),
+    (
+        "transpose",
+        "graph @g(%x: f32[m, n]) -> f32[n, m] {
+            %t = transpose %x {perm=[1, 0]}
+            %u = abs %t
+            return %u
+        }",
+        &[("m", 17), ("n", 9)],
+    ),
+    (
+        "reduce",
+        "graph @g(%x: f32[m, n]) -> (f32[m], f32[n], f32[m, 1]) {
+            %s = reduce_sum %x {axes=[1], keep_dims=false}
+            %t = reduce_max %x {axes=[0], keep_dims=false}
+            %u = reduce_mean %x {axes=[1], keep_dims=true}
+            return %s, %t, %u
+        }",
+        &[("m", 5), ("n", 33)],
+    ),
+    (
+        "softmax",
+        "graph @g(%x: f32[b, s]) -> f32[b, s] {
+            %y = softmax %x {axis=1}
+            return %y
+        }",
+        &[("b", 4), ("s", 50)],
+    ),
+    (
+        "norms",
+        "graph @g(%x: f32[b, d], %s: f32[d], %h: f32[d]) -> (f32[b, d], f32[b, d]) {
+            %y = layer_norm %x, %s, %h {epsilon=1e-5}
+            %z = rms_norm %x, %s {epsilon=1e-6}
+            return %y, %z
+        }",
+        &[("b", 6), ("d", 40)],
+    ),
+    (
+        "gather",
+        "graph @g(%t: f32[v, d], %i: i64[n]) -> f32[n, d] {
+            %y = gather %t, %i {axis=0}
+            return %y
+        }",
+        &[("v", 11), ("d", 7), ("n", 13)],
+    ),
+    (
+        "integers",
+        "graph @g(%a: i64[n], %b: i64[n], %x: f32[n]) -> (i64[n], i64[n], bool[n], f32[n], i32[n]) {
+            %q = div %a, %b
+            %r = mod %a, %b
+            %c = greater %a, %b
+            %f = cast %a {to=f32}
+            %w = where %c, %f, %x
+            %k = cast %x {to=i32}
+            return %q, %r, %c, %w, %k
+        }",
+        &[("n", 64)],
+    ),
+    (
+        "movement",
+        "graph @g(%x: f32[b, s], %y: f32[b, 3]) -> (f32[b, s+3], f32[b, 2]) {
+            %c = concat %x, %y {axis=1}
+            %s = slice %y {axes=[1], starts=[1], ends=[3], steps=[1]}
+            return %c, %s
+        }",
+        &[("b", 2), ("s", 5)],
+    ),
+];
+
+/// The graph parsed, scheduled with every symbol left free, and loop-fused, as the CPU
+/// backend prepares it.
+pub fn program(text: &str) -> (Graph, Program) {
+    let g = parse(text).unwrap_or_else(|e| panic!("test graph does not parse: {e}"));
+    let mut p = schedule(&g, &Bindings::new()).unwrap_or_else(|e| panic!("schedule: {e}"));
+    fuse_loops(&mut p);
+    (g, p)
+}
+
+/// ptxas: `KILN_PTXAS`, else the one in the `nvidia-cuda-nvcc-cu12` wheel that `python3`
+/// imports; `Err` says why there is none.
+pub fn ptxas() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("KILN_PTXAS") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("KILN_PTXAS={} is not a file", p.display()))
+        };
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import nvidia.cuda_nvcc as m; print(list(m.__path__)[0])",
+        ])
+        .output()
+        .map_err(|e| format!("python3 not runnable ({e})"))?;
+    if !out.status.success() {
+        return Err("python3 cannot import nvidia.cuda_nvcc (pip install nvidia-cuda-nvcc-cu12, or set KILN_PTXAS)".into());
+    }
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let p = PathBuf::from(dir).join("bin/ptxas");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{} is missing", p.display()))
+    }
+}
+
+/// A deterministic generator of test inputs.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Random inputs at `bindings`: floats in [-3, 3), integers in [-5, 5].
+pub fn inputs(g: &Graph, bindings: &Bindings, seed: u64) -> Vec<Tensor> {
+    let mut rng = Lcg(seed);
+    g.inputs
+        .iter()
+        .map(|(_, v)| {
+            let ty = g.value_type(*v);
+            let shape: Vec<usize> = (ty.shape.iter())
+                .map(|d| d.eval(bindings).expect("bound") as usize)
+                .collect();
+            let n: usize = shape.iter().product();
+            let values: Vec<f64> = (0..n)
+                .map(|_| match ty.dtype {
+                    d if d.is_float() => rng.next() * 6.0 - 3.0,
+                    _ => (rng.next() * 11.0).floor() - 5.0,
+                })
+                .collect();
+            Tensor::from_vec(values, &shape).unwrap().cast(ty.dtype)
+        })
+        .collect()
+}
+
+/// Runs every launch of `module` on `inputs` (temporaries start as NaN bytes, so a
+/// kernel reading one before it is written shows up); returns the outputs and the status
+/// word.
+pub fn run(
+    module: &Module,
+    program: &Program,
+    bindings: &Bindings,
+    inputs: &[Tensor],
+    shapes: &[Vec<usize>],
+) -> (Vec<Tensor>, u32) {
+    let ptx = emu::Module::parse(&module.ptx)
+        .unwrap_or_else(|e| panic!("emulator rejects the module: {e}"));
+    let mut mem = emu::Memory::new();
+    let bytes = program.buffer_bytes(bindings).expect("sizes");
+    let addrs: Vec<u64> = (program.buffers.iter().zip(&bytes))
+        .map(|(b, &n)| {
+            if matches!(b.kind, BufferKind::Iota) {
+                return 0;
+            }
+            let a = mem.alloc(n.max(1));
+            let data = match &b.kind {
+                BufferKind::Input(k) => inputs[*k].to_le_bytes(),
+                BufferKind::Const(t) => t.to_le_bytes(),
+                _ => vec![0xFF; n],
+            };
+            mem.write(a, &data).unwrap();
+            a
+        })
+        .collect();
+    let status = mem.alloc(4);
+    let symbols = program.symbol_values(bindings).expect("every symbol bound");
+    for l in &module.launches {
+        let mut params: Vec<emu::Param> = l
+            .buffers
+            .iter()
+            .map(|&b| emu::Param::U64(addrs[b]))
+            .collect();
+        params.extend(symbols.iter().map(|&s| emu::Param::S64(s)));
+        if l.status {
+            params.push(emu::Param::U64(status));
+        }
+        let (grid, block) = l.geometry(bindings).expect("geometry");
+        ptx.launch(
+            &mut mem,
+            &l.entry,
+            grid,
+            block,
+            &params,
+            &emu::Limits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", l.entry));
+    }
+    let outputs = (program.outputs.iter().zip(shapes))
+        .map(|(&b, shape)| {
+            let data = mem.read(addrs[b], bytes[b]).unwrap();
+            Tensor::from_le_bytes(program.buffers[b].dtype, shape, &data).unwrap()
+        })
+        .collect();
+    let word = mem.read_u32s(status, 1).unwrap()[0];
+    (outputs, word)
+}
+
+/// Whether `got` is within 1e-3 relative / 1e-5 absolute of `want` (exact for integers;
+/// NaN matches NaN, infinities match exactly).
+pub fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.dtype() != want.dtype() || got.shape() != want.shape() {
+        return Err(format!(
+            "{:?}{:?} vs {:?}{:?}",
+            got.dtype(),
+            got.shape(),
+            want.dtype(),
+            want.shape()
+        ));
+    }
+    let exact = !want.dtype().is_float();
+    for (i, (g, w)) in got
+        .to_f64_vec()
+        .into_iter()
+        .zip(want.to_f64_vec())
+        .enumerate()
+    {
+        let ok = if exact || g.is_infinite() || w.is_infinite() {
+            g == w
+        } else {
+            (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 + 1e-3 * w.abs()
+        };
+        if !ok {
+            return Err(format!("element {i}: {g} vs {w}"));
+        }
+    }
+    Ok(())
+}

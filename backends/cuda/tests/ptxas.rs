@@ -1,0 +1,64 @@
+//! Every module the backend emits for the test graphs assembles with ptxas for sm_80 and
+//! sm_90. Where ptxas is not installed the test says so and checks nothing else.
+
+mod common;
+
+use kiln_cuda::{emit, Target};
+use std::process::Command;
+
+#[test]
+fn every_test_graph_assembles_for_sm80_and_sm90() {
+    let ptxas = match common::ptxas() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIPPED: ptxas not found: {why}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("kiln-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text, _) in common::GRAPHS {
+        let (_, program) = common::program(text);
+        for target in [Target::Sm80, Target::Sm90] {
+            let module = emit(&program, target).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let path = dir.join(format!("{name}.{}.ptx", target.name()));
+            std::fs::write(&path, &module.ptx).unwrap();
+            let out = Command::new(&ptxas)
+                .arg(format!("-arch={}", target.name()))
+                .arg("-o")
+                .arg(dir.join("out.cubin"))
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} ({}): ptxas failed:\n{}\n{}",
+                target.name(),
+                String::from_utf8_lossy(&out.stderr),
+                numbered(&module.ptx)
+            );
+        }
+    }
+    // The check can fail: ptxas rejects an instruction that does not exist.
+    let bad = dir.join("bad.ptx");
+    std::fs::write(&bad, ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n\tfrobnicate.f32;\n}\n").unwrap();
+    let out = Command::new(&ptxas)
+        .arg("-arch=sm_80")
+        .arg("-o")
+        .arg(dir.join("bad.cubin"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "ptxas accepted an unknown instruction"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The module with line numbers, to read ptxas's errors against.
+fn numbered(ptx: &str) -> String {
+    (ptx.lines().enumerate())
+        .map(|(i, l)| format!("{:4} {l}\n", i + 1))
+        .collect()
+}
