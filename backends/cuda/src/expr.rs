@@ -104,7 +104,7 @@ fn node_value(
         ExprNode::Const(c) => constant(cx, *c, dtype)?,
         ExprNode::Unary(u, a) => unary(cx, *u, vals[*a], dtype)?,
         ExprNode::Binary(b, x, y) => binary(cx, *b, vals[*x], vals[*y], dtype)?,
-        ExprNode::Where(c, a, b) => select(cx, vals[*c].reg, vals[*a].reg, vals[*b].reg)?,
+        ExprNode::Where(c, a, b) => select(cx, vals[*c].reg, vals[*a].reg, vals[*b].reg),
         ExprNode::Cast(a) => return convert(cx, vals[*a], dtype),
         ExprNode::Bitcast(a) => bitcast(cx, vals[*a], dtype)?,
         ExprNode::Acc => return env.acc.ok_or_else(|| missing("an accumulator")),
@@ -371,6 +371,7 @@ fn int_binary(cx: &mut Cx, b: BinaryOp, x: Val, y: Val, dtype: DType) -> Result<
         BitXor => e.op(format!("xor.b64 {r}, {a}, {c}")),
         Div | Mod | Fmod => return division(cx, b, x, y, dtype),
         ShiftLeft | ShiftRight => return shift(cx, b, a, c, dtype),
+        Pow => return Ok(int_pow(cx, a, c, dtype)),
         _ => return Err(unsupported_binary(b, x.dtype)),
     }
     Ok(wrap(cx, r, dtype))
@@ -446,6 +447,42 @@ fn division(cx: &mut Cx, b: BinaryOp, x: Val, y: Val, dtype: DType) -> Result<Re
     Ok(wrap(cx, out, dtype))
 }
 
+/// `x^e` by squaring with wrapping products (the low bits of a 64-bit product are the
+/// narrower type's product); a negative exponent gives 0 unless |x| = 1, as the
+/// interpreter's `int_pow` defines it.
+fn int_pow(cx: &mut Cx, x: Reg, e: Reg, dtype: DType) -> Reg {
+    let b = &mut cx.e;
+    let [acc, base, n, bit] = [0; 4].map(|_| b.reg(Class::B64));
+    b.op(format!("mov.s64 {acc}, 1"));
+    b.op(format!("mov.s64 {base}, {x}"));
+    b.op(format!("mov.s64 {n}, {e}"));
+    let (top, end) = (b.label(), b.label());
+    let (done, odd) = (b.reg(Class::Pred), b.reg(Class::Pred));
+    b.place(&top);
+    b.op(format!("setp.le.s64 {done}, {n}, 0"));
+    b.op(format!("@{done} bra {end}"));
+    b.op(format!("and.b64 {bit}, {n}, 1"));
+    b.op(format!("setp.ne.s64 {odd}, {bit}, 0"));
+    b.op(format!("@{odd} mul.lo.s64 {acc}, {acc}, {base}"));
+    b.op(format!("mul.lo.s64 {base}, {base}, {base}"));
+    b.op(format!("shr.s64 {n}, {n}, 1"));
+    b.op(format!("bra.uni {top}"));
+    b.place(&end);
+    // Negative exponents: 1 for x = 1, ±1 for x = -1 by parity, else 0.
+    let [neg, one, minus, even] = [0; 4].map(|_| b.reg(Class::Pred));
+    let [parity, m1, small, r] = [0; 4].map(|_| b.reg(Class::B64));
+    b.op(format!("setp.lt.s64 {neg}, {e}, 0"));
+    b.op(format!("setp.eq.s64 {one}, {x}, 1"));
+    b.op(format!("setp.eq.s64 {minus}, {x}, -1"));
+    b.op(format!("and.b64 {parity}, {e}, 1"));
+    b.op(format!("setp.eq.s64 {even}, {parity}, 0"));
+    b.op(format!("selp.s64 {m1}, 1, -1, {even}"));
+    b.op(format!("selp.s64 {small}, {m1}, 0, {minus}"));
+    b.op(format!("selp.s64 {small}, 1, {small}, {one}"));
+    b.op(format!("selp.s64 {r}, {small}, {acc}, {neg}"));
+    wrap(cx, r, dtype)
+}
+
 /// Shifts by amounts outside `0..bits` give 0, as the interpreter defines them.
 fn shift(cx: &mut Cx, b: BinaryOp, a: Reg, c: Reg, dtype: DType) -> Result<Reg, EmitError> {
     let bits = 8 * dtype.size_bytes();
@@ -473,7 +510,7 @@ fn shift(cx: &mut Cx, b: BinaryOp, a: Reg, c: Reg, dtype: DType) -> Result<Reg, 
 }
 
 /// `c ? a : b` for values of one class.
-pub(crate) fn select(cx: &mut Cx, c: Reg, a: Reg, b: Reg) -> Result<Reg, EmitError> {
+pub(crate) fn select(cx: &mut Cx, c: Reg, a: Reg, b: Reg) -> Reg {
     let e = &mut cx.e;
     let r = e.reg(a.class);
     match a.class {
@@ -489,7 +526,7 @@ pub(crate) fn select(cx: &mut Cx, c: Reg, a: Reg, b: Reg) -> Result<Reg, EmitErr
             e.op(format!("or.pred {r}, {t}, {f}"));
         }
     }
-    Ok(r)
+    r
 }
 
 /// Converts with ONNX `Cast` semantics: floats truncate toward zero into integers,

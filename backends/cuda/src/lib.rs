@@ -34,7 +34,7 @@ mod kernels;
 mod math;
 mod ptx;
 
-use kiln_ir::{Bindings, Dim};
+use kiln_ir::{Assumption, Bindings, Dim, Graph};
 use kiln_kernel::kernel::{BufId, Kernel, Program};
 use std::fmt::Write as _;
 
@@ -121,6 +121,17 @@ pub struct Module {
     pub ptx: String,
     /// One launch per kernel of the program.
     pub launches: Vec<Launch>,
+}
+
+/// What a binding of the symbols must satisfy before any entry is launched: the graph's
+/// own assumptions, and the reach of every affine access that is not provably inside its
+/// buffer (kernels read a symbolic axis as never broadcasting). The entries check only
+/// their data-dependent indices; a launcher that skips these conditions can read or write
+/// outside a buffer, so it must refuse a binding that breaks one, as the CPU backend does.
+pub fn launch_conditions(graph: &Graph, program: &Program) -> Vec<Assumption> {
+    let mut conditions = kiln_ir::assumptions(graph);
+    conditions.extend(kiln_kernel::bounds::access_assumptions(graph, program));
+    conditions
 }
 
 /// Writes `program` as a PTX module for `target`.

@@ -8,6 +8,8 @@ use crate::ptx::{f32_imm, f64_imm, Class, Reg};
 use crate::EmitError;
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 
+mod functions;
+
 /// Instruction emission for one float width.
 struct F<'c, 'p> {
     cx: &'c mut Cx<'p>,
@@ -89,15 +91,18 @@ impl F<'_, '_> {
         }
     }
 
-    /// `eˣ` as `2^(x·log2 e)`.
+    /// `eˣ`: `2^(x·log2 e)` in f32, range reduction and a series in f64.
     fn exp(&mut self, x: Reg) -> Reg {
+        if self.class == Class::F64 {
+            return self.exp64(x);
+        }
         let k = self.c(std::f64::consts::LOG2_E);
         let t = self.mul(x, k);
         self.op("ex2.approx", &[t])
     }
 
     /// `1 / (1 + e⁻ˣ)` for x ≥ 0, `eˣ / (1 + eˣ)` below, as the interpreter branches.
-    fn sigmoid(&mut self, x: Reg) -> Result<Reg, EmitError> {
+    fn sigmoid(&mut self, x: Reg) -> Reg {
         let (one, zero) = (self.c(1.0), self.c(0.0));
         let nx = self.op("neg", &[x]);
         let en = self.exp(nx);
@@ -116,7 +121,7 @@ impl F<'_, '_> {
         let a = self.op("abs", &[x]);
         let k = self.c(-2.0 * std::f64::consts::LOG2_E);
         let t = self.mul(a, k);
-        let e = self.op("ex2.approx", &[t]);
+        let e = self.exp2(t);
         let one = self.c(1.0);
         let (n, d) = (self.sub(one, e), self.add(one, e));
         let q = self.div(n, d);
@@ -156,31 +161,67 @@ impl F<'_, '_> {
 }
 
 impl F<'_, '_> {
-    /// C's `fmod`: `x - trunc(x / y) * y`, the product and difference fused into one
-    /// rounding.
-    fn fmod(&mut self, x: Reg, y: Reg) -> Result<Reg, EmitError> {
-        let q = self.div(x, y);
-        let t = self.round("rzi", q);
-        let nt = self.op("neg", &[t]);
-        let r = self.op("fma.rn", &[nt, y, x]);
-        // fmod keeps the dividend's sign, zeros included; a finite dividend over an
-        // infinite divisor is itself (the product above would be 0 · ∞).
-        let r = self.op("copysign", &[x, r]);
-        let (ay, ax, inf) = (
-            self.op("abs", &[y]),
-            self.op("abs", &[x]),
-            self.c(f64::INFINITY),
-        );
-        let (y_inf, x_fin) = (self.setp("eq", ay, inf), self.setp("lt", ax, inf));
+    /// C's `fmod`, exactly: binary long division of |x| by |y|, each step a subtraction
+    /// that Sterbenz's lemma makes exact (`t ≤ r < 2t`), at most one step per binade
+    /// between them. NaN for a zero divisor or an infinite or NaN dividend; |x| itself
+    /// below |y| (an infinite divisor included). The sign is the dividend's.
+    fn fmod(&mut self, x: Reg, y: Reg) -> Reg {
+        let (a, b) = (self.op("abs", &[x]), self.op("abs", &[y]));
+        let (r, t) = (self.cx.e.reg(self.class), self.cx.e.reg(self.class));
+        let ty = self.ty;
         let e = &mut self.cx.e;
-        let keep = e.reg(Class::Pred);
-        e.op(format!("and.pred {keep}, {y_inf}, {x_fin}"));
-        select(self.cx, keep, x, r)
+        e.op(format!("mov.{ty} {r}, {a}"));
+        e.op(format!("mov.{ty} {t}, {b}"));
+        let (grow, shrink, done) = (e.label(), e.label(), e.label());
+        // Skip the division when |x| < |y| or either is not finite or y is 0.
+        let (inf, zero) = (self.c(f64::INFINITY), self.c(0.0));
+        let (lt, a_inf, b_zero) = (
+            self.setp("ltu", a, b),
+            self.setp("equ", a, inf),
+            self.setp("eq", b, zero),
+        );
+        let e = &mut self.cx.e;
+        let skip = e.reg(Class::Pred);
+        e.op(format!("or.pred {skip}, {lt}, {a_inf}"));
+        e.op(format!("or.pred {skip}, {skip}, {b_zero}"));
+        e.op(format!("@{skip} bra {done}"));
+        // Grow t to the largest b·2^k at most r.
+        e.place(&grow);
+        let half = self.c(0.5);
+        let rh = self.mul(r, half);
+        let more = self.setp("le", t, rh);
+        let two = self.c(2.0);
+        let t2 = self.mul(t, two);
+        let e = &mut self.cx.e;
+        e.op(format!("@!{more} bra {shrink}"));
+        e.op(format!("mov.{ty} {t}, {t2}"));
+        e.op(format!("bra.uni {grow}"));
+        e.place(&shrink);
+        let ge = self.setp("ge", r, t);
+        let diff = self.sub(r, t);
+        let e = &mut self.cx.e;
+        e.op(format!("@{ge} mov.{ty} {r}, {diff}"));
+        let at_b = self.setp("eq", t, b);
+        let th = self.mul(t, half);
+        let e = &mut self.cx.e;
+        e.op(format!("@{at_b} bra {done}"));
+        e.op(format!("mov.{ty} {t}, {th}"));
+        e.op(format!("bra.uni {shrink}"));
+        e.place(&done);
+        // The special cases: NaN for y = 0, an infinite x, or a NaN anywhere.
+        let e = &mut self.cx.e;
+        let (bad, nan_in) = (e.reg(Class::Pred), self.setp("nan", x, y));
+        let e = &mut self.cx.e;
+        e.op(format!("or.pred {bad}, {a_inf}, {b_zero}"));
+        e.op(format!("or.pred {bad}, {bad}, {nan_in}"));
+        let nan = self.c(f64::NAN);
+        let r = select(self.cx, bad, nan, r);
+        self.op("copysign", &[x, r])
     }
 
     /// Python's `%` from `fmod`: a non-zero remainder whose sign differs from the divisor's
     /// moves by one divisor.
-    fn python_mod(&mut self, r: Reg, y: Reg) -> Result<Reg, EmitError> {
+    fn python_mod(&mut self, r: Reg, y: Reg) -> Reg {
         let zero = self.c(0.0);
         let (rn, yn, nz) = (
             self.setp("lt", r, zero),
@@ -197,21 +238,24 @@ impl F<'_, '_> {
 
     /// Whether the sign bit of `x` is set (negative numbers, -0 and negative NaNs).
     fn sign_bit(&mut self, x: Reg) -> Reg {
+        let wide = self.class == Class::F64;
         let e = &mut self.cx.e;
-        let (bits, p) = (e.reg(Class::B32), e.reg(Class::Pred));
-        e.op(format!("mov.b32 {bits}, {x}"));
-        e.op(format!("setp.lt.s32 {p}, {bits}, 0"));
+        let bits = e.reg(if wide { Class::B64 } else { Class::B32 });
+        let p = e.reg(Class::Pred);
+        let (w, s) = if wide { ("b64", "s64") } else { ("b32", "s32") };
+        e.op(format!("mov.{w} {bits}, {x}"));
+        e.op(format!("setp.lt.{s} {p}, {bits}, 0"));
         p
     }
 
     /// `x^y` as `2^(y · log2|x|)`, with `powf`'s special cases: `x^0 = 1` and `1^y = 1`
     /// (NaN included), a negative base only to an integral power (its sign by the power's
     /// parity), NaN otherwise.
-    fn pow(&mut self, x: Reg, y: Reg) -> Result<Reg, EmitError> {
+    fn pow(&mut self, x: Reg, y: Reg) -> Reg {
         let a = self.op("abs", &[x]);
-        let l = self.op("lg2.approx", &[a]);
+        let l = self.log2(a);
         let t = self.mul(y, l);
-        let r = self.op("ex2.approx", &[t]);
+        let r = self.exp2(t);
         let yi = self.round("rni", y);
         let integral = self.setp("eq", yi, y);
         let half = self.c(0.5);
@@ -224,22 +268,28 @@ impl F<'_, '_> {
         e.op(format!("and.pred {odd}, {integral}, {odd_half}"));
         e.op(format!("and.pred {flip}, {negative}, {odd}"));
         let nr = self.op("neg", &[r]);
-        let signed = select(self.cx, flip, nr, r)?;
-        // A negative base (not -0, whose powers are signed zeros or infinities) needs an
-        // integral power.
-        let zero = self.c(0.0);
-        let below = self.setp("lt", x, zero);
+        let signed = select(self.cx, flip, nr, r);
+        // A negative finite base needs an integral power (-∞ to any power is 0 or ∞).
+        let (zero, ninf) = (self.c(0.0), self.c(f64::NEG_INFINITY));
+        let (below, finite) = (self.setp("lt", x, zero), self.setp("gt", x, ninf));
         let e = &mut self.cx.e;
         let not_integral = e.reg(Class::Pred);
         e.op(format!("not.pred {not_integral}, {integral}"));
         e.op(format!("and.pred {bad}, {below}, {not_integral}"));
+        e.op(format!("and.pred {bad}, {bad}, {finite}"));
         let nan = self.c(f64::NAN);
-        let checked = select(self.cx, bad, nan, signed)?;
-        let one = self.c(1.0);
+        let checked = select(self.cx, bad, nan, signed);
+        let (one, inf) = (self.c(1.0), self.c(f64::INFINITY));
         let (y0, x1) = (self.setp("eq", y, zero), self.setp("eq", x, one));
+        // (-1)^±∞ = 1 as well.
+        let (ay, minus_one) = (self.op("abs", &[y]), self.c(-1.0));
+        let (y_inf, xm1) = (self.setp("eq", ay, inf), self.setp("eq", x, minus_one));
         let e = &mut self.cx.e;
         let unit = e.reg(Class::Pred);
         e.op(format!("or.pred {unit}, {y0}, {x1}"));
+        let flip_inf = e.reg(Class::Pred);
+        e.op(format!("and.pred {flip_inf}, {y_inf}, {xm1}"));
+        e.op(format!("or.pred {unit}, {unit}, {flip_inf}"));
         select(self.cx, unit, one, checked)
     }
 }
@@ -265,14 +315,14 @@ pub(crate) fn float_unary(cx: &mut Cx, u: UnaryOp, a: Val) -> Result<Reg, EmitEr
         Relu => {
             let zero = f.c(0.0);
             let lt = f.setp("lt", x, zero);
-            select(f.cx, lt, zero, x)?
+            select(f.cx, lt, zero, x)
         }
         Sign => {
             let (zero, one, minus) = (f.c(0.0), f.c(1.0), f.c(-1.0));
             let keep = f.mul(x, zero);
             let (gt, lt) = (f.setp("gt", x, zero), f.setp("lt", x, zero));
-            let low = select(f.cx, lt, minus, keep)?;
-            select(f.cx, gt, one, low)?
+            let low = select(f.cx, lt, minus, keep);
+            select(f.cx, gt, one, low)
         }
         IsNan => f.setp("nan", x, x),
         IsInf => {
@@ -287,10 +337,11 @@ pub(crate) fn float_unary(cx: &mut Cx, u: UnaryOp, a: Val) -> Result<Reg, EmitEr
             let inf = f.c(f64::NEG_INFINITY);
             f.setp("eq", x, inf)
         }
-        _ => {
+        Sin | Cos | Tan => {
             f.f32_only(u)?;
             transcendental(&mut f, u, x)?
         }
+        _ => transcendental(&mut f, u, x)?,
     })
 }
 
@@ -298,11 +349,13 @@ fn transcendental(f: &mut F, u: UnaryOp, x: Reg) -> Result<Reg, EmitError> {
     use UnaryOp::*;
     Ok(match u {
         Exp => f.exp(x),
-        Log => {
-            let l = f.op("lg2.approx", &[x]);
-            let k = f.c(std::f64::consts::LN_2);
-            f.mul(l, k)
-        }
+        Log => f.ln(x),
+        Atan => f.atan(x),
+        Asin => f.asin(x),
+        Acos => f.acos(x),
+        Asinh => f.asinh(x),
+        Acosh => f.acosh(x),
+        Atanh => f.atanh(x),
         Sin => f.op("sin.approx", &[x]),
         Cos => f.op("cos.approx", &[x]),
         Tan => {
@@ -322,9 +375,9 @@ fn transcendental(f: &mut F, u: UnaryOp, x: Reg) -> Result<Reg, EmitError> {
         }
         Tanh => f.tanh(x),
         Erf => f.erf(x),
-        Sigmoid => f.sigmoid(x)?,
+        Sigmoid => f.sigmoid(x),
         Silu => {
-            let s = f.sigmoid(x)?;
+            let s = f.sigmoid(x);
             f.mul(x, s)
         }
         Gelu => {
@@ -377,17 +430,17 @@ pub(crate) fn float_binary(cx: &mut Cx, b: BinaryOp, x: Val, y: Val) -> Result<R
             let m = f.op(op, &[a, c]);
             let nan = f.setp("nan", a, c);
             let q = f.c(f64::NAN);
-            select(f.cx, nan, q, m)?
+            select(f.cx, nan, q, m)
         }
-        Fmod | Mod if f.class == Class::F32 => {
-            let r = f.fmod(a, c)?;
+        Fmod | Mod => {
+            let r = f.fmod(a, c);
             if b == Mod {
-                f.python_mod(r, c)?
+                f.python_mod(r, c)
             } else {
                 r
             }
         }
-        Pow if f.class == Class::F32 => f.pow(a, c)?,
+        Pow => f.pow(a, c),
         _ => return Err(EmitError::Unsupported(format!("{b:?} on {}", x.dtype))),
     })
 }

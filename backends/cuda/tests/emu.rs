@@ -25,7 +25,7 @@ fn every_test_graph_matches_the_interpreter_with_symbols_free() {
             let xs = inputs(&g, &bindings, seed);
             let want = interp::run(&g, &xs).unwrap_or_else(|e| panic!("{name}: {e}"));
             let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
-            let (got, status) = run(&module, &program, &bindings, &xs, &shapes);
+            let (got, status) = run(&module, &program, &bindings, &xs, &shapes).unwrap();
             assert_eq!(status, 0, "{name}: a kernel reported a bad index");
             for (k, (got, want)) in got.iter().zip(&want).enumerate() {
                 if let Err(e) = close(got, want) {
@@ -56,7 +56,8 @@ fn one_module_serves_two_bindings() {
             &bindings,
             &xs,
             &[want[0].shape().to_vec()],
-        );
+        )
+        .unwrap();
         assert_eq!(status, 0);
         close(&got[0], &want[0]).unwrap_or_else(|e| panic!("b={b} s={s}: {e}"));
     }
@@ -80,7 +81,7 @@ fn an_index_out_of_range_stops_the_gather_and_names_its_kernel() {
         interp::run(&g, &xs).is_err(),
         "the interpreter rejects index 4 of 4"
     );
-    let (_, status) = run(&module, &program, &bindings, &xs, &[vec![2, 3]]);
+    let (_, status) = run(&module, &program, &bindings, &xs, &[vec![2, 3]]).unwrap();
     let gather = module
         .launches
         .iter()
@@ -90,7 +91,7 @@ fn an_index_out_of_range_stops_the_gather_and_names_its_kernel() {
     // A negative index counts from the end, as the interpreter's does.
     xs[1] = Tensor::from_vec(vec![-1i64, 0], &[2]).unwrap();
     let want = interp::run(&g, &xs).unwrap();
-    let (got, status) = run(&module, &program, &bindings, &xs, &[vec![2, 3]]);
+    let (got, status) = run(&module, &program, &bindings, &xs, &[vec![2, 3]]).unwrap();
     assert_eq!(status, 0);
     close(&got[0], &want[0]).unwrap();
 }

@@ -1,10 +1,41 @@
-//! Every module the backend emits for the test graphs assembles with ptxas for sm_80 and
-//! sm_90. Where ptxas is not installed the test says so and checks nothing else.
+//! Every module the backend emits for the test graphs, and for the first random graphs of
+//! the CPU backend's generator, assembles with ptxas for sm_80 and sm_90. Where ptxas is
+//! not installed the test says so and checks nothing else.
+
+#[path = "../../cpu/tests/difftest/mod.rs"]
+#[allow(dead_code)]
+mod difftest;
 
 mod common;
 
 use kiln_cuda::{emit, Target};
+use kiln_ir::Bindings;
+use kiln_kernel::kernel::Program;
+use std::path::Path;
 use std::process::Command;
+
+/// Assembles `program`'s module for both targets; `name` labels failures.
+fn assemble(ptxas: &Path, dir: &Path, name: &str, program: &Program) {
+    for target in [Target::Sm80, Target::Sm90] {
+        let module = emit(program, target).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let path = dir.join(format!("{name}.{}.ptx", target.name()));
+        std::fs::write(&path, &module.ptx).unwrap();
+        let out = Command::new(ptxas)
+            .arg(format!("-arch={}", target.name()))
+            .arg("-o")
+            .arg(dir.join("out.cubin"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} ({}): ptxas failed:\n{}\n{}",
+            target.name(),
+            String::from_utf8_lossy(&out.stderr),
+            numbered(&module.ptx)
+        );
+    }
+}
 
 #[test]
 fn every_test_graph_assembles_for_sm80_and_sm90() {
@@ -19,26 +50,28 @@ fn every_test_graph_assembles_for_sm80_and_sm90() {
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text, _) in common::GRAPHS {
         let (_, program) = common::program(text);
-        for target in [Target::Sm80, Target::Sm90] {
-            let module = emit(&program, target).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let path = dir.join(format!("{name}.{}.ptx", target.name()));
-            std::fs::write(&path, &module.ptx).unwrap();
-            let out = Command::new(&ptxas)
-                .arg(format!("-arch={}", target.name()))
-                .arg("-o")
-                .arg(dir.join("out.cubin"))
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{name} ({}): ptxas failed:\n{}\n{}",
-                target.name(),
-                String::from_utf8_lossy(&out.stderr),
-                numbered(&module.ptx)
-            );
+        assemble(&ptxas, &dir, name, &program);
+    }
+    let mut assembled = 0;
+    for seed in 0..60 {
+        let mut rng = difftest::rng::Rng::new(seed);
+        let Some(case) = difftest::symbolic::symbolize(&difftest::gen::generate(seed), &mut rng)
+        else {
+            continue;
+        };
+        let Ok(mut program) = kiln_kernel::schedule::schedule(&case.graph, &Bindings::new()) else {
+            continue;
+        };
+        kiln_kernel::fuse_loops::fuse_loops(&mut program);
+        if emit(&program, Target::Sm80).is_ok() {
+            assemble(&ptxas, &dir, &format!("seed{seed}"), &program);
+            assembled += 1;
         }
     }
+    assert!(
+        assembled >= 30,
+        "only {assembled} random graphs had a module to assemble"
+    );
     // The check can fail: ptxas rejects an instruction that does not exist.
     let bad = dir.join("bad.ptx");
     std::fs::write(&bad, ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n\tfrobnicate.f32;\n}\n").unwrap();

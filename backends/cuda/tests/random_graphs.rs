@@ -40,6 +40,8 @@ struct Tally {
     unsupported: std::collections::BTreeMap<String, usize>,
     /// The scheduler needs a dim's value at compile time.
     needs_dim: usize,
+    /// Bindings refused by the launch conditions (`kiln_cuda::launch_conditions`).
+    refused: usize,
 }
 
 /// The original sizes, and each symbol one larger (a second size the code must handle).
@@ -78,9 +80,14 @@ fn check(seed: u64, tally: &mut Tally) -> Result<(), String> {
         },
         Err(e) => return Err(format!("emit: {e}")),
     };
+    let conditions = kiln_cuda::launch_conditions(&case.graph, &program);
     let mut compared = 0;
     for b in bindings(&case) {
         if !holds_at(&case.graph, &b) {
+            continue;
+        }
+        if conditions.iter().any(|c| c.check(&b).is_err()) {
+            tally.refused += 1;
             continue;
         }
         let inputs = inputs_at(&case, &b, &mut rng);
@@ -88,7 +95,8 @@ fn check(seed: u64, tally: &mut Tally) -> Result<(), String> {
             continue;
         };
         let shapes: Vec<Vec<usize>> = expected.iter().map(|t| t.shape().to_vec()).collect();
-        let (got, status) = common::run(&module, &program, &b, &inputs, &shapes);
+        let (got, status) = common::run(&module, &program, &b, &inputs, &shapes)
+            .map_err(|e| format!("at {b:?}: {e}"))?;
         if status != 0 {
             return Err(format!(
                 "at {b:?}: kernel {} reported a bad index",

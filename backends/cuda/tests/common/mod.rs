@@ -40,6 +40,27 @@ pub const GRAPHS: &[Case] = &[
         &[("n", 1000)],
     ),
     (
+        "functions",
+        "graph @g(%x: f32[n], %y: f32[n], %d: f64[n]) -> (f32[n], f32[n], f32[n], f64[n], f64[n], f32[n]) {
+            %a = atan %x
+            %h = mul %x, %x
+            %u = tanh %y
+            %s = asin %u
+            %c = acos %u
+            %t = add %s, %c
+            %p = pow %h, %y
+            %m = mod %x, %y
+            %f = fmod %x, %y
+            %q = asinh %m
+            %e = exp %d
+            %l = log %e
+            %g = sigmoid %d
+            %w = add %p, %f
+            return %t, %q, %f, %l, %g, %w
+        }",
+        &[("n", 300)],
+    ),
+    (
         "broadcast",
         "graph @g(%x: f32[b, s], %y: f32[s], %z: f32[b, 1]) -> f32[b, s] {
             %a = add %x, %y
@@ -200,7 +221,7 @@ pub fn run(
     bindings: &Bindings,
     inputs: &[Tensor],
     shapes: &[Vec<usize>],
-) -> (Vec<Tensor>, u32) {
+) -> Result<(Vec<Tensor>, u32), String> {
     let ptx = emu::Module::parse(&module.ptx)
         .unwrap_or_else(|e| panic!("emulator rejects the module: {e}"));
     let mut mem = emu::Memory::new();
@@ -241,7 +262,7 @@ pub fn run(
             &params,
             &emu::Limits::default(),
         )
-        .unwrap_or_else(|e| panic!("{}: {e}", l.entry));
+        .map_err(|e| format!("{} ({}): {e}", l.entry, program.kernels[l.kernel].label()))?;
     }
     let outputs = (program.outputs.iter().zip(shapes))
         .map(|(&b, shape)| {
@@ -250,7 +271,7 @@ pub fn run(
         })
         .collect();
     let word = mem.read_u32s(status, 1).unwrap()[0];
-    (outputs, word)
+    Ok((outputs, word))
 }
 
 /// Whether `got` is within 1e-3 relative / 1e-5 absolute of `want` (exact for integers;
