@@ -14,6 +14,9 @@ pub enum Backend {
     /// Native code from the Cranelift CPU backend.
     #[default]
     Cpu,
+    /// PTX for an NVIDIA GPU through the CUDA driver (see [`crate::gpu`]: the runtime is
+    /// not built yet, so runs stop with an error that says so).
+    Cuda,
 }
 
 /// How [`Model::compile`] compiles.

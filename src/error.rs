@@ -50,6 +50,12 @@ pub enum Error {
     /// The compiled model rejected the inputs or failed in a runtime call.
     #[error(transparent)]
     Run(#[from] kiln_cpu::RunError),
+    /// No GPU can be used (no driver, no device, or a driver error).
+    #[error(transparent)]
+    Device(#[from] kiln_cuda::device::DeviceError),
+    /// The model cannot run on the GPU (yet): names the kernel, or what is missing.
+    #[error("cuda backend: {0}")]
+    Cuda(String),
     /// A numpy file could not be read or written.
     #[error(transparent)]
     Npy(#[from] crate::npz::NpyError),

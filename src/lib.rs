@@ -28,6 +28,7 @@ mod compiled;
 pub mod draw;
 mod error;
 pub mod generate;
+pub mod gpu;
 mod model;
 /// `.npy`/`.npz` files (the runtime's reader and writer, shared with compiled executables).
 pub use kiln_rt::npz;
@@ -38,6 +39,7 @@ pub use kiln_rt::summary;
 pub use compiled::{Backend, Compiled, Options};
 pub use error::Error;
 pub use kiln_cpu as cpu;
+pub use kiln_cuda as cuda;
 pub use kiln_frontend as frontend;
 pub use kiln_ir as ir;
 pub use kiln_kernel as kernel;

@@ -174,6 +174,7 @@ fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), Strin
     let feed: BTreeMap<String, Tensor> = named_inputs(&inputs, &declared).into_iter().collect();
     let actual = match opts.backend {
         Backend::Interp => model.run(&feed),
+        Backend::Cuda => crate::gpu::run(&model, &feed),
         Backend::Cpu => {
             let compile = Options {
                 threads: opts.threads,

@@ -437,3 +437,71 @@ fn quantize_report_measures_outputs_latency_size_and_layers() {
         .any(|w| w == b"QuantLinear"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--backend cuda` without a usable GPU (this machine and CI have none) exits 1 with one
+/// line naming what is missing, for run, bench and test-onnx alike; never a panic.
+#[test]
+fn cuda_backend_without_a_gpu_is_one_line_and_exit_1() {
+    let bert = model("bert_tiny.onnx");
+    for args in [
+        vec!["run", bert.as_str(), "--backend", "cuda"],
+        vec!["bench", bert.as_str(), "--backend", "cuda", "--runs", "1"],
+        vec!["test-onnx", "--backend", "cuda", "tests/onnx"],
+    ] {
+        let out = kiln(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let known = ["no CUDA driver found", "no CUDA device", "cuda backend:"];
+        assert!(
+            known.iter().any(|k| errors[0].contains(k)),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `kiln build --emit ptx` writes the module, its launch plan and its constants for a
+/// model of loop, reduction and row kernels, and refuses one with a matmul by name.
+#[test]
+fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-ptx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kir = dir.join("ln.kir");
+    std::fs::write(
+        &kir,
+        "graph @ln(%x: f32[b, d], %s: f32[d], %h: f32[d]) -> f32[b, d] {
+            %c = const f32[] 0.5
+            %y = layer_norm %x, %s, %h {epsilon=1e-5}
+            %z = mul %y, %c
+            return %z
+        }",
+    )
+    .unwrap();
+    let out = dir.join("ln.ptx");
+    let (k, o) = (kir.display().to_string(), out.display().to_string());
+    let run = kiln(&["build", &k, "--emit", "ptx", "-o", &o]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let ptx = std::fs::read_to_string(&out).unwrap();
+    assert!(ptx.contains(".target sm_80") && ptx.contains(".visible .entry kiln_k0("));
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ln.ptx.plan.json")).unwrap())
+            .unwrap();
+    assert_eq!(plan["symbols"], serde_json::json!(["b", "d"]));
+    assert!(!plan["launches"].as_array().unwrap().is_empty());
+    assert!(std::fs::metadata(dir.join("ln.ptx.weights")).is_ok());
+    let bert = model("bert_tiny.onnx");
+    let refused = kiln(&["build", &bert, "--emit", "ptx", "-o", &o]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("matmul") && stderr.contains("runtime calls"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

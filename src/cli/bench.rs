@@ -78,6 +78,10 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
             Box::new(move || compiled.run(&inputs).map(drop))
         }
         super::Backend::Interp => Box::new(move || model.run_with_limit(&inputs, limit).map(drop)),
+        super::Backend::Cuda => {
+            kiln::gpu::run(&model, &inputs)?;
+            Box::new(move || kiln::gpu::run(&model, &inputs).map(drop))
+        }
     };
     let compile_ms = ms(start.elapsed());
     for _ in 0..args.warmup {
@@ -94,6 +98,7 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     let backend = match args.backend {
         super::Backend::Cpu => "cpu",
         super::Backend::Interp => "interp",
+        super::Backend::Cuda => "cuda",
     };
     let json = format!(
         "{{\"model\":{},\"backend\":\"{backend}\",\"threads\":{},\"compile_ms\":{},\"median_ms\":{},\"p10_ms\":{},\"p90_ms\":{},\"runs\":{}}}",

@@ -63,6 +63,10 @@ enum EmitArg {
     Header,
     /// A Rust module with a typed wrapper (for build scripts, prefer kiln::build::Model).
     Rust,
+    /// PTX for NVIDIA GPUs (sm_80): OUTPUT (the module), OUTPUT.plan.json (how to launch
+    /// each entry) and OUTPUT.weights (the constants). The PTX backend lowers loop,
+    /// reduction and row kernels so far; models with matmuls are refused by name.
+    Ptx,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,12 +95,16 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         WeightsArg::Embed => WeightsMode::Embed,
         WeightsArg::File => WeightsMode::File,
     });
+    if matches!(args.emit, EmitArg::Ptx) {
+        return build_ptx(&args, timer);
+    }
     let emit = match args.emit {
         EmitArg::Exe => Emit::Exe,
         EmitArg::Obj => Emit::Obj,
         EmitArg::Lib => Emit::Lib,
         EmitArg::Header => Emit::Header,
         EmitArg::Rust => Emit::Rust,
+        EmitArg::Ptx => unreachable!("handled above"),
     };
     let start = std::time::Instant::now();
     let written = model.emit_reporting(emit, &args.output, &mut |line| {
@@ -106,6 +114,44 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     for path in written {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         eprintln!("wrote {} ({:.1} MB)", path.display(), size as f64 / 1e6);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--emit ptx`: the module, its launch plan and its constants, each file written
+/// atomically. Fixed dims (`--dim NAME=N`) are bound; ranges stay free symbols.
+fn build_ptx(args: &BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
+    if args.quantize.quantize.is_some() || args.target.is_some() {
+        anyhow::bail!("--emit ptx takes neither --quantize nor --target yet");
+    }
+    let fixed: kiln::ir::Bindings = (args.dims.iter())
+        .filter(|(_, lo, hi)| lo == hi)
+        .map(|(name, n, _)| (name.clone(), *n))
+        .collect();
+    let model =
+        super::pipeline::load(&args.model, &Default::default(), &Default::default(), timer)?;
+    let model = super::pipeline::optimize(&model, None, timer)?;
+    let artifact = kiln::gpu::ptx_artifact(&model, &fixed, kiln::cuda::Target::Sm80)?;
+    let with = |ext: &str| {
+        let mut s = args.output.clone().into_os_string();
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    let plan = serde_json::to_string_pretty(&artifact.plan)?;
+    for (path, bytes) in [
+        (args.output.clone(), artifact.ptx.as_bytes()),
+        (with(".plan.json"), plan.as_bytes()),
+        (with(".weights"), &artifact.weights[..]),
+    ] {
+        let tmp = with(".tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        eprintln!(
+            "wrote {} ({:.1} MB)",
+            path.display(),
+            bytes.len() as f64 / 1e6
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -66,6 +66,9 @@ pub(crate) enum Backend {
     Cpu,
     /// The reference interpreter (slow; the oracle every backend is checked against).
     Interp,
+    /// An NVIDIA GPU through the CUDA driver (needs libcuda and a device; the PTX backend
+    /// is being built, and runs stop with a message saying what is missing).
+    Cuda,
 }
 
 impl From<Backend> for kiln::Backend {
@@ -73,6 +76,7 @@ impl From<Backend> for kiln::Backend {
         match b {
             Backend::Cpu => kiln::Backend::Cpu,
             Backend::Interp => kiln::Backend::Interp,
+            Backend::Cuda => kiln::Backend::Cuda,
         }
     }
 }

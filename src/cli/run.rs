@@ -72,6 +72,7 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
             timer.time("run (cpu)", || c.run(&inputs))?
         }
         Backend::Interp => timer.time("run (interp)", || model.run_with_limit(&inputs, limit))?,
+        Backend::Cuda => timer.time("run (cuda)", || kiln::gpu::run(&model, &inputs))?,
     };
     for (name, t) in &outputs {
         super::emit(&format!("{}\n", summarize(name, t)))?;

@@ -38,6 +38,10 @@ pub(crate) struct TestOnnxArgs {
 }
 
 pub(crate) fn test_onnx(args: TestOnnxArgs) -> anyhow::Result<ExitCode> {
+    if matches!(args.backend, Backend::Cuda) {
+        // One line up front, rather than the same failure for every case.
+        kiln::gpu::device()?;
+    }
     let cases = collect_cases(&args)?;
     let opts = SuiteOptions {
         optimize: !args.no_optimize,

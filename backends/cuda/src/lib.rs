@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod cx;
+pub mod device;
 mod expr;
 mod kernels;
 mod math;
