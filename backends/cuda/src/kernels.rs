@@ -10,7 +10,8 @@ use crate::expr::{self, class, Env, Val};
 use crate::ptx::{Class, Opnd, Reg};
 use crate::EmitError;
 use kiln_ir::{BinaryOp, DType, Dim};
-use kiln_kernel::kernel::{combine_identity, Combine, LoopNest, Reduce, Row};
+use kiln_kernel::axes::normalize;
+use kiln_kernel::kernel::{combine_identity, Combine, ExprNode, LoopNest, Reduce, Row};
 
 /// `for t in thread's items of 0..total { body(t) }`, striding by the grid's size.
 fn grid_loop(
@@ -84,8 +85,39 @@ fn product(shape: &[Dim]) -> Dim {
     shape.iter().product()
 }
 
+/// `l` with its iteration space in canonical form (unit axes dropped, axes that every
+/// access walks contiguously merged), so an elementwise kernel over a contiguous tensor
+/// unflattens no index at all: 64-bit division is dozens of instructions on a GPU.
+fn normalized(l: &LoopNest) -> LoopNest {
+    let mut l = l.clone();
+    let mut strides = vec![l.out.strides.clone()];
+    strides.extend(
+        l.expr
+            .nodes
+            .iter_mut()
+            .filter_map(access)
+            .map(|a| a.strides.clone()),
+    );
+    l.shape = normalize(&l.shape, &mut strides);
+    let mut rows = strides.into_iter();
+    l.out.strides = rows.next().unwrap_or_default();
+    for a in l.expr.nodes.iter_mut().filter_map(access) {
+        a.strides = rows.next().unwrap_or_default();
+    }
+    l
+}
+
+/// The affine access of a load or gather node.
+fn access(n: &mut ExprNode) -> Option<&mut kiln_kernel::kernel::Access> {
+    match n {
+        ExprNode::Load(a) | ExprNode::Gather { access: a, .. } => Some(a),
+        _ => None,
+    }
+}
+
 /// Emits a loop nest: `out[i] = expr(i)`, plus a scatter's indirect terms on the store.
 pub(crate) fn loop_nest(cx: &mut Cx, l: &LoopNest) -> Result<(), EmitError> {
+    let l = &normalized(l);
     grid_loop(cx, &product(&l.shape), |cx, t| {
         let index = unflatten(cx, t, &l.shape)?;
         let env = Env {

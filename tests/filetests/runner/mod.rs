@@ -8,6 +8,7 @@ mod file;
 mod interpret;
 mod optimize;
 mod parse;
+mod ptx;
 mod verify;
 
 use file::{Case, TestFile};
@@ -88,6 +89,7 @@ pub fn run_file(path: &Path) -> Result<(), String> {
                 "optimize" => optimize::subtest(&mut ctx, i, case, cmd),
                 "interpret" => interpret::subtest(&mut ctx, case),
                 "equiv" => equiv::subtest(&mut ctx, case),
+                "ptx" => ptx::subtest(&mut ctx, i, case, cmd),
                 other => ctx.fail(1, format!("unknown test command `{other}`")),
             }
         }
