@@ -67,4 +67,68 @@ pub enum EmuError {
     StepLimit { entry: String, limit: u64 },
     #[error("host access of {bytes} bytes at {addr:#x} is outside every allocation")]
     HostOutOfBounds { addr: u64, bytes: u64 },
+    #[error("{entry} line {line}: shared access of {bytes} bytes at {addr:#x} is outside the CTA's shared window")]
+    SharedOutOfBounds {
+        entry: String,
+        line: u32,
+        addr: u64,
+        bytes: u64,
+    },
+    #[error("{entry} line {line}: shared access of {bytes} bytes at {addr:#x} is misaligned")]
+    SharedMisaligned {
+        entry: String,
+        line: u32,
+        addr: u64,
+        bytes: u64,
+    },
+    /// A read of a shared byte no thread of the CTA had written; `line` is
+    /// the reading instruction.
+    #[error(
+        "{entry} line {line}: read of shared byte {addr:#x} before any thread of the CTA wrote it"
+    )]
+    UninitializedShared { entry: String, line: u32, addr: u64 },
+    /// Two threads (linear ids within the CTA) touched a shared byte in one
+    /// barrier interval and at least one wrote it; `line` is the second
+    /// access.
+    #[error("{entry} line {line}: data race on shared byte {addr:#x} between threads {first_thread} and {second_thread} (no bar.sync between them)")]
+    SharedRace {
+        entry: String,
+        line: u32,
+        addr: u64,
+        first_thread: u32,
+        second_thread: u32,
+    },
+    /// Live threads of a CTA wait at different barrier instructions; `line`
+    /// is the barrier of the lowest-numbered waiting thread.
+    #[error("{entry} line {line}: threads of a CTA wait at different bar.sync instructions")]
+    DivergentBarrier { entry: String, line: u32 },
+    /// Lanes of a warp named in a collective's member mask did not all
+    /// execute that same collective instruction (some wait elsewhere, at a
+    /// barrier, or have exited).
+    #[error(
+        "{entry} line {line}: lanes of a warp did not all reach this warp collective together"
+    )]
+    DivergentCollective { entry: String, line: u32 },
+    /// A collective's member mask is not exactly the warp's existing lanes
+    /// (partial member masks are not supported).
+    #[error(
+        "{entry} line {line}: member mask {mask:#x} must name exactly the warp's lanes {lanes:#x}"
+    )]
+    MemberMask {
+        entry: String,
+        line: u32,
+        mask: u32,
+        lanes: u32,
+    },
+    /// A `shfl.sync` lane reads from a lane that does not exist (only
+    /// possible in a partial last warp); the ISA leaves the value undefined.
+    #[error(
+        "{entry} line {line}: lane {lane} shuffles from lane {from_lane}, which does not exist"
+    )]
+    ShflSourceMissing {
+        entry: String,
+        line: u32,
+        lane: u32,
+        from_lane: u32,
+    },
 }

@@ -1,17 +1,17 @@
 //! Per-thread interpreter state and instruction execution.
 //!
-//! A [`Thread`] runs until it *blocks*; today the only blocking event is
-//! exiting. The CTA scheduler in `launch` drives all threads of one CTA
-//! through [`Thread::run_until_blocked`], so `bar.sync` can be added by
-//! returning a new [`Status`] variant (the scheduler then resumes threads
-//! once all live threads of the CTA have arrived), and shared memory or
-//! warp collectives by adding per-CTA state to [`Ctx`].
+//! A [`Thread`] runs until it *blocks*: it exits, reaches `bar.sync`, or
+//! reaches a warp collective (`shfl.sync`, `vote.sync`). The CTA scheduler
+//! in `sched` decides when blocked threads resume; a collective's results
+//! are computed there, from all lanes at once, and written back with
+//! [`Thread::finish_collective`].
 
 use crate::alu;
 use crate::error::EmuError;
-use crate::inst::{Addr, Inst, Op, Reg, Special, Src};
+use crate::inst::{Addr, Inst, Op, Reg, SharedAddr, Special, Src};
 use crate::memory::Memory;
 use crate::module::Entry;
+use crate::shared::{Fault, SharedMem};
 
 /// Launch-wide and CTA-wide state shared by the threads of one CTA.
 pub(crate) struct Ctx<'a> {
@@ -21,27 +21,33 @@ pub(crate) struct Ctx<'a> {
     pub ntid: [u32; 3],
     pub nctaid: [u32; 3],
     pub ctaid: [u32; 3],
+    pub shared: SharedMem,
     /// Instructions issued so far in this launch (guarded-off ones count).
     pub steps: u64,
     pub max_steps: u64,
 }
 
 impl Ctx<'_> {
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         self.entry.sig.name.clone()
     }
 }
 
-/// Why a thread stopped running.
+/// Why a thread stopped running; the payload is the index of the blocking
+/// instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
     Exited,
+    Barrier(usize),
+    Collective(usize),
 }
 
 /// One thread: program counter, thread index and registers.
 pub(crate) struct Thread {
     pc: usize,
     tid: [u32; 3],
+    /// Linear thread id in the CTA (x fastest); names threads in errors.
+    lin: u32,
     regs: Vec<u64>,
     /// Whether each register has been written; reading one that has not is
     /// an error rather than a silent zero.
@@ -53,19 +59,22 @@ impl Thread {
         Thread {
             pc: 0,
             tid: [0; 3],
+            lin: 0,
             regs: vec![0; nregs],
             init: vec![false; nregs],
         }
     }
 
-    /// Resets the thread to the entry's first instruction with index `tid`.
-    pub fn reset(&mut self, tid: [u32; 3]) {
+    /// Resets the thread to the entry's first instruction with index `tid`
+    /// and linear id `lin`.
+    pub fn reset(&mut self, tid: [u32; 3], lin: u32) {
         self.pc = 0;
         self.tid = tid;
+        self.lin = lin;
         self.init.fill(false);
     }
 
-    /// Runs until the thread exits (running off the end of the entry is an
+    /// Runs until the thread blocks (running off the end of the entry is an
     /// implicit `ret`, as in PTX) or an error occurs.
     pub fn run_until_blocked(&mut self, cx: &mut Ctx) -> Result<Status, EmuError> {
         let insts = &cx.entry.insts;
@@ -88,6 +97,24 @@ impl Thread {
             }
         }
         Ok(Status::Exited)
+    }
+
+    /// The per-lane source operands of the collective this thread is
+    /// blocked at: `[a, b]` for `shfl.sync`, `[p, 0]` for a ballot.
+    pub fn collective_inputs(&self, inst: &Inst, cx: &Ctx) -> Result<[u64; 2], EmuError> {
+        let s = |x: Src| self.src(x, inst, cx);
+        match inst.op {
+            Op::Shfl { a, b, .. } => Ok([s(a)?, s(b)?]),
+            Op::Ballot { p, .. } => Ok([s(p)?, 0]),
+            _ => Ok([0; 2]),
+        }
+    }
+
+    /// Writes a collective's result `v` to its destination register.
+    pub fn finish_collective(&mut self, inst: &Inst, v: u64, cx: &Ctx) {
+        if let Op::Shfl { d, .. } | Op::Ballot { d, .. } = inst.op {
+            self.set(d, v, cx);
+        }
     }
 
     fn get(&self, r: Reg, inst: &Inst, cx: &Ctx) -> Result<u64, EmuError> {
@@ -136,6 +163,54 @@ impl Thread {
         Ok(addr)
     }
 
+    /// The checked shared-window address of a `bytes`-wide access; a 32-bit
+    /// base register is zero-extended.
+    fn shared_address(
+        &self,
+        a: SharedAddr,
+        bytes: u64,
+        inst: &Inst,
+        cx: &Ctx,
+    ) -> Result<u64, EmuError> {
+        let base = match a.base {
+            Some(r) => self.get(r, inst, cx)?,
+            None => 0,
+        };
+        let addr = base.wrapping_add(a.offset as u64);
+        if addr % bytes != 0 {
+            return Err(EmuError::SharedMisaligned {
+                entry: cx.name(),
+                line: inst.line,
+                addr,
+                bytes,
+            });
+        }
+        Ok(addr)
+    }
+
+    fn shared_fault(&self, f: Fault, inst: &Inst, cx: &Ctx, addr: u64, bytes: u64) -> EmuError {
+        let (entry, line) = (cx.name(), inst.line);
+        match f {
+            Fault::OutOfBounds => EmuError::SharedOutOfBounds {
+                entry,
+                line,
+                addr,
+                bytes,
+            },
+            Fault::Race {
+                addr,
+                first,
+                second,
+            } => EmuError::SharedRace {
+                entry,
+                line,
+                addr,
+                first_thread: first,
+                second_thread: second,
+            },
+        }
+    }
+
     fn oob(inst: &Inst, cx: &Ctx, addr: u64, bytes: u64) -> EmuError {
         EmuError::OutOfBounds {
             entry: cx.name(),
@@ -151,6 +226,11 @@ impl Thread {
         match inst.op {
             Op::Bra { target } => self.pc = target,
             Op::Exit => return Ok(Some(Status::Exited)),
+            Op::Bar => return Ok(Some(Status::Barrier(self.pc - 1))),
+            Op::Shfl { .. } | Op::Ballot { .. } => {
+                return Ok(Some(Status::Collective(self.pc - 1)))
+            }
+            Op::LdShared { .. } | Op::StShared { .. } => self.shared_access(inst, cx)?,
             Op::St { ty, addr, a } => {
                 let (v, bytes) = (self.src(a, inst, cx)?, ty.bytes());
                 let at = self.address(addr, bytes, inst, cx)?;
@@ -167,6 +247,32 @@ impl Thread {
         Ok(None)
     }
 
+    /// `ld.shared`/`st.shared`, out of line so the common path through
+    /// `step` stays as compact as it was before shared memory existed.
+    #[inline(never)]
+    fn shared_access(&mut self, inst: &Inst, cx: &mut Ctx) -> Result<(), EmuError> {
+        match inst.op {
+            Op::LdShared { ty, d, addr } => {
+                let bytes = ty.bytes();
+                let at = self.shared_address(addr, bytes, inst, cx)?;
+                let raw = cx
+                    .shared
+                    .load(at, bytes, self.lin, inst.line)
+                    .map_err(|f| self.shared_fault(f, inst, cx, at, bytes))?;
+                self.set(d, load_ext(ty, raw), cx);
+            }
+            Op::StShared { ty, addr, a } => {
+                let (v, bytes) = (self.src(a, inst, cx)?, ty.bytes());
+                let at = self.shared_address(addr, bytes, inst, cx)?;
+                cx.shared
+                    .store(at, bytes, v, self.lin)
+                    .map_err(|f| self.shared_fault(f, inst, cx, at, bytes))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Instructions that only read operands (and memory) and write one
     /// register; `None` for the control and store instructions `step` runs.
     fn compute(&self, inst: &Inst, cx: &Ctx) -> Result<Option<(Reg, u64)>, EmuError> {
@@ -181,15 +287,7 @@ impl Thread {
                     .mem
                     .load(at, bytes)
                     .ok_or_else(|| Self::oob(inst, cx, at, bytes))?;
-                // Sub-word signed loads sign-extend into the wider register.
-                (
-                    d,
-                    if ty.is_signed() {
-                        alu::sext(raw, ty.bits()) as u64
-                    } else {
-                        raw
-                    },
-                )
+                (d, load_ext(ty, raw))
             }
             Op::Int { op, ty, d, a, b } => {
                 let r = alu::int_op(op, ty, s(a)?, s(b)?);
@@ -211,7 +309,24 @@ impl Thread {
             }
             Op::Setp { cmp, ty, d, a, b } => (d, u64::from(alu::setp(cmp, ty, s(a)?, s(b)?))),
             Op::Cvt { cvt, d, a } => (d, alu::cvt(cvt, s(a)?)),
-            Op::Bra { .. } | Op::Exit | Op::St { .. } => return Ok(None),
+            Op::Bra { .. }
+            | Op::Exit
+            | Op::St { .. }
+            | Op::LdShared { .. }
+            | Op::StShared { .. }
+            | Op::Bar
+            | Op::Shfl { .. }
+            | Op::Ballot { .. } => return Ok(None),
         }))
+    }
+}
+
+/// A loaded value as its register holds it: sub-word signed loads
+/// sign-extend into the wider register.
+fn load_ext(ty: crate::types::Type, raw: u64) -> u64 {
+    if ty.is_signed() {
+        alu::sext(raw, ty.bits()) as u64
+    } else {
+        raw
     }
 }

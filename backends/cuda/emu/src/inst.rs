@@ -32,6 +32,23 @@ pub(crate) struct Addr {
     pub offset: i64,
 }
 
+/// A shared-window address `[%r+offset]` (32- or 64-bit base register) or
+/// `[NAME+offset]` (no base: the array's offset is folded into `offset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SharedAddr {
+    pub base: Option<Reg>,
+    pub offset: i64,
+}
+
+/// The lane-selection mode of `shfl.sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShflMode {
+    Up,
+    Down,
+    Bfly,
+    Idx,
+}
+
 /// Two-operand integer and bitwise operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum IntOp {
@@ -216,6 +233,35 @@ pub(crate) enum Op {
         d: Reg,
         a: Src,
     },
+    LdShared {
+        ty: Type,
+        d: Reg,
+        addr: SharedAddr,
+    },
+    StShared {
+        ty: Type,
+        addr: SharedAddr,
+        a: Src,
+    },
+    /// `bar.sync 0`: blocks the thread until the CTA's live threads arrive.
+    Bar,
+    /// `shfl.sync.MODE.b32 d, a, b, c, mask`: a warp collective. `c` and
+    /// `mask` are immediates only, which keeps `Op` (and so every
+    /// instruction) as small as before.
+    Shfl {
+        mode: ShflMode,
+        d: Reg,
+        a: Src,
+        b: Src,
+        c: u32,
+        mask: u32,
+    },
+    /// `vote.sync.ballot.b32 d, p, mask`: a warp collective.
+    Ballot {
+        d: Reg,
+        p: Src,
+        mask: u32,
+    },
     Bra {
         target: usize,
     },
@@ -229,4 +275,14 @@ pub(crate) struct Inst {
     pub guard: Option<(Reg, bool)>,
     pub op: Op,
     pub line: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    /// Instructions are copied into the hot loop; a variant that grows `Op`
+    /// costs every kernel (collective operands are kept small for this).
+    #[test]
+    fn instructions_stay_small() {
+        assert!(std::mem::size_of::<super::Inst>() <= 72);
+    }
 }

@@ -1,10 +1,12 @@
-//! Kernel launches: argument checking, the grid/CTA loops and the
-//! per-CTA thread scheduler.
+//! Kernel launches: argument checking and the grid/CTA loops (the per-CTA
+//! thread scheduler is `sched`).
 
 use crate::error::EmuError;
-use crate::exec::{Ctx, Status, Thread};
+use crate::exec::{Ctx, Thread};
 use crate::memory::Memory;
 use crate::module::{Entry, Module};
+use crate::sched::run_cta;
+use crate::shared::SharedMem;
 use crate::types::Type;
 
 /// A kernel argument; its variant must match the declared param type
@@ -90,6 +92,7 @@ impl Module {
             ntid: block,
             nctaid: grid,
             ctaid: [0; 3],
+            shared: SharedMem::new(e.shared_bytes),
             steps: 0,
             max_steps: limits.max_steps,
         };
@@ -97,11 +100,12 @@ impl Module {
         let mut threads: Vec<Thread> = (0..per_cta)
             .map(|_| Thread::new(e.reg_names.len()))
             .collect();
+        let mut status = vec![None; per_cta];
         for z in 0..grid[2] {
             for y in 0..grid[1] {
                 for x in 0..grid[0] {
                     cx.ctaid = [x, y, z];
-                    run_cta(&mut cx, &mut threads)?;
+                    run_cta(&mut cx, &mut threads, &mut status)?;
                 }
             }
         }
@@ -152,24 +156,6 @@ fn check_dims(grid: [u32; 3], block: [u32; 3]) -> Result<(), EmuError> {
         return Err(EmuError::InvalidLaunch(format!(
             "grid {grid:?}, block {block:?}"
         )));
-    }
-    Ok(())
-}
-
-/// Runs one CTA. Each thread runs until it blocks; since exiting is the
-/// only way to block today, one pass finishes the CTA. With `bar.sync`,
-/// this becomes a loop: run every thread to the barrier, then release
-/// them all, until every thread has exited.
-fn run_cta(cx: &mut Ctx, threads: &mut [Thread]) -> Result<(), EmuError> {
-    let [bx, by, _] = cx.ntid;
-    for (i, t) in threads.iter_mut().enumerate() {
-        let i = i as u32;
-        t.reset([i % bx, (i / bx) % by, i / (bx * by)]);
-    }
-    for t in threads.iter_mut() {
-        match t.run_until_blocked(cx)? {
-            Status::Exited => {}
-        }
     }
     Ok(())
 }

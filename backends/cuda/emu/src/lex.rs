@@ -50,7 +50,7 @@ fn lex_line(code: &str, line: u32, out: &mut Vec<Token>) -> Result<(), ParseErro
                 tok: Tok::Word(code[start..end].to_string()),
                 line,
             });
-        } else if ",;:(){}[]<>@!+".contains(c) {
+        } else if ",;:(){}[]<>@!+|".contains(c) {
             out.push(Token {
                 tok: Tok::Punct(c),
                 line,

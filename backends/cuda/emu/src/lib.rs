@@ -7,9 +7,11 @@
 //! * unknown instructions, directives, modifiers (including `.ftz`), type
 //!   mismatches between registers and instructions, undeclared registers
 //!   and branches to missing labels are [`ParseError`]s naming the line;
-//! * out-of-bounds or misaligned global accesses, reads of never-written
-//!   registers, integer division by zero and exceeding [`Limits::max_steps`]
-//!   are [`EmuError`]s at run time. Nothing panics.
+//! * out-of-bounds or misaligned global and shared accesses, reads of
+//!   never-written registers or shared bytes, shared-memory data races,
+//!   divergent barriers and warp collectives, integer division by zero and
+//!   exceeding [`Limits::max_steps`] are [`EmuError`]s at run time. Nothing
+//!   panics.
 //!
 //! ```
 //! use kiln_ptx_emu::{Limits, Memory, Module, Param};
@@ -52,8 +54,44 @@
 //!   canonical NaN; compare NaNs with `is_nan`.
 //! * Global memory is zeroed on allocation; every access must lie inside one
 //!   allocation and be naturally aligned.
-//! * Threads run one after another, CTA by CTA (see `exec` for how
-//!   `bar.sync` fits into that scheduler).
+//! * Threads run one after another, CTA by CTA, warp by warp, each until it
+//!   exits or blocks at `bar.sync` or a warp collective (see `sched`).
+//!   Warps are 32 consecutive linear thread ids (x fastest, then y, z).
+//!
+//! Shared memory and synchronization:
+//!
+//! * `.shared [.align N] .TYPE NAME[COUNT];` in an entry body declares a
+//!   static shared array (types `.b8 .u8 .b16 .u16 .b32 .u32 .s32 .f32
+//!   .b64 .u64 .f64`; at most 48 KiB in all). Arrays are laid out in
+//!   declaration order in a per-CTA *shared window* whose addresses start
+//!   at 0. `mov.u32 %r, NAME;` (or `.u64`/`.b32`/...) gives an array's
+//!   window address; `ld.shared.T`/`st.shared.T` (the global types) take
+//!   `[%r+imm]` with a 32- or 64-bit register, or `[NAME+imm]`. There is no
+//!   generic addressing of shared memory: `cvta.shared`/`cvta.to.shared`
+//!   are rejected, and a window address used by a global access is out of
+//!   bounds.
+//! * Shared memory is not zeroed: reading a byte no thread of the CTA has
+//!   written is [`EmuError::UninitializedShared`] (reported at the end of
+//!   the barrier interval, so a race with a later writer is reported as
+//!   the race).
+//! * `bar.sync 0;` (also `barrier.sync 0;`, `barrier.sync.aligned 0;`)
+//!   waits for every non-exited thread of the CTA; exited threads do not
+//!   count. Live threads waiting at different barrier instructions are
+//!   [`EmuError::DivergentBarrier`]. Thread counts and other barrier ids
+//!   are rejected.
+//! * Between two barrier releases, a shared byte written by one thread and
+//!   read or written by another is [`EmuError::SharedRace`], even within
+//!   one warp: warp-synchronous shared-memory code is not modelled, so
+//!   kiln must separate such accesses with `bar.sync`, or exchange values
+//!   within a warp with `shfl.sync`.
+//! * `shfl.sync.{up,down,bfly,idx}.b32 d, a, b, c, membermask;` and
+//!   `vote.sync.ballot.b32 d, p, membermask;` are warp collectives: every
+//!   lane of the warp must be waiting at that same instruction
+//!   ([`EmuError::DivergentCollective`] otherwise). `c` and `membermask`
+//!   are immediates; the mask must name exactly the warp's lanes (all 32,
+//!   or the existing lanes of a partial last warp). Lane selection follows
+//!   the PTX ISA formula (see `warp`); an out-of-range source keeps the
+//!   lane's own `a`. The `d|p` predicate output form is rejected.
 
 mod alu;
 mod error;
@@ -66,7 +104,10 @@ mod module;
 mod opcode;
 mod operand;
 mod parse;
+mod sched;
+mod shared;
 mod types;
+mod warp;
 
 pub use error::{EmuError, ParseError};
 pub use launch::{LaunchStats, Limits, Param};

@@ -29,6 +29,8 @@ pub(crate) struct Entry {
     /// Per register, the mask of its declared width; writes are masked so a
     /// register never holds bits beyond its width.
     pub reg_masks: Vec<u64>,
+    /// Size of the CTA's static shared window (all `.shared` arrays).
+    pub shared_bytes: u64,
 }
 
 /// A parsed PTX module.

@@ -3,8 +3,8 @@
 //! accepted; everything else is "unknown instruction".
 
 use crate::error::ParseError;
-use crate::inst::{Cmp, Cvt, FloatOp, FloatUn, IntOp, IntRound, IntUn, Op, Src};
-use crate::operand::{RawOperand, Scope};
+use crate::inst::{Cmp, Cvt, FloatOp, FloatUn, IntOp, IntRound, IntUn, Op, ShflMode, Src};
+use crate::operand::{parse_int, RawOperand, Scope};
 use crate::types::Type::{self, *};
 
 const INT: &[Type] = &[S32, U32, S64, U64];
@@ -38,6 +38,11 @@ pub(crate) fn decode(opcode: &str, ops: &[RawOperand], s: &Scope) -> Result<Op, 
         ("ld", ["param", t]) => d.ld_param(pick(t, PARAM))?,
         ("ld", ["global", t]) | ("ld", ["global", "nc", t]) => d.ld(pick(t, MEM))?,
         ("st", ["global", t]) => d.st(pick(t, MEM))?,
+        ("ld", ["shared", t]) => d.ld_shared(pick(t, MEM))?,
+        ("st", ["shared", t]) => d.st_shared(pick(t, MEM))?,
+        ("bar", ["sync"]) | ("barrier", ["sync"]) | ("barrier", ["sync", "aligned"]) => d.bar()?,
+        ("shfl", ["sync", m, "b32"]) => d.shfl(m)?,
+        ("vote", ["sync", "ballot", "b32"]) => d.ballot()?,
         ("cvt", m) => d.cvt(m)?,
         ("setp", [c, t]) => d.setp(c, t)?,
         _ => d.arith(base, &mods)?,
@@ -110,6 +115,80 @@ impl Decoder<'_> {
             addr: self.s.addr(&o[0])?,
             a,
         }))
+    }
+
+    fn ld_shared(&self, ty: Option<Type>) -> Decoded {
+        let Some(ty) = ty else { return Ok(None) };
+        let o = self.args(2)?;
+        Ok(Some(Op::LdShared {
+            ty,
+            d: self.s.reg(&o[0], ty, true)?,
+            addr: self.s.shared_addr(&o[1])?,
+        }))
+    }
+
+    fn st_shared(&self, ty: Option<Type>) -> Decoded {
+        let Some(ty) = ty else { return Ok(None) };
+        let o = self.args(2)?;
+        let a = Src::Reg(self.s.reg(&o[1], ty, true)?);
+        Ok(Some(Op::StShared {
+            ty,
+            addr: self.s.shared_addr(&o[0])?,
+            a,
+        }))
+    }
+
+    /// `bar.sync 0`: only barrier 0 for the whole CTA; a thread count
+    /// (`bar.sync 0, N`) or another barrier id is rejected.
+    fn bar(&self) -> Decoded {
+        match self.ops {
+            [RawOperand::Word(w)] if parse_int(w) == Some(0) => Ok(Some(Op::Bar)),
+            _ => Err(self.s.err(format!(
+                "'{}' is supported only as '{} 0' (barrier 0, whole CTA)",
+                self.opcode, self.opcode
+            ))),
+        }
+    }
+
+    /// `shfl.sync.MODE.b32 d, a, b, c, membermask` (`c` and `membermask`
+    /// immediate).
+    fn shfl(&self, m: &str) -> Decoded {
+        let mode = match m {
+            "up" => ShflMode::Up,
+            "down" => ShflMode::Down,
+            "bfly" => ShflMode::Bfly,
+            "idx" => ShflMode::Idx,
+            _ => return Ok(None),
+        };
+        let o = self.args(5)?;
+        Ok(Some(Op::Shfl {
+            mode,
+            d: self.s.reg(&o[0], B32, false)?,
+            a: self.s.src(&o[1], B32)?,
+            b: self.s.src(&o[2], B32)?,
+            c: self.imm32(&o[3], "c")?,
+            mask: self.imm32(&o[4], "membermask")?,
+        }))
+    }
+
+    /// `vote.sync.ballot.b32 d, p, membermask`.
+    fn ballot(&self) -> Decoded {
+        let o = self.args(3)?;
+        Ok(Some(Op::Ballot {
+            d: self.s.reg(&o[0], B32, false)?,
+            p: self.s.src(&o[1], Pred)?,
+            mask: self.imm32(&o[2], "membermask")?,
+        }))
+    }
+
+    /// A 32-bit immediate operand (`what` names it in the error).
+    fn imm32(&self, op: &RawOperand, what: &str) -> Result<u32, ParseError> {
+        match self.s.src(op, B32)? {
+            Src::Imm(v) => Ok(v as u32),
+            _ => Err(self
+                .s
+                .err(format!("'{}': {what} must be an immediate", self.opcode))),
+        }
     }
 
     fn setp(&self, c: &str, t: &str) -> Decoded {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::error::ParseError;
-use crate::inst::{Addr, Reg, Special, Src};
+use crate::inst::{Addr, Reg, SharedAddr, Special, Src};
 use crate::module::ParamDecl;
 use crate::types::{compatible, Class, Type};
 
@@ -20,6 +20,8 @@ pub(crate) enum RawOperand {
 pub(crate) struct Scope<'a> {
     pub regs: &'a HashMap<String, (Reg, Type)>,
     pub params: &'a [ParamDecl],
+    /// Shared arrays declared so far, with their shared-window offsets.
+    pub shared: &'a HashMap<String, u64>,
     pub line: u32,
 }
 
@@ -68,9 +70,19 @@ impl Scope<'_> {
             .ok_or_else(|| self.err(format!("bad {ty} immediate '{w}'")))
     }
 
-    /// A `mov` source, which may also be a special register.
+    /// A `mov` source, which may also be a special register or the name of
+    /// a shared array (its shared-window address, as an immediate).
     pub fn mov_src(&self, op: &RawOperand, ty: Type) -> Result<Src, ParseError> {
         let w = self.word(op)?;
+        if let Some(&at) = self.shared.get(w) {
+            let ok = ty.bits() >= 32 && !ty.is_float() && ty != Type::Pred;
+            return match ok {
+                true => Ok(Src::Imm(at)),
+                false => Err(self.err(format!(
+                    "shared address {w} needs a 32- or 64-bit integer mov, not {ty}"
+                ))),
+            };
+        }
         match special(w) {
             Some(s) if ty.bits() == 32 && !ty.is_float() => Ok(Src::Special(s)),
             Some(_) => Err(self.err(format!("special register {w} is .u32, not {ty}"))),
@@ -90,6 +102,33 @@ impl Scope<'_> {
             }
             RawOperand::Word(w) => Err(self.err(format!("expected an address, got '{w}'"))),
         }
+    }
+
+    /// A shared-window address: `[%r+off]` with a 32- or 64-bit integer
+    /// base register, or `[NAME+off]` with a shared array's name.
+    pub fn shared_addr(&self, op: &RawOperand) -> Result<SharedAddr, ParseError> {
+        let RawOperand::Addr { base, offset } = op else {
+            return Err(self.err("expected a shared address"));
+        };
+        if let Some(&at) = self.shared.get(base) {
+            return Ok(SharedAddr {
+                base: None,
+                offset: at as i64 + offset,
+            });
+        }
+        let &(idx, decl) = self
+            .regs
+            .get(base)
+            .ok_or_else(|| self.err(format!("undeclared register or shared array '{base}'")))?;
+        if !compatible(decl, Type::U32, false) && !compatible(decl, Type::U64, false) {
+            return Err(self.err(format!(
+                "shared address register {base} ({decl}) is not a 32- or 64-bit integer"
+            )));
+        }
+        Ok(SharedAddr {
+            base: Some(idx),
+            offset: *offset,
+        })
     }
 
     /// A `[pname]` param reference readable with type `ty`.

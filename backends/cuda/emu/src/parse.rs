@@ -14,6 +14,22 @@ use crate::types::Type;
 
 /// Declaring more registers than this in one `.reg` is surely a mistake.
 const MAX_REGS: u32 = 1 << 16;
+/// CUDA's limit on static shared memory per CTA (48 KiB).
+const MAX_SHARED: u64 = 48 * 1024;
+/// Element types a `.shared` array may be declared with.
+const SHARED_TYPES: &[Type] = &[
+    Type::B8,
+    Type::U8,
+    Type::B16,
+    Type::U16,
+    Type::B32,
+    Type::U32,
+    Type::S32,
+    Type::F32,
+    Type::B64,
+    Type::U64,
+    Type::F64,
+];
 
 pub(crate) fn parse_module(text: &str) -> Result<Module, ParseError> {
     let mut p = Parser {
@@ -137,6 +153,10 @@ struct Body {
     /// (instruction index, label, line) of each branch, resolved at the end.
     branches: Vec<(usize, String, u32)>,
     insts: Vec<Inst>,
+    /// Shared arrays by name: their offset in the CTA's shared window.
+    shared: HashMap<String, u64>,
+    /// Bytes of the shared window laid out so far.
+    shared_bytes: u64,
 }
 
 impl Parser {
@@ -219,6 +239,7 @@ impl Parser {
             insts: body.insts,
             reg_names: body.reg_names,
             reg_masks: body.reg_masks,
+            shared_bytes: body.shared_bytes,
         })
     }
 
@@ -248,6 +269,7 @@ impl Parser {
         let t = self.next()?;
         match &t.tok {
             Tok::Word(w) if w == ".reg" => self.reg_decl(body),
+            Tok::Word(w) if w == ".shared" => self.shared_decl(body, params, t.line),
             Tok::Word(w) if w.starts_with('.') => {
                 Err(ParseError::new(t.line, format!("unknown directive '{w}'")))
             }
@@ -297,6 +319,61 @@ impl Parser {
         self.expect(';').map(drop)
     }
 
+    /// `[.align N] .TYPE NAME[COUNT];` after `.shared`. Arrays are laid out
+    /// in declaration order from offset 0 of the CTA's shared window, each
+    /// at its alignment (natural alignment of the element type by default).
+    fn shared_decl(
+        &mut self,
+        body: &mut Body,
+        params: &[ParamDecl],
+        line: u32,
+    ) -> Result<(), ParseError> {
+        let mut w = self.any_word()?;
+        let mut align = None;
+        if w == ".align" {
+            let a = self.any_word()?;
+            let a = parse_int(&a).filter(|&a| (1..=256).contains(&a) && a.count_ones() == 1);
+            align = Some(a.ok_or_else(|| ParseError::new(line, "bad .shared alignment"))? as u64);
+            w = self.any_word()?;
+        }
+        let ty = w
+            .strip_prefix('.')
+            .and_then(Type::from_suffix)
+            .filter(|t| SHARED_TYPES.contains(t))
+            .ok_or_else(|| ParseError::new(line, format!("unsupported .shared type '{w}'")))?;
+        let name = self.any_word()?;
+        self.expect('[')?;
+        let count = self.any_word()?;
+        self.expect(']')?;
+        self.expect(';')?;
+        let taken = body.shared.contains_key(&name)
+            || body.regs.contains_key(&name)
+            || params.iter().any(|p| p.name == name);
+        if taken || name.starts_with('%') {
+            return Err(ParseError::new(
+                line,
+                format!("bad or duplicate shared array '{name}'"),
+            ));
+        }
+        let count = parse_int(&count)
+            .filter(|&c| c > 0 && c <= i128::from(MAX_SHARED))
+            .ok_or_else(|| {
+                ParseError::new(
+                    line,
+                    format!("bad shared array size '{count}' (static sizes only)"),
+                )
+            })?;
+        let align = align.unwrap_or(ty.bytes()).max(ty.bytes());
+        let at = body.shared_bytes.div_ceil(align) * align;
+        let end = at + count as u64 * ty.bytes();
+        if end > MAX_SHARED {
+            return Err(ParseError::new(line, "static shared memory exceeds 48 KiB"));
+        }
+        body.shared.insert(name, at);
+        body.shared_bytes = end;
+        Ok(())
+    }
+
     /// `%p` or `!%p` after `@`.
     fn guard(&mut self, body: &Body) -> Result<(Reg, bool), ParseError> {
         let negate = self.eat('!');
@@ -327,6 +404,7 @@ impl Parser {
                 let scope = Scope {
                     regs: &body.regs,
                     params,
+                    shared: &body.shared,
                     line,
                 };
                 decode(&opcode, &ops, &scope)?
@@ -361,7 +439,15 @@ impl Parser {
 
     fn operand(&mut self) -> Result<RawOperand, ParseError> {
         if !self.eat('[') {
-            return self.any_word().map(RawOperand::Word);
+            let line = self.toks.get(self.pos).map_or(self.last_line(), |t| t.line);
+            let w = self.any_word()?;
+            if self.peek_punct('|') {
+                return Err(ParseError::new(
+                    line,
+                    format!("the predicate output form '{w}|...' is not supported"),
+                ));
+            }
+            return Ok(RawOperand::Word(w));
         }
         let base = self.any_word()?;
         let mut offset = 0;

@@ -16,7 +16,7 @@ fn unknown_instruction_names_the_line() {
     let e = parse_err("mov.u32 %r1, 0;\n foo.bar %r1, %r2;");
     assert_eq!(e.line, 16);
     assert_eq!(e.to_string(), "line 16: unknown instruction 'foo.bar'");
-    assert_eq!(parse_err("bar.sync 0;").line, 15);
+    assert_eq!(parse_err("bar.arrive 0;").line, 15);
     assert_eq!(parse_err("add.f32 %f1, %f2, %f3;").line, 15); // needs .rn
 }
 
@@ -44,7 +44,7 @@ fn operand_kinds_are_checked() {
         ("mov.u32 %r1, 4294967296;", "immediate"),
         ("add.u32 %r1, %r1;", "operands"),
         ("@%r1 bra $L;\n$L:", "pred"),
-        (".shared .f32 s[4];", "directive"),
+        (".local .f32 s[4];", "directive"),
         ("ld.param.u32 %r1, [p0];", "param"),
         ("ld.global.f32 %f1, [%r1];", "does not fit"),
         ("st.global.u32 [%rd0], 5;", "register"),
