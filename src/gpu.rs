@@ -79,7 +79,8 @@ pub fn ptx_artifact(
         .map(|l| {
             json!({
                 "entry": l.entry, "kernel": l.kernel, "buffers": l.buffers, "status": l.status,
-                "items": l.items.to_string(), "serial": l.serial, "block": kiln_cuda::BLOCK,
+                "items": l.items.to_string(), "lanes": l.lanes, "serial": l.serial,
+                "block": kiln_cuda::BLOCK,
             })
         })
         .collect();

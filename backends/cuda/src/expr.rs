@@ -630,7 +630,14 @@ fn bitcast(cx: &mut Cx, v: Val, to: DType) -> Result<Reg, EmitError> {
         (DType::I64 | DType::U64, DType::F64) => {
             one(cx, Class::F64, |r| format!("mov.b64 {r}, {x}"))
         }
-        (DType::I64, DType::U64) | (DType::U64, DType::I64) => x,
+        // Same-width integers: the bits are the register's low bits, re-extended.
+        (from, to)
+            if class(from)? == Class::B64
+                && class(to)? == Class::B64
+                && from.size_bytes() == to.size_bytes() =>
+        {
+            wrap(cx, x, to)
+        }
         (from, to) => return Err(EmitError::Unsupported(format!("bitcast {from} to {to}"))),
     })
 }

@@ -2,8 +2,13 @@
 //! the kernel's independent items (output elements, outputs of a reduction, rows), each
 //! item's index unflattened from the loop counter by the extents as the symbols give them.
 //!
-//! One thread per item is the simplest mapping that is right for every shape; reductions
-//! and rows run their inner loops serially in the interpreter's order.
+//! A loop nest's item is one element, one thread each. A reduction's output and a row are
+//! each one warp's: the 32 lanes stride over the reduced elements (so consecutive lanes
+//! read consecutive addresses), then combine their partial results by butterfly shuffles,
+//! so every lane holds the result; a row's map is strided the same way. Reductions too
+//! short to feed a warp (a constant extent below 32) keep one thread per output, looping
+//! in the interpreter's order. Warp results are combined in a tree, not in the
+//! interpreter's order: floats differ by rounding, within the backend's tolerance.
 
 use crate::cx::Cx;
 use crate::expr::{self, class, Env, Val};
@@ -41,6 +46,142 @@ fn grid_loop(
     cx.e.op(format!("bra.uni {top}"));
     cx.e.place(&end);
     Ok(())
+}
+
+/// Threads of one warp, the unit that cooperates on a reduction's output or a row.
+pub(crate) const WARP: u32 = 32;
+
+/// Whether a reduction over `n` elements gets a warp per output (see the module docs).
+pub(crate) fn uses_warps(n: &Dim) -> bool {
+    n.as_const().is_none_or(|n| n >= i64::from(WARP))
+}
+
+/// `for item in this warp's items of 0..total { body(item, lane) }`: warps of the grid take
+/// items in turn, and all 32 lanes of a warp see the same item, so the loop's branches are
+/// warp-uniform and every lane reaches each shuffle.
+fn warp_loop(
+    cx: &mut Cx,
+    total: &Dim,
+    body: impl FnOnce(&mut Cx, Reg, Reg) -> Result<(), EmitError>,
+) -> Result<(), EmitError> {
+    let total = cx.dim(total)?;
+    let e = &mut cx.e;
+    let [tid, ntid, ctaid, nctaid, lane32] = [0; 5].map(|_| e.reg(Class::B32));
+    e.op(format!("mov.u32 {tid}, %tid.x"));
+    e.op(format!("mov.u32 {ntid}, %ntid.x"));
+    e.op(format!("mov.u32 {ctaid}, %ctaid.x"));
+    e.op(format!("mov.u32 {nctaid}, %nctaid.x"));
+    e.op(format!("and.b32 {lane32}, {tid}, {}", WARP - 1));
+    let [first, local, g, item, threads, step, lane] = [0; 7].map(|_| e.reg(Class::B64));
+    e.op(format!("mul.wide.u32 {first}, {ctaid}, {ntid}"));
+    e.op(format!("cvt.u64.u32 {local}, {tid}"));
+    e.op(format!("add.s64 {g}, {first}, {local}"));
+    e.op(format!("shr.u64 {item}, {g}, 5"));
+    e.op(format!("mul.wide.u32 {threads}, {nctaid}, {ntid}"));
+    e.op(format!("shr.u64 {step}, {threads}, 5"));
+    e.op(format!("cvt.u64.u32 {lane}, {lane32}"));
+    let (top, end) = (e.label(), e.label());
+    e.place(&top);
+    let done = e.reg(Class::Pred);
+    e.op(format!("setp.ge.s64 {done}, {item}, {total}"));
+    e.op(format!("@{done} bra {end}"));
+    body(cx, item, lane)?;
+    cx.e.op(format!("add.s64 {item}, {item}, {step}"));
+    cx.e.op(format!("bra.uni {top}"));
+    cx.e.place(&end);
+    Ok(())
+}
+
+/// `for j in (lane..n).step_by(32) { body(j) }`.
+fn lane_loop(
+    cx: &mut Cx,
+    lane: Reg,
+    n: Opnd,
+    mut body: impl FnMut(&mut Cx, Reg) -> Result<(), EmitError>,
+) -> Result<(), EmitError> {
+    let e = &mut cx.e;
+    let j = e.reg(Class::B64);
+    e.op(format!("mov.s64 {j}, {lane}"));
+    let (top, end, done) = (e.label(), e.label(), e.reg(Class::Pred));
+    e.place(&top);
+    e.op(format!("setp.ge.s64 {done}, {j}, {n}"));
+    e.op(format!("@{done} bra {end}"));
+    body(cx, j)?;
+    cx.e.op(format!("add.s64 {j}, {j}, {WARP}"));
+    cx.e.op(format!("bra.uni {top}"));
+    cx.e.place(&end);
+    Ok(())
+}
+
+/// Combines `acc` over the warp's 32 lanes by butterfly shuffles (offsets 16, 8, 4, 2,
+/// 1): afterwards every lane holds the combination of all of them.
+fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
+    for offset in [16, 8, 4, 2, 1] {
+        let other = Val {
+            reg: shuffle_xor(cx, acc.reg, offset),
+            dtype: acc.dtype,
+        };
+        combine_into(cx, c, acc, other)?;
+    }
+    Ok(())
+}
+
+/// The value of `v` in lane `lane ^ offset`, for any register class (`shfl.sync` moves 32
+/// bits, so 64-bit values go as two halves and predicates as 0 or 1).
+fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
+    let e = &mut cx.e;
+    let shfl = |e: &mut crate::ptx::Entry, w: Reg| {
+        let r = e.reg(Class::B32);
+        e.op(format!(
+            "shfl.sync.bfly.b32 {r}, {w}, {offset}, 31, 0xffffffff"
+        ));
+        r
+    };
+    match v.class {
+        Class::B32 => shfl(e, v),
+        Class::F32 => {
+            let w = e.reg(Class::B32);
+            e.op(format!("mov.b32 {w}, {v}"));
+            let r = shfl(e, w);
+            let f = e.reg(Class::F32);
+            e.op(format!("mov.b32 {f}, {r}"));
+            f
+        }
+        Class::Pred => {
+            let w = e.reg(Class::B32);
+            e.op(format!("selp.u32 {w}, 1, 0, {v}"));
+            let r = shfl(e, w);
+            let p = e.reg(Class::Pred);
+            e.op(format!("setp.ne.u32 {p}, {r}, 0"));
+            p
+        }
+        Class::B64 | Class::F64 => {
+            let bits = if v.class == Class::F64 {
+                let b = e.reg(Class::B64);
+                e.op(format!("mov.b64 {b}, {v}"));
+                b
+            } else {
+                v
+            };
+            let (lo, hi, high) = (e.reg(Class::B32), e.reg(Class::B32), e.reg(Class::B64));
+            e.op(format!("cvt.u32.u64 {lo}, {bits}"));
+            e.op(format!("shr.u64 {high}, {bits}, 32"));
+            e.op(format!("cvt.u32.u64 {hi}, {high}"));
+            let (l, h) = (shfl(e, lo), shfl(e, hi));
+            let [l64, h64, up, joined] = [0; 4].map(|_| e.reg(Class::B64));
+            e.op(format!("cvt.u64.u32 {l64}, {l}"));
+            e.op(format!("cvt.u64.u32 {h64}, {h}"));
+            e.op(format!("shl.b64 {up}, {h64}, 32"));
+            e.op(format!("or.b64 {joined}, {up}, {l64}"));
+            if v.class == Class::F64 {
+                let f = e.reg(Class::F64);
+                e.op(format!("mov.b64 {f}, {joined}"));
+                f
+            } else {
+                joined
+            }
+        }
+    }
 }
 
 /// `for j in 0..n { body(j) }` inside one thread.
@@ -137,8 +278,42 @@ pub(crate) fn loop_nest(cx: &mut Cx, l: &LoopNest) -> Result<(), EmitError> {
     })
 }
 
-/// Emits a reduction: one thread per output, the reduced axes in row-major order.
+/// Emits a reduction: a warp per output (see the module docs), or one thread per output
+/// looping over a short reduced extent in row-major order.
 pub(crate) fn reduce(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
+    let count = product(&r.reduced);
+    if !uses_warps(&count) {
+        return reduce_serial(cx, r);
+    }
+    warp_loop(cx, &product(&r.shape), |cx, t, lane| {
+        let out_index = unflatten(cx, t, &r.shape)?;
+        let acc = identity(cx, r.combine, r.value.dtype())?;
+        let n = cx.dim(&count)?;
+        lane_loop(cx, lane, n, |cx, j| {
+            let mut index = out_index.clone();
+            index.extend(unflatten(cx, j, &r.reduced)?);
+            let v = expr::emit(cx, &r.value, &env(&index, None, &[]))?;
+            combine_into(cx, r.combine, acc, v)
+        })?;
+        warp_combine(cx, r.combine, acc)?;
+        let v = expr::emit(cx, &r.post, &env(&out_index, Some(acc), &[]))?;
+        // Every lane holds the result; lane 0 stores it.
+        let (skip, other) = (cx.e.label(), cx.e.reg(Class::Pred));
+        cx.e.op(format!("setp.ne.s64 {other}, {lane}, 0"));
+        cx.e.op(format!("@{other} bra {skip}"));
+        let element = cx.element(&r.out, &out_index)?;
+        expr::store(cx, r.out.buf, element, v)?;
+        cx.e.place(&skip);
+        Ok(())
+    })
+}
+
+fn env<'a>(index: &'a [Reg], acc: Option<Val>, stats: &'a [Val]) -> Env<'a> {
+    Env { index, acc, stats }
+}
+
+/// A reduction with one thread per output, the reduced axes in row-major order.
+fn reduce_serial(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
     grid_loop(cx, &product(&r.shape), |cx, t| {
         let out_index = unflatten(cx, t, &r.shape)?;
         let acc = identity(cx, r.combine, r.value.dtype())?;
@@ -146,27 +321,47 @@ pub(crate) fn reduce(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
         count_loop(cx, count, |cx, j| {
             let mut index = out_index.clone();
             index.extend(unflatten(cx, j, &r.reduced)?);
-            let env = Env {
-                index: &index,
-                acc: None,
-                stats: &[],
-            };
-            let v = expr::emit(cx, &r.value, &env)?;
+            let v = expr::emit(cx, &r.value, &env(&index, None, &[]))?;
             combine_into(cx, r.combine, acc, v)
         })?;
-        let env = Env {
-            index: &out_index,
-            acc: Some(acc),
-            stats: &[],
-        };
-        let v = expr::emit(cx, &r.post, &env)?;
+        let v = expr::emit(cx, &r.post, &env(&out_index, Some(acc), &[]))?;
         let element = cx.element(&r.out, &out_index)?;
         expr::store(cx, r.out.buf, element, v)
     })
 }
 
-/// Emits a row kernel: per row, each statistic over the row in order, then the map.
+/// Emits a row kernel: per row, each statistic over the row in order, then the map; a
+/// warp per row, or one thread per row when rows are short.
 pub(crate) fn row(cx: &mut Cx, r: &Row) -> Result<(), EmitError> {
+    if !uses_warps(&r.len) {
+        return row_serial(cx, r);
+    }
+    warp_loop(cx, &product(&r.shape), |cx, t, lane| {
+        let row_index = unflatten(cx, t, &r.shape)?;
+        let len = cx.dim(&r.len)?;
+        let mut stats: Vec<Val> = Vec::new();
+        for stat in &r.stats {
+            let acc = identity(cx, stat.combine, stat.value.dtype())?;
+            lane_loop(cx, lane, len, |cx, j| {
+                let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
+                let v = expr::emit(cx, &stat.value, &env(&index, None, &stats))?;
+                combine_into(cx, stat.combine, acc, v)
+            })?;
+            warp_combine(cx, stat.combine, acc)?;
+            let s = expr::emit(cx, &stat.post, &env(&row_index, Some(acc), &stats))?;
+            stats.push(s);
+        }
+        lane_loop(cx, lane, len, |cx, j| {
+            let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
+            let v = expr::emit(cx, &r.map, &env(&index, None, &stats))?;
+            let element = cx.element(&r.out, &index)?;
+            expr::store(cx, r.out.buf, element, v)
+        })
+    })
+}
+
+/// A row kernel with one thread per row, each statistic and the map looping in order.
+fn row_serial(cx: &mut Cx, r: &Row) -> Result<(), EmitError> {
     grid_loop(cx, &product(&r.shape), |cx, t| {
         let row_index = unflatten(cx, t, &r.shape)?;
         let len = cx.dim(&r.len)?;
@@ -175,30 +370,15 @@ pub(crate) fn row(cx: &mut Cx, r: &Row) -> Result<(), EmitError> {
             let acc = identity(cx, stat.combine, stat.value.dtype())?;
             count_loop(cx, len, |cx, j| {
                 let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
-                let env = Env {
-                    index: &index,
-                    acc: None,
-                    stats: &stats,
-                };
-                let v = expr::emit(cx, &stat.value, &env)?;
+                let v = expr::emit(cx, &stat.value, &env(&index, None, &stats))?;
                 combine_into(cx, stat.combine, acc, v)
             })?;
-            let env = Env {
-                index: &row_index,
-                acc: Some(acc),
-                stats: &stats,
-            };
-            let s = expr::emit(cx, &stat.post, &env)?;
+            let s = expr::emit(cx, &stat.post, &env(&row_index, Some(acc), &stats))?;
             stats.push(s);
         }
         count_loop(cx, len, |cx, j| {
             let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
-            let env = Env {
-                index: &index,
-                acc: None,
-                stats: &stats,
-            };
-            let v = expr::emit(cx, &r.map, &env)?;
+            let v = expr::emit(cx, &r.map, &env(&index, None, &stats))?;
             let element = cx.element(&r.out, &index)?;
             expr::store(cx, r.out.buf, element, v)
         })

@@ -95,22 +95,25 @@ pub struct Launch {
     /// Whether a status word's address follows the symbols: the entry stores
     /// `kernel + 1` there when an index is out of range, and stops.
     pub status: bool,
-    /// Independent items (one thread each).
+    /// Independent items.
     pub items: Dim,
+    /// Threads per item: 1, or a warp (32) for the reductions and rows it cooperates on.
+    pub lanes: u32,
     /// The items must run in order on one thread (a scatter whose indices may repeat).
     pub serial: bool,
 }
 
 impl Launch {
     /// Grid and block sizes for `bindings`; `None` when a symbol is unbound or the count
-    /// is negative. Any grid is correct (threads stride over the items); this one gives
-    /// each item its own thread up to 65535 blocks.
+    /// is negative. Any grid of whole warps is correct (threads stride over the items);
+    /// this one gives each item its own thread or warp, up to 65535 blocks.
     pub fn geometry(&self, bindings: &Bindings) -> Option<([u32; 3], [u32; 3])> {
         if self.serial {
             return Some(([1, 1, 1], [1, 1, 1]));
         }
         let items = u64::try_from(self.items.eval(bindings)?).ok()?;
-        let blocks = items.div_ceil(u64::from(BLOCK)).clamp(1, 65_535) as u32;
+        let threads = items.checked_mul(u64::from(self.lanes))?;
+        let blocks = threads.div_ceil(u64::from(BLOCK)).clamp(1, 65_535) as u32;
         Some(([blocks, 1, 1], [BLOCK, 1, 1]))
     }
 }
@@ -162,18 +165,20 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
     let mut buffers = kernel.reads();
     buffers.extend(kernel.writes());
     let mut cx = cx::Cx::new(program, i, &buffers);
-    let items = match kernel {
+    let warp = |warps: bool| if warps { kernels::WARP } else { 1 };
+    let (items, lanes) = match kernel {
         Kernel::Loop(l) => {
             kernels::loop_nest(&mut cx, l)?;
-            l.shape.iter().product()
+            (l.shape.iter().product(), 1)
         }
         Kernel::Reduce(r) => {
             kernels::reduce(&mut cx, r)?;
-            r.shape.iter().product()
+            let n: Dim = r.reduced.iter().product();
+            (r.shape.iter().product(), warp(kernels::uses_warps(&n)))
         }
         Kernel::Row(r) => {
             kernels::row(&mut cx, r)?;
-            r.shape.iter().product()
+            (r.shape.iter().product(), warp(kernels::uses_warps(&r.len)))
         }
         Kernel::Call(_) => return Err(EmitError::Unsupported("runtime calls".into())),
     };
@@ -187,6 +192,7 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
         buffers,
         status,
         items,
+        lanes,
         serial: kernel.serial(),
     };
     Ok((text, launch))
