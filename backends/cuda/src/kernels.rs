@@ -59,7 +59,7 @@ pub(crate) fn uses_warps(n: &Dim) -> bool {
 /// `for item in this warp's items of 0..total { body(item, lane) }`: warps of the grid take
 /// items in turn, and all 32 lanes of a warp see the same item, so the loop's branches are
 /// warp-uniform and every lane reaches each shuffle.
-fn warp_loop(
+pub(crate) fn warp_loop(
     cx: &mut Cx,
     total: &Dim,
     body: impl FnOnce(&mut Cx, Reg, Reg) -> Result<(), EmitError>,
@@ -93,7 +93,7 @@ fn warp_loop(
 }
 
 /// `for j in (lane..n).step_by(32) { body(j) }`.
-fn lane_loop(
+pub(crate) fn lane_loop(
     cx: &mut Cx,
     lane: Reg,
     n: Opnd,
@@ -115,7 +115,7 @@ fn lane_loop(
 
 /// Combines `acc` over the warp's 32 lanes by butterfly shuffles (offsets 16, 8, 4, 2,
 /// 1): afterwards every lane holds the combination of all of them.
-fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
+pub(crate) fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
     for offset in [16, 8, 4, 2, 1] {
         let other = Val {
             reg: shuffle_xor(cx, acc.reg, offset),
@@ -185,7 +185,7 @@ fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
 }
 
 /// `for j in 0..n { body(j) }` inside one thread.
-fn count_loop(
+pub(crate) fn count_loop(
     cx: &mut Cx,
     n: Opnd,
     mut body: impl FnMut(&mut Cx, Reg) -> Result<(), EmitError>,
@@ -205,7 +205,7 @@ fn count_loop(
 }
 
 /// The index along each axis of `shape` of the row-major position `t`.
-fn unflatten(cx: &mut Cx, t: Reg, shape: &[Dim]) -> Result<Vec<Reg>, EmitError> {
+pub(crate) fn unflatten(cx: &mut Cx, t: Reg, shape: &[Dim]) -> Result<Vec<Reg>, EmitError> {
     let mut index = vec![t; shape.len()];
     let mut rest = t;
     for d in (1..shape.len()).rev() {
@@ -386,7 +386,7 @@ fn row_serial(cx: &mut Cx, r: &Row) -> Result<(), EmitError> {
 }
 
 /// A fresh accumulator holding the combination's identity.
-fn identity(cx: &mut Cx, c: Combine, dtype: DType) -> Result<Val, EmitError> {
+pub(crate) fn identity(cx: &mut Cx, c: Combine, dtype: DType) -> Result<Val, EmitError> {
     let init = expr::constant_val(cx, combine_identity(c, dtype), dtype)?;
     let reg = cx.e.reg(class(dtype)?);
     mov(cx, reg, init.reg);
@@ -394,7 +394,7 @@ fn identity(cx: &mut Cx, c: Combine, dtype: DType) -> Result<Val, EmitError> {
 }
 
 /// `acc = acc ⊕ v`, in place, as the interpreter's binary op of the combination.
-fn combine_into(cx: &mut Cx, c: Combine, acc: Val, v: Val) -> Result<(), EmitError> {
+pub(crate) fn combine_into(cx: &mut Cx, c: Combine, acc: Val, v: Val) -> Result<(), EmitError> {
     // Booleans combine as logic: a product is "all", a sum or maximum "any".
     let logic = acc.dtype == DType::Bool;
     let op = match c {

@@ -8,9 +8,11 @@
 //! code does. A [`Launch`] says how to start each entry: which buffers to pass, and how
 //! many items it has (one thread each, striding over the grid).
 //!
-//! Runtime calls (GEMM, attention, convolution, the reference-kernel ops) have no PTX
-//! lowering yet: [`emit`] refuses a program that holds one, naming it, rather than
-//! leaving it out.
+//! A matrix product (with its epilogue) is emitted as a reduction over its depth, a warp
+//! per output, and attention as its definition, a warp per query row: correct baselines,
+//! which the tensor-core GEMM and flash attention will replace. The other runtime calls
+//! (convolution, quantized linear layers, the reference-kernel ops) have no PTX lowering
+//! yet: [`emit`] refuses a program that holds one, naming it, rather than leaving it out.
 //!
 //! ```
 //! use kiln_ir::{parse, Bindings};
@@ -28,15 +30,17 @@
 //! ```
 #![warn(missing_docs)]
 
+mod attention;
 mod cx;
 pub mod device;
 mod expr;
 mod kernels;
 mod math;
+mod matmul;
 mod ptx;
 
 use kiln_ir::{Assumption, Bindings, Dim, Graph};
-use kiln_kernel::kernel::{BufId, Kernel, Program};
+use kiln_kernel::kernel::{BufId, Call, Kernel, Program};
 use std::fmt::Write as _;
 
 pub use cx::BLOCK;
@@ -179,6 +183,17 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
         Kernel::Row(r) => {
             kernels::row(&mut cx, r)?;
             (r.shape.iter().product(), warp(kernels::uses_warps(&r.len)))
+        }
+        Kernel::Call(Call::MatMul(m)) => {
+            let r = matmul::as_reduce(m, program)?;
+            kernels::reduce(&mut cx, &r)?;
+            (r.shape.iter().product(), warp(kernels::uses_warps(&m.k)))
+        }
+        Kernel::Call(Call::Attention(a)) => {
+            attention::attention(&mut cx, a)?;
+            let d = &a.dims;
+            let rows: Dim = d.leading.iter().chain([&d.heads, &d.q_len]).product();
+            (rows, kernels::WARP)
         }
         Kernel::Call(_) => return Err(EmitError::Unsupported("runtime calls".into())),
     };

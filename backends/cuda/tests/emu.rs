@@ -95,3 +95,42 @@ fn an_index_out_of_range_stops_the_gather_and_names_its_kernel() {
     assert_eq!(status, 0);
     close(&got[0], &want[0]).unwrap();
 }
+
+/// Rows the mask closes entirely follow the call's rule: NaN (`nan`), zeros when the
+/// probabilities are NaN (`zero_nan`), zeros when the mask's row is all -∞ (`zero_masked`).
+#[test]
+fn attention_rows_closed_by_the_mask_follow_the_rule() {
+    let (g, program) = common::program(
+        "graph @g(%q: f32[1, 2, s, 4], %k: f32[1, 2, t, 4], %v: f32[1, 2, t, 3], %m: f32[1, 1, s, t]) -> (f32[1, 2, s, 3], f32[1, 2, s, 3], f32[1, 2, s, 3]) {
+            %a = attention %q, %k, %v, %m {scale=0.5, mask=add, rows=nan}
+            %b = attention %q, %k, %v, %m {scale=0.5, mask=add, rows=zero_nan}
+            %c = attention %q, %k, %v, %m {scale=0.5, mask=add, rows=zero_masked}
+            return %a, %b, %c
+        }",
+    );
+    let module = emit(&program, Target::Sm80).unwrap();
+    let bindings: Bindings = [("s".to_string(), 3), ("t".to_string(), 33)]
+        .into_iter()
+        .collect();
+    let mut xs = inputs(&g, &bindings, 11);
+    // Row 1 is closed; row 2 keeps one key.
+    let mask: Vec<f32> = (0..3 * 33)
+        .map(|e| match (e / 33, e % 33) {
+            (1, _) => f32::NEG_INFINITY,
+            (2, j) if j != 5 => f32::NEG_INFINITY,
+            _ => 0.25,
+        })
+        .collect();
+    xs[3] = Tensor::from_vec(mask, &[1, 1, 3, 33]).unwrap();
+    let want = interp::run(&g, &xs).unwrap();
+    let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
+    let (got, status) = run(&module, &program, &bindings, &xs, &shapes).unwrap();
+    assert_eq!(status, 0);
+    assert!(
+        want[0].to_f64_vec().iter().any(|x| x.is_nan()),
+        "the nan rule leaves NaN rows"
+    );
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        close(got, want).unwrap_or_else(|e| panic!("output {k}: {e}"));
+    }
+}

@@ -61,6 +61,26 @@ pub const GRAPHS: &[Case] = &[
         &[("n", 300)],
     ),
     (
+        "matmul",
+        "graph @g(%x: f32[b, s, k], %w: f32[k, n], %bias: f32[n], %r: f32[b, s, n], %y: f32[b, n, s]) -> (f32[b, s, n], f32[b, s, n], f32[b, s, s]) {
+            %p = matmul %x, %w
+            %l = linear %x, %w, %bias, %r {bias=true, activation=gelu, residual=add}
+            %q = matmul %p, %y
+            return %p, %l, %q
+        }",
+        &[("b", 2), ("s", 5), ("k", 40), ("n", 7)],
+    ),
+    (
+        "attention",
+        "graph @g(%q: f32[b, 4, s, 8], %k: f32[b, 2, t, 8], %v: f32[b, 2, t, 6], %m: f32[b, 1, s, t], %keep: bool[b, 4, s, t]) -> (f32[b, 4, s, 6], f32[b, 4, s, 6], f32[b, 4, s, 6]) {
+            %a = attention %q, %k, %v {scale=0.35, mask=none, rows=nan}
+            %c = attention %q, %k, %v, %m {scale=0.35, mask=add, rows=zero_nan}
+            %d = attention %q, %k, %v, %keep {scale=0.5, mask=keep, rows=zero_nan}
+            return %a, %c, %d
+        }",
+        &[("b", 2), ("s", 5), ("t", 40)],
+    ),
+    (
         "broadcast",
         "graph @g(%x: f32[b, s], %y: f32[s], %z: f32[b, 1]) -> f32[b, s] {
             %a = add %x, %y

@@ -1,0 +1,299 @@
+//! Attention as its definition: for each query row (a warp's item), the scores
+//! `scale · q·kᵀ` (+ an additive mask, or -∞ where a keep-mask is false), their maximum and
+//! the sum of `exp(s - max)` by warp reductions over the keys, then for each value feature
+//! `Σ_j p_j · v[j]` with `p_j = exp(s_j - max) / sum`, guarded as the call's `MaskedRows`
+//! says. Scores are recomputed in each pass rather than stored, so nothing grows with the
+//! sequence.
+//!
+//! This is the correct baseline for every shape and mask, not the fast path: the flash
+//! attention kernel (tiled, online softmax) will replace it and be checked against it.
+
+use crate::cx::Cx;
+use crate::expr::Val;
+use crate::kernels::{count_loop, identity, lane_loop, unflatten, warp_combine, warp_loop};
+use crate::ptx::{f32_imm, Class, Opnd, Reg};
+use crate::EmitError;
+use kiln_ir::{DType, Dim, MaskedRows};
+use kiln_kernel::kernel::{Attention, AttentionOperand, Combine};
+
+/// Where one query row's operands start (element offsets), for its batch item and head.
+struct RowBases {
+    q: Reg,
+    k: Reg,
+    v: Reg,
+    out: Reg,
+    /// The mask's element offset of key 0 for this row, if there is a mask.
+    mask: Option<Reg>,
+}
+
+/// Emits the attention call `a`: one warp per `(leading.., head, query)` row.
+pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
+    for op in [&a.q, &a.k, &a.v, &a.out] {
+        let d = cx.program.buffers[op.buf].dtype;
+        if d != DType::F32 {
+            return Err(EmitError::Unsupported(format!("attention on {d}")));
+        }
+    }
+    let d = &a.dims;
+    let rows: Vec<Dim> = (d.leading.iter().cloned())
+        .chain([d.heads.clone(), d.q_len.clone()])
+        .collect();
+    let items: Dim = rows.iter().product();
+    warp_loop(cx, &items, |cx, t, lane| {
+        let index = unflatten(cx, t, &rows)?;
+        let bases = row_bases(cx, a, &index)?;
+        let (kv_len, depth, v_depth) = (cx.dim(&d.kv_len)?, cx.dim(&d.depth)?, cx.dim(&d.v_depth)?);
+        let max = identity(cx, Combine::Max, DType::F32)?;
+        let open = pred(cx, false);
+        lane_loop(cx, lane, kv_len, |cx, j| {
+            let (s, kept) = score(cx, a, &bases, j, depth)?;
+            cx.e.op(format!("max.NaN.f32 {}, {}, {s}", max.reg, max.reg));
+            cx.e.op(format!("or.pred {open}, {open}, {kept}"));
+            Ok(())
+        })?;
+        warp_combine(cx, Combine::Max, max)?;
+        let open = warp_any(cx, open)?;
+        let sum = identity(cx, Combine::Sum, DType::F32)?;
+        lane_loop(cx, lane, kv_len, |cx, j| {
+            let (s, _) = score(cx, a, &bases, j, depth)?;
+            let e = exp_shifted(cx, s, max.reg);
+            cx.e.op(format!("add.rn.f32 {}, {}, {e}", sum.reg, sum.reg));
+            Ok(())
+        })?;
+        warp_combine(cx, Combine::Sum, sum)?;
+        count_loop(cx, v_depth, |cx, f| {
+            let acc = identity(cx, Combine::Sum, DType::F32)?;
+            lane_loop(cx, lane, kv_len, |cx, j| {
+                let (s, _) = score(cx, a, &bases, j, depth)?;
+                let e = exp_shifted(cx, s, max.reg);
+                let p = cx.e.reg(Class::F32);
+                cx.e.op(format!("div.rn.f32 {p}, {e}, {}", sum.reg));
+                let p = guard(cx, a.rows, p, open);
+                let v = load_at(cx, &a.v, bases.v, j, f)?;
+                let pv = cx.e.reg(Class::F32);
+                cx.e.op(format!("mul.rn.f32 {pv}, {p}, {v}"));
+                cx.e.op(format!("add.rn.f32 {}, {}, {pv}", acc.reg, acc.reg));
+                Ok(())
+            })?;
+            warp_combine(cx, Combine::Sum, acc)?;
+            store_lane0(cx, &a.out, bases.out, index_last(&index), f, lane, acc)
+        })
+    })
+}
+
+fn index_last(index: &[Reg]) -> Reg {
+    index[index.len() - 1]
+}
+
+/// Element offsets of the row's query, key head, value head, output and mask.
+fn row_bases(cx: &mut Cx, a: &Attention, index: &[Reg]) -> Result<RowBases, EmitError> {
+    let d = &a.dims;
+    let lead = d.leading.len();
+    let (h, i) = (index[lead], index[lead + 1]);
+    // The flattened leading index, which the operands' `batch` strides walk.
+    let mut l = cx.e.reg(Class::B64);
+    cx.e.op(format!("mov.s64 {l}, 0"));
+    for (axis, ext) in index[..lead].iter().zip(&d.leading) {
+        let ext = cx.dim(ext)?;
+        let next = cx.e.reg(Class::B64);
+        cx.e.op(format!("mad.lo.s64 {next}, {l}, {ext}, {axis}"));
+        l = next;
+    }
+    // Query head h reads key/value head h / (heads / kv_heads).
+    let (heads, kv_heads) = (cx.dim(&d.heads)?, cx.dim(&d.kv_heads)?);
+    let (group, g) = (cx.e.reg(Class::B64), cx.e.reg(Class::B64));
+    cx.e.op(format!("div.s64 {group}, {heads}, {kv_heads}"));
+    cx.e.op(format!("div.s64 {g}, {h}, {group}"));
+    let q = base(cx, &a.q, l, h, Some(i))?;
+    let k = base(cx, &a.k, l, g, None)?;
+    let v = base(cx, &a.v, l, g, None)?;
+    let out = base(cx, &a.out, l, h, None)?;
+    let mask = match &a.mask {
+        None => None,
+        Some(m) => {
+            let mut at = cx.e.reg(Class::B64);
+            cx.e.op(format!("mov.s64 {at}, 0"));
+            let terms = index[..lead].iter().zip(&m.batch_strides);
+            for (&axis, stride) in terms.chain([(&h, &m.strides[0]), (&i, &m.strides[1])]) {
+                let s = cx.dim(stride)?;
+                let next = cx.e.reg(Class::B64);
+                cx.e.op(format!("mad.lo.s64 {next}, {axis}, {s}, {at}"));
+                at = next;
+            }
+            Some(at)
+        }
+    };
+    Ok(RowBases { q, k, v, out, mask })
+}
+
+/// `offset + l·batch + h·head (+ row·row)` of an operand.
+fn base(
+    cx: &mut Cx,
+    op: &AttentionOperand,
+    l: Reg,
+    h: Reg,
+    row: Option<Reg>,
+) -> Result<Reg, EmitError> {
+    let (offset, batch, head, rs) = (
+        cx.dim(&op.offset)?,
+        cx.dim(&op.batch)?,
+        cx.dim(&op.head)?,
+        cx.dim(&op.row)?,
+    );
+    let e = &mut cx.e;
+    let [b0, b1, b2] = [0; 3].map(|_| e.reg(Class::B64));
+    e.op(format!("mov.s64 {b0}, {offset}"));
+    e.op(format!("mad.lo.s64 {b1}, {l}, {batch}, {b0}"));
+    e.op(format!("mad.lo.s64 {b2}, {h}, {head}, {b1}"));
+    Ok(match row {
+        Some(r) => {
+            let b3 = e.reg(Class::B64);
+            e.op(format!("mad.lo.s64 {b3}, {r}, {rs}, {b2}"));
+            b3
+        }
+        None => b2,
+    })
+}
+
+/// Element `(row, f)` of an operand from its head's base, loaded.
+fn load_at(
+    cx: &mut Cx,
+    op: &AttentionOperand,
+    base: Reg,
+    row: Reg,
+    f: Reg,
+) -> Result<Reg, EmitError> {
+    let rs = cx.dim(&op.row)?;
+    let (at, el) = (cx.e.reg(Class::B64), cx.e.reg(Class::B64));
+    cx.e.op(format!("mad.lo.s64 {at}, {row}, {rs}, {base}"));
+    cx.e.op(format!("add.s64 {el}, {at}, {f}"));
+    let addr = cx.address(op.buf, el);
+    let v = cx.e.reg(Class::F32);
+    cx.e.op(format!("ld.global.f32 {v}, [{addr}]"));
+    Ok(v)
+}
+
+/// Key `j`'s masked score for the row, and whether the mask leaves it open.
+fn score(
+    cx: &mut Cx,
+    a: &Attention,
+    b: &RowBases,
+    j: Reg,
+    depth: Opnd,
+) -> Result<(Reg, Reg), EmitError> {
+    let dot = cx.e.reg(Class::F32);
+    cx.e.op(format!("mov.f32 {dot}, {}", f32_imm(0.0)));
+    count_loop(cx, depth, |cx, f| {
+        let zero = cx.e.reg(Class::B64);
+        cx.e.op(format!("mov.s64 {zero}, 0"));
+        let q = load_at(cx, &a.q, b.q, zero, f)?;
+        let k = load_at(cx, &a.k, b.k, j, f)?;
+        let p = cx.e.reg(Class::F32);
+        cx.e.op(format!("mul.rn.f32 {p}, {q}, {k}"));
+        cx.e.op(format!("add.rn.f32 {dot}, {dot}, {p}"));
+        Ok(())
+    })?;
+    let s = cx.e.reg(Class::F32);
+    cx.e.op(format!("mul.rn.f32 {s}, {dot}, {}", f32_imm(a.scale)));
+    let (Some(m), Some(at)) = (&a.mask, b.mask) else {
+        return Ok((s, pred(cx, true)));
+    };
+    let kept = cx.e.reg(Class::Pred);
+    let s2 = cx.dim(&m.strides[2])?;
+    let el = cx.e.reg(Class::B64);
+    cx.e.op(format!("mad.lo.s64 {el}, {j}, {s2}, {at}"));
+    let addr = cx.address(m.buf, el);
+    let out = cx.e.reg(Class::F32);
+    if m.keep {
+        let w = cx.e.reg(Class::B32);
+        cx.e.op(format!("ld.global.u8 {w}, [{addr}]"));
+        cx.e.op(format!("setp.ne.u32 {kept}, {w}, 0"));
+        cx.e.op(format!(
+            "selp.f32 {out}, {s}, {}, {kept}",
+            f32_imm(f32::NEG_INFINITY)
+        ));
+    } else {
+        let v = cx.e.reg(Class::F32);
+        cx.e.op(format!("ld.global.f32 {v}, [{addr}]"));
+        cx.e.op(format!(
+            "setp.ne.f32 {kept}, {v}, {}",
+            f32_imm(f32::NEG_INFINITY)
+        ));
+        cx.e.op(format!("add.rn.f32 {out}, {s}, {v}"));
+    }
+    Ok((out, kept))
+}
+
+/// `exp(s - max)` (through `ex2`).
+fn exp_shifted(cx: &mut Cx, s: Reg, max: Reg) -> Reg {
+    let e = &mut cx.e;
+    let [d, t, r] = [0; 3].map(|_| e.reg(Class::F32));
+    e.op(format!("sub.rn.f32 {d}, {s}, {max}"));
+    e.op(format!(
+        "mul.rn.f32 {t}, {d}, {}",
+        f32_imm(std::f32::consts::LOG2_E)
+    ));
+    e.op(format!("ex2.approx.f32 {r}, {t}"));
+    r
+}
+
+/// A probability as the call's masked-rows rule leaves it.
+fn guard(cx: &mut Cx, rows: MaskedRows, p: Reg, open: Reg) -> Reg {
+    let e = &mut cx.e;
+    let zero = f32_imm(0.0);
+    match rows {
+        MaskedRows::Nan => p,
+        MaskedRows::ZeroNan => {
+            let (nan, r) = (e.reg(Class::Pred), e.reg(Class::F32));
+            e.op(format!("setp.nan.f32 {nan}, {p}, {p}"));
+            e.op(format!("selp.f32 {r}, {zero}, {p}, {nan}"));
+            r
+        }
+        MaskedRows::ZeroMasked => {
+            let r = e.reg(Class::F32);
+            e.op(format!("selp.f32 {r}, {p}, {zero}, {open}"));
+            r
+        }
+    }
+}
+
+/// Whether `p` holds in any lane of the warp (in place: the bool "max" is an or).
+fn warp_any(cx: &mut Cx, p: Reg) -> Result<Reg, EmitError> {
+    let acc = Val {
+        reg: p,
+        dtype: DType::Bool,
+    };
+    warp_combine(cx, Combine::Max, acc)?;
+    Ok(p)
+}
+
+/// A predicate holding `value`.
+fn pred(cx: &mut Cx, value: bool) -> Reg {
+    let (w, p) = (cx.e.reg(Class::B32), cx.e.reg(Class::Pred));
+    cx.e.op(format!("mov.u32 {w}, {}", u32::from(value)));
+    cx.e.op(format!("setp.ne.u32 {p}, {w}, 0"));
+    p
+}
+
+/// Lane 0 stores `acc` at output row `i`, feature `f`.
+fn store_lane0(
+    cx: &mut Cx,
+    out: &AttentionOperand,
+    base: Reg,
+    i: Reg,
+    f: Reg,
+    lane: Reg,
+    acc: Val,
+) -> Result<(), EmitError> {
+    let (skip, other) = (cx.e.label(), cx.e.reg(Class::Pred));
+    cx.e.op(format!("setp.ne.s64 {other}, {lane}, 0"));
+    cx.e.op(format!("@{other} bra {skip}"));
+    let rs = cx.dim(&out.row)?;
+    let (at, el) = (cx.e.reg(Class::B64), cx.e.reg(Class::B64));
+    cx.e.op(format!("mad.lo.s64 {at}, {i}, {rs}, {base}"));
+    cx.e.op(format!("add.s64 {el}, {at}, {f}"));
+    let addr = cx.address(out.buf, el);
+    cx.e.op(format!("st.global.f32 [{addr}], {}", acc.reg));
+    cx.e.place(&skip);
+    Ok(())
+}
