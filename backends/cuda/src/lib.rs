@@ -9,10 +9,11 @@
 //! many items it has (one thread each, striding over the grid).
 //!
 //! A matrix product (with its epilogue) is emitted as a reduction over its depth, a warp
-//! per output, and attention as its definition, a warp per query row: correct baselines,
-//! which the tensor-core GEMM and flash attention will replace. The other runtime calls
-//! (convolution, quantized linear layers, the reference-kernel ops) have no PTX lowering
-//! yet: [`emit`] refuses a program that holds one, naming it, rather than leaving it out.
+//! per output, attention as its definition, a warp per query row, and convolution as
+//! its definition, a warp per output element: correct baselines, which the tensor-core
+//! GEMM, flash attention and an implicit GEMM will replace. The other runtime calls
+//! (quantized linear layers, the reference-kernel ops) have no PTX lowering yet: [`emit`]
+//! refuses a program that holds one, naming it, rather than leaving it out.
 //!
 //! ```
 //! use kiln_ir::{parse, Bindings};
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod attention;
+mod conv;
 mod cx;
 pub mod device;
 mod expr;
@@ -194,6 +196,10 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
             let d = &a.dims;
             let rows: Dim = d.leading.iter().chain([&d.heads, &d.q_len]).product();
             (rows, kernels::WARP)
+        }
+        Kernel::Call(Call::Conv(c)) => {
+            conv::conv(&mut cx, c)?;
+            (c.y_shape.iter().product(), kernels::WARP)
         }
         Kernel::Call(_) => return Err(EmitError::Unsupported("runtime calls".into())),
     };

@@ -81,6 +81,15 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 2), ("s", 5), ("t", 40)],
     ),
     (
+        "conv",
+        "graph @g(%x: f32[b, 4, 9, 7], %w: f32[6, 2, 3, 2], %v: f32[5, 4, 2, 2]) -> (f32[b, 6, 5, 6], f32[b, 5, 4, 3]) {
+            %y = conv %x, %w {strides=[2, 1], dilations=[1, 2], pads=[(1, 1), (1, 0)], groups=2}
+            %z = conv %x, %v {strides=[2, 2], dilations=[1, 1], pads=[(0, 0), (0, 0)], groups=1}
+            return %y, %z
+        }",
+        &[("b", 2)],
+    ),
+    (
         "broadcast",
         "graph @g(%x: f32[b, s], %y: f32[s], %z: f32[b, 1]) -> f32[b, s] {
             %a = add %x, %y
