@@ -2,7 +2,8 @@
 //! exporters) run as PTX through the PTX interpreter, with their symbols free in the
 //! module, against the reference interpreter on the same optimized graph: within 1e-3
 //! relative / 1e-5 absolute. The quantized ones must be refused by name (`quant_linear`
-//! has no PTX lowering yet).
+//! has no PTX lowering yet). `KILN_FULLSIZE_PTX=DIR` also runs DIR's full-size MiniLM and
+//! Llama-style exports (`bench/export_fullsize.py`) at batch 1 / sequence 16.
 
 #[path = "../backends/cuda/tests/common/mod.rs"]
 mod common;
@@ -10,12 +11,45 @@ mod common;
 use kiln::ir::{interp, Bindings, Tensor};
 use kiln::npz::read_npz;
 use kiln::Model;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/models")
         .join(name)
+}
+
+/// Runs `file` as PTX through the interpreter on the inputs `input` makes for each graph
+/// input (by name and type) and compares with the reference interpreter; returns the
+/// number of kernels.
+fn check(file: &Path, input: impl Fn(&str, &kiln::ir::TensorType) -> Tensor) -> usize {
+    let name = file.display();
+    let model = Model::load(file).unwrap().optimize().unwrap();
+    let g = model.graph();
+    let mut program = kiln::kernel::schedule::schedule(g, &Bindings::new()).unwrap();
+    kiln::kernel::fuse_loops::fuse_loops(&mut program);
+    assert!(!program.symbols.is_empty(), "{name}: symbols stay free");
+    let module = kiln::cuda::emit(&program, kiln::cuda::Target::Sm80)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let inputs: Vec<Tensor> = (g.inputs.iter())
+        .map(|(n, v)| input(n, g.value_type(*v)))
+        .collect();
+    let types: Vec<_> = (inputs.iter())
+        .map(|t| kiln::ir::TensorType::fixed(t.dtype(), t.shape()))
+        .collect();
+    let bindings = interp::bind_input_types(g, &types).unwrap();
+    for c in kiln::cuda::launch_conditions(g, &program) {
+        c.check(&bindings).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let want = interp::run(g, &inputs).unwrap();
+    let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
+    let (got, status) = common::run(&module, &program, &bindings, &inputs, &shapes)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(status, 0, "{name}: a kernel reported a bad index");
+    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+        common::close(got, want).unwrap_or_else(|e| panic!("{name}, output {i}: {e}"));
+    }
+    module.launches.len()
 }
 
 #[test]
@@ -30,43 +64,41 @@ fn vendored_models_run_as_ptx_through_the_interpreter() {
         "vit_tiny",
         "vit_tiny_ts",
     ] {
-        let model = Model::load(path(&format!("{name}.onnx")))
-            .unwrap()
-            .optimize()
-            .unwrap();
-        let g = model.graph();
-        let mut program = kiln::kernel::schedule::schedule(g, &Bindings::new()).unwrap();
-        kiln::kernel::fuse_loops::fuse_loops(&mut program);
-        assert!(!program.symbols.is_empty(), "{name}: symbols stay free");
-        let module = kiln::cuda::emit(&program, kiln::cuda::Target::Sm80)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let given = read_npz(&path(&format!("{name}.inputs.npz"))).unwrap();
-        let inputs: Vec<Tensor> = (g.inputs.iter())
-            .map(|(n, _)| {
-                given
-                    .iter()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, t)| t.clone())
-                    .unwrap()
-            })
-            .collect();
-        let types: Vec<_> = inputs
-            .iter()
-            .map(|t| kiln::ir::TensorType::fixed(t.dtype(), t.shape()))
-            .collect();
-        let bindings = interp::bind_input_types(g, &types).unwrap();
-        for c in kiln::cuda::launch_conditions(g, &program) {
-            c.check(&bindings).unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-        let want = interp::run(g, &inputs).unwrap();
-        let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
-        let (got, status) = common::run(&module, &program, &bindings, &inputs, &shapes)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(status, 0, "{name}: a kernel reported a bad index");
-        for (i, (got, want)) in got.iter().zip(&want).enumerate() {
-            common::close(got, want).unwrap_or_else(|e| panic!("{name}, output {i}: {e}"));
-        }
-        eprintln!("{name}: {} kernels, outputs match", module.launches.len());
+        let input = |n: &str, _: &kiln::ir::TensorType| {
+            let found = given.iter().find(|(k, _)| k == n);
+            found.map(|(_, t)| t.clone()).unwrap()
+        };
+        let kernels = check(&path(&format!("{name}.onnx")), input);
+        eprintln!("{name}: {kernels} kernels, outputs match");
+    }
+}
+
+#[test]
+fn fullsize_models_at_batch_1_sequence_16_when_given() {
+    let Some(dir) = std::env::var_os("KILN_FULLSIZE_PTX") else {
+        eprintln!(
+            "SKIPPED: KILN_FULLSIZE_PTX unset (a folder of bench/export_fullsize.py exports)"
+        );
+        return;
+    };
+    for name in ["minilm", "llama"] {
+        let file = PathBuf::from(&dir).join(format!("{name}.onnx"));
+        // Token ids within every vocabulary, an all-ones mask, zero token types.
+        let input = |n: &str, _: &kiln::ir::TensorType| {
+            let values: Vec<i64> = match n {
+                "input_ids" => (0..16).map(|i| (i * 37 + 11) % 1000).collect(),
+                "attention_mask" => vec![1; 16],
+                _ => vec![0; 16],
+            };
+            Tensor::from_vec(values, &[1, 16]).unwrap()
+        };
+        let start = std::time::Instant::now();
+        let kernels = check(&file, input);
+        eprintln!(
+            "{name}: {kernels} kernels, outputs match ({:.0?})",
+            start.elapsed()
+        );
     }
 }
 
