@@ -6,8 +6,9 @@
 //! each one warp's: the 32 lanes stride over the reduced elements (so consecutive lanes
 //! read consecutive addresses), then combine their partial results by butterfly shuffles,
 //! so every lane holds the result; a row's map is strided the same way. Reductions too
-//! short to feed a warp (a constant extent below 32) keep one thread per output, looping
-//! in the interpreter's order. Warp results are combined in a tree, not in the
+//! short to feed a warp (a constant extent below 32), and float accumulations that end in
+//! an integer (whose truncation depends on the order of the sums), keep one thread per
+//! output, looping in the interpreter's order. Warp results are combined in a tree, not in the
 //! interpreter's order: floats differ by rounding, within the backend's tolerance.
 
 use crate::cx::Cx;
@@ -54,6 +55,14 @@ pub(crate) const WARP: u32 = 32;
 /// Whether a reduction over `n` elements gets a warp per output (see the module docs).
 pub(crate) fn uses_warps(n: &Dim) -> bool {
     n.as_const().is_none_or(|n| n >= i64::from(WARP))
+}
+
+/// Whether `r` gets a warp per output: a long enough extent, and not a float accumulation
+/// that ends in an integer (an integer `reduce_log_sum`, say), whose truncated result
+/// would depend on the order of the additions; those keep the interpreter's order.
+pub(crate) fn reduce_uses_warps(r: &Reduce) -> bool {
+    let exact_out = !r.post.dtype().is_float() && r.value.dtype().is_float();
+    uses_warps(&product(&r.reduced)) && !exact_out
 }
 
 /// `for item in this warp's items of 0..total { body(item, lane) }`: warps of the grid take
@@ -282,7 +291,7 @@ pub(crate) fn loop_nest(cx: &mut Cx, l: &LoopNest) -> Result<(), EmitError> {
 /// looping over a short reduced extent in row-major order.
 pub(crate) fn reduce(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
     let count = product(&r.reduced);
-    if !uses_warps(&count) {
+    if !reduce_uses_warps(r) {
         return reduce_serial(cx, r);
     }
     warp_loop(cx, &product(&r.shape), |cx, t, lane| {

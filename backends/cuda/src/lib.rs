@@ -179,8 +179,10 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
         }
         Kernel::Reduce(r) => {
             kernels::reduce(&mut cx, r)?;
-            let n: Dim = r.reduced.iter().product();
-            (r.shape.iter().product(), warp(kernels::uses_warps(&n)))
+            (
+                r.shape.iter().product(),
+                warp(kernels::reduce_uses_warps(r)),
+            )
         }
         Kernel::Row(r) => {
             kernels::row(&mut cx, r)?;
@@ -189,7 +191,10 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
         Kernel::Call(Call::MatMul(m)) => {
             let r = matmul::as_reduce(m, program)?;
             kernels::reduce(&mut cx, &r)?;
-            (r.shape.iter().product(), warp(kernels::uses_warps(&m.k)))
+            (
+                r.shape.iter().product(),
+                warp(kernels::reduce_uses_warps(&r)),
+            )
         }
         Kernel::Call(Call::Attention(a)) => {
             attention::attention(&mut cx, a)?;
