@@ -462,8 +462,8 @@ fn cuda_backend_without_a_gpu_is_one_line_and_exit_1() {
     }
 }
 
-/// `kiln build --emit ptx` writes the module, its launch plan and its constants for a
-/// model of loop, reduction and row kernels, and refuses one with a matmul by name.
+/// `kiln build --emit ptx` writes the module, its launch plan and its constants, and
+/// refuses a model with a call the GPU backend lacks (a quantized linear layer) by name.
 #[test]
 fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
     let dir = std::env::temp_dir().join(format!("kiln-cli-ptx-{}", std::process::id()));
@@ -495,12 +495,12 @@ fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
     assert_eq!(plan["symbols"], serde_json::json!(["b", "d"]));
     assert!(!plan["launches"].as_array().unwrap().is_empty());
     assert!(std::fs::metadata(dir.join("ln.ptx.weights")).is_ok());
-    let bert = model("bert_tiny.onnx");
-    let refused = kiln(&["build", &bert, "--emit", "ptx", "-o", &o]);
+    let int4 = model("bert_tiny_int4.onnx");
+    let refused = kiln(&["build", &int4, "--emit", "ptx", "-o", &o]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("matmul") && stderr.contains("runtime calls"),
+        stderr.contains("quant_linear") && stderr.contains("runtime calls"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -64,8 +64,8 @@ enum EmitArg {
     /// A Rust module with a typed wrapper (for build scripts, prefer kiln::build::Model).
     Rust,
     /// PTX for NVIDIA GPUs (sm_80): OUTPUT (the module), OUTPUT.plan.json (how to launch
-    /// each entry) and OUTPUT.weights (the constants). The PTX backend lowers loop,
-    /// reduction and row kernels so far; models with matmuls are refused by name.
+    /// each entry) and OUTPUT.weights (the constants). The PTX backend is being built;
+    /// calls it lacks (quantized linear layers, some reference ops) are refused by name.
     Ptx,
 }
 
