@@ -10,7 +10,7 @@
 
 use crate::cx::Cx;
 use crate::expr::Val;
-use crate::kernels::{count_loop, identity, lane_loop, unflatten, warp_combine, warp_loop};
+use crate::kernels::{count_loop, identity, unflatten, Team};
 use crate::ptx::{f32_imm, Class, Opnd, Reg};
 use crate::EmitError;
 use kiln_ir::{DType, Dim, MaskedRows};
@@ -39,31 +39,32 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
         .chain([d.heads.clone(), d.q_len.clone()])
         .collect();
     let items: Dim = rows.iter().product();
-    warp_loop(cx, &items, |cx, t, lane| {
+    let warp = Team::Warp;
+    warp.items(cx, &items, |cx, t, lane| {
         let index = unflatten(cx, t, &rows)?;
         let bases = row_bases(cx, a, &index)?;
         let (kv_len, depth, v_depth) = (cx.dim(&d.kv_len)?, cx.dim(&d.depth)?, cx.dim(&d.v_depth)?);
         let max = identity(cx, Combine::Max, DType::F32)?;
         let open = pred(cx, false);
-        lane_loop(cx, lane, kv_len, |cx, j| {
+        warp.over(cx, lane, kv_len, |cx, j| {
             let (s, kept) = score(cx, a, &bases, j, depth)?;
             cx.e.op(format!("max.NaN.f32 {}, {}, {s}", max.reg, max.reg));
             cx.e.op(format!("or.pred {open}, {open}, {kept}"));
             Ok(())
         })?;
-        warp_combine(cx, Combine::Max, max)?;
+        warp.combine(cx, Combine::Max, max)?;
         let open = warp_any(cx, open)?;
         let sum = identity(cx, Combine::Sum, DType::F32)?;
-        lane_loop(cx, lane, kv_len, |cx, j| {
+        warp.over(cx, lane, kv_len, |cx, j| {
             let (s, _) = score(cx, a, &bases, j, depth)?;
             let e = exp_shifted(cx, s, max.reg);
             cx.e.op(format!("add.rn.f32 {}, {}, {e}", sum.reg, sum.reg));
             Ok(())
         })?;
-        warp_combine(cx, Combine::Sum, sum)?;
+        warp.combine(cx, Combine::Sum, sum)?;
         count_loop(cx, v_depth, |cx, f| {
             let acc = identity(cx, Combine::Sum, DType::F32)?;
-            lane_loop(cx, lane, kv_len, |cx, j| {
+            warp.over(cx, lane, kv_len, |cx, j| {
                 let (s, _) = score(cx, a, &bases, j, depth)?;
                 let e = exp_shifted(cx, s, max.reg);
                 let p = cx.e.reg(Class::F32);
@@ -75,14 +76,15 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
                 cx.e.op(format!("add.rn.f32 {}, {}, {pv}", acc.reg, acc.reg));
                 Ok(())
             })?;
-            warp_combine(cx, Combine::Sum, acc)?;
-            store_lane0(cx, &a.out, bases.out, index_last(&index), f, lane, acc)
+            warp.combine(cx, Combine::Sum, acc)?;
+            let i = index[index.len() - 1];
+            warp.lead(cx, lane, |cx| {
+                let addr = element_address(cx, &a.out, bases.out, i, f)?;
+                cx.e.op(format!("st.global.f32 [{addr}], {}", acc.reg));
+                Ok(())
+            })
         })
     })
-}
-
-fn index_last(index: &[Reg]) -> Reg {
-    index[index.len() - 1]
 }
 
 /// Element offsets of the row's query, key head, value head, output and mask.
@@ -155,8 +157,8 @@ fn base(
     })
 }
 
-/// Element `(row, f)` of an operand from its head's base, loaded.
-fn load_at(
+/// The address of element `(row, f)` of an operand, from its head's base.
+fn element_address(
     cx: &mut Cx,
     op: &AttentionOperand,
     base: Reg,
@@ -167,7 +169,18 @@ fn load_at(
     let (at, el) = (cx.e.reg(Class::B64), cx.e.reg(Class::B64));
     cx.e.op(format!("mad.lo.s64 {at}, {row}, {rs}, {base}"));
     cx.e.op(format!("add.s64 {el}, {at}, {f}"));
-    let addr = cx.address(op.buf, el);
+    Ok(cx.address(op.buf, el))
+}
+
+/// Element `(row, f)` of an operand from its head's base, loaded.
+fn load_at(
+    cx: &mut Cx,
+    op: &AttentionOperand,
+    base: Reg,
+    row: Reg,
+    f: Reg,
+) -> Result<Reg, EmitError> {
+    let addr = element_address(cx, op, base, row, f)?;
     let v = cx.e.reg(Class::F32);
     cx.e.op(format!("ld.global.f32 {v}, [{addr}]"));
     Ok(v)
@@ -263,7 +276,7 @@ fn warp_any(cx: &mut Cx, p: Reg) -> Result<Reg, EmitError> {
         reg: p,
         dtype: DType::Bool,
     };
-    warp_combine(cx, Combine::Max, acc)?;
+    Team::Warp.combine(cx, Combine::Max, acc)?;
     Ok(p)
 }
 
@@ -273,27 +286,4 @@ fn pred(cx: &mut Cx, value: bool) -> Reg {
     cx.e.op(format!("mov.u32 {w}, {}", u32::from(value)));
     cx.e.op(format!("setp.ne.u32 {p}, {w}, 0"));
     p
-}
-
-/// Lane 0 stores `acc` at output row `i`, feature `f`.
-fn store_lane0(
-    cx: &mut Cx,
-    out: &AttentionOperand,
-    base: Reg,
-    i: Reg,
-    f: Reg,
-    lane: Reg,
-    acc: Val,
-) -> Result<(), EmitError> {
-    let (skip, other) = (cx.e.label(), cx.e.reg(Class::Pred));
-    cx.e.op(format!("setp.ne.s64 {other}, {lane}, 0"));
-    cx.e.op(format!("@{other} bra {skip}"));
-    let rs = cx.dim(&out.row)?;
-    let (at, el) = (cx.e.reg(Class::B64), cx.e.reg(Class::B64));
-    cx.e.op(format!("mad.lo.s64 {at}, {i}, {rs}, {base}"));
-    cx.e.op(format!("add.s64 {el}, {at}, {f}"));
-    let addr = cx.address(out.buf, el);
-    cx.e.op(format!("st.global.f32 [{addr}], {}", acc.reg));
-    cx.e.place(&skip);
-    Ok(())
 }

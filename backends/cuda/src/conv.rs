@@ -6,7 +6,7 @@
 //! GEMM on tensor cores will replace it and be checked against it).
 
 use crate::cx::Cx;
-use crate::kernels::{identity, lane_loop, unflatten, warp_combine, warp_loop};
+use crate::kernels::{identity, unflatten, Team};
 use crate::ptx::{Class, Reg};
 use crate::EmitError;
 use kiln_ir::{DType, Dim};
@@ -27,23 +27,22 @@ pub(crate) fn conv(cx: &mut Cx, c: &Conv) -> Result<(), EmitError> {
     let items: Dim = c.y_shape.iter().product();
     let terms: Vec<Dim> = c.w_shape[1..].to_vec();
     let count: Dim = terms.iter().product();
-    warp_loop(cx, &items, |cx, t, lane| {
+    let warp = Team::Warp;
+    warp.items(cx, &items, |cx, t, lane| {
         let out = unflatten(cx, t, &c.y_shape)?;
         let acc = identity(cx, Combine::Sum, DType::F32)?;
         let n = cx.dim(&count)?;
-        lane_loop(cx, lane, n, |cx, j| {
+        warp.over(cx, lane, n, |cx, j| {
             let term = unflatten(cx, j, &terms)?;
             accumulate(cx, c, &out, &term, acc.reg)
         })?;
-        warp_combine(cx, Combine::Sum, acc)?;
-        let (skip, other) = (cx.e.label(), cx.e.reg(Class::Pred));
-        cx.e.op(format!("setp.ne.s64 {other}, {lane}, 0"));
-        cx.e.op(format!("@{other} bra {skip}"));
-        let at = row_major(cx, &out, &c.y_shape)?;
-        let addr = cx.address(c.y, at);
-        cx.e.op(format!("st.global.f32 [{addr}], {}", acc.reg));
-        cx.e.place(&skip);
-        Ok(())
+        warp.combine(cx, Combine::Sum, acc)?;
+        warp.lead(cx, lane, |cx| {
+            let at = row_major(cx, &out, &c.y_shape)?;
+            let addr = cx.address(c.y, at);
+            cx.e.op(format!("st.global.f32 [{addr}], {}", acc.reg));
+            Ok(())
+        })
     })
 }
 

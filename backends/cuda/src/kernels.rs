@@ -19,6 +19,28 @@ use kiln_ir::{BinaryOp, DType, Dim};
 use kiln_kernel::axes::normalize;
 use kiln_kernel::kernel::{combine_identity, Combine, ExprNode, LoopNest, Reduce, Row};
 
+/// `for j in (from..to).step_by(step) { body(j) }`, the one loop every entry is built of.
+fn strided(
+    cx: &mut Cx,
+    from: Opnd,
+    to: Opnd,
+    step: Opnd,
+    body: impl FnOnce(&mut Cx, Reg) -> Result<(), EmitError>,
+) -> Result<(), EmitError> {
+    let e = &mut cx.e;
+    let j = e.reg(Class::B64);
+    e.op(format!("mov.s64 {j}, {from}"));
+    let (top, end, done) = (e.label(), e.label(), e.reg(Class::Pred));
+    e.place(&top);
+    e.op(format!("setp.ge.s64 {done}, {j}, {to}"));
+    e.op(format!("@{done} bra {end}"));
+    body(cx, j)?;
+    cx.e.op(format!("add.s64 {j}, {j}, {step}"));
+    cx.e.op(format!("bra.uni {top}"));
+    cx.e.place(&end);
+    Ok(())
+}
+
 /// `for t in thread's items of 0..total { body(t) }`, striding by the grid's size.
 fn grid_loop(
     cx: &mut Cx,
@@ -26,54 +48,21 @@ fn grid_loop(
     body: impl FnOnce(&mut Cx, Reg) -> Result<(), EmitError>,
 ) -> Result<(), EmitError> {
     let total = cx.dim(total)?;
-    let e = &mut cx.e;
-    let [tid, ntid, ctaid, nctaid] = [0; 4].map(|_| e.reg(Class::B32));
-    e.op(format!("mov.u32 {tid}, %tid.x"));
-    e.op(format!("mov.u32 {ntid}, %ntid.x"));
-    e.op(format!("mov.u32 {ctaid}, %ctaid.x"));
-    e.op(format!("mov.u32 {nctaid}, %nctaid.x"));
-    let [first, local, t, step] = [0; 4].map(|_| e.reg(Class::B64));
-    e.op(format!("mul.wide.u32 {first}, {ctaid}, {ntid}"));
-    e.op(format!("cvt.u64.u32 {local}, {tid}"));
-    e.op(format!("add.s64 {t}, {first}, {local}"));
-    e.op(format!("mul.wide.u32 {step}, {nctaid}, {ntid}"));
-    let (top, end) = (e.label(), e.label());
-    e.place(&top);
-    let done = e.reg(Class::Pred);
-    e.op(format!("setp.ge.s64 {done}, {t}, {total}"));
-    e.op(format!("@{done} bra {end}"));
-    body(cx, t)?;
-    cx.e.op(format!("add.s64 {t}, {t}, {step}"));
-    cx.e.op(format!("bra.uni {top}"));
-    cx.e.place(&end);
-    Ok(())
+    let (t, threads, _) = thread_ids(cx);
+    strided(cx, Opnd::Reg(t), total, Opnd::Reg(threads), body)
 }
 
-/// Threads of one warp, the unit that cooperates on a reduction's output or a row.
-pub(crate) const WARP: u32 = 32;
-
-/// Whether a reduction over `n` elements gets a warp per output (see the module docs).
-pub(crate) fn uses_warps(n: &Dim) -> bool {
-    n.as_const().is_none_or(|n| n >= i64::from(WARP))
-}
-
-/// Whether `r` gets a warp per output: a long enough extent, and not a float accumulation
-/// that ends in an integer (an integer `reduce_log_sum`, say), whose truncated result
-/// would depend on the order of the additions; those keep the interpreter's order.
-pub(crate) fn reduce_uses_warps(r: &Reduce) -> bool {
-    let exact_out = !r.post.dtype().is_float() && r.value.dtype().is_float();
-    uses_warps(&product(&r.reduced)) && !exact_out
-}
-
-/// `for item in this warp's items of 0..total { body(item, lane) }`: warps of the grid take
-/// items in turn, and all 32 lanes of a warp see the same item, so the loop's branches are
-/// warp-uniform and every lane reaches each shuffle.
-pub(crate) fn warp_loop(
+/// `for j in 0..n { body(j) }` inside one thread.
+pub(crate) fn count_loop(
     cx: &mut Cx,
-    total: &Dim,
-    body: impl FnOnce(&mut Cx, Reg, Reg) -> Result<(), EmitError>,
+    n: Opnd,
+    body: impl FnOnce(&mut Cx, Reg) -> Result<(), EmitError>,
 ) -> Result<(), EmitError> {
-    let total = cx.dim(total)?;
+    strided(cx, Opnd::Imm(0), n, Opnd::Imm(1), body)
+}
+
+/// This thread's index in the grid, the grid's thread count, and its lane in its warp.
+fn thread_ids(cx: &mut Cx) -> (Reg, Reg, Reg) {
     let e = &mut cx.e;
     let [tid, ntid, ctaid, nctaid, lane32] = [0; 5].map(|_| e.reg(Class::B32));
     e.op(format!("mov.u32 {tid}, %tid.x"));
@@ -81,50 +70,110 @@ pub(crate) fn warp_loop(
     e.op(format!("mov.u32 {ctaid}, %ctaid.x"));
     e.op(format!("mov.u32 {nctaid}, %nctaid.x"));
     e.op(format!("and.b32 {lane32}, {tid}, {}", WARP - 1));
-    let [first, local, g, item, threads, step, lane] = [0; 7].map(|_| e.reg(Class::B64));
+    let [first, local, t, threads, lane] = [0; 5].map(|_| e.reg(Class::B64));
     e.op(format!("mul.wide.u32 {first}, {ctaid}, {ntid}"));
     e.op(format!("cvt.u64.u32 {local}, {tid}"));
-    e.op(format!("add.s64 {g}, {first}, {local}"));
-    e.op(format!("shr.u64 {item}, {g}, 5"));
+    e.op(format!("add.s64 {t}, {first}, {local}"));
     e.op(format!("mul.wide.u32 {threads}, {nctaid}, {ntid}"));
-    e.op(format!("shr.u64 {step}, {threads}, 5"));
     e.op(format!("cvt.u64.u32 {lane}, {lane32}"));
-    let (top, end) = (e.label(), e.label());
-    e.place(&top);
-    let done = e.reg(Class::Pred);
-    e.op(format!("setp.ge.s64 {done}, {item}, {total}"));
-    e.op(format!("@{done} bra {end}"));
-    body(cx, item, lane)?;
-    cx.e.op(format!("add.s64 {item}, {item}, {step}"));
-    cx.e.op(format!("bra.uni {top}"));
-    cx.e.place(&end);
-    Ok(())
+    (t, threads, lane)
 }
 
-/// `for j in (lane..n).step_by(32) { body(j) }`.
-pub(crate) fn lane_loop(
-    cx: &mut Cx,
-    lane: Reg,
-    n: Opnd,
-    mut body: impl FnMut(&mut Cx, Reg) -> Result<(), EmitError>,
-) -> Result<(), EmitError> {
-    let e = &mut cx.e;
-    let j = e.reg(Class::B64);
-    e.op(format!("mov.s64 {j}, {lane}"));
-    let (top, end, done) = (e.label(), e.label(), e.reg(Class::Pred));
-    e.place(&top);
-    e.op(format!("setp.ge.s64 {done}, {j}, {n}"));
-    e.op(format!("@{done} bra {end}"));
-    body(cx, j)?;
-    cx.e.op(format!("add.s64 {j}, {j}, {WARP}"));
-    cx.e.op(format!("bra.uni {top}"));
-    cx.e.place(&end);
-    Ok(())
+/// Threads of one warp, the unit that cooperates on a reduction's output or a row.
+pub(crate) const WARP: u32 = 32;
+
+/// Whether a reduction over `n` elements gets a warp per output (see the module docs).
+fn uses_warps(n: &Dim) -> bool {
+    n.as_const().is_none_or(|n| n >= i64::from(WARP))
+}
+
+/// Whether `r` gets a warp per output: a long enough extent, and not a float accumulation
+/// that ends in an integer (an integer `reduce_log_sum`, say), whose truncated result
+/// would depend on the order of the additions; those keep the interpreter's order.
+fn reduce_uses_warps(r: &Reduce) -> bool {
+    let exact_out = !r.post.dtype().is_float() && r.value.dtype().is_float();
+    uses_warps(&product(&r.reduced)) && !exact_out
+}
+
+/// How many threads work on one item: a thread, or a warp whose lanes stride over the
+/// item's elements and then combine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Team {
+    Thread,
+    Warp,
+}
+
+impl Team {
+    /// Threads per item.
+    pub fn lanes(self) -> u32 {
+        match self {
+            Team::Thread => 1,
+            Team::Warp => WARP,
+        }
+    }
+
+    /// `for item in this team's items of 0..total { body(item, lane) }`. Warps of the grid
+    /// take items in turn and all 32 lanes of a warp see the same item, so the loop's
+    /// branches are warp-uniform and every lane reaches each shuffle. A thread's lane is 0.
+    pub fn items(
+        self,
+        cx: &mut Cx,
+        total: &Dim,
+        body: impl FnOnce(&mut Cx, Reg, Opnd) -> Result<(), EmitError>,
+    ) -> Result<(), EmitError> {
+        if self == Team::Thread {
+            return grid_loop(cx, total, |cx, t| body(cx, t, Opnd::Imm(0)));
+        }
+        let total = cx.dim(total)?;
+        let (t, threads, lane) = thread_ids(cx);
+        let (item, step) = (cx.e.reg(Class::B64), cx.e.reg(Class::B64));
+        cx.e.op(format!("shr.u64 {item}, {t}, 5"));
+        cx.e.op(format!("shr.u64 {step}, {threads}, 5"));
+        let body = |cx: &mut Cx, item| body(cx, item, Opnd::Reg(lane));
+        strided(cx, Opnd::Reg(item), total, Opnd::Reg(step), body)
+    }
+
+    /// `for j in (lane..n).step_by(lanes) { body(j) }`: the team's share of an item.
+    pub fn over(
+        self,
+        cx: &mut Cx,
+        lane: Opnd,
+        n: Opnd,
+        body: impl FnOnce(&mut Cx, Reg) -> Result<(), EmitError>,
+    ) -> Result<(), EmitError> {
+        strided(cx, lane, n, Opnd::Imm(i64::from(self.lanes())), body)
+    }
+
+    /// Combines the lanes' partial `acc` so every lane holds the whole (a thread's is).
+    pub fn combine(self, cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
+        match self {
+            Team::Thread => Ok(()),
+            Team::Warp => warp_combine(cx, c, acc),
+        }
+    }
+
+    /// Emits `body` for lane 0 only: one store of a result every lane holds.
+    pub fn lead(
+        self,
+        cx: &mut Cx,
+        lane: Opnd,
+        body: impl FnOnce(&mut Cx) -> Result<(), EmitError>,
+    ) -> Result<(), EmitError> {
+        if self == Team::Thread {
+            return body(cx);
+        }
+        let (skip, other) = (cx.e.label(), cx.e.reg(Class::Pred));
+        cx.e.op(format!("setp.ne.s64 {other}, {lane}, 0"));
+        cx.e.op(format!("@{other} bra {skip}"));
+        body(cx)?;
+        cx.e.place(&skip);
+        Ok(())
+    }
 }
 
 /// Combines `acc` over the warp's 32 lanes by butterfly shuffles (offsets 16, 8, 4, 2,
 /// 1): afterwards every lane holds the combination of all of them.
-pub(crate) fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
+fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
     for offset in [16, 8, 4, 2, 1] {
         let other = Val {
             reg: shuffle_xor(cx, acc.reg, offset),
@@ -191,26 +240,6 @@ fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
             }
         }
     }
-}
-
-/// `for j in 0..n { body(j) }` inside one thread.
-pub(crate) fn count_loop(
-    cx: &mut Cx,
-    n: Opnd,
-    mut body: impl FnMut(&mut Cx, Reg) -> Result<(), EmitError>,
-) -> Result<(), EmitError> {
-    let e = &mut cx.e;
-    let j = e.reg(Class::B64);
-    e.op(format!("mov.s64 {j}, 0"));
-    let (top, end, done) = (e.label(), e.label(), e.reg(Class::Pred));
-    e.place(&top);
-    e.op(format!("setp.ge.s64 {done}, {j}, {n}"));
-    e.op(format!("@{done} bra {end}"));
-    body(cx, j)?;
-    cx.e.op(format!("add.s64 {j}, {j}, 1"));
-    cx.e.op(format!("bra.uni {top}"));
-    cx.e.place(&end);
-    Ok(())
 }
 
 /// The index along each axis of `shape` of the row-major position `t`.
@@ -287,33 +316,45 @@ pub(crate) fn loop_nest(cx: &mut Cx, l: &LoopNest) -> Result<(), EmitError> {
     })
 }
 
-/// Emits a reduction: a warp per output (see the module docs), or one thread per output
+/// The team a reduction's output gets: a warp (see the module docs), or one thread
 /// looping over a short reduced extent in row-major order.
-pub(crate) fn reduce(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
-    let count = product(&r.reduced);
-    if !reduce_uses_warps(r) {
-        return reduce_serial(cx, r);
+pub(crate) fn reduce_team(r: &Reduce) -> Team {
+    if reduce_uses_warps(r) {
+        Team::Warp
+    } else {
+        Team::Thread
     }
-    warp_loop(cx, &product(&r.shape), |cx, t, lane| {
+}
+
+/// The team a row gets: a warp, or one thread when rows are short.
+pub(crate) fn row_team(r: &Row) -> Team {
+    if uses_warps(&r.len) {
+        Team::Warp
+    } else {
+        Team::Thread
+    }
+}
+
+/// Emits a reduction: the team strides over the reduced elements, combines, and its lead
+/// lane applies the post map and stores.
+pub(crate) fn reduce(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
+    let team = reduce_team(r);
+    team.items(cx, &product(&r.shape), |cx, t, lane| {
         let out_index = unflatten(cx, t, &r.shape)?;
         let acc = identity(cx, r.combine, r.value.dtype())?;
-        let n = cx.dim(&count)?;
-        lane_loop(cx, lane, n, |cx, j| {
+        let n = cx.dim(&product(&r.reduced))?;
+        team.over(cx, lane, n, |cx, j| {
             let mut index = out_index.clone();
             index.extend(unflatten(cx, j, &r.reduced)?);
             let v = expr::emit(cx, &r.value, &env(&index, None, &[]))?;
             combine_into(cx, r.combine, acc, v)
         })?;
-        warp_combine(cx, r.combine, acc)?;
+        team.combine(cx, r.combine, acc)?;
         let v = expr::emit(cx, &r.post, &env(&out_index, Some(acc), &[]))?;
-        // Every lane holds the result; lane 0 stores it.
-        let (skip, other) = (cx.e.label(), cx.e.reg(Class::Pred));
-        cx.e.op(format!("setp.ne.s64 {other}, {lane}, 0"));
-        cx.e.op(format!("@{other} bra {skip}"));
-        let element = cx.element(&r.out, &out_index)?;
-        expr::store(cx, r.out.buf, element, v)?;
-        cx.e.place(&skip);
-        Ok(())
+        team.lead(cx, lane, |cx| {
+            let element = cx.element(&r.out, &out_index)?;
+            expr::store(cx, r.out.buf, element, v)
+        })
     })
 }
 
@@ -321,72 +362,27 @@ fn env<'a>(index: &'a [Reg], acc: Option<Val>, stats: &'a [Val]) -> Env<'a> {
     Env { index, acc, stats }
 }
 
-/// A reduction with one thread per output, the reduced axes in row-major order.
-fn reduce_serial(cx: &mut Cx, r: &Reduce) -> Result<(), EmitError> {
-    grid_loop(cx, &product(&r.shape), |cx, t| {
-        let out_index = unflatten(cx, t, &r.shape)?;
-        let acc = identity(cx, r.combine, r.value.dtype())?;
-        let count = cx.dim(&product(&r.reduced))?;
-        count_loop(cx, count, |cx, j| {
-            let mut index = out_index.clone();
-            index.extend(unflatten(cx, j, &r.reduced)?);
-            let v = expr::emit(cx, &r.value, &env(&index, None, &[]))?;
-            combine_into(cx, r.combine, acc, v)
-        })?;
-        let v = expr::emit(cx, &r.post, &env(&out_index, Some(acc), &[]))?;
-        let element = cx.element(&r.out, &out_index)?;
-        expr::store(cx, r.out.buf, element, v)
-    })
-}
-
-/// Emits a row kernel: per row, each statistic over the row in order, then the map; a
-/// warp per row, or one thread per row when rows are short.
+/// Emits a row kernel: per row, each statistic over the row in order (the team's
+/// partials combined), then the map, the team striding over the row.
 pub(crate) fn row(cx: &mut Cx, r: &Row) -> Result<(), EmitError> {
-    if !uses_warps(&r.len) {
-        return row_serial(cx, r);
-    }
-    warp_loop(cx, &product(&r.shape), |cx, t, lane| {
+    let team = row_team(r);
+    team.items(cx, &product(&r.shape), |cx, t, lane| {
         let row_index = unflatten(cx, t, &r.shape)?;
         let len = cx.dim(&r.len)?;
+        let at = |j: Reg| -> Vec<Reg> { row_index.iter().copied().chain([j]).collect() };
         let mut stats: Vec<Val> = Vec::new();
         for stat in &r.stats {
             let acc = identity(cx, stat.combine, stat.value.dtype())?;
-            lane_loop(cx, lane, len, |cx, j| {
-                let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
-                let v = expr::emit(cx, &stat.value, &env(&index, None, &stats))?;
+            team.over(cx, lane, len, |cx, j| {
+                let v = expr::emit(cx, &stat.value, &env(&at(j), None, &stats))?;
                 combine_into(cx, stat.combine, acc, v)
             })?;
-            warp_combine(cx, stat.combine, acc)?;
+            team.combine(cx, stat.combine, acc)?;
             let s = expr::emit(cx, &stat.post, &env(&row_index, Some(acc), &stats))?;
             stats.push(s);
         }
-        lane_loop(cx, lane, len, |cx, j| {
-            let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
-            let v = expr::emit(cx, &r.map, &env(&index, None, &stats))?;
-            let element = cx.element(&r.out, &index)?;
-            expr::store(cx, r.out.buf, element, v)
-        })
-    })
-}
-
-/// A row kernel with one thread per row, each statistic and the map looping in order.
-fn row_serial(cx: &mut Cx, r: &Row) -> Result<(), EmitError> {
-    grid_loop(cx, &product(&r.shape), |cx, t| {
-        let row_index = unflatten(cx, t, &r.shape)?;
-        let len = cx.dim(&r.len)?;
-        let mut stats: Vec<Val> = Vec::new();
-        for stat in &r.stats {
-            let acc = identity(cx, stat.combine, stat.value.dtype())?;
-            count_loop(cx, len, |cx, j| {
-                let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
-                let v = expr::emit(cx, &stat.value, &env(&index, None, &stats))?;
-                combine_into(cx, stat.combine, acc, v)
-            })?;
-            let s = expr::emit(cx, &stat.post, &env(&row_index, Some(acc), &stats))?;
-            stats.push(s);
-        }
-        count_loop(cx, len, |cx, j| {
-            let index: Vec<Reg> = row_index.iter().copied().chain([j]).collect();
+        team.over(cx, lane, len, |cx, j| {
+            let index = at(j);
             let v = expr::emit(cx, &r.map, &env(&index, None, &stats))?;
             let element = cx.element(&r.out, &index)?;
             expr::store(cx, r.out.buf, element, v)

@@ -171,7 +171,6 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
     let mut buffers = kernel.reads();
     buffers.extend(kernel.writes());
     let mut cx = cx::Cx::new(program, i, &buffers);
-    let warp = |warps: bool| if warps { kernels::WARP } else { 1 };
     let (items, lanes) = match kernel {
         Kernel::Loop(l) => {
             kernels::loop_nest(&mut cx, l)?;
@@ -179,22 +178,16 @@ fn entry(program: &Program, i: usize, kernel: &Kernel) -> Result<(String, Launch
         }
         Kernel::Reduce(r) => {
             kernels::reduce(&mut cx, r)?;
-            (
-                r.shape.iter().product(),
-                warp(kernels::reduce_uses_warps(r)),
-            )
+            (r.shape.iter().product(), kernels::reduce_team(r).lanes())
         }
         Kernel::Row(r) => {
             kernels::row(&mut cx, r)?;
-            (r.shape.iter().product(), warp(kernels::uses_warps(&r.len)))
+            (r.shape.iter().product(), kernels::row_team(r).lanes())
         }
         Kernel::Call(Call::MatMul(m)) => {
             let r = matmul::as_reduce(m, program)?;
             kernels::reduce(&mut cx, &r)?;
-            (
-                r.shape.iter().product(),
-                warp(kernels::reduce_uses_warps(&r)),
-            )
+            (r.shape.iter().product(), kernels::reduce_team(&r).lanes())
         }
         Kernel::Call(Call::Attention(a)) => {
             attention::attention(&mut cx, a)?;
