@@ -23,7 +23,7 @@ pub fn run(
     _inputs: &BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>, Error> {
     let device = device()?;
-    let program = kiln_kernel::schedule::schedule(model.graph(), &kiln_ir::Bindings::new())
+    let program = kiln_cuda::program(model.graph(), &kiln_ir::Bindings::new())
         .map_err(|e| Error::Cuda(e.to_string()))?;
     kiln_cuda::emit(&program, kiln_cuda::Target::Sm80).map_err(|e| Error::Cuda(e.to_string()))?;
     Err(Error::Cuda(format!(
@@ -54,9 +54,8 @@ pub fn ptx_artifact(
 ) -> Result<PtxArtifact, Error> {
     use kiln_kernel::kernel::BufferKind;
     use serde_json::json;
-    let mut program = kiln_kernel::schedule::schedule(model.graph(), fixed)
-        .map_err(|e| Error::Cuda(e.to_string()))?;
-    kiln_kernel::fuse_loops::fuse_loops(&mut program);
+    let program =
+        kiln_cuda::program(model.graph(), fixed).map_err(|e| Error::Cuda(e.to_string()))?;
     let module = kiln_cuda::emit(&program, target).map_err(|e| Error::Cuda(e.to_string()))?;
     let mut weights = Vec::new();
     let buffers: Vec<serde_json::Value> = (program.buffers.iter().enumerate())

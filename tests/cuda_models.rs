@@ -26,8 +26,7 @@ fn check(file: &Path, input: impl Fn(&str, &kiln::ir::TensorType) -> Tensor) -> 
     let name = file.display();
     let model = Model::load(file).unwrap().optimize().unwrap();
     let g = model.graph();
-    let mut program = kiln::kernel::schedule::schedule(g, &Bindings::new()).unwrap();
-    kiln::kernel::fuse_loops::fuse_loops(&mut program);
+    let program = kiln::cuda::program(g, &Bindings::new()).unwrap();
     assert!(!program.symbols.is_empty(), "{name}: symbols stay free");
     let module = kiln::cuda::emit(&program, kiln::cuda::Target::Sm80)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -112,7 +111,7 @@ fn models_with_calls_the_backend_lacks_are_refused_by_name() {
             .unwrap()
             .optimize()
             .unwrap();
-        let program = kiln::kernel::schedule::schedule(model.graph(), &Bindings::new()).unwrap();
+        let program = kiln::cuda::program(model.graph(), &Bindings::new()).unwrap();
         let err = kiln::cuda::emit(&program, kiln::cuda::Target::Sm80)
             .unwrap_err()
             .to_string();

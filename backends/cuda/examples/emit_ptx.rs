@@ -2,7 +2,6 @@
 //! `cargo run -p kiln-cuda --example emit_ptx -- graph.kir [sm_80|sm_90]`.
 
 use kiln_ir::{parse, Bindings};
-use kiln_kernel::{fuse_loops::fuse_loops, schedule::schedule};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -15,8 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(other) => return Err(format!("unknown target {other}").into()),
     };
     let g = parse(&std::fs::read_to_string(&path)?)?;
-    let mut program = schedule(&g, &Bindings::new())?;
-    fuse_loops(&mut program);
+    let program = kiln_cuda::program(&g, &Bindings::new())?;
     let module = kiln_cuda::emit(&program, target)?;
     print!("{}", module.ptx);
     for l in &module.launches {

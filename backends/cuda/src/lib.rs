@@ -24,7 +24,7 @@
 //!     }",
 //! )
 //! .unwrap();
-//! let program = kiln_kernel::schedule::schedule(&g, &Bindings::new()).unwrap();
+//! let program = kiln_cuda::program(&g, &Bindings::new()).unwrap();
 //! let module = kiln_cuda::emit(&program, kiln_cuda::Target::Sm80).unwrap();
 //! assert!(module.ptx.contains(".entry kiln_k0("));
 //! assert!(module.ptx.contains("ex2.approx.f32"));
@@ -142,6 +142,17 @@ pub fn launch_conditions(graph: &Graph, program: &Program) -> Vec<Assumption> {
     let mut conditions = kiln_ir::assumptions(graph);
     conditions.extend(kiln_kernel::bounds::access_assumptions(graph, program));
     conditions
+}
+
+/// `graph` as the kernel layer's program, prepared as this backend translates it:
+/// scheduled with the symbols in `fixed` bound and the rest left free, then loop-fused.
+pub fn program(
+    graph: &Graph,
+    fixed: &Bindings,
+) -> Result<Program, kiln_kernel::schedule::ScheduleError> {
+    let mut program = kiln_kernel::schedule::schedule(graph, fixed)?;
+    kiln_kernel::fuse_loops::fuse_loops(&mut program);
+    Ok(program)
 }
 
 /// Writes `program` as a PTX module for `target`.

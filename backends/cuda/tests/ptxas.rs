@@ -59,10 +59,9 @@ fn every_test_graph_assembles_for_sm80_and_sm90() {
         else {
             continue;
         };
-        let Ok(mut program) = kiln_kernel::schedule::schedule(&case.graph, &Bindings::new()) else {
+        let Ok(program) = kiln_cuda::program(&case.graph, &Bindings::new()) else {
             continue;
         };
-        kiln_kernel::fuse_loops::fuse_loops(&mut program);
         if emit(&program, Target::Sm80).is_ok() {
             assemble(&ptxas, &dir, &format!("seed{seed}"), &program);
             assembled += 1;

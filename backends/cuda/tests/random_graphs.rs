@@ -19,8 +19,6 @@ use difftest::rng::Rng;
 use difftest::symbolic::{holds_at, inputs_at, symbolize, SymCase};
 use kiln_cuda::{emit, EmitError, Target};
 use kiln_ir::{interp, Bindings};
-use kiln_kernel::fuse_loops::fuse_loops;
-use kiln_kernel::schedule::schedule;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
@@ -60,11 +58,10 @@ fn check(seed: u64, tally: &mut Tally) -> Result<(), String> {
         return Ok(());
     };
     tally.symbolic += 1;
-    let Ok(mut program) = schedule(&case.graph, &Bindings::new()) else {
+    let Ok(program) = kiln_cuda::program(&case.graph, &Bindings::new()) else {
         tally.needs_dim += 1;
         return Ok(());
     };
-    fuse_loops(&mut program);
     let module = match emit(&program, Target::Sm80) {
         Ok(m) => m,
         Err(EmitError::Kernel { source, .. }) => match *source {

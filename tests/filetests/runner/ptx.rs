@@ -17,11 +17,10 @@ pub fn subtest(ctx: &mut Ctx<'_>, index: usize, case: &Case, cmd: &Command) {
     let Some((g, _)) = ctx.parse_case(case) else {
         return;
     };
-    let mut program = match kiln_kernel::schedule::schedule(&g, &Bindings::new()) {
+    let program = match kiln_cuda::program(&g, &Bindings::new()) {
         Ok(p) => p,
         Err(e) => return ctx.fail(case.first_line, format!("schedule failed: {e}")),
     };
-    kiln_kernel::fuse_loops::fuse_loops(&mut program);
     let ptx = match kiln_cuda::emit(&program, kiln_cuda::Target::Sm80) {
         Ok(m) => m.ptx,
         Err(e) => return ctx.fail(case.first_line, format!("emit failed: {e}")),

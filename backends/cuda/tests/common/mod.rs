@@ -9,9 +9,7 @@
 
 use kiln_cuda::Module;
 use kiln_ir::{parse, Bindings, Graph, Tensor};
-use kiln_kernel::fuse_loops::fuse_loops;
 use kiln_kernel::kernel::{BufferKind, Program};
-use kiln_kernel::schedule::schedule;
 use kiln_ptx_emu as emu;
 use std::path::PathBuf;
 
@@ -171,8 +169,7 @@ pub const GRAPHS: &[Case] = &[
 /// backend prepares it.
 pub fn program(text: &str) -> (Graph, Program) {
     let g = parse(text).unwrap_or_else(|e| panic!("test graph does not parse: {e}"));
-    let mut p = schedule(&g, &Bindings::new()).unwrap_or_else(|e| panic!("schedule: {e}"));
-    fuse_loops(&mut p);
+    let p = kiln_cuda::program(&g, &Bindings::new()).unwrap_or_else(|e| panic!("schedule: {e}"));
     (g, p)
 }
 
