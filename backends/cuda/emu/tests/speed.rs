@@ -8,7 +8,6 @@ mod common;
 use std::time::Instant;
 
 use common::kernel;
-use kiln_ptx_emu::LaunchStats;
 use kiln_ptx_emu::{Limits, Memory, Module, Param};
 
 #[test]
@@ -19,34 +18,27 @@ fn a_long_loop_sums_and_reports_its_rate() {
          setp.lt.u32 %p1, %r1, 200000;\n @%p1 bra $L0;\n st.global.u32 [%rd0], %r2;",
     ))
     .unwrap();
-    let mut mem = Memory::new();
-    let out = mem.alloc(4);
-    let t = Instant::now();
-    let s = m
-        .launch(
-            &mut mem,
-            "k",
-            [4, 1, 1],
-            [8, 1, 1],
-            &[Param::U64(out)],
-            &Limits::default(),
-        )
-        .unwrap();
-    let rate = s.instructions as f64 / t.elapsed().as_secs_f64();
-    eprintln!("{} instructions, {:.1} M/s", s.instructions, rate / 1e6);
     assert_eq!(
-        mem.read_u32s(out, 1).unwrap()[0],
+        timed("integer loop", &m, [8, 1, 1]),
         (0..200000u32).fold(0u32, |a, i| a.wrapping_add(i))
     );
 }
 
-fn report(what: &str, s: &LaunchStats, t: Instant) {
+/// Runs entry `k` over 4 CTAs of `block` threads with one output word, prints the rate,
+/// and returns the word.
+fn timed(what: &str, m: &Module, block: [u32; 3]) -> u32 {
+    let mut mem = Memory::new();
+    let out = mem.alloc(4);
+    let t = Instant::now();
+    let params = [Param::U64(out)];
+    let s = (m.launch(&mut mem, "k", [4, 1, 1], block, &params, &Limits::default())).unwrap();
     let rate = s.instructions as f64 / t.elapsed().as_secs_f64();
     eprintln!(
         "{what}: {} instructions, {:.1} M/s",
         s.instructions,
         rate / 1e6
     );
+    mem.read_u32s(out, 1).unwrap()[0]
 }
 
 #[test]
@@ -63,21 +55,8 @@ fn a_synchronizing_loop_reports_its_rate() {
          setp.eq.u32 %p2, %r1, 0;\n @%p2 st.global.u32 [%rd0], %r6;",
     ))
     .unwrap();
-    let mut mem = Memory::new();
-    let out = mem.alloc(4);
-    let t = Instant::now();
-    let s = m
-        .launch(
-            &mut mem,
-            "k",
-            [4, 1, 1],
-            [64, 1, 1],
-            &[Param::U64(out)],
-            &Limits::default(),
-        )
-        .unwrap();
-    report("synchronizing loop", &s, t);
     // Thread 0 reads thread 1's word, whose shuffle partner (thread 1)
     // passes back thread 0's iteration count: the sum of 0..2000.
-    assert_eq!(mem.read_u32s(out, 1).unwrap()[0], (0..2000u32).sum::<u32>());
+    let word = timed("synchronizing loop", &m, [64, 1, 1]);
+    assert_eq!(word, (0..2000u32).sum::<u32>());
 }
