@@ -280,6 +280,7 @@ pub(crate) fn cvt(c: Cvt, a: u64) -> u64 {
         Cvt::F32ToF16 => u64::from(f32_to_f16(f32_of(a))),
         Cvt::F16ToF32 => bits32(f16_to_f32(a as u16)),
         Cvt::F32ToBf16 => u64::from(f32_to_bf16(f32_of(a))),
+        Cvt::F32ToTf32 => u64::from(f32_to_tf32(f32_of(a))),
         Cvt::Bf16ToF32 => bits32(f32::from_bits(u32::from(a as u16) << 16)),
     }
 }
@@ -394,9 +395,36 @@ pub(crate) fn f32_to_bf16(x: f32) -> u16 {
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
+/// `cvt.rna.tf32.f32`: 10 mantissa bits, nearest with ties away from zero
+/// (adding half of the dropped unit does that on the magnitude bits).
+pub(crate) fn f32_to_tf32(x: f32) -> u32 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return (b | 0x0040_0000) & 0xFFFF_E000;
+    }
+    if x.is_infinite() {
+        return b;
+    }
+    (b + 0x1000) & 0xFFFF_E000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tf32_rounds_to_nearest_ties_away() {
+        let one = 1f32.to_bits();
+        assert_eq!(f32_to_tf32(1.0), one);
+        assert_eq!(f32_to_tf32(f32::from_bits(one + 0x0FFF)), one);
+        assert_eq!(f32_to_tf32(f32::from_bits(one + 0x1000)), one + 0x2000);
+        assert_eq!(
+            f32_to_tf32(-f32::from_bits(one + 0x1000)),
+            (-1f32).to_bits() + 0x2000
+        );
+        assert!(f32::from_bits(f32_to_tf32(f32::NAN)).is_nan());
+        assert_eq!(f32_to_tf32(f32::INFINITY), f32::INFINITY.to_bits());
+    }
 
     #[test]
     fn f16_rounding() {

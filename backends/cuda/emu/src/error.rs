@@ -98,6 +98,24 @@ pub enum EmuError {
         first_thread: u32,
         second_thread: u32,
     },
+    /// A shared byte was read or written while a `cp.async` into it had not
+    /// landed: the copy's group was never waited for with
+    /// `cp.async.wait_group` (or a second copy targets the same byte).
+    #[error("{entry} line {line}: shared byte {addr:#x} is the target of a cp.async by thread {thread} that no cp.async.wait_group has completed")]
+    AsyncPending {
+        entry: String,
+        line: u32,
+        addr: u64,
+        thread: u32,
+    },
+    /// A thread exited with copies no `cp.async.wait_group` completed;
+    /// `line` is the oldest such `cp.async`.
+    #[error("{entry} line {line}: thread {thread} exited with a cp.async never waited for (missing cp.async.wait_group)")]
+    AsyncNotWaited {
+        entry: String,
+        line: u32,
+        thread: u32,
+    },
     /// Live threads of a CTA wait at different barrier instructions; `line`
     /// is the barrier of the lowest-numbered waiting thread.
     #[error("{entry} line {line}: threads of a CTA wait at different bar.sync instructions")]

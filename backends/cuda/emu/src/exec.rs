@@ -12,6 +12,7 @@ use crate::inst::{Addr, Inst, Op, Reg, SharedAddr, Special, Src};
 use crate::memory::Memory;
 use crate::module::Entry;
 use crate::shared::{Fault, SharedMem};
+use std::collections::VecDeque;
 
 /// Launch-wide and CTA-wide state shared by the threads of one CTA.
 pub(crate) struct Ctx<'a> {
@@ -52,6 +53,19 @@ pub(crate) struct Thread {
     /// Whether each register has been written; reading one that has not is
     /// an error rather than a silent zero.
     init: Vec<bool>,
+    /// `cp.async` copies not yet committed, then the committed groups,
+    /// oldest first: their bytes land in shared memory at the
+    /// `cp.async.wait_group` that covers them.
+    copies: Vec<AsyncCopy>,
+    groups: VecDeque<Vec<AsyncCopy>>,
+}
+
+/// One `cp.async` in flight: the global bytes, read when it was issued.
+struct AsyncCopy {
+    dst: u64,
+    data: [u8; 16],
+    len: u8,
+    line: u32,
 }
 
 impl Thread {
@@ -62,6 +76,8 @@ impl Thread {
             lin: 0,
             regs: vec![0; nregs],
             init: vec![false; nregs],
+            copies: Vec::new(),
+            groups: VecDeque::new(),
         }
     }
 
@@ -72,6 +88,23 @@ impl Thread {
         self.tid = tid;
         self.lin = lin;
         self.init.fill(false);
+        self.copies.clear();
+        self.groups.clear();
+    }
+
+    /// Linear thread id in the CTA.
+    pub fn lin(&self) -> u32 {
+        self.lin
+    }
+
+    /// Register `r`, which must have been written.
+    pub fn read(&self, r: Reg, inst: &Inst, cx: &Ctx) -> Result<u64, EmuError> {
+        self.get(r, inst, cx)
+    }
+
+    /// Writes register `r`.
+    pub fn write(&mut self, r: Reg, v: u64, cx: &Ctx) {
+        self.set(r, v, cx);
     }
 
     /// Runs until the thread blocks (running off the end of the entry is an
@@ -92,11 +125,27 @@ impl Thread {
                     continue;
                 }
             }
-            if let Some(status) = self.step(inst, cx)? {
-                return Ok(status);
+            match self.step(inst, cx)? {
+                Some(Status::Exited) => break,
+                Some(status) => return Ok(status),
+                None => {}
             }
         }
+        self.check_copies_landed(cx)?;
         Ok(Status::Exited)
+    }
+
+    /// A thread may not exit with copies no `cp.async.wait_group` landed.
+    fn check_copies_landed(&self, cx: &Ctx) -> Result<(), EmuError> {
+        let mut left = self.groups.iter().flatten().chain(&self.copies);
+        match left.next() {
+            None => Ok(()),
+            Some(c) => Err(EmuError::AsyncNotWaited {
+                entry: cx.name(),
+                line: c.line,
+                thread: self.lin,
+            }),
+        }
     }
 
     /// The per-lane source operands of the collective this thread is
@@ -165,7 +214,7 @@ impl Thread {
 
     /// The checked shared-window address of a `bytes`-wide access; a 32-bit
     /// base register is zero-extended.
-    fn shared_address(
+    pub fn shared_address(
         &self,
         a: SharedAddr,
         bytes: u64,
@@ -188,7 +237,7 @@ impl Thread {
         Ok(addr)
     }
 
-    fn shared_fault(&self, f: Fault, inst: &Inst, cx: &Ctx, addr: u64, bytes: u64) -> EmuError {
+    pub fn shared_fault(&self, f: Fault, inst: &Inst, cx: &Ctx, addr: u64, bytes: u64) -> EmuError {
         let (entry, line) = (cx.name(), inst.line);
         match f {
             Fault::OutOfBounds => EmuError::SharedOutOfBounds {
@@ -207,6 +256,12 @@ impl Thread {
                 addr,
                 first_thread: first,
                 second_thread: second,
+            },
+            Fault::AsyncPending { addr, thread } => EmuError::AsyncPending {
+                entry,
+                line,
+                addr,
+                thread,
             },
         }
     }
@@ -227,10 +282,13 @@ impl Thread {
             Op::Bra { target } => self.pc = target,
             Op::Exit => return Ok(Some(Status::Exited)),
             Op::Bar => return Ok(Some(Status::Barrier(self.pc - 1))),
-            Op::Shfl { .. } | Op::Ballot { .. } => {
+            Op::Shfl { .. } | Op::Ballot { .. } | Op::Ldmatrix { .. } | Op::Mma { .. } => {
                 return Ok(Some(Status::Collective(self.pc - 1)))
             }
             Op::LdShared { .. } | Op::StShared { .. } => self.shared_access(inst, cx)?,
+            Op::CpAsync { .. } | Op::CpAsyncCommit | Op::CpAsyncWait { .. } => {
+                self.async_copy(inst, cx)?
+            }
             Op::St { ty, addr, a } => {
                 let (v, bytes) = (self.src(a, inst, cx)?, ty.bytes());
                 let at = self.address(addr, bytes, inst, cx)?;
@@ -267,6 +325,54 @@ impl Thread {
                 cx.shared
                     .store(at, bytes, v, self.lin)
                     .map_err(|f| self.shared_fault(f, inst, cx, at, bytes))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `cp.async` and its group instructions, out of line like
+    /// `shared_access`.
+    #[inline(never)]
+    fn async_copy(&mut self, inst: &Inst, cx: &mut Ctx) -> Result<(), EmuError> {
+        match inst.op {
+            Op::CpAsync {
+                dst,
+                src,
+                size,
+                src_size,
+            } => {
+                let bytes = u64::from(size);
+                let at = self.shared_address(dst, bytes, inst, cx)?;
+                let from = self.address(src, bytes, inst, cx)?;
+                let n = self.src(src_size, inst, cx)?.min(bytes);
+                let mut data = [0u8; 16];
+                for (i, b) in data.iter_mut().enumerate().take(n as usize) {
+                    let a = from + i as u64;
+                    *b = cx.mem.load(a, 1).ok_or_else(|| Self::oob(inst, cx, a, 1))? as u8;
+                }
+                (cx.shared.begin_async(at, bytes, self.lin))
+                    .map_err(|f| self.shared_fault(f, inst, cx, at, bytes))?;
+                self.copies.push(AsyncCopy {
+                    dst: at,
+                    data,
+                    len: size,
+                    line: inst.line,
+                });
+            }
+            Op::CpAsyncCommit => {
+                let group = std::mem::take(&mut self.copies);
+                self.groups.push_back(group);
+            }
+            Op::CpAsyncWait { n } => {
+                while self.groups.len() > n as usize {
+                    for c in self.groups.pop_front().unwrap_or_default() {
+                        let data = &c.data[..usize::from(c.len)];
+                        (cx.shared.land(c.dst, data, self.lin)).map_err(|f| {
+                            self.shared_fault(f, inst, cx, c.dst, data.len() as u64)
+                        })?;
+                    }
+                }
             }
             _ => {}
         }
@@ -316,7 +422,12 @@ impl Thread {
             | Op::StShared { .. }
             | Op::Bar
             | Op::Shfl { .. }
-            | Op::Ballot { .. } => return Ok(None),
+            | Op::Ballot { .. }
+            | Op::CpAsync { .. }
+            | Op::CpAsyncCommit
+            | Op::CpAsyncWait { .. }
+            | Op::Ldmatrix { .. }
+            | Op::Mma { .. } => return Ok(None),
         }))
     }
 }

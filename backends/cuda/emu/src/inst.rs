@@ -49,6 +49,21 @@ pub(crate) enum ShflMode {
     Idx,
 }
 
+/// The shape and input type of an `mma.sync` (all `.row.col`, f32
+/// accumulators).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MmaShape {
+    /// `m16n8k8.tf32`: four A registers, two B, one tf32 value each.
+    M16N8K8Tf32,
+    /// `m16n8k16.bf16`: four A registers, two B, two bf16 values each.
+    M16N8K16Bf16,
+}
+
+impl MmaShape {
+    /// Registers of each operand: d, a, b, c.
+    pub const COUNTS: [usize; 4] = [4, 4, 2, 4];
+}
+
 /// Two-operand integer and bitwise operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum IntOp {
@@ -136,16 +151,33 @@ pub(crate) enum IntRound {
 /// The conversion a `cvt` performs, decided at parse time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cvt {
-    IntInt { dst: Type, src: Type, sat: bool },
-    FloatInt { dst: Type, src: Type, rnd: IntRound },
-    IntFloat { dst: Type, src: Type },
+    IntInt {
+        dst: Type,
+        src: Type,
+        sat: bool,
+    },
+    FloatInt {
+        dst: Type,
+        src: Type,
+        rnd: IntRound,
+    },
+    IntFloat {
+        dst: Type,
+        src: Type,
+    },
     F32ToF64,
     F64ToF32,
-    RoundIntegral { ty: Type, rnd: IntRound },
+    RoundIntegral {
+        ty: Type,
+        rnd: IntRound,
+    },
     F32ToF16,
     F16ToF32,
     F32ToBf16,
     Bf16ToF32,
+    /// `cvt.rna.tf32.f32`: the f32 bits rounded to 10 mantissa bits, ties
+    /// away from zero, the low 13 bits cleared.
+    F32ToTf32,
 }
 
 /// The operation of one instruction.
@@ -261,6 +293,36 @@ pub(crate) enum Op {
         d: Reg,
         p: Src,
         mask: u32,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], size, src_size`: the
+    /// global bytes are read now and land in shared memory only when a
+    /// `cp.async.wait_group` covers their group (bytes past `src_size` are
+    /// zeros).
+    CpAsync {
+        dst: SharedAddr,
+        src: Addr,
+        size: u8,
+        src_size: Src,
+    },
+    /// `cp.async.commit_group`: the thread's uncommitted copies become a group.
+    CpAsyncCommit,
+    /// `cp.async.wait_group n`: all but the newest `n` groups land.
+    CpAsyncWait {
+        n: u32,
+    },
+    /// `ldmatrix.sync.aligned.m8n8.xN[.trans].shared.b16`: a warp collective;
+    /// the destination registers are `lists[regs..regs + count]`.
+    Ldmatrix {
+        count: u8,
+        trans: bool,
+        regs: u32,
+        addr: SharedAddr,
+    },
+    /// `mma.sync.aligned.SHAPE.row.col.f32.T.T.f32 {d}, {a}, {b}, {c}`: a warp
+    /// collective; the operands are `lists[regs..]` in that order.
+    Mma {
+        shape: MmaShape,
+        regs: u32,
     },
     Bra {
         target: usize,

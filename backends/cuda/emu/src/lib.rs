@@ -92,6 +92,24 @@
 //!   or the existing lanes of a partial last warp). Lane selection follows
 //!   the PTX ISA formula (see `warp`); an out-of-range source keeps the
 //!   lane's own `a`. The `d|p` predicate output form is rejected.
+//!
+//! Tensor cores and asynchronous copies:
+//!
+//! * `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16` and
+//!   `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` /
+//!   `.m16n8k16.row.col.f32.bf16.bf16.f32` are warp collectives over all 32
+//!   lanes, with the fragment layouts of the PTX ISA (see `tensor`). `mma`
+//!   reads a tf32 operand as its f32 bits with the low 13 ignored, sums the
+//!   exact products in f64 and rounds once to f32. `cvt.rna.tf32.f32`
+//!   rounds to tf32 (ties away from zero).
+//! * `cp.async.{ca,cg}.shared.global [dst], [src], size[, src_size];`
+//!   reads its global bytes when issued (bytes past `src_size` are zeros),
+//!   but they land in shared memory only when a `cp.async.wait_group n`
+//!   covers their group (`cp.async.commit_group` closes one): the landing
+//!   is the issuing thread's store at that moment, so another thread still
+//!   needs a `bar.sync` to read it. Until then any access to those bytes is
+//!   [`EmuError::AsyncPending`], and a thread that exits with copies in
+//!   flight is [`EmuError::AsyncNotWaited`]: a missing wait is caught.
 
 mod alu;
 mod error;
@@ -106,6 +124,7 @@ mod operand;
 mod parse;
 mod sched;
 mod shared;
+mod tensor;
 mod types;
 mod warp;
 

@@ -2,7 +2,7 @@
 //! instruction lists the interpreter runs.
 
 use crate::error::ParseError;
-use crate::inst::Inst;
+use crate::inst::{Inst, Reg};
 use crate::types::Type;
 
 /// One declared kernel parameter.
@@ -31,6 +31,9 @@ pub(crate) struct Entry {
     pub reg_masks: Vec<u64>,
     /// Size of the CTA's static shared window (all `.shared` arrays).
     pub shared_bytes: u64,
+    /// The registers of vector operands (`{%r1, %r2, ...}`), which
+    /// instructions name by their start index so `Op` stays small.
+    pub lists: Vec<Reg>,
 }
 
 /// A parsed PTX module.

@@ -43,6 +43,10 @@ pub(crate) fn decode(opcode: &str, ops: &[RawOperand], s: &Scope) -> Result<Op, 
         ("bar", ["sync"]) | ("barrier", ["sync"]) | ("barrier", ["sync", "aligned"]) => d.bar()?,
         ("shfl", ["sync", m, "b32"]) => d.shfl(m)?,
         ("vote", ["sync", "ballot", "b32"]) => d.ballot()?,
+        ("cp", ["async", c, "shared", "global"]) => d.cp_async(c)?,
+        ("cp", ["async", "commit_group"]) => d.args(0).map(|_| Some(Op::CpAsyncCommit))?,
+        ("cp", ["async", "wait_group"]) => d.cp_async_wait()?,
+        ("cvt", ["rna", "tf32", "f32"]) => d.cvt_tf32()?,
         ("cvt", m) => d.cvt(m)?,
         ("setp", [c, t]) => d.setp(c, t)?,
         _ => d.arith(base, &mods)?,
@@ -172,6 +176,53 @@ impl Decoder<'_> {
     }
 
     /// `vote.sync.ballot.b32 d, p, membermask`.
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], size[, src_size]`:
+    /// `.ca` copies 4, 8 or 16 bytes, `.cg` only 16.
+    fn cp_async(&self, cache: &str) -> Decoded {
+        let (dst, src, size, src_size) = match self.ops {
+            [d, s, n] => (d, s, n, None),
+            [d, s, n, m] => (d, s, n, Some(m)),
+            _ => return Err(self.s.err("cp.async takes [dst], [src], size[, src_size]")),
+        };
+        let size = self.imm32(size, "copy size")?;
+        let ok = match cache {
+            "ca" => matches!(size, 4 | 8 | 16),
+            "cg" => size == 16,
+            _ => return Ok(None),
+        };
+        if !ok {
+            return Err(self
+                .s
+                .err(format!("cp.async.{cache} cannot copy {size} bytes")));
+        }
+        let src_size = match src_size {
+            Some(m) => self.s.src(m, U32)?,
+            None => Src::Imm(u64::from(size)),
+        };
+        Ok(Some(Op::CpAsync {
+            dst: self.s.shared_addr(dst)?,
+            src: self.s.addr(src)?,
+            size: size as u8,
+            src_size,
+        }))
+    }
+
+    fn cp_async_wait(&self) -> Decoded {
+        let o = self.args(1)?;
+        let n = self.imm32(&o[0], "group count")?;
+        Ok(Some(Op::CpAsyncWait { n }))
+    }
+
+    /// `cvt.rna.tf32.f32 d, a` with `d` a 32-bit bit or integer register.
+    fn cvt_tf32(&self) -> Decoded {
+        let o = self.args(2)?;
+        Ok(Some(Op::Cvt {
+            cvt: Cvt::F32ToTf32,
+            d: self.s.reg(&o[0], B32, false)?,
+            a: self.s.src(&o[1], F32)?,
+        }))
+    }
+
     fn ballot(&self) -> Decoded {
         let o = self.args(3)?;
         Ok(Some(Op::Ballot {

@@ -13,7 +13,12 @@ use crate::types::{compatible, Class, Type};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RawOperand {
     Word(String),
-    Addr { base: String, offset: i64 },
+    Addr {
+        base: String,
+        offset: i64,
+    },
+    /// A vector operand `{%a, %b, ...}`.
+    List(Vec<String>),
 }
 
 /// What operands can refer to while one entry is parsed.
@@ -34,7 +39,21 @@ impl Scope<'_> {
         match op {
             RawOperand::Word(w) => Ok(w),
             RawOperand::Addr { .. } => Err(self.err("an address is not allowed here")),
+            RawOperand::List(_) => Err(self.err("a vector operand is not allowed here")),
         }
+    }
+
+    /// A vector operand of exactly `n` registers usable with type `ty`.
+    pub fn list(&self, op: &RawOperand, ty: Type, n: usize) -> Result<Vec<Reg>, ParseError> {
+        let RawOperand::List(words) = op else {
+            return Err(self.err(format!("expected a vector of {n} registers")));
+        };
+        if words.len() != n {
+            let got = words.len();
+            return Err(self.err(format!("expected a vector of {n} registers, got {got}")));
+        }
+        let reg = |w: &String| self.reg(&RawOperand::Word(w.clone()), ty, false);
+        words.iter().map(reg).collect()
     }
 
     /// A declared register usable with instruction type `ty`.
@@ -101,6 +120,7 @@ impl Scope<'_> {
                 })
             }
             RawOperand::Word(w) => Err(self.err(format!("expected an address, got '{w}'"))),
+            RawOperand::List(_) => Err(self.err("expected an address, got a vector")),
         }
     }
 

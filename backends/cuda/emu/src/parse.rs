@@ -10,6 +10,7 @@ use crate::lex::{lex, Tok, Token};
 use crate::module::{Entry, EntrySig, Module, ParamDecl};
 use crate::opcode::decode;
 use crate::operand::{parse_int, RawOperand, Scope};
+use crate::tensor;
 use crate::types::Type;
 
 /// Declaring more registers than this in one `.reg` is surely a mistake.
@@ -157,6 +158,8 @@ struct Body {
     shared: HashMap<String, u64>,
     /// Bytes of the shared window laid out so far.
     shared_bytes: u64,
+    /// Registers of vector operands (see `Entry::lists`).
+    lists: Vec<Reg>,
 }
 
 impl Parser {
@@ -240,6 +243,7 @@ impl Parser {
             reg_names: body.reg_names,
             reg_masks: body.reg_masks,
             shared_bytes: body.shared_bytes,
+            lists: body.lists,
         })
     }
 
@@ -407,7 +411,10 @@ impl Parser {
                     shared: &body.shared,
                     line,
                 };
-                decode(&opcode, &ops, &scope)?
+                match tensor::decode(&opcode, &ops, &scope, &mut body.lists)? {
+                    Some(op) => op,
+                    None => decode(&opcode, &ops, &scope)?,
+                }
             }
         };
         body.insts.push(Inst { guard, op, line });
@@ -438,6 +445,14 @@ impl Parser {
     }
 
     fn operand(&mut self) -> Result<RawOperand, ParseError> {
+        if self.eat('{') {
+            let mut words = vec![self.any_word()?];
+            while self.eat(',') {
+                words.push(self.any_word()?);
+            }
+            self.expect('}')?;
+            return Ok(RawOperand::List(words));
+        }
         if !self.eat('[') {
             let line = self.toks.get(self.pos).map_or(self.last_line(), |t| t.line);
             let w = self.any_word()?;

@@ -129,7 +129,11 @@ fn run_warp(
                 line: inst.line,
             });
         }
-        collective(cx, inst, threads)?;
+        if crate::tensor::is_tensor(inst) {
+            crate::tensor::collective(cx, inst, threads)?;
+        } else {
+            collective(cx, inst, threads)?;
+        }
         status.fill(None);
     }
 }

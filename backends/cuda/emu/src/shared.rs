@@ -29,13 +29,25 @@ struct ByteState {
     r_iv: u32,
     r0: u32,
     r1: u32,
+    /// 1 + the thread whose `cp.async` into this byte has not landed; 0 if
+    /// none.
+    pending: u32,
 }
 
 /// Why a shared access failed; `exec` turns it into an `EmuError`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
     OutOfBounds,
-    Race { addr: u64, first: u32, second: u32 },
+    Race {
+        addr: u64,
+        first: u32,
+        second: u32,
+    },
+    /// The byte is the target of a `cp.async` (by `thread`) still in flight.
+    AsyncPending {
+        addr: u64,
+        thread: u32,
+    },
 }
 
 /// The shared window of the CTA being run.
@@ -109,6 +121,7 @@ impl SharedMem {
         let r = self.range(addr, bytes)?;
         let (iv, start) = (self.interval, self.cta_start);
         for (i, s) in self.state[r.clone()].iter_mut().enumerate() {
+            check_pending(s, addr + i as u64)?;
             if s.w_iv == iv && s.writer != thread {
                 let addr = addr + i as u64;
                 return Err(race(addr, s.writer, thread));
@@ -129,6 +142,7 @@ impl SharedMem {
         let iv = self.interval;
         for (i, s) in self.state[r.clone()].iter_mut().enumerate() {
             let addr = addr + i as u64;
+            check_pending(s, addr)?;
             if s.w_iv == iv && s.writer != thread {
                 return Err(race(addr, s.writer, thread));
             }
@@ -144,6 +158,52 @@ impl SharedMem {
         let n = r.len();
         self.data[r].copy_from_slice(&v.to_le_bytes()[..n]);
         Ok(())
+    }
+}
+
+impl SharedMem {
+    /// Marks `bytes` bytes at `addr` as the target of `thread`'s `cp.async`:
+    /// until [`SharedMem::land`], any access to them is a fault. Issuing
+    /// over bytes another thread read in this interval is a race, since
+    /// the copy may land at any moment.
+    pub fn begin_async(&mut self, addr: u64, bytes: u64, thread: u32) -> Result<(), Fault> {
+        let r = self.range(addr, bytes)?;
+        let iv = self.interval;
+        for (i, s) in self.state[r].iter_mut().enumerate() {
+            let addr = addr + i as u64;
+            check_pending(s, addr)?;
+            let other = if s.r0 != thread { s.r0 } else { s.r1 };
+            if s.r_iv == iv && other != NONE {
+                return Err(race(addr, other, thread));
+            }
+            s.pending = thread + 1;
+        }
+        Ok(())
+    }
+
+    /// A `cp.async` lands: its bytes become `thread`'s store, now.
+    pub fn land(&mut self, addr: u64, data: &[u8], thread: u32) -> Result<(), Fault> {
+        let r = self.range(addr, data.len() as u64)?;
+        for s in &mut self.state[r] {
+            s.pending = 0;
+        }
+        for (i, chunk) in data.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let at = addr + 8 * i as u64;
+            self.store(at, chunk.len() as u64, u64::from_le_bytes(word), thread)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_pending(s: &ByteState, addr: u64) -> Result<(), Fault> {
+    match s.pending {
+        0 => Ok(()),
+        p => Err(Fault::AsyncPending {
+            addr,
+            thread: p - 1,
+        }),
     }
 }
 
