@@ -79,7 +79,7 @@ pub fn ptx_artifact(
             json!({
                 "entry": l.entry, "kernel": l.kernel, "buffers": l.buffers, "status": l.status,
                 "items": l.items.to_string(), "lanes": l.lanes, "serial": l.serial,
-                "block": kiln_cuda::BLOCK,
+                "block": l.block,
             })
         })
         .collect();

@@ -20,7 +20,7 @@ use kiln_kernel::axes::normalize;
 use kiln_kernel::kernel::{combine_identity, Combine, ExprNode, LoopNest, Reduce, Row};
 
 /// `for j in (from..to).step_by(step) { body(j) }`, the one loop every entry is built of.
-fn strided(
+pub(crate) fn strided(
     cx: &mut Cx,
     from: Opnd,
     to: Opnd,

@@ -25,16 +25,37 @@ fn walk(op: &MatOperand, row: usize, col: usize) -> Access {
 
 /// `m` as a reduction over its depth.
 pub(crate) fn as_reduce(m: &MatMul, program: &Program) -> Result<Reduce, EmitError> {
+    check_f32(m, program)?;
+    let mut value = Expr::default();
+    let a = value.push(ExprNode::Load(walk(&m.a, 0, 2)), DType::F32);
+    let b = value.push(ExprNode::Load(walk(&m.b, 2, 1)), DType::F32);
+    value.push(ExprNode::Binary(BinaryOp::Mul, a, b), DType::F32);
+    let (out, post) = epilogue(m);
+    let shape = (m.batch.iter().cloned()).chain([m.m.clone(), m.n.clone()]);
+    Ok(Reduce {
+        shape: shape.collect(),
+        reduced: vec![m.k.clone()],
+        out,
+        value,
+        combine: Combine::Sum,
+        post,
+    })
+}
+
+/// Rejects a product on anything but f32 buffers.
+pub(crate) fn check_f32(m: &MatMul, program: &Program) -> Result<(), EmitError> {
     for buf in [m.a.buf, m.b.buf, m.c.buf] {
         let d = program.buffers[buf].dtype;
         if d != DType::F32 {
             return Err(EmitError::Unsupported(format!("matmul on {d}")));
         }
     }
-    let mut value = Expr::default();
-    let a = value.push(ExprNode::Load(walk(&m.a, 0, 2)), DType::F32);
-    let b = value.push(ExprNode::Load(walk(&m.b, 2, 1)), DType::F32);
-    value.push(ExprNode::Binary(BinaryOp::Mul, a, b), DType::F32);
+    Ok(())
+}
+
+/// Where each output of `m` goes and the map from its sum to the stored value (the
+/// epilogue as an [`Expr`] over `batch ++ [i, j]`, the sum as [`ExprNode::Acc`]).
+pub(crate) fn epilogue(m: &MatMul) -> (Access, Expr) {
     let batch = m.batch.len();
     let zero = || Dim::from(0i64);
     let out = Access {
@@ -65,13 +86,5 @@ pub(crate) fn as_reduce(m: &MatMul, program: &Program) -> Result<Reduce, EmitErr
         let r = post.push(ExprNode::Load(Access { buf, ..out.clone() }), DType::F32);
         post.push(ExprNode::Binary(residual.binary(), y, r), DType::F32);
     }
-    let shape = (m.batch.iter().cloned()).chain([m.m.clone(), m.n.clone()]);
-    Ok(Reduce {
-        shape: shape.collect(),
-        reduced: vec![m.k.clone()],
-        out,
-        value,
-        combine: Combine::Sum,
-        post,
-    })
+    (out, post)
 }

@@ -108,6 +108,8 @@ pub(crate) struct Entry {
     /// size first needed inside a loop is still defined on every path.
     prologue: Vec<String>,
     lines: Vec<String>,
+    /// `.shared` array declarations.
+    shared: Vec<String>,
 }
 
 impl Entry {
@@ -137,6 +139,13 @@ impl Entry {
         self.lines.push(format!("\t{};", text.into()));
     }
 
+    /// Declares a static shared array of `bytes` bytes aligned to `align`; its name is
+    /// its shared-window address (`mov.u32 %r, name`).
+    pub fn shared(&mut self, name: &str, bytes: u32, align: u32) {
+        self.shared
+            .push(format!("	.shared .align {align} .b8 {name}[{bytes}];"));
+    }
+
     /// Appends one instruction to the prologue.
     pub fn pre(&mut self, text: impl Into<String>) {
         self.prologue.push(format!("\t{};", text.into()));
@@ -159,7 +168,7 @@ impl Entry {
                 let _ = writeln!(s, "\t.reg {} %{}<{}>;", class.decl(), class.prefix(), n + 1);
             }
         }
-        for line in self.prologue.iter().chain(&self.lines) {
+        for line in self.shared.iter().chain(&self.prologue).chain(&self.lines) {
             s.push_str(line);
             s.push('\n');
         }

@@ -69,6 +69,22 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 2), ("s", 5), ("k", 40), ("n", 7)],
     ),
     (
+        // Several 64×64 tiles with ragged edges, depth blocks of 32 with a partial last,
+        // a transposed right operand (depth-contiguous) and a transposed left one, and
+        // a batched product whose right operand broadcasts over the batch.
+        "gemm_tiles",
+        "graph @g(%x: f32[b, s, k], %w: f32[k, n], %v: f32[n, k], %bias: f32[n], %y: f32[b, k, s], %z: f32[1, s, k]) -> (f32[b, s, n], f32[b, s, n], f32[b, s, s], f32[b, k, k]) {
+            %l = linear %x, %w, %bias {bias=true, activation=relu, residual=none}
+            %t = transpose %v {perm=[1, 0]}
+            %p = matmul %x, %t
+            %q = matmul %x, %y
+            %xt = transpose %x {perm=[0, 2, 1]}
+            %r = matmul %xt, %z
+            return %l, %p, %q, %r
+        }",
+        &[("b", 2), ("s", 70), ("k", 45), ("n", 130)],
+    ),
+    (
         "attention",
         "graph @g(%q: f32[b, 4, s, 8], %k: f32[b, 2, t, 8], %v: f32[b, 2, t, 6], %m: f32[b, 1, s, t], %keep: bool[b, 4, s, t]) -> (f32[b, 4, s, 6], f32[b, 4, s, 6], f32[b, 4, s, 6]) {
             %a = attention %q, %k, %v {scale=0.35, mask=none, rows=nan}
@@ -302,6 +318,16 @@ pub fn run(
 
 /// Whether `got` is within 1e-3 relative / 1e-5 absolute of `want` (exact for integers;
 /// NaN matches NaN, infinities match exactly).
+/// The largest share of the tolerance (1e-5 absolute + 1e-3 relative) any float element
+/// of `got` uses against `want`: at most 1 where [`close`] holds.
+pub fn tolerance_used(got: &Tensor, want: &Tensor) -> f64 {
+    let pairs = got.to_f64_vec().into_iter().zip(want.to_f64_vec());
+    let finite = pairs.filter(|(g, w)| g.is_finite() && w.is_finite());
+    finite.fold(0.0, |worst, (g, w)| {
+        worst.max((g - w).abs() / (1e-5 + 1e-3 * w.abs()))
+    })
+}
+
 pub fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
     if got.dtype() != want.dtype() || got.shape() != want.shape() {
         return Err(format!(
