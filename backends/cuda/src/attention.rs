@@ -1,12 +1,13 @@
-//! Attention as its definition: for each query row (a warp's item), the scores
-//! `scale · q·kᵀ` (+ an additive mask, or -∞ where a keep-mask is false), their maximum and
-//! the sum of `exp(s - max)` by warp reductions over the keys, then for each value feature
-//! `Σ_j p_j · v[j]` with `p_j = exp(s_j - max) / sum`, guarded as the call's `MaskedRows`
-//! says. Scores are recomputed in each pass rather than stored, so nothing grows with the
-//! sequence.
+//! Attention, a warp per query row (`leading.., head, query`). With a constant value
+//! depth (up to 256) it is one pass over the keys with an online softmax ([`online`]);
+//! otherwise it is the definition: the scores `scale · q·kᵀ` (+ an additive mask, or -∞
+//! where a keep-mask is false), their maximum and the sum of `exp(s - max)` by warp
+//! reductions over the keys, then for each value feature `Σ_j p_j · v[j]` with
+//! `p_j = exp(s_j - max) / sum`, guarded as the call's `MaskedRows` says, the scores
+//! recomputed in each pass. Neither stores a score, so nothing grows with the sequence.
 //!
-//! This is the correct baseline for every shape and mask, not the fast path: the flash
-//! attention kernel (tiled, online softmax) will replace it and be checked against it.
+//! Both are checked against the reference interpreter; neither is yet the tiled,
+//! tensor-core flash attention.
 
 use crate::cx::Cx;
 use crate::expr::Val;
@@ -39,6 +40,9 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
         .chain([d.heads.clone(), d.q_len.clone()])
         .collect();
     let items: Dim = rows.iter().product();
+    if let Some(chunks) = online_chunks(a) {
+        return online(cx, a, &rows, &items, chunks);
+    }
     let warp = Team::Warp;
     warp.items(cx, &items, |cx, t, lane| {
         let index = unflatten(cx, t, &rows)?;
@@ -84,6 +88,122 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
                 Ok(())
             })
         })
+    })
+}
+
+/// The value features each lane accumulates in the one-pass kernel (`⌈v_depth / 32⌉`),
+/// when the value depth is a constant of at most 256; `None` keeps the three-pass
+/// definition.
+fn online_chunks(a: &Attention) -> Option<usize> {
+    let dv = a.dims.v_depth.as_const()?;
+    (1..=256).contains(&dv).then(|| (dv as usize).div_ceil(32))
+}
+
+/// One pass over the keys with an online softmax: per key, the lanes split the score's
+/// dot product (a butterfly sum gives every lane the score), then every lane updates
+/// the running maximum `m` and sum `l` and rescales its accumulators, the value features
+/// `lane + 32c`: `acc = acc·e^(m_old - m) + e^(s - m)·v`. The output is `acc / l`.
+///
+/// A row whose maximum is not finite (every key masked, or an infinite or NaN score)
+/// has, by the definition, probabilities that are all NaN or 0: its output is NaN, or 0
+/// under `ZeroNan`, and under `ZeroMasked` 0 when no key is open (NaN otherwise). While
+/// the running maximum is still -∞ the shift is 0, so masked keys add exact zeros.
+fn online(
+    cx: &mut Cx,
+    a: &Attention,
+    rows: &[Dim],
+    items: &Dim,
+    chunks: usize,
+) -> Result<(), EmitError> {
+    let d = &a.dims;
+    let warp = Team::Warp;
+    let dv = d.v_depth.as_const().unwrap_or(0);
+    warp.items(cx, items, |cx, t, lane| {
+        let index = unflatten(cx, t, rows)?;
+        let bases = row_bases(cx, a, &index)?;
+        let (kv_len, depth) = (cx.dim(&d.kv_len)?, cx.dim(&d.depth)?);
+        let e = &mut cx.e;
+        let [m, l] = [0; 2].map(|_| e.reg(Class::F32));
+        e.op(format!("mov.f32 {m}, {}", f32_imm(f32::NEG_INFINITY)));
+        e.op(format!("mov.f32 {l}, {}", f32_imm(0.0)));
+        let acc: Vec<Reg> = (0..chunks).map(|_| e.reg(Class::F32)).collect();
+        for r in &acc {
+            e.op(format!("mov.f32 {r}, {}", f32_imm(0.0)));
+        }
+        let open = pred(cx, false);
+        // Each lane's features `lane + 32c`, and whether they exist.
+        let features: Vec<(Reg, Reg)> = (0..chunks)
+            .map(|c| {
+                let (f, ok) = (cx.e.reg(Class::B64), cx.e.reg(Class::Pred));
+                cx.e.op(format!("add.s64 {f}, {lane}, {}", 32 * c));
+                cx.e.op(format!("setp.lt.s64 {ok}, {f}, {dv}"));
+                (f, ok)
+            })
+            .collect();
+        count_loop(cx, kv_len, |cx, j| {
+            let dot = identity(cx, Combine::Sum, DType::F32)?;
+            warp.over(cx, lane, depth, |cx, f| {
+                dot_step(cx, a, &bases, j, f, dot.reg)
+            })?;
+            warp.combine(cx, Combine::Sum, dot)?;
+            let (s, kept) = masked(cx, a, &bases, j, dot.reg)?;
+            let e = &mut cx.e;
+            let [next, shift] = [0; 2].map(|_| e.reg(Class::F32));
+            let none = e.reg(Class::Pred);
+            e.op(format!("max.NaN.f32 {next}, {m}, {s}"));
+            e.op(format!(
+                "setp.eq.f32 {none}, {next}, {}",
+                f32_imm(f32::NEG_INFINITY)
+            ));
+            e.op(format!(
+                "selp.f32 {shift}, {}, {next}, {none}",
+                f32_imm(0.0)
+            ));
+            let rescale = exp_shifted(cx, m, shift);
+            let p = exp_shifted(cx, s, shift);
+            let e = &mut cx.e;
+            e.op(format!("fma.rn.f32 {l}, {l}, {rescale}, {p}"));
+            e.op(format!("mov.f32 {m}, {next}"));
+            e.op(format!("or.pred {open}, {open}, {kept}"));
+            for (&r, &(f, ok)) in acc.iter().zip(&features) {
+                let skip = cx.e.label();
+                cx.e.op(format!("@!{ok} bra {skip}"));
+                let v = load_at(cx, &a.v, bases.v, j, f)?;
+                let e = &mut cx.e;
+                let pv = e.reg(Class::F32);
+                e.op(format!("mul.rn.f32 {pv}, {p}, {v}"));
+                e.op(format!("fma.rn.f32 {r}, {r}, {rescale}, {pv}"));
+                e.place(&skip);
+            }
+            Ok(())
+        })?;
+        let e = &mut cx.e;
+        let (am, finite) = (e.reg(Class::F32), e.reg(Class::Pred));
+        e.op(format!("abs.f32 {am}, {m}"));
+        e.op(format!(
+            "setp.lt.f32 {finite}, {am}, {}",
+            f32_imm(f32::INFINITY)
+        ));
+        let special = e.reg(Class::F32);
+        let (nan, zero) = (f32_imm(f32::NAN), f32_imm(0.0));
+        match a.rows {
+            MaskedRows::Nan => e.op(format!("mov.f32 {special}, {nan}")),
+            MaskedRows::ZeroNan => e.op(format!("mov.f32 {special}, {zero}")),
+            MaskedRows::ZeroMasked => e.op(format!("selp.f32 {special}, {nan}, {zero}, {open}")),
+        }
+        let i = index[index.len() - 1];
+        for (&r, &(f, ok)) in acc.iter().zip(&features) {
+            let skip = cx.e.label();
+            cx.e.op(format!("@!{ok} bra {skip}"));
+            let e = &mut cx.e;
+            let (q, y) = (e.reg(Class::F32), e.reg(Class::F32));
+            e.op(format!("div.rn.f32 {q}, {r}, {l}"));
+            e.op(format!("selp.f32 {y}, {q}, {special}, {finite}"));
+            let addr = element_address(cx, &a.out, bases.out, i, f)?;
+            cx.e.op(format!("st.global.f32 [{addr}], {y}"));
+            cx.e.place(&skip);
+        }
+        Ok(())
     })
 }
 
@@ -196,16 +316,38 @@ fn score(
 ) -> Result<(Reg, Reg), EmitError> {
     let dot = cx.e.reg(Class::F32);
     cx.e.op(format!("mov.f32 {dot}, {}", f32_imm(0.0)));
-    count_loop(cx, depth, |cx, f| {
-        let zero = cx.e.reg(Class::B64);
-        cx.e.op(format!("mov.s64 {zero}, 0"));
-        let q = load_at(cx, &a.q, b.q, zero, f)?;
-        let k = load_at(cx, &a.k, b.k, j, f)?;
-        let p = cx.e.reg(Class::F32);
-        cx.e.op(format!("mul.rn.f32 {p}, {q}, {k}"));
-        cx.e.op(format!("add.rn.f32 {dot}, {dot}, {p}"));
-        Ok(())
-    })?;
+    count_loop(cx, depth, |cx, f| dot_step(cx, a, b, j, f, dot))?;
+    masked(cx, a, b, j, dot)
+}
+
+/// `dot += q[f] · k[j][f]`.
+fn dot_step(
+    cx: &mut Cx,
+    a: &Attention,
+    b: &RowBases,
+    j: Reg,
+    f: Reg,
+    dot: Reg,
+) -> Result<(), EmitError> {
+    let zero = cx.e.reg(Class::B64);
+    cx.e.op(format!("mov.s64 {zero}, 0"));
+    let q = load_at(cx, &a.q, b.q, zero, f)?;
+    let k = load_at(cx, &a.k, b.k, j, f)?;
+    let p = cx.e.reg(Class::F32);
+    cx.e.op(format!("mul.rn.f32 {p}, {q}, {k}"));
+    cx.e.op(format!("add.rn.f32 {dot}, {dot}, {p}"));
+    Ok(())
+}
+
+/// The score `scale · dot` of key `j` with its mask applied, and whether the mask leaves
+/// the key open.
+fn masked(
+    cx: &mut Cx,
+    a: &Attention,
+    b: &RowBases,
+    j: Reg,
+    dot: Reg,
+) -> Result<(Reg, Reg), EmitError> {
     let s = cx.e.reg(Class::F32);
     cx.e.op(format!("mul.rn.f32 {s}, {dot}, {}", f32_imm(a.scale)));
     let (Some(m), Some(at)) = (&a.mask, b.mask) else {

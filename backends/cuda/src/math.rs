@@ -116,7 +116,9 @@ impl F<'_, '_> {
     }
 
     /// `tanh x = sign(x) · (1 - e^(-2|x|)) / (1 + e^(-2|x|))`, which neither overflows nor
-    /// loses the relative precision of large arguments.
+    /// loses the relative precision of large arguments; below |x| = 1/8, where `1 - e^…`
+    /// cancels, its Taylor series (4 terms in f32, 8 in f64: the first dropped term is
+    /// under 2e-9 and 2e-18 of the result).
     fn tanh(&mut self, x: Reg) -> Reg {
         let a = self.op("abs", &[x]);
         let k = self.c(-2.0 * std::f64::consts::LOG2_E);
@@ -126,7 +128,29 @@ impl F<'_, '_> {
         let (n, d) = (self.sub(one, e), self.add(one, e));
         let q = self.div(n, d);
         // PTX's copysign takes the sign from its first operand.
-        self.op("copysign", &[x, q])
+        let large = self.op("copysign", &[x, q]);
+        const SERIES: [f64; 8] = [
+            1.0,
+            -1.0 / 3.0,
+            2.0 / 15.0,
+            -17.0 / 315.0,
+            62.0 / 2835.0,
+            -1382.0 / 155_925.0,
+            21_844.0 / 6_081_075.0,
+            -929_569.0 / 638_512_875.0,
+        ];
+        let terms = if self.class == Class::F64 { 8 } else { 4 };
+        let x2 = self.mul(x, x);
+        let mut p = self.c(SERIES[terms - 1]);
+        for &c in SERIES[..terms - 1].iter().rev() {
+            let m = self.mul(p, x2);
+            let c = self.c(c);
+            p = self.add(m, c);
+        }
+        let small = self.mul(p, x);
+        let eighth = self.c(0.125);
+        let is_small = self.setp("lt", a, eighth);
+        select(self.cx, is_small, small, large)
     }
 
     /// erf by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7), odd in x.
