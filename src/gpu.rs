@@ -1,11 +1,12 @@
-//! Running on an NVIDIA GPU (`Backend::Cuda`): finding the device, and what the backend
-//! can do so far. The PTX emitter (`kiln_cuda::emit`) translates the kernel layer's own
-//! kernels; the runtime that uploads weights and launches them through the driver is not
-//! written yet, so a run stops here with a message that says so, after the device checks
-//! a user needs first.
+//! Running on an NVIDIA GPU (`Backend::Cuda`): finding the device, and a model loaded on
+//! it ([`GpuModel`]): the PTX module (`kiln_cuda::emit_with`) run by the backend's runtime
+//! session over the CUDA driver. Without a driver or a device, every entry point fails
+//! with a one-line error.
 
 use crate::{Error, Model};
 use kiln_cuda::device::{first_device, Device};
+use kiln_cuda::runtime::{driver::Driver, Gpu, Session};
+use kiln_cuda::{Options, Precision, Target};
 use kiln_ir::Tensor;
 use std::collections::BTreeMap;
 
@@ -14,23 +15,78 @@ pub fn device() -> Result<Device, Error> {
     Ok(first_device()?)
 }
 
-/// Runs `model` on the GPU, as [`Model::run`] does on the interpreter. Today it checks
-/// the device, then the PTX backend's coverage of the model's kernels at free symbols,
-/// and always ends in an error: why the model cannot run there, or that the runtime that
-/// launches the kernels is the part not yet built.
+/// A model loaded on a GPU (the CUDA driver's first device unless another [`Gpu`] is
+/// given): compiled once with every symbol free, weights uploaded once; each run binds
+/// the symbols from its inputs' shapes.
+pub struct GpuModel<G: Gpu = Driver> {
+    model: Model,
+    session: Session<G>,
+}
+
+impl<G: Gpu> GpuModel<G> {
+    /// Compiles `model` to PTX for `options` and loads it on `gpu`.
+    pub fn with_gpu(model: &Model, options: Options, gpu: G) -> Result<GpuModel<G>, Error> {
+        let cuda = |e: String| Error::Cuda(e);
+        let program = kiln_cuda::program(model.graph(), &kiln_ir::Bindings::new())
+            .map_err(|e| cuda(e.to_string()))?;
+        let module = kiln_cuda::emit_with(&program, options).map_err(|e| cuda(e.to_string()))?;
+        let session =
+            Session::new(gpu, model.graph(), program, module).map_err(|e| cuda(e.to_string()))?;
+        Ok(GpuModel {
+            model: model.clone(),
+            session,
+        })
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &G {
+        self.session.gpu()
+    }
+
+    /// Runs it, as [`Model::run`] does on the interpreter.
+    pub fn run(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, Error> {
+        let ordered = self.model.ordered_inputs(inputs)?;
+        let outputs = (self.session.run(&ordered)).map_err(|e| Error::Cuda(e.to_string()))?;
+        let names = self.model.graph().outputs.iter().map(|(n, _)| n.clone());
+        Ok(names.zip(outputs).collect())
+    }
+}
+
+impl GpuModel<Driver> {
+    /// Compiles `model` to PTX (matrix products in `precision`) and loads it on the
+    /// first device.
+    pub fn new(model: &Model, precision: Precision) -> Result<GpuModel, Error> {
+        let cuda = |e: String| Error::Cuda(e);
+        let driver = Driver::new().map_err(|e| cuda(e.to_string()))?;
+        let target = match driver.device.capability {
+            (major, _) if major >= 9 => Target::Sm90,
+            (8, _) => Target::Sm80,
+            (major, minor) => {
+                return Err(cuda(format!(
+                    "{} is sm_{major}{minor}; kiln's PTX needs sm_80 or newer",
+                    driver.device.name
+                )))
+            }
+        };
+        GpuModel::with_gpu(model, Options { target, precision }, driver)
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Device {
+        &self.session.gpu().device
+    }
+}
+
+/// Runs `model` once on the GPU (compile, load, run), matrix products in the default
+/// precision.
 pub fn run(
     model: &Model,
-    _inputs: &BTreeMap<String, Tensor>,
+    inputs: &BTreeMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>, Error> {
-    let device = device()?;
-    let program = kiln_cuda::program(model.graph(), &kiln_ir::Bindings::new())
-        .map_err(|e| Error::Cuda(e.to_string()))?;
-    kiln_cuda::emit(&program, kiln_cuda::Target::Sm80).map_err(|e| Error::Cuda(e.to_string()))?;
-    Err(Error::Cuda(format!(
-        "{} (sm_{}{}): the model's kernels compile to PTX, but the GPU runtime that launches \
-         them is not built yet",
-        device.name, device.capability.0, device.capability.1
-    )))
+    GpuModel::new(model, Precision::default())?.run(inputs)
 }
 
 /// A PTX artifact (`kiln build --emit ptx`): the module, a launch plan (JSON) saying how
@@ -45,28 +101,27 @@ pub struct PtxArtifact {
 }
 
 /// Schedules `model` (symbols in `fixed` bound, the rest left free) and writes it as PTX
-/// for `target`. Fails, naming the kernel and node, when the model holds an operation the
-/// PTX backend does not lower yet (the runtime calls: matmul, attention, convolution).
+/// as `options` say. Fails, naming the kernel and node, when the model holds an operation
+/// the PTX backend does not lower yet (quantized linear layers, reference-kernel ops).
 pub fn ptx_artifact(
     model: &Model,
     fixed: &kiln_ir::Bindings,
-    target: kiln_cuda::Target,
+    options: Options,
 ) -> Result<PtxArtifact, Error> {
+    let target = options.target;
     use kiln_kernel::kernel::BufferKind;
     use serde_json::json;
     let program =
         kiln_cuda::program(model.graph(), fixed).map_err(|e| Error::Cuda(e.to_string()))?;
-    let module = kiln_cuda::emit(&program, target).map_err(|e| Error::Cuda(e.to_string()))?;
-    let mut weights = Vec::new();
+    let module = kiln_cuda::emit_with(&program, options).map_err(|e| Error::Cuda(e.to_string()))?;
+    let (offsets, weights) = kiln_cuda::runtime::constant_layout(&program);
     let buffers: Vec<serde_json::Value> = (program.buffers.iter().enumerate())
         .map(|(id, b)| {
             let kind = match &b.kind {
                 BufferKind::Input(k) => json!({"input": k}),
                 BufferKind::Const(t) => {
-                    weights.resize(weights.len().next_multiple_of(64), 0);
-                    let offset = weights.len();
-                    weights.extend_from_slice(&t.to_le_bytes());
-                    json!({"const": {"offset": offset, "bytes": weights.len() - offset}})
+                    let offset = offsets[id].unwrap_or(0);
+                    json!({"const": {"offset": offset, "bytes": t.len() * b.dtype.size_bytes()}})
                 }
                 BufferKind::Temp => json!("temp"),
                 BufferKind::Iota => json!("iota"),
@@ -89,6 +144,7 @@ pub fn ptx_artifact(
         .collect();
     let plan = json!({
         "target": target.name(),
+        "precision": options.precision.name(),
         "symbols": program.symbols,
         "parameters": "per entry: the listed buffers' device addresses (u64), then every symbol (s64), then the status word's address when status is true",
         "buffers": buffers,

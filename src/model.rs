@@ -198,6 +198,21 @@ impl Model {
         self.run_with_limit(inputs, kiln_ir::MemoryLimit::default())
     }
 
+    /// `inputs` in the graph's input order; names bound at import and not declared are
+    /// dropped (they were folded in), and a missing or unknown name is an error.
+    pub(crate) fn ordered_inputs(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>, Error> {
+        let declared = |name: &String| self.graph.inputs.iter().any(|(n, _)| n == name);
+        let runtime: BTreeMap<String, Tensor> = inputs
+            .iter()
+            .filter(|(name, _)| declared(name) || !self.bound_at_import.contains(*name))
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect();
+        order_inputs(&self.graph, &runtime)
+    }
+
     /// [`Model::run`] with every value checked against `max_memory` before it is computed:
     /// an oversized value is an error naming its node.
     pub fn run_with_limit(
@@ -205,13 +220,7 @@ impl Model {
         inputs: &BTreeMap<String, Tensor>,
         max_memory: kiln_ir::MemoryLimit,
     ) -> Result<Vec<(String, Tensor)>, Error> {
-        let declared = |name: &String| self.graph.inputs.iter().any(|(n, _)| n == name);
-        let runtime: BTreeMap<String, Tensor> = inputs
-            .iter()
-            .filter(|(name, _)| declared(name) || !self.bound_at_import.contains(*name))
-            .map(|(name, t)| (name.clone(), t.clone()))
-            .collect();
-        let ordered = order_inputs(&self.graph, &runtime)?;
+        let ordered = self.ordered_inputs(inputs)?;
         let opts = kiln_ir::interp::RunOptions { max_memory };
         let outputs = kiln_ir::interp::run_with(&self.graph, &ordered, &opts)?;
         Ok(self

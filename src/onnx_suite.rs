@@ -112,9 +112,32 @@ fn case_at(dir: &Path) -> Case {
     }
 }
 
-/// Runs one case, catching panics.
+/// How a case's model runs once its inputs are known.
+pub type Runner<'a> =
+    dyn FnMut(&Model, &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, Error> + 'a;
+
+/// Runs one case on `opts.backend`, catching panics.
 pub fn run_case(case: &Case, opts: SuiteOptions) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| run_case_inner(case, opts))) {
+    let threads = opts.threads;
+    let mut run = |model: &Model, feed: &BTreeMap<String, Tensor>| match opts.backend {
+        Backend::Interp => model.run(feed),
+        Backend::Cuda => crate::gpu::run(model, feed),
+        Backend::Cpu => {
+            let compile = Options {
+                threads,
+                optimize: false,
+                ..Options::default()
+            };
+            model.compile(&compile).and_then(|c| c.run(feed))
+        }
+    };
+    run_case_with(case, opts, &mut run)
+}
+
+/// Runs one case with `run` in place of a backend (a test's device, say), catching
+/// panics; `opts.backend` is not used.
+pub fn run_case_with(case: &Case, opts: SuiteOptions, run: &mut Runner) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| run_case_inner(case, opts, run))) {
         Ok(Ok(())) => Outcome::Pass,
         Ok(Err(reason)) => Outcome::Fail(one_line(&reason)),
         Err(payload) => Outcome::Panic(one_line(&panic_message(payload.as_ref()))),
@@ -135,7 +158,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn run_case_inner(case: &Case, opts: SuiteOptions) -> Result<(), String> {
+fn run_case_inner(case: &Case, opts: SuiteOptions, run: &mut Runner) -> Result<(), String> {
     let sets = data_sets(&case.dir)?;
     if sets.is_empty() {
         return Err("no test_data_set_* folders".into());
@@ -145,12 +168,17 @@ fn run_case_inner(case: &Case, opts: SuiteOptions) -> Result<(), String> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        run_data_set(case, &set, opts).map_err(|e| format!("{set_name}: {e}"))?;
+        run_data_set(case, &set, opts, run).map_err(|e| format!("{set_name}: {e}"))?;
     }
     Ok(())
 }
 
-fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), String> {
+fn run_data_set(
+    case: &Case,
+    set: &Path,
+    opts: SuiteOptions,
+    run: &mut Runner,
+) -> Result<(), String> {
     let inputs = read_pbs(set, "input_")?;
     let expected = read_pbs(set, "output_")?;
     let by_name: BTreeMap<String, Tensor> = inputs.iter().cloned().collect();
@@ -172,19 +200,7 @@ fn run_data_set(case: &Case, set: &Path, opts: SuiteOptions) -> Result<(), Strin
         .map(|(n, _)| n.as_str())
         .collect();
     let feed: BTreeMap<String, Tensor> = named_inputs(&inputs, &declared).into_iter().collect();
-    let actual = match opts.backend {
-        Backend::Interp => model.run(&feed),
-        Backend::Cuda => crate::gpu::run(&model, &feed),
-        Backend::Cpu => {
-            let compile = Options {
-                threads: opts.threads,
-                optimize: false,
-                ..Options::default()
-            };
-            model.compile(&compile).and_then(|c| c.run(&feed))
-        }
-    }
-    .map_err(|e| e.to_string())?;
+    let actual = run(&model, &feed).map_err(|e| e.to_string())?;
     if actual.len() != expected.len() {
         return Err(format!(
             "{} outputs but expected {}",

@@ -500,7 +500,7 @@ fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("quant_linear") && stderr.contains("runtime calls"),
+        stderr.contains("quant_linear") && stderr.contains("runtime call"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

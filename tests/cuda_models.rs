@@ -95,6 +95,54 @@ fn vendored_models_run_as_ptx_through_the_interpreter() {
     }
 }
 
+/// The runtime (`kiln::cuda::runtime::Session`, the code `--backend cuda` runs) on the
+/// interpreter as its device: the vendored BERT and GPT-2 through one session each, at
+/// their own inputs and then at a shorter sequence, so the arena is planned for two
+/// shapes and every temporary shares it as the memory plan says (in place included).
+#[test]
+fn vendored_models_run_through_the_runtime_session() {
+    use kiln::cuda::runtime::Session;
+    for name in ["bert_tiny", "gpt2_tiny"] {
+        let model = Model::load(path(&format!("{name}.onnx")))
+            .unwrap()
+            .optimize()
+            .unwrap();
+        let g = model.graph();
+        let program = kiln::cuda::program(g, &Bindings::new()).unwrap();
+        let module = kiln::cuda::emit(&program, kiln::cuda::Target::Sm80).unwrap();
+        let mut session = Session::new(common::EmuGpu::default(), g, program, module).unwrap();
+        let given = read_npz(&path(&format!("{name}.inputs.npz"))).unwrap();
+        let full: Vec<Tensor> = (g.inputs.iter())
+            .map(|(n, _)| given.iter().find(|(k, _)| k == n).unwrap().1.clone())
+            .collect();
+        // The same inputs cut to their first 3 positions along the last axis.
+        let short: Vec<Tensor> = (full.iter())
+            .map(|t| {
+                let s = t.shape().to_vec();
+                let (rows, len) = (s[..s.len() - 1].iter().product::<usize>(), s[s.len() - 1]);
+                let v = t.to_f64_vec();
+                let cut: Vec<f64> = (0..rows)
+                    .flat_map(|r| v[r * len..r * len + 3].to_vec())
+                    .collect();
+                let mut shape = s.clone();
+                *shape.last_mut().unwrap() = 3;
+                Tensor::from_vec(cut, &shape).unwrap().cast(t.dtype())
+            })
+            .collect();
+        for xs in [&full, &short, &full] {
+            let want = interp::run(g, xs).unwrap();
+            let got = session.run(xs).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                common::close(got, want).unwrap_or_else(|e| panic!("{name}, output {i}: {e}"));
+            }
+        }
+        eprintln!(
+            "{name}: {} launches through the session",
+            session.gpu().launches
+        );
+    }
+}
+
 #[test]
 fn fullsize_models_at_batch_1_sequence_16_when_given() {
     let Some(dir) = std::env::var_os("KILN_FULLSIZE_PTX") else {
@@ -142,4 +190,53 @@ fn models_with_calls_the_backend_lacks_are_refused_by_name() {
             "{name}: {err}"
         );
     }
+}
+
+/// The ONNX ratchet through the GPU path with the interpreter as the device: every
+/// listed case (the ones the CPU backend passes) runs as PTX and matches ONNX's expected
+/// outputs, except those refused because an op has no PTX lowering yet, which are
+/// counted by what they lack.
+#[test]
+fn ratchet_cases_run_as_ptx_through_the_runtime() {
+    use kiln::onnx_suite::{list_names, run_case_with, Case, Outcome, SuiteOptions};
+    use std::collections::BTreeMap;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/onnx");
+    let text = std::fs::read_to_string(dir.join("passing.txt")).unwrap();
+    let names = list_names(&text);
+    let mut run = |model: &Model, feed: &BTreeMap<String, Tensor>| {
+        let target = kiln::cuda::Target::Sm80;
+        let options = kiln::cuda::Options {
+            target,
+            precision: Precision::default(),
+        };
+        kiln::gpu::GpuModel::with_gpu(model, options, common::EmuGpu::default())?.run(feed)
+    };
+    let (mut passed, mut lacking, mut failed) = (0, BTreeMap::<String, usize>::new(), Vec::new());
+    for name in &names {
+        let case = Case {
+            dir: dir.join("cases").join(name),
+            name: name.clone(),
+        };
+        match run_case_with(&case, SuiteOptions::default(), &mut run) {
+            Outcome::Pass => passed += 1,
+            Outcome::Fail(why) if why.contains("no PTX lowering for") => {
+                let what = why.split("no PTX lowering for ").nth(1).unwrap_or("?");
+                let what = what.trim_start_matches("runtime call ");
+                let what = what.split([' ', '[']).next().unwrap_or("?");
+                *lacking.entry(what.to_string()).or_default() += 1;
+            }
+            Outcome::Fail(why) | Outcome::Panic(why) => failed.push(format!("{name}: {why}")),
+        }
+    }
+    eprintln!(
+        "{} cases: {passed} pass as PTX, {} lack a lowering: {lacking:?}",
+        names.len(),
+        lacking.values().sum::<usize>()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} fail:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

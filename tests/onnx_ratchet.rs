@@ -90,3 +90,31 @@ fn listed_cases_pass_compiled_for_cpu() {
         failures.join("\n")
     );
 }
+
+/// On a GPU (skipped, saying why, without one): every listed case passes with
+/// `Backend::Cuda`, except the ones refused for an op with no PTX lowering, which are
+/// counted.
+#[test]
+fn listed_cases_pass_on_the_gpu_when_present() {
+    if let Err(e) = kiln::gpu::device() {
+        eprintln!("SKIPPED listed_cases_pass_on_the_gpu_when_present: {e}");
+        return;
+    }
+    let failures = regressions(true, Backend::Cuda);
+    let (unlowered, real): (Vec<_>, Vec<_>) =
+        failures.iter().partition(|f| f.contains("no PTX lowering"));
+    eprintln!(
+        "{} cases, {} refused for an op without PTX",
+        listed_cases().len(),
+        unlowered.len()
+    );
+    assert!(
+        real.is_empty(),
+        "{} regressions on the GPU:\n{}",
+        real.len(),
+        real.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -41,6 +41,9 @@ pub(crate) struct BenchArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t)]
     backend: super::Backend,
+    /// How `--backend cuda` computes f32 matrix products.
+    #[arg(long, value_enum, default_value_t)]
+    precision: super::PrecisionArg,
     /// Also print where the time goes (cpu backend): time per op and the slowest kernels,
     /// summed over the timed runs, on stderr.
     #[arg(long)]
@@ -79,8 +82,9 @@ pub(crate) fn bench(args: BenchArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
         }
         super::Backend::Interp => Box::new(move || model.run_with_limit(&inputs, limit).map(drop)),
         super::Backend::Cuda => {
-            kiln::gpu::run(&model, &inputs)?;
-            Box::new(move || kiln::gpu::run(&model, &inputs).map(drop))
+            let gpu = kiln::gpu::GpuModel::new(&model, args.precision.into())?;
+            let gpu = std::cell::RefCell::new(gpu);
+            Box::new(move || gpu.borrow_mut().run(&inputs).map(drop))
         }
     };
     let compile_ms = ms(start.elapsed());

@@ -31,6 +31,9 @@ pub(crate) struct BuildArgs {
     /// What to write.
     #[arg(long, value_enum, default_value_t = EmitArg::Exe)]
     emit: EmitArg,
+    /// With `--emit ptx`: how f32 matrix products are computed.
+    #[arg(long, value_enum, default_value_t)]
+    precision: super::PrecisionArg,
     /// A symbolic dim's size or range: `--dim seq=128` or `--dim seq=1..512` (repeatable).
     #[arg(long = "dim", value_name = "NAME=N|NAME=MIN..MAX", value_parser = parse_range)]
     dims: Vec<(String, i64, i64)>,
@@ -131,7 +134,11 @@ fn build_ptx(args: &BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
     let model =
         super::pipeline::load(&args.model, &Default::default(), &Default::default(), timer)?;
     let model = super::pipeline::optimize(&model, None, timer)?;
-    let artifact = kiln::gpu::ptx_artifact(&model, &fixed, kiln::cuda::Target::Sm80)?;
+    let options = kiln::cuda::Options {
+        target: kiln::cuda::Target::Sm80,
+        precision: args.precision.into(),
+    };
+    let artifact = kiln::gpu::ptx_artifact(&model, &fixed, options)?;
     let with = |ext: &str| {
         let mut s = args.output.clone().into_os_string();
         s.push(ext);

@@ -66,9 +66,34 @@ pub(crate) enum Backend {
     Cpu,
     /// The reference interpreter (slow; the oracle every backend is checked against).
     Interp,
-    /// An NVIDIA GPU through the CUDA driver (needs libcuda and a device; the PTX backend
-    /// is being built, and runs stop with a message saying what is missing).
+    /// An NVIDIA GPU (sm_80 or newer) through the CUDA driver: needs libcuda and a device.
+    /// Quantized linear layers and the reference-kernel ops have no PTX yet and are
+    /// refused by name.
     Cuda,
+}
+
+/// How the GPU computes f32 matrix products (`--backend cuda`, `--emit ptx`).
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub(crate) enum PrecisionArg {
+    /// Tensor cores with each operand split in two tf32 parts, three products each:
+    /// about f32's accuracy (the default; keeps the vendored models within 1e-3).
+    #[default]
+    Tf32x3,
+    /// Tensor cores with operands rounded to tf32 (10 mantissa bits): fastest, errors
+    /// around 1e-3 relative per product.
+    Tf32,
+    /// The ordinary cores in f32: a warp's dot product per output (the slow baseline).
+    F32,
+}
+
+impl From<PrecisionArg> for kiln::cuda::Precision {
+    fn from(p: PrecisionArg) -> kiln::cuda::Precision {
+        match p {
+            PrecisionArg::Tf32x3 => kiln::cuda::Precision::Tf32x3,
+            PrecisionArg::Tf32 => kiln::cuda::Precision::Tf32,
+            PrecisionArg::F32 => kiln::cuda::Precision::F32,
+        }
+    }
 }
 
 impl From<Backend> for kiln::Backend {

@@ -31,6 +31,9 @@ pub(crate) struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
+    /// How `--backend cuda` computes f32 matrix products.
+    #[arg(long, value_enum, default_value_t)]
+    precision: super::PrecisionArg,
     /// Threads for the cpu backend (default: every core).
     #[arg(long, default_value_t = super::default_threads())]
     threads: usize,
@@ -72,7 +75,12 @@ pub(crate) fn run(args: RunArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
             timer.time("run (cpu)", || c.run(&inputs))?
         }
         Backend::Interp => timer.time("run (interp)", || model.run_with_limit(&inputs, limit))?,
-        Backend::Cuda => timer.time("run (cuda)", || kiln::gpu::run(&model, &inputs))?,
+        Backend::Cuda => {
+            let mut gpu = timer.time("compile and load (cuda)", || {
+                kiln::gpu::GpuModel::new(&model, args.precision.into())
+            })?;
+            timer.time("run (cuda)", || gpu.run(&inputs))?
+        }
     };
     for (name, t) in &outputs {
         super::emit(&format!("{}\n", summarize(name, t)))?;

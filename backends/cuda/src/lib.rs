@@ -1,17 +1,18 @@
 //! kiln's GPU backend: the kernel layer's [`Program`] as a PTX module.
 //!
 //! Every loop nest, reduction and row kernel of the description becomes one `.entry`
-//! ([`kernels`]) whose parameters are the global addresses of the buffers it touches, then
+//! (`kernels`) whose parameters are the global addresses of the buffers it touches, then
 //! the values of all the program's symbols (`s0, s1, …` in [`Program::symbols`] order),
 //! then, when it gathers or scatters, the address of a status word. Sizes inside the
 //! kernel are computed from the symbols, so one module serves every binding, as the CPU
 //! code does. A [`Launch`] says how to start each entry: which buffers to pass, and how
 //! many items it has (one thread each, striding over the grid).
 //!
-//! A matrix product (with its epilogue) is emitted as a reduction over its depth, a warp
-//! per output, attention as its definition, a warp per query row, and convolution as
-//! its definition, a warp per output element: correct baselines, which the tensor-core
-//! GEMM, flash attention and an implicit GEMM will replace. The other runtime calls
+//! A matrix product (with its epilogue) runs on tensor cores ([`Precision`]; or, as
+//! `Precision::F32`, as a reduction over its depth, a warp per output), attention as a
+//! warp per query row with an online softmax, and convolution as its definition, a warp
+//! per output element, which an implicit GEMM will replace. [`runtime`] runs a module on
+//! a device: the CUDA driver, or any other [`runtime::Gpu`]. The other runtime calls
 //! (quantized linear layers, the reference-kernel ops) have no PTX lowering yet: [`emit`]
 //! refuses a program that holds one, naming it, rather than leaving it out.
 //!
@@ -41,6 +42,7 @@ mod kernels;
 mod math;
 mod matmul;
 mod ptx;
+pub mod runtime;
 
 use kiln_ir::{Assumption, Bindings, Dim, Graph};
 use kiln_kernel::kernel::{BufId, Call, Kernel, Program};
@@ -275,7 +277,14 @@ fn entry(
             conv::conv(&mut cx, c)?;
             (c.y_shape.iter().product(), kernels::WARP)
         }
-        Kernel::Call(_) => return Err(EmitError::Unsupported("runtime calls".into())),
+        Kernel::Call(c) => {
+            let what = match c {
+                Call::QuantLinear(_) => "quant_linear".to_string(),
+                Call::Op(op) => op.op.name().to_string(),
+                _ => kernel.label(),
+            };
+            return Err(EmitError::Unsupported(format!("runtime call {what}")));
+        }
     };
     cx.e.op("ret");
     let name = format!("kiln_k{i}");

@@ -134,3 +134,54 @@ fn attention_rows_closed_by_the_mask_follow_the_rule() {
         close(got, want).unwrap_or_else(|e| panic!("output {k}: {e}"));
     }
 }
+
+/// The runtime's host side on the interpreter: one session, constants uploaded once,
+/// runs at a small, a larger and the small shape again (the arena grows once and is
+/// reused), each against the reference interpreter; a bad index becomes an error naming
+/// the kernel; inputs of the wrong type are refused before any launch.
+#[test]
+fn a_session_runs_every_test_graph_at_several_shapes() {
+    use kiln_cuda::runtime::{RunError, Session};
+    for (name, text, binds) in common::GRAPHS {
+        let (g, program) = common::program(text);
+        let module = emit(&program, Target::Sm80).unwrap();
+        let mut session = Session::new(common::EmuGpu::default(), &g, program, module)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let big: Bindings = binds.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+        let small: Bindings = binds
+            .iter()
+            .map(|(s, v)| (s.to_string(), (*v).min(3)))
+            .collect();
+        for (bindings, seed) in [(&small, 5), (&big, 6), (&small, 7)] {
+            let xs = inputs(&g, bindings, seed);
+            let Ok(want) = interp::run(&g, &xs) else {
+                continue; // a shape the graph itself rejects (e.g. a fixed slice)
+            };
+            let got = session.run(&xs).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+                close(got, want).unwrap_or_else(|e| panic!("{name}, output {k}: {e}"));
+            }
+        }
+        let wrong = vec![Tensor::from_vec(vec![1i64], &[1]).unwrap(); g.inputs.len()];
+        let e = session.run(&wrong).unwrap_err();
+        assert!(matches!(e, RunError::Inputs(_)), "{name}: {e}");
+    }
+    let (_, text, _) = common::GRAPHS
+        .iter()
+        .find(|(n, ..)| *n == "gather")
+        .unwrap();
+    let (g, program) = common::program(text);
+    let module = emit(&program, Target::Sm80).unwrap();
+    let gather = module.launches.iter().find(|l| l.status).unwrap().kernel;
+    let mut session = Session::new(common::EmuGpu::default(), &g, program, module).unwrap();
+    let bindings: Bindings = [("v", 4), ("d", 3), ("n", 2)]
+        .iter()
+        .map(|(s, v)| (s.to_string(), *v))
+        .collect();
+    let mut xs = inputs(&g, &bindings, 3);
+    xs[1] = Tensor::from_vec(vec![1i64, 4], &[2]).unwrap();
+    match session.run(&xs) {
+        Err(RunError::Index { kernel, .. }) => assert_eq!(kernel, gather),
+        other => panic!("index 4 of 4: {other:?}"),
+    }
+}

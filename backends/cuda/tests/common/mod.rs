@@ -316,8 +316,6 @@ pub fn run(
     Ok((outputs, word))
 }
 
-/// Whether `got` is within 1e-3 relative / 1e-5 absolute of `want` (exact for integers;
-/// NaN matches NaN, infinities match exactly).
 /// The largest share of the tolerance (1e-5 absolute + 1e-3 relative) any float element
 /// of `got` uses against `want`: at most 1 where [`close`] holds.
 pub fn tolerance_used(got: &Tensor, want: &Tensor) -> f64 {
@@ -328,6 +326,8 @@ pub fn tolerance_used(got: &Tensor, want: &Tensor) -> f64 {
     })
 }
 
+/// Whether `got` is within 1e-3 relative / 1e-5 absolute of `want` (exact for integers;
+/// NaN matches NaN, infinities match exactly).
 pub fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
     if got.dtype() != want.dtype() || got.shape() != want.shape() {
         return Err(format!(
@@ -355,4 +355,81 @@ pub fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The PTX interpreter as a device for the runtime (`kiln_cuda::runtime::Session`), so
+/// the host side of a GPU run is tested without a GPU. New allocations hold NaN bytes,
+/// so a kernel reading memory no launch wrote shows up.
+#[derive(Default)]
+pub struct EmuGpu {
+    module: Option<emu::Module>,
+    mem: emu::Memory,
+    live: std::collections::HashSet<u64>,
+    /// Launches so far.
+    pub launches: usize,
+}
+
+impl kiln_cuda::runtime::Gpu for EmuGpu {
+    type Error = String;
+
+    fn load(&mut self, ptx: &str) -> Result<(), String> {
+        self.module = Some(emu::Module::parse(ptx).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn alloc(&mut self, bytes: usize) -> Result<u64, String> {
+        if bytes > 1 << 32 {
+            return Err(format!("{bytes} bytes is more than the interpreter holds"));
+        }
+        let at = self.mem.alloc(bytes);
+        self.mem
+            .write(at, &vec![0xFF; bytes])
+            .map_err(|e| e.to_string())?;
+        self.live.insert(at);
+        Ok(at)
+    }
+
+    fn free(&mut self, at: u64) -> Result<(), String> {
+        // The interpreter's memory only grows; a freed block must not be freed twice.
+        match self.live.remove(&at) {
+            true => Ok(()),
+            false => Err(format!("{at:#x} is not a live allocation")),
+        }
+    }
+
+    fn write(&mut self, at: u64, data: &[u8]) -> Result<(), String> {
+        self.mem.write(at, data).map_err(|e| e.to_string())
+    }
+
+    fn read(&mut self, at: u64, len: usize) -> Result<Vec<u8>, String> {
+        self.mem.read(at, len).map_err(|e| e.to_string())
+    }
+
+    fn launch(
+        &mut self,
+        entry: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        args: &[kiln_cuda::runtime::Arg],
+    ) -> Result<(), String> {
+        use kiln_cuda::runtime::Arg;
+        let m = self.module.as_ref().ok_or("no module loaded")?;
+        let params: Vec<emu::Param> = (args.iter())
+            .map(|a| match *a {
+                Arg::U64(v) => emu::Param::U64(v),
+                Arg::S64(v) => emu::Param::S64(v),
+            })
+            .collect();
+        self.launches += 1;
+        (m.launch(
+            &mut self.mem,
+            entry,
+            grid,
+            block,
+            &params,
+            &emu::Limits::default(),
+        ))
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
 }

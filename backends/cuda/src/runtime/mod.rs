@@ -1,0 +1,294 @@
+//! Running a module: the host side of the GPU backend, over any [`Gpu`].
+//!
+//! A [`Session`] holds one compiled model on one device: the module loaded, every
+//! constant uploaded once into a single weights block (each at a 64-byte aligned
+//! offset), and a status word. Each [`Session::run`] binds the symbols from the inputs'
+//! shapes, refuses a binding that breaks a launch condition (the kernels check only
+//! their data-dependent indices, so this is what keeps every access inside its buffer),
+//! places the temporaries by the kernel layer's memory plan in one arena (grown when a
+//! larger shape needs it, never per run otherwise), uploads the inputs, launches every
+//! entry in order on the device's one stream, reads the status word and downloads the
+//! outputs.
+//!
+//! The device is a trait so the same host code runs on the CUDA driver ([`driver`]) and,
+//! in the backend's tests, on the PTX interpreter: everything here but the driver calls
+//! themselves is exercised on machines without a GPU.
+
+pub mod driver;
+
+use crate::{launch_conditions, Module};
+use kiln_ir::{interp, Assumption, Bindings, Graph, Tensor, TensorType};
+use kiln_kernel::kernel::{BufferKind, Program};
+use kiln_kernel::plan::{lifetimes, Lifetimes, ALIGN};
+
+/// A kernel argument: the entry's parameters are `.u64` addresses and `.s64` symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// A device address.
+    U64(u64),
+    /// A symbol's value.
+    S64(i64),
+}
+
+/// What a [`Session`] needs of a device: memory at device addresses, one loaded module,
+/// and launches in issue order (each sees the effects of the ones before).
+pub trait Gpu {
+    /// The device's error, shown to the user.
+    type Error: std::fmt::Display;
+
+    /// Loads `ptx`; its entries are then launched by name.
+    fn load(&mut self, ptx: &str) -> Result<(), Self::Error>;
+
+    /// A new allocation of `bytes` (contents unspecified); its device address.
+    fn alloc(&mut self, bytes: usize) -> Result<u64, Self::Error>;
+
+    /// Frees the allocation at `at` (an address [`Gpu::alloc`] returned).
+    fn free(&mut self, at: u64) -> Result<(), Self::Error>;
+
+    /// Copies `data` to device address `at`.
+    fn write(&mut self, at: u64, data: &[u8]) -> Result<(), Self::Error>;
+
+    /// Copies `len` bytes from device address `at`, after every launch before it.
+    fn read(&mut self, at: u64, len: usize) -> Result<Vec<u8>, Self::Error>;
+
+    /// Launches `entry` on `grid` blocks of `block` threads.
+    fn launch(
+        &mut self,
+        entry: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        args: &[Arg],
+    ) -> Result<(), Self::Error>;
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The inputs do not fit the graph's input types.
+    #[error("{0}")]
+    Inputs(String),
+    /// The binding breaks a condition the kernels rely on.
+    #[error("inputs refused: {0}")]
+    Condition(String),
+    /// A size mentions an unbound symbol or overflows.
+    #[error("a buffer size cannot be computed for this binding")]
+    Size,
+    /// A gather or scatter index was out of range.
+    #[error("kernel {kernel} ({label}, from node {node}): an index is out of range")]
+    Index {
+        /// The kernel.
+        kernel: usize,
+        /// Its label.
+        label: String,
+        /// Its graph node.
+        node: usize,
+    },
+    /// The device failed.
+    #[error("GPU: {0}")]
+    Device(String),
+}
+
+/// One model loaded on one device.
+pub struct Session<G: Gpu> {
+    gpu: G,
+    graph: Graph,
+    program: Program,
+    module: Module,
+    conditions: Vec<Assumption>,
+    lifetimes: Lifetimes,
+    /// Device address of each buffer that has a fixed one (constants), else 0.
+    constants: Vec<u64>,
+    status: u64,
+    arena: Block,
+    inputs: Block,
+}
+
+/// A grow-only device allocation.
+#[derive(Default)]
+struct Block {
+    at: u64,
+    bytes: usize,
+}
+
+impl<G: Gpu> Session<G> {
+    /// Loads `module` (written for `program`, scheduled from `graph`) on `gpu` and
+    /// uploads its constants.
+    pub fn new(
+        mut gpu: G,
+        graph: &Graph,
+        program: Program,
+        module: Module,
+    ) -> Result<Self, RunError> {
+        let dev = |e: G::Error| RunError::Device(e.to_string());
+        gpu.load(&module.ptx).map_err(dev)?;
+        let (offsets, weights) = constant_layout(&program);
+        let base = gpu.alloc(weights.len().max(1)).map_err(dev)?;
+        gpu.write(base, &weights).map_err(dev)?;
+        let constants = offsets
+            .iter()
+            .map(|o| o.map_or(0, |o| base + o as u64))
+            .collect();
+        let status = gpu.alloc(4).map_err(dev)?;
+        Ok(Session {
+            conditions: launch_conditions(graph, &program),
+            lifetimes: lifetimes(&program),
+            graph: graph.clone(),
+            program,
+            module,
+            gpu,
+            constants,
+            status,
+            arena: Block::default(),
+            inputs: Block::default(),
+        })
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &G {
+        &self.gpu
+    }
+
+    /// Runs the model on `inputs` (in the graph's input order).
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let types: Vec<TensorType> = (inputs.iter())
+            .map(|t| TensorType::fixed(t.dtype(), t.shape()))
+            .collect();
+        let bindings = interp::bind_input_types(&self.graph, &types)
+            .map_err(|e| RunError::Inputs(e.to_string()))?;
+        for c in &self.conditions {
+            c.check(&bindings).map_err(RunError::Condition)?;
+        }
+        let bytes = self.program.buffer_bytes(&bindings).ok_or(RunError::Size)?;
+        let addrs = self.place(inputs, &bytes)?;
+        self.launch_all(&addrs, &bindings)?;
+        self.outputs(&addrs, &bytes, &bindings)
+    }
+
+    /// Every buffer's device address for this run, the inputs uploaded.
+    fn place(&mut self, inputs: &[Tensor], bytes: &[usize]) -> Result<Vec<u64>, RunError> {
+        let dev = |e: G::Error| RunError::Device(e.to_string());
+        let plan = self.lifetimes.place(bytes);
+        grow(&mut self.gpu, &mut self.arena, plan.arena_bytes).map_err(dev)?;
+        let mut input_at = Vec::with_capacity(inputs.len());
+        let mut total = 0usize;
+        for t in inputs {
+            input_at.push(total);
+            let n = t
+                .len()
+                .checked_mul(t.dtype().size_bytes())
+                .ok_or(RunError::Size)?;
+            total = total
+                .checked_add(n.next_multiple_of(ALIGN))
+                .ok_or(RunError::Size)?;
+        }
+        grow(&mut self.gpu, &mut self.inputs, total).map_err(dev)?;
+        for (t, &off) in inputs.iter().zip(&input_at) {
+            let at = self.inputs.at + off as u64;
+            self.gpu.write(at, &t.to_le_bytes()).map_err(dev)?;
+        }
+        let addr = |(b, buf): (usize, &kiln_kernel::kernel::Buffer)| match &buf.kind {
+            BufferKind::Input(k) => self.inputs.at + input_at[*k] as u64,
+            BufferKind::Const(_) => self.constants[b],
+            BufferKind::Iota => 0,
+            BufferKind::Temp => self.arena.at + plan.offsets[b].unwrap_or(0) as u64,
+        };
+        Ok(self.program.buffers.iter().enumerate().map(addr).collect())
+    }
+
+    fn launch_all(&mut self, addrs: &[u64], bindings: &Bindings) -> Result<(), RunError> {
+        let dev = |e: G::Error| RunError::Device(e.to_string());
+        let symbols = self.program.symbol_values(bindings).ok_or(RunError::Size)?;
+        self.gpu.write(self.status, &[0; 4]).map_err(dev)?;
+        for l in &self.module.launches {
+            let mut args: Vec<Arg> = l.buffers.iter().map(|&b| Arg::U64(addrs[b])).collect();
+            args.extend(symbols.iter().map(|&s| Arg::S64(s)));
+            if l.status {
+                args.push(Arg::U64(self.status));
+            }
+            let (grid, block) = l.geometry(bindings).ok_or(RunError::Size)?;
+            self.gpu.launch(&l.entry, grid, block, &args).map_err(dev)?;
+        }
+        let word = self.gpu.read(self.status, 4).map_err(dev)?;
+        let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        match word.checked_sub(1) {
+            None => Ok(()),
+            Some(k) => {
+                let kernel = k as usize;
+                Err(RunError::Index {
+                    kernel,
+                    label: self
+                        .program
+                        .kernels
+                        .get(kernel)
+                        .map_or("?".into(), |k| k.label()),
+                    node: self
+                        .program
+                        .kernel_nodes
+                        .get(kernel)
+                        .copied()
+                        .unwrap_or(usize::MAX),
+                })
+            }
+        }
+    }
+
+    fn outputs(
+        &mut self,
+        addrs: &[u64],
+        bytes: &[usize],
+        bindings: &Bindings,
+    ) -> Result<Vec<Tensor>, RunError> {
+        let dev = |e: G::Error| RunError::Device(e.to_string());
+        let mut out = Vec::with_capacity(self.program.outputs.len());
+        for (&b, shape) in self.program.outputs.iter().zip(&self.program.output_shapes) {
+            let buf = &self.program.buffers[b];
+            if matches!(buf.kind, BufferKind::Iota) {
+                // The scheduler materializes index sequences that are outputs; one
+                // reaching here has no memory to read.
+                return Err(RunError::Device("an index sequence as an output".into()));
+            }
+            let shape: Option<Vec<usize>> = (shape.iter())
+                .map(|d| d.eval(bindings).and_then(|v| usize::try_from(v).ok()))
+                .collect();
+            let shape = shape.ok_or(RunError::Size)?;
+            let data = self.gpu.read(addrs[b], bytes[b]).map_err(dev)?;
+            let t = Tensor::from_le_bytes(buf.dtype, &shape, &data)
+                .map_err(|e| RunError::Device(e.to_string()))?;
+            out.push(t);
+        }
+        Ok(out)
+    }
+}
+
+/// Grows `block` to at least `bytes`: the old allocation is freed and a new one made.
+fn grow<G: Gpu>(gpu: &mut G, block: &mut Block, bytes: usize) -> Result<(), G::Error> {
+    if block.at != 0 && block.bytes >= bytes {
+        return Ok(());
+    }
+    if block.at != 0 {
+        gpu.free(block.at)?;
+    }
+    *block = Block {
+        at: gpu.alloc(bytes.max(1))?,
+        bytes,
+    };
+    Ok(())
+}
+
+/// Where each constant buffer sits in one weights block (64-byte aligned offsets), and
+/// the block's bytes; `None` for every other buffer.
+pub fn constant_layout(program: &Program) -> (Vec<Option<usize>>, Vec<u8>) {
+    let mut weights = Vec::new();
+    let offsets = (program.buffers.iter())
+        .map(|b| match &b.kind {
+            BufferKind::Const(t) => {
+                weights.resize(weights.len().next_multiple_of(ALIGN), 0);
+                let offset = weights.len();
+                weights.extend_from_slice(&t.to_le_bytes());
+                Some(offset)
+            }
+            _ => None,
+        })
+        .collect();
+    (offsets, weights)
+}
