@@ -81,12 +81,13 @@ fn vendored_models_run_as_ptx_through_the_interpreter() {
             found.map(|(_, t)| t.clone()).unwrap()
         };
         let file = path(&format!("{name}.onnx"));
-        // The default and the f32 baseline must be within tolerance; plain tf32 is
-        // measured, as the reason it is not the default.
+        // The default and the f32 baseline must be within tolerance; plain tf32 and
+        // bf16 are measured, as the reason neither is the default.
         for (precision, strict) in [
             (Precision::default(), true),
             (Precision::F32, true),
             (Precision::Tf32, false),
+            (Precision::Bf16, false),
         ] {
             let (kernels, used) = check(&file, precision, strict, input);
             let p = precision.name();

@@ -82,6 +82,9 @@ pub(crate) enum PrecisionArg {
     /// Tensor cores with operands rounded to tf32 (10 mantissa bits): fastest, errors
     /// around 1e-3 relative per product.
     Tf32,
+    /// Tensor cores with operands rounded to bf16 (8 significant bits, `mma.m16n8k16`):
+    /// errors around 1e-2 relative per product.
+    Bf16,
     /// The ordinary cores in f32: a warp's dot product per output (the slow baseline).
     F32,
 }
@@ -91,6 +94,7 @@ impl From<PrecisionArg> for kiln::cuda::Precision {
         match p {
             PrecisionArg::Tf32x3 => kiln::cuda::Precision::Tf32x3,
             PrecisionArg::Tf32 => kiln::cuda::Precision::Tf32,
+            PrecisionArg::Bf16 => kiln::cuda::Precision::Bf16,
             PrecisionArg::F32 => kiln::cuda::Precision::F32,
         }
     }

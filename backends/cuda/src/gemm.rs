@@ -57,6 +57,10 @@ struct Lanes {
     /// Byte offsets in a stage of the row this lane gives `ldmatrix`.
     a_lane: Reg,
     b_lane: Reg,
+    /// Byte offsets in a stage of this lane's first bf16 fragment pair: row (of `a`) or
+    /// column (of `b`) `warp + g`, depth `2t`.
+    a_pair: Reg,
+    b_pair: Reg,
     /// The warp's first row and column within the tile (0 or 32), 64-bit.
     warp_m: Reg,
     warp_n: Reg,
@@ -98,7 +102,18 @@ fn lanes(cx: &mut Cx) -> Lanes {
     let (g32, t32) = (r(e), r(e));
     e.op(format!("shr.u32 {g32}, {lane}, 2"));
     e.op(format!("and.b32 {t32}, {lane}, 3"));
+    let pair = |e: &mut crate::ptx::Entry, warp: Reg| {
+        let [row, at] = [0; 2].map(|_| e.reg(Class::B32));
+        e.op(format!("mad.lo.u32 {row}, {warp}, 32, {g32}"));
+        e.op(format!("mul.lo.u32 {at}, {row}, {PITCH}"));
+        e.op(format!("mad.lo.u32 {at}, {t32}, 2, {at}"));
+        e.op(format!("shl.b32 {at}, {at}, 2"));
+        at
+    };
+    let (a_pair, b_pair) = (pair(e, wm), pair(e, wn));
     Lanes {
+        a_pair,
+        b_pair,
         tid,
         g: wide(e, g32, 1),
         t: wide(e, t32, 1),
@@ -308,13 +323,18 @@ fn multiply(cx: &mut Cx, lanes: &Lanes, stage: Reg, acc: &[Reg], precision: Prec
     let [s32, a_at, b_at, smem] = [0; 4].map(|_| e.reg(Class::B32));
     e.op(format!("cvt.u32.u64 {s32}, {stage}"));
     e.op(format!("mul.lo.u32 {s32}, {s32}, {STAGE}"));
-    for (at, lane, name) in [
-        (a_at, lanes.a_lane, "smem_a"),
-        (b_at, lanes.b_lane, "smem_b"),
-    ] {
+    let bf16 = precision == Precision::Bf16;
+    let (a_lane, b_lane) = match bf16 {
+        true => (lanes.a_pair, lanes.b_pair),
+        false => (lanes.a_lane, lanes.b_lane),
+    };
+    for (at, lane, name) in [(a_at, a_lane, "smem_a"), (b_at, b_lane, "smem_b")] {
         e.op(format!("mov.u32 {smem}, {name}"));
         e.op(format!("add.u32 {at}, {smem}, {s32}"));
         e.op(format!("add.u32 {at}, {at}, {lane}"));
+    }
+    if bf16 {
+        return multiply_bf16(e, a_at, b_at, acc);
     }
     for ks in 0..TILE_K / 8 {
         let frags = |e: &mut crate::ptx::Entry, at: Reg, block: i64| {
@@ -340,6 +360,49 @@ fn multiply(cx: &mut Cx, lanes: &Lanes, stage: Reg, acc: &[Reg], precision: Prec
                     mma(e, d, a_kept, &half(b_small));
                 }
                 mma(e, d, &a.big, &half(&b.big));
+            }
+        }
+    }
+}
+
+/// [`multiply`] in bf16: two depth steps of 16, each lane packing its fragment pairs
+/// from the f32 rows (`cvt.rn.bf16x2`; `ldmatrix` cannot convert), then the 2×4
+/// `mma.m16n8k16`s. The m16n8k16 fragments: `a` registers hold rows `g`, `g + 8` at
+/// depths `2t`, `2t + 8` (two values each), `b` registers depths `2t`, `2t + 8` of
+/// column `g`.
+fn multiply_bf16(e: &mut crate::ptx::Entry, a_at: Reg, b_at: Reg, acc: &[Reg]) {
+    let row_bytes = PITCH * 4;
+    let pack = |e: &mut crate::ptx::Entry, at: Reg, off: i64| {
+        let [lo, hi] = [0; 2].map(|_| e.reg(Class::F32));
+        let r = e.reg(Class::B32);
+        e.op(format!("ld.shared.f32 {lo}, [{at}+{off}]"));
+        e.op(format!("ld.shared.f32 {hi}, [{at}+{}]", off + 4));
+        // The lower depth goes in the low half: cvt puts its first source high.
+        e.op(format!("cvt.rn.bf16x2.f32 {r}, {hi}, {lo}"));
+        r
+    };
+    for ks in 0..TILE_K / 16 {
+        let k = ks * 16 * 4;
+        let a: Vec<[Reg; 4]> = (0..2)
+            .map(|mi| {
+                let base = mi * 16 * row_bytes + k;
+                [0, 8 * row_bytes, 32, 8 * row_bytes + 32].map(|o| pack(e, a_at, base + o))
+            })
+            .collect();
+        let b: Vec<[Reg; 2]> = (0..4)
+            .map(|nj| {
+                let base = nj * 8 * row_bytes + k;
+                [0, 32].map(|o| pack(e, b_at, base + o))
+            })
+            .collect();
+        for (mi, a) in a.iter().enumerate() {
+            for (nj, b) in b.iter().enumerate() {
+                let d = &acc[(mi * 4 + nj) * 4..][..4];
+                let dl = format!("{{{}, {}, {}, {}}}", d[0], d[1], d[2], d[3]);
+                e.op(format!(
+                    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {dl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {dl}",
+                    a[0], a[1], a[2], a[3], b[0], b[1]
+                ));
             }
         }
     }

@@ -80,6 +80,8 @@ pub enum Precision {
     Tf32x3,
     /// On tensor cores, each operand rounded to tf32 (10 mantissa bits).
     Tf32,
+    /// On tensor cores, each operand rounded to bf16 (7 mantissa bits): `mma.m16n8k16`.
+    Bf16,
 }
 
 impl Precision {
@@ -89,14 +91,20 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Tf32x3 => "tf32x3",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         }
     }
 
     /// The precision named `name`, if any.
     pub fn from_name(name: &str) -> Option<Precision> {
-        [Precision::F32, Precision::Tf32x3, Precision::Tf32]
-            .into_iter()
-            .find(|p| p.name() == name)
+        [
+            Precision::F32,
+            Precision::Tf32x3,
+            Precision::Tf32,
+            Precision::Bf16,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
     }
 }
 

@@ -185,3 +185,40 @@ fn a_session_runs_every_test_graph_at_several_shapes() {
         other => panic!("index 4 of 4: {other:?}"),
     }
 }
+
+/// The single-product tensor-core precisions on inputs they hold exactly (multiples of
+/// 1/8 in [-3, 3] have at most 5 significant bits, within bf16's 8 and tf32's 11): the
+/// products are then exact, so the results match the interpreter within the f32
+/// tolerance, through every tile and edge of the GEMM test graph.
+#[test]
+fn tf32_and_bf16_products_are_exact_on_values_they_hold() {
+    use kiln_cuda::{emit_with, Options, Precision};
+    let (_, text, binds) = common::GRAPHS
+        .iter()
+        .find(|(n, ..)| *n == "gemm_tiles")
+        .unwrap();
+    let (g, program) = common::program(text);
+    let bindings: Bindings = binds.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+    let xs: Vec<Tensor> = inputs(&g, &bindings, 9)
+        .into_iter()
+        .map(|t| {
+            let v: Vec<f64> = t
+                .to_f64_vec()
+                .iter()
+                .map(|x| (x * 8.0).round() / 8.0)
+                .collect();
+            Tensor::from_vec(v, t.shape()).unwrap().cast(t.dtype())
+        })
+        .collect();
+    let want = interp::run(&g, &xs).unwrap();
+    let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
+    for precision in [Precision::Tf32, Precision::Bf16] {
+        let target = Target::Sm80;
+        let module = emit_with(&program, Options { target, precision }).unwrap();
+        let (got, _) = run(&module, &program, &bindings, &xs, &shapes).unwrap();
+        for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+            let p = precision.name();
+            close(got, want).unwrap_or_else(|e| panic!("{p}, output {k}: {e}"));
+        }
+    }
+}

@@ -415,6 +415,10 @@ impl Thread {
             }
             Op::Setp { cmp, ty, d, a, b } => (d, u64::from(alu::setp(cmp, ty, s(a)?, s(b)?))),
             Op::Cvt { cvt, d, a } => (d, alu::cvt(cvt, s(a)?)),
+            Op::PackBf16 { d, a, b } => {
+                let half = |x: u64| u64::from(alu::f32_to_bf16(f32::from_bits(x as u32)));
+                (d, half(s(a)?) << 16 | half(s(b)?))
+            }
             Op::Bra { .. }
             | Op::Exit
             | Op::St { .. }

@@ -265,6 +265,13 @@ pub(crate) enum Op {
         d: Reg,
         a: Src,
     },
+    /// `cvt.rn.bf16x2.f32 d, a, b`: `a` rounded to bf16 in the upper half of `d`, `b`
+    /// in the lower.
+    PackBf16 {
+        d: Reg,
+        a: Src,
+        b: Src,
+    },
     LdShared {
         ty: Type,
         d: Reg,

@@ -47,6 +47,7 @@ pub(crate) fn decode(opcode: &str, ops: &[RawOperand], s: &Scope) -> Result<Op, 
         ("cp", ["async", "commit_group"]) => d.args(0).map(|_| Some(Op::CpAsyncCommit))?,
         ("cp", ["async", "wait_group"]) => d.cp_async_wait()?,
         ("cvt", ["rna", "tf32", "f32"]) => d.cvt_tf32()?,
+        ("cvt", ["rn", "bf16x2", "f32"]) => d.pack_bf16()?,
         ("cvt", m) => d.cvt(m)?,
         ("setp", [c, t]) => d.setp(c, t)?,
         _ => d.arith(base, &mods)?,
@@ -220,6 +221,16 @@ impl Decoder<'_> {
             cvt: Cvt::F32ToTf32,
             d: self.s.reg(&o[0], B32, false)?,
             a: self.s.src(&o[1], F32)?,
+        }))
+    }
+
+    /// `cvt.rn.bf16x2.f32 d, a, b` with `d` a 32-bit register.
+    fn pack_bf16(&self) -> Decoded {
+        let o = self.args(3)?;
+        Ok(Some(Op::PackBf16 {
+            d: self.s.reg(&o[0], B32, false)?,
+            a: self.s.src(&o[1], F32)?,
+            b: self.s.src(&o[2], F32)?,
         }))
     }
 

@@ -373,3 +373,14 @@ fn tensor_instructions_outside_the_dialect_are_rejected() {
         assert_eq!(e.line, 17, "{bad}: {e}");
     }
 }
+
+#[test]
+fn cvt_packs_two_bf16_first_source_high() {
+    // 1.0 is 0x3F80 and -2.0 is 0xC000 in bf16; 1 + 2^-9 rounds to even (1.0).
+    let body = "mov.f32 %f1, 0f3F800000;\nmov.f32 %f2, 0fC0000000;\n\
+                cvt.rn.bf16x2.f32 %r10, %f1, %f2;\nst.global.b32 [%rd3], %r10;\n\
+                mov.f32 %f3, 0f3F804000;\ncvt.rn.bf16x2.f32 %r11, %f2, %f3;\n\
+                st.global.b32 [%rd3+4], %r11;\n";
+    let got = run(1, body, &[0], &[0], 2).unwrap();
+    assert_eq!(got, [0x3F80_C000, 0xC000_3F80]);
+}
