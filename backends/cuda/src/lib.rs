@@ -43,6 +43,7 @@ mod math;
 mod matmul;
 mod ptx;
 pub mod runtime;
+mod scan;
 
 use kiln_ir::{Assumption, Bindings, Dim, Graph};
 use kiln_kernel::kernel::{BufId, Call, Kernel, Program};
@@ -240,6 +241,30 @@ pub fn emit_with(program: &Program, options: Options) -> Result<Module, EmitErro
     Ok(Module { ptx, launches })
 }
 
+/// A runtime call other than the products, attention and convolution: the ones with a
+/// PTX lowering (a scan), or the refusal naming the call.
+fn other_call(cx: &mut cx::Cx, kernel: &Kernel, c: &Call) -> Result<Dim, EmitError> {
+    if let Call::Op(op) = c {
+        if let kiln_ir::Op::Scan {
+            kind,
+            axis,
+            exclusive,
+            reverse,
+        } = op.op
+        {
+            if let (Some(x), Some(y)) = (op.inputs.first(), op.outputs.first()) {
+                return scan::scan(cx, x, y, kind, axis, exclusive, reverse);
+            }
+        }
+    }
+    let what = match c {
+        Call::QuantLinear(_) => "quant_linear".to_string(),
+        Call::Op(op) => op.op.name().to_string(),
+        _ => kernel.label(),
+    };
+    Err(EmitError::Unsupported(format!("runtime call {what}")))
+}
+
 /// One kernel's entry text and launch.
 fn entry(
     program: &Program,
@@ -285,14 +310,7 @@ fn entry(
             conv::conv(&mut cx, c)?;
             (c.y_shape.iter().product(), kernels::WARP)
         }
-        Kernel::Call(c) => {
-            let what = match c {
-                Call::QuantLinear(_) => "quant_linear".to_string(),
-                Call::Op(op) => op.op.name().to_string(),
-                _ => kernel.label(),
-            };
-            return Err(EmitError::Unsupported(format!("runtime call {what}")));
-        }
+        Kernel::Call(c) => (other_call(&mut cx, kernel, c)?, 1),
     };
     cx.e.op("ret");
     let name = format!("kiln_k{i}");

@@ -69,6 +69,20 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 2), ("s", 5), ("k", 40), ("n", 7)],
     ),
     (
+        // Scans along a middle axis (f32 accumulating in f64, exclusive and reversed)
+        // and integer products that wrap.
+        "scan",
+        "graph @g(%x: f32[a, n, c], %i: i32[a, n]) -> (f32[a, n, c], f32[a, n, c], i32[a, n], i64[a, n]) {
+            %s = cumsum %x {axis=1, exclusive=false, reverse=false}
+            %r = cumsum %x {axis=1, exclusive=true, reverse=true}
+            %p = cumprod %i {axis=1, exclusive=false, reverse=false}
+            %w = cast %i {to=i64}
+            %q = cumprod %w {axis=0, exclusive=true, reverse=false}
+            return %s, %r, %p, %q
+        }",
+        &[("a", 3), ("n", 40), ("c", 5)],
+    ),
+    (
         // Several 64×64 tiles with ragged edges, depth blocks of 32 with a partial last,
         // a transposed right operand (depth-contiguous) and a transposed left one, and
         // a batched product whose right operand broadcasts over the batch.
