@@ -3,6 +3,10 @@
 //! within 1e-3 relative / 1e-5 absolute, at the models' own inputs and then again (the
 //! loaded model reused). Without a CUDA driver or device each test prints why it skips.
 
+#[path = "../backends/cuda/tests/common/mod.rs"]
+mod common;
+
+use common::close;
 use kiln::npz::read_npz;
 use kiln::Model;
 use std::collections::BTreeMap;
@@ -25,20 +29,6 @@ fn device(test: &str) -> Option<kiln::cuda::device::Device> {
     }
 }
 
-fn close(got: &kiln::ir::Tensor, want: &kiln::ir::Tensor) -> Result<(), String> {
-    if got.shape() != want.shape() || got.dtype() != want.dtype() {
-        return Err(format!("{:?} vs {:?}", got.shape(), want.shape()));
-    }
-    let pairs = got.to_f64_vec().into_iter().zip(want.to_f64_vec());
-    for (i, (g, w)) in pairs.enumerate() {
-        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-5 + 1e-3 * w.abs();
-        if !ok {
-            return Err(format!("element {i}: {g} vs {w}"));
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn vendored_models_on_the_device_match_the_interpreter_and_the_cpu() {
     let Some(dev) = device("vendored_models_on_the_device") else {
@@ -48,16 +38,7 @@ fn vendored_models_on_the_device_match_the_interpreter_and_the_cpu() {
         "device: {} (sm_{}{})",
         dev.name, dev.capability.0, dev.capability.1
     );
-    for name in [
-        "bert_tiny",
-        "bert_tiny_ts",
-        "gpt2_tiny",
-        "gpt2_tiny_ts",
-        "llama_tiny",
-        "llama_tiny_ts",
-        "vit_tiny",
-        "vit_tiny_ts",
-    ] {
+    for name in common::VENDORED_F32_MODELS {
         let model = Model::load(path(&format!("{name}.onnx")))
             .unwrap()
             .optimize()

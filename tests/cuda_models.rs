@@ -65,16 +65,7 @@ fn check(
 
 #[test]
 fn vendored_models_run_as_ptx_through_the_interpreter() {
-    for name in [
-        "bert_tiny",
-        "bert_tiny_ts",
-        "gpt2_tiny",
-        "gpt2_tiny_ts",
-        "llama_tiny",
-        "llama_tiny_ts",
-        "vit_tiny",
-        "vit_tiny_ts",
-    ] {
+    for name in common::VENDORED_F32_MODELS {
         let given = read_npz(&path(&format!("{name}.inputs.npz"))).unwrap();
         let input = |n: &str, _: &kiln::ir::TensorType| {
             let found = given.iter().find(|(k, _)| k == n);

@@ -20,7 +20,7 @@ fn every_test_graph_matches_the_interpreter_with_symbols_free() {
             "{name}: the module should keep its symbols"
         );
         let module = emit(&program, Target::Sm80).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let bindings: Bindings = binds.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+        let bindings = common::bindings(binds);
         for seed in [1, 2] {
             let xs = inputs(&g, &bindings, seed);
             let want = interp::run(&g, &xs).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -147,7 +147,7 @@ fn a_session_runs_every_test_graph_at_several_shapes() {
         let module = emit(&program, Target::Sm80).unwrap();
         let mut session = Session::new(common::EmuGpu::default(), &g, program, module)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let big: Bindings = binds.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+        let big = common::bindings(binds);
         let small: Bindings = binds
             .iter()
             .map(|(s, v)| (s.to_string(), (*v).min(3)))
@@ -198,7 +198,7 @@ fn tf32_and_bf16_products_are_exact_on_values_they_hold() {
         .find(|(n, ..)| *n == "gemm_tiles")
         .unwrap();
     let (g, program) = common::program(text);
-    let bindings: Bindings = binds.iter().map(|(s, v)| (s.to_string(), *v)).collect();
+    let bindings = common::bindings(binds);
     let xs: Vec<Tensor> = inputs(&g, &bindings, 9)
         .into_iter()
         .map(|t| {

@@ -227,14 +227,18 @@ fn ldmatrix_body(op: &str) -> String {
     body
 }
 
+/// [`ldmatrix_body`] with every thread filling shared memory, but only threads below
+/// `lanes` running the `ldmatrix` and the stores after it.
+fn ldmatrix_below(op: &str, lanes: u32) -> String {
+    let b = ldmatrix_body(op);
+    let (fill, rest) = b.split_once("bar.sync 0;\n").unwrap();
+    format!("{fill}bar.sync 0;\nsetp.ge.u32 %p1, %r1, {lanes};\n@%p1 bra $DONE;\n{rest}$DONE:\n")
+}
+
 #[test]
 fn ldmatrix_distributes_rows_by_lane() {
     // 128 threads fill the shared rows; warp 0 alone runs ldmatrix.
-    let for_warp0 = |op: &str| {
-        let b = ldmatrix_body(op);
-        let (fill, rest) = b.split_once("bar.sync 0;\n").unwrap();
-        format!("{fill}bar.sync 0;\nsetp.ge.u32 %p1, %r1, 32;\n@%p1 bra $DONE;\n{rest}$DONE:\n")
-    };
+    let for_warp0 = |op: &str| ldmatrix_below(op, 32);
     let plain = run(
         128,
         &for_warp0("ldmatrix.sync.aligned.m8n8.x4.shared.b16"),
@@ -266,10 +270,7 @@ fn ldmatrix_distributes_rows_by_lane() {
 #[test]
 fn ldmatrix_needs_the_whole_warp() {
     // Lanes 16..32 skip it: a divergent collective.
-    let b = ldmatrix_body("ldmatrix.sync.aligned.m8n8.x4.shared.b16");
-    let (fill, rest) = b.split_once("bar.sync 0;\n").unwrap();
-    let body =
-        format!("{fill}bar.sync 0;\nsetp.ge.u32 %p1, %r1, 16;\n@%p1 bra $DONE;\n{rest}$DONE:\n");
+    let body = ldmatrix_below("ldmatrix.sync.aligned.m8n8.x4.shared.b16", 16);
     let e = run(128, &body, &[0], &[0], 1).unwrap_err();
     assert!(matches!(e, EmuError::DivergentCollective { .. }), "{e}");
 }

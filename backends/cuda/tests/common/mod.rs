@@ -195,6 +195,24 @@ pub const GRAPHS: &[Case] = &[
     ),
 ];
 
+/// A test graph's binding as [`Bindings`].
+pub fn bindings(binds: &[(&str, i64)]) -> Bindings {
+    binds.iter().map(|(s, v)| (s.to_string(), *v)).collect()
+}
+
+/// The vendored f32 models (`tests/models/NAME.onnx` with `NAME.inputs.npz`) the GPU
+/// tests run.
+pub const VENDORED_F32_MODELS: [&str; 8] = [
+    "bert_tiny",
+    "bert_tiny_ts",
+    "gpt2_tiny",
+    "gpt2_tiny_ts",
+    "llama_tiny",
+    "llama_tiny_ts",
+    "vit_tiny",
+    "vit_tiny_ts",
+];
+
 /// The graph parsed, scheduled with every symbol left free, and loop-fused, as the CPU
 /// backend prepares it.
 pub fn program(text: &str) -> (Graph, Program) {
