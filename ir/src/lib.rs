@@ -42,7 +42,10 @@ pub use quant::{
     dynamic_u8, min_max, quantize_linear, ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K,
     MAX_QUANTIZED_K,
 };
-pub use tensor::{ArcArrayD, Elem, StableBytes, Store, Tensor, TensorError, Unwritten};
+pub use tensor::{
+    bf16_from_f64, f16_from_f64, ArcArrayD, Elem, StableBytes, Store, Tensor, TensorError,
+    Unwritten,
+};
 pub use text::{
     op_attributes, parse, parse_tensor, parse_with_lines, print, print_tensor, ParseError,
 };

@@ -202,8 +202,36 @@ macro_rules! float_elem {
 
 float_elem!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
 float_elem!(f64, F64, |x: f64| x, |v: f64| v);
-float_elem!(f16, F16, |x: f16| x.to_f64(), f16::from_f64);
-float_elem!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64);
+float_elem!(f16, F16, |x: f16| x.to_f64(), f16_from_f64);
+float_elem!(bf16, BF16, |x: bf16| x.to_f64(), bf16_from_f64);
+
+/// `v` rounded once to f16 (to nearest, ties to even), as ONNX and numpy cast.
+/// `half::f16::from_f64` drops the f64's low 32 bits before rounding, so a value just past
+/// a halfway point would round as the tie.
+pub fn f16_from_f64(v: f64) -> f16 {
+    f16::from_f32(f32_rounded_to_odd(v))
+}
+
+/// `v` rounded once to bf16 (to nearest, ties to even); see [`f16_from_f64`].
+pub fn bf16_from_f64(v: f64) -> bf16 {
+    bf16::from_f32(f32_rounded_to_odd(v))
+}
+
+/// `v` as an f32 rounded *to odd*: truncated, with the last bit set when that was inexact.
+/// Rounding that to a type with at least two bits less precision gives the same result
+/// as rounding `v` directly, so f64 → f32 → half rounds once.
+fn f32_rounded_to_odd(v: f64) -> f32 {
+    let near = v as f32;
+    if v.is_nan() || f64::from(near) == v {
+        return near;
+    }
+    let toward_zero = if f64::from(near).abs() > v.abs() {
+        f32::from_bits(near.to_bits() - 1)
+    } else {
+        near
+    };
+    f32::from_bits(toward_zero.to_bits() | 1)
+}
 
 impl Elem for bool {
     const DTYPE: DType = DType::Bool;
@@ -517,7 +545,9 @@ impl Tensor {
     /// A tensor of `dtype` filled with `v` (converted from f64).
     pub fn full(dtype: DType, shape: &[usize], v: f64) -> Result<Tensor, TensorError> {
         let n = element_count(shape)?;
-        Ok(with_dtype!(dtype, T => Tensor::from_vec(try_filled(n, T::from_f64(v), shape)?, shape)?))
+        Ok(
+            with_dtype!(dtype, T => Tensor::from_vec(try_filled(n, <T as Elem>::from_f64(v), shape)?, shape)?),
+        )
     }
 
     /// A zero-filled tensor.
@@ -679,7 +709,7 @@ impl Tensor {
         }
         let via_float = self.dtype().is_float() || to.is_float();
         with_dtype!(to, T => dispatch!(self, a => T::wrap(a.map(|x| {
-            if via_float { T::from_f64(x.to_f64()) } else { T::from_i128(x.to_i128()) }
+            if via_float { <T as Elem>::from_f64(x.to_f64()) } else { T::from_i128(x.to_i128()) }
         }).into_shared())))
     }
 
@@ -777,6 +807,28 @@ mod tests {
             assert_eq!(t, back);
             assert_eq!(back.dtype(), d);
         }
+    }
+
+    #[test]
+    fn halves_from_f64_round_once() {
+        let past_tie = 1.0 + 2f64.powi(-8) + 2f64.powi(-30);
+        assert_eq!(bf16_from_f64(past_tie).to_bits(), 0x3f81);
+        assert_eq!(bf16_from_f64(-past_tie).to_bits(), 0xbf81);
+        assert_eq!(bf16_from_f64(1.0 + 2f64.powi(-8)).to_bits(), 0x3f80);
+        assert_eq!(
+            f16_from_f64(1.0 + 2f64.powi(-11) + 2f64.powi(-30)).to_bits(),
+            0x3c01
+        );
+        assert_eq!(f16_from_f64(1.0 + 2f64.powi(-11)).to_bits(), 0x3c00);
+        assert_eq!(f16_from_f64(1e300), f16::INFINITY);
+        assert_eq!(bf16_from_f64(-1e300), bf16::NEG_INFINITY);
+        assert_eq!(f16_from_f64(1e-300).to_bits(), 0);
+        assert_eq!(f16_from_f64(-1e-300).to_bits(), 0x8000);
+        assert!(bf16_from_f64(f64::NAN).is_nan());
+        let t = Tensor::from_vec(vec![past_tie], &[1])
+            .unwrap()
+            .cast(DType::BF16);
+        assert_eq!(t.to_f64_vec(), vec![1.0078125]);
     }
 
     #[test]
