@@ -187,7 +187,8 @@ fn models_with_calls_the_backend_lacks_are_refused_by_name() {
 /// The ONNX ratchet through the GPU path with the interpreter as the device: every
 /// listed case (the ones the CPU backend passes) runs as PTX and matches ONNX's expected
 /// outputs, except those refused because an op has no PTX lowering yet, which are
-/// counted by what they lack.
+/// counted by what they lack. Where ptxas is present, every module run is also assembled
+/// for sm_80 and sm_90 (and one ptxas rejects fails its case).
 #[test]
 fn ratchet_cases_run_as_ptx_through_the_runtime() {
     use kiln::onnx_suite::{list_names, run_case_with, Case, Outcome, SuiteOptions};
@@ -195,13 +196,21 @@ fn ratchet_cases_run_as_ptx_through_the_runtime() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/onnx");
     let text = std::fs::read_to_string(dir.join("passing.txt")).unwrap();
     let names = list_names(&text);
+    let ptxas = match common::ptxas() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            eprintln!("ratchet modules are not assembled: no ptxas ({why})");
+            None
+        }
+    };
     let mut run = |model: &Model, feed: &BTreeMap<String, Tensor>| {
         let target = kiln::cuda::Target::Sm80;
         let options = kiln::cuda::Options {
             target,
             precision: Precision::default(),
         };
-        kiln::gpu::GpuModel::with_gpu(model, options, common::EmuGpu::default())?.run(feed)
+        let gpu = common::EmuGpu::assembling(ptxas.clone());
+        kiln::gpu::GpuModel::with_gpu(model, options, gpu)?.run(feed)
     };
     let (mut passed, mut lacking, mut failed) = (0, BTreeMap::<String, usize>::new(), Vec::new());
     for name in &names {
@@ -221,8 +230,13 @@ fn ratchet_cases_run_as_ptx_through_the_runtime() {
         }
     }
     eprintln!(
-        "{} cases: {passed} pass as PTX, {} lack a lowering: {lacking:?}",
+        "{} cases: {passed} pass as PTX{}, {} lack a lowering: {lacking:?}",
         names.len(),
+        if ptxas.is_some() {
+            " (assembled for sm_80 and sm_90)"
+        } else {
+            ""
+        },
         lacking.values().sum::<usize>()
     );
     assert!(

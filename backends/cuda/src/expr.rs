@@ -9,6 +9,7 @@
 //! within the backend's tolerance of the reference interpreter.
 
 use crate::cx::Cx;
+use crate::half::{self, is_half, widen};
 use crate::math;
 use crate::ptx::{f32_imm, f64_imm, Class, Reg};
 use crate::EmitError;
@@ -30,13 +31,12 @@ pub(crate) struct Env<'a> {
     pub stats: &'a [Val],
 }
 
-/// The register class holding values of `d`.
+/// The register class holding values of `d` (halves live in f32 registers, see `half`).
 pub(crate) fn class(d: DType) -> Result<Class, EmitError> {
     match d {
-        DType::F32 => Ok(Class::F32),
+        DType::F32 | DType::F16 | DType::BF16 => Ok(Class::F32),
         DType::F64 => Ok(Class::F64),
         DType::Bool => Ok(Class::Pred),
-        DType::F16 | DType::BF16 => Err(EmitError::Unsupported(format!("{d} values"))),
         _ => Ok(Class::B64),
     }
 }
@@ -102,8 +102,15 @@ fn node_value(
             return load(cx, access.buf, element, dtype);
         }
         ExprNode::Const(c) => constant(cx, *c, dtype)?,
-        ExprNode::Unary(u, a) => unary(cx, *u, vals[*a], dtype)?,
-        ExprNode::Binary(b, x, y) => binary(cx, *b, vals[*x], vals[*y], dtype)?,
+        ExprNode::Unary(u, a) => {
+            let r = unary(cx, *u, widen(vals[*a]), widen_type(dtype))?;
+            rounded(cx, r, dtype)
+        }
+        ExprNode::Binary(b, x, y) => {
+            let (x, y) = (widen(vals[*x]), widen(vals[*y]));
+            let r = binary(cx, *b, x, y, widen_type(dtype))?;
+            rounded(cx, r, dtype)
+        }
         ExprNode::Where(c, a, b) => select(cx, vals[*c].reg, vals[*a].reg, vals[*b].reg),
         ExprNode::Cast(a) => return convert(cx, vals[*a], dtype),
         ExprNode::Bitcast(a) => bitcast(cx, vals[*a], dtype)?,
@@ -123,6 +130,24 @@ fn node_value(
         }
     };
     Ok(Val { reg, dtype })
+}
+
+/// The type half arithmetic computes in: f32 for the halves, else `d` itself.
+fn widen_type(d: DType) -> DType {
+    if is_half(d) {
+        DType::F32
+    } else {
+        d
+    }
+}
+
+/// An op's f32 result `r` rounded to its half type `d`; any other result as it is.
+fn rounded(cx: &mut Cx, r: Reg, d: DType) -> Reg {
+    if is_half(d) {
+        half::round(cx, r, d)
+    } else {
+        r
+    }
 }
 
 fn missing(what: &str) -> EmitError {
@@ -173,6 +198,10 @@ fn mem_type(d: DType) -> Result<(&'static str, bool), EmitError> {
 /// Loads element `element` of `buf` as a value of `dtype` (the buffer's).
 pub(crate) fn load(cx: &mut Cx, buf: usize, element: Reg, dtype: DType) -> Result<Val, EmitError> {
     let addr = cx.address(buf, element);
+    if is_half(dtype) {
+        let reg = half::load(cx, addr, dtype);
+        return Ok(Val { reg, dtype });
+    }
     let (ty, narrow) = mem_type(dtype)?;
     let e = &mut cx.e;
     let reg = if !narrow {
@@ -203,6 +232,10 @@ pub(crate) fn load(cx: &mut Cx, buf: usize, element: Reg, dtype: DType) -> Resul
 /// Stores `v` at element `element` of `buf`.
 pub(crate) fn store(cx: &mut Cx, buf: usize, element: Reg, v: Val) -> Result<(), EmitError> {
     let addr = cx.address(buf, element);
+    if is_half(v.dtype) {
+        half::store(cx, addr, v.reg, v.dtype);
+        return Ok(());
+    }
     let (ty, narrow) = mem_type(v.dtype)?;
     let e = &mut cx.e;
     if !narrow {
@@ -231,6 +264,9 @@ fn constant(cx: &mut Cx, c: Scalar, dtype: DType) -> Result<Reg, EmitError> {
         Scalar::Int(i) => i as f64,
     };
     match (class(dtype)?, c) {
+        (Class::F32, c) if is_half(dtype) => {
+            e.op(format!("mov.f32 {r}, {}", half::constant(value(c), dtype)))
+        }
         (Class::F32, c) => e.op(format!("mov.f32 {r}, {}", f32_imm(value(c) as f32))),
         (Class::F64, c) => e.op(format!("mov.f64 {r}, {}", f64_imm(value(c)))),
         (Class::Pred, c) => {
@@ -518,6 +554,7 @@ pub(crate) fn select(cx: &mut Cx, c: Reg, a: Reg, b: Reg) -> Reg {
         Class::F64 => e.op(format!("selp.f64 {r}, {a}, {b}, {c}")),
         Class::B64 => e.op(format!("selp.b64 {r}, {a}, {b}, {c}")),
         Class::B32 => e.op(format!("selp.b32 {r}, {a}, {b}, {c}")),
+        Class::B16 => e.op(format!("selp.b16 {r}, {a}, {b}, {c}")),
         Class::Pred => {
             let (t, nc, f) = (e.reg(Class::Pred), e.reg(Class::Pred), e.reg(Class::Pred));
             e.op(format!("and.pred {t}, {c}, {a}"));
@@ -532,6 +569,9 @@ pub(crate) fn select(cx: &mut Cx, c: Reg, a: Reg, b: Reg) -> Reg {
 /// Converts with ONNX `Cast` semantics: floats truncate toward zero into integers,
 /// saturating, NaN to 0; integers wrap; non-zero (NaN included) is `true`.
 pub(crate) fn convert(cx: &mut Cx, v: Val, to: DType) -> Result<Val, EmitError> {
+    if (is_half(v.dtype) || is_half(to)) && v.dtype != to {
+        return convert_half(cx, v, to);
+    }
     let (from_class, to_class) = (class(v.dtype)?, class(to)?);
     let x = v.reg;
     let reg = match (from_class, to_class) {
@@ -582,6 +622,24 @@ pub(crate) fn convert(cx: &mut Cx, v: Val, to: DType) -> Result<Val, EmitError> 
     Ok(Val { reg, dtype: to })
 }
 
+/// A cast from or to a half type, as the interpreter's: through the exact value (a half's
+/// f32, an integer's nearest f64), rounded once.
+fn convert_half(cx: &mut Cx, v: Val, to: DType) -> Result<Val, EmitError> {
+    if is_half(v.dtype) && !is_half(to) {
+        return convert(cx, widen(v), to);
+    }
+    let reg = match class(v.dtype)? {
+        Class::F32 => half::round(cx, v.reg, to),
+        Class::F64 => half::from_f64(cx, v.reg, to),
+        Class::B64 => {
+            let wide = convert(cx, v, DType::F64)?;
+            half::from_f64(cx, wide.reg, to)
+        }
+        _ => convert(cx, v, DType::F32)?.reg,
+    };
+    Ok(Val { reg, dtype: to })
+}
+
 fn one(cx: &mut Cx, class: Class, text: impl FnOnce(Reg) -> String) -> Reg {
     let r = cx.e.reg(class);
     cx.e.op(text(r));
@@ -605,6 +663,8 @@ fn bitcast(cx: &mut Cx, v: Val, to: DType) -> Result<Reg, EmitError> {
     let x = v.reg;
     let e = &mut cx.e;
     Ok(match (v.dtype, to) {
+        (DType::F16 | DType::BF16, DType::I16 | DType::U16) => half::to_bits(cx, x, v.dtype, to),
+        (DType::I16 | DType::U16, DType::F16 | DType::BF16) => half::from_bits(cx, x, to),
         (DType::F32, DType::I32 | DType::U32) => {
             let w = e.reg(Class::B32);
             e.op(format!("mov.b32 {w}, {x}"));

@@ -205,6 +205,14 @@ fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
             e.op(format!("mov.b32 {f}, {r}"));
             f
         }
+        Class::B16 => {
+            let w = e.reg(Class::B32);
+            e.op(format!("cvt.u32.u16 {w}, {v}"));
+            let r = shfl(e, w);
+            let h = e.reg(Class::B16);
+            e.op(format!("cvt.u16.u32 {h}, {r}"));
+            h
+        }
         Class::Pred => {
             let w = e.reg(Class::B32);
             e.op(format!("selp.u32 {w}, 1, 0, {v}"));
@@ -418,6 +426,7 @@ pub(crate) fn combine_into(cx: &mut Cx, c: Combine, acc: Val, v: Val) -> Result<
 fn mov(cx: &mut Cx, to: Reg, from: Reg) {
     let ty = match to.class {
         Class::Pred => "pred",
+        Class::B16 => "b16",
         Class::B32 => "b32",
         Class::B64 => "b64",
         Class::F32 => "f32",

@@ -38,6 +38,7 @@ mod cx;
 pub mod device;
 mod expr;
 mod gemm;
+mod half;
 mod kernels;
 mod math;
 mod matmul;
@@ -205,7 +206,10 @@ pub fn program(
     graph: &Graph,
     fixed: &Bindings,
 ) -> Result<Program, kiln_kernel::schedule::ScheduleError> {
-    let mut program = kiln_kernel::schedule::schedule(graph, fixed)?;
+    let caps = kiln_kernel::schedule::Capabilities {
+        half_elementwise: true,
+    };
+    let mut program = kiln_kernel::schedule::schedule_for(graph, fixed, caps)?;
     kiln_kernel::fuse_loops::fuse_loops(&mut program);
     Ok(program)
 }

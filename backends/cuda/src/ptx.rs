@@ -11,6 +11,8 @@ use std::fmt::{self, Display, Write as _};
 pub(crate) enum Class {
     /// `.pred`: booleans and branch conditions.
     Pred,
+    /// `.b16`: f16/bf16 bits on their way to or from memory (their values live in f32).
+    B16,
     /// `.b32`: 32-bit integers on their way to or from memory and special registers.
     B32,
     /// `.b64`: every integer value and address.
@@ -22,11 +24,19 @@ pub(crate) enum Class {
 }
 
 impl Class {
-    const ALL: [Class; 5] = [Class::Pred, Class::B32, Class::B64, Class::F32, Class::F64];
+    const ALL: [Class; 6] = [
+        Class::Pred,
+        Class::B16,
+        Class::B32,
+        Class::B64,
+        Class::F32,
+        Class::F64,
+    ];
 
     fn prefix(self) -> &'static str {
         match self {
             Class::Pred => "p",
+            Class::B16 => "h",
             Class::B32 => "r",
             Class::B64 => "rd",
             Class::F32 => "f",
@@ -37,6 +47,7 @@ impl Class {
     fn decl(self) -> &'static str {
         match self {
             Class::Pred => ".pred",
+            Class::B16 => ".b16",
             Class::B32 => ".b32",
             Class::B64 => ".b64",
             Class::F32 => ".f32",
@@ -102,7 +113,7 @@ pub(crate) enum Param {
 /// The body of one entry under construction.
 #[derive(Default)]
 pub(crate) struct Entry {
-    counts: [u32; 5],
+    counts: [u32; 6],
     labels: u32,
     /// Computed once at the top: parameters, and the sizes that depend on them only, so a
     /// size first needed inside a loop is still defined on every path.

@@ -222,3 +222,47 @@ fn tf32_and_bf16_products_are_exact_on_values_they_hold() {
         }
     }
 }
+
+/// f64 → f16/bf16 rounds once, as the interpreter does: values just past a halfway point
+/// of the half type, where rounding to the nearest f32 first would land on the tie and
+/// round to even, wrongly. Bit-exact against the interpreter.
+#[test]
+fn halves_from_f64_round_once() {
+    let text = "graph @g(%w: f64[n]) -> (bf16[n], f16[n]) {
+        %b = cast %w {to=bf16}
+        %h = cast %w {to=f16}
+        return %b, %h
+    }";
+    let (g, program) = common::program(text);
+    let module = emit(&program, Target::Sm80).unwrap();
+    let p = 2f64.powi(-30);
+    let values = vec![
+        1.0 + 2f64.powi(-8) + p,    // bf16: past the tie, rounds up
+        -(1.0 + 2f64.powi(-8) + p), // and with a sign
+        1.0 + 2f64.powi(-8),        // bf16: the tie itself, to even
+        1.0 + 2f64.powi(-11) + p,   // f16: past the tie
+        1.0 + 3.0 * 2f64.powi(-11), // f16: a tie, odd rounds up
+        1e300,
+        -1e300,
+        f64::INFINITY,
+        f64::NAN,
+        1e-40,
+        65519.999,
+        0.0,
+    ];
+    let n = values.len();
+    let xs = vec![Tensor::from_vec(values, &[n]).unwrap()];
+    let bindings: Bindings = [("n".to_string(), n as i64)].into_iter().collect();
+    let want = interp::run(&g, &xs).unwrap();
+    let (got, status) = run(&module, &program, &bindings, &xs, &[vec![n], vec![n]]).unwrap();
+    assert_eq!(status, 0);
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.to_f64_vec()
+                .iter()
+                .map(|v| if v.is_nan() { 1 } else { v.to_bits() })
+                .collect()
+        };
+        assert_eq!(bits(got), bits(want), "output {k}: {got:?} vs {want:?}");
+    }
+}

@@ -15,6 +15,7 @@
 
 mod argreduce;
 mod attention;
+mod contraction;
 mod conv;
 mod elementwise;
 mod iota;
@@ -90,12 +91,31 @@ pub(crate) struct View {
     pub dtype: DType,
 }
 
+/// What a code generator compiles natively beyond the set every backend shares, so the
+/// scheduler can keep those nodes out of runtime calls. The default is the CPU backend's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Elementwise ops (unary, binary, where, casts, bitcasts) on f16/bf16 values, each
+    /// computed in f32 and rounded to its half type, as the interpreter does.
+    pub half_elementwise: bool,
+}
+
 /// Builds a [`Program`] for `g` with the symbols in `bindings` bound (from the input
 /// shapes); sizes over the other symbols stay symbolic.
 pub fn schedule(g: &Graph, bindings: &Bindings) -> Result<Program, ScheduleError> {
+    schedule_for(g, bindings, Capabilities::default())
+}
+
+/// [`schedule`] for a code generator with `caps`.
+pub fn schedule_for(
+    g: &Graph,
+    bindings: &Bindings,
+    caps: Capabilities,
+) -> Result<Program, ScheduleError> {
     let mut s = Scheduler {
         g,
         bindings,
+        caps,
         program: Program {
             buffers: Vec::new(),
             kernels: Vec::new(),
@@ -127,6 +147,7 @@ pub fn schedule(g: &Graph, bindings: &Bindings) -> Result<Program, ScheduleError
 pub(crate) struct Scheduler<'g> {
     g: &'g Graph,
     bindings: &'g Bindings,
+    caps: Capabilities,
     program: Program,
     views: Vec<Option<View>>,
     /// The node being scheduled.
@@ -267,7 +288,7 @@ impl Scheduler<'_> {
             reason,
         };
         self.check_constant_indices(index, node)?;
-        if let Support::Runtime(_) = support(self.g, node) {
+        if let Support::Runtime(_) = support_for(self.g, node, self.caps) {
             return self.runtime_op(node);
         }
         let out = node.outputs[0];
@@ -309,7 +330,9 @@ impl Scheduler<'_> {
             }
             Op::Reduce { kind, axes, .. } => self.reduce(node, *kind, axes)?,
             Op::Softmax { axis, log } => self.softmax(node, *axis, *log)?,
-            Op::MatMul => self.matmul(node)?,
+            Op::MatMul if self.g.value_type(out).dtype == DType::F32 => self.matmul(node)?,
+            Op::MatMul => self.matmul_contraction(node)?,
+            Op::Einsum(spec) => self.einsum(node, spec)?,
             Op::Transpose { perm } => self.transpose(node, perm)?,
             Op::Slice { axes } => self.slice(node, axes)?,
             Op::Concat { axis } => self.concat(node, *axis)?,
@@ -391,9 +414,14 @@ pub enum Support {
     Runtime(&'static str),
 }
 
-/// How `node` of `g` is compiled. Every op is covered: the match is exhaustive, so a new op
-/// cannot slip through to a silent fallback.
+/// How `node` of `g` is compiled by the CPU backend. Every op is covered: the match is
+/// exhaustive, so a new op cannot slip through to a silent fallback.
 pub fn support(g: &Graph, node: &Node) -> Support {
+    support_for(g, node, Capabilities::default())
+}
+
+/// How `node` of `g` is compiled by a code generator with `caps`.
+pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
     let dtype = |v: ValueId| g.value_type(v).dtype;
     let half = node
         .inputs
@@ -402,6 +430,11 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         .any(|v| matches!(dtype(*v), DType::F16 | DType::BF16));
     use Support::*;
     match &node.op {
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Bitcast { .. }
+            if half && caps.half_elementwise =>
+        {
+            Native
+        }
         Op::Unary(_)
         | Op::Binary(_)
         | Op::Where
@@ -418,7 +451,8 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Bitcast { .. } => Native,
         Op::Reduce { .. } | Op::Softmax { .. } | Op::Rotary => Native,
         Op::MatMul if dtype(node.outputs[0]) == DType::F32 => Native,
-        Op::MatMul => Runtime("non-f32 matmul (integer and f64 matmuls are rare)"),
+        Op::MatMul | Op::Einsum(_) if !half || caps.half_elementwise => Native,
+        Op::MatMul => Runtime("f16/bf16 matmul (computed in f32, rounded once)"),
         Op::Linear(_) if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::Linear(_) => Runtime("non-f32 linear (f16/bf16 round after every step)"),
         Op::QuantLinear(_) => Native,
@@ -453,7 +487,7 @@ pub fn support(g: &Graph, node: &Node) -> Support {
         Op::OneHot { .. } if dtype(node.inputs[0]).is_int() => Native,
         Op::OneHot { .. } => Runtime("one-hot with float indices"),
         Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
-        Op::Einsum(_) => Runtime("einsum"),
+        Op::Einsum(_) => Runtime("f16/bf16 einsum (computed in f32, rounded once)"),
         Op::LayerNorm { .. } | Op::RmsNorm { .. } if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => {
             Runtime("non-f32 layer_norm/rms_norm (f16/bf16 round after every step)")

@@ -275,6 +275,7 @@ pub(crate) fn cvt(c: Cvt, a: u64) -> u64 {
         }
         Cvt::F32ToF64 => f64::from(f32_of(a)).to_bits(),
         Cvt::F64ToF32 => bits32(f64_of(a) as f32),
+        Cvt::F64ToF32Rz => bits32(f64_to_f32_toward_zero(f64_of(a))),
         Cvt::RoundIntegral { ty: Type::F32, rnd } => bits32(round32(rnd, f32_of(a))),
         Cvt::RoundIntegral { rnd, .. } => round64(rnd, f64_of(a)).to_bits(),
         Cvt::F32ToF16 => u64::from(f32_to_f16(f32_of(a))),
@@ -343,6 +344,17 @@ fn shift_rne(m: u32, n: u32) -> u32 {
 }
 
 /// f32 to IEEE binary16, round to nearest even; NaN stays a quiet NaN.
+/// `x` rounded toward zero to f32: the nearest f32, stepped back one ulp when it lies
+/// farther from zero than `x` (an overflow to infinity steps back to the largest finite).
+fn f64_to_f32_toward_zero(x: f64) -> f32 {
+    let near = x as f32;
+    if x.is_finite() && f64::from(near).abs() > x.abs() {
+        f32::from_bits(near.to_bits() - 1)
+    } else {
+        near
+    }
+}
+
 pub(crate) fn f32_to_f16(x: f32) -> u16 {
     let b = x.to_bits();
     let sign = ((b >> 16) & 0x8000) as u16;
@@ -445,6 +457,19 @@ mod tests {
                 assert_eq!(f32_to_f16(f), h, "{h:#x}");
             }
         }
+    }
+
+    #[test]
+    fn f64_to_f32_truncates() {
+        let t = f64_to_f32_toward_zero;
+        assert_eq!(t(1.0 + 2f64.powi(-30)), 1.0);
+        assert_eq!(t(-(1.0 + 2f64.powi(-30))), -1.0);
+        assert_eq!(t(1.0 - 2f64.powi(-30)), f32::from_bits(0x3f7f_ffff));
+        assert_eq!(t(1e300), f32::MAX);
+        assert_eq!(t(-1e300), -f32::MAX);
+        assert_eq!(t(f64::INFINITY), f32::INFINITY);
+        assert_eq!(t(0.5), 0.5);
+        assert!(t(f64::NAN).is_nan());
     }
 
     #[test]

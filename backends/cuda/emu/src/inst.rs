@@ -167,6 +167,8 @@ pub(crate) enum Cvt {
     },
     F32ToF64,
     F64ToF32,
+    /// `cvt.rz.f32.f64`: toward zero.
+    F64ToF32Rz,
     RoundIntegral {
         ty: Type,
         rnd: IntRound,

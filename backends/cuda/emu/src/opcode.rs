@@ -509,6 +509,7 @@ fn cvt_kind(rnd: Option<&str>, sat: bool, dst: Type, src: Type) -> Option<Cvt> {
         (d, s) if flt(d) && int(s) && rn => Some(Cvt::IntFloat { dst: d, src: s }),
         (F64, F32) if plain => Some(Cvt::F32ToF64),
         (F32, F64) if rn => Some(Cvt::F64ToF32),
+        (F32, F64) if rnd == Some("rz") && !sat => Some(Cvt::F64ToF32Rz),
         (d, s) if flt(d) && d == s && !sat => {
             int_round(rnd).map(|rnd| Cvt::RoundIntegral { ty: d, rnd })
         }

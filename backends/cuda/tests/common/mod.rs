@@ -11,7 +11,7 @@ use kiln_cuda::Module;
 use kiln_ir::{parse, Bindings, Graph, Tensor};
 use kiln_kernel::kernel::{BufferKind, Program};
 use kiln_ptx_emu as emu;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A test graph: its name, its text, and a binding of its symbols to run it at.
 pub type Case = (&'static str, &'static str, &'static [(&'static str, i64)]);
@@ -192,6 +192,35 @@ pub const GRAPHS: &[Case] = &[
             return %c, %s
         }",
         &[("b", 2), ("s", 5)],
+    ),
+    (
+        "halves",
+        "graph @g(%x: f16[n], %y: f16[n], %z: bf16[n], %w: f64[n]) -> (f16[n], f32[n], bf16[n], bf16[n], i64[n], bool[n], i16[n], f16[n]) {
+            %a = mul %x, %y
+            %b = add %a, %x
+            %c = exp %x
+            %d = cast %c {to=f32}
+            %e = mul %z, %z
+            %f = cast %w {to=bf16}
+            %i = cast %x {to=i64}
+            %p = less %x, %y
+            %h = bitcast %x {to=i16}
+            %m = where %p, %b, %y
+            return %b, %d, %e, %f, %i, %p, %h, %m
+        }",
+        &[("n", 64)],
+    ),
+    (
+        "contractions",
+        "graph @g(%a: i32[b, m, k], %c: i32[k, n], %x: f32[m, k], %y: f32[b, k, n], %h: f64[m, m]) -> (i32[b, m, n], f32[b, m, n], f64[m], f64[], f64[m, m]) {
+            %p = matmul %a, %c
+            %e = einsum %x, %y {equation=\"mk,bkn->bmn\"}
+            %d = einsum %h {equation=\"ii->i\"}
+            %t = einsum %h {equation=\"ij->\"}
+            %r = einsum %h {equation=\"ij->ji\"}
+            return %p, %e, %d, %t, %r
+        }",
+        &[("b", 2), ("m", 3), ("k", 5), ("n", 4)],
     ),
 ];
 
@@ -399,12 +428,60 @@ pub struct EmuGpu {
     live: std::collections::HashSet<u64>,
     /// Launches so far.
     pub launches: usize,
+    /// When set, every module loaded is first assembled with this ptxas for sm_80 and
+    /// sm_90, and a module ptxas rejects fails the load.
+    pub ptxas: Option<PathBuf>,
+}
+
+impl EmuGpu {
+    /// A device that also assembles what it loads with `ptxas`.
+    pub fn assembling(ptxas: Option<PathBuf>) -> EmuGpu {
+        EmuGpu {
+            ptxas,
+            ..EmuGpu::default()
+        }
+    }
+}
+
+/// Assembles `ptx` (written for sm_80) for sm_80 and sm_90: the backend's targets differ
+/// only in the `.target` line.
+fn assemble_both(ptxas: &Path, ptx: &str) -> Result<(), String> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("kiln-ptxas-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let result = (|| {
+        for arch in ["sm_80", "sm_90"] {
+            let text = ptx.replacen(".target sm_80", &format!(".target {arch}"), 1);
+            let src = dir.join(format!("{arch}.ptx"));
+            std::fs::write(&src, text).map_err(|e| e.to_string())?;
+            let out = std::process::Command::new(ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg("-o")
+                .arg(dir.join("out.cubin"))
+                .arg(&src)
+                .output()
+                .map_err(|e| format!("ptxas not runnable: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ptxas rejects the module for {arch}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 impl kiln_cuda::runtime::Gpu for EmuGpu {
     type Error = String;
 
     fn load(&mut self, ptx: &str) -> Result<(), String> {
+        if let Some(p) = &self.ptxas {
+            assemble_both(p, ptx)?;
+        }
         self.module = Some(emu::Module::parse(ptx).map_err(|e| e.to_string())?);
         Ok(())
     }
