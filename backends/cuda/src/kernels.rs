@@ -197,21 +197,17 @@ fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
     };
     match v.class {
         Class::B32 => shfl(e, v),
-        Class::F32 => {
+        Class::F32 | Class::B16 => {
+            let (widen, narrow) = match v.class {
+                Class::F32 => ("mov.b32", "mov.b32"),
+                _ => ("cvt.u32.u16", "cvt.u16.u32"),
+            };
             let w = e.reg(Class::B32);
-            e.op(format!("mov.b32 {w}, {v}"));
+            e.op(format!("{widen} {w}, {v}"));
             let r = shfl(e, w);
-            let f = e.reg(Class::F32);
-            e.op(format!("mov.b32 {f}, {r}"));
-            f
-        }
-        Class::B16 => {
-            let w = e.reg(Class::B32);
-            e.op(format!("cvt.u32.u16 {w}, {v}"));
-            let r = shfl(e, w);
-            let h = e.reg(Class::B16);
-            e.op(format!("cvt.u16.u32 {h}, {r}"));
-            h
+            let back = e.reg(v.class);
+            e.op(format!("{narrow} {back}, {r}"));
+            back
         }
         Class::Pred => {
             let w = e.reg(Class::B32);

@@ -38,10 +38,7 @@ fn every_test_graph_matches_the_interpreter_with_symbols_free() {
 
 #[test]
 fn one_module_serves_two_bindings() {
-    let (_, text, _) = common::GRAPHS
-        .iter()
-        .find(|(n, ..)| *n == "softmax")
-        .unwrap();
+    let (_, text, _) = common::graph("softmax");
     let (g, program) = common::program(text);
     let module = emit(&program, Target::Sm80).unwrap();
     for (b, s) in [(1, 1), (3, 300)] {
@@ -65,10 +62,7 @@ fn one_module_serves_two_bindings() {
 
 #[test]
 fn an_index_out_of_range_stops_the_gather_and_names_its_kernel() {
-    let (_, text, _) = common::GRAPHS
-        .iter()
-        .find(|(n, ..)| *n == "gather")
-        .unwrap();
+    let (_, text, _) = common::graph("gather");
     let (g, program) = common::program(text);
     let module = emit(&program, Target::Sm80).unwrap();
     let bindings: Bindings = [("v", 4), ("d", 3), ("n", 2)]
@@ -166,10 +160,7 @@ fn a_session_runs_every_test_graph_at_several_shapes() {
         let e = session.run(&wrong).unwrap_err();
         assert!(matches!(e, RunError::Inputs(_)), "{name}: {e}");
     }
-    let (_, text, _) = common::GRAPHS
-        .iter()
-        .find(|(n, ..)| *n == "gather")
-        .unwrap();
+    let (_, text, _) = common::graph("gather");
     let (g, program) = common::program(text);
     let module = emit(&program, Target::Sm80).unwrap();
     let gather = module.launches.iter().find(|l| l.status).unwrap().kernel;
@@ -193,10 +184,7 @@ fn a_session_runs_every_test_graph_at_several_shapes() {
 #[test]
 fn tf32_and_bf16_products_are_exact_on_values_they_hold() {
     use kiln_cuda::{emit_with, Options, Precision};
-    let (_, text, binds) = common::GRAPHS
-        .iter()
-        .find(|(n, ..)| *n == "gemm_tiles")
-        .unwrap();
+    let (_, text, binds) = common::graph("gemm_tiles");
     let (g, program) = common::program(text);
     let bindings = common::bindings(binds);
     let xs: Vec<Tensor> = inputs(&g, &bindings, 9)

@@ -12,7 +12,6 @@ use kiln_cuda::{emit, Target};
 use kiln_ir::Bindings;
 use kiln_kernel::kernel::Program;
 use std::path::Path;
-use std::process::Command;
 
 /// Assembles `program`'s module for both targets; `name` labels failures.
 fn assemble(ptxas: &Path, dir: &Path, name: &str, program: &Program) {
@@ -20,20 +19,13 @@ fn assemble(ptxas: &Path, dir: &Path, name: &str, program: &Program) {
         let module = emit(program, target).unwrap_or_else(|e| panic!("{name}: {e}"));
         let path = dir.join(format!("{name}.{}.ptx", target.name()));
         std::fs::write(&path, &module.ptx).unwrap();
-        let out = Command::new(ptxas)
-            .arg(format!("-arch={}", target.name()))
-            .arg("-o")
-            .arg(dir.join("out.cubin"))
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name} ({}): ptxas failed:\n{}\n{}",
-            target.name(),
-            String::from_utf8_lossy(&out.stderr),
-            numbered(&module.ptx)
-        );
+        if let Err(why) = common::assemble(ptxas, &path, target.name()) {
+            panic!(
+                "{name} ({}): ptxas failed:\n{why}\n{}",
+                target.name(),
+                numbered(&module.ptx)
+            );
+        }
     }
 }
 
@@ -74,15 +66,8 @@ fn every_test_graph_assembles_for_sm80_and_sm90() {
     // The check can fail: ptxas rejects an instruction that does not exist.
     let bad = dir.join("bad.ptx");
     std::fs::write(&bad, ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n\tfrobnicate.f32;\n}\n").unwrap();
-    let out = Command::new(&ptxas)
-        .arg("-arch=sm_80")
-        .arg("-o")
-        .arg(dir.join("bad.cubin"))
-        .arg(&bad)
-        .output()
-        .unwrap();
     assert!(
-        !out.status.success(),
+        common::assemble(&ptxas, &bad, "sm_80").is_err(),
         "ptxas accepted an unknown instruction"
     );
     let _ = std::fs::remove_dir_all(&dir);

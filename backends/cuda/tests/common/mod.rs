@@ -224,6 +224,14 @@ pub const GRAPHS: &[Case] = &[
     ),
 ];
 
+/// The test graph named `name` in [`GRAPHS`].
+pub fn graph(name: &str) -> &'static Case {
+    GRAPHS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .unwrap_or_else(|| panic!("no test graph named {name}"))
+}
+
 /// A test graph's binding as [`Bindings`].
 pub fn bindings(binds: &[(&str, i64)]) -> Bindings {
     binds.iter().map(|(s, v)| (s.to_string(), *v)).collect()
@@ -443,6 +451,23 @@ impl EmuGpu {
     }
 }
 
+/// Assembles the module text at `src` with `ptxas` for `arch` (`sm_80`), writing the
+/// cubin beside it; `Err` holds ptxas's complaint.
+pub fn assemble(ptxas: &Path, src: &Path, arch: &str) -> Result<(), String> {
+    let out = std::process::Command::new(ptxas)
+        .arg(format!("-arch={arch}"))
+        .arg("-o")
+        .arg(src.with_extension("cubin"))
+        .arg(src)
+        .output()
+        .map_err(|e| format!("ptxas not runnable: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Assembles `ptx` (written for sm_80) for sm_80 and sm_90: the backend's targets differ
 /// only in the `.target` line.
 fn assemble_both(ptxas: &Path, ptx: &str) -> Result<(), String> {
@@ -450,27 +475,12 @@ fn assemble_both(ptxas: &Path, ptx: &str) -> Result<(), String> {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("kiln-ptxas-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = (|| {
-        for arch in ["sm_80", "sm_90"] {
-            let text = ptx.replacen(".target sm_80", &format!(".target {arch}"), 1);
-            let src = dir.join(format!("{arch}.ptx"));
-            std::fs::write(&src, text).map_err(|e| e.to_string())?;
-            let out = std::process::Command::new(ptxas)
-                .arg(format!("-arch={arch}"))
-                .arg("-o")
-                .arg(dir.join("out.cubin"))
-                .arg(&src)
-                .output()
-                .map_err(|e| format!("ptxas not runnable: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "ptxas rejects the module for {arch}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
-        Ok(())
-    })();
+    let result = ["sm_80", "sm_90"].iter().try_for_each(|arch| {
+        let src = dir.join(format!("{arch}.ptx"));
+        let text = ptx.replacen(".target sm_80", &format!(".target {arch}"), 1);
+        std::fs::write(&src, text).map_err(|e| e.to_string())?;
+        assemble(ptxas, &src, arch).map_err(|e| format!("ptxas rejects the module for {arch}: {e}"))
+    });
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
