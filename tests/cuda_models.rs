@@ -212,7 +212,8 @@ fn ratchet_cases_run_as_ptx_through_the_runtime() {
         let gpu = common::EmuGpu::assembling(ptxas.clone());
         kiln::gpu::GpuModel::with_gpu(model, options, gpu)?.run(feed)
     };
-    let (mut passed, mut lacking, mut failed) = (0, BTreeMap::<String, usize>::new(), Vec::new());
+    let mut lacking = BTreeMap::<String, Vec<&str>>::new();
+    let (mut passed, mut failed) = (0, Vec::new());
     for name in &names {
         let case = Case {
             dir: dir.join("cases").join(name),
@@ -224,20 +225,20 @@ fn ratchet_cases_run_as_ptx_through_the_runtime() {
                 let what = why.split("no PTX lowering for ").nth(1).unwrap_or("?");
                 let what = what.trim_start_matches("runtime call ");
                 let what = what.split([' ', '[']).next().unwrap_or("?");
-                *lacking.entry(what.to_string()).or_default() += 1;
+                lacking.entry(what.to_string()).or_default().push(name);
             }
             Outcome::Fail(why) | Outcome::Panic(why) => failed.push(format!("{name}: {why}")),
         }
     }
     eprintln!(
-        "{} cases: {passed} pass as PTX{}, {} lack a lowering: {lacking:?}",
+        "{} cases: {passed} pass as PTX{}, {} lack a lowering: {lacking:#?}",
         names.len(),
         if ptxas.is_some() {
             " (assembled for sm_80 and sm_90)"
         } else {
             ""
         },
-        lacking.values().sum::<usize>()
+        lacking.values().map(Vec::len).sum::<usize>()
     );
     assert!(
         failed.is_empty(),

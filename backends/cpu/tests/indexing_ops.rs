@@ -1,9 +1,12 @@
 //! Indexing and generator ops compiled by the JIT against the interpreter on random inputs:
 //! scatters (every reduction, negative and repeated indices, every axis, odd shapes, both
-//! index dtypes, batch dims), gathers, arg reductions, range, trilu and one-hot.
+//! index dtypes, batch dims), gathers, arg reductions, range, trilu, one-hot (integer and
+//! float indices) and edge/reflect/wrap padding.
 
 use kiln_cpu::{CompiledModel, Options};
-use kiln_ir::{interp, ArgKind, DType, Dim, Graph, Op, ScatterReduction, Tensor, TensorType};
+use kiln_ir::{
+    interp, ArgKind, DType, Dim, Graph, Op, PadMode, ScatterReduction, Tensor, TensorType,
+};
 use kiln_kernel::kernel::{Call, Kernel};
 
 const REDUCTIONS: [ScatterReduction; 5] = [
@@ -253,12 +256,47 @@ fn one_hot_matches_the_interpreter() {
     let shapes: [&[usize]; 3] = [&[4], &[2, 3], &[3, 1, 2]];
     for shape in shapes {
         for axis in 0..=shape.len() {
-            for (depth, ity) in [(3, DType::I64), (5, DType::I32)] {
+            for (depth, ity) in [
+                (3, DType::I64),
+                (5, DType::I32),
+                (4, DType::F32),
+                (3, DType::F64),
+            ] {
                 let n: usize = shape.iter().product();
-                let ix: Vec<i64> = (0..n as i64).map(|i| i * 3 % 13 - 7).collect();
+                // Float indices truncate (3.75 is 3, -0.5 is 0), as `Cast` does.
+                let ix: Vec<f64> = (0..n as i64)
+                    .map(|i| (i * 3 % 13 - 7) as f64 + (i % 4) as f64 / 4.0)
+                    .collect();
                 let ix = Tensor::from_vec(ix, shape).unwrap().cast(ity);
                 let values = Tensor::from_vec(vec![-1.5f32, 4.0], &[2]).unwrap();
                 check(Op::OneHot { axis, depth }, &[ix, values], 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn indexed_padding_matches_the_interpreter() {
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    // Pads wider than the axis (reflect and wrap fold more than once), crops on the other
+    // side, and a length-1 axis (reflect reads its one element).
+    type Case<'a> = (&'a [usize], &'a [(i64, i64)]);
+    let cases: [Case; 4] = [
+        (&[5], &[(2, 3)]),
+        (&[3, 4], &[(0, 0), (6, 5)]),
+        (&[4, 1, 3], &[(1, -1), (2, 2), (-1, 4)]),
+        (&[2, 6], &[(3, 0), (-2, 7)]),
+    ];
+    for (shape, pads) in cases {
+        for mode in [PadMode::Edge, PadMode::Reflect, PadMode::Wrap] {
+            for dtype in [DType::F32, DType::I64] {
+                let x = rng.tensor(dtype, shape);
+                let fill = Tensor::scalar(0.0f64).cast(dtype);
+                let op = Op::Pad {
+                    pads: pads.to_vec(),
+                    mode,
+                };
+                check(op, &[x, fill], 1);
             }
         }
     }

@@ -337,7 +337,11 @@ impl Scheduler<'_> {
             Op::Slice { axes } => self.slice(node, axes)?,
             Op::Concat { axis } => self.concat(node, *axis)?,
             Op::Expand { .. } => self.expand(node)?,
-            Op::Pad { pads, .. } => self.pad(node, pads)?,
+            Op::Pad {
+                pads,
+                mode: kiln_ir::PadMode::Constant,
+            } => self.pad(node, pads)?,
+            Op::Pad { pads, mode } => self.pad_indexed(node, pads, *mode)?,
             Op::Gather { axis } => self.gather(node, *axis)?,
             Op::GatherElements { axis } => self.gather_elements(node, *axis)?,
             Op::ArgReduce {
@@ -430,7 +434,13 @@ pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
         .any(|v| matches!(dtype(*v), DType::F16 | DType::BF16));
     use Support::*;
     match &node.op {
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Bitcast { .. }
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Bitcast { .. }
+        | Op::Reduce { .. }
+        | Op::Softmax { .. }
             if half && caps.half_elementwise =>
         {
             Native
@@ -457,11 +467,7 @@ pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
         Op::Linear(_) => Runtime("non-f32 linear (f16/bf16 round after every step)"),
         Op::QuantLinear(_) => Native,
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
-        Op::Pad {
-            mode: kiln_ir::PadMode::Constant,
-            ..
-        } => Native,
-        Op::Pad { .. } => Runtime("reflect/edge/wrap padding"),
+        Op::Pad { .. } => Native,
         Op::Gather { .. } | Op::GatherElements { .. } => Native,
         Op::Conv(_) if dtype(node.outputs[0]) == DType::F32 => Native,
         Op::Conv(_) => Runtime("non-f32 convolution"),
@@ -484,8 +490,13 @@ pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
         Op::Range { .. } | Op::Trilu { .. } => Native,
         Op::Scan { .. } => Runtime("cumulative sum/product"),
         Op::TopK { .. } => Runtime("top-k (a sort)"),
-        Op::OneHot { .. } if dtype(node.inputs[0]).is_int() => Native,
-        Op::OneHot { .. } => Runtime("one-hot with float indices"),
+        Op::OneHot { .. } => match dtype(node.inputs[0]) {
+            DType::F16 | DType::BF16 if !caps.half_elementwise => {
+                Runtime("one-hot with f16/bf16 indices")
+            }
+            DType::Bool => Runtime("one-hot with bool indices (an error, as in the interpreter)"),
+            _ => Native,
+        },
         Op::NonZero { .. } => Runtime("nonzero (data-dependent size)"),
         Op::Einsum(_) => Runtime("f16/bf16 einsum (computed in f32, rounded once)"),
         Op::LayerNorm { .. } | Op::RmsNorm { .. } if dtype(node.outputs[0]) == DType::F32 => Native,

@@ -210,7 +210,8 @@ pub(crate) fn one_hot(
     if idx.dtype() == crate::DType::Bool {
         return Err(super::bad_dtype(op, idx.dtype()));
     }
-    let ix = idx.to_i64_vec();
+    // Float indices convert as `Cast` does (saturating), as generated code does.
+    let ix = idx.cast(crate::DType::I64).to_i64_vec();
     let mut shape = idx.shape().to_vec();
     shape.insert(axis, depth);
     check_alloc(op, &shape)?;

@@ -211,6 +211,31 @@ pub const GRAPHS: &[Case] = &[
         &[("n", 64)],
     ),
     (
+        "pads",
+        "graph @g(%x: f32[b, n], %i: i64[n]) -> (f32[b + 3, n + 5], f32[b, n + 4], i64[n + 9]) {
+            %z = const f32[] 0.0
+            %k = const i64[] 0
+            %e = pad %x, %z {pads=[(1, 2), (3, 2)], mode=edge}
+            %r = pad %x, %z {pads=[(0, 0), (-1, 5)], mode=reflect}
+            %w = pad %i, %k {pads=[(4, 5)], mode=wrap}
+            return %e, %r, %w
+        }",
+        &[("b", 3), ("n", 4)],
+    ),
+    (
+        "half_rows",
+        "graph @g(%x: f16[m, n], %y: bf16[m, n]) -> (f16[m], f16[n], bf16[m, 1], f16[m, n], bf16[m, n], f16[m]) {
+            %s = reduce_sum %x {axes=[1], keep_dims=false}
+            %t = reduce_max %x {axes=[0], keep_dims=false}
+            %u = reduce_mean %y {axes=[1], keep_dims=true}
+            %p = softmax %x {axis=1}
+            %q = log_softmax %y {axis=0}
+            %l = reduce_log_sum_exp %x {axes=[1], keep_dims=false}
+            return %s, %t, %u, %p, %q, %l
+        }",
+        &[("m", 5), ("n", 33)],
+    ),
+    (
         "contractions",
         "graph @g(%a: i32[b, m, k], %c: i32[k, n], %x: f32[m, k], %y: f32[b, k, n], %h: f64[m, m]) -> (i32[b, m, n], f32[b, m, n], f64[m], f64[], f64[m, m]) {
             %p = matmul %a, %c

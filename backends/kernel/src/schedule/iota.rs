@@ -21,7 +21,7 @@ impl Scheduler<'_> {
     }
 
     /// Pushes a load of an iota numbering `axis` of a `rank`-axis loop.
-    fn index_along(
+    pub(super) fn index_along(
         &mut self,
         e: &mut Expr,
         rank: usize,

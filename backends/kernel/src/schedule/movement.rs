@@ -3,7 +3,7 @@
 
 use super::{contiguous_strides, ScheduleError, Scheduler};
 use crate::kernel::*;
-use kiln_ir::{Dim, Node, SliceAxis};
+use kiln_ir::{BinaryOp, DType, Dim, Node, PadMode, SliceAxis};
 
 impl Scheduler<'_> {
     /// `out = load(access)` over the output's shape.
@@ -146,6 +146,55 @@ impl Scheduler<'_> {
         Ok(())
     }
 
+    /// Edge, reflect and wrap padding: one loop nest over the output whose padded axes
+    /// read the cropped input at an index computed from the output position (the
+    /// interpreter's `source_index`), through a gather checked against the cropped
+    /// length, so a padded axis cropped to nothing fails the run as the interpreter does.
+    pub(super) fn pad_indexed(
+        &mut self,
+        node: &Node,
+        pads: &[(i64, i64)],
+        mode: PadMode,
+    ) -> Result<(), ScheduleError> {
+        let src = self.view(node.inputs[0]).clone();
+        let out = self.temp(node.outputs[0])?;
+        if out.shape.iter().product::<Dim>().is_zero() {
+            return Ok(());
+        }
+        let rank = out.shape.len();
+        let istrides = contiguous_strides(&src.shape);
+        let mut e = Expr::default();
+        let mut access = Access {
+            buf: src.buf,
+            offset: Dim::from(0i64),
+            strides: vec![Dim::from(0i64); rank],
+        };
+        let mut indices = Vec::new();
+        for (d, &(before, after)) in pads.iter().enumerate() {
+            let skip = (-before).max(0);
+            access.offset = &access.offset + &(&Dim::from(skip) * &istrides[d]);
+            if before <= 0 && after <= 0 {
+                access.strides[d] = istrides[d].clone();
+                continue;
+            }
+            let n = &src.shape[d] - &Dim::from(skip + (-after).max(0));
+            let pos = self.index_along(&mut e, rank, d, &out.shape[d], node.outputs[0])?;
+            let index = source_index(&mut e, pos, before.max(0), &n, mode);
+            indices.push(Indirect {
+                index,
+                stride: istrides[d].clone(),
+                len: n,
+            });
+        }
+        e.push(ExprNode::Gather { access, indices }, src.dtype);
+        self.push(Kernel::Loop(LoopNest::new(
+            out.shape.clone(),
+            Access::contiguous(out.buf, &out.shape),
+            e,
+        )));
+        Ok(())
+    }
+
     /// `out[.., i.., ..] = data[.., indices[i..], ..]` along `axis`.
     pub(super) fn gather(&mut self, node: &Node, axis: usize) -> Result<(), ScheduleError> {
         let data = self.view(node.inputs[0]).clone();
@@ -276,5 +325,37 @@ impl Scheduler<'_> {
         };
         self.push(Kernel::Call(Call::MatMul(Box::new(mm))));
         Ok(())
+    }
+}
+
+/// The index into an axis of `n` elements (after cropping) that fills output position
+/// `pos` of an axis padded by `before`, as an i64 node: edge clamps, wrap takes the
+/// remainder, reflect folds with period `2(n - 1)` (at least 1, so `n = 1` reads 0).
+fn source_index(e: &mut Expr, pos: usize, before: i64, n: &Dim, mode: PadMode) -> usize {
+    let i64 = DType::I64;
+    let before = e.push(ExprNode::Const(Scalar::Int(before)), i64);
+    let c = e.push(ExprNode::Binary(BinaryOp::Sub, pos, before), i64);
+    let len = e.push_size(n, i64);
+    let bin = |e: &mut Expr, op, a, b| e.push(ExprNode::Binary(op, a, b), i64);
+    match mode {
+        PadMode::Edge | PadMode::Constant => {
+            let one = e.push(ExprNode::Const(Scalar::Int(1)), i64);
+            let zero = e.push(ExprNode::Const(Scalar::Int(0)), i64);
+            let last = bin(e, BinaryOp::Sub, len, one);
+            let low = bin(e, BinaryOp::Min, c, last);
+            bin(e, BinaryOp::Max, low, zero)
+        }
+        PadMode::Wrap => bin(e, BinaryOp::Mod, c, len),
+        PadMode::Reflect => {
+            let one = e.push(ExprNode::Const(Scalar::Int(1)), i64);
+            let two = e.push(ExprNode::Const(Scalar::Int(2)), i64);
+            let last = bin(e, BinaryOp::Sub, len, one);
+            let doubled = bin(e, BinaryOp::Mul, last, two);
+            let period = bin(e, BinaryOp::Max, doubled, one);
+            let r = bin(e, BinaryOp::Mod, c, period);
+            let inside = e.push(ExprNode::Binary(BinaryOp::Less, r, len), DType::Bool);
+            let folded = bin(e, BinaryOp::Sub, period, r);
+            e.push(ExprNode::Where(inside, r, folded), i64)
+        }
     }
 }

@@ -86,7 +86,12 @@ impl Space {
 /// (the interpreter sums in i128; i64 holds any narrower sum exactly) and the kinds with a
 /// float result (`l2`, `log_sum`, `log_sum_exp`: computed in f64, then cast back). Bool
 /// sums count in i64, since a byte would wrap to `false` at 256 `true`s.
+/// Halves accumulate in f32 and round once at the end (the interpreter computes in f64;
+/// the two agree but for a sum's last-place rounding).
 fn accumulator(kind: ReduceKind, t: DType) -> DType {
+    if matches!(t, DType::F16 | DType::BF16) {
+        return DType::F32;
+    }
     if t.is_float() {
         return t;
     }
@@ -191,8 +196,10 @@ impl Scheduler<'_> {
     }
 
     /// Softmax: the lane's max, then `exp(x - max)` written to the output, its sum, and the
-    /// output divided by the sum in place (so `exp` runs once per element). Log-softmax:
-    /// the max, the sum of `exp(x - max)`, then `x - max - log(sum)`.
+    /// output divided by the sum in place (so `exp` runs once per element). Log-softmax,
+    /// and softmax of halves (computed in f32 and rounded once, so the exponentials are
+    /// not stored in the output): the max, the sum of `exp(x - max)`, then
+    /// `x - max - log(sum)` or `exp(x - max) / sum`.
     pub(super) fn softmax(
         &mut self,
         node: &Node,
@@ -203,16 +210,26 @@ impl Scheduler<'_> {
         let out = self.temp(node.outputs[0])?;
         let space = Space::new(&src.shape, &[axis]);
         let t = src.dtype;
+        let half = matches!(t, DType::F16 | DType::BF16);
+        let a = if half { DType::F32 } else { t };
         let m = self.scratch(t, space.kept.clone(), node.outputs[0]);
-        let z = self.scratch(t, space.kept.clone(), node.outputs[0]);
+        let z = self.scratch(a, space.kept.clone(), node.outputs[0]);
         let mut value = Expr::default();
         value.push(space.load_input(&src), t);
         self.push(space.reduce(m.buf, value, Combine::Max, acc_only(t)));
 
+        let widened = |e: &mut Expr, node: ExprNode| {
+            let x = e.push(node, t);
+            if half {
+                e.push(ExprNode::Cast(x), a)
+            } else {
+                x
+            }
+        };
         let shifted = |e: &mut Expr| {
-            let x = e.push(space.load_input(&src), t);
-            let mx = e.push(space.load_kept_wide(m.buf), t);
-            e.push(ExprNode::Binary(BinaryOp::Sub, x, mx), t)
+            let x = widened(e, space.load_input(&src));
+            let mx = widened(e, space.load_kept_wide(m.buf));
+            e.push(ExprNode::Binary(BinaryOp::Sub, x, mx), a)
         };
         let mut shape = space.kept.clone();
         shape.extend(space.reduced.iter().cloned());
@@ -226,7 +243,7 @@ impl Scheduler<'_> {
             buf: out.buf,
             ..src.clone()
         };
-        if !log {
+        if !log && !half {
             let mut expr = Expr::default();
             let d = shifted(&mut expr);
             expr.push(ExprNode::Unary(UnaryOp::Exp, d), t);
@@ -247,14 +264,23 @@ impl Scheduler<'_> {
         }
         let mut value = Expr::default();
         let d = shifted(&mut value);
-        value.push(ExprNode::Unary(UnaryOp::Exp, d), t);
-        self.push(space.reduce(z.buf, value, Combine::Sum, acc_only(t)));
+        value.push(ExprNode::Unary(UnaryOp::Exp, d), a);
+        self.push(space.reduce(z.buf, value, Combine::Sum, acc_only(a)));
 
         let mut expr = Expr::default();
         let d = shifted(&mut expr);
-        let s = expr.push(space.load_kept_wide(z.buf), t);
-        let l = expr.push(ExprNode::Unary(UnaryOp::Log, s), t);
-        expr.push(ExprNode::Binary(BinaryOp::Sub, d, l), t);
+        let s = expr.push(space.load_kept_wide(z.buf), a);
+        if log {
+            let l = expr.push(ExprNode::Unary(UnaryOp::Log, s), a);
+            expr.push(ExprNode::Binary(BinaryOp::Sub, d, l), a);
+        } else {
+            let e = expr.push(ExprNode::Unary(UnaryOp::Exp, d), a);
+            expr.push(ExprNode::Binary(BinaryOp::Div, e, s), a);
+        }
+        if half {
+            let r = expr.root();
+            expr.push(ExprNode::Cast(r), t);
+        }
         self.push(Kernel::Loop(LoopNest {
             out: out_access,
             shape,
