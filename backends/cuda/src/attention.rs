@@ -6,11 +6,19 @@
 //! `p_j = exp(s_j - max) / sum`, guarded as the call's `MaskedRows` says, the scores
 //! recomputed in each pass. Neither stores a score, so nothing grows with the sequence.
 //!
+//! Half operands are widened exactly and computed in f32, rounded to the half type where
+//! the interpreter rounds: after `q·kᵀ`, the scale and the mask, each probability, and
+//! the output (the products with the values accumulate in f32). That needs each
+//! probability before its value is read, so halves take the three-pass definition:
+//! rounding the online kernel's output alone was two half ulps off ONNX's expected
+//! outputs (`test_attention_4d_gqa_with_past_and_present_fp16`).
+//!
 //! Both are checked against the reference interpreter; neither is yet the tiled,
 //! tensor-core flash attention.
 
 use crate::cx::Cx;
 use crate::expr::Val;
+use crate::half;
 use crate::kernels::{count_loop, identity, unflatten, Team};
 use crate::ptx::{f32_imm, Class, Opnd, Reg};
 use crate::EmitError;
@@ -29,9 +37,10 @@ struct RowBases {
 
 /// Emits the attention call `a`: one warp per `(leading.., head, query)` row.
 pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
+    let t = cx.program.buffers[a.q.buf].dtype;
     for op in [&a.q, &a.k, &a.v, &a.out] {
         let d = cx.program.buffers[op.buf].dtype;
-        if d != DType::F32 {
+        if d != t || !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
             return Err(EmitError::Unsupported(format!("attention on {d}")));
         }
     }
@@ -40,7 +49,9 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
         .chain([d.heads.clone(), d.q_len.clone()])
         .collect();
     let items: Dim = rows.iter().product();
-    if let Some(chunks) = online_chunks(a) {
+    // Halves take the definition: it knows each probability before it multiplies a
+    // value, so it can round it, as the interpreter does.
+    if let Some(chunks) = online_chunks(a).filter(|_| t == DType::F32) {
         return online(cx, a, &rows, &items, chunks);
     }
     let warp = Team::Warp;
@@ -74,6 +85,7 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
                 let p = cx.e.reg(Class::F32);
                 cx.e.op(format!("div.rn.f32 {p}, {e}, {}", sum.reg));
                 let p = guard(cx, a.rows, p, open);
+                let p = rounded(cx, a, p);
                 let v = load_at(cx, &a.v, bases.v, j, f)?;
                 let pv = cx.e.reg(Class::F32);
                 cx.e.op(format!("mul.rn.f32 {pv}, {p}, {v}"));
@@ -83,9 +95,7 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
             warp.combine(cx, Combine::Sum, acc)?;
             let i = index[index.len() - 1];
             warp.lead(cx, lane, |cx| {
-                let addr = element_address(cx, &a.out, bases.out, i, f)?;
-                cx.e.op(format!("st.global.f32 [{addr}], {}", acc.reg));
-                Ok(())
+                store_at(cx, &a.out, bases.out, i, f, acc.reg)
             })
         })
     })
@@ -199,8 +209,7 @@ fn online(
             let (q, y) = (e.reg(Class::F32), e.reg(Class::F32));
             e.op(format!("div.rn.f32 {q}, {r}, {l}"));
             e.op(format!("selp.f32 {y}, {q}, {special}, {finite}"));
-            let addr = element_address(cx, &a.out, bases.out, i, f)?;
-            cx.e.op(format!("st.global.f32 [{addr}], {y}"));
+            store_at(cx, &a.out, bases.out, i, f, y)?;
             cx.e.place(&skip);
         }
         Ok(())
@@ -301,9 +310,48 @@ fn load_at(
     f: Reg,
 ) -> Result<Reg, EmitError> {
     let addr = element_address(cx, op, base, row, f)?;
+    Ok(load_value(cx, op.buf, addr))
+}
+
+/// The f32 value of the element at `addr` of buffer `buf` (a half widened exactly).
+fn load_value(cx: &mut Cx, buf: usize, addr: Reg) -> Reg {
+    let d = cx.program.buffers[buf].dtype;
+    if half::is_half(d) {
+        return half::load(cx, addr, d);
+    }
     let v = cx.e.reg(Class::F32);
     cx.e.op(format!("ld.global.f32 {v}, [{addr}]"));
-    Ok(v)
+    v
+}
+
+/// Stores `y` (an f32, rounded once to a half output) as element `(row, f)`.
+fn store_at(
+    cx: &mut Cx,
+    op: &AttentionOperand,
+    base: Reg,
+    row: Reg,
+    f: Reg,
+    y: Reg,
+) -> Result<(), EmitError> {
+    let addr = element_address(cx, op, base, row, f)?;
+    let d = cx.program.buffers[op.buf].dtype;
+    if half::is_half(d) {
+        half::store(cx, addr, y, d);
+    } else {
+        cx.e.op(format!("st.global.f32 [{addr}], {y}"));
+    }
+    Ok(())
+}
+
+/// `x` rounded to the queries' type when it is a half type: the interpreter rounds the
+/// product `q·kᵀ`, the scaled scores and the masked scores each once.
+fn rounded(cx: &mut Cx, a: &Attention, x: Reg) -> Reg {
+    let t = cx.program.buffers[a.q.buf].dtype;
+    if half::is_half(t) {
+        half::round(cx, x, t)
+    } else {
+        x
+    }
 }
 
 /// Key `j`'s masked score for the row, and whether the mask leaves it open.
@@ -348,8 +396,16 @@ fn masked(
     j: Reg,
     dot: Reg,
 ) -> Result<(Reg, Reg), EmitError> {
+    let t = cx.program.buffers[a.q.buf].dtype;
+    let scale = if half::is_half(t) {
+        half::constant(f64::from(a.scale), t)
+    } else {
+        f32_imm(a.scale)
+    };
+    let dot = rounded(cx, a, dot);
     let s = cx.e.reg(Class::F32);
-    cx.e.op(format!("mul.rn.f32 {s}, {dot}, {}", f32_imm(a.scale)));
+    cx.e.op(format!("mul.rn.f32 {s}, {dot}, {scale}"));
+    let s = rounded(cx, a, s);
     let (Some(m), Some(at)) = (&a.mask, b.mask) else {
         return Ok((s, pred(cx, true)));
     };
@@ -368,13 +424,13 @@ fn masked(
             f32_imm(f32::NEG_INFINITY)
         ));
     } else {
-        let v = cx.e.reg(Class::F32);
-        cx.e.op(format!("ld.global.f32 {v}, [{addr}]"));
+        let v = load_value(cx, m.buf, addr);
         cx.e.op(format!(
             "setp.ne.f32 {kept}, {v}, {}",
             f32_imm(f32::NEG_INFINITY)
         ));
         cx.e.op(format!("add.rn.f32 {out}, {s}, {v}"));
+        return Ok((rounded(cx, a, out), kept));
     }
     Ok((out, kept))
 }

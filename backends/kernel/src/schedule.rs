@@ -504,6 +504,7 @@ pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
             Runtime("non-f32 layer_norm/rms_norm (f16/bf16 round after every step)")
         }
         Op::Attention(_) if dtype(node.outputs[0]) == DType::F32 => Native,
+        Op::Attention(_) if half && caps.half_elementwise => Native,
         Op::Attention(_) => Runtime("non-f32 attention (f16/bf16 round after every step)"),
     }
 }

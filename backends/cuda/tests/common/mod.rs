@@ -109,6 +109,16 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 2), ("s", 5), ("t", 40)],
     ),
     (
+        "half_attention",
+        "graph @g(%q: f16[b, 4, s, 8], %k: f16[b, 2, t, 8], %v: f16[b, 2, t, 6], %m: f16[b, 1, s, t], %keep: bool[b, 4, s, t], %x: bf16[b, 2, s, 8]) -> (f16[b, 4, s, 6], f16[b, 4, s, 6], bf16[b, 2, s, 8]) {
+            %c = attention %q, %k, %v, %m {scale=0.35, mask=add, rows=zero_masked}
+            %d = attention %q, %k, %v, %keep {scale=0.5, mask=keep, rows=zero_nan}
+            %e = attention %x, %x, %x {scale=0.3, mask=none, rows=nan}
+            return %c, %d, %e
+        }",
+        &[("b", 2), ("s", 5), ("t", 40)],
+    ),
+    (
         "conv",
         "graph @g(%x: f32[b, 4, 9, 7], %w: f32[6, 2, 3, 2], %v: f32[5, 4, 2, 2]) -> (f32[b, 6, 5, 6], f32[b, 5, 4, 3]) {
             %y = conv %x, %w {strides=[2, 1], dilations=[1, 2], pads=[(1, 1), (1, 0)], groups=2}
