@@ -1,10 +1,12 @@
-//! Differential tests of convolution and pooling: the JIT against `kiln_ir::interp::run` on
-//! seeded random inputs over a grid of shapes and attributes (1-3 spatial dims, odd sizes,
-//! strides, dilations, asymmetric pads, `ceil_mode`, groups, both average divisors).
+//! Differential tests of convolution, transposed convolution and pooling: the JIT against
+//! `kiln_ir::interp::run` on seeded random inputs over a grid of shapes and attributes
+//! (1-3 spatial dims, odd sizes, strides, dilations, asymmetric pads, output padding,
+//! `ceil_mode`, groups, both average divisors; f32, f64 and wrapping i32).
 
 use kiln_cpu::{CompiledModel, Options};
 use kiln_ir::{
-    interp, Bindings, ConvAttrs, DType, Graph, Op, PoolAttrs, PoolKind, Tensor, TensorType,
+    interp, Bindings, ConvAttrs, ConvTransposeAttrs, DType, Graph, Op, PoolAttrs, PoolKind, Tensor,
+    TensorType,
 };
 use kiln_kernel::kernel::{Call, Kernel};
 use kiln_kernel::schedule::schedule;
@@ -303,5 +305,82 @@ fn pointwise_depthwise_and_wide_convolutions() {
         for threads in [1, 3] {
             check(&g, &inputs, threads, &format!("x {xs:?} w {ws:?} {a:?}"));
         }
+    }
+}
+
+#[test]
+fn integer_and_f64_convolutions_match_the_interpreter() {
+    let mut r = Rng(13);
+    for case in 0..60 {
+        let rank = 1 + case % 3;
+        let spatial: Vec<usize> = (0..rank)
+            .map(|_| r.range(1, [13, 8, 5][rank - 1]))
+            .collect();
+        let (a, xs, ws) = conv_case(&mut r, &spatial);
+        let t = [DType::I32, DType::F64][case % 2];
+        let g = graph(Op::Conv(a.clone()), &[(t, xs.clone()), (t, ws.clone())]);
+        let inputs = [r.tensor(t, &xs), r.tensor(t, &ws)];
+        check(
+            &g,
+            &inputs,
+            1 + case % 2,
+            &format!("{t} x {xs:?} w {ws:?} {a:?}"),
+        );
+    }
+}
+
+/// Random transposed-convolution attributes, the input shape and the weight shape
+/// (`[C, M/G, K..]`) for `spatial`: pads may crop all but one output position, output
+/// padding is below the stride or the dilation, as ONNX requires.
+fn conv_transpose_case(
+    r: &mut Rng,
+    spatial: &[usize],
+) -> (ConvTransposeAttrs, Vec<usize>, Vec<usize>) {
+    let c = 2 * r.range(1, 2);
+    let groups = [1, 2, c][r.range(0, 2)];
+    let mut a = ConvTransposeAttrs {
+        strides: Vec::new(),
+        dilations: Vec::new(),
+        pads: Vec::new(),
+        output_padding: Vec::new(),
+        groups,
+    };
+    let mut w = vec![c, r.range(1, 3)];
+    for &n in spatial {
+        let (s, d, k) = (r.range(1, 3), r.range(1, 2), r.range(1, 3));
+        let p = r.range(0, s.max(d) - 1);
+        let full = s * (n - 1) + p + d * (k - 1) + 1;
+        let begin = r.range(0, 2.min(full - 1));
+        let end = r.range(0, 3.min(full - 1 - begin));
+        w.push(k);
+        a.strides.push(s);
+        a.dilations.push(d);
+        a.pads.push((begin, end));
+        a.output_padding.push(p);
+    }
+    let mut x = vec![r.range(1, 2), c];
+    x.extend(spatial);
+    (a, x, w)
+}
+
+#[test]
+fn transposed_convolution_matches_the_interpreter() {
+    let mut r = Rng(17);
+    for case in 0..90 {
+        let rank = 1 + case % 3;
+        let spatial: Vec<usize> = (0..rank).map(|_| r.range(1, [9, 6, 4][rank - 1])).collect();
+        let (a, xs, ws) = conv_transpose_case(&mut r, &spatial);
+        let t = [DType::F32, DType::I32, DType::F64][case % 3];
+        let g = graph(
+            Op::ConvTranspose(a.clone()),
+            &[(t, xs.clone()), (t, ws.clone())],
+        );
+        let inputs = [r.tensor(t, &xs), r.tensor(t, &ws)];
+        check(
+            &g,
+            &inputs,
+            1 + case % 2,
+            &format!("{t} x {xs:?} w {ws:?} {a:?}"),
+        );
     }
 }

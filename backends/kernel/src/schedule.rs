@@ -17,6 +17,7 @@ mod argreduce;
 mod attention;
 mod contraction;
 mod conv;
+mod conv_window;
 mod elementwise;
 mod iota;
 mod linear;
@@ -358,7 +359,9 @@ impl Scheduler<'_> {
                 self.scatter_elements(node, *axis, *reduction)?
             }
             Op::ScatterNd { reduction } => self.scatter_nd(node, *reduction)?,
-            Op::Conv(a) => self.conv(node, a)?,
+            Op::Conv(a) if self.g.value_type(out).dtype == DType::F32 => self.conv(node, a)?,
+            Op::Conv(a) => self.conv_window(node, a)?,
+            Op::ConvTranspose(a) => self.conv_transpose(node, a)?,
             Op::Pool(a) => self.pool(node, a)?,
             Op::LayerNorm { epsilon } => self.norm(node, norm::Norm::Layer, *epsilon)?,
             Op::RmsNorm { epsilon } => self.norm(node, norm::Norm::Rms, *epsilon)?,
@@ -469,9 +472,13 @@ pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
         Op::Transpose { .. } | Op::Slice { .. } | Op::Concat { .. } | Op::Expand { .. } => Native,
         Op::Pad { .. } => Native,
         Op::Gather { .. } | Op::GatherElements { .. } => Native,
-        Op::Conv(_) if dtype(node.outputs[0]) == DType::F32 => Native,
-        Op::Conv(_) => Runtime("non-f32 convolution"),
-        Op::ConvTranspose(_) => Runtime("transposed convolution"),
+        Op::Conv(_) | Op::ConvTranspose(_) if dtype(node.outputs[0]) == DType::Bool => {
+            Runtime("bool convolution (rejected by the reference)")
+        }
+        Op::Conv(_) | Op::ConvTranspose(_) if half && !caps.half_elementwise => {
+            Runtime("f16/bf16 convolution (computed in f32, rounded once)")
+        }
+        Op::Conv(_) | Op::ConvTranspose(_) => Native,
         Op::Pool(a) => pool::support(a, dtype(node.inputs[0])),
         Op::ArgReduce { .. } if half => Runtime("f16/bf16 argmax/argmin"),
         Op::ArgReduce { .. } => Native,

@@ -246,6 +246,17 @@ pub const GRAPHS: &[Case] = &[
         &[("m", 5), ("n", 33)],
     ),
     (
+        "windows",
+        "graph @g(%x: f16[b, 4, 9, 7], %w: f16[6, 2, 3, 2], %xi: i32[b, 2, 8], %wi: i32[3, 2, 3], %xt: f32[b, 4, 5, 4], %wt: f32[4, 3, 3, 2], %xh: bf16[b, 4, 5, 4], %wh: bf16[4, 3, 3, 2]) -> (f16[b, 6, 5, 6], i32[b, 3, 8], f32[b, 6, 11, 5], bf16[b, 6, 11, 5]) {
+            %y = conv %x, %w {strides=[2, 1], dilations=[1, 2], pads=[(1, 1), (1, 0)], groups=2}
+            %i = conv %xi, %wi {strides=[1], dilations=[1], pads=[(1, 1)], groups=1}
+            %t = conv_transpose %xt, %wt {strides=[2, 1], dilations=[1, 2], pads=[(1, 0), (0, 1)], output_padding=[1, 0], groups=2}
+            %h = conv_transpose %xh, %wh {strides=[2, 1], dilations=[1, 2], pads=[(1, 0), (0, 1)], output_padding=[1, 0], groups=2}
+            return %y, %i, %t, %h
+        }",
+        &[("b", 2)],
+    ),
+    (
         "contractions",
         "graph @g(%a: i32[b, m, k], %c: i32[k, n], %x: f32[m, k], %y: f32[b, k, n], %h: f64[m, m]) -> (i32[b, m, n], f32[b, m, n], f64[m], f64[], f64[m, m]) {
             %p = matmul %a, %c

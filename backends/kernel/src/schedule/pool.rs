@@ -25,18 +25,18 @@ pub(super) fn support(a: &PoolAttrs, dtype: DType) -> Support {
     }
 }
 
-/// One spatial dim of the pooling.
-struct Axis {
+/// One spatial dim of a window (a pooling's, or a convolution's).
+pub(super) struct Axis {
     /// Input length.
-    n: usize,
+    pub n: usize,
     /// Output length.
-    out: usize,
+    pub out: usize,
     /// Window length.
-    k: usize,
-    stride: usize,
-    dilation: usize,
-    pad_begin: usize,
-    pad_end: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub dilation: usize,
+    pub pad_begin: usize,
+    pub pad_end: usize,
 }
 
 impl Axis {
@@ -128,7 +128,13 @@ impl Scheduler<'_> {
 
     /// The input itself when no window leaves the data, otherwise a scratch copy padded
     /// with the identity of `combine`.
-    fn pool_input(&mut self, src: &View, dims: &[Axis], combine: Combine, node: &Node) -> View {
+    pub(super) fn pool_input(
+        &mut self,
+        src: &View,
+        dims: &[Axis],
+        combine: Combine,
+        node: &Node,
+    ) -> View {
         if dims.iter().all(|d| d.pad_begin == 0 && d.reach() <= d.n) {
             return src.clone();
         }
