@@ -186,7 +186,7 @@ fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
 
 /// The value of `v` in lane `lane ^ offset`, for any register class (`shfl.sync` moves 32
 /// bits, so 64-bit values go as two halves and predicates as 0 or 1).
-fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
+pub(crate) fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
     let e = &mut cx.e;
     let shfl = |e: &mut crate::ptx::Entry, w: Reg| {
         let r = e.reg(Class::B32);

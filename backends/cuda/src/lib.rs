@@ -12,9 +12,10 @@
 //! `Precision::F32`, as a reduction over its depth, a warp per output), attention as a
 //! warp per query row with an online softmax, and convolution as its definition, a warp
 //! per output element, which an implicit GEMM will replace. [`runtime`] runs a module on
-//! a device: the CUDA driver, or any other [`runtime::Gpu`]. The other runtime calls
-//! (quantized linear layers, the reference-kernel ops) have no PTX lowering yet: [`emit`]
-//! refuses a program that holds one, naming it, rather than leaving it out.
+//! a device: the CUDA driver, or any other [`runtime::Gpu`]. Of the reference-kernel ops,
+//! `Scan` and `TopK` have PTX lowerings (`scan`, `topk`); the other runtime calls
+//! (quantized linear layers, `NonZero`, f64 attention) have none yet: [`emit`] refuses a
+//! program that holds one, naming it, rather than leaving it out.
 //!
 //! ```
 //! use kiln_ir::{parse, Bindings};
@@ -45,6 +46,7 @@ mod matmul;
 mod ptx;
 pub mod runtime;
 mod scan;
+mod topk;
 
 use kiln_ir::{Assumption, Bindings, Dim, Graph};
 use kiln_kernel::kernel::{BufId, Call, Kernel, Program};
@@ -246,19 +248,33 @@ pub fn emit_with(program: &Program, options: Options) -> Result<Module, EmitErro
 }
 
 /// A runtime call other than the products, attention and convolution: the ones with a
-/// PTX lowering (a scan), or the refusal naming the call.
-fn other_call(cx: &mut cx::Cx, kernel: &Kernel, c: &Call) -> Result<Dim, EmitError> {
+/// PTX lowering (a scan, a thread per lane; top-k, a warp per lane) as their item count
+/// and threads per item, or the refusal naming the call.
+fn other_call(cx: &mut cx::Cx, kernel: &Kernel, c: &Call) -> Result<(Dim, u32), EmitError> {
     if let Call::Op(op) = c {
-        if let kiln_ir::Op::Scan {
-            kind,
-            axis,
-            exclusive,
-            reverse,
-        } = op.op
-        {
-            if let (Some(x), Some(y)) = (op.inputs.first(), op.outputs.first()) {
-                return scan::scan(cx, x, y, kind, axis, exclusive, reverse);
+        let (x, outs) = (op.inputs.first(), &op.outputs[..]);
+        match (&op.op, x, outs) {
+            (
+                &kiln_ir::Op::Scan {
+                    kind,
+                    axis,
+                    exclusive,
+                    reverse,
+                },
+                Some(x),
+                [y],
+            ) => return Ok((scan::scan(cx, x, y, kind, axis, exclusive, reverse)?, 1)),
+            (
+                &kiln_ir::Op::TopK {
+                    axis, k, largest, ..
+                },
+                Some(x),
+                [values, indices],
+            ) => {
+                let items = topk::topk(cx, x, (values, indices), axis, k, largest)?;
+                return Ok((items, kernels::WARP));
             }
+            _ => {}
         }
     }
     let what = match c {
@@ -314,7 +330,7 @@ fn entry(
             conv::conv(&mut cx, c)?;
             (c.y_shape.iter().product(), kernels::WARP)
         }
-        Kernel::Call(c) => (other_call(&mut cx, kernel, c)?, 1),
+        Kernel::Call(c) => other_call(&mut cx, kernel, c)?,
     };
     cx.e.op("ret");
     let name = format!("kiln_k{i}");

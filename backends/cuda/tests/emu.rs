@@ -90,6 +90,49 @@ fn an_index_out_of_range_stops_the_gather_and_names_its_kernel() {
     close(&got[0], &want[0]).unwrap();
 }
 
+/// Top-k orders as the interpreter's stable sort: NaN above every number, equal values
+/// (0 and -0 among them) by index, over lanes longer than a warp; and a `k` of the whole
+/// lane returns it sorted.
+#[test]
+fn topk_orders_ties_and_nans_as_the_interpreter() {
+    let (g, program) = common::program(
+        "graph @g(%x: f32[2, n]) -> (f32[2, 6], i64[2, 6], f32[2, 6], i64[2, 6], f32[2, 45], i64[2, 45]) {
+            %a, %ai = topk %x {axis=1, k=6, largest=true, sorted=true}
+            %b, %bi = topk %x {axis=1, k=6, largest=false, sorted=true}
+            %c, %ci = topk %x {axis=1, k=45, largest=true, sorted=true}
+            return %a, %ai, %b, %bi, %c, %ci
+        }",
+    );
+    let module = emit(&program, Target::Sm80).unwrap();
+    let n = 45;
+    let bindings: Bindings = [("n".to_string(), n)].into_iter().collect();
+    let pool = [f32::NAN, 1.0, -0.0, 0.0, 2.0, 1.0, -3.0, f32::NAN, 2.0];
+    let x: Vec<f32> = (0..2 * n as usize)
+        .map(|e| pool[(e * 5 + e / 7) % pool.len()])
+        .collect();
+    let xs = [Tensor::from_vec(x, &[2, n as usize]).unwrap()];
+    let want = interp::run(&g, &xs).unwrap();
+    let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
+    let (got, status) = run(&module, &program, &bindings, &xs, &shapes).unwrap();
+    assert_eq!(status, 0);
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        close(got, want).unwrap_or_else(|e| panic!("output {k}: {e}"));
+        if want.dtype() == kiln_ir::DType::F32 {
+            let bits = |t: &Tensor| {
+                t.to_f64_vec()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                bits(got),
+                bits(want),
+                "output {k}: the same values, -0 included"
+            );
+        }
+    }
+}
+
 /// Rows the mask closes entirely follow the call's rule: NaN (`nan`), zeros when the
 /// probabilities are NaN (`zero_nan`), zeros when the mask's row is all -∞ (`zero_masked`).
 #[test]

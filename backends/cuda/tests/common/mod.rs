@@ -257,6 +257,18 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 2)],
     ),
     (
+        "topk",
+        "graph @g(%x: f32[b, n], %h: f16[n, b], %i: i64[b, 3, n], %u: u8[b, n], %d: f64[b, n]) -> (f32[b, 5], i64[b, 5], f16[4, b], i64[4, b], i64[b, 3, 6], i64[b, 3, 6], u8[b, 3], i64[b, 3], f64[b, 2], i64[b, 2]) {
+            %a, %ai = topk %x {axis=1, k=5, largest=true, sorted=true}
+            %c, %ci = topk %h {axis=0, k=4, largest=false, sorted=true}
+            %e, %ei = topk %i {axis=2, k=6, largest=true, sorted=true}
+            %f, %fi = topk %u {axis=1, k=3, largest=false, sorted=true}
+            %j, %ji = topk %d {axis=1, k=2, largest=false, sorted=true}
+            return %a, %ai, %c, %ci, %e, %ei, %f, %fi, %j, %ji
+        }",
+        &[("b", 3), ("n", 45)],
+    ),
+    (
         "contractions",
         "graph @g(%a: i32[b, m, k], %c: i32[k, n], %x: f32[m, k], %y: f32[b, k, n], %h: f64[m, m]) -> (i32[b, m, n], f32[b, m, n], f64[m], f64[], f64[m, m]) {
             %p = matmul %a, %c
