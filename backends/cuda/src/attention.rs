@@ -13,14 +13,16 @@
 //! rounding the online kernel's output alone was two half ulps off ONNX's expected
 //! outputs (`test_attention_4d_gqa_with_past_and_present_fp16`).
 //!
+//! f64 operands take the definition in f64 (`exp` from the math library).
+//!
 //! Both are checked against the reference interpreter; neither is yet the tiled,
 //! tensor-core flash attention.
 
 use crate::cx::Cx;
 use crate::expr::Val;
 use crate::half;
-use crate::kernels::{count_loop, identity, unflatten, Team};
-use crate::ptx::{f32_imm, Class, Opnd, Reg};
+use crate::kernels::{combine_into, count_loop, identity, unflatten, Team};
+use crate::ptx::{f32_imm, f64_imm, Class, Opnd, Reg};
 use crate::EmitError;
 use kiln_ir::{DType, Dim, MaskedRows};
 use kiln_kernel::kernel::{Attention, AttentionOperand, Combine};
@@ -40,7 +42,7 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
     let t = cx.program.buffers[a.q.buf].dtype;
     for op in [&a.q, &a.k, &a.v, &a.out] {
         let d = cx.program.buffers[op.buf].dtype;
-        if d != t || !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+        if d != t || !matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
             return Err(EmitError::Unsupported(format!("attention on {d}")));
         }
     }
@@ -59,37 +61,42 @@ pub(crate) fn attention(cx: &mut Cx, a: &Attention) -> Result<(), EmitError> {
         let index = unflatten(cx, t, &rows)?;
         let bases = row_bases(cx, a, &index)?;
         let (kv_len, depth, v_depth) = (cx.dim(&d.kv_len)?, cx.dim(&d.depth)?, cx.dim(&d.v_depth)?);
-        let max = identity(cx, Combine::Max, DType::F32)?;
+        let n = Num::of(cx, a);
+        let max = identity(cx, Combine::Max, n.dtype)?;
         let open = pred(cx, false);
         warp.over(cx, lane, kv_len, |cx, j| {
             let (s, kept) = score(cx, a, &bases, j, depth)?;
-            cx.e.op(format!("max.NaN.f32 {}, {}, {s}", max.reg, max.reg));
+            let s = Val {
+                reg: s,
+                dtype: n.dtype,
+            };
+            combine_into(cx, Combine::Max, max, s)?;
             cx.e.op(format!("or.pred {open}, {open}, {kept}"));
             Ok(())
         })?;
         warp.combine(cx, Combine::Max, max)?;
         let open = warp_any(cx, open)?;
-        let sum = identity(cx, Combine::Sum, DType::F32)?;
+        let sum = identity(cx, Combine::Sum, n.dtype)?;
         warp.over(cx, lane, kv_len, |cx, j| {
             let (s, _) = score(cx, a, &bases, j, depth)?;
-            let e = exp_shifted(cx, s, max.reg);
-            cx.e.op(format!("add.rn.f32 {}, {}, {e}", sum.reg, sum.reg));
+            let e = exp_shifted(cx, n, s, max.reg)?;
+            cx.e.op(format!("add.rn.{} {}, {}, {e}", n.ty, sum.reg, sum.reg));
             Ok(())
         })?;
         warp.combine(cx, Combine::Sum, sum)?;
         count_loop(cx, v_depth, |cx, f| {
-            let acc = identity(cx, Combine::Sum, DType::F32)?;
+            let acc = identity(cx, Combine::Sum, n.dtype)?;
             warp.over(cx, lane, kv_len, |cx, j| {
                 let (s, _) = score(cx, a, &bases, j, depth)?;
-                let e = exp_shifted(cx, s, max.reg);
-                let p = cx.e.reg(Class::F32);
-                cx.e.op(format!("div.rn.f32 {p}, {e}, {}", sum.reg));
-                let p = guard(cx, a.rows, p, open);
+                let e = exp_shifted(cx, n, s, max.reg)?;
+                let p = cx.e.reg(n.class);
+                cx.e.op(format!("div.rn.{} {p}, {e}, {}", n.ty, sum.reg));
+                let p = guard(cx, n, a.rows, p, open);
                 let p = rounded(cx, a, p);
                 let v = load_at(cx, &a.v, bases.v, j, f)?;
-                let pv = cx.e.reg(Class::F32);
-                cx.e.op(format!("mul.rn.f32 {pv}, {p}, {v}"));
-                cx.e.op(format!("add.rn.f32 {}, {}, {pv}", acc.reg, acc.reg));
+                let pv = cx.e.reg(n.class);
+                cx.e.op(format!("mul.rn.{} {pv}, {p}, {v}", n.ty));
+                cx.e.op(format!("add.rn.{} {}, {}, {pv}", n.ty, acc.reg, acc.reg));
                 Ok(())
             })?;
             warp.combine(cx, Combine::Sum, acc)?;
@@ -169,8 +176,9 @@ fn online(
                 "selp.f32 {shift}, {}, {next}, {none}",
                 f32_imm(0.0)
             ));
-            let rescale = exp_shifted(cx, m, shift);
-            let p = exp_shifted(cx, s, shift);
+            let f32 = Num::of(cx, a);
+            let rescale = exp_shifted(cx, f32, m, shift)?;
+            let p = exp_shifted(cx, f32, s, shift)?;
             let e = &mut cx.e;
             e.op(format!("fma.rn.f32 {l}, {l}, {rescale}, {p}"));
             e.op(format!("mov.f32 {m}, {next}"));
@@ -313,18 +321,20 @@ fn load_at(
     Ok(load_value(cx, op.buf, addr))
 }
 
-/// The f32 value of the element at `addr` of buffer `buf` (a half widened exactly).
+/// The value of the element at `addr` of buffer `buf`, in its compute type (a half
+/// widened exactly to f32).
 fn load_value(cx: &mut Cx, buf: usize, addr: Reg) -> Reg {
     let d = cx.program.buffers[buf].dtype;
     if half::is_half(d) {
         return half::load(cx, addr, d);
     }
-    let v = cx.e.reg(Class::F32);
-    cx.e.op(format!("ld.global.f32 {v}, [{addr}]"));
+    let n = Num::for_dtype(d);
+    let v = cx.e.reg(n.class);
+    cx.e.op(format!("ld.global.{} {v}, [{addr}]", n.ty));
     v
 }
 
-/// Stores `y` (an f32, rounded once to a half output) as element `(row, f)`.
+/// Stores `y` (in the compute type, rounded once to a half output) as element `(row, f)`.
 fn store_at(
     cx: &mut Cx,
     op: &AttentionOperand,
@@ -338,7 +348,7 @@ fn store_at(
     if half::is_half(d) {
         half::store(cx, addr, y, d);
     } else {
-        cx.e.op(format!("st.global.f32 [{addr}], {y}"));
+        cx.e.op(format!("st.global.{} [{addr}], {y}", Num::for_dtype(d).ty));
     }
     Ok(())
 }
@@ -362,8 +372,9 @@ fn score(
     j: Reg,
     depth: Opnd,
 ) -> Result<(Reg, Reg), EmitError> {
-    let dot = cx.e.reg(Class::F32);
-    cx.e.op(format!("mov.f32 {dot}, {}", f32_imm(0.0)));
+    let n = Num::of(cx, a);
+    let dot = cx.e.reg(n.class);
+    cx.e.op(format!("mov.{} {dot}, {}", n.ty, n.imm(0.0)));
     count_loop(cx, depth, |cx, f| dot_step(cx, a, b, j, f, dot))?;
     masked(cx, a, b, j, dot)
 }
@@ -381,9 +392,10 @@ fn dot_step(
     cx.e.op(format!("mov.s64 {zero}, 0"));
     let q = load_at(cx, &a.q, b.q, zero, f)?;
     let k = load_at(cx, &a.k, b.k, j, f)?;
-    let p = cx.e.reg(Class::F32);
-    cx.e.op(format!("mul.rn.f32 {p}, {q}, {k}"));
-    cx.e.op(format!("add.rn.f32 {dot}, {dot}, {p}"));
+    let n = Num::of(cx, a);
+    let p = cx.e.reg(n.class);
+    cx.e.op(format!("mul.rn.{} {p}, {q}, {k}", n.ty));
+    cx.e.op(format!("add.rn.{} {dot}, {dot}, {p}", n.ty));
     Ok(())
 }
 
@@ -397,14 +409,15 @@ fn masked(
     dot: Reg,
 ) -> Result<(Reg, Reg), EmitError> {
     let t = cx.program.buffers[a.q.buf].dtype;
+    let n = Num::of(cx, a);
     let scale = if half::is_half(t) {
         half::constant(f64::from(a.scale), t)
     } else {
-        f32_imm(a.scale)
+        n.imm(f64::from(a.scale))
     };
     let dot = rounded(cx, a, dot);
-    let s = cx.e.reg(Class::F32);
-    cx.e.op(format!("mul.rn.f32 {s}, {dot}, {scale}"));
+    let s = cx.e.reg(n.class);
+    cx.e.op(format!("mul.rn.{} {s}, {dot}, {scale}", n.ty));
     let s = rounded(cx, a, s);
     let (Some(m), Some(at)) = (&a.mask, b.mask) else {
         return Ok((s, pred(cx, true)));
@@ -414,56 +427,97 @@ fn masked(
     let el = cx.e.reg(Class::B64);
     cx.e.op(format!("mad.lo.s64 {el}, {j}, {s2}, {at}"));
     let addr = cx.address(m.buf, el);
-    let out = cx.e.reg(Class::F32);
+    let out = cx.e.reg(n.class);
+    let minus_inf = n.imm(f64::NEG_INFINITY);
     if m.keep {
         let w = cx.e.reg(Class::B32);
         cx.e.op(format!("ld.global.u8 {w}, [{addr}]"));
         cx.e.op(format!("setp.ne.u32 {kept}, {w}, 0"));
-        cx.e.op(format!(
-            "selp.f32 {out}, {s}, {}, {kept}",
-            f32_imm(f32::NEG_INFINITY)
-        ));
+        cx.e.op(format!("selp.{} {out}, {s}, {minus_inf}, {kept}", n.ty));
     } else {
         let v = load_value(cx, m.buf, addr);
-        cx.e.op(format!(
-            "setp.ne.f32 {kept}, {v}, {}",
-            f32_imm(f32::NEG_INFINITY)
-        ));
-        cx.e.op(format!("add.rn.f32 {out}, {s}, {v}"));
+        cx.e.op(format!("setp.ne.{} {kept}, {v}, {minus_inf}", n.ty));
+        cx.e.op(format!("add.rn.{} {out}, {s}, {v}", n.ty));
         return Ok((rounded(cx, a, out), kept));
     }
     Ok((out, kept))
 }
 
-/// `exp(s - max)` (through `ex2`).
-fn exp_shifted(cx: &mut Cx, s: Reg, max: Reg) -> Reg {
+/// `exp(s - max)`: through `ex2` in f32, by the math library's `exp` in f64.
+fn exp_shifted(cx: &mut Cx, n: Num, s: Reg, max: Reg) -> Result<Reg, EmitError> {
+    let d = cx.e.reg(n.class);
+    cx.e.op(format!("sub.rn.{} {d}, {s}, {max}", n.ty));
+    if n.dtype == DType::F64 {
+        let d = Val {
+            reg: d,
+            dtype: DType::F64,
+        };
+        return crate::math::float_unary(cx, kiln_ir::UnaryOp::Exp, d);
+    }
     let e = &mut cx.e;
-    let [d, t, r] = [0; 3].map(|_| e.reg(Class::F32));
-    e.op(format!("sub.rn.f32 {d}, {s}, {max}"));
+    let [t, r] = [0; 2].map(|_| e.reg(Class::F32));
     e.op(format!(
         "mul.rn.f32 {t}, {d}, {}",
         f32_imm(std::f32::consts::LOG2_E)
     ));
     e.op(format!("ex2.approx.f32 {r}, {t}"));
-    r
+    Ok(r)
 }
 
 /// A probability as the call's masked-rows rule leaves it.
-fn guard(cx: &mut Cx, rows: MaskedRows, p: Reg, open: Reg) -> Reg {
+fn guard(cx: &mut Cx, n: Num, rows: MaskedRows, p: Reg, open: Reg) -> Reg {
     let e = &mut cx.e;
-    let zero = f32_imm(0.0);
+    let (zero, ty) = (n.imm(0.0), n.ty);
     match rows {
         MaskedRows::Nan => p,
         MaskedRows::ZeroNan => {
-            let (nan, r) = (e.reg(Class::Pred), e.reg(Class::F32));
-            e.op(format!("setp.nan.f32 {nan}, {p}, {p}"));
-            e.op(format!("selp.f32 {r}, {zero}, {p}, {nan}"));
+            let (nan, r) = (e.reg(Class::Pred), e.reg(n.class));
+            e.op(format!("setp.nan.{ty} {nan}, {p}, {p}"));
+            e.op(format!("selp.{ty} {r}, {zero}, {p}, {nan}"));
             r
         }
         MaskedRows::ZeroMasked => {
-            let r = e.reg(Class::F32);
-            e.op(format!("selp.f32 {r}, {p}, {zero}, {open}"));
+            let r = e.reg(n.class);
+            e.op(format!("selp.{ty} {r}, {p}, {zero}, {open}"));
             r
+        }
+    }
+}
+
+/// The type attention computes in: f64 for f64 operands, f32 for the others.
+#[derive(Clone, Copy)]
+struct Num {
+    dtype: DType,
+    ty: &'static str,
+    class: Class,
+}
+
+impl Num {
+    fn for_dtype(d: DType) -> Num {
+        if d == DType::F64 {
+            Num {
+                dtype: d,
+                ty: "f64",
+                class: Class::F64,
+            }
+        } else {
+            Num {
+                dtype: DType::F32,
+                ty: "f32",
+                class: Class::F32,
+            }
+        }
+    }
+
+    fn of(cx: &Cx, a: &Attention) -> Num {
+        Num::for_dtype(cx.program.buffers[a.q.buf].dtype)
+    }
+
+    fn imm(self, v: f64) -> String {
+        if self.dtype == DType::F64 {
+            f64_imm(v)
+        } else {
+            f32_imm(v as f32)
         }
     }
 }

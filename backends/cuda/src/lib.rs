@@ -14,7 +14,7 @@
 //! per output element, which an implicit GEMM will replace. [`runtime`] runs a module on
 //! a device: the CUDA driver, or any other [`runtime::Gpu`]. Of the reference-kernel ops,
 //! `Scan` and `TopK` have PTX lowerings (`scan`, `topk`); the other runtime calls
-//! (quantized linear layers, `NonZero`, f64 attention) have none yet: [`emit`] refuses a
+//! (quantized linear layers, `NonZero`) have none yet: [`emit`] refuses a
 //! program that holds one, naming it, rather than leaving it out.
 //!
 //! ```
@@ -210,6 +210,7 @@ pub fn program(
 ) -> Result<Program, kiln_kernel::schedule::ScheduleError> {
     let caps = kiln_kernel::schedule::Capabilities {
         half_elementwise: true,
+        float_attention: true,
     };
     let mut program = kiln_kernel::schedule::schedule_for(graph, fixed, caps)?;
     kiln_kernel::fuse_loops::fuse_loops(&mut program);

@@ -99,6 +99,9 @@ pub struct Capabilities {
     /// Elementwise ops (unary, binary, where, casts, bitcasts) on f16/bf16 values, each
     /// computed in f32 and rounded to its half type, as the interpreter does.
     pub half_elementwise: bool,
+    /// Fused attention of every float type (f64 and the halves, which also need
+    /// `half_elementwise`), not only f32.
+    pub float_attention: bool,
 }
 
 /// Builds a [`Program`] for `g` with the symbols in `bindings` bound (from the input
@@ -511,7 +514,7 @@ pub fn support_for(g: &Graph, node: &Node, caps: Capabilities) -> Support {
             Runtime("non-f32 layer_norm/rms_norm (f16/bf16 round after every step)")
         }
         Op::Attention(_) if dtype(node.outputs[0]) == DType::F32 => Native,
-        Op::Attention(_) if half && caps.half_elementwise => Native,
+        Op::Attention(_) if caps.float_attention && (!half || caps.half_elementwise) => Native,
         Op::Attention(_) => Runtime("non-f32 attention (f16/bf16 round after every step)"),
     }
 }

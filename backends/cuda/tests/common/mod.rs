@@ -119,6 +119,16 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 2), ("s", 5), ("t", 40)],
     ),
     (
+        "f64_attention",
+        "graph @g(%q: f64[b, 4, s, 8], %k: f64[b, 2, t, 8], %v: f64[b, 2, t, 6], %m: f64[b, 1, s, t], %keep: bool[b, 4, s, t]) -> (f64[b, 4, s, 6], f64[b, 4, s, 6], f64[b, 4, s, 6]) {
+            %a = attention %q, %k, %v {scale=0.35, mask=none, rows=nan}
+            %c = attention %q, %k, %v, %m {scale=0.35, mask=add, rows=zero_masked}
+            %d = attention %q, %k, %v, %keep {scale=0.5, mask=keep, rows=zero_nan}
+            return %a, %c, %d
+        }",
+        &[("b", 2), ("s", 3), ("t", 37)],
+    ),
+    (
         "conv",
         "graph @g(%x: f32[b, 4, 9, 7], %w: f32[6, 2, 3, 2], %v: f32[5, 4, 2, 2]) -> (f32[b, 6, 5, 6], f32[b, 5, 4, 3]) {
             %y = conv %x, %w {strides=[2, 1], dilations=[1, 2], pads=[(1, 1), (1, 0)], groups=2}
