@@ -5,7 +5,7 @@
 
 use crate::{Error, Model};
 use kiln_cuda::device::{first_device, Device};
-use kiln_cuda::runtime::{driver::Driver, Gpu, Session};
+use kiln_cuda::runtime::{driver::Driver, staged::StagedSession, Gpu, Session};
 use kiln_cuda::{Options, Precision, Target};
 use kiln_ir::Tensor;
 use std::collections::BTreeMap;
@@ -17,21 +17,39 @@ pub fn device() -> Result<Device, Error> {
 
 /// A model loaded on a GPU (the CUDA driver's first device unless another [`Gpu`] is
 /// given): compiled once with every symbol free, weights uploaded once; each run binds
-/// the symbols from its inputs' shapes.
+/// the symbols from its inputs' shapes. A graph with data-dependent sizes (`NonZero`)
+/// runs as stages (`kiln_cuda::staged`).
 pub struct GpuModel<G: Gpu = Driver> {
     model: Model,
-    session: Session<G>,
+    session: Loaded<G>,
+}
+
+/// One module, or a module of stages.
+enum Loaded<G: Gpu> {
+    Whole(Box<Session<G>>),
+    Staged(StagedSession<G>),
 }
 
 impl<G: Gpu> GpuModel<G> {
     /// Compiles `model` to PTX for `options` and loads it on `gpu`.
     pub fn with_gpu(model: &Model, options: Options, gpu: G) -> Result<GpuModel<G>, Error> {
         let cuda = |e: String| Error::Cuda(e);
-        let program = kiln_cuda::program(model.graph(), &kiln_ir::Bindings::new())
-            .map_err(|e| cuda(e.to_string()))?;
-        let module = kiln_cuda::emit_with(&program, options).map_err(|e| cuda(e.to_string()))?;
-        let session =
-            Session::new(gpu, model.graph(), program, module).map_err(|e| cuda(e.to_string()))?;
+        let graph = model.graph();
+        let session = match kiln_cuda::staged::staged_module(graph, options) {
+            Some(module) => {
+                let module = module.map_err(|e| cuda(e.to_string()))?;
+                let staged = StagedSession::new(gpu, graph, module);
+                Loaded::Staged(staged.map_err(|e| cuda(e.to_string()))?)
+            }
+            None => {
+                let program = kiln_cuda::program(graph, &kiln_ir::Bindings::new())
+                    .map_err(|e| cuda(e.to_string()))?;
+                let module =
+                    kiln_cuda::emit_with(&program, options).map_err(|e| cuda(e.to_string()))?;
+                let whole = Session::new(gpu, graph, program, module);
+                Loaded::Whole(Box::new(whole.map_err(|e| cuda(e.to_string()))?))
+            }
+        };
         Ok(GpuModel {
             model: model.clone(),
             session,
@@ -40,7 +58,10 @@ impl<G: Gpu> GpuModel<G> {
 
     /// The device.
     pub fn gpu(&self) -> &G {
-        self.session.gpu()
+        match &self.session {
+            Loaded::Whole(s) => s.gpu(),
+            Loaded::Staged(s) => s.gpu(),
+        }
     }
 
     /// Runs it, as [`Model::run`] does on the interpreter.
@@ -49,7 +70,11 @@ impl<G: Gpu> GpuModel<G> {
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<Vec<(String, Tensor)>, Error> {
         let ordered = self.model.ordered_inputs(inputs)?;
-        let outputs = (self.session.run(&ordered)).map_err(|e| Error::Cuda(e.to_string()))?;
+        let outputs = match &mut self.session {
+            Loaded::Whole(s) => s.run(&ordered),
+            Loaded::Staged(s) => s.run(&ordered),
+        };
+        let outputs = outputs.map_err(|e| Error::Cuda(e.to_string()))?;
         let names = self.model.graph().outputs.iter().map(|(n, _)| n.clone());
         Ok(names.zip(outputs).collect())
     }
@@ -76,7 +101,7 @@ impl GpuModel<Driver> {
 
     /// The device it runs on.
     pub fn device(&self) -> &Device {
-        &self.session.gpu().device
+        &self.gpu().device
     }
 }
 

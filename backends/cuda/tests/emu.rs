@@ -297,3 +297,63 @@ fn halves_from_f64_round_once() {
         assert_eq!(bits(got), bits(want), "output {k}: {got:?} vs {want:?}");
     }
 }
+
+/// A graph with data-dependent sizes runs as stages on one device: `NonZero` counts on
+/// the device, the host reads the count, and the stages after it take the new size as a
+/// symbol. Against the interpreter: floats (-0 is zero, NaN is not), bool, i64 and f16
+/// inputs, lanes longer than a warp, no non-zero element at all, and a scalar.
+#[test]
+fn nonzero_runs_as_stages_against_the_interpreter() {
+    use kiln_cuda::runtime::staged::StagedSession;
+    use kiln_cuda::staged::staged_module;
+    let g = kiln_ir::parse(
+        "graph @g(%x: f32[a, b], %m: bool[n], %w: i64[n], %h: f16[n], %s: i64[]) -> (i64[2, k], f32[k], i64[1, j], i64[1, q], i64[1, r], i64[0, z]) {
+            %i = nonzero %x {count=\"k\"}
+            %t = transpose %i {perm=[1, 0]}
+            %v = gather_nd %x, %t {batch_dims=0}
+            %j = nonzero %m {count=\"j\"}
+            %q = nonzero %w {count=\"q\"}
+            %r = nonzero %h {count=\"r\"}
+            %z = nonzero %s {count=\"z\"}
+            return %i, %v, %j, %q, %r, %z
+        }",
+    )
+    .unwrap();
+    let options = kiln_cuda::Options {
+        target: Target::Sm80,
+        precision: kiln_cuda::Precision::default(),
+    };
+    let module = staged_module(&g, options).expect("has stages").unwrap();
+    let mut session = StagedSession::new(common::EmuGpu::default(), &g, module).unwrap();
+    let pool = [0.0f32, 1.5, -0.0, f32::NAN, 0.0, -2.0, 0.0];
+    for (a, b, n, zeros) in [(5, 13, 70, false), (2, 3, 40, true), (1, 1, 1, false)] {
+        let x: Vec<f32> = (0..a * b)
+            .map(|e| {
+                if zeros {
+                    0.0
+                } else {
+                    pool[(e * 3 + e / 5) % pool.len()]
+                }
+            })
+            .collect();
+        let flags: Vec<bool> = (0..n).map(|e| !zeros && e % 3 != 1).collect();
+        let ints: Vec<i64> = (0..n as i64)
+            .map(|e| if e % 4 == 0 { 0 } else { e - 30 })
+            .collect();
+        let halves = Tensor::from_vec(ints.iter().map(|&v| (v % 3) as f32 * 0.5).collect(), &[n])
+            .unwrap()
+            .cast(kiln_ir::DType::F16);
+        let xs = [
+            Tensor::from_vec(x, &[a, b]).unwrap(),
+            Tensor::from_vec(flags, &[n]).unwrap(),
+            Tensor::from_vec(ints, &[n]).unwrap(),
+            halves,
+            Tensor::scalar(if zeros { 0i64 } else { 7 }),
+        ];
+        let want = interp::run(&g, &xs).unwrap();
+        let got = session.run(&xs).unwrap();
+        for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+            close(got, want).unwrap_or_else(|e| panic!("{a}x{b}, n={n}, output {k}: {e}"));
+        }
+    }
+}

@@ -15,8 +15,9 @@
 //! themselves is exercised on machines without a GPU.
 
 pub mod driver;
+pub mod staged;
 
-use crate::{launch_conditions, Module};
+use crate::{launch_conditions, Launch, Module};
 use kiln_ir::{interp, Assumption, Bindings, Graph, Tensor, TensorType};
 use kiln_kernel::kernel::{BufferKind, Program};
 use kiln_kernel::plan::{lifetimes, Lifetimes, ALIGN};
@@ -91,9 +92,15 @@ pub enum RunError {
 /// One model loaded on one device.
 pub struct Session<G: Gpu> {
     gpu: G,
+    model: Loaded,
+}
+
+/// A program's state on a device whose module holds its entries: its constants
+/// uploaded, its status word, and its arena and input blocks (grown as shapes need).
+pub(crate) struct Loaded {
     graph: Graph,
     program: Program,
-    module: Module,
+    launches: Vec<Launch>,
     conditions: Vec<Assumption>,
     lifetimes: Lifetimes,
     /// Device address of each buffer that has a fixed one (constants), else 0.
@@ -105,9 +112,14 @@ pub struct Session<G: Gpu> {
 
 /// A grow-only device allocation.
 #[derive(Default)]
-struct Block {
-    at: u64,
-    bytes: usize,
+pub(crate) struct Block {
+    pub at: u64,
+    pub bytes: usize,
+}
+
+/// A device error as a run error.
+pub(crate) fn dev<E: std::fmt::Display>(e: E) -> RunError {
+    RunError::Device(e.to_string())
 }
 
 impl<G: Gpu> Session<G> {
@@ -119,28 +131,9 @@ impl<G: Gpu> Session<G> {
         program: Program,
         module: Module,
     ) -> Result<Self, RunError> {
-        let dev = |e: G::Error| RunError::Device(e.to_string());
         gpu.load(&module.ptx).map_err(dev)?;
-        let (offsets, weights) = constant_layout(&program);
-        let base = gpu.alloc(weights.len().max(1)).map_err(dev)?;
-        gpu.write(base, &weights).map_err(dev)?;
-        let constants = offsets
-            .iter()
-            .map(|o| o.map_or(0, |o| base + o as u64))
-            .collect();
-        let status = gpu.alloc(4).map_err(dev)?;
-        Ok(Session {
-            conditions: launch_conditions(graph, &program),
-            lifetimes: lifetimes(&program),
-            graph: graph.clone(),
-            program,
-            module,
-            gpu,
-            constants,
-            status,
-            arena: Block::default(),
-            inputs: Block::default(),
-        })
+        let model = Loaded::new(&mut gpu, graph, program, module.launches)?;
+        Ok(Session { gpu, model })
     }
 
     /// The device.
@@ -150,6 +143,45 @@ impl<G: Gpu> Session<G> {
 
     /// Runs the model on `inputs` (in the graph's input order).
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        self.model.run(&mut self.gpu, inputs)
+    }
+}
+
+impl Loaded {
+    /// `program`'s state on `gpu`, whose loaded module holds `launches`' entries.
+    pub(crate) fn new<G: Gpu>(
+        gpu: &mut G,
+        graph: &Graph,
+        program: Program,
+        launches: Vec<Launch>,
+    ) -> Result<Loaded, RunError> {
+        let (offsets, weights) = constant_layout(&program);
+        let base = gpu.alloc(weights.len().max(1)).map_err(dev)?;
+        gpu.write(base, &weights).map_err(dev)?;
+        let constants = offsets
+            .iter()
+            .map(|o| o.map_or(0, |o| base + o as u64))
+            .collect();
+        let status = gpu.alloc(4).map_err(dev)?;
+        Ok(Loaded {
+            conditions: launch_conditions(graph, &program),
+            lifetimes: lifetimes(&program),
+            graph: graph.clone(),
+            program,
+            launches,
+            constants,
+            status,
+            arena: Block::default(),
+            inputs: Block::default(),
+        })
+    }
+
+    /// Runs the program on `inputs` (in the graph's input order).
+    pub(crate) fn run<G: Gpu>(
+        &mut self,
+        gpu: &mut G,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, RunError> {
         let types: Vec<TensorType> = (inputs.iter())
             .map(|t| TensorType::fixed(t.dtype(), t.shape()))
             .collect();
@@ -159,16 +191,20 @@ impl<G: Gpu> Session<G> {
             c.check(&bindings).map_err(RunError::Condition)?;
         }
         let bytes = self.program.buffer_bytes(&bindings).ok_or(RunError::Size)?;
-        let addrs = self.place(inputs, &bytes)?;
-        self.launch_all(&addrs, &bindings)?;
-        self.outputs(&addrs, &bytes, &bindings)
+        let addrs = self.place(gpu, inputs, &bytes)?;
+        self.launch_all(gpu, &addrs, &bindings)?;
+        self.outputs(gpu, &addrs, &bytes, &bindings)
     }
 
     /// Every buffer's device address for this run, the inputs uploaded.
-    fn place(&mut self, inputs: &[Tensor], bytes: &[usize]) -> Result<Vec<u64>, RunError> {
-        let dev = |e: G::Error| RunError::Device(e.to_string());
+    fn place<G: Gpu>(
+        &mut self,
+        gpu: &mut G,
+        inputs: &[Tensor],
+        bytes: &[usize],
+    ) -> Result<Vec<u64>, RunError> {
         let plan = self.lifetimes.place(bytes);
-        grow(&mut self.gpu, &mut self.arena, plan.arena_bytes).map_err(dev)?;
+        grow(gpu, &mut self.arena, plan.arena_bytes).map_err(dev)?;
         let mut input_at = Vec::with_capacity(inputs.len());
         let mut total = 0usize;
         for t in inputs {
@@ -181,10 +217,10 @@ impl<G: Gpu> Session<G> {
                 .checked_add(n.next_multiple_of(ALIGN))
                 .ok_or(RunError::Size)?;
         }
-        grow(&mut self.gpu, &mut self.inputs, total).map_err(dev)?;
+        grow(gpu, &mut self.inputs, total).map_err(dev)?;
         for (t, &off) in inputs.iter().zip(&input_at) {
             let at = self.inputs.at + off as u64;
-            self.gpu.write(at, &t.to_le_bytes()).map_err(dev)?;
+            gpu.write(at, &t.to_le_bytes()).map_err(dev)?;
         }
         let addr = |(b, buf): (usize, &kiln_kernel::kernel::Buffer)| match &buf.kind {
             BufferKind::Input(k) => self.inputs.at + input_at[*k] as u64,
@@ -195,20 +231,24 @@ impl<G: Gpu> Session<G> {
         Ok(self.program.buffers.iter().enumerate().map(addr).collect())
     }
 
-    fn launch_all(&mut self, addrs: &[u64], bindings: &Bindings) -> Result<(), RunError> {
-        let dev = |e: G::Error| RunError::Device(e.to_string());
+    fn launch_all<G: Gpu>(
+        &mut self,
+        gpu: &mut G,
+        addrs: &[u64],
+        bindings: &Bindings,
+    ) -> Result<(), RunError> {
         let symbols = self.program.symbol_values(bindings).ok_or(RunError::Size)?;
-        self.gpu.write(self.status, &[0; 4]).map_err(dev)?;
-        for l in &self.module.launches {
+        gpu.write(self.status, &[0; 4]).map_err(dev)?;
+        for l in &self.launches {
             let mut args: Vec<Arg> = l.buffers.iter().map(|&b| Arg::U64(addrs[b])).collect();
             args.extend(symbols.iter().map(|&s| Arg::S64(s)));
             if l.status {
                 args.push(Arg::U64(self.status));
             }
             let (grid, block) = l.geometry(bindings).ok_or(RunError::Size)?;
-            self.gpu.launch(&l.entry, grid, block, &args).map_err(dev)?;
+            gpu.launch(&l.entry, grid, block, &args).map_err(dev)?;
         }
-        let word = self.gpu.read(self.status, 4).map_err(dev)?;
+        let word = gpu.read(self.status, 4).map_err(dev)?;
         let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
         match word.checked_sub(1) {
             None => Ok(()),
@@ -232,13 +272,13 @@ impl<G: Gpu> Session<G> {
         }
     }
 
-    fn outputs(
+    fn outputs<G: Gpu>(
         &mut self,
+        gpu: &mut G,
         addrs: &[u64],
         bytes: &[usize],
         bindings: &Bindings,
     ) -> Result<Vec<Tensor>, RunError> {
-        let dev = |e: G::Error| RunError::Device(e.to_string());
         let mut out = Vec::with_capacity(self.program.outputs.len());
         for (&b, shape) in self.program.outputs.iter().zip(&self.program.output_shapes) {
             let buf = &self.program.buffers[b];
@@ -251,9 +291,8 @@ impl<G: Gpu> Session<G> {
                 .map(|d| d.eval(bindings).and_then(|v| usize::try_from(v).ok()))
                 .collect();
             let shape = shape.ok_or(RunError::Size)?;
-            let data = self.gpu.read(addrs[b], bytes[b]).map_err(dev)?;
-            let t = Tensor::from_le_bytes(buf.dtype, &shape, &data)
-                .map_err(|e| RunError::Device(e.to_string()))?;
+            let data = gpu.read(addrs[b], bytes[b]).map_err(dev)?;
+            let t = Tensor::from_le_bytes(buf.dtype, &shape, &data).map_err(dev)?;
             out.push(t);
         }
         Ok(out)
@@ -261,7 +300,7 @@ impl<G: Gpu> Session<G> {
 }
 
 /// Grows `block` to at least `bytes`: the old allocation is freed and a new one made.
-fn grow<G: Gpu>(gpu: &mut G, block: &mut Block, bytes: usize) -> Result<(), G::Error> {
+pub(crate) fn grow<G: Gpu>(gpu: &mut G, block: &mut Block, bytes: usize) -> Result<(), G::Error> {
     if block.at != 0 && block.bytes >= bytes {
         return Ok(());
     }
