@@ -7,8 +7,10 @@
 #   {"check":"device",...}             the device, or why there is none (then exit 1)
 #   {"check":"device_tests",...}       vendored models on the device vs the interpreter
 #                                      and the CPU backend, the ONNX ratchet on the device
+#   {"check":"cuda_executable",...}    a `kiln build --device cuda` executable on the device
 #   {"check":"random_graphs",...}      random graphs through the PTX interpreter (CPU)
 #   {"figure":"gemm",...}              GFLOP/s of a 4096^3 f32 product per precision
+#                                      (tf32, tf32x3, and bf16 tensor cores)
 #   {"figure":"model",...}             ms per run of FULLSIZE_DIR's minilm.onnx and
 #                                      gpt2.onnx (bench/export_fullsize.py) at batch 32 /
 #                                      seq 512 and batch 1 / seq 128
@@ -45,6 +47,12 @@ refused=$(grep -o '[0-9]* refused for an op without PTX' <<<"$out" | head -1)
 echo "{\"check\":\"device_tests\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"skipped\":$skipped,\"ratchet\":$(json_str "${refused:-}")}"
 [ $rc = 0 ] || grep -E 'panicked|FAIL' <<<"$out" | head -20 >&2
 
+log "the --device cuda executable (BERT-tiny, env -i) against the interpreter"
+out=$(timeout 200 cargo test --release --quiet --test aot a_cuda_executable -- --nocapture 2>&1)
+rc=$?
+echo "{\"check\":\"cuda_executable\",\"ok\":$([ $rc = 0 ] && echo true || echo false),\"skipped\":$(grep -c '^SKIPPED' <<<"$out")}"
+[ $rc = 0 ] || grep -E 'panicked|error' <<<"$out" | head -20 >&2
+
 log "random graphs through the interpreter"
 out=$(KILN_DIFF_SEEDS=400 timeout 120 cargo test --release --quiet -p kiln-cuda --test random_graphs 2>&1)
 rc=$?
@@ -58,7 +66,7 @@ graph @gemm(%a: f32[4096, 4096], %b: f32[4096, 4096]) -> f32[4096, 4096] {
     return %c
 }
 EOF
-for p in tf32 tf32x3; do
+for p in tf32 tf32x3 bf16; do
     log "gemm 4096^3 $p"
     if line=$(timeout 120 $KILN bench "$tmp/gemm.kir" --backend cuda --precision $p --runs 10 --warmup 2 2>/dev/null); then
         python3 - "$line" "$p" <<'EOF'
@@ -71,7 +79,6 @@ EOF
         echo "{\"figure\":\"gemm\",\"precision\":\"$p\",\"ok\":false}"
     fi
 done
-echo '{"figure":"gemm","precision":"bf16","ok":false,"why":"kiln has no bf16 GEMM yet (f32 models compute in tf32 or tf32x3)"}'
 
 shapes=("32 512" "1 128")
 if [ -n "$FULLSIZE" ]; then

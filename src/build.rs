@@ -530,6 +530,19 @@ fn samples(
         .collect())
 }
 
+/// Writes an executable for NVIDIA GPUs from a PTX artifact's three parts (module,
+/// plan JSON, constants) to `out`, atomically: it links `libkiln_cuda_runtime.a` (the
+/// one given, else `$KILN_CUDA_RT_LIB`, else next to the kiln executable) and needs only
+/// the NVIDIA driver where it runs.
+pub fn cuda_executable(
+    blobs: [&[u8]; 3],
+    name: &str,
+    out: &Path,
+    runtime: Option<&Path>,
+) -> Result<(), BuildError> {
+    link::cuda_executable(blobs, name, out, runtime)
+}
+
 /// `name` as a C identifier: other characters become `_`, a leading digit gets a `m`.
 pub fn c_identifier(name: &str) -> String {
     let mut s: String = (name.chars())

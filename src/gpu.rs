@@ -127,56 +127,37 @@ pub struct PtxArtifact {
 
 /// Schedules `model` (symbols in `fixed` bound, the rest left free) and writes it as PTX
 /// as `options` say. Fails, naming the kernel and node, when the model holds an operation
-/// the PTX backend does not lower yet (quantized linear layers, reference-kernel ops).
+/// the PTX backend does not lower yet (quantized linear layers), or data-dependent sizes.
+/// The plan is [`kiln_cuda::runtime::Plan`] as JSON, with the target, the precision and
+/// a note on the entries' parameters added.
 pub fn ptx_artifact(
     model: &Model,
     fixed: &kiln_ir::Bindings,
     options: Options,
 ) -> Result<PtxArtifact, Error> {
-    let target = options.target;
-    use kiln_kernel::kernel::BufferKind;
-    use serde_json::json;
-    let program =
-        kiln_cuda::program(model.graph(), fixed).map_err(|e| Error::Cuda(e.to_string()))?;
-    let module = kiln_cuda::emit_with(&program, options).map_err(|e| Error::Cuda(e.to_string()))?;
-    let (offsets, weights) = kiln_cuda::runtime::constant_layout(&program);
-    let buffers: Vec<serde_json::Value> = (program.buffers.iter().enumerate())
-        .map(|(id, b)| {
-            let kind = match &b.kind {
-                BufferKind::Input(k) => json!({"input": k}),
-                BufferKind::Const(t) => {
-                    let offset = offsets[id].unwrap_or(0);
-                    json!({"const": {"offset": offset, "bytes": t.len() * b.dtype.size_bytes()}})
-                }
-                BufferKind::Temp => json!("temp"),
-                BufferKind::Iota => json!("iota"),
-            };
-            json!({"id": id, "dtype": b.dtype.to_string(), "len": b.len.to_string(), "kind": kind})
-        })
-        .collect();
-    let launches: Vec<serde_json::Value> = (module.launches.iter())
-        .map(|l| {
-            json!({
-                "entry": l.entry, "kernel": l.kernel, "buffers": l.buffers, "status": l.status,
-                "items": l.items.to_string(), "lanes": l.lanes, "serial": l.serial,
-                "block": l.block,
-            })
-        })
-        .collect();
-    let conditions: Vec<String> = kiln_cuda::launch_conditions(model.graph(), &program)
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
-    let plan = json!({
-        "target": target.name(),
-        "precision": options.precision.name(),
-        "symbols": program.symbols,
-        "parameters": "per entry: the listed buffers' device addresses (u64), then every symbol (s64), then the status word's address when status is true",
-        "buffers": buffers,
-        "outputs": program.outputs,
-        "launches": launches,
-        "conditions": conditions,
-    });
+    let cuda = |e: String| Error::Cuda(e);
+    let g = model.graph();
+    if kiln_cpu::needs_stages(g) {
+        return Err(cuda(
+            "ops with data-dependent output sizes (NonZero) cannot be compiled ahead of time \
+             yet; use `kiln run --backend cuda`"
+                .into(),
+        ));
+    }
+    let program = kiln_cuda::program(g, fixed).map_err(|e| cuda(e.to_string()))?;
+    let module = kiln_cuda::emit_with(&program, options).map_err(|e| cuda(e.to_string()))?;
+    let (plan, weights) = kiln_cuda::runtime::Plan::new(g, &program, &module);
+    let mut plan = serde_json::to_value(&plan).map_err(|e| cuda(e.to_string()))?;
+    if let Some(fields) = plan.as_object_mut() {
+        fields.insert("target".into(), options.target.name().into());
+        fields.insert("precision".into(), options.precision.name().into());
+        fields.insert(
+            "parameters".into(),
+            "per entry: the listed buffers' device addresses (u64), then every symbol (s64), \
+             then the status word's address when status is true"
+                .into(),
+        );
+    }
     Ok(PtxArtifact {
         ptx: module.ptx,
         plan,

@@ -356,3 +356,59 @@ fn an_aarch64_object_is_an_aarch64_elf() {
         .unwrap_err();
     assert!(err.to_string().contains("emit obj"), "{err}");
 }
+
+/// `kiln build --device cuda` of BERT-tiny writes an executable that embeds the PTX
+/// module, its plan and the weights, and links only the CUDA runtime archive. Run with
+/// `env -i` from another folder: on a machine with a GPU its outputs match the reference
+/// interpreter within 1e-3 / 1e-5; without a driver it exits 1 with the one-line message.
+#[test]
+fn a_cuda_executable_runs_or_says_there_is_no_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(models().join("bert_tiny.onnx"))
+        .unwrap()
+        .optimize()
+        .unwrap();
+    let options = kiln::cuda::Options {
+        target: kiln::cuda::Target::Sm80,
+        precision: kiln::cuda::Precision::default(),
+    };
+    let art = kiln::gpu::ptx_artifact(&model, &Default::default(), options).unwrap();
+    let plan = serde_json::to_vec(&art.plan).unwrap();
+    let exe = dir.path().join("bert-gpu");
+    let runtime = common::cuda_runtime_library();
+    let blobs = [art.ptx.as_bytes(), &plan[..], &art.weights[..]];
+    kiln::build::cuda_executable(blobs, "bert_tiny", &exe, Some(runtime)).unwrap();
+    let inputs = models().join("bert_tiny.inputs.npz");
+    let out = dir.path().join("out.npz");
+    let args = [
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let run = run_exe(&exe, dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    match kiln::gpu::device() {
+        Err(e) => {
+            eprintln!("SKIPPED the device run: {e}");
+            assert_eq!(run.status.code(), Some(1), "{stderr}");
+            assert_eq!(stderr.trim(), format!("error: {e}"));
+        }
+        Ok(_) => {
+            assert!(run.status.success(), "{stderr}");
+            let given: BTreeMap<_, _> = read_npz(&inputs).unwrap().into_iter().collect();
+            let want = model.run(&given).unwrap();
+            let got = read_npz(&out).unwrap();
+            for ((n, w), (_, g)) in want.iter().zip(&got) {
+                let tolerance = Tolerance {
+                    rtol: 1e-3,
+                    atol: 1e-5,
+                };
+                compare(g, w, tolerance).unwrap_or_else(|e| panic!("{n}: {e}"));
+            }
+        }
+    }
+    let help = run_exe(&exe, dir.path(), &["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--inputs"));
+}

@@ -463,7 +463,8 @@ fn cuda_backend_without_a_gpu_is_one_line_and_exit_1() {
 }
 
 /// `kiln build --emit ptx` writes the module, its launch plan and its constants, and
-/// refuses a model with a call the GPU backend lacks (a quantized linear layer) by name.
+/// refuses a model with a call the GPU backend lacks (a quantized linear layer) by name;
+/// `--device cuda` takes only `--emit exe`.
 #[test]
 fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
     let dir = std::env::temp_dir().join(format!("kiln-cli-ptx-{}", std::process::id()));
@@ -501,6 +502,14 @@ fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("quant_linear") && stderr.contains("runtime call"),
+        "{stderr}"
+    );
+    // A GPU build writes executables only.
+    let obj = kiln(&["build", &k, "--device", "cuda", "--emit", "obj", "-o", &o]);
+    let stderr = String::from_utf8_lossy(&obj.stderr);
+    assert_eq!(obj.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda writes an executable"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -247,3 +247,47 @@ fn ratchet_cases_run_as_ptx_through_the_runtime() {
         failed.join("\n")
     );
 }
+
+/// What `kiln build --emit ptx` writes is enough to run: the plan, through JSON as the
+/// file holds it, with the module and the weights, runs BERT-tiny on the interpreter as
+/// the device (`Session::from_plan`, what `--emit exe --device cuda` executables do),
+/// within tolerance of the reference interpreter. A plan naming a constant outside the
+/// weights is refused before anything runs.
+#[test]
+fn a_ptx_artifact_runs_from_its_files() {
+    use kiln::cuda::runtime::{Plan, Session};
+    let name = "bert_tiny";
+    let model = Model::load(path(&format!("{name}.onnx")))
+        .unwrap()
+        .optimize()
+        .unwrap();
+    let options = kiln::cuda::Options {
+        target: kiln::cuda::Target::Sm80,
+        precision: Precision::default(),
+    };
+    let art = kiln::gpu::ptx_artifact(&model, &Bindings::new(), options).unwrap();
+    let text = serde_json::to_string(&art.plan).unwrap();
+    let plan: Plan = serde_json::from_str(&text).unwrap();
+    let given = read_npz(&path(&format!("{name}.inputs.npz"))).unwrap();
+    let g = model.graph();
+    let inputs: Vec<Tensor> = (g.inputs.iter())
+        .map(|(n, _)| given.iter().find(|(k, _)| k == n).unwrap().1.clone())
+        .collect();
+    let want = interp::run(g, &inputs).unwrap();
+    let mut session = Session::from_plan(
+        common::EmuGpu::default(),
+        &art.ptx,
+        plan.clone(),
+        &art.weights,
+    )
+    .unwrap();
+    let got = session.run(&inputs).unwrap();
+    assert_eq!(session.plan().output_names.len(), want.len());
+    for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+        common::close(got, want).unwrap_or_else(|e| panic!("output {i}: {e}"));
+    }
+    let short = &art.weights[..art.weights.len() / 2];
+    let refused = Session::from_plan(common::EmuGpu::default(), &art.ptx, plan, short);
+    let err = refused.err().expect("refused").to_string();
+    assert!(err.contains("outside the weights"), "{err}");
+}

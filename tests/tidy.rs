@@ -140,7 +140,8 @@ fn no_orphan_modules() {
 /// calls it carries out; the CPU backend adds the runtime it runs on, and no other backend;
 /// the GPU backend imports the kernel layer and no other backend (its PTX interpreter only
 /// as a dev-dependency, see below), and the interpreter imports no kiln crate; the
-/// runtime's static library packages the runtime and nothing else.
+/// runtime's static library packages the runtime and nothing else, and the GPU runtime's
+/// packages the GPU backend's host side with kiln-rt's `.npz` files and summaries.
 #[test]
 fn dependency_edges_point_down() {
     let allowed: &[(&str, &[&str])] = &[
@@ -153,6 +154,10 @@ fn dependency_edges_point_down() {
         ("backends/cpu", &["kiln-ir", "kiln-kernel", "kiln-rt"]),
         ("backends/cuda", &["kiln-ir", "kiln-kernel", "kiln-ptx-emu"]),
         ("backends/cuda/emu", &[]),
+        (
+            "backends/cuda-rt-static",
+            &["kiln-cuda", "kiln-ir", "kiln-rt"],
+        ),
     ];
     for (dir, ok) in allowed {
         let toml =

@@ -98,6 +98,56 @@ fn executable(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result
         .arg(out))
 }
 
+/// An executable for NVIDIA GPUs (`--emit exe --device cuda`): an object holding the
+/// PTX module, its plan (JSON) and the constants as three length-prefixed blobs, and a
+/// `main` that hands them and the command line to `libkiln_cuda_runtime.a`, which loads
+/// the CUDA driver when it runs.
+pub fn cuda_executable(
+    blobs: [&[u8]; 3],
+    name: &str,
+    out: &Path,
+    runtime: Option<&Path>,
+) -> Result<(), BuildError> {
+    use kiln_cpu::lower::object::{ObjectBuilder, Target, Visibility};
+    let lower = |e: kiln_cpu::lower::LowerError| BuildError::Output(e.to_string());
+    let mut obj = ObjectBuilder::new(&Target::host()?, name)?;
+    let parts = ["ptx", "plan", "weights"];
+    for (part, bytes) in parts.iter().zip(blobs) {
+        let mut blob = (bytes.len() as u64).to_le_bytes().to_vec();
+        blob.extend_from_slice(bytes);
+        obj.add_data(&format!("{name}_{part}"), &blob, 64, Visibility::Exported)
+            .map_err(lower)?;
+    }
+    let object = obj.finish().map_err(lower)?;
+    let runtime = library(
+        runtime,
+        "libkiln_cuda_runtime.a",
+        "KILN_CUDA_RT_LIB",
+        "kiln-cuda-rt-static",
+    )?;
+    with_temp(out, |tmp| {
+        let dir = scratch()?;
+        let obj = dir.path().join(format!("{name}.o"));
+        std::fs::write(&obj, &object).map_err(|e| io_error(&obj, e))?;
+        let main = dir.path().join("main.c");
+        let source = format!(
+            "extern const unsigned char {name}_ptx[], {name}_plan[], {name}_weights[];\n\
+             int kiln_cuda_main(const unsigned char *, const unsigned char *, \
+             const unsigned char *, int, char **);\n\
+             int main(int argc, char **argv) {{ return kiln_cuda_main({name}_ptx, {name}_plan, \
+             {name}_weights, argc, argv); }}\n"
+        );
+        std::fs::write(&main, source).map_err(|e| io_error(&main, e))?;
+        run(Command::new(compiler())
+            .args(["-O2", "-s", "-Wl,--gc-sections"])
+            .arg(&main)
+            .arg(&obj)
+            .arg(&runtime)
+            .args(["-lpthread", "-lm", "-ldl", "-o"])
+            .arg(tmp))
+    })
+}
+
 /// The C compiler that links executables: `$CC`, else `cc`.
 fn compiler() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".into())
@@ -106,10 +156,21 @@ fn compiler() -> String {
 /// `libkiln_runtime.a`: the one given, else `$KILN_RT_LIB`, else next to the running executable
 /// or in the folder above it (where Cargo puts it beside `kiln`).
 pub fn runtime_library(given: Option<&Path>) -> Result<PathBuf, BuildError> {
+    library(given, "libkiln_runtime.a", "KILN_RT_LIB", "kiln-rt-static")
+}
+
+/// A runtime archive `file`: the one given, else `$env`, else next to the running
+/// executable or in the folder above it; the error says how to build it (`package`).
+fn library(
+    given: Option<&Path>,
+    file: &str,
+    env: &str,
+    package: &str,
+) -> Result<PathBuf, BuildError> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("KILN_RT_LIB") {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(|e| BuildError::Output(e.to_string()))?;
@@ -117,15 +178,13 @@ pub fn runtime_library(given: Option<&Path>) -> Result<PathBuf, BuildError> {
         .ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("libkiln_runtime.a"))
+        .map(|dir| dir.join(file))
         .find(|p| p.is_file());
     found.ok_or_else(|| {
-        BuildError::Output(
-            "the kiln runtime library (libkiln_runtime.a) was not found next to the kiln \
-             executable; build it with `cargo build --release -p kiln-rt-static`, or point \
-             KILN_RT_LIB at it"
-                .into(),
-        )
+        BuildError::Output(format!(
+            "the kiln runtime library ({file}) was not found next to the kiln executable; \
+             build it with `cargo build --release -p {package}`, or point {env} at it"
+        ))
     })
 }
 

@@ -15,6 +15,8 @@ pub(crate) const EXAMPLE: &str = "Examples:
   kiln build model.onnx --dim batch=1..3 --dim seq=1..16 --emit header -o model.h
   cc app.c model.o libkiln_runtime.a -lpthread -lm -ldl   # libkiln_runtime.a: next to kiln
   kiln build model.onnx --dim seq=16 --emit obj --target aarch64-unknown-linux-gnu -o model.o
+  kiln build model.onnx --device cuda -o model-gpu   # needs only the NVIDIA driver to run
+  ./model-gpu --inputs in.npz -o out.npz
 
 The artifact holds one program for every shape its dims allow: give a dim a range
 (NAME=MIN..MAX) or one size (NAME=N, whose sizes then constant-fold); a dim given neither
@@ -31,7 +33,11 @@ pub(crate) struct BuildArgs {
     /// What to write.
     #[arg(long, value_enum, default_value_t = EmitArg::Exe)]
     emit: EmitArg,
-    /// With `--emit ptx`: how f32 matrix products are computed.
+    /// Where an executable (`--emit exe`) runs: this CPU, or an NVIDIA GPU (the
+    /// executable embeds the PTX module and needs only the NVIDIA driver where it runs).
+    #[arg(long, value_enum, default_value_t)]
+    device: DeviceArg,
+    /// With `--emit ptx` or `--device cuda`: how f32 matrix products are computed.
     #[arg(long, value_enum, default_value_t)]
     precision: super::PrecisionArg,
     /// A symbolic dim's size or range: `--dim seq=128` or `--dim seq=1..512` (repeatable).
@@ -67,9 +73,18 @@ enum EmitArg {
     /// A Rust module with a typed wrapper (for build scripts, prefer kiln::build::Model).
     Rust,
     /// PTX for NVIDIA GPUs (sm_80): OUTPUT (the module), OUTPUT.plan.json (how to launch
-    /// each entry) and OUTPUT.weights (the constants). The PTX backend is being built;
-    /// calls it lacks (quantized linear layers, some reference ops) are refused by name.
+    /// each entry) and OUTPUT.weights (the constants). Calls the PTX backend lacks
+    /// (quantized linear layers, some f16/bf16 reference ops) are refused by name.
     Ptx,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum DeviceArg {
+    /// This machine's CPU (the default).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU, sm_80 or newer (`--emit exe` only).
+    Cuda,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,6 +116,12 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     if matches!(args.emit, EmitArg::Ptx) {
         return build_ptx(&args, timer);
     }
+    if args.device == DeviceArg::Cuda {
+        if !matches!(args.emit, EmitArg::Exe) {
+            anyhow::bail!("--device cuda writes an executable (--emit exe), or use --emit ptx");
+        }
+        return build_cuda_exe(&args, timer);
+    }
     let emit = match args.emit {
         EmitArg::Exe => Emit::Exe,
         EmitArg::Obj => Emit::Obj,
@@ -121,11 +142,11 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--emit ptx`: the module, its launch plan and its constants, each file written
-/// atomically. Fixed dims (`--dim NAME=N`) are bound; ranges stay free symbols.
-fn build_ptx(args: &BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
+/// The model as PTX for sm_80: fixed dims (`--dim NAME=N`) are bound; ranges stay free
+/// symbols.
+fn ptx_artifact(args: &BuildArgs, timer: &Timer) -> anyhow::Result<kiln::gpu::PtxArtifact> {
     if args.quantize.quantize.is_some() || args.target.is_some() {
-        anyhow::bail!("--emit ptx takes neither --quantize nor --target yet");
+        anyhow::bail!("PTX builds take neither --quantize nor --target yet");
     }
     let fixed: kiln::ir::Bindings = (args.dims.iter())
         .filter(|(_, lo, hi)| lo == hi)
@@ -138,7 +159,42 @@ fn build_ptx(args: &BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
         target: kiln::cuda::Target::Sm80,
         precision: args.precision.into(),
     };
+    let start = std::time::Instant::now();
     let artifact = kiln::gpu::ptx_artifact(&model, &fixed, options)?;
+    timer.report("ptx", start.elapsed());
+    Ok(artifact)
+}
+
+/// `--emit exe --device cuda`: the PTX artifact embedded in an executable linked with
+/// `libkiln_cuda_runtime.a`, written atomically.
+fn build_cuda_exe(args: &BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
+    let artifact = ptx_artifact(args, timer)?;
+    let plan = serde_json::to_vec(&artifact.plan)?;
+    let stem = args
+        .model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model");
+    let name = kiln::build::c_identifier(args.name.as_deref().unwrap_or(stem));
+    let blobs = [artifact.ptx.as_bytes(), &plan[..], &artifact.weights[..]];
+    let start = std::time::Instant::now();
+    kiln::build::cuda_executable(blobs, &name, &args.output, None)?;
+    timer.report("link", start.elapsed());
+    let size = std::fs::metadata(&args.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    eprintln!(
+        "wrote {} ({:.1} MB)",
+        args.output.display(),
+        size as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--emit ptx`: the module, its launch plan and its constants, each file written
+/// atomically.
+fn build_ptx(args: &BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
+    let artifact = ptx_artifact(args, timer)?;
     let with = |ext: &str| {
         let mut s = args.output.clone().into_os_string();
         s.push(ext);

@@ -67,8 +67,8 @@ pub(crate) enum Backend {
     /// The reference interpreter (slow; the oracle every backend is checked against).
     Interp,
     /// An NVIDIA GPU (sm_80 or newer) through the CUDA driver: needs libcuda and a device.
-    /// Quantized linear layers and the reference-kernel ops have no PTX yet and are
-    /// refused by name.
+    /// Quantized linear layers and some f16/bf16 reference-kernel ops have no PTX yet and
+    /// are refused by name.
     Cuda,
 }
 

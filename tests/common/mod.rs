@@ -93,18 +93,29 @@ pub fn assert_refused(args: &[&str], needles: &[&str]) -> String {
 /// executables the tests build run at their real speed).
 pub fn runtime_library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let target = root().join("target/kiln-rt");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "kiln-rt-static", "--target-dir"])
-            .arg(&target)
-            .current_dir(root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building libkiln_runtime.a failed");
-        target.join("release/libkiln_runtime.a")
-    })
+    LIB.get_or_init(|| static_library("kiln-rt-static", "libkiln_runtime.a"))
+}
+
+/// `libkiln_cuda_runtime.a`, which `--device cuda` executables link, built as
+/// [`runtime_library`] is.
+#[allow(dead_code)]
+pub fn cuda_runtime_library() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| static_library("kiln-cuda-rt-static", "libkiln_cuda_runtime.a"))
+}
+
+/// Builds `package` (release) into `target/kiln-rt`; the path of its archive `file`.
+fn static_library(package: &str, file: &str) -> PathBuf {
+    let target = root().join("target/kiln-rt");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", package, "--target-dir"])
+        .arg(&target)
+        .current_dir(root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {file} failed");
+    target.join("release").join(file)
 }
 
 // ONNX builders.

@@ -148,7 +148,7 @@ pub enum EmitError {
 }
 
 /// How to start one entry of the module.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
     /// Index of the kernel in [`Program::kernels`].
     pub kernel: usize,

@@ -15,12 +15,15 @@
 //! themselves is exercised on machines without a GPU.
 
 pub mod driver;
+pub mod plan;
 pub mod staged;
 
-use crate::{launch_conditions, Launch, Module};
-use kiln_ir::{interp, Assumption, Bindings, Graph, Tensor, TensorType};
-use kiln_kernel::kernel::{BufferKind, Program};
-use kiln_kernel::plan::{lifetimes, Lifetimes, ALIGN};
+pub use plan::{constant_layout, Plan};
+
+use crate::Module;
+use kiln_ir::{interp, Bindings, Graph, Tensor, TensorType};
+use kiln_kernel::kernel::Program;
+use kiln_kernel::plan::ALIGN;
 
 /// A kernel argument: the entry's parameters are `.u64` addresses and `.s64` symbols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,14 +98,13 @@ pub struct Session<G: Gpu> {
     model: Loaded,
 }
 
-/// A program's state on a device whose module holds its entries: its constants
-/// uploaded, its status word, and its arena and input blocks (grown as shapes need).
+/// A program's state on a device whose module holds its entries: its plan, its
+/// constants uploaded, its status word, and its arena and input blocks (grown as shapes
+/// need).
 pub(crate) struct Loaded {
-    graph: Graph,
-    program: Program,
-    launches: Vec<Launch>,
-    conditions: Vec<Assumption>,
-    lifetimes: Lifetimes,
+    plan: Plan,
+    /// The plan's inputs as a graph, to bind symbols from shapes.
+    inputs_graph: Graph,
     /// Device address of each buffer that has a fixed one (constants), else 0.
     constants: Vec<u64>,
     status: u64,
@@ -125,20 +127,27 @@ pub(crate) fn dev<E: std::fmt::Display>(e: E) -> RunError {
 impl<G: Gpu> Session<G> {
     /// Loads `module` (written for `program`, scheduled from `graph`) on `gpu` and
     /// uploads its constants.
-    pub fn new(
-        mut gpu: G,
-        graph: &Graph,
-        program: Program,
-        module: Module,
-    ) -> Result<Self, RunError> {
-        gpu.load(&module.ptx).map_err(dev)?;
-        let model = Loaded::new(&mut gpu, graph, program, module.launches)?;
+    pub fn new(gpu: G, graph: &Graph, program: Program, module: Module) -> Result<Self, RunError> {
+        let (plan, weights) = Plan::new(graph, &program, &module);
+        Session::from_plan(gpu, &module.ptx, plan, &weights)
+    }
+
+    /// Loads a module from its parts as an artifact stores them: the PTX, its [`Plan`]
+    /// and the constants block the plan's offsets point into.
+    pub fn from_plan(mut gpu: G, ptx: &str, plan: Plan, weights: &[u8]) -> Result<Self, RunError> {
+        gpu.load(ptx).map_err(dev)?;
+        let model = Loaded::new(&mut gpu, plan, weights)?;
         Ok(Session { gpu, model })
     }
 
     /// The device.
     pub fn gpu(&self) -> &G {
         &self.gpu
+    }
+
+    /// The plan it runs.
+    pub fn plan(&self) -> &Plan {
+        &self.model.plan
     }
 
     /// Runs the model on `inputs` (in the graph's input order).
@@ -148,27 +157,35 @@ impl<G: Gpu> Session<G> {
 }
 
 impl Loaded {
-    /// `program`'s state on `gpu`, whose loaded module holds `launches`' entries.
-    pub(crate) fn new<G: Gpu>(
-        gpu: &mut G,
-        graph: &Graph,
-        program: Program,
-        launches: Vec<Launch>,
-    ) -> Result<Loaded, RunError> {
-        let (offsets, weights) = constant_layout(&program);
+    /// `plan`'s state on `gpu`, whose loaded module holds its entries, with `weights`
+    /// (the constants block) uploaded.
+    pub(crate) fn new<G: Gpu>(gpu: &mut G, plan: Plan, weights: &[u8]) -> Result<Loaded, RunError> {
+        // A plan read from a file is checked before anything is placed by it.
+        let end = |b: &plan::PlanBuffer, o: usize| {
+            let n = usize::try_from(b.len.as_const()?).ok()?;
+            o.checked_add(n.checked_mul(b.dtype.size_bytes())?)
+        };
+        for b in &plan.buffers {
+            if let plan::PlanBufferKind::Const(o) = b.kind {
+                if end(b, o).is_none_or(|e| e > weights.len()) {
+                    return Err(RunError::Inputs(
+                        "the plan names a constant outside the weights".into(),
+                    ));
+                }
+            }
+        }
         let base = gpu.alloc(weights.len().max(1)).map_err(dev)?;
-        gpu.write(base, &weights).map_err(dev)?;
-        let constants = offsets
-            .iter()
-            .map(|o| o.map_or(0, |o| base + o as u64))
+        gpu.write(base, weights).map_err(dev)?;
+        let constants = (plan.buffers.iter())
+            .map(|b| match b.kind {
+                plan::PlanBufferKind::Const(o) => base + o as u64,
+                _ => 0,
+            })
             .collect();
         let status = gpu.alloc(4).map_err(dev)?;
         Ok(Loaded {
-            conditions: launch_conditions(graph, &program),
-            lifetimes: lifetimes(&program),
-            graph: graph.clone(),
-            program,
-            launches,
+            inputs_graph: plan.input_graph(),
+            plan,
             constants,
             status,
             arena: Block::default(),
@@ -185,12 +202,12 @@ impl Loaded {
         let types: Vec<TensorType> = (inputs.iter())
             .map(|t| TensorType::fixed(t.dtype(), t.shape()))
             .collect();
-        let bindings = interp::bind_input_types(&self.graph, &types)
+        let bindings = interp::bind_input_types(&self.inputs_graph, &types)
             .map_err(|e| RunError::Inputs(e.to_string()))?;
-        for c in &self.conditions {
+        for c in &self.plan.conditions {
             c.check(&bindings).map_err(RunError::Condition)?;
         }
-        let bytes = self.program.buffer_bytes(&bindings).ok_or(RunError::Size)?;
+        let bytes = self.plan.buffer_bytes(&bindings).ok_or(RunError::Size)?;
         let addrs = self.place(gpu, inputs, &bytes)?;
         self.launch_all(gpu, &addrs, &bindings)?;
         self.outputs(gpu, &addrs, &bytes, &bindings)
@@ -203,7 +220,7 @@ impl Loaded {
         inputs: &[Tensor],
         bytes: &[usize],
     ) -> Result<Vec<u64>, RunError> {
-        let plan = self.lifetimes.place(bytes);
+        let plan = self.plan.lifetimes.place(bytes);
         grow(gpu, &mut self.arena, plan.arena_bytes).map_err(dev)?;
         let mut input_at = Vec::with_capacity(inputs.len());
         let mut total = 0usize;
@@ -222,13 +239,14 @@ impl Loaded {
             let at = self.inputs.at + off as u64;
             gpu.write(at, &t.to_le_bytes()).map_err(dev)?;
         }
-        let addr = |(b, buf): (usize, &kiln_kernel::kernel::Buffer)| match &buf.kind {
-            BufferKind::Input(k) => self.inputs.at + input_at[*k] as u64,
-            BufferKind::Const(_) => self.constants[b],
-            BufferKind::Iota => 0,
-            BufferKind::Temp => self.arena.at + plan.offsets[b].unwrap_or(0) as u64,
+        let addr = |(b, buf): (usize, &plan::PlanBuffer)| match buf.kind {
+            plan::PlanBufferKind::Input(k) => input_at.get(k).map(|&o| self.inputs.at + o as u64),
+            plan::PlanBufferKind::Const(_) => Some(self.constants[b]),
+            plan::PlanBufferKind::Iota => Some(0),
+            plan::PlanBufferKind::Temp => Some(self.arena.at + plan.offsets[b].unwrap_or(0) as u64),
         };
-        Ok(self.program.buffers.iter().enumerate().map(addr).collect())
+        let addrs: Option<Vec<u64>> = self.plan.buffers.iter().enumerate().map(addr).collect();
+        addrs.ok_or_else(|| RunError::Inputs("the plan names an input the graph lacks".into()))
     }
 
     fn launch_all<G: Gpu>(
@@ -237,9 +255,16 @@ impl Loaded {
         addrs: &[u64],
         bindings: &Bindings,
     ) -> Result<(), RunError> {
-        let symbols = self.program.symbol_values(bindings).ok_or(RunError::Size)?;
+        let symbols: Option<Vec<i64>> = (self.plan.symbols.iter())
+            .map(|s| bindings.get(s).copied())
+            .collect();
+        let symbols = symbols.ok_or(RunError::Size)?;
         gpu.write(self.status, &[0; 4]).map_err(dev)?;
-        for l in &self.launches {
+        for l in &self.plan.launches {
+            let bad = || RunError::Inputs("the plan names a buffer it lacks".into());
+            if l.buffers.iter().any(|&b| b >= addrs.len()) {
+                return Err(bad());
+            }
             let mut args: Vec<Arg> = l.buffers.iter().map(|&b| Arg::U64(addrs[b])).collect();
             args.extend(symbols.iter().map(|&s| Arg::S64(s)));
             if l.status {
@@ -254,19 +279,12 @@ impl Loaded {
             None => Ok(()),
             Some(k) => {
                 let kernel = k as usize;
+                let (label, node) = (self.plan.kernels.get(kernel).cloned())
+                    .unwrap_or_else(|| ("?".into(), usize::MAX));
                 Err(RunError::Index {
                     kernel,
-                    label: self
-                        .program
-                        .kernels
-                        .get(kernel)
-                        .map_or("?".into(), |k| k.label()),
-                    node: self
-                        .program
-                        .kernel_nodes
-                        .get(kernel)
-                        .copied()
-                        .unwrap_or(usize::MAX),
+                    label,
+                    node,
                 })
             }
         }
@@ -279,10 +297,11 @@ impl Loaded {
         bytes: &[usize],
         bindings: &Bindings,
     ) -> Result<Vec<Tensor>, RunError> {
-        let mut out = Vec::with_capacity(self.program.outputs.len());
-        for (&b, shape) in self.program.outputs.iter().zip(&self.program.output_shapes) {
-            let buf = &self.program.buffers[b];
-            if matches!(buf.kind, BufferKind::Iota) {
+        let mut out = Vec::with_capacity(self.plan.outputs.len());
+        for (b, shape) in &self.plan.outputs {
+            let b = *b;
+            let buf = self.plan.buffers.get(b).ok_or(RunError::Size)?;
+            if matches!(buf.kind, plan::PlanBufferKind::Iota) {
                 // The scheduler materializes index sequences that are outputs; one
                 // reaching here has no memory to read.
                 return Err(RunError::Device("an index sequence as an output".into()));
@@ -312,22 +331,4 @@ pub(crate) fn grow<G: Gpu>(gpu: &mut G, block: &mut Block, bytes: usize) -> Resu
         bytes,
     };
     Ok(())
-}
-
-/// Where each constant buffer sits in one weights block (64-byte aligned offsets), and
-/// the block's bytes; `None` for every other buffer.
-pub fn constant_layout(program: &Program) -> (Vec<Option<usize>>, Vec<u8>) {
-    let mut weights = Vec::new();
-    let offsets = (program.buffers.iter())
-        .map(|b| match &b.kind {
-            BufferKind::Const(t) => {
-                weights.resize(weights.len().next_multiple_of(ALIGN), 0);
-                let offset = weights.len();
-                weights.extend_from_slice(&t.to_le_bytes());
-                Some(offset)
-            }
-            _ => None,
-        })
-        .collect();
-    (offsets, weights)
 }
