@@ -20,6 +20,13 @@
 //! splits each into its tf32 truncation and the remainder (rounded to tf32) and sums
 //! `a·b ≈ aₕbₕ + aₕbₗ + aₗbₕ`, for about f32 accuracy at three times the tensor-core
 //! work.
+//!
+//! f16 and bf16 products (all three operands of one half type) take the same tiles:
+//! `cp.async` has no 2-byte copy, so each element is loaded (`ld.global.b16`, 0 outside
+//! the matrix), widened exactly and stored to the f32 stage; the stage is then packed
+//! back to pairs (`cvt.rn.f16x2`/`bf16x2`, exact) for `mma.m16n8k16` of that type, and
+//! the f32 sum rounds once to the output's type, as the interpreter's f32 product of
+//! halves does.
 
 use crate::cx::Cx;
 use crate::expr::{self, Env, Val};
@@ -141,6 +148,8 @@ pub(crate) fn gemm(cx: &mut Cx, m: &MatMul, precision: Precision) -> Result<(), 
     cx.e.shared("smem_a", 2 * STAGE as u32, 16);
     cx.e.shared("smem_b", 2 * STAGE as u32, 16);
     let lanes = lanes(cx);
+    let half = cx.program.buffers[m.a.buf].dtype;
+    let half = crate::half::is_half(half).then_some(half);
     let per_batch: Dim = [m.m.div_ceil(TILE_M), m.n.div_ceil(TILE_N)]
         .iter()
         .product();
@@ -191,7 +200,7 @@ pub(crate) fn gemm(cx: &mut Cx, m: &MatMul, precision: Precision) -> Result<(), 
         let zero = cx.e.reg(Class::B64);
         cx.e.op(format!("mov.s64 {zero}, 0"));
         for src in [&a, &b_src] {
-            load_stage(cx, &lanes, src, zero, zero, k_len)?;
+            load_stage(cx, &lanes, src, zero, zero, k_len, half)?;
         }
         cx.e.op("cp.async.commit_group");
         count_loop(cx, k_tiles, |cx, kt| {
@@ -204,7 +213,7 @@ pub(crate) fn gemm(cx: &mut Cx, m: &MatMul, precision: Precision) -> Result<(), 
             e.op(format!("and.b64 {stage}, {next}, 1"));
             e.op(format!("mul.lo.s64 {k0}, {next}, {TILE_K}"));
             for src in [&a, &b_src] {
-                load_stage(cx, &lanes, src, stage, k0, k_len)?;
+                load_stage(cx, &lanes, src, stage, k0, k_len, half)?;
             }
             let e = &mut cx.e;
             e.place(&skip);
@@ -215,7 +224,7 @@ pub(crate) fn gemm(cx: &mut Cx, m: &MatMul, precision: Precision) -> Result<(), 
             e.op("bar.sync 0");
             let stage = e.reg(Class::B64);
             e.op(format!("and.b64 {stage}, {kt}, 1"));
-            multiply(cx, &lanes, stage, &acc, precision);
+            multiply(cx, &lanes, stage, &acc, precision, half);
             cx.e.op("bar.sync 0");
             Ok(())
         })?;
@@ -237,7 +246,8 @@ fn cta_ids(cx: &mut Cx) -> (Reg, Reg) {
     (c, n)
 }
 
-/// Starts the copies of one operand's depth block at `k0` into `stage` (0 or 1).
+/// Starts the copies of one operand's depth block at `k0` into `stage` (0 or 1); for
+/// `half` operands, loads and stores them widened.
 fn load_stage(
     cx: &mut Cx,
     lanes: &Lanes,
@@ -245,6 +255,7 @@ fn load_stage(
     stage: Reg,
     k0: Reg,
     k_len: Opnd,
+    half: Option<DType>,
 ) -> Result<(), EmitError> {
     // Consecutive threads walk the contiguous axis: depth unless only rows are.
     let k_fast = src.k_stride.is_one() || !src.u_stride.is_one();
@@ -308,6 +319,16 @@ fn load_stage(
         e.op(format!("selp.u32 {size}, 4, 0, {ok}"));
         let addr = cx.address(src.buf, at);
         let off = j * step_bytes;
+        if let Some(d) = half {
+            let e = &mut cx.e;
+            let (h, f) = (e.reg(Class::B16), e.reg(Class::F32));
+            let ty = if d == DType::BF16 { "bf16" } else { "f16" };
+            e.op(format!("mov.b16 {h}, 0"));
+            e.op(format!("@{ok} ld.global.b16 {h}, [{addr}]"));
+            e.op(format!("cvt.f32.{ty} {f}, {h}"));
+            e.op(format!("st.shared.f32 [{dst}+{off}], {f}"));
+            continue;
+        }
         cx.e.op(format!(
             "cp.async.ca.shared.global [{dst}+{off}], [{addr}], 4, {size}"
         ));
@@ -318,13 +339,25 @@ fn load_stage(
 /// The multiply-accumulates of one stage: four depth steps of 8, each loading the warp's
 /// fragments (two 16-row blocks of `a`, four 8-column blocks of `b`) and issuing the
 /// 2×4 `mma`s (three each for [`Precision::Tf32x3`]).
-fn multiply(cx: &mut Cx, lanes: &Lanes, stage: Reg, acc: &[Reg], precision: Precision) {
+fn multiply(
+    cx: &mut Cx,
+    lanes: &Lanes,
+    stage: Reg,
+    acc: &[Reg],
+    precision: Precision,
+    half: Option<DType>,
+) {
     let e = &mut cx.e;
     let [s32, a_at, b_at, smem] = [0; 4].map(|_| e.reg(Class::B32));
     e.op(format!("cvt.u32.u64 {s32}, {stage}"));
     e.op(format!("mul.lo.u32 {s32}, {s32}, {STAGE}"));
-    let bf16 = precision == Precision::Bf16;
-    let (a_lane, b_lane) = match bf16 {
+    let k16 = match half {
+        Some(DType::F16) => Some("f16"),
+        Some(_) => Some("bf16"),
+        None if precision == Precision::Bf16 => Some("bf16"),
+        None => None,
+    };
+    let (a_lane, b_lane) = match k16.is_some() {
         true => (lanes.a_pair, lanes.b_pair),
         false => (lanes.a_lane, lanes.b_lane),
     };
@@ -333,8 +366,8 @@ fn multiply(cx: &mut Cx, lanes: &Lanes, stage: Reg, acc: &[Reg], precision: Prec
         e.op(format!("add.u32 {at}, {smem}, {s32}"));
         e.op(format!("add.u32 {at}, {at}, {lane}"));
     }
-    if bf16 {
-        return multiply_bf16(e, a_at, b_at, acc);
+    if let Some(ty) = k16 {
+        return multiply_k16(e, a_at, b_at, acc, ty);
     }
     for ks in 0..TILE_K / 8 {
         let frags = |e: &mut crate::ptx::Entry, at: Reg, block: i64| {
@@ -365,12 +398,12 @@ fn multiply(cx: &mut Cx, lanes: &Lanes, stage: Reg, acc: &[Reg], precision: Prec
     }
 }
 
-/// [`multiply`] in bf16: two depth steps of 16, each lane packing its fragment pairs
-/// from the f32 rows (`cvt.rn.bf16x2`; `ldmatrix` cannot convert), then the 2×4
-/// `mma.m16n8k16`s. The m16n8k16 fragments: `a` registers hold rows `g`, `g + 8` at
-/// depths `2t`, `2t + 8` (two values each), `b` registers depths `2t`, `2t + 8` of
-/// column `g`.
-fn multiply_bf16(e: &mut crate::ptx::Entry, a_at: Reg, b_at: Reg, acc: &[Reg]) {
+/// [`multiply`] in bf16 or f16 (`ty`): two depth steps of 16, each lane packing its
+/// fragment pairs from the f32 rows (`cvt.rn.bf16x2`/`f16x2`; `ldmatrix` cannot
+/// convert), then the 2×4 `mma.m16n8k16`s. The m16n8k16 fragments: `a` registers hold
+/// rows `g`, `g + 8` at depths `2t`, `2t + 8` (two values each), `b` registers depths
+/// `2t`, `2t + 8` of column `g`.
+fn multiply_k16(e: &mut crate::ptx::Entry, a_at: Reg, b_at: Reg, acc: &[Reg], ty: &str) {
     let row_bytes = PITCH * 4;
     let pack = |e: &mut crate::ptx::Entry, at: Reg, off: i64| {
         let [lo, hi] = [0; 2].map(|_| e.reg(Class::F32));
@@ -378,7 +411,7 @@ fn multiply_bf16(e: &mut crate::ptx::Entry, a_at: Reg, b_at: Reg, acc: &[Reg]) {
         e.op(format!("ld.shared.f32 {lo}, [{at}+{off}]"));
         e.op(format!("ld.shared.f32 {hi}, [{at}+{}]", off + 4));
         // The lower depth goes in the low half: cvt puts its first source high.
-        e.op(format!("cvt.rn.bf16x2.f32 {r}, {hi}, {lo}"));
+        e.op(format!("cvt.rn.{ty}x2.f32 {r}, {hi}, {lo}"));
         r
     };
     for ks in 0..TILE_K / 16 {
@@ -400,7 +433,7 @@ fn multiply_bf16(e: &mut crate::ptx::Entry, a_at: Reg, b_at: Reg, acc: &[Reg]) {
                 let d = &acc[(mi * 4 + nj) * 4..][..4];
                 let dl = format!("{{{}, {}, {}, {}}}", d[0], d[1], d[2], d[3]);
                 e.op(format!(
-                    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {dl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {dl}",
+                    "mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {dl}, {{{}, {}, {}, {}}}, {{{}, {}}}, {dl}",
                     a[0], a[1], a[2], a[3], b[0], b[1]
                 ));
             }
@@ -473,7 +506,13 @@ fn store(
     [m0, n0]: [Reg; 2],
     acc: &[Reg],
 ) -> Result<(), EmitError> {
-    let (out, post) = epilogue(m);
+    let (out, mut post) = epilogue(m);
+    let c = cx.program.buffers[m.c.buf].dtype;
+    if c != DType::F32 {
+        // A product of halves: the f32 sum rounds once to the output's type.
+        let sum = post.root();
+        post.push(kiln_kernel::kernel::ExprNode::Cast(sum), c);
+    }
     let (m_len, n_len) = (cx.dim(&m.m)?, cx.dim(&m.n)?);
     let e = &mut cx.e;
     let [row0, col0] = [0; 2].map(|_| e.reg(Class::B64));

@@ -214,6 +214,7 @@ pub fn program(
     let caps = kiln_kernel::schedule::Capabilities {
         half_elementwise: true,
         float_attention: true,
+        half_matmul: true,
     };
     let mut program = kiln_kernel::schedule::schedule_for(graph, fixed, caps)?;
     kiln_kernel::fuse_loops::fuse_loops(&mut program);
@@ -332,8 +333,10 @@ fn entry(
             kernels::row(&mut cx, r)?;
             (r.shape.iter().product(), kernels::row_team(r).lanes())
         }
-        Kernel::Call(Call::MatMul(m)) if precision != Precision::F32 => {
-            matmul::check_f32(m, program)?;
+        Kernel::Call(Call::MatMul(m))
+            if precision != Precision::F32 || matmul::half(m, program)? =>
+        {
+            matmul::check_gemm(m, program)?;
             gemm::gemm(&mut cx, m, precision)?;
             block = gemm::THREADS;
             (gemm::tiles(m), gemm::THREADS)

@@ -42,6 +42,34 @@ pub(crate) fn as_reduce(m: &MatMul, program: &Program) -> Result<Reduce, EmitErr
     })
 }
 
+/// Whether `m` is a product of halves (f16 or bf16 throughout), which the tensor-core
+/// GEMM computes whatever the precision (their products are exact in f32); an error for
+/// mixed or other dtypes, and for halves with an epilogue.
+pub(crate) fn half(m: &MatMul, program: &Program) -> Result<bool, EmitError> {
+    let d = program.buffers[m.a.buf].dtype;
+    if !matches!(d, DType::F16 | DType::BF16) {
+        return Ok(false);
+    }
+    for buf in [m.b.buf, m.c.buf] {
+        let other = program.buffers[buf].dtype;
+        if other != d {
+            return Err(EmitError::Unsupported(format!("matmul of {d} and {other}")));
+        }
+    }
+    if !m.epilogue.is_empty() {
+        return Err(EmitError::Unsupported(format!("matmul epilogue on {d}")));
+    }
+    Ok(true)
+}
+
+/// Rejects a tensor-core product on anything but f32, or halves throughout.
+pub(crate) fn check_gemm(m: &MatMul, program: &Program) -> Result<(), EmitError> {
+    if half(m, program)? {
+        return Ok(());
+    }
+    check_f32(m, program)
+}
+
 /// Rejects a product on anything but f32 buffers.
 pub(crate) fn check_f32(m: &MatMul, program: &Program) -> Result<(), EmitError> {
     for buf in [m.a.buf, m.b.buf, m.c.buf] {

@@ -357,3 +357,30 @@ fn nonzero_runs_as_stages_against_the_interpreter() {
         }
     }
 }
+
+/// Products of halves take the tensor-core GEMM in their own type (the operands'
+/// products are exact in f32, so the `--precision` of f32 products does not apply), and
+/// match the interpreter's f32 product rounded once (`half_matmul` in the test graphs).
+#[test]
+fn half_products_run_on_half_tensor_cores() {
+    let (_, text, binds) = common::graph("half_matmul");
+    let (g, program) = common::program(text);
+    let options = kiln_cuda::Options {
+        target: Target::Sm80,
+        precision: kiln_cuda::Precision::F32,
+    };
+    let module = kiln_cuda::emit_with(&program, options).unwrap();
+    for ty in ["f16", "bf16"] {
+        let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32");
+        assert!(module.ptx.contains(&mma), "no {ty} mma");
+    }
+    let bindings = common::bindings(binds);
+    let xs = inputs(&g, &bindings, 9);
+    let want = interp::run(&g, &xs).unwrap();
+    let shapes: Vec<Vec<usize>> = want.iter().map(|t| t.shape().to_vec()).collect();
+    let (got, status) = run(&module, &program, &bindings, &xs, &shapes).unwrap();
+    assert_eq!(status, 0);
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        close(got, want).unwrap_or_else(|e| panic!("output {k}: {e}"));
+    }
+}

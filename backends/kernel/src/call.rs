@@ -13,9 +13,10 @@ pub type BufId = usize;
 /// A call into a precompiled runtime routine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Call {
-    /// Batched `f32` matrix product. Each operand is one matrix per index of the batch
-    /// shape, addressed by batch strides (zero for a broadcast operand) and row/column
-    /// strides, in elements.
+    /// Batched `f32` matrix product (or f16/bf16, for a code generator with
+    /// `Capabilities::half_matmul`: one dtype throughout, no epilogue). Each operand is
+    /// one matrix per index of the batch shape, addressed by batch strides (zero for a
+    /// broadcast operand) and row/column strides, in elements.
     MatMul(Box<MatMul>),
     /// An `f32` convolution, as im2col into a scratch buffer and one GEMM per batch image
     /// and group (a plain GEMM for 1×1 kernels with unit strides and no padding).

@@ -102,6 +102,9 @@ pub struct Capabilities {
     /// Fused attention of every float type (f64 and the halves, which also need
     /// `half_elementwise`), not only f32.
     pub float_attention: bool,
+    /// [`Call::MatMul`] on f16/bf16 operands (products in f32, the result rounded once,
+    /// as the interpreter computes them), not only f32.
+    pub half_matmul: bool,
 }
 
 /// Builds a [`Program`] for `g` with the symbols in `bindings` bound (from the input
@@ -159,6 +162,11 @@ pub(crate) struct Scheduler<'g> {
 }
 
 impl Scheduler<'_> {
+    /// Whether a matrix product of `d` is a [`Call::MatMul`] (else a contraction).
+    fn gemm_dtype(&self, d: DType) -> bool {
+        d == DType::F32 || (self.caps.half_matmul && matches!(d, DType::F16 | DType::BF16))
+    }
+
     fn shape_of(&self, v: ValueId) -> Result<Vec<Dim>, ScheduleError> {
         self.g
             .value_type(v)
@@ -334,7 +342,7 @@ impl Scheduler<'_> {
             }
             Op::Reduce { kind, axes, .. } => self.reduce(node, *kind, axes)?,
             Op::Softmax { axis, log } => self.softmax(node, *axis, *log)?,
-            Op::MatMul if self.g.value_type(out).dtype == DType::F32 => self.matmul(node)?,
+            Op::MatMul if self.gemm_dtype(self.g.value_type(out).dtype) => self.matmul(node)?,
             Op::MatMul => self.matmul_contraction(node)?,
             Op::Einsum(spec) => self.einsum(node, spec)?,
             Op::Transpose { perm } => self.transpose(node, perm)?,

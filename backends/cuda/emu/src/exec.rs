@@ -415,8 +415,15 @@ impl Thread {
             }
             Op::Setp { cmp, ty, d, a, b } => (d, u64::from(alu::setp(cmp, ty, s(a)?, s(b)?))),
             Op::Cvt { cvt, d, a } => (d, alu::cvt(cvt, s(a)?)),
-            Op::PackBf16 { d, a, b } => {
-                let half = |x: u64| u64::from(alu::f32_to_bf16(f32::from_bits(x as u32)));
+            Op::PackHalf { d, a, b, f16 } => {
+                let half = |x: u64| {
+                    let x = f32::from_bits(x as u32);
+                    u64::from(if f16 {
+                        alu::f32_to_f16(x)
+                    } else {
+                        alu::f32_to_bf16(x)
+                    })
+                };
                 (d, half(s(a)?) << 16 | half(s(b)?))
             }
             Op::Bra { .. }

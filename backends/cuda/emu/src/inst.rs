@@ -57,6 +57,8 @@ pub(crate) enum MmaShape {
     M16N8K8Tf32,
     /// `m16n8k16.bf16`: four A registers, two B, two bf16 values each.
     M16N8K16Bf16,
+    /// `m16n8k16.f16`: the same layout with f16 values.
+    M16N8K16F16,
 }
 
 impl MmaShape {
@@ -267,12 +269,13 @@ pub(crate) enum Op {
         d: Reg,
         a: Src,
     },
-    /// `cvt.rn.bf16x2.f32 d, a, b`: `a` rounded to bf16 in the upper half of `d`, `b`
-    /// in the lower.
-    PackBf16 {
+    /// `cvt.rn.bf16x2.f32 d, a, b` (or `f16x2` with `f16`): `a` rounded to the half
+    /// type in the upper half of `d`, `b` in the lower.
+    PackHalf {
         d: Reg,
         a: Src,
         b: Src,
+        f16: bool,
     },
     LdShared {
         ty: Type,

@@ -97,11 +97,12 @@
 //!
 //! * `ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16` and
 //!   `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` /
-//!   `.m16n8k16.row.col.f32.bf16.bf16.f32` are warp collectives over all 32
-//!   lanes, with the fragment layouts of the PTX ISA (see `tensor`). `mma`
+//!   `.m16n8k16.row.col.f32.{bf16.bf16,f16.f16}.f32` are warp collectives over
+//!   all 32 lanes, with the fragment layouts of the PTX ISA (see `tensor`). `mma`
 //!   reads a tf32 operand as its f32 bits with the low 13 ignored, sums the
 //!   exact products in f64 and rounds once to f32. `cvt.rna.tf32.f32`
-//!   rounds to tf32 (ties away from zero).
+//!   rounds to tf32 (ties away from zero); `cvt.rn.{bf16x2,f16x2}.f32 d, a, b`
+//!   packs two roundings, `a` in the upper half.
 //! * `cp.async.{ca,cg}.shared.global [dst], [src], size[, src_size];`
 //!   reads its global bytes when issued (bytes past `src_size` are zeros),
 //!   but they land in shared memory only when a `cp.async.wait_group n`

@@ -47,7 +47,8 @@ pub(crate) fn decode(opcode: &str, ops: &[RawOperand], s: &Scope) -> Result<Op, 
         ("cp", ["async", "commit_group"]) => d.args(0).map(|_| Some(Op::CpAsyncCommit))?,
         ("cp", ["async", "wait_group"]) => d.cp_async_wait()?,
         ("cvt", ["rna", "tf32", "f32"]) => d.cvt_tf32()?,
-        ("cvt", ["rn", "bf16x2", "f32"]) => d.pack_bf16()?,
+        ("cvt", ["rn", "bf16x2", "f32"]) => d.pack_half(false)?,
+        ("cvt", ["rn", "f16x2", "f32"]) => d.pack_half(true)?,
         ("cvt", m) => d.cvt(m)?,
         ("setp", [c, t]) => d.setp(c, t)?,
         _ => d.arith(base, &mods)?,
@@ -225,12 +226,13 @@ impl Decoder<'_> {
     }
 
     /// `cvt.rn.bf16x2.f32 d, a, b` with `d` a 32-bit register.
-    fn pack_bf16(&self) -> Decoded {
+    fn pack_half(&self, f16: bool) -> Decoded {
         let o = self.args(3)?;
-        Ok(Some(Op::PackBf16 {
+        Ok(Some(Op::PackHalf {
             d: self.s.reg(&o[0], B32, false)?,
             a: self.s.src(&o[1], F32)?,
             b: self.s.src(&o[2], F32)?,
+            f16,
         }))
     }
 

@@ -13,14 +13,14 @@
 //! * `mma.m16n8k8.tf32` (A 16×8, B 8×8): `a0 = A[g][t]`, `a1 = A[g+8][t]`,
 //!   `a2 = A[g][t+4]`, `a3 = A[g+8][t+4]`; `b0 = B[t][g]`, `b1 = B[t+4][g]`.
 //!   The hardware reads a tf32 as the f32 bits with the low 13 ignored.
-//! * `mma.m16n8k16.bf16` (A 16×16, B 16×8; each register holds two values,
+//! * `mma.m16n8k16.bf16` and `.f16` (A 16×16, B 16×8; each register holds two values,
 //!   the lower column or row in the low half): `a0 = A[g][2t..]`,
 //!   `a1 = A[g+8][2t..]`, `a2 = A[g][2t+8..]`, `a3 = A[g+8][2t+8..]`;
 //!   `b0 = B[2t..][g]`, `b1 = B[2t+8..][g]`.
 //! * C and D (16×8 f32): `c0 = C[g][2t]`, `c1 = C[g][2t+1]`,
 //!   `c2 = C[g+8][2t]`, `c3 = C[g+8][2t+1]`.
 //!
-//! The products of tf32 or bf16 values are exact in f64, so `D = A·B + C`
+//! The products of tf32, bf16 or f16 values are exact in f64, so `D = A·B + C`
 //! is summed in f64 and rounded once to f32. The hardware's order and
 //! rounding of the sum are not specified; results agree to f32 rounding of
 //! the accumulation, so compare with tolerances.
@@ -74,6 +74,7 @@ pub(crate) fn decode(
             let shape = match (*shape, *x) {
                 ("m16n8k8", "tf32") => MmaShape::M16N8K8Tf32,
                 ("m16n8k16", "bf16") => MmaShape::M16N8K16Bf16,
+                ("m16n8k16", "f16") => MmaShape::M16N8K16F16,
                 _ => return Err(unknown()),
             };
             let [d, a, b, c] = ops else {
@@ -176,7 +177,7 @@ fn mma(
 ) -> Result<(), EmuError> {
     let k = match shape {
         MmaShape::M16N8K8Tf32 => 8,
-        MmaShape::M16N8K16Bf16 => 16,
+        MmaShape::M16N8K16Bf16 | MmaShape::M16N8K16F16 => 16,
     };
     let (mut a, mut b) = ([[0f64; 16]; 16], [[0f64; 8]; 16]);
     let mut c = [[0f64; 8]; 16];
@@ -200,7 +201,11 @@ fn mma(
                 b[t][g] = tf32(rb[0]);
                 b[t + 4][g] = tf32(rb[1]);
             }
-            MmaShape::M16N8K16Bf16 => {
+            MmaShape::M16N8K16Bf16 | MmaShape::M16N8K16F16 => {
+                let half = |v: u32| match shape {
+                    MmaShape::M16N8K16F16 => f64::from(crate::alu::f16_to_f32(v as u16)),
+                    _ => bf16(v),
+                };
                 for (i, (row, col)) in [
                     (g, 2 * t),
                     (g + 8, 2 * t),
@@ -211,13 +216,13 @@ fn mma(
                 .enumerate()
                 {
                     let v = ra[i];
-                    a[row][col] = bf16(v);
-                    a[row][col + 1] = bf16(v >> 16);
+                    a[row][col] = half(v);
+                    a[row][col + 1] = half(v >> 16);
                 }
                 for (i, row) in [2 * t, 2 * t + 8].into_iter().enumerate() {
                     let v = rb[i];
-                    b[row][g] = bf16(v);
-                    b[row + 1][g] = bf16(v >> 16);
+                    b[row][g] = half(v);
+                    b[row + 1][g] = half(v >> 16);
                 }
             }
         }

@@ -153,15 +153,44 @@ fn bf16(x: f32) -> u32 {
 #[test]
 fn mma_bf16_follows_the_fragment_layout() {
     let (a, b) = (values(16 * 16, 3), values(16 * 8, 4));
+    let v = |x: f32| f64::from(f32::from_bits(bf16(x) << 16));
+    mma_k16("bf16", bf16, v, &a, &b);
+}
+
+/// The f16 encoding of `x`, which must be a normal f16 value exactly.
+fn f16_exact(x: f32) -> u32 {
+    if x == 0.0 {
+        return 0;
+    }
+    let b = x.to_bits();
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    assert!(b & 0x1fff == 0 && exp > 0 && exp < 31, "{x} is not an f16");
+    (b >> 16) & 0x8000 | (exp as u32) << 10 | (b >> 13) & 0x3ff
+}
+
+#[test]
+fn mma_f16_follows_the_fragment_layout() {
+    // Eighths of at most 1, exact in f16, with f16 bits in both halves of each word.
+    let eighths = |n, seed| -> Vec<f32> {
+        let v = values(n, seed);
+        v.iter().map(|x| (x * 8.0).round() / 8.0).collect()
+    };
+    let (a, b) = (eighths(16 * 16, 5), eighths(16 * 8, 6));
+    mma_k16("f16", f16_exact, f64::from, &a, &b);
+}
+
+/// Runs one `mma.m16n8k16` of type `ty` on `a` (16×16) and `b` (16×8) encoded by
+/// `encode`, against the sum of the products of `value`s.
+fn mma_k16(ty: &str, encode: fn(f32) -> u32, value: impl Fn(f32) -> f64, a: &[f32], b: &[f32]) {
     // A as words of column pairs: word [r][j] = (A[r][2j], A[r][2j+1]);
     // B as words of row pairs: word [j][n] = (B[2j][n], B[2j+1][n]).
     let aw: Vec<u32> = (0..16 * 8)
-        .map(|w| bf16(a[2 * w]) | bf16(a[2 * w + 1]) << 16)
+        .map(|w| encode(a[2 * w]) | encode(a[2 * w + 1]) << 16)
         .collect();
     let bw: Vec<u32> = (0..8 * 8)
         .map(|w| {
             let (j, n) = (w / 8, w % 8);
-            bf16(b[2 * j * 8 + n]) | bf16(b[(2 * j + 1) * 8 + n]) << 16
+            encode(b[2 * j * 8 + n]) | encode(b[(2 * j + 1) * 8 + n]) << 16
         })
         .collect();
     let mut body = String::from(SETUP);
@@ -182,18 +211,21 @@ fn mma_bf16_follows_the_fragment_layout() {
     body += &load("%r31", "%rd2", "%r7", "%r2", 8);
     body += "mov.f32 %f10, 0f00000000;\nmov.f32 %f11, 0f00000000;\n\
              mov.f32 %f12, 0f00000000;\nmov.f32 %f13, 0f00000000;\n";
-    body += "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f10, %f11, %f12, %f13}, \
-             {%r20, %r21, %r22, %r23}, {%r30, %r31}, {%f10, %f11, %f12, %f13};\n";
+    body += &format!(
+        "mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{%f10, %f11, %f12, %f13}}, \
+         {{%r20, %r21, %r22, %r23}}, {{%r30, %r31}}, {{%f10, %f11, %f12, %f13}};\n"
+    );
     body += &store_d();
     let got = run(32, &body, &aw, &bw, 128).unwrap();
-    let v = |x: f32| f64::from(f32::from_bits(bf16(x) << 16));
     for i in 0..16 {
         for j in 0..8 {
-            let want: f64 = (0..16).map(|k| v(a[i * 16 + k]) * v(b[k * 8 + j])).sum();
+            let want: f64 = (0..16)
+                .map(|k| value(a[i * 16 + k]) * value(b[k * 8 + j]))
+                .sum();
             let g = f32::from_bits(got[i * 8 + j]);
             assert!(
                 (f64::from(g) - want).abs() < 1e-6,
-                "D[{i}][{j}] = {g}, want {want}"
+                "{ty}: D[{i}][{j}] = {g}, want {want}"
             );
         }
     }
@@ -365,7 +397,7 @@ fn cp_async_zero_fills_past_the_source_size() {
 #[test]
 fn tensor_instructions_outside_the_dialect_are_rejected() {
     for bad in [
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};",
+        "mma.sync.aligned.m16n8k16.row.col.f32.tf32.tf32.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};",
         "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%f1, %f2, %f3}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};",
         "ldmatrix.sync.aligned.m8n8.x3.shared.b16 {%r1, %r2, %r3}, [%r4];",
         "cp.async.cg.shared.global [smem+0], [%rd1], 4;",
@@ -373,6 +405,17 @@ fn tensor_instructions_outside_the_dialect_are_rejected() {
         let e = Module::parse(&kernel(bad)).unwrap_err();
         assert_eq!(e.line, 17, "{bad}: {e}");
     }
+}
+
+#[test]
+fn cvt_packs_two_f16_first_source_high() {
+    // 1.0 is 0x3C00 and -2.0 is 0xC000 in f16; 1 + 2^-12 rounds to even (1.0).
+    let body = "mov.f32 %f1, 0f3F800000;\nmov.f32 %f2, 0fC0000000;\n\
+                cvt.rn.f16x2.f32 %r10, %f1, %f2;\nst.global.b32 [%rd3], %r10;\n\
+                mov.f32 %f3, 0f3F800800;\ncvt.rn.f16x2.f32 %r11, %f2, %f3;\n\
+                st.global.b32 [%rd3+4], %r11;\n";
+    let got = run(1, body, &[0], &[0], 2).unwrap();
+    assert_eq!(got, [0x3C00_C000, 0xC000_3C00]);
 }
 
 #[test]

@@ -279,6 +279,15 @@ pub const GRAPHS: &[Case] = &[
         &[("b", 3), ("n", 45)],
     ),
     (
+        "half_matmul",
+        "graph @g(%a: f16[b, m, k], %c: f16[k, n], %x: bf16[m, k], %y: bf16[b, k, n]) -> (f16[b, m, n], bf16[b, m, n]) {
+            %p = matmul %a, %c
+            %q = matmul %x, %y
+            return %p, %q
+        }",
+        &[("b", 2), ("m", 70), ("k", 45), ("n", 9)],
+    ),
+    (
         "contractions",
         "graph @g(%a: i32[b, m, k], %c: i32[k, n], %x: f32[m, k], %y: f32[b, k, n], %h: f64[m, m]) -> (i32[b, m, n], f32[b, m, n], f64[m], f64[], f64[m, m]) {
             %p = matmul %a, %c
