@@ -264,23 +264,26 @@ fn bad_input_gives_an_error_and_a_message_never_a_crash() {
     fails(&[], "weights file");
 }
 
-/// An op the backend compiles no code for (reflect padding) runs through the interpreter,
-/// which the executable then links; one whose ops all compiled (constant padding) links
-/// none of it, and is smaller by the interpreter's size.
+/// An op the backend compiles no code for (top-k) runs through the interpreter, which
+/// the executable then links; one whose ops all compiled (reflect padding) links none of
+/// it, and is smaller by the interpreter's size.
 #[test]
 fn an_executable_links_the_interpreter_only_for_op_calls() {
     let dir = tempfile::tempdir().unwrap();
     let x = Tensor::from_vec((0..6).map(|v| v as f32).collect(), &[2, 3]).unwrap();
     write_npz(&dir.path().join("in.npz"), &[("x".to_string(), x.clone())]).unwrap();
     let mut sizes = Vec::new();
-    for (mode, first_row) in [
-        ("reflect", [2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0]),
-        ("constant", [0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]),
+    let (topk, pad) = (
+        "%v, %i = topk %x {axis=1, k=3, largest=true, sorted=true}\n    %y = concat %v, %v, %x {axis=1}",
+        "%zero = const f32[] 0.0\n    %y = pad %x, %zero {pads=[(0, 0), (3, 3)], mode=reflect}",
+    );
+    for (mode, body, first_row) in [
+        ("topk", topk, [2.0, 1.0, 0.0, 2.0, 1.0, 0.0, 0.0]),
+        ("reflect", pad, [1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0]),
     ] {
         let model = dir.path().join(format!("{mode}.kir"));
         let text = format!(
-            "graph @pad(%x: f32[2, 3]) -> (%y: f32[2, 7]) {{\n    %zero = const f32[] 0.0\n    \
-             %y = pad %x, %zero {{pads=[(0, 0), (2, 2)], mode={mode}}}\n    return %y\n}}\n"
+            "graph @g(%x: f32[2, 3]) -> (%y: f32[2, 9]) {{\n    {body}\n    return %y\n}}\n"
         );
         std::fs::write(&model, text).unwrap();
         let exe = dir.path().join(mode);
