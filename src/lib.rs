@@ -25,6 +25,7 @@ mod bind;
 pub mod build;
 pub mod compare;
 mod compiled;
+pub mod decode;
 pub mod draw;
 mod error;
 pub mod generate;

@@ -514,3 +514,56 @@ fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kiln generate` streams the ids on one line, then one JSON line with the documented
+/// keys; greedy ids are onnxruntime's over the same file (`bench/export_decoders.py`).
+#[test]
+fn generate_streams_ids_then_one_json_line() {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model("llama_kv.greedy.json")).unwrap())
+            .unwrap();
+    let ids = |k: &str| -> Vec<i64> {
+        (reference[k].as_array().unwrap().iter())
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    let prompt: Vec<String> = ids("prompt").iter().map(|i| i.to_string()).collect();
+    let llama = model("llama_kv.onnx");
+    let (p, n) = (prompt.join(","), "20");
+    let run = kiln(&[
+        "generate",
+        &llama,
+        "--prompt-ids",
+        &p,
+        "--max-new-tokens",
+        n,
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let streamed: Vec<i64> = lines[0].split(' ').map(|t| t.parse().unwrap()).collect();
+    assert_eq!(streamed, ids("ids")[..20]);
+    let json: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    for key in [
+        "prompt_tokens",
+        "ids",
+        "prefill_ms",
+        "ms_per_token",
+        "p90_ms_per_token",
+        "tokens_per_s",
+        "peak_rss_mb",
+    ] {
+        assert!(json.get(key).is_some(), "no `{key}` in {json}");
+    }
+    assert_eq!(json["prompt_tokens"], 16);
+    assert_eq!(json["ids"].as_array().unwrap().len(), 20);
+    let bad = kiln(&["generate", &model("bert_tiny.onnx"), "--prompt-ids", "1,2"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("decoder"), "{stderr}");
+}

@@ -10,7 +10,7 @@ use crate::{quant_rules, validate};
 use crate::{FrontendError, ImportOptions};
 use kiln_ir::{Dim, Graph, Tensor, TensorType};
 use prost::Message;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Decodes a serialized model; `file` names it in errors. From `Bytes`, each `raw_data` is a
 /// slice of them, not a copy.
@@ -58,11 +58,12 @@ pub(crate) fn import(
         }
         vals.insert(t.name().to_string(), Val::tensor(tensor));
     }
+    let plain = plain_dim_params(&graph.input);
     for vi in &graph.input {
         if vals.contains_key(vi.name()) {
             continue;
         }
-        let v = declare_input(&mut cx, vi)?;
+        let v = declare_input(&mut cx, vi, &plain)?;
         vals.insert(vi.name().to_string(), v);
     }
     let label = |i: usize| node_name(&graph.node[i], i);
@@ -108,27 +109,25 @@ fn tensor_err(file: &str, tensor: &str, message: String) -> FrontendError {
     }
 }
 
-/// A symbol name made of identifier characters.
-fn sanitize(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
+/// The `dim_param`s of `inputs` that are plain names (not expressions).
+fn plain_dim_params(inputs: &[ValueInfoProto]) -> BTreeSet<String> {
+    let dims = inputs
+        .iter()
+        .filter_map(|vi| match vi.r#type.as_ref()?.value.as_ref()? {
+            type_proto::Value::TensorType(tt) => Some(tt.shape.as_ref()?.dim.clone()),
+            _ => None,
+        });
+    dims.flatten()
+        .filter_map(|d| match d.value {
+            Some(dimension::Value::DimParam(p)) if crate::dim_param::is_name(&p) => Some(p),
+            _ => None,
         })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, 'd');
-    }
-    s
+        .collect()
 }
 
 /// A graph input: a known tensor when the caller gave its value, else an IR input whose
 /// symbolic dims come from `dim_param` (bound by `ImportOptions::dims` when given).
-fn declare_input(cx: &mut Cx, vi: &ValueInfoProto) -> R<Val> {
+fn declare_input(cx: &mut Cx, vi: &ValueInfoProto, plain: &BTreeSet<String>) -> R<Val> {
     let name = vi.name();
     if let Some(t) = cx.opts.known_inputs.get(name) {
         return Ok(Val::tensor(t.clone()));
@@ -155,11 +154,7 @@ fn declare_input(cx: &mut Cx, vi: &ValueInfoProto) -> R<Val> {
                 return Err(err(&format!("dim {v} is negative")));
             }
             Some(dimension::Value::DimParam(p)) if !p.is_empty() => {
-                let s = sanitize(p);
-                match cx.opts.dims.get(p).or_else(|| cx.opts.dims.get(&s)) {
-                    Some(v) => Dim::from(*v),
-                    None => Dim::sym(s),
-                }
+                crate::dim_param::dim(p, plain, &cx.opts.dims)
             }
             _ => Dim::sym(cx.fresh_symbol("unk")),
         };

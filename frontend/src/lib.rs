@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod cx;
+mod dim_param;
 mod error;
 mod export;
 mod import;

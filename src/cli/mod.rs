@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod generate;
 mod inspect;
 mod ops;
 mod pipeline;
@@ -50,6 +51,9 @@ enum Command {
     /// Compile a model and time repeated runs; prints one JSON line (median, p10, p90).
     #[command(after_help = bench::EXAMPLE)]
     Bench(bench::BenchArgs),
+    /// Generate tokens with a KV-cache decoder export; streams ids, ends with one JSON line.
+    #[command(after_help = generate::EXAMPLE)]
+    Generate(generate::GenerateArgs),
     /// Quantize a model and report what it costs in accuracy and buys in speed and size.
     #[command(name = "quantize-report", after_help = report::EXAMPLE)]
     QuantizeReport(report::ReportArgs),
@@ -124,6 +128,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Inspect(args) => inspect::inspect(args, &timer),
         Command::TestOnnx(args) => test_onnx::test_onnx(args),
         Command::Bench(args) => bench::bench(args, &timer),
+        Command::Generate(args) => generate::generate(args, &timer),
         Command::Build(args) => build::build(args, &timer),
         Command::QuantizeReport(args) => report::report(args, &timer),
         Command::Ops => ops::ops(),

@@ -307,16 +307,16 @@ impl Scheduler<'_> {
         match &node.op {
             Op::Const(t) => self.constant(out, t.clone()),
             Op::ShapeValue { dims, scalar } => {
-                let vals: Vec<i64> = dims
-                    .iter()
-                    .map(|d| {
-                        d.eval(self.bindings)
-                            .ok_or_else(|| unsupported(format!("`{d}` unbound")))
-                    })
-                    .collect::<Result<_, _>>()?;
-                let shape: &[usize] = if *scalar { &[] } else { &[vals.len()] };
-                let t = Tensor::from_vec(vals, shape).map_err(|e| unsupported(e.to_string()))?;
-                self.constant(out, t);
+                let vals: Option<Vec<i64>> = dims.iter().map(|d| d.eval(self.bindings)).collect();
+                match vals {
+                    Some(vals) => {
+                        let shape: &[usize] = if *scalar { &[] } else { &[vals.len()] };
+                        let t = Tensor::from_vec(vals, shape)
+                            .map_err(|e| unsupported(e.to_string()))?;
+                        self.constant(out, t);
+                    }
+                    None => self.symbol_values(out, dims)?,
+                }
             }
             Op::ShapeOf => {
                 let shape: Vec<i64> = self
@@ -386,6 +386,23 @@ impl Scheduler<'_> {
                     op.name()
                 )))
             }
+        }
+        Ok(())
+    }
+
+    /// A shape value over free symbols: one scalar kernel per element, each storing a
+    /// size's value as the program runs (an `i64` tensor, as the op's type says).
+    fn symbol_values(&mut self, out: ValueId, dims: &[Dim]) -> Result<(), ScheduleError> {
+        let view = self.temp(out)?;
+        for (i, d) in dims.iter().enumerate() {
+            let mut e = Expr::default();
+            e.push_size(d, DType::I64);
+            let at = Access {
+                buf: view.buf,
+                offset: Dim::from(i),
+                strides: Vec::new(),
+            };
+            self.push(Kernel::Loop(LoopNest::new(Vec::new(), at, e)));
         }
         Ok(())
     }

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Export tiny KV-cache decoders with optimum-onnx, and onnxruntime's greedy tokens.
+
+A developer script that makes test data; never a test dependency. optimum-onnx 0.1 pulls
+transformers 4.57, so give it its own virtualenv:
+
+    python3 -m venv /tmp/optenv
+    /tmp/optenv/bin/pip install optimum-onnx "transformers==4.57.*" onnx onnxruntime
+    /tmp/optenv/bin/python bench/export_decoders.py tests/models
+
+For each of a GPT-2 and a Llama-style decoder with random weights (seeded, tiny sizes),
+it writes into OUT:
+
+  NAME_kv.onnx           `optimum-cli export onnx --task text-generation-with-past`:
+                         input_ids, attention_mask, position_ids (Llama), and
+                         past_key_values.N.key/value in; logits and present.N.key/value out
+  NAME_kv.greedy.json    {"prompt": [16 ids], "ids": [64 ids]}: onnxruntime's own greedy
+                         loop over that file, its present outputs fed back as the past
+  NAME_kv.inputs.npz / .outputs.npz       a prefill: batch 2, 16 tokens, empty past
+  NAME_kv.alt.inputs.npz / .outputs.npz   a decode step: batch 1, 1 token after 7
+
+The greedy loop is the one `bench/compare_decode.py` times: prefill with an empty past
+(length 0), then one token per step, attention mask all ones, positions counting on.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import transformers
+
+PROMPT_LEN, NEW_TOKENS = 16, 64
+
+
+def tiny(kind):
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=96, n_positions=128, n_embd=32, n_layer=2, n_head=2
+        )
+        return transformers.GPT2LMHeadModel(config)
+    config = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
+def export(kind, out):
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "src", Path(tmp) / "onnx"
+        model = tiny(kind)
+        # Larger weights than the default init, so the logits' top two are far apart
+        # and the greedy tokens do not hinge on rounding.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(4.0)
+        model.save_pretrained(src)
+        subprocess.run(
+            ["optimum-cli", "export", "onnx", "--model", str(src),
+             "--task", "text-generation-with-past", str(dst)],
+            check=True,
+        )
+        path = out / f"{kind}_kv.onnx"
+        path.write_bytes((dst / "model.onnx").read_bytes())
+        return path
+
+
+def greedy(path):
+    """The first prompt (by seed) whose greedy run has no near tie between the top two
+    logits, so the tokens do not hinge on rounding; the prompt and the tokens."""
+    for seed in range(7, 64):
+        got = greedy_from(path, seed)
+        if got is not None:
+            return got
+    raise SystemExit(f"{path}: every prompt tried has a near tie")
+
+
+def greedy_from(path, seed):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in sess.get_inputs()}
+    outputs = [o.name for o in sess.get_outputs()]
+    past = [n for n in inputs if n.startswith("past_key_values.")]
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(0, 96, PROMPT_LEN).tolist()
+    feed_ids, done = list(prompt), []
+    cache = {}
+    for n in past:
+        shape = [d if isinstance(d, int) else 0 for d in inputs[n].shape]
+        shape[0] = 1
+        cache[n] = np.zeros(shape, np.float32)
+    total = 0
+    for _ in range(NEW_TOKENS):
+        new = len(feed_ids)
+        feed = {"input_ids": np.array([feed_ids], np.int64)}
+        if "attention_mask" in inputs:
+            feed["attention_mask"] = np.ones((1, total + new), np.int64)
+        if "position_ids" in inputs:
+            feed["position_ids"] = np.arange(total, total + new, dtype=np.int64)[None]
+        feed.update(cache)
+        got = dict(zip(outputs, sess.run(None, feed)))
+        logits = got["logits"][0, -1]
+        top = np.sort(logits)[-2:]
+        if top[1] - top[0] < 1e-3:
+            return None
+        token = int(np.argmax(logits))
+        done.append(token)
+        total += new
+        feed_ids = [token]
+        for n in past:
+            cache[n] = got[n.replace("past_key_values", "present")]
+    return prompt, done
+
+
+def step_inputs(sess, batch, new, past_len, rng):
+    """Random ids and a random past of `past_len`, as one step of generation feeds them."""
+    inputs = {i.name: i for i in sess.get_inputs()}
+    total = past_len + new
+    feed = {"input_ids": rng.integers(0, 96, (batch, new)).astype(np.int64)}
+    if "attention_mask" in inputs:
+        feed["attention_mask"] = np.ones((batch, total), np.int64)
+    if "position_ids" in inputs:
+        feed["position_ids"] = np.tile(np.arange(past_len, total, dtype=np.int64), (batch, 1))
+    for n, i in inputs.items():
+        if n.startswith("past_key_values."):
+            shape = [batch, i.shape[1], past_len, i.shape[3]]
+            feed[n] = rng.standard_normal(shape).astype(np.float32)
+    return feed
+
+
+def references(path, out):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    rng = np.random.default_rng(3)
+    stem = path.name[: -len(".onnx")]
+    for size, (batch, new, past_len) in {"": (2, 16, 0), ".alt": (1, 1, 7)}.items():
+        feed = step_inputs(sess, batch, new, past_len, rng)
+        got = dict(zip(names, sess.run(None, feed)))
+        np.savez(out / f"{stem}{size}.inputs.npz", **feed)
+        np.savez(out / f"{stem}{size}.outputs.npz", **got)
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/models")
+    for kind in ["gpt2", "llama"]:
+        path = export(kind, out)
+        references(path, out)
+        prompt, ids = greedy(path)
+        (out / f"{kind}_kv.greedy.json").write_text(json.dumps({"prompt": prompt, "ids": ids}) + "\n")
+        print(f"{path}: {path.stat().st_size} bytes, greedy {ids[:8]}...")
+
+
+if __name__ == "__main__":
+    main()
