@@ -21,6 +21,11 @@ it writes into OUT:
 
 The greedy loop is the one `bench/compare_decode.py` times: prefill with an empty past
 (length 0), then one token per step, attention mask all ones, positions counting on.
+
+With --full it exports the full-size networks instead (GPT-2 small, 124M parameters, and
+the Llama-style decoder of bench/export_fullsize.py, with a causal-LM head), random
+weights at their default initialization, for benchmarks (`bench/compare_decode.py`);
+their greedy files are written when no step has a near tie.
 """
 
 import json
@@ -35,6 +40,22 @@ import torch
 import transformers
 
 PROMPT_LEN, NEW_TOKENS = 16, 64
+
+
+def full(kind):
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    config = transformers.LlamaConfig(
+        vocab_size=32000,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=4,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    )
+    return transformers.LlamaForCausalLM(config)
 
 
 def tiny(kind):
@@ -56,15 +77,16 @@ def tiny(kind):
     return transformers.LlamaForCausalLM(config)
 
 
-def export(kind, out):
+def export(kind, out, size):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "src", Path(tmp) / "onnx"
-        model = tiny(kind)
-        # Larger weights than the default init, so the logits' top two are far apart
-        # and the greedy tokens do not hinge on rounding.
-        with torch.no_grad():
-            for p in model.parameters():
-                p.mul_(4.0)
+        model = full(kind) if size == "full" else tiny(kind)
+        if size == "tiny":
+            # Larger weights than the default init, so the logits' top two are far
+            # apart and the greedy tokens do not hinge on rounding.
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(4.0)
         model.save_pretrained(src)
         subprocess.run(
             ["optimum-cli", "export", "onnx", "--model", str(src),
@@ -73,6 +95,10 @@ def export(kind, out):
         )
         path = out / f"{kind}_kv.onnx"
         path.write_bytes((dst / "model.onnx").read_bytes())
+        data = dst / "model.onnx_data"
+        if data.exists():
+            # The external data keeps the name the model file refers to.
+            (out / "model.onnx_data").write_bytes(data.read_bytes())
         return path
 
 
@@ -86,13 +112,18 @@ def greedy(path):
     raise SystemExit(f"{path}: every prompt tried has a near tie")
 
 
+def vocab_of(sess):
+    return sess.get_outputs()[0].shape[2]
+
+
 def greedy_from(path, seed):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = [o.name for o in sess.get_outputs()]
     past = [n for n in inputs if n.startswith("past_key_values.")]
     rng = np.random.default_rng(seed)
-    prompt = rng.integers(0, 96, PROMPT_LEN).tolist()
+    vocab = vocab_of(sess) if isinstance(vocab_of(sess), int) else 96
+    prompt = rng.integers(0, vocab, PROMPT_LEN).tolist()
     feed_ids, done = list(prompt), []
     cache = {}
     for n in past:
@@ -151,9 +182,21 @@ def references(path, out):
 
 
 def main():
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/models")
+    args = [a for a in sys.argv[1:] if a != "--full"]
+    size = "full" if "--full" in sys.argv else "tiny"
+    out = Path(args[0] if args else "tests/models")
+    out.mkdir(parents=True, exist_ok=True)
     for kind in ["gpt2", "llama"]:
-        path = export(kind, out)
+        path = export(kind, out, size)
+        if size == "full":
+            # One data file per folder name: keep each model in its own folder.
+            (out / kind).mkdir(exist_ok=True)
+            path = path.rename(out / kind / path.name)
+            data = out / "model.onnx_data"
+            if data.exists():
+                data.rename(out / kind / "model.onnx_data")
+            print(f"{path}: written")
+            continue
         references(path, out)
         prompt, ids = greedy(path)
         (out / f"{kind}_kv.greedy.json").write_text(json.dumps({"prompt": prompt, "ids": ids}) + "\n")

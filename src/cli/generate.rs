@@ -50,6 +50,10 @@ pub(crate) struct GenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Also print each step's milliseconds (`step_ms`, after the prompt's) in the JSON
+    /// line, to see how a step's time grows with the past.
+    #[arg(long)]
+    step_times: bool,
     #[command(flatten)]
     quantize: super::pipeline::QuantizeArgs,
 }
@@ -91,20 +95,26 @@ pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<Exit
     })?;
     let total = start.elapsed().as_secs_f64();
     super::emit("\n")?;
-    super::emit(&format!("{}\n", summary(&out, total)))?;
+    super::emit(&format!("{}\n", summary(&out, total, args.step_times)))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The JSON line.
-fn summary(out: &Generation, seconds: f64) -> String {
+fn summary(out: &Generation, seconds: f64, steps: bool) -> String {
     let ids: Vec<String> = out.ids.iter().map(|i| i.to_string()).collect();
     let tokens_per_s = if seconds > 0.0 {
         out.ids.len() as f64 / seconds
     } else {
         0.0
     };
+    let step_ms = if steps {
+        let ms: Vec<String> = out.step_ms.iter().map(|m| format!("{m:.3}")).collect();
+        format!(",\"step_ms\":[{}]", ms.join(","))
+    } else {
+        String::new()
+    };
     format!(
-        "{{\"prompt_tokens\":{},\"ids\":[{}],\"prefill_ms\":{:.3},\"ms_per_token\":{:.3},\"p90_ms_per_token\":{:.3},\"tokens_per_s\":{:.2},\"peak_rss_mb\":{:.1}}}",
+        "{{\"prompt_tokens\":{},\"ids\":[{}],\"prefill_ms\":{:.3},\"ms_per_token\":{:.3},\"p90_ms_per_token\":{:.3},\"tokens_per_s\":{:.2},\"peak_rss_mb\":{:.1}{step_ms}}}",
         out.prompt_tokens,
         ids.join(","),
         out.prefill_ms,
