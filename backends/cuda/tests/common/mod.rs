@@ -316,11 +316,13 @@ pub fn bindings(binds: &[(&str, i64)]) -> Bindings {
 
 /// The vendored f32 models (`tests/models/NAME.onnx` with `NAME.inputs.npz`) the GPU
 /// tests run.
-pub const VENDORED_F32_MODELS: [&str; 8] = [
+pub const VENDORED_F32_MODELS: [&str; 10] = [
     "bert_tiny",
     "bert_tiny_ts",
+    "gpt2_kv",
     "gpt2_tiny",
     "gpt2_tiny_ts",
+    "llama_kv",
     "llama_tiny",
     "llama_tiny_ts",
     "vit_tiny",
