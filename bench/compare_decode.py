@@ -2,7 +2,7 @@
 """kiln generate against onnxruntime's own greedy loop, side by side, on one decoder file.
 
     python3 bench/compare_decode.py MODEL.onnx [--prompt-len 128] [--new-tokens 128]
-        [--threads 2] [--kiln target/release/kiln] [--quantize int4]
+        [--threads 2] [--kiln target/release/kiln] [--quantize int4] [--genai DIR]
 
 MODEL is a KV-cache decoder export (`optimum-cli export onnx --task
 text-generation-with-past`; bench/export_decoders.py --full writes GPT-2 small and a
@@ -14,7 +14,11 @@ Llama-style one). In one run, on the same machine state:
    step can take, since each step reads every weight once;
 2. onnxruntime (intra-op THREADS, in a child process for its peak RSS): prefill with an
    empty past, then one token per step with its `present` outputs fed back;
-3. `kiln generate` with the same prompt and thread count.
+3. `kiln generate` with the same prompt and thread count;
+4. with --genai DIR, onnxruntime-genai's greedy generator over the model builder's
+   output in DIR (`python -m onnxruntime_genai.models.builder -i HF_DIR -o DIR -p int4
+   -e cpu`; the builder wants transformers 5 and a tokenizer in HF_DIR), prompt ids
+   drawn the same way, THREADS intra-op threads (written into DIR's genai_config.json).
 
 Prints one JSON line per measurement and a summary line: median ms/token of each (over
 the new tokens after the first), their ratio, each against the floor, whether the greedy
@@ -150,6 +154,43 @@ def ort_loop(model, prompt, new_tokens, threads, result):
     result.put({"ids": ids, "prefill_ms": steps[0], "step_ms": steps[1:], "peak_rss_mb": rss})
 
 
+def genai_loop(folder, prompt, new_tokens, threads, result):
+    import onnxruntime_genai as og
+
+    path = Path(folder) / "genai_config.json"
+    cfg = json.loads(path.read_text())
+    opts = cfg["model"]["decoder"].setdefault("session_options", {})
+    opts["intra_op_num_threads"] = threads
+    opts["inter_op_num_threads"] = 1
+    path.write_text(json.dumps(cfg, indent=1))
+    model = og.Model(folder)
+    params = og.GeneratorParams(model)
+    total = len(prompt) + new_tokens
+    params.set_search_options(max_length=total, min_length=total, do_sample=False)
+    gen = og.Generator(model, params)
+    start = time.perf_counter()
+    gen.append_tokens(prompt)
+    prefill = (time.perf_counter() - start) * 1e3
+    steps = []
+    while not gen.is_done():
+        start = time.perf_counter()
+        gen.generate_next_token()
+        steps.append((time.perf_counter() - start) * 1e3)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.put({"prefill_ms": prefill, "step_ms": steps[1:], "peak_rss_mb": rss})
+
+
+def child(target, *args):
+    """Runs `target(*args, queue)` in a fresh process; what it puts on the queue."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
 def median(v):
     return float(np.median(v)) if v else 0.0
 
@@ -162,6 +203,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kiln", default="target/release/kiln")
     p.add_argument("--quantize", default=None)
+    p.add_argument("--genai", default=None, metavar="DIR")
     args = p.parse_args()
 
     import onnxruntime as ort
@@ -178,12 +220,7 @@ def main():
     print(json.dumps({"measure": "bandwidth", "threads": args.threads, "gb_per_s": round(gbs, 2),
                       "weight_mb": round(wbytes / 1e6, 1), "floor_ms_per_token": round(floor, 3)}))
 
-    q = mp.get_context("spawn").Queue()
-    child = mp.get_context("spawn").Process(
-        target=ort_loop, args=(args.model, prompt, args.new_tokens, args.threads, q))
-    child.start()
-    ort_out = q.get()
-    child.join()
+    ort_out = child(ort_loop, args.model, prompt, args.new_tokens, args.threads)
     ort_ms = median(ort_out["step_ms"])
     print(json.dumps({"measure": "onnxruntime", "version": ort.__version__,
                       "prefill_ms": round(ort_out["prefill_ms"], 3), "ms_per_token": round(ort_ms, 3),
@@ -201,6 +238,13 @@ def main():
                       "p90_ms_per_token": kiln_out["p90_ms_per_token"],
                       "peak_rss_mb": kiln_out["peak_rss_mb"]}))
 
+    genai_ms = None
+    if args.genai:
+        g = child(genai_loop, args.genai, prompt, args.new_tokens, args.threads)
+        genai_ms = median(g["step_ms"])
+        print(json.dumps({"measure": "onnxruntime-genai", "prefill_ms": round(g["prefill_ms"], 3),
+                          "ms_per_token": round(genai_ms, 3), "peak_rss_mb": round(g["peak_rss_mb"], 1)}))
+
     same = kiln_out["ids"] == ort_out["ids"]
     first_diff = next((i for i, (a, b) in enumerate(zip(kiln_out["ids"], ort_out["ids"])) if a != b), None)
     print(json.dumps({
@@ -213,6 +257,8 @@ def main():
         "greedy_tokens_identical": same if not args.quantize else None,
         "first_difference": first_diff,
         "kiln_rss_mb": kiln_out["peak_rss_mb"], "ort_rss_mb": round(ort_out["peak_rss_mb"], 1),
+        "genai_ms": round(genai_ms, 3) if genai_ms else None,
+        "kiln_over_genai": round(kiln_out["ms_per_token"] / genai_ms, 3) if genai_ms else None,
     }))
 
 
