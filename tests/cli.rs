@@ -517,6 +517,7 @@ fn build_emit_ptx_writes_module_plan_and_weights_or_names_what_is_missing() {
 
 /// `kiln generate` streams the ids on one line, then one JSON line with the documented
 /// keys; greedy ids are onnxruntime's over the same file (`bench/export_decoders.py`).
+/// With `--tokenizer`, a text prompt gives the same tokens, streamed as text.
 #[test]
 fn generate_streams_ids_then_one_json_line() {
     let reference: serde_json::Value =
@@ -562,6 +563,38 @@ fn generate_streams_ids_then_one_json_line() {
     }
     assert_eq!(json["prompt_tokens"], 16);
     assert_eq!(json["ids"].as_array().unwrap().len(), 20);
+    // With a tokenizer the prompt is text and so are the new tokens.
+    let gpt2_ref: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model("gpt2_kv.greedy.json")).unwrap())
+            .unwrap();
+    let text: Vec<String> = (gpt2_ref["prompt"].as_array().unwrap().iter())
+        .map(|i| format!("w{i}"))
+        .collect();
+    let (gpt2, tok) = (model("gpt2_kv.onnx"), model("gpt2_kv.tokenizer.json"));
+    let args = [
+        "generate",
+        &gpt2,
+        "--tokenizer",
+        &tok,
+        "--prompt",
+        &text.join(" "),
+    ];
+    let run = kiln(&[&args[..], &["--max-new-tokens", "6"]].concat());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let want: Vec<String> = gpt2_ref["ids"].as_array().unwrap()[..6]
+        .iter()
+        .map(|v| format!("w{v}"))
+        .collect();
+    assert_eq!(
+        stdout.lines().next(),
+        Some(want.join(" ").as_str()),
+        "{stdout}"
+    );
     let bad = kiln(&["generate", &model("bert_tiny.onnx"), "--prompt-ids", "1,2"]);
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);

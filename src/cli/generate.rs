@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 pub(crate) const EXAMPLE: &str = "Examples:
   kiln generate tests/models/gpt2_kv.onnx --prompt-ids 5,6,7 --max-new-tokens 16
+  kiln generate tests/models/gpt2_kv.onnx --tokenizer tests/models/gpt2_kv.tokenizer.json --prompt \"w5 w6 w7\"
   kiln generate model.onnx --prompt-ids 1,2,3 --temperature 0.8 --top-k 40 --top-p 0.95 --seed 7
   kiln generate model.onnx --prompt-ids 1,2,3 --quantize int4 --threads 2
 
@@ -18,7 +19,7 @@ text-generation-with-past`): input_ids (attention_mask, position_ids when it has
 past_key_values.N.key/value in, logits and present.N.key/value out. The prompt runs with an
 empty past; each new token then runs alone with the last step's present as its past, on one
 compiled program. Without --temperature the choice is greedy (deterministic). Token ids go
-to stdout as they are chosen; the last line is JSON: prompt_tokens, ids, prefill_ms,
+to stdout as they are chosen (text, with --tokenizer); the last line is JSON: prompt_tokens, ids, prefill_ms,
 ms_per_token (median of the steps after the prompt), p90_ms_per_token, tokens_per_s,
 peak_rss_mb.";
 
@@ -27,8 +28,21 @@ pub(crate) struct GenerateArgs {
     /// The decoder: an ONNX file or kiln text IR (.kir).
     model: PathBuf,
     /// The prompt as token ids, comma-separated.
-    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_name = "ID,ID,...",
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
     prompt_ids: Vec<i64>,
+    /// The prompt as text, encoded with --tokenizer.
+    #[arg(long, value_name = "TEXT", requires = "tokenizer")]
+    prompt: Option<String>,
+    /// A Hugging Face `tokenizer.json`: encodes --prompt, and the new tokens are printed
+    /// as text as they come (the ids still end the run in the JSON line).
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
     /// Tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
@@ -85,18 +99,72 @@ pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<Exit
         seed: args.seed,
         eos: args.eos,
     };
+    let tokenizer = match &args.tokenizer {
+        Some(path) => Some(
+            tokenizers::Tokenizer::from_file(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let prompt = match (&args.prompt, &tokenizer) {
+        (Some(text), Some(t)) => {
+            let encoding = t
+                .encode(text.as_str(), false)
+                .map_err(|e| anyhow::anyhow!("--prompt: {e}"))?;
+            encoding.get_ids().iter().map(|&i| i64::from(i)).collect()
+        }
+        _ => args.prompt_ids.clone(),
+    };
     let start = std::time::Instant::now();
-    let mut first = true;
-    let out = generator.generate(&args.prompt_ids, &sampling, |id| {
-        let sep = if first { "" } else { " " };
-        first = false;
-        let _ = super::emit(&format!("{sep}{id}"));
-        let _ = std::io::stdout().flush();
-    })?;
+    let mut stream = Stream::new(tokenizer.as_ref());
+    let out = generator.generate(&prompt, &sampling, |id| stream.push(id))?;
     let total = start.elapsed().as_secs_f64();
     super::emit("\n")?;
     super::emit(&format!("{}\n", summary(&out, total, args.step_times)))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the new tokens as they come: ids separated by spaces, or with a tokenizer the
+/// text they add (the whole decoded again each time, so a character spread over several
+/// tokens appears once it is complete).
+struct Stream<'t> {
+    tokenizer: Option<&'t tokenizers::Tokenizer>,
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl<'t> Stream<'t> {
+    fn new(tokenizer: Option<&'t tokenizers::Tokenizer>) -> Stream<'t> {
+        Stream {
+            tokenizer,
+            ids: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    fn push(&mut self, id: i64) {
+        let first = self.ids.is_empty();
+        self.ids.push(u32::try_from(id).unwrap_or(u32::MAX));
+        let text = match self.tokenizer {
+            None => format!("{}{id}", if first { "" } else { " " }),
+            Some(t) => {
+                let all = t.decode(&self.ids, true).unwrap_or_default();
+                // Only a whole, grown prefix is printed; a replacement character at the
+                // end is an unfinished multi-byte character.
+                if all.len() <= self.printed
+                    || all.ends_with('\u{FFFD}')
+                    || !all.is_char_boundary(self.printed)
+                {
+                    return;
+                }
+                let new = all[self.printed..].to_string();
+                self.printed = all.len();
+                new
+            }
+        };
+        let _ = super::emit(&text);
+        let _ = std::io::stdout().flush();
+    }
 }
 
 /// The JSON line.
