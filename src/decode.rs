@@ -283,8 +283,14 @@ fn last_row(logits: &Tensor) -> Result<Vec<f32>, Error> {
     if vocab == 0 || rows.iter().product::<usize>() == 0 {
         return Err(bad());
     }
-    let all = logits.cast(DType::F32).to_f64_vec();
-    Ok(all[all.len() - vocab..].iter().map(|&x| x as f32).collect())
+    // Only the last row: the prompt's logits are every position's.
+    let f32s = logits.cast(DType::F32);
+    let all = f32s.as_array::<f32>().ok_or_else(bad)?;
+    let skip = all.len() - vocab;
+    Ok(match all.as_slice() {
+        Some(flat) => flat[skip..].to_vec(),
+        None => all.iter().skip(skip).copied().collect(),
+    })
 }
 
 /// The next token from `logits`: the first maximum when greedy, else a sample from the

@@ -146,7 +146,7 @@ pub fn ptx_artifact(
     }
     let program = kiln_cuda::program(g, fixed).map_err(|e| cuda(e.to_string()))?;
     let module = kiln_cuda::emit_with(&program, options).map_err(|e| cuda(e.to_string()))?;
-    let (plan, weights) = kiln_cuda::runtime::Plan::new(g, &program, &module);
+    let (plan, weights) = kiln_cuda::runtime::Plan::new(g, &program, &module.launches);
     let mut plan = serde_json::to_value(&plan).map_err(|e| cuda(e.to_string()))?;
     if let Some(fields) = plan.as_object_mut() {
         fields.insert("target".into(), options.target.name().into());

@@ -15,11 +15,11 @@
 use kiln_cuda::runtime::driver::Driver;
 use kiln_cuda::runtime::{Plan, Session};
 use kiln_ir::Tensor;
+use kiln_rt::exe::bench_runs;
 use kiln_rt::npz::{read_npz_with, write_npz};
 use kiln_rt::summary::summarize;
 use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
-use std::time::Instant;
 
 const USAGE: &str = "usage: MODEL --inputs IN.npz [-o OUT.npz] [--bench N]
 
@@ -152,26 +152,9 @@ fn inputs_from(plan: &Plan, path: &std::path::Path) -> Result<Vec<Tensor>, Strin
         .collect()
 }
 
-/// Times `runs` runs after 3 warm-up runs; prints one JSON line.
+/// Times `runs` runs after 3 warm-up runs; prints one JSON line (kiln-rt's `--bench`).
 fn bench(session: &mut Session<Driver>, inputs: &[Tensor], runs: usize) -> Result<(), String> {
-    let mut once = || session.run(inputs).map(drop).map_err(|e| e.to_string());
-    for _ in 0..3 {
-        once()?;
-    }
-    let mut ms: Vec<f64> = Vec::with_capacity(runs.max(1));
-    for _ in 0..runs.max(1) {
-        let start = Instant::now();
-        once()?;
-        ms.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{{\"runs\": {}, \"median_ms\": {:.3}, \"p10_ms\": {:.3}, \"p90_ms\": {:.3}}}",
-        ms.len(),
-        at(0.5),
-        at(0.1),
-        at(0.9)
-    );
-    Ok(())
+    bench_runs(runs, || {
+        session.run(inputs).map(drop).map_err(|e| e.to_string())
+    })
 }

@@ -176,7 +176,7 @@ impl Team {
 fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
     for offset in [16, 8, 4, 2, 1] {
         let other = Val {
-            reg: shuffle_xor(cx, acc.reg, offset),
+            reg: shuffle_xor(&mut cx.e, acc.reg, offset),
             dtype: acc.dtype,
         };
         combine_into(cx, c, acc, other)?;
@@ -186,8 +186,7 @@ fn warp_combine(cx: &mut Cx, c: Combine, acc: Val) -> Result<(), EmitError> {
 
 /// The value of `v` in lane `lane ^ offset`, for any register class (`shfl.sync` moves 32
 /// bits, so 64-bit values go as two halves and predicates as 0 or 1).
-pub(crate) fn shuffle_xor(cx: &mut Cx, v: Reg, offset: u32) -> Reg {
-    let e = &mut cx.e;
+pub(crate) fn shuffle_xor(e: &mut crate::ptx::Entry, v: Reg, offset: u32) -> Reg {
     let shfl = |e: &mut crate::ptx::Entry, w: Reg| {
         let r = e.reg(Class::B32);
         e.op(format!(

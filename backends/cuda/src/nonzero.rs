@@ -12,6 +12,7 @@
 //! An element is non-zero when its bits are, ignoring a float's sign bit (so `-0.0` is
 //! zero and NaN is not), which is the interpreter's `x != 0` for every dtype.
 
+use crate::kernels::shuffle_xor;
 use crate::ptx::{Class, Entry, Param, Reg};
 use kiln_ir::DType;
 
@@ -83,27 +84,6 @@ fn nonzero(e: &mut Entry, x: Reg, j: Reg, d: DType) -> Reg {
     p
 }
 
-/// The 64-bit value `v` from lane `lane ^ offset` (`shfl` moves 32 bits).
-fn butterfly(e: &mut Entry, v: Reg, offset: u32) -> Reg {
-    let (lo, hi, top) = (e.reg(Class::B32), e.reg(Class::B32), e.reg(Class::B64));
-    e.op(format!("cvt.u32.u64 {lo}, {v}"));
-    e.op(format!("shr.u64 {top}, {v}, 32"));
-    e.op(format!("cvt.u32.u64 {hi}, {top}"));
-    let (l, h) = (e.reg(Class::B32), e.reg(Class::B32));
-    e.op(format!(
-        "shfl.sync.bfly.b32 {l}, {lo}, {offset}, 31, 0xffffffff"
-    ));
-    e.op(format!(
-        "shfl.sync.bfly.b32 {h}, {hi}, {offset}, 31, 0xffffffff"
-    ));
-    let [l64, h64, up, r] = [0; 4].map(|_| e.reg(Class::B64));
-    e.op(format!("cvt.u64.u32 {l64}, {l}"));
-    e.op(format!("cvt.u64.u32 {h64}, {h}"));
-    e.op(format!("shl.b64 {up}, {h64}, 32"));
-    e.op(format!("or.b64 {r}, {up}, {l64}"));
-    r
-}
-
 /// Each lane counts elements `lane, lane + 32, …` (no shuffle inside the loop, so the
 /// lanes may leave it apart), then the butterfly sums the warp.
 fn count(d: DType) -> Entry {
@@ -130,7 +110,7 @@ fn count(d: DType) -> Entry {
     e.op(format!("bra {top}"));
     e.place(&done);
     for offset in [16, 8, 4, 2, 1] {
-        let other = butterfly(&mut e, acc, offset);
+        let other = shuffle_xor(&mut e, acc, offset);
         e.op(format!("add.s64 {acc}, {acc}, {other}"));
     }
     let (other, skip) = (e.reg(Class::Pred), e.label());

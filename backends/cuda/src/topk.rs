@@ -74,8 +74,8 @@ pub(crate) fn topk(
             })?;
             for offset in [16, 8, 4, 2, 1] {
                 let other = Pick {
-                    v: shuffle_xor(cx, best.v, offset),
-                    i: shuffle_xor(cx, best.i, offset),
+                    v: shuffle_xor(&mut cx.e, best.v, offset),
+                    i: shuffle_xor(&mut cx.e, best.i, offset),
                 };
                 let missing = none(cx, other);
                 let better = earlier(cx, x.dtype, largest, other, best);

@@ -158,11 +158,17 @@ fn inputs_from(
 
 /// Times `runs` runs after 3 warm-up runs; prints one JSON line.
 fn bench(session: &mut Session, inputs: &[Tensor], runs: usize) -> Result<(), String> {
-    let mut once = || {
+    bench_runs(runs, || {
         session
             .run(inputs)
+            .map(drop)
             .map_err(|e: ArtifactError| e.to_string())
-    };
+    })
+}
+
+/// Times `runs` calls of `once` after 3 warm-up calls; prints one JSON line (runs,
+/// median, p10 and p90 in milliseconds), as every executable's `--bench` does.
+pub fn bench_runs(runs: usize, mut once: impl FnMut() -> Result<(), String>) -> Result<(), String> {
     for _ in 0..3 {
         once()?;
     }

@@ -128,7 +128,7 @@ impl<G: Gpu> Session<G> {
     /// Loads `module` (written for `program`, scheduled from `graph`) on `gpu` and
     /// uploads its constants.
     pub fn new(gpu: G, graph: &Graph, program: Program, module: Module) -> Result<Self, RunError> {
-        let (plan, weights) = Plan::new(graph, &program, &module);
+        let (plan, weights) = Plan::new(graph, &program, &module.launches);
         Session::from_plan(gpu, &module.ptx, plan, &weights)
     }
 

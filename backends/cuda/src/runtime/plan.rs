@@ -4,7 +4,7 @@
 //! `--emit exe --device cuda` writes) stores it as JSON beside the module and the
 //! constants' bytes, so running needs neither the graph's ops nor the scheduler.
 
-use crate::{launch_conditions, Launch, Module};
+use crate::{launch_conditions, Launch};
 use kiln_ir::{Assumption, DType, Dim, Graph, TensorType};
 use kiln_kernel::kernel::{BufferKind, Program};
 use kiln_kernel::plan::{lifetimes, Lifetimes, ALIGN};
@@ -60,9 +60,9 @@ pub enum PlanBufferKind {
 }
 
 impl Plan {
-    /// The plan of `module`, written for `program` (scheduled from `graph`), and the
-    /// constants block its offsets point into.
-    pub fn new(graph: &Graph, program: &Program, module: &Module) -> (Plan, Vec<u8>) {
+    /// The plan of a module's `launches`, written for `program` (scheduled from
+    /// `graph`), and the constants block its offsets point into.
+    pub fn new(graph: &Graph, program: &Program, launches: &[Launch]) -> (Plan, Vec<u8>) {
         let (offsets, weights) = constant_layout(program);
         let buffers = (program.buffers.iter().zip(&offsets))
             .map(|(b, offset)| PlanBuffer {
@@ -90,7 +90,7 @@ impl Plan {
             outputs: (program.outputs.iter().copied())
                 .zip(program.output_shapes.iter().cloned())
                 .collect(),
-            launches: module.launches.clone(),
+            launches: launches.to_vec(),
             kernels,
             lifetimes: lifetimes(program),
             conditions: launch_conditions(graph, program),

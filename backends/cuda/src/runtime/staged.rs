@@ -43,11 +43,7 @@ impl<G: Gpu> StagedSession<G> {
         for (stage, code) in module.stages {
             let step = match code {
                 StageCode::Kernels { program, launches } => {
-                    let module = crate::Module {
-                        ptx: String::new(),
-                        launches,
-                    };
-                    let (plan, weights) = super::Plan::new(&stage.graph, &program, &module);
+                    let (plan, weights) = super::Plan::new(&stage.graph, &program, &launches);
                     let loaded = Loaded::new(&mut gpu, plan, &weights)?;
                     Step::Kernels(Box::new(loaded))
                 }
