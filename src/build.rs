@@ -83,6 +83,9 @@ pub enum BuildError {
     /// Writing or linking the artifact failed.
     #[error("{0}")]
     Output(String),
+    /// The tokenizer to embed could not be read.
+    #[error("{0}")]
+    Tokenizer(String),
 }
 
 /// A model to compile ahead of time, with its options (a builder).
@@ -96,6 +99,7 @@ pub struct Model {
     runtime: Option<PathBuf>,
     max_memory: MemoryLimit,
     quantize: Option<kiln_passes::Quantize>,
+    tokenizer: Option<PathBuf>,
 }
 
 /// A compiled artifact, before it is written.
@@ -128,6 +132,7 @@ impl Model {
             runtime: None,
             max_memory: MemoryLimit::default(),
             quantize: None,
+            tokenizer: None,
         }
     }
 
@@ -165,7 +170,8 @@ impl Model {
     }
 
     /// Declares symbolic dim `name` to range over `min..=max` (one value: the sizes it
-    /// drives constant-fold). A dim not declared ranges over `1..=`[`DEFAULT_DIM_MAX`].
+    /// drives constant-fold). A dim not declared ranges over `1..=`[`DEFAULT_DIM_MAX`]
+    /// (`0..=` for the past length of a decoder, whose prompt runs with an empty past).
     pub fn dim(mut self, name: &str, min: i64, max: i64) -> Model {
         self.dims.push((name.to_string(), min, max));
         self
@@ -174,6 +180,13 @@ impl Model {
     /// Compiles for `triple` (`aarch64-unknown-linux-gnu`) instead of the host.
     pub fn target(mut self, triple: &str) -> Model {
         self.target = Some(triple.to_string());
+        self
+    }
+
+    /// Embeds a Hugging Face `tokenizer.json` for a decoder: its executable then takes
+    /// `--prompt TEXT` and prints text.
+    pub fn tokenizer(mut self, path: impl AsRef<Path>) -> Model {
+        self.tokenizer = Some(path.as_ref().to_path_buf());
         self
     }
 
@@ -288,6 +301,7 @@ impl Model {
             sample_inputs: samples(g, &ranges, &smallest, self.max_memory)?,
             program,
             program_consts,
+            tokenizer: self.embedded_tokenizer(g)?,
         };
         let object = finish_object(obj, &name, &meta, &weights.bytes, &kernels, self.weights)?;
         let default_bounds = (ranges.iter())
@@ -357,8 +371,24 @@ impl Model {
     }
 
     /// The declared range of every symbol of the graph's inputs.
+    /// The tokenizer to embed, read and checked, for a decoder only.
+    fn embedded_tokenizer(&self, g: &Graph) -> Result<Option<String>, BuildError> {
+        let Some(path) = &self.tokenizer else {
+            return Ok(None);
+        };
+        crate::decode::signature(g).map_err(|e| {
+            BuildError::Unsupported(format!("a tokenizer is embedded in decoders only: {e}"))
+        })?;
+        kiln_rt::decode::load_tokenizer(path).map_err(BuildError::Tokenizer)?;
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| BuildError::Tokenizer(format!("{}: {e}", path.display())))?;
+        Ok(Some(json))
+    }
+
     fn ranges(&self, g: &Graph) -> Result<Vec<DimRange>, BuildError> {
         let symbols = g.input_symbols();
+        // A decoder's prompt runs with an empty past, so its past length starts at 0.
+        let past = crate::decode::signature(g).map_or(Vec::new(), |s| s.past_symbols());
         for (name, ..) in &self.dims {
             if !symbols.contains(name) {
                 return Err(BuildError::Dims(format!(
@@ -372,7 +402,10 @@ impl Model {
             .map(|s| {
                 let (min, max) = match self.dims.iter().rev().find(|d| &d.0 == s) {
                     Some((_, min, max)) => (min, max),
-                    None => (&1, &model_bound(g, s).map_or(DEFAULT_DIM_MAX, |(n, _)| n)),
+                    None => (
+                        if past.contains(s) { &0 } else { &1 },
+                        &model_bound(g, s).map_or(DEFAULT_DIM_MAX, |(n, _)| n),
+                    ),
                 };
                 if *min < 0 || min > max {
                     return Err(BuildError::Dims(format!(

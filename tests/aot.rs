@@ -415,3 +415,107 @@ fn a_cuda_executable_runs_or_says_there_is_no_driver() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--inputs"));
 }
+
+/// The JSON line that ends a generation's output.
+fn generation_ids(stdout: &[u8]) -> Vec<i64> {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (v["ids"].as_array().unwrap().iter())
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_decoder_executable_generates_the_generators_tokens_from_ids_and_text() {
+    use kiln::decode::{Generator, Sampling};
+    let dir = tempfile::tempdir().unwrap();
+    let model = models().join("gpt2_kv.onnx");
+    let exe = dir.path().join("gpt2");
+    let build = (Build::new(&model).runtime_library(runtime()))
+        .tokenizer(models().join("gpt2_kv.tokenizer.json"));
+    build.emit(Emit::Exe, &exe).unwrap();
+    let generator = Generator::new(&Model::load(&model).unwrap(), &Options::default()).unwrap();
+    let prompt = [90, 60, 65, 86, 55, 74, 80, 21];
+    for sampling in [
+        Sampling {
+            max_new_tokens: 24,
+            ..Sampling::default()
+        },
+        Sampling {
+            max_new_tokens: 24,
+            temperature: 0.9,
+            top_k: 8,
+            top_p: 0.9,
+            seed: 5,
+            eos: None,
+        },
+    ] {
+        let want = generator.generate(&prompt, &sampling, |_| {}).unwrap().ids;
+        let ids: Vec<String> = prompt.iter().map(|i| i.to_string()).collect();
+        let (n, t, k, p, s) = (
+            sampling.max_new_tokens.to_string(),
+            sampling.temperature.to_string(),
+            sampling.top_k.to_string(),
+            sampling.top_p.to_string(),
+            sampling.seed.to_string(),
+        );
+        let args = [
+            "--prompt-ids",
+            &ids.join(","),
+            "--max-new-tokens",
+            &n,
+            "--temperature",
+            &t,
+            "--top-k",
+            &k,
+            "--top-p",
+            &p,
+            "--seed",
+            &s,
+            "--threads",
+            "2",
+        ];
+        let out = run_exe(&exe, dir.path(), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(generation_ids(&out.stdout), want, "{sampling:?}");
+    }
+    // The embedded tokenizer: "w5 w6 w7" is ids 5, 6, 7, and the tokens print as words.
+    let out = run_exe(
+        &exe,
+        dir.path(),
+        &["--prompt", "w5 w6 w7", "--max-new-tokens", "6"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let greedy = Sampling {
+        max_new_tokens: 6,
+        ..Sampling::default()
+    };
+    let want = generator.generate(&[5, 6, 7], &greedy, |_| {}).unwrap().ids;
+    assert_eq!(generation_ids(&out.stdout), want);
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(first.starts_with(&format!("w{}", want[0])), "{first}");
+    // A model that is not a decoder says so.
+    let bert = dir.path().join("bert");
+    let build = Build::new(models().join("bert_tiny.onnx")).runtime_library(runtime());
+    build
+        .dim("batch", 1, 1)
+        .dim("seq", 4, 4)
+        .emit(Emit::Exe, &bert)
+        .unwrap();
+    let out = run_exe(&bert, dir.path(), &["--prompt-ids", "1,2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a decoder"));
+}

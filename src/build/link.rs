@@ -82,10 +82,17 @@ fn executable(artifact: &Artifact, out: &Path, runtime: Option<&Path>) -> Result
     std::fs::write(&obj, &artifact.object).map_err(|e| io_error(&obj, e))?;
     let main = dir.path().join("main.c");
     let name = &artifact.name;
+    // Only a decoder's entry links the generation loop and the tokenizer.
+    let decoder = kiln_rt::decode::session::signature(&artifact.meta).is_ok();
+    let entry = if decoder {
+        "kiln_rt_main_decoder"
+    } else {
+        "kiln_rt_main"
+    };
     let source = format!(
         "struct kiln_model;\nextern const struct kiln_model {name}_model;\n\
-         int kiln_rt_main(const struct kiln_model *, int, char **);\n\
-         int main(int argc, char **argv) {{ return kiln_rt_main(&{name}_model, argc, argv); }}\n"
+         int {entry}(const struct kiln_model *, int, char **);\n\
+         int main(int argc, char **argv) {{ return {entry}(&{name}_model, argc, argv); }}\n"
     );
     std::fs::write(&main, source).map_err(|e| io_error(&main, e))?;
     let runtime = runtime_library(runtime)?;

@@ -1,6 +1,7 @@
 //! The Rust module of an artifact (`--emit rust`, and [`Model::compile_to`](super::Model::compile_to)
 //! for build scripts): a struct that opens the linked model and runs it on ndarray views,
-//! with one typed argument per input and one typed field per output.
+//! with one typed argument per input and one typed field per output; a decoder's also
+//! generates (`generate`, the loop of `kiln_rt::decode`).
 
 use super::Artifact;
 use kiln_ir::DType;
@@ -19,9 +20,10 @@ pub fn text(a: &Artifact) -> String {
         m.kiln_version, m.format
     );
     // Paths are written out in full: the module is `include!`d among the user's imports.
+    // The descriptor's op-call entry is a Rust function pointer, read only by kiln_rt.
     let _ = writeln!(
         s,
-        "extern \"C\" {{\n    static {n}_model: kiln_rt::artifact::ModelDesc;\n}}\n"
+        "#[allow(improper_ctypes)]\nextern \"C\" {{\n    static {n}_model: kiln_rt::artifact::ModelDesc;\n}}\n"
     );
     let _ = writeln!(
         s,
@@ -85,9 +87,26 @@ pub fn text(a: &Artifact) -> String {
             o.name
         );
     }
-    s.push_str("        })\n    }\n}\n");
+    s.push_str("        })\n    }\n");
+    if kiln_rt::decode::session::signature(m).is_ok() {
+        s.push_str(GENERATE);
+    }
+    s.push_str("}\n");
     s
 }
+
+/// The method of a decoder's module: `kiln_rt::decode`'s loop over its session, the one
+/// `kiln generate` and the executables run.
+const GENERATE: &str = "
+    /// Generates after `prompt` (token ids), calling `on_token` with each new id as it is
+    /// chosen: the prompt runs with an empty past, then each new token with the last
+    /// step's `present` outputs as the past (`kiln_rt::decode`).
+    pub fn generate(&self, prompt: &[i64], sampling: &kiln_rt::decode::Sampling, on_token: impl FnMut(i64)) -> Result<kiln_rt::decode::Generation, String> {
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let signature = kiln_rt::decode::session::signature(session.meta()).map_err(|e| e.to_string())?;
+        kiln_rt::decode::session::generate(&mut session, &signature, prompt, sampling, on_token)
+    }
+";
 
 fn rust_type(d: DType) -> &'static str {
     match d {

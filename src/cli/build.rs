@@ -17,10 +17,13 @@ pub(crate) const EXAMPLE: &str = "Examples:
   kiln build model.onnx --dim seq=16 --emit obj --target aarch64-unknown-linux-gnu -o model.o
   kiln build model.onnx --device cuda -o model-gpu   # needs only the NVIDIA driver to run
   ./model-gpu --inputs in.npz -o out.npz
+  kiln build tests/models/gpt2_kv.onnx --tokenizer tests/models/gpt2_kv.tokenizer.json -o gpt2
+  ./gpt2 --prompt \"w5 w6 w7\" --max-new-tokens 16   # a decoder generates, as kiln generate
 
 The artifact holds one program for every shape its dims allow: give a dim a range
 (NAME=MIN..MAX) or one size (NAME=N, whose sizes then constant-fold); a dim given neither
-ranges over 1..=4096, and the build says so. Runs outside the ranges are refused.
+ranges over 1..=4096 (a decoder's past length over 0..=4096), and the build says so. Runs
+outside the ranges are refused.
 Artifacts are written atomically: a failed build leaves any existing file untouched.";
 
 #[derive(Args)]
@@ -56,6 +59,10 @@ pub(crate) struct BuildArgs {
     /// allocated: bytes or a size such as 512M, 8G (default: 80% of the machine's memory).
     #[arg(long, value_name = "BYTES")]
     max_memory: Option<kiln::ir::MemoryLimit>,
+    /// A decoder's Hugging Face `tokenizer.json`, embedded: the executable then takes
+    /// `--prompt TEXT` and prints text (it also takes `--tokenizer FILE` at run time).
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
     #[command(flatten)]
     quantize: super::pipeline::QuantizeArgs,
 }
@@ -105,6 +112,9 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     }
     if let Some(n) = &args.name {
         model = model.name(n);
+    }
+    if let Some(t) = &args.tokenizer {
+        model = model.tokenizer(t);
     }
     if args.quantize.quantize.is_some() {
         model = model.quantize_with(build_quantize(&args, timer)?);

@@ -3,7 +3,8 @@
 
 use super::timing::Timer;
 use clap::Args;
-use kiln::decode::{Generation, Generator, Sampling};
+use kiln::decode::{Generator, Sampling};
+use kiln_rt::decode;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,12 +74,18 @@ pub(crate) struct GenerateArgs {
 }
 
 pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<ExitCode> {
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) || args.temperature < 0.0 {
-        anyhow::bail!("--top-p must be in (0, 1] and --temperature at least 0");
-    }
     if args.quantize.accuracy.is_some() {
         anyhow::bail!("--quantize-accuracy is not supported by `kiln generate` yet");
     }
+    let sampling = Sampling {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        eos: args.eos,
+    };
+    sampling.check().map_err(anyhow::Error::msg)?;
     let start = std::time::Instant::now();
     let model = kiln::Model::load(&args.model)?;
     timer.report("load", start.elapsed());
@@ -91,115 +98,22 @@ pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<Exit
     let start = std::time::Instant::now();
     let generator = Generator::new(&model, &options)?;
     timer.report("compile", start.elapsed());
-    let sampling = Sampling {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-        eos: args.eos,
-    };
     let tokenizer = match &args.tokenizer {
-        Some(path) => Some(
-            tokenizers::Tokenizer::from_file(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        ),
+        Some(path) => Some(decode::load_tokenizer(path).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let prompt = match (&args.prompt, &tokenizer) {
-        (Some(text), Some(t)) => {
-            let encoding = t
-                .encode(text.as_str(), false)
-                .map_err(|e| anyhow::anyhow!("--prompt: {e}"))?;
-            encoding.get_ids().iter().map(|&i| i64::from(i)).collect()
-        }
+        (Some(text), Some(t)) => decode::encode(t, text).map_err(anyhow::Error::msg)?,
         _ => args.prompt_ids.clone(),
     };
     let start = std::time::Instant::now();
-    let mut stream = Stream::new(tokenizer.as_ref());
-    let out = generator.generate(&prompt, &sampling, |id| stream.push(id))?;
-    let total = start.elapsed().as_secs_f64();
-    super::emit("\n")?;
-    super::emit(&format!("{}\n", summary(&out, total, args.step_times)))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the new tokens as they come: ids separated by spaces, or with a tokenizer the
-/// text they add (the whole decoded again each time, so a character spread over several
-/// tokens appears once it is complete).
-struct Stream<'t> {
-    tokenizer: Option<&'t tokenizers::Tokenizer>,
-    ids: Vec<u32>,
-    printed: usize,
-}
-
-impl<'t> Stream<'t> {
-    fn new(tokenizer: Option<&'t tokenizers::Tokenizer>) -> Stream<'t> {
-        Stream {
-            tokenizer,
-            ids: Vec::new(),
-            printed: 0,
-        }
-    }
-
-    fn push(&mut self, id: i64) {
-        let first = self.ids.is_empty();
-        self.ids.push(u32::try_from(id).unwrap_or(u32::MAX));
-        let text = match self.tokenizer {
-            None => format!("{}{id}", if first { "" } else { " " }),
-            Some(t) => {
-                let all = t.decode(&self.ids, true).unwrap_or_default();
-                // Only a whole, grown prefix is printed; a replacement character at the
-                // end is an unfinished multi-byte character.
-                if all.len() <= self.printed
-                    || all.ends_with('\u{FFFD}')
-                    || !all.is_char_boundary(self.printed)
-                {
-                    return;
-                }
-                let new = all[self.printed..].to_string();
-                self.printed = all.len();
-                new
-            }
-        };
-        let _ = super::emit(&text);
+    let mut stream = decode::TokenStream::new(tokenizer.as_ref());
+    let out = generator.generate(&prompt, &sampling, |id| {
+        let _ = super::emit(&stream.push(id));
         let _ = std::io::stdout().flush();
-    }
-}
-
-/// The JSON line.
-fn summary(out: &Generation, seconds: f64, steps: bool) -> String {
-    let ids: Vec<String> = out.ids.iter().map(|i| i.to_string()).collect();
-    let tokens_per_s = if seconds > 0.0 {
-        out.ids.len() as f64 / seconds
-    } else {
-        0.0
-    };
-    let step_ms = if steps {
-        let ms: Vec<String> = out.step_ms.iter().map(|m| format!("{m:.3}")).collect();
-        format!(",\"step_ms\":[{}]", ms.join(","))
-    } else {
-        String::new()
-    };
-    format!(
-        "{{\"prompt_tokens\":{},\"ids\":[{}],\"prefill_ms\":{:.3},\"ms_per_token\":{:.3},\"p90_ms_per_token\":{:.3},\"tokens_per_s\":{:.2},\"peak_rss_mb\":{:.1}{step_ms}}}",
-        out.prompt_tokens,
-        ids.join(","),
-        out.prefill_ms,
-        out.ms_per_token(),
-        out.p90_ms_per_token(),
-        tokens_per_s,
-        peak_rss_mb()
-    )
-}
-
-/// The process's peak resident memory (`VmHWM`), in MB; 0 where /proc is unreadable.
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
+    })?;
+    let total = start.elapsed().as_secs_f64();
+    let summary = decode::summary_json(&out, total, args.step_times);
+    super::emit(&format!("\n{summary}\n"))?;
+    Ok(ExitCode::SUCCESS)
 }

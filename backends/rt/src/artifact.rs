@@ -79,6 +79,9 @@ pub struct Meta {
     /// Inputs to run when none are given (generated at build time, every dim at its
     /// smallest value).
     pub sample_inputs: Vec<SampleTensor>,
+    /// A decoder's `tokenizer.json`, when one was given at build time.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// A constant in the weights.

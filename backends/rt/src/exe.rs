@@ -6,9 +6,11 @@
 //! ./model --inputs in.npz -o out.npz
 //! ./model --bench 20               time 20 runs (after 3 warm-up runs), print JSON
 //! ./model --threads 2 --weights model.weights
+//! ./decoder --prompt-ids 5,6,7 --max-new-tokens 16      a KV-cache decoder generates
 //! ```
 
 use crate::artifact::{ArtifactError, ModelDesc, Session};
+use crate::decode::{self, Sampling};
 use crate::npz::{read_npz_with, write_npz};
 use crate::summary::summarize;
 use kiln_ir::MemoryLimit;
@@ -25,7 +27,16 @@ time and prints a summary of each output. --inputs takes an .npz with one array 
 input, by name; -o writes the outputs as .npz. --bench N times N runs after 3 warm-up runs
 and prints one JSON line (milliseconds). --weights gives the weights file of a model built
 with --weights file (default: the executable's path with .weights appended). --max-memory
-caps the run's memory (bytes, or 512M, 8G; default: 80% of the machine's memory).";
+caps the run's memory (bytes, or 512M, 8G; default: 80% of the machine's memory).
+
+A KV-cache decoder (input_ids and past_key_values.* in, logits and present.* out)
+generates, as `kiln generate` does, with --prompt-ids 1,2,3 or --prompt TEXT (encoded
+with --tokenizer tokenizer.json, or the tokenizer embedded at build time):
+  [--max-new-tokens N (32)] [--temperature T (0: greedy)] [--top-k K] [--top-p P]
+  [--seed S] [--eos ID] [--step-times]
+The new tokens stream to stdout (text with a tokenizer, else ids); the last line is
+JSON: prompt_tokens, ids, prefill_ms, ms_per_token, p90_ms_per_token, tokens_per_s,
+peak_rss_mb.";
 
 /// Options of one invocation.
 #[derive(Debug, Default)]
@@ -36,6 +47,18 @@ struct Args {
     threads: usize,
     weights: Option<PathBuf>,
     max_memory: Option<MemoryLimit>,
+    /// Set when a prompt is given: the run generates.
+    prompt: Option<Prompt>,
+    tokenizer: Option<PathBuf>,
+    sampling: Sampling,
+    step_times: bool,
+}
+
+/// What a decoder generates after.
+#[derive(Debug)]
+enum Prompt {
+    Ids(Vec<i64>),
+    Text(String),
 }
 
 /// Runs the executable's command line; returns the process exit code.
@@ -48,6 +71,36 @@ pub unsafe extern "C" fn kiln_rt_main(
     argc: c_int,
     argv: *const *const c_char,
 ) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { entry(model, argc, argv, None) }
+}
+
+/// [`kiln_rt_main`] for a decoder, which also generates (`--prompt-ids`, `--prompt`).
+/// A separate entry, so that only decoders link the tokenizer (4 MB of an executable).
+///
+/// # Safety
+/// As for [`kiln_rt_main`].
+#[no_mangle]
+pub unsafe extern "C" fn kiln_rt_main_decoder(
+    model: *const ModelDesc,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { entry(model, argc, argv, Some(generate)) }
+}
+
+/// How a decoder generates, for the entry that links it.
+type Generate = fn(&mut Session, &Args) -> Result<(), String>;
+
+/// # Safety
+/// As for [`kiln_rt_main`].
+unsafe fn entry(
+    model: *const ModelDesc,
+    argc: c_int,
+    argv: *const *const c_char,
+    generate: Option<Generate>,
+) -> c_int {
     let args: Vec<String> = (0..argc.max(0) as usize)
         // SAFETY: the contract above.
         .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) })
@@ -55,7 +108,7 @@ pub unsafe extern "C" fn kiln_rt_main(
         .collect();
     let result = std::panic::catch_unwind(|| {
         // SAFETY: forwarded from the caller.
-        main_with(unsafe { &*model }, &args)
+        main_with(unsafe { &*model }, &args, generate)
     });
     match result {
         Ok(Ok(())) => 0,
@@ -67,7 +120,11 @@ pub unsafe extern "C" fn kiln_rt_main(
     }
 }
 
-fn main_with(model: &'static ModelDesc, argv: &[String]) -> Result<(), String> {
+fn main_with(
+    model: &'static ModelDesc,
+    argv: &[String],
+    generate: Option<Generate>,
+) -> Result<(), String> {
     let Some(args) = parse(argv)? else {
         println!("{USAGE}");
         return Ok(());
@@ -82,6 +139,10 @@ fn main_with(model: &'static ModelDesc, argv: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let limit = args.max_memory.unwrap_or_default();
     session.set_max_memory(limit);
+    if args.prompt.is_some() {
+        let generate = generate.ok_or("--prompt-ids and --prompt need a decoder (input_ids, past_key_values.* in; logits, present.* out)")?;
+        return generate(&mut session, &args);
+    }
     let inputs = match &args.inputs {
         Some(path) => inputs_from(&session, path, limit)?,
         None => session.sample_inputs(),
@@ -117,6 +178,11 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             v.parse::<usize>()
                 .map_err(|_| format!("{flag}: `{v}` is not a count"))
         };
+        let real =
+            |v: String| (v.parse::<f32>()).map_err(|_| format!("{flag}: `{v}` is not a number"));
+        let id = |v: &str| {
+            (v.trim().parse::<i64>()).map_err(|_| format!("{flag}: `{v}` is not a token id"))
+        };
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--inputs" => args.inputs = Some(value()?.into()),
@@ -127,10 +193,57 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--max-memory" => {
                 args.max_memory = Some(value()?.parse().map_err(|e| format!("{flag}: {e}"))?)
             }
+            "--prompt-ids" => {
+                let ids = value()?.split(',').map(id).collect::<Result<_, _>>()?;
+                args.prompt = Some(Prompt::Ids(ids));
+            }
+            "--prompt" => args.prompt = Some(Prompt::Text(value()?)),
+            "--tokenizer" => args.tokenizer = Some(value()?.into()),
+            "--max-new-tokens" => args.sampling.max_new_tokens = number(value()?)?,
+            "--temperature" => args.sampling.temperature = real(value()?)?,
+            "--top-k" => args.sampling.top_k = number(value()?)?,
+            "--top-p" => args.sampling.top_p = real(value()?)?,
+            "--seed" => args.sampling.seed = number(value()?)? as u64,
+            "--eos" => args.sampling.eos = Some(id(&value()?)?),
+            "--step-times" => args.step_times = true,
             other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
         }
     }
     Ok(Some(args))
+}
+
+/// Generates with a decoder artifact, printing as `kiln generate` does.
+fn generate(session: &mut Session, args: &Args) -> Result<(), String> {
+    use std::io::Write;
+    let signature = decode::session::signature(session.meta()).map_err(|e| e.to_string())?;
+    let tokenizer = match (&args.tokenizer, &session.meta().tokenizer) {
+        (Some(path), _) => Some(decode::load_tokenizer(path)?),
+        (None, Some(json)) => Some(
+            (json.parse::<tokenizers::Tokenizer>())
+                .map_err(|e| format!("the embedded tokenizer: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let prompt = match (&args.prompt, &tokenizer) {
+        (Some(Prompt::Ids(ids)), _) => ids.clone(),
+        (Some(Prompt::Text(text)), Some(t)) => decode::encode(t, text)?,
+        (Some(Prompt::Text(_)), None) => {
+            return Err("--prompt needs --tokenizer (none was embedded at build time)".into())
+        }
+        (None, _) => return Err("no prompt".into()),
+    };
+    let start = Instant::now();
+    let mut stream = decode::TokenStream::new(tokenizer.as_ref());
+    let mut stdout = std::io::stdout();
+    let out = decode::session::generate(session, &signature, &prompt, &args.sampling, |id| {
+        // A closed pipe only stops the printing.
+        let _ = write!(stdout, "{}", stream.push(id));
+        let _ = stdout.flush();
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = decode::summary_json(&out, seconds, args.step_times);
+    let _ = writeln!(stdout, "\n{summary}");
+    Ok(())
 }
 
 /// The model's inputs from an .npz, by name.

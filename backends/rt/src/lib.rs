@@ -9,6 +9,7 @@ mod attention;
 pub mod call;
 pub mod capi;
 mod conv;
+pub mod decode;
 pub mod exe;
 pub mod exec;
 pub mod gemm;

@@ -4,6 +4,7 @@
 use kiln_rt::ndarray::ArrayD;
 
 include!(concat!(env!("OUT_DIR"), "/bert.rs"));
+include!(concat!(env!("OUT_DIR"), "/gpt2.rs"));
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Bert::new(0, None)?;
@@ -31,6 +32,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match model.run(long.view(), long.view(), long.view()) {
         Err(e) => println!("seq 40 refused: {e}"),
         Ok(_) => return Err("seq 40 should be outside the compiled range".into()),
+    }
+    generate()
+}
+
+/// The decoder generates onnxruntime's greedy tokens (stored beside the model).
+fn generate() -> Result<(), Box<dyn std::error::Error>> {
+    let reference = include_str!("../../../tests/models/gpt2_kv.greedy.json");
+    let ids = |key: &str| -> Vec<i64> {
+        let list = reference
+            .split(&format!("\"{key}\": ["))
+            .nth(1)
+            .unwrap_or("");
+        let list = list.split(']').next().unwrap_or("");
+        list.split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let (prompt, want) = (ids("prompt"), ids("ids"));
+    let model = Gpt2::new(2, None)?;
+    let sampling = kiln_rt::decode::Sampling {
+        max_new_tokens: want.len(),
+        ..Default::default()
+    };
+    let out = model.generate(&prompt, &sampling, |_| {})?;
+    println!(
+        "gpt2: {} greedy tokens, {:.3} ms per token",
+        out.ids.len(),
+        out.ms_per_token()
+    );
+    if out.ids != want || want.is_empty() {
+        return Err(format!("greedy tokens {:?}, onnxruntime's {want:?}", out.ids).into());
     }
     Ok(())
 }

@@ -1,0 +1,265 @@
+//! Token-by-token generation with a KV-cache decoder export, shared by the JIT's
+//! `kiln::decode::Generator` and the executables `kiln build --emit exe` makes.
+//!
+//! The exports people make (`optimum-cli export onnx --task text-generation-with-past`)
+//! take `input_ids`, an optional `attention_mask` and `position_ids`, and one
+//! `past_key_values.N.key` / `.value` per layer (`[batch, heads, past, head_dim]`), and
+//! return `logits` and the matching `present.N.key` / `.value`, the past with the new
+//! tokens appended. A generation runs the prompt with an empty past (length 0), then one
+//! token per step with the last step's `present` outputs as the past, on one compiled
+//! program for every length (nothing is recompiled after the first token).
+//!
+//! [`generate`] is the loop over any step function, so both engines decode the same way
+//! and choose the same tokens.
+
+mod sample;
+pub mod session;
+mod stream;
+
+pub use sample::Sampling;
+pub use stream::{encode, load_tokenizer, peak_rss_mb, summary_json, TokenStream};
+
+use kiln_ir::{DType, Dim, Tensor};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Why a generation could not start or go on: the input or output it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}`: {message}")]
+pub struct DecodeError {
+    /// The model input or output (or `(decoder)` for the model as a whole).
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn error(name: &str, message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        name: name.into(),
+        message: message.into(),
+    }
+}
+
+/// One past input: its name and declared shape, and the output that becomes it.
+#[derive(Clone, Debug)]
+struct CacheSlot {
+    past: String,
+    shape: Vec<Dim>,
+    present: String,
+}
+
+/// The names a decoder export uses for its inputs and outputs.
+#[derive(Clone, Debug)]
+pub struct Signature {
+    mask: bool,
+    positions: bool,
+    cache: Vec<CacheSlot>,
+}
+
+impl Signature {
+    /// Reads the decoder convention off a model's inputs (name, dtype, shape) and output
+    /// names: `input_ids`, `logits`, and every `past_key_values.*` input paired with its
+    /// `present.*` output.
+    pub fn of(
+        inputs: &[(String, DType, Vec<Dim>)],
+        outputs: &[String],
+    ) -> Result<Signature, DecodeError> {
+        let has_output = |n: &str| outputs.iter().any(|o| o == n);
+        let has_input = |n: &str| inputs.iter().any(|i| i.0 == n);
+        if !has_input("input_ids") || !has_output("logits") {
+            return Err(error(
+                "(decoder)",
+                "a decoder takes `input_ids` and returns `logits`",
+            ));
+        }
+        let mut cache = Vec::new();
+        for (name, dtype, shape) in inputs {
+            let Some(rest) = name.strip_prefix("past_key_values") else {
+                let known = ["input_ids", "attention_mask", "position_ids"];
+                if known.contains(&name.as_str()) {
+                    continue;
+                }
+                return Err(error(name, "not an input a decoder export takes"));
+            };
+            let present = format!("present{rest}");
+            if !has_output(&present) {
+                return Err(error(name, format!("has no `{present}` output")));
+            }
+            if shape.len() != 4 || *dtype != DType::F32 {
+                return Err(error(name, "not f32[batch, heads, past, depth]"));
+            }
+            cache.push(CacheSlot {
+                past: name.clone(),
+                shape: shape.clone(),
+                present,
+            });
+        }
+        Ok(Signature {
+            mask: has_input("attention_mask"),
+            positions: has_input("position_ids"),
+            cache,
+        })
+    }
+
+    /// The symbols of the past inputs' sequence axes (whose value is 0 for the prompt).
+    pub fn past_symbols(&self) -> Vec<String> {
+        let mut names: Vec<String> = (self.cache.iter())
+            .flat_map(|c| c.shape[2].symbols())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The past inputs at length 0, batch 1.
+    fn empty_cache(&self) -> Result<BTreeMap<String, Tensor>, DecodeError> {
+        let mut cache = BTreeMap::new();
+        for slot in &self.cache {
+            let dims: Vec<usize> = (slot.shape.iter().enumerate())
+                .map(|(i, d)| match (i, d.as_const()) {
+                    (0, _) => Ok(1),
+                    (2, _) => Ok(0),
+                    (_, Some(n)) if n >= 0 => Ok(n as usize),
+                    _ => Err(error(&slot.past, format!("dim `{d}` must be fixed"))),
+                })
+                .collect::<Result<_, _>>()?;
+            let t = Tensor::from_vec(Vec::<f32>::new(), &dims)
+                .map_err(|e| error(&slot.past, e.to_string()))?;
+            cache.insert(slot.past.clone(), t);
+        }
+        Ok(cache)
+    }
+
+    /// One step's inputs: the new ids after `past` cached tokens, and the cache.
+    fn inputs(
+        &self,
+        ids: &[i64],
+        past: usize,
+        cache: BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, DecodeError> {
+        let tensor = |v: Vec<i64>, name: &str| {
+            let n = v.len();
+            Tensor::from_vec(v, &[1, n]).map_err(|e| error(name, e.to_string()))
+        };
+        let mut inputs = cache;
+        inputs.insert("input_ids".into(), tensor(ids.to_vec(), "input_ids")?);
+        let total = past + ids.len();
+        if self.mask {
+            let mask = tensor(vec![1; total], "attention_mask")?;
+            inputs.insert("attention_mask".into(), mask);
+        }
+        if self.positions {
+            let positions = (past as i64..total as i64).collect();
+            inputs.insert("position_ids".into(), tensor(positions, "position_ids")?);
+        }
+        Ok(inputs)
+    }
+}
+
+/// One generation: the new tokens and where the time went.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The prompt's length in tokens.
+    pub prompt_tokens: usize,
+    /// The new token ids, in order.
+    pub ids: Vec<i64>,
+    /// Milliseconds of the prompt's step (which yields the first new token).
+    pub prefill_ms: f64,
+    /// Milliseconds of each later step.
+    pub step_ms: Vec<f64>,
+}
+
+impl Generation {
+    /// The median of [`Generation::step_ms`] (0 with none).
+    pub fn ms_per_token(&self) -> f64 {
+        quantile(&self.step_ms, 0.5)
+    }
+
+    /// The 90th percentile of [`Generation::step_ms`].
+    pub fn p90_ms_per_token(&self) -> f64 {
+        quantile(&self.step_ms, 0.9)
+    }
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Generates after `prompt` (token ids): runs `step` on the prompt with an empty past,
+/// then on each chosen token with the last step's `present` outputs as the past, calling
+/// `on_token` with each new id as it is chosen.
+pub fn generate<E: From<DecodeError>>(
+    signature: &Signature,
+    prompt: &[i64],
+    sampling: &Sampling,
+    mut step: impl FnMut(BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, E>,
+    mut on_token: impl FnMut(i64),
+) -> Result<Generation, E> {
+    if prompt.is_empty() {
+        return Err(error("input_ids", "the prompt is empty").into());
+    }
+    let mut sampler = sample::Sampler::new(sampling);
+    let mut cache = signature.empty_cache()?;
+    let (mut feed, mut past) = (prompt.to_vec(), 0usize);
+    let mut out = Generation {
+        prompt_tokens: prompt.len(),
+        ids: Vec::new(),
+        prefill_ms: 0.0,
+        step_ms: Vec::new(),
+    };
+    while out.ids.len() < sampling.max_new_tokens {
+        let start = Instant::now();
+        let mut outputs = step(signature.inputs(&feed, past, cache)?)?;
+        let take = |outputs: &mut BTreeMap<String, Tensor>, name: &str| {
+            outputs.remove(name).ok_or_else(|| error(name, "missing"))
+        };
+        let token = sampler.choose(&last_row(&take(&mut outputs, "logits")?)?);
+        cache = BTreeMap::new();
+        for slot in &signature.cache {
+            cache.insert(slot.past.clone(), take(&mut outputs, &slot.present)?);
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if out.ids.is_empty() {
+            out.prefill_ms = ms;
+        } else {
+            out.step_ms.push(ms);
+        }
+        past += feed.len();
+        out.ids.push(token);
+        on_token(token);
+        if sampling.eos == Some(token) {
+            break;
+        }
+        feed = vec![token];
+    }
+    Ok(out)
+}
+
+/// The logits of the last position of `logits[1, seq, vocab]`.
+fn last_row(logits: &Tensor) -> Result<Vec<f32>, DecodeError> {
+    let shape = logits.shape();
+    let bad = || error("logits", format!("shape {shape:?}, not [1, seq, vocab]"));
+    let (&vocab, rows) = shape.split_last().ok_or_else(bad)?;
+    if vocab == 0 || rows.iter().product::<usize>() == 0 {
+        return Err(bad());
+    }
+    // Only the last row: the prompt's logits are every position's.
+    let f32s = logits.cast(DType::F32);
+    let all = f32s.as_array::<f32>().ok_or_else(bad)?;
+    let skip = all.len() - vocab;
+    Ok(match all.as_slice() {
+        Some(flat) => flat[skip..].to_vec(),
+        None => all.iter().skip(skip).copied().collect(),
+    })
+}
+
+impl From<DecodeError> for String {
+    fn from(e: DecodeError) -> String {
+        e.to_string()
+    }
+}
