@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Export tiny KV-cache decoders with optimum-onnx, and onnxruntime's greedy tokens.
+"""Export tiny KV-cache decoders with optimum-onnx or torch.onnx, and onnxruntime's
+greedy tokens.
 
 A developer script that makes test data; never a test dependency. optimum-onnx 0.1 pulls
 transformers 4.57, so give it its own virtualenv:
@@ -18,6 +19,14 @@ it writes into OUT:
                          loop over that file, its present outputs fed back as the past
   NAME_kv.inputs.npz / .outputs.npz       a prefill: batch 2, 16 tokens, empty past
   NAME_kv.alt.inputs.npz / .outputs.npz   a decode step: batch 1, 1 token after 7
+
+With --exporter torchscript,dynamo it exports the same tiny networks with torch.onnx
+instead (TorchScript at opset 14, dynamo at opset 18), the past built by hand as users do
+(`bench/export_fullsize.py`): a wrapper takes input_ids, attention_mask, position_ids
+(Llama) and the flat past_key_values.N.key/value, fills a `DynamicCache`, and returns
+logits and the flat present.N.key/value. These need transformers 5 and onnxscript (the
+torch virtualenv of bench/export_fullsize.py); they write NAME_kv_ts.onnx and
+NAME_kv_dynamo.onnx with their greedy and reference files.
 
 The greedy loop is the one `bench/compare_decode.py` times: prefill with an empty past
 (length 0), then one token per step, attention mask all ones, positions counting on.
@@ -102,6 +111,75 @@ def export(kind, out, size):
         return path
 
 
+class PastStep(torch.nn.Module):
+    """One generation step over flat tensors: the past in, logits and the present out."""
+
+    def __init__(self, model, positions):
+        super().__init__()
+        self.model, self.positions = model, positions
+        self.layers = model.config.num_hidden_layers
+
+    def forward(self, input_ids, attention_mask, *rest):
+        position_ids = rest[0] if self.positions else None
+        past = rest[1:] if self.positions else rest
+        cache = transformers.DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids, past_key_values=cache, use_cache=True)
+        flat = []
+        for layer in out.past_key_values.layers:
+            flat += [layer.keys, layer.values]
+        return (out.logits, *flat)
+
+
+def export_torch(kind, out, exporter):
+    """The tiny `kind` through torch.onnx (`torchscript` or `dynamo`), traced at batch 1,
+    3 new tokens after 4; every length symbolic."""
+    model = tiny(kind).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4.0)
+    cfg = model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    depth = cfg.hidden_size // cfg.num_attention_heads
+    positions = kind == "llama"
+    batch, new, past = 1, 3, 4
+    args = [torch.randint(0, 96, (batch, new)), torch.ones(batch, past + new, dtype=torch.int64)]
+    names, outs = ["input_ids", "attention_mask"], ["logits"]
+    if positions:
+        args.append(torch.arange(past, past + new)[None])
+        names.append("position_ids")
+    for i in range(cfg.num_hidden_layers):
+        for kv in ("key", "value"):
+            args.append(torch.randn(batch, heads, past, depth))
+            names.append(f"past_key_values.{i}.{kv}")
+            outs.append(f"present.{i}.{kv}")
+    suffix = {"torchscript": "ts", "dynamo": "dynamo"}[exporter]
+    path = out / f"{kind}_kv_{suffix}.onnx"
+    step = PastStep(model, positions)
+    if exporter == "torchscript":
+        total = "past_sequence_length + sequence_length"
+        axes = {n: {0: "batch_size", 1: "sequence_length"} for n in ["input_ids", "logits"]}
+        axes["attention_mask"] = {0: "batch_size", 1: total}
+        if positions:
+            axes["position_ids"] = {0: "batch_size", 1: "sequence_length"}
+        axes.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in names if n.startswith("past")})
+        axes.update({n: {0: "batch_size", 2: total} for n in outs[1:]})
+        torch.onnx.export(step, tuple(args), path, input_names=names, output_names=outs,
+                          dynamic_axes=axes, opset_version=14, dynamo=False)
+    else:
+        from torch.export import Dim
+
+        b, s = Dim("batch_size", max=64), Dim("sequence_length", max=128)
+        p, t = Dim("past_sequence_length", max=128), Dim("total_sequence_length", max=256)
+        rest = ([{0: b, 1: s}] if positions else []) + [{0: b, 2: p}] * (2 * cfg.num_hidden_layers)
+        torch.onnx.export(step, tuple(args), path, input_names=names, output_names=outs,
+                          dynamic_shapes=({0: b, 1: s}, {0: b, 1: t}, tuple(rest)),
+                          opset_version=18, dynamo=True, external_data=False)
+    return path
+
+
 def greedy(path):
     """The first prompt (by seed) whose greedy run has no near tie between the top two
     logits, so the tokens do not hinge on rounding; the prompt and the tokens."""
@@ -182,10 +260,26 @@ def references(path, out):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--full"]
+    argv = sys.argv[1:]
+    exporters = ["optimum"]
+    if "--exporter" in argv:
+        at = argv.index("--exporter")
+        exporters = argv[at + 1].split(",")
+        del argv[at : at + 2]
+    args = [a for a in argv if a != "--full"]
     size = "full" if "--full" in sys.argv else "tiny"
     out = Path(args[0] if args else "tests/models")
     out.mkdir(parents=True, exist_ok=True)
+    for exporter in (e for e in exporters if e != "optimum"):
+        for kind in ["gpt2", "llama"]:
+            path = export_torch(kind, out, exporter)
+            references(path, out)
+            prompt, ids = greedy(path)
+            stem = path.name[: -len(".onnx")]
+            (out / f"{stem}.greedy.json").write_text(json.dumps({"prompt": prompt, "ids": ids}) + "\n")
+            print(f"{path}: {path.stat().st_size} bytes, greedy {ids[:8]}...")
+    if "optimum" not in exporters:
+        return
     for kind in ["gpt2", "llama"]:
         path = export(kind, out, size)
         if size == "full":

@@ -1,7 +1,8 @@
-//! Generation with KV-cache decoder exports (`tests/models/*_kv.onnx`, made by
-//! `bench/export_decoders.py` with optimum-onnx): kiln's greedy tokens are onnxruntime's
-//! greedy loop's over the same file, 64 new tokens after a 16-token prompt, with one
-//! compiled program for every past length.
+//! Generation with KV-cache decoder exports (`tests/models/*_kv*.onnx`, made by
+//! `bench/export_decoders.py` with optimum-onnx, and with torch.onnx's TorchScript and
+//! dynamo exporters over a hand-built past): kiln's greedy tokens are onnxruntime's greedy
+//! loop's over the same file, 64 new tokens after a 16-token prompt, with one compiled
+//! program for every past length.
 
 use kiln::decode::{Generator, Sampling};
 use kiln::{Model, Options};
@@ -27,7 +28,14 @@ fn reference(name: &str) -> (Vec<i64>, Vec<i64>) {
 
 #[test]
 fn greedy_tokens_match_onnxruntime_on_gpt2_and_llama_exports() {
-    for name in ["gpt2_kv", "llama_kv"] {
+    for name in [
+        "gpt2_kv",
+        "llama_kv",
+        "gpt2_kv_ts",
+        "llama_kv_ts",
+        "gpt2_kv_dynamo",
+        "llama_kv_dynamo",
+    ] {
         let (prompt, want) = reference(name);
         let model = Model::load(models().join(format!("{name}.onnx"))).unwrap();
         let options = Options {
