@@ -33,6 +33,10 @@ pub struct Options {
     pub quantize: Option<kiln_passes::Scheme>,
     /// Layers left in f32 when quantizing: those whose node name contains any of these.
     pub quantize_skip: Vec<String>,
+    /// Append a decoder's KV caches in place (default: false): each past input that only
+    /// a `concat` along the sequence reads, into a present output otherwise read only by
+    /// attention, becomes a cache buffer ([`Compiled::run_cached`]).
+    pub kv_cache: bool,
 }
 
 impl Default for Options {
@@ -43,6 +47,7 @@ impl Default for Options {
             max_memory: MemoryLimit::default(),
             quantize: None,
             quantize_skip: Vec::new(),
+            kv_cache: false,
         }
     }
 }
@@ -93,6 +98,7 @@ impl Model {
         let cpu = kiln_cpu::Options {
             threads: opts.threads.max(1),
             max_memory: opts.max_memory,
+            kv_cache: opts.kv_cache,
         };
         let (graph, bound_at_import) = model.into_parts();
         Ok(Compiled {
@@ -116,6 +122,43 @@ impl Compiled {
             .map(|(name, _)| name.clone())
             .zip(outputs)
             .collect())
+    }
+
+    /// The KV caches appended in place, each as its past input's and present output's
+    /// names (empty unless compiled with [`Options::kv_cache`]).
+    pub fn caches(&self) -> Vec<(String, String)> {
+        let g = self.model.graph();
+        (self.model.caches().iter())
+            .map(|c| (g.inputs[c.input].0.clone(), g.outputs[c.output].0.clone()))
+            .collect()
+    }
+
+    /// Runs with the KV caches in `caches`, one per [`Compiled::caches`] and in that
+    /// order: `inputs` are the other inputs, by name. Each cache's new rows are appended
+    /// in place; returns the other outputs by name, in graph order.
+    pub fn run_cached(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        caches: &mut [kiln_rt::kv::KvBuffer],
+    ) -> Result<Vec<(String, Tensor)>, Error> {
+        let g = self.model.graph();
+        let cached = self.model.caches();
+        let mut ordered = Vec::with_capacity(g.inputs.len());
+        for (i, (name, _)) in g.inputs.iter().enumerate() {
+            if cached.iter().any(|c| c.input == i) {
+                continue;
+            }
+            let t = inputs.get(name).ok_or_else(|| Error::Input {
+                name: name.clone(),
+                message: "missing".into(),
+            })?;
+            ordered.push(t.clone());
+        }
+        let outputs = self.model.run_cached(&ordered, caches)?;
+        let names = (g.outputs.iter().enumerate())
+            .filter(|(i, _)| !cached.iter().any(|c| c.output == *i))
+            .map(|(_, (name, _))| name.clone());
+        Ok(names.zip(outputs).collect())
     }
 
     /// Prepares the shapes of `inputs` now (if not yet cached) and returns how long the

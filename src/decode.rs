@@ -3,11 +3,16 @@
 //! The loop, the sampler and the decoder convention are `kiln_rt::decode`'s, which the
 //! executables `kiln build --emit exe` makes share: both choose the same tokens.
 //!
-//! Each step passes the whole cache back in, so a step copies it once (the model's
-//! `concat`); appending in place is the compiler's next step.
+//! The caches are appended in place ([`kiln_kernel::cache`]): each layer's key and value
+//! live in a buffer of the generation's length, the step writes only the new rows, and
+//! attention reads the valid ones there, so a step costs the same at token 1000 as at
+//! token 10 but for attention's reads. A cache the compiler does not recognize is passed
+//! through the model as it was exported (its `present` fed back as the next past).
 
 use crate::{Compiled, Error, Model, Options};
+use kiln_ir::Tensor;
 use kiln_rt::decode::{DecodeError, Signature};
+use kiln_rt::kv::KvBuffer;
 use std::collections::BTreeMap;
 
 pub use kiln_rt::decode::{Generation, Sampling};
@@ -38,8 +43,28 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Compiles `model`, a decoder export with a KV cache, as `options` say.
+    /// Compiles `model`, a decoder export with a KV cache, as `options` say, with its
+    /// caches appended in place.
     pub fn new(model: &Model, options: &Options) -> Result<Generator, Error> {
+        let options = Options {
+            kv_cache: true,
+            ..options.clone()
+        };
+        Generator::compiled_as(model, &options)
+    }
+
+    /// [`Generator::new`] passing the whole cache through the model at every step, as
+    /// exported (each `present` a new tensor, fed back as the next past): the baseline
+    /// the in-place caches are measured against.
+    pub fn copying(model: &Model, options: &Options) -> Result<Generator, Error> {
+        let options = Options {
+            kv_cache: false,
+            ..options.clone()
+        };
+        Generator::compiled_as(model, &options)
+    }
+
+    fn compiled_as(model: &Model, options: &Options) -> Result<Generator, Error> {
         let signature = signature(model.graph())?;
         Ok(Generator {
             model: model.compile(options)?,
@@ -64,10 +89,59 @@ impl Generator {
             name: "(sampling)".into(),
             message,
         })?;
-        let step = |inputs: BTreeMap<_, _>| -> Result<BTreeMap<_, _>, Error> {
-            Ok(self.model.run(&inputs)?.into_iter().collect())
+        let in_place = self.model.caches();
+        if in_place.is_empty() {
+            let run = |inputs: BTreeMap<_, _>| -> Result<BTreeMap<_, _>, Error> {
+                Ok(self.model.run(&inputs)?.into_iter().collect())
+            };
+            let step = kiln_rt::decode::copying(&self.signature, run)?;
+            return kiln_rt::decode::generate(&self.signature, prompt, sampling, step, on_token);
+        }
+        let capacity = prompt.len() + sampling.max_new_tokens.max(1);
+        let mut buffers = self.buffers(&in_place, capacity)?;
+        let run = |inputs: BTreeMap<String, Tensor>| -> Result<BTreeMap<_, _>, Error> {
+            Ok(self
+                .model
+                .run_cached(&inputs, &mut buffers)?
+                .into_iter()
+                .collect())
         };
+        // The caches the compiler did not take are passed through as exported.
+        let rest = self
+            .signature
+            .without(in_place.iter().map(|(past, _)| past.as_str()));
+        let step = kiln_rt::decode::copying(&rest, run)?;
         kiln_rt::decode::generate(&self.signature, prompt, sampling, step, on_token)
+    }
+
+    /// An empty buffer of `capacity` rows for each cache appended in place, batch 1.
+    fn buffers(
+        &self,
+        in_place: &[(String, String)],
+        capacity: usize,
+    ) -> Result<Vec<KvBuffer>, Error> {
+        let fixed = |d: &kiln_ir::Dim| d.as_const().and_then(|n| usize::try_from(n).ok());
+        (in_place.iter())
+            .map(|(past, _)| {
+                let (_, shape, _) = (self.signature.caches())
+                    .find(|(name, ..)| name == past)
+                    .ok_or_else(|| Error::Input {
+                        name: past.clone(),
+                        message: "not a past input of the decoder".into(),
+                    })?;
+                let dims = (fixed(&shape[1]), fixed(&shape[3]));
+                let (Some(heads), Some(depth)) = dims else {
+                    return Err(Error::Input {
+                        name: past.clone(),
+                        message: "heads and depth must be fixed".into(),
+                    });
+                };
+                KvBuffer::new(1, heads, capacity, depth).map_err(|e| Error::Input {
+                    name: past.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
     }
 }
 

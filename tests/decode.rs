@@ -43,6 +43,14 @@ fn greedy_tokens_match_onnxruntime_on_gpt2_and_llama_exports() {
             ..Options::default()
         };
         let generator = Generator::new(&model, &options).unwrap();
+        let pasts = (model.graph().inputs.iter())
+            .filter(|(n, _)| n.starts_with("past_key_values"))
+            .count();
+        assert_eq!(
+            generator.compiled().caches().len(),
+            pasts,
+            "{name}: every cache is appended in place"
+        );
         let sampling = Sampling {
             max_new_tokens: want.len(),
             ..Sampling::default()
@@ -69,7 +77,79 @@ fn greedy_tokens_match_onnxruntime_on_gpt2_and_llama_exports() {
         // The generator is reusable: the same prompt gives the same tokens again.
         let again = generator.generate(&prompt, &sampling, |_| {}).unwrap();
         assert_eq!(again.ids, want, "{name}: a second generation differs");
+        // The export's own way, each present a new tensor fed back, gives them too.
+        let copying = Generator::copying(&model, &options).unwrap();
+        assert!(copying.compiled().caches().is_empty());
+        let copied = copying.generate(&prompt, &sampling, |_| {}).unwrap();
+        assert_eq!(copied.ids, want, "{name}: copying the cache differs");
     }
+}
+
+/// One decode step through caches appended in place gives the logits of the same step
+/// with the past passed in whole, bit for bit; a step whose rows pass the capacity is
+/// refused before it runs, and the cache is left as it was.
+#[test]
+fn a_step_appends_in_place_as_the_copy_would_and_a_full_cache_is_refused() {
+    use kiln::ir::Tensor;
+    use kiln_rt::kv::KvBuffer;
+    use std::collections::BTreeMap;
+    let model = Model::load(models().join("llama_kv.onnx")).unwrap();
+    let opts = |kv_cache| Options {
+        threads: 2,
+        kv_cache,
+        ..Options::default()
+    };
+    let (copying, cached) = (
+        model.compile(&opts(false)).unwrap(),
+        model.compile(&opts(true)).unwrap(),
+    );
+    let names = cached.caches();
+    assert_eq!(names.len(), 4);
+    let ids = |v: Vec<i64>| Tensor::from_vec(v.clone(), &[1, v.len()]).unwrap();
+    let step = |past: usize, new: Vec<i64>| {
+        let n = new.len();
+        BTreeMap::from([
+            ("input_ids".to_string(), ids(new)),
+            ("attention_mask".to_string(), ids(vec![1; past + n])),
+            (
+                "position_ids".to_string(),
+                ids((past as i64..(past + n) as i64).collect()),
+            ),
+        ])
+    };
+    let mut buffers: Vec<KvBuffer> = (0..4).map(|_| KvBuffer::new(1, 2, 8, 8).unwrap()).collect();
+    // The prompt: five tokens into empty caches.
+    let first = cached
+        .run_cached(&step(0, vec![3, 9, 27, 81, 50]), &mut buffers)
+        .unwrap();
+    assert!(buffers.iter().all(|b| b.len() == 5));
+    // The same prompt with the past passed in whole, for its presents.
+    let mut whole = step(0, vec![3, 9, 27, 81, 50]);
+    for (past, _) in &names {
+        whole.insert(
+            past.clone(),
+            Tensor::from_vec(Vec::<f32>::new(), &[1, 2, 0, 8]).unwrap(),
+        );
+    }
+    let out: BTreeMap<String, Tensor> = copying.run(&whole).unwrap().into_iter().collect();
+    assert_eq!(first[0].1.to_le_bytes(), out["logits"].to_le_bytes());
+    for ((_, present), kv) in names.iter().zip(&buffers) {
+        let mine = Tensor::from_array(kv.view().to_owned().into_dyn());
+        assert_eq!(mine.to_le_bytes(), out[present].to_le_bytes(), "{present}");
+    }
+    // One more token each way.
+    let next = cached.run_cached(&step(5, vec![7]), &mut buffers).unwrap();
+    let mut whole = step(5, vec![7]);
+    for (past, present) in &names {
+        whole.insert(past.clone(), out[present].clone());
+    }
+    let out: BTreeMap<String, Tensor> = copying.run(&whole).unwrap().into_iter().collect();
+    assert_eq!(next[0].1.to_le_bytes(), out["logits"].to_le_bytes());
+    // Three more rows do not fit in eight.
+    let full = cached.run_cached(&step(6, vec![1, 2, 3]), &mut buffers);
+    let message = full.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("kv_capacity"), "{message}");
+    assert!(buffers.iter().all(|b| b.len() == 6));
 }
 
 #[test]

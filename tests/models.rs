@@ -57,10 +57,27 @@ fn check_model(name: &str) {
         ..Options::default()
     };
     let compiled = optimized.compile(&opts).unwrap_or_else(|e| panic!("{e}"));
-    let runs: [(&str, Runner); 3] = [
+    // A decoder's caches appended in place: each past is copied into a cache buffer
+    // and each present read back out of it.
+    let in_place = Options {
+        kv_cache: true,
+        ..opts.clone()
+    };
+    let cached = optimized
+        .compile(&in_place)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let decoder = name.contains("_kv");
+    assert_eq!(
+        !cached.caches().is_empty(),
+        decoder,
+        "{name}: KV caches found: {:?}",
+        cached.caches()
+    );
+    let runs: [(&str, Runner); 4] = [
         ("interp, optimized", &|i| optimized.run(i)),
         ("interp, as imported", &|i| model.run(i)),
         ("cpu", &|i| compiled.run(i)),
+        ("cpu, KV caches in place", &|i| cached.run(i)),
     ];
     let mut failures = Vec::new();
     for (label, run) in runs {

@@ -19,7 +19,9 @@ MODEL is a decoder export with a KV cache (`optimum-cli export onnx --task
 text-generation-with-past`): input_ids (attention_mask, position_ids when it has them) and
 past_key_values.N.key/value in, logits and present.N.key/value out. The prompt runs with an
 empty past; each new token then runs alone with the last step's present as its past, on one
-compiled program. Without --temperature the choice is greedy (deterministic). Token ids go
+compiled program; each layer's keys and values are appended in place to a buffer of the
+generation's length (--copy-cache: passed through the model as exported). Without
+--temperature the choice is greedy (deterministic). Token ids go
 to stdout as they are chosen (text, with --tokenizer); the last line is JSON: prompt_tokens, ids, prefill_ms,
 ms_per_token (median of the steps after the prompt), p90_ms_per_token, tokens_per_s,
 peak_rss_mb.";
@@ -69,6 +71,11 @@ pub(crate) struct GenerateArgs {
     /// line, to see how a step's time grows with the past.
     #[arg(long)]
     step_times: bool,
+    /// Pass the whole cache through the model at every step, as exported (each present a
+    /// new tensor fed back as the next past), instead of appending in place: the
+    /// baseline to compare with.
+    #[arg(long)]
+    copy_cache: bool,
     #[command(flatten)]
     quantize: super::pipeline::QuantizeArgs,
 }
@@ -96,7 +103,10 @@ pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<Exit
         ..kiln::Options::default()
     };
     let start = std::time::Instant::now();
-    let generator = Generator::new(&model, &options)?;
+    let generator = match args.copy_cache {
+        true => Generator::copying(&model, &options)?,
+        false => Generator::new(&model, &options)?,
+    };
     timer.report("compile", start.elapsed());
     let tokenizer = match &args.tokenizer {
         Some(path) => Some(decode::load_tokenizer(path).map_err(anyhow::Error::msg)?),

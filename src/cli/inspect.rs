@@ -11,6 +11,7 @@ pub(crate) const EXAMPLE: &str = "Examples:
   kiln inspect tests/models/bert_tiny.onnx
   kiln inspect tests/models/bert_tiny.onnx --optimized --stats
   kiln inspect tests/models/gpt2_tiny_ts.onnx --explain
+  kiln inspect tests/models/gpt2_kv.onnx --explain    # the fused kernels and the KV caches
   kiln inspect tests/models/gpt2_tiny_ts.onnx --format html > gpt2.html
   kiln inspect tests/models/gpt2_tiny_ts.onnx --format onnx > gpt2.kiln.onnx
   kiln inspect tests/models/bert_tiny.onnx --after fold-shapes
@@ -35,7 +36,8 @@ pub(crate) struct InspectArgs {
     #[arg(long, conflicts_with = "memory")]
     stats: bool,
     /// List each fused kernel instead of the graph: its op, its node, the rule that built it
-    /// and the source nodes it replaces.
+    /// and the source nodes it replaces; then the KV caches a decoder appends in place
+    /// (each past input, the concat that no longer copies it, and its present output).
     #[arg(long, conflicts_with_all = ["memory", "stats", "after"])]
     explain: bool,
     /// Explain where an expected fusion failed: each candidate that stayed unfused and the
@@ -75,7 +77,9 @@ pub(crate) fn inspect(args: InspectArgs, timer: &Timer) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     if args.explain {
-        super::emit(&explain(&fuse_explained(&model)?.1))?;
+        let (graph, kernels) = fuse_explained(&model)?;
+        super::emit(&explain(&kernels))?;
+        super::emit(&explain_caches(&graph))?;
         return Ok(ExitCode::SUCCESS);
     }
     let drawing = matches!(args.format, Format::Dot | Format::Svg | Format::Html);
@@ -184,6 +188,28 @@ fn explain(kernels: &[kiln::passes::FusedKernel]) -> String {
     out
 }
 
+/// The `--explain` report's KV caches: each past input that `kiln generate` appends to in
+/// place, with the concat that no longer copies it.
+fn explain_caches(g: &kiln::ir::Graph) -> String {
+    let caches = kiln::kernel::cache::find(g);
+    if caches.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "{} KV caches appended in place (kiln generate; `{}` rows each)\n",
+        caches.len(),
+        kiln::kernel::cache::CAPACITY
+    );
+    for c in &caches {
+        let node = &g.nodes[c.node];
+        out += &format!(
+            "kv-cache   {:?}  concat {:?} writes the new rows after the past's, in its buffer; {:?} is that buffer\n",
+            g.inputs[c.input].0, node.name, g.outputs[c.output].0
+        );
+    }
+    out
+}
+
 /// The `--stats` object, written by hand to keep the documented key order ("ops" first);
 /// ops sorted by name.
 fn stats(g: &kiln::ir::Graph) -> String {
@@ -210,6 +236,7 @@ fn memory(args: &InspectArgs, model: &kiln::Model) -> anyhow::Result<ExitCode> {
         max_memory: limit,
         quantize: None,
         quantize_skip: Vec::new(),
+        kv_cache: false,
     };
     let spec = model.compile(&opts)?.specialization(&inputs)?;
     let (p, plan) = (&spec.program, &spec.plan);

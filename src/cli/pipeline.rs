@@ -245,6 +245,7 @@ pub(crate) fn compile(
         max_memory,
         quantize: None,
         quantize_skip: Vec::new(),
+        kv_cache: false,
     };
     Ok(timer.time("compile", || model.into_compiled(&opts))?)
 }

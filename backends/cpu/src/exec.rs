@@ -17,14 +17,16 @@ use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{lifetimes, MemoryPlan};
 use crate::runtime::call::{Call as RtCall, ResolveError};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, StepError, StepNode};
+use crate::runtime::kv::KvBuffer;
 use crate::runtime::layout::{
     constant_weight_call, BindError, Bound, Recent, Symbolic, SymbolicStep,
 };
 use crate::runtime::{self, pool::ThreadPool, CallError, Packed};
-use crate::schedule::{schedule, ScheduleError};
+use crate::schedule::{schedule_with, ScheduleError};
 use crate::stages::{split, Stage};
 use kiln_ir::{check_bytes, check_graph, interp, Bindings, Dim, Graph, MemoryLimit, SizeError};
 use kiln_ir::{Tensor, TensorType, Unwritten};
+use kiln_kernel::cache::KvCache;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,9 @@ pub struct Options {
     /// out for a set of input shapes, before anything is allocated (default:
     /// [`MemoryLimit::default`], from the machine's memory).
     pub max_memory: MemoryLimit,
+    /// Append the decoder's KV caches in place ([`kiln_kernel::cache`]): runs then pass
+    /// them as [`KvBuffer`]s ([`CompiledModel::run_cached`]).
+    pub kv_cache: bool,
 }
 
 impl Default for Options {
@@ -50,6 +55,7 @@ impl Default for Options {
         Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_memory: MemoryLimit::default(),
+            kv_cache: false,
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct CompiledModel {
     packed: Mutex<HashMap<PackKey, Arc<Packed>>>,
     arenas: Mutex<Vec<Arena>>,
     max_memory: MemoryLimit,
+    /// The KV caches its program appends in place.
+    caches: Vec<KvCache>,
 }
 
 /// How a model gets code for a shape.
@@ -185,13 +193,18 @@ impl CompiledModel {
     /// first run at each.
     pub fn new(graph: Graph, opts: &Options) -> Result<CompiledModel, CompileError> {
         let pool = Arc::new(ThreadPool::new(opts.threads));
-        CompiledModel::with_pool(graph, pool, opts.max_memory)
+        let caches = match opts.kv_cache && split(&graph).is_none() {
+            true => kiln_kernel::cache::find(&graph),
+            false => Vec::new(),
+        };
+        CompiledModel::with_pool(graph, pool, opts.max_memory, caches)
     }
 
     fn with_pool(
         graph: Graph,
         pool: Arc<ThreadPool>,
         max_memory: MemoryLimit,
+        caches: Vec<KvCache>,
     ) -> Result<CompiledModel, CompileError> {
         let stages = match split(&graph) {
             Some(stages) => Some(
@@ -204,6 +217,7 @@ impl CompiledModel {
                                 st.graph.clone(),
                                 pool.clone(),
                                 max_memory,
+                                Vec::new(),
                             )?),
                         };
                         Ok((st, model))
@@ -223,6 +237,7 @@ impl CompiledModel {
             packed: Mutex::new(HashMap::new()),
             arenas: Mutex::new(Vec::new()),
             max_memory,
+            caches,
         };
         if is_staged {
             return Ok(model);
@@ -315,7 +330,7 @@ impl CompiledModel {
             Some(g) => &**g,
             None => &self.graph,
         };
-        let mut layout = lay_out(graph, bindings, self.max_memory)?;
+        let mut layout = lay_out_with(graph, bindings, self.max_memory, &self.caches)?;
         // Packing first: the weights are released before code generation's own memory
         // peaks.
         let packed = self.prepack_weights(&mut layout, release.as_deref_mut());
@@ -339,7 +354,20 @@ impl CompiledModel {
 
     /// The code for these input shapes (laid out, or compiled, on first use, then cached).
     pub fn specialize(&self, shapes: &[Vec<usize>]) -> Result<Arc<Specialized>, RunError> {
-        if let Some(s) = self.cache.lock().expect("cache lock").get(shapes) {
+        self.specialize_cached(shapes, 0)
+    }
+
+    /// [`CompiledModel::specialize`] with the caches' capacity.
+    fn specialize_cached(
+        &self,
+        shapes: &[Vec<usize>],
+        capacity: usize,
+    ) -> Result<Arc<Specialized>, RunError> {
+        let mut key = shapes.to_vec();
+        if !self.caches.is_empty() {
+            key.push(vec![capacity]);
+        }
+        if let Some(s) = self.cache.lock().expect("cache lock").get(&key) {
             return Ok(s);
         }
         let types: Vec<TensorType> = self
@@ -349,8 +377,13 @@ impl CompiledModel {
             .zip(shapes)
             .map(|((_, v), s)| TensorType::fixed(self.graph.value_type(*v).dtype, s))
             .collect();
-        let bindings = interp::bind_input_types(&self.graph, &types)
+        let mut bindings = interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
+        if !self.caches.is_empty() {
+            let c =
+                i64::try_from(capacity).map_err(|_| RunError::Input("KV cache capacity".into()))?;
+            bindings.insert(kiln_kernel::cache::CAPACITY.to_string(), c);
+        }
         let spec = Arc::new(match &self.mode {
             Mode::Shared(shared) => {
                 check_graph(&self.graph, &bindings, self.max_memory).map_err(CompileError::from)?;
@@ -365,7 +398,7 @@ impl CompiledModel {
         self.cache
             .lock()
             .expect("cache lock")
-            .insert(shapes.to_vec(), spec.clone());
+            .insert(key, spec.clone());
         Ok(spec)
     }
 
@@ -484,24 +517,152 @@ impl CompiledModel {
     }
 
     /// Runs the model on `inputs` (in graph-input order). Dtypes and shapes are checked
-    /// against the graph before any generated code runs.
+    /// against the graph before any generated code runs. A model with KV caches copies
+    /// each past into a cache buffer first (see [`CompiledModel::run_cached`], which
+    /// does not).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         let types: Vec<TensorType> = inputs
             .iter()
             .map(|t| TensorType::fixed(t.dtype(), t.shape()))
             .collect();
-        interp::bind_input_types(&self.graph, &types)
+        let bindings = interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
         if let Mode::Stages(stages) = &self.mode {
             return self.run_stages(stages, inputs);
         }
+        if !self.caches.is_empty() {
+            return self.run_through_caches(inputs, &bindings);
+        }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.specialize(&shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
+        let ptrs = input_pointers(&inputs);
         let mut arena = self.take_arena(spec.plan.arena_bytes)?;
-        let result = self.execute(&spec, &inputs, &mut arena, None);
+        let result = self.execute(&spec, &ptrs, &mut arena, None);
         self.arenas.lock().expect("arena lock").push(arena);
         result
+    }
+
+    /// The KV caches the program appends in place: empty unless compiled with
+    /// [`Options::kv_cache`] and the graph has them ([`kiln_kernel::cache::find`]).
+    pub fn caches(&self) -> &[KvCache] {
+        &self.caches
+    }
+
+    /// Runs with the KV caches in `caches`, one per [`CompiledModel::caches`] and in that
+    /// order, all of one capacity: `inputs` are the other graph inputs, in graph order.
+    /// Each cache's new rows are written after its valid ones, in place, and its length
+    /// grows by them; the outputs are the graph outputs other than the caches' presents,
+    /// in graph order. A run whose new rows would pass the capacity is refused before
+    /// anything runs.
+    pub fn run_cached(
+        &self,
+        inputs: &[Tensor],
+        caches: &mut [KvBuffer],
+    ) -> Result<Vec<Tensor>, RunError> {
+        let (shapes, capacity) = self.cached_shapes(inputs, caches)?;
+        let types: Vec<TensorType> = (self.graph.inputs.iter().zip(&shapes))
+            .map(|((_, v), s)| TensorType::fixed(self.graph.value_type(*v).dtype, s))
+            .collect();
+        let given = inputs
+            .iter()
+            .map(|t| TensorType::fixed(t.dtype(), t.shape()));
+        let wanted = (self.graph.inputs.iter().enumerate())
+            .filter(|(i, _)| !self.caches.iter().any(|c| c.input == *i));
+        for (t, (_, (name, v))) in given.zip(wanted) {
+            if t.dtype != self.graph.value_type(*v).dtype {
+                return Err(RunError::Input(format!(
+                    "input `{name}`: expected {}, got {t}",
+                    self.graph.value_type(*v)
+                )));
+            }
+        }
+        interp::bind_input_types(&self.graph, &types)
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        let spec = self.specialize_cached(&shapes, capacity)?;
+        let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
+        let (mut given, mut ptrs) = (inputs.iter(), Vec::with_capacity(shapes.len()));
+        for i in 0..shapes.len() {
+            match self.caches.iter().position(|c| c.input == i) {
+                Some(j) => ptrs.push(caches[j].as_mut_ptr()),
+                None => ptrs.push(
+                    kiln_ir::dispatch!(given.next().expect("counted"), a => a.as_ptr() as *mut u8),
+                ),
+            }
+        }
+        let mut arena = self.take_arena(spec.plan.arena_bytes)?;
+        let result = self.execute(&spec, &ptrs, &mut arena, None);
+        self.arenas.lock().expect("arena lock").push(arena);
+        let outputs = result?;
+        for (c, kv) in self.caches.iter().zip(caches.iter_mut()) {
+            kv.grow(spec.outputs[c.output].1[kiln_kernel::cache::SEQ_AXIS] - kv.len());
+        }
+        Ok((outputs.into_iter().enumerate())
+            .filter(|(i, _)| !self.caches.iter().any(|c| c.output == *i))
+            .map(|(_, t)| t)
+            .collect())
+    }
+
+    /// Every graph input's shape for [`CompiledModel::run_cached`], and the caches'
+    /// capacity.
+    fn cached_shapes(
+        &self,
+        inputs: &[Tensor],
+        caches: &[KvBuffer],
+    ) -> Result<(Vec<Vec<usize>>, usize), RunError> {
+        let bad = |m: String| Err(RunError::Input(m));
+        let others = self.graph.inputs.len() - self.caches.len();
+        if caches.len() != self.caches.len() || inputs.len() != others {
+            return bad(format!(
+                "expected {others} inputs and {} KV caches, got {} and {}",
+                self.caches.len(),
+                inputs.len(),
+                caches.len()
+            ));
+        }
+        let capacity = caches.first().map_or(0, KvBuffer::capacity);
+        if caches.iter().any(|kv| kv.capacity() != capacity) {
+            return bad("the KV caches differ in capacity".into());
+        }
+        let mut given = inputs.iter();
+        let shapes = (0..self.graph.inputs.len())
+            .map(|i| match self.caches.iter().position(|c| c.input == i) {
+                Some(j) => caches[j].past_shape(),
+                None => given.next().expect("counted above").shape().to_vec(),
+            })
+            .collect();
+        Ok((shapes, capacity))
+    }
+
+    /// [`CompiledModel::run`] of a model with caches: each past copied into a cache
+    /// buffer just large enough, and each present read back out of it.
+    fn run_through_caches(
+        &self,
+        inputs: &[Tensor],
+        bindings: &Bindings,
+    ) -> Result<Vec<Tensor>, RunError> {
+        let axis = kiln_kernel::cache::SEQ_AXIS;
+        let grown = |c: &KvCache| {
+            let v = self.graph.outputs[c.output].1;
+            let d = &self.graph.value_type(v).shape[axis];
+            d.eval(bindings).and_then(|n| usize::try_from(n).ok())
+        };
+        let capacity = self.caches.iter().filter_map(grown).max().unwrap_or(0);
+        let mut buffers = Vec::with_capacity(self.caches.len());
+        for c in &self.caches {
+            buffers.push(cache_from(&inputs[c.input], capacity)?);
+        }
+        let others: Vec<Tensor> = (inputs.iter().enumerate())
+            .filter(|(i, _)| !self.caches.iter().any(|c| c.input == *i))
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut rest = self.run_cached(&others, &mut buffers)?.into_iter();
+        Ok((0..self.graph.outputs.len())
+            .map(|i| match self.caches.iter().position(|c| c.output == i) {
+                Some(j) => Tensor::from_array(buffers[j].view().to_owned().into_dyn()),
+                None => rest.next().expect("one output per non-cache output"),
+            })
+            .collect())
     }
 
     /// Runs the model once, timing every kernel (for `kiln bench --profile`). Graphs with
@@ -511,11 +672,17 @@ impl CompiledModel {
             return Ok(Vec::new());
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        if !self.caches.is_empty() {
+            return Err(RunError::Input(
+                "a model with in-place KV caches is not profiled per kernel".into(),
+            ));
+        }
         let spec = self.specialize(&shapes)?;
         let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
+        let ptrs = input_pointers(&inputs);
         let mut arena = self.take_arena(spec.plan.arena_bytes)?;
         let mut times = Vec::new();
-        let result = self.execute(&spec, &inputs, &mut arena, Some(&mut times));
+        let result = self.execute(&spec, &ptrs, &mut arena, Some(&mut times));
         self.arenas.lock().expect("arena lock").push(arena);
         result?;
         Ok(times
@@ -572,20 +739,18 @@ impl CompiledModel {
             .collect())
     }
 
+    /// Runs `spec` on the inputs at `inputs` (one address per graph input: tensors of
+    /// the shapes it was specialized for, or cache buffers of its capacity).
     fn execute(
         &self,
         spec: &Specialized,
-        inputs: &[Tensor],
+        inputs: &[*mut u8],
         arena: &mut Arena,
         profile: Option<&mut Vec<Duration>>,
     ) -> Result<Vec<Tensor>, RunError> {
         let mut first: Vec<*mut u8> = Vec::with_capacity(1 + inputs.len() + spec.consts.len());
         first.push(arena.ptr());
-        first.extend(
-            inputs
-                .iter()
-                .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
-        );
+        first.extend_from_slice(inputs);
         first.extend(spec.consts.iter().map(|&a| a as *mut u8));
         let mut ptrs = spec.run.table(&first);
         let mut unwritten = own_outputs(spec)?;
@@ -618,6 +783,15 @@ impl CompiledModel {
             .iter()
             .map(|(b, shape)| match own.iter().find(|(o, _)| o == b) {
                 Some((_, t)) => t.clone(),
+                // A cache's present is its buffer, which the caller holds.
+                None if spec
+                    .program
+                    .caches
+                    .iter()
+                    .any(|c| spec.program.outputs[c.output] == *b) =>
+                {
+                    Tensor::zeros(spec.program.buffers[*b].dtype, &[0]).expect("empty")
+                }
                 None => {
                     let dtype = spec.program.buffers[*b].dtype;
                     // SAFETY: the run wrote every output buffer, sized by the plan.
@@ -636,6 +810,36 @@ impl CompiledModel {
         }
         Ok(arena)
     }
+}
+
+/// The address of each input's first element.
+fn input_pointers(inputs: &[Tensor]) -> Vec<*mut u8> {
+    (inputs.iter())
+        .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8))
+        .collect()
+}
+
+/// A cache buffer of `capacity` rows holding the past `t` (`[B, H, P, D]` f32).
+fn cache_from(t: &Tensor, capacity: usize) -> Result<KvBuffer, RunError> {
+    let past = t
+        .as_array::<f32>()
+        .ok_or_else(|| RunError::Input("a KV cache input is not f32".into()))?;
+    let &[b, h, p, d] = past.shape() else {
+        return Err(RunError::Input("a KV cache input is not of rank 4".into()));
+    };
+    let mut kv =
+        KvBuffer::new(b, h, capacity.max(p), d).map_err(|e| RunError::Input(e.to_string()))?;
+    let c = kv.capacity();
+    let base = kv.as_mut_ptr().cast::<f32>();
+    for ((bi, hi, pi, di), x) in past
+        .indexed_iter()
+        .map(|(i, x)| ((i[0], i[1], i[2], i[3]), *x))
+    {
+        // SAFETY: each index is inside `[b, h, c, d]` (p ≤ c).
+        unsafe { *base.add(((bi * h + hi) * c + pi) * d + di) = x };
+    }
+    kv.grow(p);
+    Ok(kv)
 }
 
 /// A tensor of its own for each output that the plan holds in the arena, which the run
@@ -745,8 +949,19 @@ pub fn lay_out(
     bindings: &Bindings,
     max_memory: MemoryLimit,
 ) -> Result<Layout, CompileError> {
+    lay_out_with(graph, bindings, max_memory, &[])
+}
+
+/// [`lay_out`] with `caches` appended in place.
+pub fn lay_out_with(
+    graph: &Graph,
+    bindings: &Bindings,
+    max_memory: MemoryLimit,
+    caches: &[KvCache],
+) -> Result<Layout, CompileError> {
     check_graph(graph, bindings, max_memory)?;
-    let mut program = schedule(graph, bindings)?;
+    let caps = kiln_kernel::schedule::Capabilities::default();
+    let mut program = schedule_with(graph, bindings, caps, caches)?;
     fuse_loops(&mut program);
     let inputs = graph.inputs.len();
     let consts: Vec<usize> = (program.buffers.iter())

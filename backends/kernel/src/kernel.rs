@@ -30,6 +30,9 @@ pub struct Program {
     /// The symbols its sizes may mention, in the order generated code receives their
     /// values (sorted by name).
     pub symbols: Vec<String>,
+    /// The KV caches appended in place: each past input's buffer is also its present
+    /// output's, laid out with [`crate::cache::CAPACITY`] rows ([`crate::cache`]).
+    pub caches: Vec<crate::cache::KvCache>,
 }
 
 impl Program {

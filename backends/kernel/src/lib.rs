@@ -7,6 +7,7 @@
 //! - [`fuse_loops`]: a loop nest that feeds one kernel is inlined into it;
 //! - [`plan`]: every temporary gets a place in one arena;
 //! - [`stages`]: a graph with data-dependent sizes is cut around the ops that define them;
+//! - [`cache`]: KV caches a decoder step appends to in place;
 //! - [`axes`]: iteration spaces in canonical form;
 //! - [`bounds`]: the reach of kernels' accesses that a binding must keep inside their buffers.
 //!
@@ -16,6 +17,7 @@
 
 pub mod axes;
 pub mod bounds;
+pub mod cache;
 pub mod call;
 pub mod fuse_loops;
 pub mod kernel;

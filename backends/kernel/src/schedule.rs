@@ -29,6 +29,7 @@ mod reduce;
 mod rotary;
 mod scatter;
 
+use crate::cache::KvCache;
 use crate::kernel::*;
 use kiln_ir::{interp, Bindings, DType, Dim, Graph, Node, Op, ScatterReduction, Tensor, ValueId};
 use thiserror::Error;
@@ -119,6 +120,23 @@ pub fn schedule_for(
     bindings: &Bindings,
     caps: Capabilities,
 ) -> Result<Program, ScheduleError> {
+    schedule_with(g, bindings, caps, &[])
+}
+
+/// [`schedule_for`] with `caches` (from [`crate::cache::find`]) appended in place: each
+/// past input is the valid prefix of a `[B, H, kv_capacity, D]` buffer, which its concat
+/// extends by the new rows only and its present output is.
+pub fn schedule_with(
+    g: &Graph,
+    bindings: &Bindings,
+    caps: Capabilities,
+    caches: &[KvCache],
+) -> Result<Program, ScheduleError> {
+    let mut symbols = free_symbols(g, bindings);
+    if !caches.is_empty() {
+        symbols.push(crate::cache::CAPACITY.to_string());
+        symbols.sort();
+    }
     let mut s = Scheduler {
         g,
         bindings,
@@ -129,18 +147,27 @@ pub fn schedule_for(
             kernel_nodes: Vec::new(),
             outputs: Vec::new(),
             output_shapes: Vec::new(),
-            symbols: free_symbols(g, bindings),
+            symbols,
+            caches: caches.to_vec(),
         },
         views: vec![None; g.values.len()],
+        strided: Vec::new(),
         current: 0,
     };
     for (i, (_, v)) in g.inputs.iter().enumerate() {
         let shape = s.shape_of(*v)?;
-        s.bind(*v, BufferKind::Input(i), shape);
+        if caches.iter().any(|c| c.input == i) {
+            s.bind_cache(*v, i, shape);
+        } else {
+            s.bind(*v, BufferKind::Input(i), shape);
+        }
     }
     for (index, node) in g.nodes.iter().enumerate() {
         s.current = index;
-        s.node(index, node)?;
+        match caches.iter().find(|c| c.node == index) {
+            Some(_) => s.cache_append(node)?,
+            None => s.node(index, node)?,
+        }
     }
     s.program.outputs = g.outputs.iter().map(|(_, v)| s.view(*v).buf).collect();
     s.program.output_shapes = g
@@ -157,6 +184,9 @@ pub(crate) struct Scheduler<'g> {
     caps: Capabilities,
     program: Program,
     views: Vec<Option<View>>,
+    /// The values laid out with a cache's strides instead of contiguously (only the
+    /// cache's concat and attention read them).
+    strided: Vec<(ValueId, Vec<Dim>)>,
     /// The node being scheduled.
     current: usize,
 }
@@ -261,6 +291,61 @@ impl Scheduler<'_> {
         });
         self.views[v.index()] = Some(View { buf, shape, dtype });
         buf
+    }
+
+    /// The strides of `v` when it is a cache's prefix, laid out with its capacity.
+    pub(crate) fn cache_strides(&self, v: ValueId) -> Option<&[Dim]> {
+        (self.strided.iter())
+            .find(|(w, _)| *w == v)
+            .map(|(_, s)| s.as_slice())
+    }
+
+    /// Gives cache input `v` (graph input `i`) a buffer of the cache's capacity.
+    fn bind_cache(&mut self, v: ValueId, i: usize, shape: Vec<Dim>) {
+        let buf = self.bind(v, BufferKind::Input(i), shape.clone());
+        self.program.buffers[buf].len = crate::cache::buffer_len(&shape);
+        self.strided.push((v, crate::cache::strides(&shape)));
+    }
+
+    /// A cache's concat: the new rows (the second operand) are stored after the past's in
+    /// the past's buffer, which then holds the result.
+    fn cache_append(&mut self, node: &Node) -> Result<(), ScheduleError> {
+        let axis = crate::cache::SEQ_AXIS;
+        let (past, new) = (
+            self.view(node.inputs[0]).clone(),
+            self.view(node.inputs[1]).clone(),
+        );
+        let strides = self
+            .cache_strides(node.inputs[0])
+            .expect("a cache's past")
+            .to_vec();
+        let mut shape = past.shape.clone();
+        shape[axis] = &shape[axis] + &new.shape[axis];
+        let out = node.outputs[0];
+        self.views[out.index()] = Some(View {
+            buf: past.buf,
+            shape,
+            dtype: past.dtype,
+        });
+        self.strided.push((out, strides.clone()));
+        if new.shape.iter().product::<Dim>().is_zero() {
+            return Ok(());
+        }
+        let mut expr = Expr::default();
+        expr.push(
+            ExprNode::Load(Access::contiguous(new.buf, &new.shape)),
+            new.dtype,
+        );
+        self.push(Kernel::Loop(LoopNest::new(
+            new.shape.clone(),
+            Access {
+                buf: past.buf,
+                offset: &past.shape[axis] * &strides[axis],
+                strides,
+            },
+            expr,
+        )));
+        Ok(())
     }
 
     /// A fresh temporary for output `v` of the current node.

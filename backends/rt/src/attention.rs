@@ -241,6 +241,10 @@ unsafe fn query_block_body(a: &Attention, p: &Pointers, Block { b, h, i0, tiles 
             let queries = matrix(q, a.q.row);
             match packed {
                 Some(t) => sgemm_serial_prepacked(rows, queries, &t.keys_t, tile, false),
+                None if rows == 1 => {
+                    let keys = k.wrapping_add(j0 * a.k.row);
+                    one_query_scores(q, keys, a.k.row, d.depth, &mut st.tile[..cols])
+                }
                 None => {
                     let keys_t = keys_transposed(k, j0, a.k.row);
                     sgemm_serial(rows, d.depth, cols, queries, keys_t, tile, false)
@@ -271,6 +275,10 @@ unsafe fn query_block_body(a: &Attention, p: &Pointers, Block { b, h, i0, tiles 
             };
             match packed {
                 Some(t) => sgemm_serial_prepacked(rows, probs, &t.values, acc, true),
+                None if rows == 1 => {
+                    let values = v.wrapping_add(j0 * a.v.row);
+                    one_query_values(&st.tile[..cols], values, a.v.row, &mut st.acc)
+                }
                 None => {
                     let values = matrix(v.wrapping_add(j0 * a.v.row), a.v.row);
                     sgemm_serial(rows, cols, d.v_depth, probs, values, acc, true)
@@ -292,6 +300,65 @@ unsafe fn query_block_body(a: &Attention, p: &Pointers, Block { b, h, i0, tiles 
         let inv = if normalized { 1.0 } else { 1.0 / st.sum[r] };
         finish_row(acc, inv, zero, dst);
     }
+}
+
+/// The scores of one query (a decode step's) against `scores.len()` keys `row` floats
+/// apart: one dot product per key, reading each key row in place where a GEMM would
+/// first pack the keys transposed, a gather as large as the cache at every token.
+///
+/// # Safety
+/// `q` holds `depth` floats, and each key `depth` floats.
+#[inline(always)]
+unsafe fn one_query_scores(
+    q: *const f32,
+    keys: *const f32,
+    row: usize,
+    depth: usize,
+    scores: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    let q = unsafe { std::slice::from_raw_parts(q, depth) };
+    for (j, s) in scores.iter_mut().enumerate() {
+        // SAFETY: key j is `depth` floats at `j · row`.
+        let key = unsafe { std::slice::from_raw_parts(keys.wrapping_add(j * row), depth) };
+        *s = dot(q, key);
+    }
+}
+
+/// `acc += Σ_j probs[j] · value_j` over value rows `row` floats apart, each read in place.
+///
+/// # Safety
+/// Each value row holds `acc.len()` floats.
+#[inline(always)]
+unsafe fn one_query_values(probs: &[f32], values: *const f32, row: usize, acc: &mut [f32]) {
+    for (j, &w) in probs.iter().enumerate() {
+        // SAFETY: value j is `acc.len()` floats at `j · row`.
+        let value = unsafe { std::slice::from_raw_parts(values.wrapping_add(j * row), acc.len()) };
+        for (a, &x) in acc.iter_mut().zip(value) {
+            *a = w.mul_add(x, *a);
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` in sixteen lanes, then the lanes in order: the same for any thread count.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0.0f32; LANES];
+    let whole = a.len() - a.len() % LANES;
+    for (ca, cb) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            lanes[l] = ca[l].mul_add(cb[l], lanes[l]);
+        }
+    }
+    let mut sum = 0.0;
+    for (x, y) in a[whole..].iter().zip(&b[whole..]) {
+        sum = x.mul_add(*y, sum);
+    }
+    lanes.iter().fold(sum, |s, l| s + l)
 }
 
 /// A row-major matrix whose rows are `stride` floats apart.

@@ -13,6 +13,7 @@ pub mod decode;
 pub mod exe;
 pub mod exec;
 pub mod gemm;
+pub mod kv;
 pub mod layout;
 pub mod libcalls;
 pub mod math;

@@ -58,10 +58,22 @@ impl Scheduler<'_> {
             }
         });
         let d = &dims;
+        // A cache's keys or values are read in place, through its capacity's strides.
+        let operand = |i: usize, buf: BufId, depth: &Dim| match self.cache_strides(node.inputs[i]) {
+            Some([batch, head, row, _]) => AttentionOperand {
+                buf,
+                offset: Dim::from(0i64),
+                batch: batch.clone(),
+                head: head.clone(),
+                row: row.clone(),
+            },
+            _ => AttentionOperand::contiguous(buf, &d.kv_heads, &d.kv_len, depth),
+        };
+        let (k, v) = (operand(1, k.buf, &d.depth), operand(2, v.buf, &d.v_depth));
         self.push(Kernel::Call(Call::Attention(Box::new(Attention {
             q: AttentionOperand::contiguous(q.buf, &d.heads, &d.q_len, &d.depth),
-            k: AttentionOperand::contiguous(k.buf, &d.kv_heads, &d.kv_len, &d.depth),
-            v: AttentionOperand::contiguous(v.buf, &d.kv_heads, &d.kv_len, &d.v_depth),
+            k,
+            v,
             out: AttentionOperand::contiguous(out.buf, &d.heads, &d.q_len, &d.v_depth),
             dims,
             mask,

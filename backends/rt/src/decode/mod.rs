@@ -130,18 +130,26 @@ impl Signature {
         Ok(cache)
     }
 
-    /// One step's inputs: the new ids after `past` cached tokens, and the cache.
-    fn inputs(
-        &self,
-        ids: &[i64],
-        past: usize,
-        cache: BTreeMap<String, Tensor>,
-    ) -> Result<BTreeMap<String, Tensor>, DecodeError> {
+    /// The signature without the caches whose past inputs are `taken` (kept elsewhere).
+    pub fn without<'n>(&self, taken: impl Iterator<Item = &'n str>) -> Signature {
+        let taken: Vec<&str> = taken.collect();
+        let mut rest = self.clone();
+        rest.cache.retain(|c| !taken.contains(&c.past.as_str()));
+        rest
+    }
+
+    /// The past inputs and present outputs, by name, with each past's declared shape.
+    pub fn caches(&self) -> impl Iterator<Item = (&str, &[Dim], &str)> {
+        (self.cache.iter()).map(|c| (c.past.as_str(), c.shape.as_slice(), c.present.as_str()))
+    }
+
+    /// One step's inputs other than the cache: the new ids after `past` cached tokens.
+    fn inputs(&self, ids: &[i64], past: usize) -> Result<BTreeMap<String, Tensor>, DecodeError> {
         let tensor = |v: Vec<i64>, name: &str| {
             let n = v.len();
             Tensor::from_vec(v, &[1, n]).map_err(|e| error(name, e.to_string()))
         };
-        let mut inputs = cache;
+        let mut inputs = BTreeMap::new();
         inputs.insert("input_ids".into(), tensor(ids.to_vec(), "input_ids")?);
         let total = past + ids.len();
         if self.mask {
@@ -155,6 +163,11 @@ impl Signature {
         Ok(inputs)
     }
 }
+
+/// One step of a model: named inputs in, named outputs out.
+pub trait Step<E>: FnMut(BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, E> {}
+
+impl<E, F: FnMut(BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, E>> Step<E> for F {}
 
 /// One generation: the new tokens and where the time went.
 #[derive(Clone, Debug)]
@@ -190,21 +203,22 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[((s.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Generates after `prompt` (token ids): runs `step` on the prompt with an empty past,
-/// then on each chosen token with the last step's `present` outputs as the past, calling
-/// `on_token` with each new id as it is chosen.
+/// Generates after `prompt` (token ids): runs `step` on the prompt, then on each chosen
+/// token, calling `on_token` with each new id as it is chosen. `step` gets the inputs
+/// other than the cache (`input_ids`, and `attention_mask`, `position_ids` when the model
+/// takes them) and returns the outputs, `logits` among them; it keeps the cache itself
+/// ([`copying`] feeds each step's `present` back as the next one's past).
 pub fn generate<E: From<DecodeError>>(
     signature: &Signature,
     prompt: &[i64],
     sampling: &Sampling,
-    mut step: impl FnMut(BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, E>,
+    mut step: impl Step<E>,
     mut on_token: impl FnMut(i64),
 ) -> Result<Generation, E> {
     if prompt.is_empty() {
         return Err(error("input_ids", "the prompt is empty").into());
     }
     let mut sampler = sample::Sampler::new(sampling);
-    let mut cache = signature.empty_cache()?;
     let (mut feed, mut past) = (prompt.to_vec(), 0usize);
     let mut out = Generation {
         prompt_tokens: prompt.len(),
@@ -214,15 +228,11 @@ pub fn generate<E: From<DecodeError>>(
     };
     while out.ids.len() < sampling.max_new_tokens {
         let start = Instant::now();
-        let mut outputs = step(signature.inputs(&feed, past, cache)?)?;
-        let take = |outputs: &mut BTreeMap<String, Tensor>, name: &str| {
-            outputs.remove(name).ok_or_else(|| error(name, "missing"))
-        };
-        let token = sampler.choose(&last_row(&take(&mut outputs, "logits")?)?);
-        cache = BTreeMap::new();
-        for slot in &signature.cache {
-            cache.insert(slot.past.clone(), take(&mut outputs, &slot.present)?);
-        }
+        let mut outputs = step(signature.inputs(&feed, past)?)?;
+        let logits = outputs
+            .remove("logits")
+            .ok_or_else(|| error("logits", "missing"))?;
+        let token = sampler.choose(&last_row(&logits)?);
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if out.ids.is_empty() {
             out.prefill_ms = ms;
@@ -238,6 +248,26 @@ pub fn generate<E: From<DecodeError>>(
         feed = vec![token];
     }
     Ok(out)
+}
+
+/// A step for [`generate`] over `run`, a step that takes the whole cache as inputs and
+/// returns it as outputs: it starts from an empty past (length 0, batch 1) and passes
+/// each `present` output back as the next step's past.
+pub fn copying<'s, E: From<DecodeError>>(
+    signature: &'s Signature,
+    mut run: impl Step<E> + 's,
+) -> Result<impl Step<E> + 's, DecodeError> {
+    let mut cache = signature.empty_cache()?;
+    Ok(move |mut inputs: BTreeMap<String, Tensor>| {
+        inputs.append(&mut cache);
+        let mut outputs = run(inputs)?;
+        for slot in &signature.cache {
+            let t =
+                (outputs.remove(&slot.present)).ok_or_else(|| error(&slot.present, "missing"))?;
+            cache.insert(slot.past.clone(), t);
+        }
+        Ok(outputs)
+    })
 }
 
 /// The logits of the last position of `logits[1, seq, vocab]`.

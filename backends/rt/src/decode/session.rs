@@ -40,5 +40,6 @@ pub fn generate(
         let outputs = session.run(&ordered).map_err(|e| e.to_string())?;
         Ok(names.into_iter().zip(outputs).collect())
     };
+    let step = super::copying(signature, step).map_err(|e| e.to_string())?;
     super::generate(signature, prompt, sampling, step, on_token)
 }

@@ -1,0 +1,131 @@
+//! The buffers of KV caches that compiled programs append to in place
+//! (`kiln_kernel::cache`): `[batch, heads, capacity, depth]` f32, the first `len` rows of
+//! each head valid.
+
+use ndarray::{ArrayView4, ShapeBuilder};
+
+/// One cache's memory and how many of its rows are valid.
+pub struct KvBuffer {
+    data: Vec<f32>,
+    /// `[batch, heads, capacity, depth]`.
+    dims: [usize; 4],
+    len: usize,
+}
+
+/// Why a cache buffer could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("a KV cache of {elements} floats cannot be allocated")]
+pub struct KvError {
+    /// The floats asked for.
+    pub elements: u128,
+}
+
+impl KvBuffer {
+    /// An empty cache of `capacity` rows per head. Its memory is zeroed by the system
+    /// (pages become resident as rows are written), and failure to get it is an error.
+    pub fn new(
+        batch: usize,
+        heads: usize,
+        capacity: usize,
+        depth: usize,
+    ) -> Result<KvBuffer, KvError> {
+        let elements = (batch as u128) * (heads as u128) * (capacity as u128) * (depth as u128);
+        let err = KvError { elements };
+        let n = usize::try_from(elements).map_err(|_| KvError { elements })?;
+        let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| KvError { elements })?;
+        let data = if n == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: the layout is non-zero-sized; a null result is handled.
+            let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+            if ptr.is_null() {
+                return Err(err);
+            }
+            // SAFETY: `ptr` was allocated by the global allocator with the layout of `n`
+            // f32s, all zero (a valid f32).
+            unsafe { Vec::from_raw_parts(ptr, n, n) }
+        };
+        Ok(KvBuffer {
+            data,
+            dims: [batch, heads, capacity, depth],
+            len: 0,
+        })
+    }
+
+    /// The valid rows per head.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before any row is written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The rows per head it holds.
+    pub fn capacity(&self) -> usize {
+        self.dims[2]
+    }
+
+    /// `[batch, heads, len, depth]`: the shape of the past it holds.
+    pub fn past_shape(&self) -> Vec<usize> {
+        let [b, h, _, d] = self.dims;
+        vec![b, h, self.len, d]
+    }
+
+    /// `[batch, heads, capacity, depth]`.
+    pub fn dims(&self) -> [usize; 4] {
+        self.dims
+    }
+
+    /// Marks `rows` more rows valid (a program wrote them).
+    ///
+    /// # Panics
+    /// If that passes the capacity: programs refuse such a run before writing.
+    pub fn grow(&mut self, rows: usize) {
+        assert!(
+            self.len + rows <= self.capacity(),
+            "a KV cache grew past its capacity"
+        );
+        self.len += rows;
+    }
+
+    /// Forgets every row (the memory stays, for the next generation).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The valid rows, `[batch, heads, len, depth]`, read through the capacity's strides.
+    pub fn view(&self) -> ArrayView4<'_, f32> {
+        let [b, h, c, d] = self.dims;
+        let strides = (h * c * d, c * d, d, 1);
+        ArrayView4::from_shape((b, h, self.len, d).strides(strides), &self.data)
+            .expect("the valid rows lie inside the buffer")
+    }
+
+    /// The memory, for a program's slot table.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.data.as_mut_ptr().cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_starts_empty_and_views_its_valid_rows() {
+        let mut kv = KvBuffer::new(1, 2, 4, 3).unwrap();
+        assert_eq!(
+            (kv.len(), kv.capacity(), kv.past_shape()),
+            (0, 4, vec![1, 2, 0, 3])
+        );
+        // SAFETY: 24 floats; row 0 of head 1 is floats 12..15.
+        unsafe { *kv.as_mut_ptr().cast::<f32>().add(12) = 7.0 };
+        kv.grow(1);
+        let v = kv.view();
+        assert_eq!(v.shape(), &[1, 2, 1, 3]);
+        assert_eq!(v[[0, 1, 0, 0]], 7.0);
+        assert!(KvBuffer::new(usize::MAX, 2, 2, 2).is_err());
+    }
+}
