@@ -117,6 +117,13 @@ def bandwidth(threads):
     return float(out.split()[0])
 
 
+def genai_head_size(model):
+    """The head size of a model builder's output, whose past inputs leave it symbolic
+    (`kv_cache_dim`): from the genai_config.json beside it."""
+    config = json.loads((Path(model).parent / "genai_config.json").read_text())
+    return config["model"]["decoder"]["head_size"]
+
+
 def ort_loop(model, prompt, new_tokens, threads, result):
     import onnxruntime as ort
 
@@ -131,6 +138,8 @@ def ort_loop(model, prompt, new_tokens, threads, result):
     for n in past_names:
         shape = [d if isinstance(d, int) else 0 for d in inputs[n].shape]
         shape[0] = 1
+        if not isinstance(inputs[n].shape[3], int):
+            shape[3] = genai_head_size(model)
         cache[n] = np.zeros(shape, np.float32)
     feed_ids, total, ids, steps = list(prompt), 0, [], []
     for _ in range(new_tokens):

@@ -28,6 +28,15 @@ logits and the flat present.N.key/value. These need transformers 5 and onnxscrip
 torch virtualenv of bench/export_fullsize.py); they write NAME_kv_ts.onnx and
 NAME_kv_dynamo.onnx with their greedy and reference files.
 
+With --exporter genai it runs onnxruntime-genai's model builder (`python -m
+onnxruntime_genai.models.builder -p fp32 -e cpu`, transformers 5) over the tiny Llama
+saved with a word-level tokenizer (tests/models/gpt2_kv.tokenizer.json), and writes
+llama_kv_genai.onnx (weights inline; the tiny Llama at hidden size 64, since
+onnxruntime's GroupQueryAttention takes head sizes in multiples of 16 only):
+com.microsoft GroupQueryAttention (packed QKV,
+rotary inside, its own cache inputs), SkipSimplifiedLayerNormalization and
+SimplifiedLayerNormalization, with its greedy and reference files.
+
 The greedy loop is the one `bench/compare_decode.py` times: prefill with an empty past
 (length 0), then one token per step, attention mask all ones, positions counting on.
 
@@ -67,7 +76,7 @@ def full(kind):
     return transformers.LlamaForCausalLM(config)
 
 
-def tiny(kind):
+def tiny(kind, hidden=32):
     torch.manual_seed(0)
     if kind == "gpt2":
         config = transformers.GPT2Config(
@@ -76,8 +85,8 @@ def tiny(kind):
         return transformers.GPT2LMHeadModel(config)
     config = transformers.LlamaConfig(
         vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -180,6 +189,41 @@ def export_torch(kind, out, exporter):
     return path
 
 
+def export_genai(out):
+    """The tiny Llama through onnxruntime-genai's model builder, f32, weights inline."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, built = Path(tmp) / "hf", Path(tmp) / "built"
+        # onnxruntime's GroupQueryAttention takes head sizes in multiples of 16 only.
+        model = tiny("llama", hidden=4 * GENAI_HEAD)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(4.0)
+        model.save_pretrained(hf)
+        tokenizer = Path(__file__).resolve().parent.parent / "tests/models/gpt2_kv.tokenizer.json"
+        (hf / "tokenizer.json").write_bytes(tokenizer.read_bytes())
+        (hf / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+        subprocess.run(
+            [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf),
+             "-o", str(built), "-p", "fp32", "-e", "cpu"],
+            check=True,
+        )
+        path = out / "llama_kv_genai.onnx"
+        onnx.save(onnx.load(str(built / "model.onnx")), str(path))
+        return path
+
+
+GENAI_HEAD = 16
+
+
+def past_shape(spec, batch, past_len):
+    """A past input's shape: its declared heads and depth, where the builder leaves the
+    depth symbolic (`kv_cache_dim`) the head size of the model it was given."""
+    depth = spec.shape[3] if isinstance(spec.shape[3], int) else GENAI_HEAD
+    return [batch, spec.shape[1], past_len, depth]
+
+
 def greedy(path):
     """The first prompt (by seed) whose greedy run has no near tie between the top two
     logits, so the tokens do not hinge on rounding; the prompt and the tokens."""
@@ -205,9 +249,7 @@ def greedy_from(path, seed):
     feed_ids, done = list(prompt), []
     cache = {}
     for n in past:
-        shape = [d if isinstance(d, int) else 0 for d in inputs[n].shape]
-        shape[0] = 1
-        cache[n] = np.zeros(shape, np.float32)
+        cache[n] = np.zeros(past_shape(inputs[n], 1, 0), np.float32)
     total = 0
     for _ in range(NEW_TOKENS):
         new = len(feed_ids)
@@ -242,8 +284,7 @@ def step_inputs(sess, batch, new, past_len, rng):
         feed["position_ids"] = np.tile(np.arange(past_len, total, dtype=np.int64), (batch, 1))
     for n, i in inputs.items():
         if n.startswith("past_key_values."):
-            shape = [batch, i.shape[1], past_len, i.shape[3]]
-            feed[n] = rng.standard_normal(shape).astype(np.float32)
+            feed[n] = rng.standard_normal(past_shape(i, batch, past_len)).astype(np.float32)
     return feed
 
 
@@ -272,7 +313,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     for exporter in (e for e in exporters if e != "optimum"):
         for kind in ["gpt2", "llama"]:
-            path = export_torch(kind, out, exporter)
+            if exporter == "genai" and kind == "gpt2":
+                continue
+            path = export_genai(out) if exporter == "genai" else export_torch(kind, out, exporter)
             references(path, out)
             prompt, ids = greedy(path)
             stem = path.name[: -len(".onnx")]

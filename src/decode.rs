@@ -65,11 +65,15 @@ impl Generator {
     }
 
     fn compiled_as(model: &Model, options: &Options) -> Result<Generator, Error> {
-        let signature = signature(model.graph())?;
-        Ok(Generator {
-            model: model.compile(options)?,
-            signature,
-        })
+        let mut signature = signature(model.graph())?;
+        let model = model.compile(options)?;
+        let pasts: Vec<String> = signature.caches().map(|(p, ..)| p.to_string()).collect();
+        for past in pasts {
+            if let Some((heads, depth)) = rows_of(model.graph(), &past) {
+                signature.fix_rows(&past, heads, depth);
+            }
+        }
+        Ok(Generator { model, signature })
     }
 
     /// The compiled model.
@@ -143,6 +147,20 @@ impl Generator {
             })
             .collect()
     }
+}
+
+/// The heads and depth of past input `past` of `g`: its declared ones, or, where those
+/// are symbolic, those of the rows its concat appends.
+fn rows_of(g: &kiln_ir::Graph, past: &str) -> Option<(i64, i64)> {
+    let &(_, v) = g.inputs.iter().find(|(n, _)| n == past)?;
+    let declared = &g.value_type(v).shape;
+    let fixed = |s: &[kiln_ir::Dim]| Some((s.get(1)?.as_const()?, s.get(3)?.as_const()?));
+    fixed(declared).or_else(|| {
+        let concat = g.nodes.iter().find(|n| {
+            matches!(n.op, kiln_ir::Op::Concat { axis: 2 }) && n.inputs.first() == Some(&v)
+        })?;
+        fixed(&g.value_type(*concat.inputs.get(1)?).shape)
+    })
 }
 
 /// The decoder convention of `g`'s inputs and outputs.

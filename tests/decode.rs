@@ -1,6 +1,6 @@
 //! Generation with KV-cache decoder exports (`tests/models/*_kv*.onnx`, made by
-//! `bench/export_decoders.py` with optimum-onnx, and with torch.onnx's TorchScript and
-//! dynamo exporters over a hand-built past): kiln's greedy tokens are onnxruntime's greedy
+//! `bench/export_decoders.py` with optimum-onnx, with torch.onnx's TorchScript and dynamo
+//! exporters over a hand-built past, and with onnxruntime-genai's model builder): kiln's greedy tokens are onnxruntime's greedy
 //! loop's over the same file, 64 new tokens after a 16-token prompt, with one compiled
 //! program for every past length.
 
@@ -35,6 +35,7 @@ fn greedy_tokens_match_onnxruntime_on_gpt2_and_llama_exports() {
         "llama_kv_ts",
         "gpt2_kv_dynamo",
         "llama_kv_dynamo",
+        "llama_kv_genai",
     ] {
         let (prompt, want) = reference(name);
         let model = Model::load(models().join(format!("{name}.onnx"))).unwrap();

@@ -128,6 +128,7 @@ model_tests!(
     gpt2_tiny_ts,
     llama_kv,
     llama_kv_dynamo,
+    llama_kv_genai,
     llama_kv_ts,
     llama_tiny,
     llama_tiny_int4,

@@ -29,7 +29,7 @@ fn split_heads(cx: &mut Cx, suffix: &str, x: &Val, heads: i64) -> R<Val> {
 }
 
 /// `y[b, h, s, d]` → `y[b, s, h·d]`.
-fn merge_heads(cx: &mut Cx, y: &Val) -> R<Val> {
+pub(super) fn merge_heads(cx: &mut Cx, y: &Val) -> R<Val> {
     let t = cx.emit1(
         "y_t",
         Op::Transpose {
@@ -71,7 +71,7 @@ fn repeat_heads(cx: &mut Cx, suffix: &str, x: &Val, q_heads: &Dim) -> R<Val> {
 }
 
 /// `[0, 1, …, len-1]` as i64.
-fn arange(cx: &mut Cx, suffix: &str, len: Dim) -> R<Val> {
+pub(super) fn arange(cx: &mut Cx, suffix: &str, len: Dim) -> R<Val> {
     let zero = cx.scalar(DType::I64, 0.0);
     let one = cx.scalar(DType::I64, 1.0);
     cx.emit1(suffix, Op::Range { len }, &[&zero, &one])
@@ -278,13 +278,61 @@ fn attention(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let qs = cx.ty(&q).shape;
     let st = cx.ty(&k).shape[2].clone();
     let bias = bias(cx, n, dtype, &qs[2], &st, &past)?;
-    let kx = repeat_heads(cx, "k_rep", &k, &qs[1])?;
-    let vx = repeat_heads(cx, "v_rep", &v, &qs[1])?;
+    let a = attend(
+        cx,
+        n,
+        &q,
+        &k,
+        &v,
+        bias.as_ref(),
+        if three_d { "pv" } else { "" },
+    )?;
+    let y = if three_d { merge_heads(cx, &a.y)? } else { a.y };
+    let qk_out = match n.int("qk_matmul_output_mode", 0) {
+        0 => a.qk,
+        1 => a.capped,
+        2 => a.biased,
+        3 => a.probs,
+        m => return Err(cx.err(format!("qk_matmul_output_mode {m} is not 0..=3"))),
+    };
+    Ok(vec![y, k, v, qk_out])
+}
+
+/// The values [`attend`] computes on the way.
+pub(super) struct Attended {
+    /// `probs · v`, `[b, h, sq, dv]`, named `suffix`.
+    pub y: Val,
+    /// `q · kᵀ`, scaled.
+    pub qk: Val,
+    /// Soft-capped.
+    pub capped: Val,
+    /// With the bias added.
+    pub biased: Val,
+    /// The softmax.
+    pub probs: Val,
+}
+
+/// `softmax(q·kᵀ·scale + bias) · v` on `[b, h, s, d]` operands, keys and values repeated
+/// up to the query heads, as the ONNX function body computes it (`√scale` on each side;
+/// `scale` and `softcap` read from `n`, as both `Attention` and `GroupQueryAttention` name
+/// them).
+pub(super) fn attend(
+    cx: &mut Cx,
+    n: &N,
+    q: &Val,
+    k: &Val,
+    v: &Val,
+    bias: Option<&Val>,
+    suffix: &str,
+) -> R<Attended> {
+    let (dtype, qs) = (cx.dtype(q), cx.ty(q).shape);
+    let kx = repeat_heads(cx, "k_rep", k, &qs[1])?;
+    let vx = repeat_heads(cx, "v_rep", v, &qs[1])?;
     let s = Val::tensor(
         Tensor::full(dtype, &[], sqrt_scale(cx, n, &qs[3])? as f64)
             .map_err(|e| cx.err(e.to_string()))?,
     );
-    let q_scaled = cx.binary("q_scaled", B::Mul, &q, &s)?;
+    let q_scaled = cx.binary("q_scaled", B::Mul, q, &s)?;
     let kt = cx.emit1(
         "k_t",
         Op::Transpose {
@@ -295,19 +343,17 @@ fn attention(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let k_scaled = cx.binary("k_scaled", B::Mul, &kt, &s)?;
     let qk = cx.emit1("qk", Op::MatMul, &[&q_scaled, &k_scaled])?;
     let capped = softcap(cx, n, &qk)?;
-    let biased = match &bias {
+    let biased = match bias {
         Some(b) => cx.binary("add_bias", B::Add, &capped, b)?,
         None => capped.clone(),
     };
-    let p = probs(cx, n, &biased, bias.as_ref())?;
-    let y = cx.emit1(if three_d { "pv" } else { "" }, Op::MatMul, &[&p, &vx])?;
-    let y = if three_d { merge_heads(cx, &y)? } else { y };
-    let qk_out = match n.int("qk_matmul_output_mode", 0) {
-        0 => qk,
-        1 => capped,
-        2 => biased,
-        3 => p,
-        m => return Err(cx.err(format!("qk_matmul_output_mode {m} is not 0..=3"))),
-    };
-    Ok(vec![y, k, v, qk_out])
+    let probs = probs(cx, n, &biased, bias)?;
+    let y = cx.emit1(suffix, Op::MatMul, &[&probs, &vx])?;
+    Ok(Attended {
+        y,
+        qk,
+        capped,
+        biased,
+        probs,
+    })
 }

@@ -6,6 +6,7 @@ mod attention;
 pub(crate) mod conv;
 mod einsum;
 mod elementwise;
+mod genai;
 pub(crate) mod linalg;
 mod loss;
 mod movement;
@@ -40,4 +41,5 @@ pub(crate) fn register_all(reg: &mut Registry) {
     einsum::register(reg);
     qlinear::register(reg);
     nbits::register(reg);
+    genai::register(reg);
 }

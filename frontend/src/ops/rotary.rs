@@ -80,47 +80,7 @@ fn rotary(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
     let half = rot / 2;
     let cos = cache(cx, n, 1, "cos", half)?;
     let sin = cache(cx, n, 2, "sin", half)?;
-    let rot_d = Dim::from(rot);
-    let to_rotate = if rot == head_c {
-        x.clone()
-    } else {
-        last_slice(cx, "x_rot", &x, 0, &rot_d, 1)?
-    };
-    let interleaved = n.int("interleaved", 0) != 0;
-    let (x1, x2) = if interleaved {
-        (
-            last_slice(cx, "x1", &to_rotate, 0, &rot_d, 2)?,
-            last_slice(cx, "x2", &to_rotate, 1, &rot_d, 2)?,
-        )
-    } else {
-        (
-            last_slice(cx, "x1", &to_rotate, 0, &Dim::from(half), 1)?,
-            last_slice(cx, "x2", &to_rotate, half, &rot_d, 1)?,
-        )
-    };
-    let cx1 = cx.binary("cos_x1", B::Mul, &cos, &x1)?;
-    let sx2 = cx.binary("sin_x2", B::Mul, &sin, &x2)?;
-    let real = cx.binary("real", B::Sub, &cx1, &sx2)?;
-    let sx1 = cx.binary("sin_x1", B::Mul, &sin, &x1)?;
-    let cx2 = cx.binary("cos_x2", B::Mul, &cos, &x2)?;
-    let imag = cx.binary("imag", B::Add, &sx1, &cx2)?;
-    let rotated = if interleaved {
-        let mut s5 = cx.ty(&real).shape;
-        s5.push(Dim::from(1i64));
-        let r5 = cx.reshape("real_pair", &real, s5.clone())?;
-        let i5 = cx.reshape("imag_pair", &imag, s5)?;
-        let pairs = cx.emit1("pairs", Op::Concat { axis: 4 }, &[&r5, &i5])?;
-        let shape = cx.ty(&to_rotate).shape;
-        cx.reshape("rotated", &pairs, shape)?
-    } else {
-        cx.emit1("rotated", Op::Concat { axis: 3 }, &[&real, &imag])?
-    };
-    let y = if rot == head_c {
-        rotated
-    } else {
-        let rest = last_slice(cx, "x_pass", &x, rot, &head, 1)?;
-        cx.emit1("concat", Op::Concat { axis: 3 }, &[&rotated, &rest])?
-    };
+    let y = rotate(cx, "", &x, [&cos, &sin], rot, n.int("interleaved", 0) != 0)?;
     let y = if in_shape.len() == 4 {
         cx.emit1(
             "",
@@ -133,4 +93,62 @@ fn rotary(cx: &mut Cx, n: &N) -> R<Vec<Val>> {
         cx.reshape("", &y, in_shape)?
     };
     Ok(vec![y])
+}
+
+/// `x[b, s, h, d]` with its first `rot` features rotated pairwise (halves, or interleaved
+/// even/odd) by `cos` and `sin` (`[…, s, 1, rot/2]`, broadcast over the heads); the nodes'
+/// suffixes start with `prefix`.
+pub(super) fn rotate(
+    cx: &mut Cx,
+    prefix: &str,
+    x: &Val,
+    [cos, sin]: [&Val; 2],
+    rot: i64,
+    interleaved: bool,
+) -> R<Val> {
+    let name = |s: &str| format!("{prefix}{s}");
+    let head = cx.ty(x).shape[3].clone();
+    let head_c = head
+        .as_const()
+        .ok_or_else(|| cx.ctx.unsupported("a symbolic head size"))?;
+    let half = rot / 2;
+    let rot_d = Dim::from(rot);
+    let to_rotate = if rot == head_c {
+        x.clone()
+    } else {
+        last_slice(cx, &name("x_rot"), x, 0, &rot_d, 1)?
+    };
+    let (x1, x2) = if interleaved {
+        (
+            last_slice(cx, &name("x1"), &to_rotate, 0, &rot_d, 2)?,
+            last_slice(cx, &name("x2"), &to_rotate, 1, &rot_d, 2)?,
+        )
+    } else {
+        (
+            last_slice(cx, &name("x1"), &to_rotate, 0, &Dim::from(half), 1)?,
+            last_slice(cx, &name("x2"), &to_rotate, half, &rot_d, 1)?,
+        )
+    };
+    let cx1 = cx.binary(&name("cos_x1"), B::Mul, cos, &x1)?;
+    let sx2 = cx.binary(&name("sin_x2"), B::Mul, sin, &x2)?;
+    let real = cx.binary(&name("real"), B::Sub, &cx1, &sx2)?;
+    let sx1 = cx.binary(&name("sin_x1"), B::Mul, sin, &x1)?;
+    let cx2 = cx.binary(&name("cos_x2"), B::Mul, cos, &x2)?;
+    let imag = cx.binary(&name("imag"), B::Add, &sx1, &cx2)?;
+    let rotated = if interleaved {
+        let mut s5 = cx.ty(&real).shape;
+        s5.push(Dim::from(1i64));
+        let r5 = cx.reshape(&name("real_pair"), &real, s5.clone())?;
+        let i5 = cx.reshape(&name("imag_pair"), &imag, s5)?;
+        let pairs = cx.emit1(&name("pairs"), Op::Concat { axis: 4 }, &[&r5, &i5])?;
+        let shape = cx.ty(&to_rotate).shape;
+        cx.reshape(&name("rotated"), &pairs, shape)?
+    } else {
+        cx.emit1(&name("rotated"), Op::Concat { axis: 3 }, &[&real, &imag])?
+    };
+    if rot == head_c {
+        return Ok(rotated);
+    }
+    let rest = last_slice(cx, &name("x_pass"), x, rot, &head, 1)?;
+    cx.emit1(&name("concat"), Op::Concat { axis: 3 }, &[&rotated, &rest])
 }

@@ -130,6 +130,15 @@ impl Signature {
         Ok(cache)
     }
 
+    /// Fixes the heads and depth of past input `past` where its declared shape leaves
+    /// them symbolic (onnxruntime-genai names the head size `kv_cache_dim`).
+    pub fn fix_rows(&mut self, past: &str, heads: i64, depth: i64) {
+        for c in self.cache.iter_mut().filter(|c| c.past == past) {
+            c.shape[1] = Dim::from(heads);
+            c.shape[3] = Dim::from(depth);
+        }
+    }
+
     /// The signature without the caches whose past inputs are `taken` (kept elsewhere).
     pub fn without<'n>(&self, taken: impl Iterator<Item = &'n str>) -> Signature {
         let taken: Vec<&str> = taken.collect();
