@@ -216,6 +216,32 @@ fn concrete(t: &TensorType, b: &Bindings) -> Option<TensorType> {
 }
 
 impl Condition {
+    /// Every symbol it mentions, sorted: whether it holds depends on their values only.
+    pub fn symbols(&self) -> Vec<String> {
+        let mut dims: Vec<&Dim> = match self {
+            Condition::AtMost { at_most, bound } => vec![at_most, bound],
+            Condition::Infers {
+                op,
+                inputs,
+                outputs,
+            } => (inputs.iter().chain(outputs))
+                .flat_map(|t| &t.shape)
+                .chain(op.dim_attributes())
+                .collect(),
+            Condition::InBounds {
+                extents,
+                low,
+                high,
+                len,
+            } => extents.iter().chain([low, high, len]).collect(),
+        };
+        dims.dedup();
+        let mut out: Vec<String> = dims.iter().flat_map(|d| d.symbols()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Whether it holds at `b`; `None` when a symbol is unbound.
     pub fn holds(&self, b: &Bindings) -> Option<bool> {
         match self.check(b) {

@@ -570,6 +570,19 @@ pub struct EinsumSpec {
 }
 
 impl Op {
+    /// Its dim attributes (reshape and expand shapes, slice bounds, range lengths, shape
+    /// values): the ones [`Op::substitute`] replaces.
+    pub fn dim_attributes(&self) -> Vec<&Dim> {
+        match self {
+            Op::ShapeValue { dims, .. }
+            | Op::Reshape { shape: dims }
+            | Op::Expand { shape: dims } => dims.iter().collect(),
+            Op::Range { len } => vec![len],
+            Op::Slice { axes } => axes.iter().flat_map(|s| [&s.start, &s.end]).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The op with the bound symbols of its dim attributes (reshape and expand shapes,
     /// slice bounds, range lengths, shape values) replaced by their values.
     pub fn substitute(&self, b: &crate::Bindings) -> Op {

@@ -1033,6 +1033,7 @@ pub fn symbolic(graph: &Graph, layout: &Layout, extents: &[Option<Dim>]) -> Symb
         assumptions: (kiln_ir::assumptions(graph).into_iter())
             .chain(kiln_kernel::bounds::access_assumptions(graph, p))
             .collect(),
+        held: Default::default(),
     }
 }
 
