@@ -40,6 +40,7 @@ impl From<DecodeError> for Error {
 pub struct Generator {
     model: Compiled,
     signature: Signature,
+    max_seq: Option<usize>,
 }
 
 impl Generator {
@@ -73,7 +74,18 @@ impl Generator {
                 signature.fix_rows(&past, heads, depth);
             }
         }
-        Ok(Generator { model, signature })
+        Ok(Generator {
+            model,
+            signature,
+            max_seq: None,
+        })
+    }
+
+    /// Sizes the caches for `tokens`, prompt included, instead of each generation's own
+    /// length; a generation that could pass it is refused before it starts.
+    pub fn max_seq(mut self, tokens: usize) -> Generator {
+        self.max_seq = Some(tokens);
+        self
     }
 
     /// The compiled model.
@@ -93,6 +105,18 @@ impl Generator {
             name: "(sampling)".into(),
             message,
         })?;
+        let needed = prompt.len() + sampling.max_new_tokens.max(1);
+        let capacity = self.max_seq.unwrap_or(needed);
+        if needed > capacity {
+            return Err(Error::Input {
+                name: "(generation)".into(),
+                message: format!(
+                    "a prompt of {} tokens and {} new ones pass the cache's {capacity} (max-seq)",
+                    prompt.len(),
+                    sampling.max_new_tokens
+                ),
+            });
+        }
         let in_place = self.model.caches();
         if in_place.is_empty() {
             let run = |inputs: BTreeMap<_, _>| -> Result<BTreeMap<_, _>, Error> {
@@ -101,7 +125,6 @@ impl Generator {
             let step = kiln_rt::decode::copying(&self.signature, run)?;
             return kiln_rt::decode::generate(&self.signature, prompt, sampling, step, on_token);
         }
-        let capacity = prompt.len() + sampling.max_new_tokens.max(1);
         let mut buffers = self.buffers(&in_place, capacity)?;
         let run = |inputs: BTreeMap<String, Tensor>| -> Result<BTreeMap<_, _>, Error> {
             Ok(self

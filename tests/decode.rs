@@ -167,6 +167,25 @@ fn sampling_is_seeded_and_the_eos_token_stops_generation() {
     };
     let run = |s: &Sampling| generator.generate(&[5, 6, 7], s, |_| {}).unwrap().ids;
     let (a, b, c) = (run(&sampling(3)), run(&sampling(3)), run(&sampling(4)));
+    // A cache sized for more tokens gives the same; one too small is refused up front.
+    let roomy = Generator::new(&model, &Options::default())
+        .unwrap()
+        .max_seq(64);
+    assert_eq!(
+        roomy
+            .generate(&[5, 6, 7], &sampling(3), |_| {})
+            .unwrap()
+            .ids,
+        a
+    );
+    let tight = Generator::new(&model, &Options::default())
+        .unwrap()
+        .max_seq(10);
+    let err = tight
+        .generate(&[5, 6, 7], &sampling(3), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("max-seq"), "{err}");
     assert_eq!(a, b, "the same seed gives the same tokens");
     assert_ne!(a, c, "another seed gives other tokens");
     let stop = Sampling {

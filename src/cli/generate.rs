@@ -76,6 +76,11 @@ pub(crate) struct GenerateArgs {
     /// baseline to compare with.
     #[arg(long)]
     copy_cache: bool,
+    /// The KV cache's capacity in tokens, prompt included (default: the prompt plus
+    /// --max-new-tokens). It is reserved at the start (memory becomes resident only as
+    /// tokens are written); a generation that could pass it is refused.
+    #[arg(long, value_name = "TOKENS")]
+    max_seq: Option<usize>,
     #[command(flatten)]
     quantize: super::pipeline::QuantizeArgs,
 }
@@ -103,10 +108,13 @@ pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<Exit
         ..kiln::Options::default()
     };
     let start = std::time::Instant::now();
-    let generator = match args.copy_cache {
+    let mut generator = match args.copy_cache {
         true => Generator::copying(&model, &options)?,
         false => Generator::new(&model, &options)?,
     };
+    if let Some(n) = args.max_seq {
+        generator = generator.max_seq(n);
+    }
     timer.report("compile", start.elapsed());
     let tokenizer = match &args.tokenizer {
         Some(path) => Some(decode::load_tokenizer(path).map_err(anyhow::Error::msg)?),
