@@ -304,17 +304,21 @@ impl Model {
             tokenizer: self.embedded_tokenizer(g)?,
         };
         let object = finish_object(obj, &name, &meta, &weights.bytes, &kernels, self.weights)?;
+        let rows = crate::decode::row_symbols(g);
         let default_bounds = (ranges.iter())
             .filter(|r| !self.dims.iter().any(|d| d.0 == r.name))
-            .map(|r| match model_bound(g, &r.name) {
-                Some((_, why)) => format!(
+            .map(|r| {
+                let why = match model_bound(g, &r.name) {
+                    _ if rows.iter().any(|(n, _)| *n == r.name) => {
+                        "the rows the decoder's cache appends".to_string()
+                    }
+                    Some((_, why)) => why,
+                    None => "the default bound".to_string(),
+                };
+                format!(
                     "{} in {}..={} (no --dim given; {why})",
                     r.name, r.min, r.max
-                ),
-                None => format!(
-                    "{} in {}..={} (no --dim given; the default bound)",
-                    r.name, r.min, r.max
-                ),
+                )
             })
             .collect();
         Ok(Artifact {
@@ -387,8 +391,10 @@ impl Model {
 
     fn ranges(&self, g: &Graph) -> Result<Vec<DimRange>, BuildError> {
         let symbols = g.input_symbols();
-        // A decoder's prompt runs with an empty past, so its past length starts at 0.
+        // A decoder's prompt runs with an empty past, so its past length starts at 0; a
+        // head size its past leaves symbolic is the one its rows have.
         let past = crate::decode::signature(g).map_or(Vec::new(), |s| s.past_symbols());
+        let rows = crate::decode::row_symbols(g);
         for (name, ..) in &self.dims {
             if !symbols.contains(name) {
                 return Err(BuildError::Dims(format!(
@@ -400,22 +406,24 @@ impl Model {
         let ranges: Vec<DimRange> = symbols
             .iter()
             .map(|s| {
-                let (min, max) = match self.dims.iter().rev().find(|d| &d.0 == s) {
-                    Some((_, min, max)) => (min, max),
-                    None => (
-                        if past.contains(s) { &0 } else { &1 },
-                        &model_bound(g, s).map_or(DEFAULT_DIM_MAX, |(n, _)| n),
+                let fixed = rows.iter().find(|(n, _)| n == s).map(|&(_, v)| v);
+                let (min, max) = match (self.dims.iter().rev().find(|d| &d.0 == s), fixed) {
+                    (Some(&(_, min, max)), _) => (min, max),
+                    (None, Some(v)) => (v, v),
+                    (None, None) => (
+                        if past.contains(s) { 0 } else { 1 },
+                        model_bound(g, s).map_or(DEFAULT_DIM_MAX, |(n, _)| n),
                     ),
                 };
-                if *min < 0 || min > max {
+                if min < 0 || min > max {
                     return Err(BuildError::Dims(format!(
                         "--dim {s}={min}..{max}: empty range"
                     )));
                 }
                 Ok(DimRange {
                     name: s.clone(),
-                    min: *min,
-                    max: *max,
+                    min,
+                    max,
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -174,7 +174,7 @@ impl Generator {
 
 /// The heads and depth of past input `past` of `g`: its declared ones, or, where those
 /// are symbolic, those of the rows its concat appends.
-fn rows_of(g: &kiln_ir::Graph, past: &str) -> Option<(i64, i64)> {
+pub(crate) fn rows_of(g: &kiln_ir::Graph, past: &str) -> Option<(i64, i64)> {
     let &(_, v) = g.inputs.iter().find(|(n, _)| n == past)?;
     let declared = &g.value_type(v).shape;
     let fixed = |s: &[kiln_ir::Dim]| Some((s.get(1)?.as_const()?, s.get(3)?.as_const()?));
@@ -184,6 +184,28 @@ fn rows_of(g: &kiln_ir::Graph, past: &str) -> Option<(i64, i64)> {
         })?;
         fixed(&g.value_type(*concat.inputs.get(1)?).shape)
     })
+}
+
+/// The symbols a decoder's past inputs leave for their heads or depth, with the value
+/// the rows their concats append give them (onnxruntime-genai's `kv_cache_dim`).
+pub(crate) fn row_symbols(g: &kiln_ir::Graph) -> Vec<(String, i64)> {
+    let Ok(signature) = signature(g) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (past, shape, _) in signature.caches() {
+        let Some((heads, depth)) = rows_of(g, past) else {
+            continue;
+        };
+        for (d, v) in [(&shape[1], heads), (&shape[3], depth)] {
+            if let Some(s) = d.as_sym() {
+                if !out.iter().any(|(n, _): &(String, i64)| n == s) {
+                    out.push((s.to_string(), v));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The decoder convention of `g`'s inputs and outputs.

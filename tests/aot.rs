@@ -519,3 +519,30 @@ fn a_decoder_executable_generates_the_generators_tokens_from_ids_and_text() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("need a decoder"));
 }
+
+#[test]
+fn onnxruntime_genais_decoder_builds_to_an_executable_that_generates_its_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("llama");
+    // The builder leaves the head size symbolic (`kv_cache_dim`): the build fixes it.
+    let build = Build::new(models().join("llama_kv_genai.onnx")).runtime_library(runtime());
+    build.emit(Emit::Exe, &exe).unwrap();
+    let text = std::fs::read_to_string(models().join("llama_kv_genai.greedy.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |k: &str| -> Vec<i64> {
+        (v[k].as_array().unwrap().iter())
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let (prompt, want) = (ids("prompt"), ids("ids"));
+    let prompt: Vec<String> = prompt.iter().map(|i| i.to_string()).collect();
+    let n = want.len().to_string();
+    let args = ["--prompt-ids", &prompt.join(","), "--max-new-tokens", &n];
+    let out = run_exe(&exe, dir.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(generation_ids(&out.stdout), want);
+}

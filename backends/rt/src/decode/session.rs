@@ -5,12 +5,17 @@ use crate::artifact::{Meta, Session};
 use kiln_ir::{Dim, Tensor};
 use std::collections::BTreeMap;
 
-/// The decoder convention of the artifact `meta` describes.
+/// The decoder convention of the artifact `meta` describes (a dim built for one value,
+/// `--dim NAME=N` or a head size the build read off the model, is that value).
 pub fn signature(meta: &Meta) -> Result<Signature, DecodeError> {
+    let fixed: kiln_ir::Bindings = (meta.dims.iter())
+        .filter(|r| r.min == r.max)
+        .map(|r| (r.name.clone(), r.min))
+        .collect();
     let inputs = (meta.inputs.iter())
         .map(|spec| {
             let dims = (spec.dims.iter())
-                .map(|d| d.parse::<Dim>())
+                .map(|d| d.parse::<Dim>().map(|d| d.substitute(&fixed)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| super::error(&spec.name, e.to_string()))?;
             Ok((spec.name.clone(), spec.dtype, dims))
