@@ -47,6 +47,12 @@ impl Generator {
     /// Compiles `model`, a decoder export with a KV cache, as `options` say, with its
     /// caches appended in place.
     pub fn new(model: &Model, options: &Options) -> Result<Generator, Error> {
+        Generator::from_model(model.clone(), options)
+    }
+
+    /// [`Generator::new`], consuming the model: its weights move into the compiled model,
+    /// which releases each one once it is packed, so they are held once.
+    pub fn from_model(model: Model, options: &Options) -> Result<Generator, Error> {
         let options = Options {
             kv_cache: true,
             ..options.clone()
@@ -62,12 +68,12 @@ impl Generator {
             kv_cache: false,
             ..options.clone()
         };
-        Generator::compiled_as(model, &options)
+        Generator::compiled_as(model.clone(), &options)
     }
 
-    fn compiled_as(model: &Model, options: &Options) -> Result<Generator, Error> {
+    fn compiled_as(model: Model, options: &Options) -> Result<Generator, Error> {
         let mut signature = signature(model.graph())?;
-        let model = model.compile(options)?;
+        let model = model.into_compiled(options)?;
         let pasts: Vec<String> = signature.caches().map(|(p, ..)| p.to_string()).collect();
         for past in pasts {
             if let Some((heads, depth)) = rows_of(model.graph(), &past) {

@@ -108,9 +108,10 @@ pub(crate) fn generate(args: GenerateArgs, timer: &Timer) -> anyhow::Result<Exit
         ..kiln::Options::default()
     };
     let start = std::time::Instant::now();
+    // The model moves into the generator, which then holds each weight once.
     let mut generator = match args.copy_cache {
         true => Generator::copying(&model, &options)?,
-        false => Generator::new(&model, &options)?,
+        false => Generator::from_model(model, &options)?,
     };
     if let Some(n) = args.max_seq {
         generator = generator.max_seq(n);
