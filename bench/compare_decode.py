@@ -117,6 +117,20 @@ def bandwidth(threads):
     return float(out.split()[0])
 
 
+def step_feed(inputs, feed_ids, total, cache):
+    """One greedy step's feed: the new ids after `total` cached tokens, the attention
+    mask and positions when the model takes them (`inputs`: its inputs by name), and the
+    cache."""
+    new = len(feed_ids)
+    feed = {"input_ids": np.array([feed_ids], np.int64)}
+    if "attention_mask" in inputs:
+        feed["attention_mask"] = np.ones((1, total + new), np.int64)
+    if "position_ids" in inputs:
+        feed["position_ids"] = np.arange(total, total + new, dtype=np.int64)[None]
+    feed.update(cache)
+    return feed
+
+
 def genai_head_size(model):
     """The head size of a model builder's output, whose past inputs leave it symbolic
     (`kv_cache_dim`): from the genai_config.json beside it."""
@@ -145,13 +159,7 @@ def ort_loop(model, prompt, new_tokens, threads, result):
     for _ in range(new_tokens):
         start = time.perf_counter()
         new = len(feed_ids)
-        feed = {"input_ids": np.array([feed_ids], np.int64)}
-        if "attention_mask" in inputs:
-            feed["attention_mask"] = np.ones((1, total + new), np.int64)
-        if "position_ids" in inputs:
-            feed["position_ids"] = np.arange(total, total + new, dtype=np.int64)[None]
-        feed.update(cache)
-        got = dict(zip(outputs, sess.run(None, feed)))
+        got = dict(zip(outputs, sess.run(None, step_feed(inputs, feed_ids, total, cache))))
         token = int(np.argmax(got["logits"][0, -1]))
         for n in past_names:
             cache[n] = got[n.replace("past_key_values", "present")]

@@ -56,6 +56,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import transformers
+from compare_decode import step_feed
+from export_fullsize import LLAMA_CONFIG
 
 PROMPT_LEN, NEW_TOKENS = 16, 64
 
@@ -64,16 +66,7 @@ def full(kind):
     torch.manual_seed(0)
     if kind == "gpt2":
         return transformers.GPT2LMHeadModel(transformers.GPT2Config())
-    config = transformers.LlamaConfig(
-        vocab_size=32000,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=4,
-        num_attention_heads=12,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-    )
-    return transformers.LlamaForCausalLM(config)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA_CONFIG))
 
 
 def tiny(kind, hidden=32):
@@ -253,13 +246,7 @@ def greedy_from(path, seed):
     total = 0
     for _ in range(NEW_TOKENS):
         new = len(feed_ids)
-        feed = {"input_ids": np.array([feed_ids], np.int64)}
-        if "attention_mask" in inputs:
-            feed["attention_mask"] = np.ones((1, total + new), np.int64)
-        if "position_ids" in inputs:
-            feed["position_ids"] = np.arange(total, total + new, dtype=np.int64)[None]
-        feed.update(cache)
-        got = dict(zip(outputs, sess.run(None, feed)))
+        got = dict(zip(outputs, sess.run(None, step_feed(inputs, feed_ids, total, cache))))
         logits = got["logits"][0, -1]
         top = np.sort(logits)[-2:]
         if top[1] - top[0] < 1e-3:

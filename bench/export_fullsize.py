@@ -40,6 +40,16 @@ import transformers  # noqa: E402
 TEXT_SIZES = {"": (2, 16), ".alt": (1, 7), ".b1s128": (1, 128)}
 MINILM_SIZES = {**TEXT_SIZES, ".b8s128": (8, 128)}
 VIT_SIZES = {"": (2, None), ".alt": (1, None)}
+# The Llama-style network of the benchmarks (bench/export_decoders.py --full adds its head).
+LLAMA_CONFIG = dict(
+    vocab_size=32000,
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=4,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+)
 
 
 class LastHidden(torch.nn.Module):
@@ -102,15 +112,7 @@ def build(name):
         make = text_inputs(names, model.config.vocab_size)
         return model, names, make, TEXT_SIZES, ("batch", "seq"), 1024, {"use_cache": False}
     if name == "llama":
-        cfg = transformers.LlamaConfig(
-            vocab_size=32000,
-            hidden_size=768,
-            intermediate_size=2048,
-            num_hidden_layers=4,
-            num_attention_heads=12,
-            num_key_value_heads=4,
-            max_position_embeddings=2048,
-        )
+        cfg = transformers.LlamaConfig(**LLAMA_CONFIG)
         model = transformers.LlamaModel(cfg)
         names = ["input_ids", "attention_mask"]
         make = text_inputs(names, cfg.vocab_size)

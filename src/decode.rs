@@ -107,10 +107,6 @@ impl Generator {
         sampling: &Sampling,
         on_token: impl FnMut(i64),
     ) -> Result<Generation, Error> {
-        sampling.check().map_err(|message| Error::Input {
-            name: "(sampling)".into(),
-            message,
-        })?;
         let needed = prompt.len() + sampling.max_new_tokens.max(1);
         let capacity = self.max_seq.unwrap_or(needed);
         if needed > capacity {

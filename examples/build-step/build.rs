@@ -7,26 +7,20 @@ use std::path::PathBuf;
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let model = manifest.join("../../tests/models/bert_tiny.onnx");
-    let built = kiln::build::Model::new(&model)
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/models");
+    let bert = kiln::build::Model::new(models.join("bert_tiny.onnx"))
         .name("bert")
         .dim("batch", 1, 2)
-        .dim("seq", 4, 16)
-        .compile_to(&out);
-    if let Err(e) = built {
-        eprintln!("error: compiling {}: {e}", model.display());
-        std::process::exit(1);
-    }
-    let decoder = manifest.join("../../tests/models/gpt2_kv.onnx");
-    let built = kiln::build::Model::new(&decoder)
+        .dim("seq", 4, 16);
+    let gpt2 = kiln::build::Model::new(models.join("gpt2_kv.onnx"))
         .name("gpt2")
         .dim("batch_size", 1, 1)
         .dim("past_sequence_length", 0, 128)
-        .dim("sequence_length", 1, 128)
-        .compile_to(&out);
-    if let Err(e) = built {
-        eprintln!("error: compiling {}: {e}", decoder.display());
-        std::process::exit(1);
+        .dim("sequence_length", 1, 128);
+    for (file, model) in [("bert_tiny.onnx", bert), ("gpt2_kv.onnx", gpt2)] {
+        if let Err(e) = model.compile_to(&out) {
+            eprintln!("error: compiling {file}: {e}");
+            std::process::exit(1);
+        }
     }
 }

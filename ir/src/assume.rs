@@ -216,9 +216,9 @@ fn concrete(t: &TensorType, b: &Bindings) -> Option<TensorType> {
 }
 
 impl Condition {
-    /// Every symbol it mentions, sorted: whether it holds depends on their values only.
-    pub fn symbols(&self) -> Vec<String> {
-        let mut dims: Vec<&Dim> = match self {
+    /// Every dim it mentions: its types' and its op's dim attributes.
+    fn dims(&self) -> Vec<&Dim> {
+        match self {
             Condition::AtMost { at_most, bound } => vec![at_most, bound],
             Condition::Infers {
                 op,
@@ -234,9 +234,12 @@ impl Condition {
                 high,
                 len,
             } => extents.iter().chain([low, high, len]).collect(),
-        };
-        dims.dedup();
-        let mut out: Vec<String> = dims.iter().flat_map(|d| d.symbols()).collect();
+        }
+    }
+
+    /// Every symbol it mentions, sorted: whether it holds depends on their values only.
+    pub fn symbols(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.dims().iter().flat_map(|d| d.symbols()).collect();
         out.sort();
         out.dedup();
         out
@@ -252,21 +255,7 @@ impl Condition {
     }
 
     fn unbound(&self, b: &Bindings) -> bool {
-        let dims: Vec<&Dim> = match self {
-            Condition::AtMost { at_most, bound } => vec![at_most, bound],
-            Condition::Infers {
-                inputs, outputs, ..
-            } => (inputs.iter().chain(outputs))
-                .flat_map(|t| &t.shape)
-                .collect(),
-            Condition::InBounds {
-                extents,
-                low,
-                high,
-                len,
-            } => extents.iter().chain([low, high, len]).collect(),
-        };
-        dims.iter().any(|d| d.eval(b).is_none())
+        self.dims().iter().any(|d| d.eval(b).is_none())
     }
 
     /// `Ok` when it holds at `b`, else why not.

@@ -561,22 +561,14 @@ impl CompiledModel {
         caches: &mut [KvBuffer],
     ) -> Result<Vec<Tensor>, RunError> {
         let (shapes, capacity) = self.cached_shapes(inputs, caches)?;
-        let types: Vec<TensorType> = (self.graph.inputs.iter().zip(&shapes))
-            .map(|((_, v), s)| TensorType::fixed(self.graph.value_type(*v).dtype, s))
+        // The given inputs' own dtypes, and a cache's (f32), checked against the graph.
+        let mut given = inputs.iter();
+        let types: Vec<TensorType> = (shapes.iter().enumerate())
+            .map(|(i, s)| match self.caches.iter().any(|c| c.input == i) {
+                true => TensorType::fixed(kiln_ir::DType::F32, s),
+                false => TensorType::fixed(given.next().expect("counted").dtype(), s),
+            })
             .collect();
-        let given = inputs
-            .iter()
-            .map(|t| TensorType::fixed(t.dtype(), t.shape()));
-        let wanted = (self.graph.inputs.iter().enumerate())
-            .filter(|(i, _)| !self.caches.iter().any(|c| c.input == *i));
-        for (t, (_, (name, v))) in given.zip(wanted) {
-            if t.dtype != self.graph.value_type(*v).dtype {
-                return Err(RunError::Input(format!(
-                    "input `{name}`: expected {}, got {t}",
-                    self.graph.value_type(*v)
-                )));
-            }
-        }
         interp::bind_input_types(&self.graph, &types)
             .map_err(|e| RunError::Input(e.to_string()))?;
         let spec = self.specialize_cached(&shapes, capacity)?;
@@ -821,25 +813,10 @@ fn input_pointers(inputs: &[Tensor]) -> Vec<*mut u8> {
 
 /// A cache buffer of `capacity` rows holding the past `t` (`[B, H, P, D]` f32).
 fn cache_from(t: &Tensor, capacity: usize) -> Result<KvBuffer, RunError> {
-    let past = t
-        .as_array::<f32>()
-        .ok_or_else(|| RunError::Input("a KV cache input is not f32".into()))?;
-    let &[b, h, p, d] = past.shape() else {
-        return Err(RunError::Input("a KV cache input is not of rank 4".into()));
-    };
-    let mut kv =
-        KvBuffer::new(b, h, capacity.max(p), d).map_err(|e| RunError::Input(e.to_string()))?;
-    let c = kv.capacity();
-    let base = kv.as_mut_ptr().cast::<f32>();
-    for ((bi, hi, pi, di), x) in past
-        .indexed_iter()
-        .map(|(i, x)| ((i[0], i[1], i[2], i[3]), *x))
-    {
-        // SAFETY: each index is inside `[b, h, c, d]` (p ≤ c).
-        unsafe { *base.add(((bi * h + hi) * c + pi) * d + di) = x };
-    }
-    kv.grow(p);
-    Ok(kv)
+    let past = (t.as_array::<f32>())
+        .and_then(|a| a.into_dimensionality::<crate::runtime::ndarray::Ix4>().ok())
+        .ok_or_else(|| RunError::Input("a KV cache input is not f32 of rank 4".into()))?;
+    KvBuffer::holding(past, capacity).map_err(|e| RunError::Input(e.to_string()))
 }
 
 /// A tensor of its own for each output that the plan holds in the arena, which the run

@@ -2,7 +2,7 @@
 //! (`kiln_kernel::cache`): `[batch, heads, capacity, depth]` f32, the first `len` rows of
 //! each head valid.
 
-use ndarray::{ArrayView4, ShapeBuilder};
+use ndarray::{ArrayView4, ArrayViewMut4, ShapeBuilder};
 
 /// One cache's memory and how many of its rows are valid.
 pub struct KvBuffer {
@@ -50,6 +50,15 @@ impl KvBuffer {
             dims: [batch, heads, capacity, depth],
             len: 0,
         })
+    }
+
+    /// A cache of at least `capacity` rows holding `past` (`[batch, heads, rows, depth]`).
+    pub fn holding(past: ArrayView4<'_, f32>, capacity: usize) -> Result<KvBuffer, KvError> {
+        let [b, h, p, d] = [0, 1, 2, 3].map(|i| past.shape()[i]);
+        let mut kv = KvBuffer::new(b, h, capacity.max(p), d)?;
+        kv.len = p;
+        kv.view_mut().assign(&past);
+        Ok(kv)
     }
 
     /// The valid rows per head.
@@ -103,6 +112,14 @@ impl KvBuffer {
             .expect("the valid rows lie inside the buffer")
     }
 
+    /// The valid rows, writable.
+    fn view_mut(&mut self) -> ArrayViewMut4<'_, f32> {
+        let [b, h, c, d] = self.dims;
+        let strides = (h * c * d, c * d, d, 1);
+        ArrayViewMut4::from_shape((b, h, self.len, d).strides(strides), &mut self.data)
+            .expect("the valid rows lie inside the buffer")
+    }
+
     /// The memory, for a program's slot table.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.data.as_mut_ptr().cast()
@@ -127,5 +144,8 @@ mod tests {
         assert_eq!(v.shape(), &[1, 2, 1, 3]);
         assert_eq!(v[[0, 1, 0, 0]], 7.0);
         assert!(KvBuffer::new(usize::MAX, 2, 2, 2).is_err());
+        let held = KvBuffer::holding(v, 3).unwrap();
+        assert_eq!((held.len(), held.capacity()), (1, 3));
+        assert_eq!(held.view(), kv.view());
     }
 }

@@ -227,6 +227,7 @@ pub fn generate<E: From<DecodeError>>(
     if prompt.is_empty() {
         return Err(error("input_ids", "the prompt is empty").into());
     }
+    sampling.check().map_err(|m| error("(sampling)", m))?;
     let mut sampler = sample::Sampler::new(sampling);
     let (mut feed, mut past) = (prompt.to_vec(), 0usize);
     let mut out = Generation {

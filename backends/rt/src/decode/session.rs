@@ -33,7 +33,6 @@ pub fn generate(
     sampling: &Sampling,
     on_token: impl FnMut(i64),
 ) -> Result<Generation, String> {
-    sampling.check()?;
     let step = |mut inputs: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, Tensor>, String> {
         let meta = session.meta();
         let ordered = (meta.inputs.iter())
