@@ -114,8 +114,9 @@ pub struct Artifact {
     pub weights: Vec<u8>,
     /// Where they go.
     pub mode: WeightsMode,
-    /// The bound chosen for each dim no `--dim` declared, as `kiln build` reports them.
-    pub default_bounds: Vec<String>,
+    /// What `kiln build` reports: the bound chosen for each dim no `--dim` declared, and
+    /// the KV caches appended in place.
+    pub report: Vec<String>,
 }
 
 impl Model {
@@ -203,7 +204,7 @@ impl Model {
     }
 
     /// [`Model::emit`], calling `report(line)` with each line a build reports (the bound
-    /// chosen for every dim no `--dim` declared).
+    /// chosen for every dim no `--dim` declared, the KV caches appended in place).
     pub fn emit_reporting(
         &self,
         emit: Emit,
@@ -211,7 +212,7 @@ impl Model {
         report: &mut dyn FnMut(&str),
     ) -> Result<Vec<PathBuf>, BuildError> {
         let artifact = self.compile()?;
-        for line in &artifact.default_bounds {
+        for line in &artifact.report {
             report(line);
         }
         link::emit(
@@ -285,8 +286,12 @@ impl Model {
         }));
         let mut obj = ObjectBuilder::new(&target, &name)?;
         let mut weights = WeightsBlob::default();
-        let (program, program_consts, kernels) =
-            self.compile_program(g, &ranges, &mut obj, &mut weights, &name)?;
+        let Compiled {
+            program,
+            consts: program_consts,
+            kernels,
+            caches,
+        } = self.compile_program(g, &ranges, &mut obj, &mut weights, &name)?;
         let smallest: Vec<i64> = ranges.iter().map(|r| r.min).collect();
         let meta = Meta {
             format: FORMAT,
@@ -302,10 +307,11 @@ impl Model {
             program,
             program_consts,
             tokenizer: self.embedded_tokenizer(g)?,
+            caches,
         };
         let object = finish_object(obj, &name, &meta, &weights.bytes, &kernels, self.weights)?;
         let rows = crate::decode::row_symbols(g);
-        let default_bounds = (ranges.iter())
+        let mut report: Vec<String> = (ranges.iter())
             .filter(|r| !self.dims.iter().any(|d| d.0 == r.name))
             .map(|r| {
                 let why = match model_bound(g, &r.name) {
@@ -316,24 +322,35 @@ impl Model {
                     None => "the default bound".to_string(),
                 };
                 format!(
-                    "{} in {}..={} (no --dim given; {why})",
+                    "dim {} in {}..={} (no --dim given; {why})",
                     r.name, r.min, r.max
                 )
             })
             .collect();
+        if let (Some(first), Some(last)) = (meta.caches.first(), meta.caches.last()) {
+            let past = |c: &kiln_kernel::cache::KvCache| meta.inputs[c.input].name.as_str();
+            let pasts = match meta.caches.len() {
+                1 => past(first).to_string(),
+                2 => format!("{}, {}", past(first), past(last)),
+                _ => format!("{} … {}", past(first), past(last)),
+            };
+            report.push(format!(
+                "{} KV caches appended in place ({pasts}): a step writes only its new rows",
+                meta.caches.len(),
+            ));
+        }
         Ok(Artifact {
             name,
             meta,
             object,
             weights: weights.bytes,
             mode: self.weights,
-            default_bounds,
+            report,
         })
     }
 
     /// Lays out and compiles the one program into `obj`, with the dims that have a single
-    /// value substituted; returns its description, its constants (indices into the
-    /// weights) and its kernel symbols.
+    /// value substituted.
     fn compile_program(
         &self,
         g: &Graph,
@@ -354,7 +371,11 @@ impl Model {
             )),
             e => BuildError::Model(crate::Error::Compile(e)),
         };
-        let layout = kiln_cpu::lay_out(g, &fixed, self.max_memory).map_err(compile)?;
+        // A decoder's caches are appended in place; `Session::run` still takes and gives
+        // every past and present as tensors, so the C API is unchanged.
+        let caches = kiln_kernel::cache::find(g);
+        let layout =
+            kiln_cpu::lay_out_with(g, &fixed, self.max_memory, &caches).map_err(compile)?;
         let p = &layout.program;
         let exported = obj
             .add_program(p, &layout.slots, name)
@@ -371,7 +392,12 @@ impl Model {
             .collect();
         let program = kiln_cpu::symbolic(g, &layout, &extents);
         let symbols = exported.into_iter().map(|e| e.map(|k| k.symbol)).collect();
-        Ok((program, consts, symbols))
+        Ok(Compiled {
+            program,
+            consts,
+            kernels: symbols,
+            caches,
+        })
     }
 
     /// The declared range of every symbol of the graph's inputs.
@@ -431,9 +457,17 @@ impl Model {
     }
 }
 
-/// The compiled program: its description, its constants (indices into the weights) and
-/// its kernel symbols.
-type Compiled = (kiln_rt::layout::Symbolic, Vec<usize>, Vec<Option<String>>);
+/// The compiled program.
+struct Compiled {
+    /// Its description.
+    program: kiln_rt::layout::Symbolic,
+    /// Its constants, as indices into the weights.
+    consts: Vec<usize>,
+    /// Its kernel symbols (`None` for calls).
+    kernels: Vec<Option<String>>,
+    /// The KV caches it appends in place.
+    caches: Vec<kiln_kernel::cache::KvCache>,
+}
 
 /// The largest value of `symbol` the model itself allows, below [`DEFAULT_DIM_MAX`], and
 /// what sets it (a slice of a position table), from the graph's assumptions.

@@ -107,18 +107,7 @@ impl Generator {
         sampling: &Sampling,
         on_token: impl FnMut(i64),
     ) -> Result<Generation, Error> {
-        let needed = prompt.len() + sampling.max_new_tokens.max(1);
-        let capacity = self.max_seq.unwrap_or(needed);
-        if needed > capacity {
-            return Err(Error::Input {
-                name: "(generation)".into(),
-                message: format!(
-                    "a prompt of {} tokens and {} new ones pass the cache's {capacity} (max-seq)",
-                    prompt.len(),
-                    sampling.max_new_tokens
-                ),
-            });
-        }
+        let capacity = kiln_rt::decode::capacity(prompt.len(), sampling, self.max_seq)?;
         let in_place = self.model.caches();
         if in_place.is_empty() {
             let run = |inputs: BTreeMap<_, _>| -> Result<BTreeMap<_, _>, Error> {
@@ -127,50 +116,13 @@ impl Generator {
             let step = kiln_rt::decode::copying(&self.signature, run)?;
             return kiln_rt::decode::generate(&self.signature, prompt, sampling, step, on_token);
         }
-        let mut buffers = self.buffers(&in_place, capacity)?;
-        let run = |inputs: BTreeMap<String, Tensor>| -> Result<BTreeMap<_, _>, Error> {
-            Ok(self
-                .model
-                .run_cached(&inputs, &mut buffers)?
-                .into_iter()
-                .collect())
+        let run = |inputs: BTreeMap<String, Tensor>, buffers: &mut [KvBuffer]| {
+            let outputs = self.model.run_cached(&inputs, buffers)?;
+            Ok::<_, Error>(outputs.into_iter().collect())
         };
-        // The caches the compiler did not take are passed through as exported.
-        let rest = self
-            .signature
-            .without(in_place.iter().map(|(past, _)| past.as_str()));
-        let step = kiln_rt::decode::copying(&rest, run)?;
+        let pasts: Vec<&str> = in_place.iter().map(|(past, _)| past.as_str()).collect();
+        let step = kiln_rt::decode::in_place(&self.signature, &pasts, capacity, run)?;
         kiln_rt::decode::generate(&self.signature, prompt, sampling, step, on_token)
-    }
-
-    /// An empty buffer of `capacity` rows for each cache appended in place, batch 1.
-    fn buffers(
-        &self,
-        in_place: &[(String, String)],
-        capacity: usize,
-    ) -> Result<Vec<KvBuffer>, Error> {
-        let fixed = |d: &kiln_ir::Dim| d.as_const().and_then(|n| usize::try_from(n).ok());
-        (in_place.iter())
-            .map(|(past, _)| {
-                let (_, shape, _) = (self.signature.caches())
-                    .find(|(name, ..)| name == past)
-                    .ok_or_else(|| Error::Input {
-                        name: past.clone(),
-                        message: "not a past input of the decoder".into(),
-                    })?;
-                let dims = (fixed(&shape[1]), fixed(&shape[3]));
-                let (Some(heads), Some(depth)) = dims else {
-                    return Err(Error::Input {
-                        name: past.clone(),
-                        message: "heads and depth must be fixed".into(),
-                    });
-                };
-                KvBuffer::new(1, heads, capacity, depth).map_err(|e| Error::Input {
-                    name: past.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
     }
 }
 

@@ -63,22 +63,7 @@ fn every_model_builds_to_an_executable_that_matches_the_reference_and_the_jit() 
         build
             .emit(Emit::Exe, &exe)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let in_npz = dir.path().join("in.npz");
-        std::fs::copy(models().join(format!("{name}.inputs.npz")), &in_npz).unwrap();
-        let out = run_exe(
-            &exe,
-            dir.path(),
-            &["--inputs", "in.npz", "-o", "out.npz", "--threads", "2"],
-        );
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: BTreeMap<String, Tensor> = read_npz(&dir.path().join("out.npz"))
-            .unwrap()
-            .into_iter()
-            .collect();
+        let got = run_on(&exe, dir.path(), &format!("{name}.inputs.npz"));
         let want = read_npz(&models().join(format!("{name}.outputs.npz"))).unwrap();
         for (out_name, w) in &want {
             if let Err(m) = compare(&got[out_name], w, Tolerance::MODELS) {
@@ -92,6 +77,41 @@ fn every_model_builds_to_an_executable_that_matches_the_reference_and_the_jit() 
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The outputs of executable `exe` (in `dir`) run on the vendored inputs `npz`.
+fn run_on(exe: &Path, dir: &Path, npz: &str) -> BTreeMap<String, Tensor> {
+    std::fs::copy(models().join(npz), dir.join("in.npz")).unwrap();
+    let args = ["--inputs", "in.npz", "-o", "out.npz", "--threads", "2"];
+    let out = run_exe(exe, dir, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", exe.display());
+    read_npz(&dir.join("out.npz"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn a_decoder_executable_runs_a_step_through_its_caches_as_the_reference_does() {
+    // An ordinary run of an artifact whose caches are appended in place (the C API's
+    // and `--inputs`'): each past is copied into a cache buffer, each present read out.
+    for name in ["gpt2_kv", "llama_kv_genai"] {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join(name);
+        let build = Build::new(models().join(format!("{name}.onnx"))).runtime_library(runtime());
+        build.emit(Emit::Exe, &exe).unwrap();
+        // Two past lengths on the one program.
+        for case in ["", ".alt"] {
+            let got = run_on(&exe, dir.path(), &format!("{name}{case}.inputs.npz"));
+            let want = read_npz(&models().join(format!("{name}{case}.outputs.npz"))).unwrap();
+            assert!(want.iter().any(|(n, _)| n.starts_with("present")));
+            for (out, w) in &want {
+                compare(&got[out], w, Tolerance::MODELS)
+                    .unwrap_or_else(|m| panic!("{name}{case} `{out}`: {m}"));
+            }
+        }
+    }
 }
 
 /// bert_tiny built for batch 1..3 and seq 7..16 (one program) as an object and a header,
@@ -434,7 +454,15 @@ fn a_decoder_executable_generates_the_generators_tokens_from_ids_and_text() {
     let exe = dir.path().join("gpt2");
     let build = (Build::new(&model).runtime_library(runtime()))
         .tokenizer(models().join("gpt2_kv.tokenizer.json"));
-    build.emit(Emit::Exe, &exe).unwrap();
+    let mut report = Vec::new();
+    (build.emit_reporting(Emit::Exe, &exe, &mut |l| report.push(l.to_string()))).unwrap();
+    // Both layers' keys and values are appended in place by the executable too.
+    assert!(
+        report
+            .iter()
+            .any(|l| l.starts_with("4 KV caches appended in place")),
+        "{report:?}"
+    );
     let generator = Generator::new(&Model::load(&model).unwrap(), &Options::default()).unwrap();
     let prompt = [90, 60, 65, 86, 55, 74, 80, 21];
     for sampling in [
@@ -484,6 +512,38 @@ fn a_decoder_executable_generates_the_generators_tokens_from_ids_and_text() {
         );
         assert_eq!(generation_ids(&out.stdout), want, "{sampling:?}");
     }
+    // Caches of a capacity the user chose: the same tokens, and a generation that could
+    // pass it refused before it starts.
+    let ids: Vec<String> = prompt.iter().map(|i| i.to_string()).collect();
+    let greedy = |max_seq: &str| {
+        let args = [
+            "--prompt-ids",
+            &ids.join(","),
+            "--max-new-tokens",
+            "24",
+            "--max-seq",
+            max_seq,
+        ];
+        run_exe(&exe, dir.path(), &args)
+    };
+    let out = greedy("100");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = generator.generate(
+        &prompt,
+        &Sampling {
+            max_new_tokens: 24,
+            ..Sampling::default()
+        },
+        |_| {},
+    );
+    assert_eq!(generation_ids(&out.stdout), want.unwrap().ids);
+    let out = greedy("31");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass the cache's 31 (max-seq)"));
     // The embedded tokenizer: "w5 w6 w7" is ids 5, 6, 7, and the tokens print as words.
     let out = run_exe(
         &exe,

@@ -99,12 +99,12 @@ pub fn text(a: &Artifact) -> String {
 /// `kiln generate` and the executables run.
 const GENERATE: &str = "
     /// Generates after `prompt` (token ids), calling `on_token` with each new id as it is
-    /// chosen: the prompt runs with an empty past, then each new token with the last
-    /// step's `present` outputs as the past (`kiln_rt::decode`).
+    /// chosen: the prompt runs with an empty past, then each new token alone, its KV
+    /// caches appended in place (`kiln_rt::decode`).
     pub fn generate(&self, prompt: &[i64], sampling: &kiln_rt::decode::Sampling, on_token: impl FnMut(i64)) -> Result<kiln_rt::decode::Generation, String> {
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let signature = kiln_rt::decode::session::signature(session.meta()).map_err(|e| e.to_string())?;
-        kiln_rt::decode::session::generate(&mut session, &signature, prompt, sampling, on_token)
+        kiln_rt::decode::session::generate(&mut session, &signature, prompt, sampling, None, on_token)
     }
 ";
 

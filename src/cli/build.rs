@@ -142,7 +142,7 @@ pub(crate) fn build(args: BuildArgs, timer: &Timer) -> anyhow::Result<ExitCode> 
     };
     let start = std::time::Instant::now();
     let written = model.emit_reporting(emit, &args.output, &mut |line| {
-        eprintln!("dim {line}");
+        eprintln!("{line}");
     })?;
     timer.report("build", start.elapsed());
     for path in written {

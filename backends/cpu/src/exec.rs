@@ -17,7 +17,7 @@ use crate::lower::{self, Compiled, LowerError};
 use crate::plan::{lifetimes, MemoryPlan};
 use crate::runtime::call::{Call as RtCall, ResolveError};
 use crate::runtime::exec::{self as rt, Arena, RunPlan, SlotMemory, StepError, StepNode};
-use crate::runtime::kv::KvBuffer;
+use crate::runtime::kv::{KvBuffer, Placement};
 use crate::runtime::layout::{
     constant_weight_call, BindError, Bound, Recent, Symbolic, SymbolicStep,
 };
@@ -560,7 +560,8 @@ impl CompiledModel {
         inputs: &[Tensor],
         caches: &mut [KvBuffer],
     ) -> Result<Vec<Tensor>, RunError> {
-        let (shapes, capacity) = self.cached_shapes(inputs, caches)?;
+        let place = self.placement();
+        let (shapes, capacity) = place.shapes(inputs, caches).map_err(RunError::Input)?;
         // The given inputs' own dtypes, and a cache's (f32), checked against the graph.
         let mut given = inputs.iter();
         let types: Vec<TensorType> = (shapes.iter().enumerate())
@@ -573,57 +574,22 @@ impl CompiledModel {
             .map_err(|e| RunError::Input(e.to_string()))?;
         let spec = self.specialize_cached(&shapes, capacity)?;
         let inputs: Vec<Tensor> = inputs.iter().map(rt::contiguous).collect();
-        let (mut given, mut ptrs) = (inputs.iter(), Vec::with_capacity(shapes.len()));
-        for i in 0..shapes.len() {
-            match self.caches.iter().position(|c| c.input == i) {
-                Some(j) => ptrs.push(caches[j].as_mut_ptr()),
-                None => ptrs.push(
-                    kiln_ir::dispatch!(given.next().expect("counted"), a => a.as_ptr() as *mut u8),
-                ),
-            }
-        }
+        let ptrs = place.pointers(&inputs, caches);
         let mut arena = self.take_arena(spec.plan.arena_bytes)?;
         let result = self.execute(&spec, &ptrs, &mut arena, None);
         self.arenas.lock().expect("arena lock").push(arena);
         let outputs = result?;
-        for (c, kv) in self.caches.iter().zip(caches.iter_mut()) {
-            kv.grow(spec.outputs[c.output].1[kiln_kernel::cache::SEQ_AXIS] - kv.len());
-        }
-        Ok((outputs.into_iter().enumerate())
-            .filter(|(i, _)| !self.caches.iter().any(|c| c.output == *i))
-            .map(|(_, t)| t)
-            .collect())
+        place.grow(caches, |i| &spec.outputs[i].1);
+        Ok(place.others(outputs))
     }
 
-    /// Every graph input's shape for [`CompiledModel::run_cached`], and the caches'
-    /// capacity.
-    fn cached_shapes(
-        &self,
-        inputs: &[Tensor],
-        caches: &[KvBuffer],
-    ) -> Result<(Vec<Vec<usize>>, usize), RunError> {
-        let bad = |m: String| Err(RunError::Input(m));
-        let others = self.graph.inputs.len() - self.caches.len();
-        if caches.len() != self.caches.len() || inputs.len() != others {
-            return bad(format!(
-                "expected {others} inputs and {} KV caches, got {} and {}",
-                self.caches.len(),
-                inputs.len(),
-                caches.len()
-            ));
+    /// Where the caches sit among the graph's inputs and outputs.
+    fn placement(&self) -> Placement<'_> {
+        Placement {
+            caches: &self.caches,
+            inputs: self.graph.inputs.len(),
+            outputs: self.graph.outputs.len(),
         }
-        let capacity = caches.first().map_or(0, KvBuffer::capacity);
-        if caches.iter().any(|kv| kv.capacity() != capacity) {
-            return bad("the KV caches differ in capacity".into());
-        }
-        let mut given = inputs.iter();
-        let shapes = (0..self.graph.inputs.len())
-            .map(|i| match self.caches.iter().position(|c| c.input == i) {
-                Some(j) => caches[j].past_shape(),
-                None => given.next().expect("counted above").shape().to_vec(),
-            })
-            .collect();
-        Ok((shapes, capacity))
     }
 
     /// [`CompiledModel::run`] of a model with caches: each past copied into a cache
@@ -640,21 +606,9 @@ impl CompiledModel {
             d.eval(bindings).and_then(|n| usize::try_from(n).ok())
         };
         let capacity = self.caches.iter().filter_map(grown).max().unwrap_or(0);
-        let mut buffers = Vec::with_capacity(self.caches.len());
-        for c in &self.caches {
-            buffers.push(cache_from(&inputs[c.input], capacity)?);
-        }
-        let others: Vec<Tensor> = (inputs.iter().enumerate())
-            .filter(|(i, _)| !self.caches.iter().any(|c| c.input == *i))
-            .map(|(_, t)| t.clone())
-            .collect();
-        let mut rest = self.run_cached(&others, &mut buffers)?.into_iter();
-        Ok((0..self.graph.outputs.len())
-            .map(|i| match self.caches.iter().position(|c| c.output == i) {
-                Some(j) => Tensor::from_array(buffers[j].view().to_owned().into_dyn()),
-                None => rest.next().expect("one output per non-cache output"),
-            })
-            .collect())
+        (self.placement()).run_through(inputs, capacity, RunError::Input, |others, buffers| {
+            self.run_cached(others, buffers)
+        })
     }
 
     /// Runs the model once, timing every kernel (for `kiln bench --profile`). Graphs with
@@ -809,14 +763,6 @@ fn input_pointers(inputs: &[Tensor]) -> Vec<*mut u8> {
     (inputs.iter())
         .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8))
         .collect()
-}
-
-/// A cache buffer of `capacity` rows holding the past `t` (`[B, H, P, D]` f32).
-fn cache_from(t: &Tensor, capacity: usize) -> Result<KvBuffer, RunError> {
-    let past = (t.as_array::<f32>())
-        .and_then(|a| a.into_dimensionality::<crate::runtime::ndarray::Ix4>().ok())
-        .ok_or_else(|| RunError::Input("a KV cache input is not f32 of rank 4".into()))?;
-    KvBuffer::holding(past, capacity).map_err(|e| RunError::Input(e.to_string()))
 }
 
 /// A tensor of its own for each output that the plan holds in the arena, which the run

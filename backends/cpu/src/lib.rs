@@ -29,8 +29,8 @@ use kiln_kernel::{fuse_loops, kernel, plan, schedule, stages};
 pub use kiln_rt as runtime;
 
 pub use exec::{
-    kernel_extents, lay_out, lower_error, symbolic, CompileError, CompiledModel, KernelTime,
-    Layout, Options, RunError, Specialized,
+    kernel_extents, lay_out, lay_out_with, lower_error, symbolic, CompileError, CompiledModel,
+    KernelTime, Layout, Options, RunError, Specialized,
 };
 
 /// Whether `graph` has data-dependent output sizes (NonZero), so that it runs as stages

@@ -20,7 +20,7 @@ pub const SEQ_AXIS: usize = 2;
 
 /// One cache: graph input `input` (the past), appended to by node `node` (the concat)
 /// into graph output `output` (the present).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KvCache {
     /// The past's index among the graph inputs.
     pub input: usize,

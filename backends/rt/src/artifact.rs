@@ -13,18 +13,20 @@
 use crate::aligned::Aligned;
 use crate::call::BufId;
 use crate::exec::{self, Arena, Code, KernelFn};
+use crate::kv::{KvBuffer, Placement};
 use crate::layout::{Bound, Recent, Symbolic};
 use crate::nibbles::Nibbles;
 use crate::pool::ThreadPool;
 use crate::{OpCallFn, Packed};
 use kiln_ir::{Bindings, DType, Dim, MemoryLimit, Tensor};
+use kiln_kernel::cache::KvCache;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The version of the artifact layout ([`ModelDesc`] and [`Meta`]); a runtime refuses
 /// other versions.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// Magic bytes at the start of a weights side file, followed by the artifact id (8 bytes)
 /// and the weights' length (8 bytes, little endian); the weights start at byte 64.
@@ -82,6 +84,9 @@ pub struct Meta {
     /// A decoder's `tokenizer.json`, when one was given at build time.
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// The KV caches the program appends in place ([`Session::run_cached`]).
+    #[serde(default)]
+    pub caches: Vec<KvCache>,
 }
 
 /// A constant in the weights.
@@ -274,12 +279,98 @@ impl Session {
             .collect()
     }
 
-    /// Runs the model on `inputs` (graph-input order).
+    /// Runs the model on `inputs` (graph-input order). A model with KV caches copies each
+    /// past into a cache buffer first and each present out (see [`Session::run_cached`],
+    /// which does not), so the C API and every other caller run it unchanged.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ArtifactError> {
-        self.check_inputs(inputs)?;
+        let dtypes: Vec<DType> = inputs.iter().map(Tensor::dtype).collect();
+        self.check_inputs(&dtypes)?;
+        if !self.meta.caches.is_empty() {
+            return self.run_through_caches(inputs);
+        }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        let bound = self.cached_layout(shapes)?;
+        let bound = self.cached_layout(shapes, None)?;
         let inputs: Vec<Tensor> = inputs.iter().map(exec::contiguous).collect();
+        let ptrs: Vec<*mut u8> = (inputs.iter())
+            .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8))
+            .collect();
+        let outputs = self.execute(&bound, &ptrs)?;
+        Ok(outputs.into_iter().flatten().collect())
+    }
+
+    /// The KV caches the program appends in place: empty unless the model is a decoder
+    /// whose caches the compiler took (`kiln_kernel::cache`).
+    pub fn caches(&self) -> &[KvCache] {
+        &self.meta.caches
+    }
+
+    /// Runs with the KV caches in `caches`, one per [`Session::caches`] and in that
+    /// order, all of one capacity: `inputs` are the other graph inputs, in graph order.
+    /// Each cache's new rows are written after its valid ones, in place, and its length
+    /// grows by them; the outputs are the graph outputs other than the caches' presents,
+    /// in graph order. A run whose new rows would pass the capacity is refused before
+    /// anything runs.
+    pub fn run_cached(
+        &mut self,
+        inputs: &[Tensor],
+        caches: &mut [KvBuffer],
+    ) -> Result<Vec<Tensor>, ArtifactError> {
+        let cached = self.meta.caches.clone();
+        let place = self.placement(&cached);
+        let (shapes, capacity) = place.shapes(inputs, caches).map_err(ArtifactError::Input)?;
+        let mut given = inputs.iter();
+        let dtypes: Vec<DType> = (0..shapes.len())
+            .map(|i| match cached.iter().any(|c| c.input == i) {
+                true => DType::F32,
+                false => given.next().expect("counted").dtype(),
+            })
+            .collect();
+        self.check_inputs(&dtypes)?;
+        let bound = self.cached_layout(shapes, Some(capacity))?;
+        let inputs: Vec<Tensor> = inputs.iter().map(exec::contiguous).collect();
+        let ptrs = place.pointers(&inputs, caches);
+        let outputs = self.execute(&bound, &ptrs)?;
+        place.grow(caches, |i| &bound.outputs[i].1);
+        Ok(place.others(outputs).into_iter().flatten().collect())
+    }
+
+    /// Where `caches` sit among the graph's inputs and outputs.
+    fn placement<'c>(&self, caches: &'c [KvCache]) -> Placement<'c> {
+        Placement {
+            caches,
+            inputs: self.meta.inputs.len(),
+            outputs: self.meta.outputs.len(),
+        }
+    }
+
+    /// [`Session::run`] of a model with caches: each past copied into a cache buffer just
+    /// large enough, each present read back out of it.
+    fn run_through_caches(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ArtifactError> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(Tensor::shape).collect();
+        let bindings = self.bind_shapes(&shapes)?;
+        let rows = |c: &KvCache| {
+            let d = self.meta.outputs[c.output]
+                .dims
+                .get(kiln_kernel::cache::SEQ_AXIS)?;
+            let n = d.parse::<Dim>().ok()?.eval(&bindings)?;
+            usize::try_from(n).ok()
+        };
+        let capacity = self.meta.caches.iter().filter_map(rows).max().unwrap_or(0);
+        let cached = self.meta.caches.clone();
+        let place = self.placement(&cached);
+        place.run_through(inputs, capacity, ArtifactError::Input, |others, buffers| {
+            self.run_cached(others, buffers)
+        })
+    }
+
+    /// Runs `bound` on the inputs at `inputs` (one pointer per graph input, of the shapes
+    /// it was bound for) and reads every output back, but a cache's present, which is its
+    /// buffer (`None`).
+    fn execute(
+        &mut self,
+        bound: &Bound,
+        inputs: &[*mut u8],
+    ) -> Result<Vec<Option<Tensor>>, ArtifactError> {
         self.prepack();
         let arena_bytes = bound.run.arena_bytes;
         kiln_ir::check_bytes(
@@ -290,11 +381,7 @@ impl Session {
         .map_err(|e| ArtifactError::Run(e.to_string()))?;
         (self.arena.reserve(arena_bytes)).map_err(|e| ArtifactError::Run(e.to_string()))?;
         let mut ptrs: Vec<*mut u8> = vec![self.arena.ptr()];
-        ptrs.extend(
-            inputs
-                .iter()
-                .map(|t| kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)),
-        );
+        ptrs.extend_from_slice(inputs);
         let consts = self.meta.program_consts.iter();
         ptrs.extend(consts.map(|&c| self.const_ptr(c) as *mut u8));
         let ptrs = bound.run.table(&ptrs);
@@ -313,44 +400,62 @@ impl Session {
             ptrs: &ptrs,
             slots: &bound.run.slots,
         };
-        let outputs = bound.outputs.iter().zip(&self.meta.outputs);
+        let place = self.placement(&self.meta.caches);
+        let outputs = bound.outputs.iter().zip(&self.meta.outputs).enumerate();
         outputs
-            .map(|((buf, shape), out)| {
+            .map(|(i, ((buf, shape), out))| match place.is_present(i) {
+                true => Ok(None),
                 // SAFETY: the run wrote every output buffer, sized by the plan.
-                unsafe { mem.read(*buf, out.dtype, shape) }
-                    .map_err(|e| ArtifactError::Run(e.to_string()))
+                false => unsafe { mem.read(*buf, out.dtype, shape) }
+                    .map(Some)
+                    .map_err(|e| ArtifactError::Run(e.to_string())),
             })
             .collect()
     }
 
-    /// The layout for `shapes`, from the cache or bound now.
-    fn cached_layout(&mut self, shapes: Vec<Vec<usize>>) -> Result<Arc<Bound>, ArtifactError> {
-        if let Some(bound) = self.layouts.get(&shapes) {
+    /// The layout for `shapes` (every graph input's) and the caches' `capacity`, from
+    /// the recent ones or bound now.
+    fn cached_layout(
+        &mut self,
+        shapes: Vec<Vec<usize>>,
+        capacity: Option<usize>,
+    ) -> Result<Arc<Bound>, ArtifactError> {
+        let mut key = shapes;
+        key.extend(capacity.map(|c| vec![c]));
+        if let Some(bound) = self.layouts.get(&key) {
             return Ok(bound);
         }
-        let views: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-        let bound = Arc::new(self.layout_for_shapes(&views)?);
-        self.layouts.insert(shapes, bound.clone());
+        let views: Vec<&[usize]> = (key.iter().take(self.meta.inputs.len()))
+            .map(Vec::as_slice)
+            .collect();
+        let mut bindings = self.bind_shapes(&views)?;
+        if let Some(c) = capacity {
+            let c = i64::try_from(c)
+                .map_err(|_| ArtifactError::Input("the KV cache capacity".into()))?;
+            bindings.insert(kiln_kernel::cache::CAPACITY.to_string(), c);
+        }
+        let bound =
+            (self.meta.program.bind(&bindings)).map_err(|e| ArtifactError::Input(e.to_string()))?;
+        let bound = Arc::new(bound);
+        self.layouts.insert(key, bound.clone());
         Ok(bound)
     }
 
     /// Checks the inputs' count and dtypes.
-    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), ArtifactError> {
+    fn check_inputs(&self, dtypes: &[DType]) -> Result<(), ArtifactError> {
         let want = &self.meta.inputs;
-        if inputs.len() != want.len() {
+        if dtypes.len() != want.len() {
             return Err(ArtifactError::Input(format!(
                 "expected {} inputs, got {}",
                 want.len(),
-                inputs.len()
+                dtypes.len()
             )));
         }
-        for (t, w) in inputs.iter().zip(want) {
-            if t.dtype() != w.dtype {
+        for (&t, w) in dtypes.iter().zip(want) {
+            if t != w.dtype {
                 return Err(ArtifactError::Input(format!(
-                    "input `{}`: expected {}, got {}",
-                    w.name,
-                    w.dtype,
-                    t.dtype()
+                    "input `{}`: expected {}, got {t}",
+                    w.name, w.dtype,
                 )));
             }
         }

@@ -33,8 +33,9 @@ A KV-cache decoder (input_ids and past_key_values.* in, logits and present.* out
 generates, as `kiln generate` does, with --prompt-ids 1,2,3 or --prompt TEXT (encoded
 with --tokenizer tokenizer.json, or the tokenizer embedded at build time):
   [--max-new-tokens N (32)] [--temperature T (0: greedy)] [--top-k K] [--top-p P]
-  [--seed S] [--eos ID] [--step-times]
-The new tokens stream to stdout (text with a tokenizer, else ids); the last line is
+  [--seed S] [--eos ID] [--max-seq N] [--step-times]
+Its KV caches are appended in place, in buffers of the generation's length or of
+--max-seq tokens (prompt included). The new tokens stream to stdout (text with a tokenizer, else ids); the last line is
 JSON: prompt_tokens, ids, prefill_ms, ms_per_token, p90_ms_per_token, tokens_per_s,
 peak_rss_mb.";
 
@@ -51,6 +52,7 @@ struct Args {
     prompt: Option<Prompt>,
     tokenizer: Option<PathBuf>,
     sampling: Sampling,
+    max_seq: Option<usize>,
     step_times: bool,
 }
 
@@ -205,6 +207,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--top-p" => args.sampling.top_p = real(value()?)?,
             "--seed" => args.sampling.seed = number(value()?)? as u64,
             "--eos" => args.sampling.eos = Some(id(&value()?)?),
+            "--max-seq" => args.max_seq = Some(number(value()?)?),
             "--step-times" => args.step_times = true,
             other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
         }
@@ -235,11 +238,18 @@ fn generate(session: &mut Session, args: &Args) -> Result<(), String> {
     let start = Instant::now();
     let mut stream = decode::TokenStream::new(tokenizer.as_ref());
     let mut stdout = std::io::stdout();
-    let out = decode::session::generate(session, &signature, &prompt, &args.sampling, |id| {
-        // A closed pipe only stops the printing.
-        let _ = write!(stdout, "{}", stream.push(id));
-        let _ = stdout.flush();
-    })?;
+    let out = decode::session::generate(
+        session,
+        &signature,
+        &prompt,
+        &args.sampling,
+        args.max_seq,
+        |id| {
+            // A closed pipe only stops the printing.
+            let _ = write!(stdout, "{}", stream.push(id));
+            let _ = stdout.flush();
+        },
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     let summary = decode::summary_json(&out, seconds, args.step_times);
     let _ = writeln!(stdout, "\n{summary}");

@@ -2,7 +2,9 @@
 //! (`kiln_kernel::cache`): `[batch, heads, capacity, depth]` f32, the first `len` rows of
 //! each head valid.
 
-use ndarray::{ArrayView4, ArrayViewMut4, ShapeBuilder};
+use kiln_ir::Tensor;
+use kiln_kernel::cache::{KvCache, SEQ_AXIS};
+use ndarray::{ArrayView4, ArrayViewMut4, Ix4, ShapeBuilder};
 
 /// One cache's memory and how many of its rows are valid.
 pub struct KvBuffer {
@@ -123,6 +125,124 @@ impl KvBuffer {
     /// The memory, for a program's slot table.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.data.as_mut_ptr().cast()
+    }
+}
+
+/// Where a program's caches sit among its `inputs` graph inputs and its outputs: how a
+/// run with cache buffers (the JIT's and an artifact's `run_cached`) splits and merges
+/// them, one [`KvBuffer`] per cache, in the caches' order.
+#[derive(Clone, Copy)]
+pub struct Placement<'a> {
+    /// The caches appended in place.
+    pub caches: &'a [KvCache],
+    /// How many inputs the graph has, the pasts included.
+    pub inputs: usize,
+    /// How many outputs the graph has, the presents included.
+    pub outputs: usize,
+}
+
+impl Placement<'_> {
+    /// The cache of graph input `i`, by its position among the caches.
+    fn cache_of_input(&self, i: usize) -> Option<usize> {
+        self.caches.iter().position(|c| c.input == i)
+    }
+
+    /// True when graph output `i` is a cache's present.
+    pub fn is_present(&self, i: usize) -> bool {
+        self.caches.iter().any(|c| c.output == i)
+    }
+
+    /// Every graph input's shape, the `given` inputs' (the others, in graph order)
+    /// beside the pasts `buffers` hold, and the buffers' one capacity.
+    pub fn shapes(
+        &self,
+        given: &[Tensor],
+        buffers: &[KvBuffer],
+    ) -> Result<(Vec<Vec<usize>>, usize), String> {
+        let others = self.inputs - self.caches.len();
+        if buffers.len() != self.caches.len() || given.len() != others {
+            return Err(format!(
+                "expected {others} inputs and {} KV caches, got {} and {}",
+                self.caches.len(),
+                given.len(),
+                buffers.len()
+            ));
+        }
+        let capacity = buffers.first().map_or(0, KvBuffer::capacity);
+        if buffers.iter().any(|kv| kv.capacity() != capacity) {
+            return Err("the KV caches differ in capacity".into());
+        }
+        let mut given = given.iter();
+        let shapes = (0..self.inputs)
+            .map(|i| match self.cache_of_input(i) {
+                Some(j) => buffers[j].past_shape(),
+                None => given.next().expect("counted above").shape().to_vec(),
+            })
+            .collect();
+        Ok((shapes, capacity))
+    }
+
+    /// The slot-table pointer of every graph input: a cache's buffer, or a given input
+    /// (contiguous, counted by [`Placement::shapes`]).
+    pub fn pointers(&self, given: &[Tensor], buffers: &mut [KvBuffer]) -> Vec<*mut u8> {
+        let mut given = given.iter();
+        let mut buffers = buffers.iter_mut();
+        (0..self.inputs)
+            .map(|i| match self.cache_of_input(i) {
+                Some(_) => buffers.next().expect("one buffer per cache").as_mut_ptr(),
+                None => {
+                    let t = given.next().expect("counted");
+                    kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)
+                }
+            })
+            .collect()
+    }
+
+    /// After a run: each buffer holds as many rows as its present, whose shape
+    /// `present_shape` gives from a graph output's index.
+    pub fn grow<'s>(&self, buffers: &mut [KvBuffer], present_shape: impl Fn(usize) -> &'s [usize]) {
+        for (c, kv) in self.caches.iter().zip(buffers) {
+            kv.grow(present_shape(c.output)[SEQ_AXIS] - kv.len());
+        }
+    }
+
+    /// The outputs that are not presents, in order.
+    pub fn others<T>(&self, outputs: Vec<T>) -> Vec<T> {
+        (outputs.into_iter().enumerate())
+            .filter(|(i, _)| !self.is_present(*i))
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    /// An ordinary run (every input a tensor, every output one) through `run_cached`:
+    /// each past copied into a buffer of `capacity` rows, each present read back out.
+    pub fn run_through<E>(
+        &self,
+        inputs: &[Tensor],
+        capacity: usize,
+        bad: impl Fn(String) -> E,
+        run_cached: impl FnOnce(&[Tensor], &mut [KvBuffer]) -> Result<Vec<Tensor>, E>,
+    ) -> Result<Vec<Tensor>, E> {
+        let mut buffers = Vec::with_capacity(self.caches.len());
+        for c in self.caches {
+            let past = (inputs.get(c.input).and_then(|t| t.as_array::<f32>()))
+                .and_then(|a| a.into_dimensionality::<Ix4>().ok())
+                .ok_or_else(|| bad("a KV cache input is not f32 of rank 4".into()))?;
+            buffers.push(KvBuffer::holding(past, capacity).map_err(|e| bad(e.to_string()))?);
+        }
+        let others: Vec<Tensor> = (inputs.iter().enumerate())
+            .filter(|(i, _)| self.cache_of_input(*i).is_none())
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut rest = run_cached(&others, &mut buffers)?.into_iter();
+        (0..self.outputs)
+            .map(|i| match self.caches.iter().position(|c| c.output == i) {
+                Some(j) => Ok(Tensor::from_array(buffers[j].view().to_owned().into_dyn())),
+                None => rest
+                    .next()
+                    .ok_or_else(|| bad("an output is missing".into())),
+            })
+            .collect()
     }
 }
 

@@ -19,6 +19,7 @@ mod stream;
 pub use sample::Sampling;
 pub use stream::{encode, load_tokenizer, peak_rss_mb, summary_json, TokenStream};
 
+use crate::kv::KvBuffer;
 use kiln_ir::{DType, Dim, Tensor};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -147,6 +148,17 @@ impl Signature {
         rest
     }
 
+    /// An empty buffer of `capacity` rows, batch 1, for the cache of past input `past`.
+    fn buffer(&self, past: &str, capacity: usize) -> Result<KvBuffer, DecodeError> {
+        let slot = (self.cache.iter().find(|c| c.past == past))
+            .ok_or_else(|| error(past, "not a past input of the decoder"))?;
+        let fixed = |d: &Dim| d.as_const().and_then(|n| usize::try_from(n).ok());
+        let (Some(heads), Some(depth)) = (fixed(&slot.shape[1]), fixed(&slot.shape[3])) else {
+            return Err(error(past, "heads and depth must be fixed"));
+        };
+        KvBuffer::new(1, heads, capacity, depth).map_err(|e| error(past, e.to_string()))
+    }
+
     /// The past inputs and present outputs, by name, with each past's declared shape.
     pub fn caches(&self) -> impl Iterator<Item = (&str, &[Dim], &str)> {
         (self.cache.iter()).map(|c| (c.past.as_str(), c.shape.as_slice(), c.present.as_str()))
@@ -264,20 +276,62 @@ pub fn generate<E: From<DecodeError>>(
 /// returns it as outputs: it starts from an empty past (length 0, batch 1) and passes
 /// each `present` output back as the next step's past.
 pub fn copying<'s, E: From<DecodeError>>(
-    signature: &'s Signature,
+    signature: &Signature,
     mut run: impl Step<E> + 's,
 ) -> Result<impl Step<E> + 's, DecodeError> {
     let mut cache = signature.empty_cache()?;
+    let slots = signature.cache.clone();
     Ok(move |mut inputs: BTreeMap<String, Tensor>| {
         inputs.append(&mut cache);
         let mut outputs = run(inputs)?;
-        for slot in &signature.cache {
+        for slot in &slots {
             let t =
                 (outputs.remove(&slot.present)).ok_or_else(|| error(&slot.present, "missing"))?;
             cache.insert(slot.past.clone(), t);
         }
         Ok(outputs)
     })
+}
+
+/// A step for [`generate`] over `run`, which appends the caches whose past inputs are
+/// `pasts` in place: `run` gets the other inputs and one buffer per cache (made here,
+/// empty, `capacity` rows each, batch 1), and returns the outputs but those caches'
+/// presents. Any other cache is passed through, as [`copying`] does.
+pub fn in_place<'s, E: From<DecodeError>>(
+    signature: &Signature,
+    pasts: &[&str],
+    capacity: usize,
+    mut run: impl FnMut(BTreeMap<String, Tensor>, &mut [KvBuffer]) -> Result<BTreeMap<String, Tensor>, E>
+        + 's,
+) -> Result<impl Step<E> + 's, DecodeError> {
+    let mut buffers = (pasts.iter())
+        .map(|past| signature.buffer(past, capacity))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rest = signature.without(pasts.iter().copied());
+    copying(&rest, move |inputs| run(inputs, &mut buffers))
+}
+
+/// The rows each cache needs to generate `sampling.max_new_tokens` after a prompt of
+/// `prompt` tokens, or `max_seq` when given: a generation that could pass it is refused
+/// before it starts.
+pub fn capacity(
+    prompt: usize,
+    sampling: &Sampling,
+    max_seq: Option<usize>,
+) -> Result<usize, DecodeError> {
+    let needed = prompt + sampling.max_new_tokens.max(1);
+    let capacity = max_seq.unwrap_or(needed);
+    if needed > capacity {
+        return Err(error(
+            "(generation)",
+            format!(
+                "a prompt of {prompt} tokens and {} new ones pass the cache's {capacity} \
+                 (max-seq)",
+                sampling.max_new_tokens
+            ),
+        ));
+    }
+    Ok(capacity)
 }
 
 /// The logits of the last position of `logits[1, seq, vocab]`.

@@ -2,6 +2,7 @@
 
 use super::{DecodeError, Generation, Sampling, Signature};
 use crate::artifact::{Meta, Session};
+use crate::kv::KvBuffer;
 use kiln_ir::{Dim, Tensor};
 use std::collections::BTreeMap;
 
@@ -25,25 +26,48 @@ pub fn signature(meta: &Meta) -> Result<Signature, DecodeError> {
     Signature::of(&inputs, &outputs)
 }
 
-/// Generates after `prompt` on `session` (see [`super::generate`]).
+/// Generates after `prompt` on `session` (see [`super::generate`]), appending the caches
+/// the program takes in place to buffers of `max_seq` rows (or the generation's length).
 pub fn generate(
     session: &mut Session,
     signature: &Signature,
     prompt: &[i64],
     sampling: &Sampling,
+    max_seq: Option<usize>,
     on_token: impl FnMut(i64),
 ) -> Result<Generation, String> {
-    let step = |mut inputs: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, Tensor>, String> {
-        let meta = session.meta();
-        let ordered = (meta.inputs.iter())
-            .map(|spec| {
-                (inputs.remove(&spec.name)).ok_or_else(|| format!("no input `{}`", spec.name))
+    let capacity = super::capacity(prompt.len(), sampling, max_seq)?;
+    let meta = session.meta();
+    let pasts: Vec<String> = (session.caches().iter())
+        .map(|c| meta.inputs[c.input].name.clone())
+        .collect();
+    let input_names: Vec<String> = meta.inputs.iter().map(|i| i.name.clone()).collect();
+    let output_names: Vec<String> = meta.outputs.iter().map(|o| o.name.clone()).collect();
+    let in_place = |i: usize| session.caches().iter().any(|c| c.input == i);
+    let given: Vec<String> = (input_names.iter().enumerate())
+        .filter(|(i, _)| !in_place(*i))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let kept: Vec<String> = (output_names.iter().enumerate())
+        .filter(|(i, _)| !session.caches().iter().any(|c| c.output == *i))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let run = |mut inputs: BTreeMap<String, Tensor>, buffers: &mut [KvBuffer]| {
+        let ordered = (given.iter())
+            .map(|name| {
+                inputs
+                    .remove(name)
+                    .ok_or_else(|| format!("no input `{name}`"))
             })
             .collect::<Result<Vec<Tensor>, String>>()?;
-        let names: Vec<String> = meta.outputs.iter().map(|o| o.name.clone()).collect();
-        let outputs = session.run(&ordered).map_err(|e| e.to_string())?;
-        Ok(names.into_iter().zip(outputs).collect())
+        let outputs = match buffers.is_empty() {
+            true => session.run(&ordered),
+            false => session.run_cached(&ordered, buffers),
+        };
+        let outputs = outputs.map_err(|e| e.to_string())?;
+        Ok::<_, String>(kept.iter().cloned().zip(outputs).collect())
     };
-    let step = super::copying(signature, step).map_err(|e| e.to_string())?;
+    let pasts: Vec<&str> = pasts.iter().map(String::as_str).collect();
+    let step = super::in_place(signature, &pasts, capacity, run).map_err(|e| e.to_string())?;
     super::generate(signature, prompt, sampling, step, on_token)
 }
