@@ -713,6 +713,18 @@ impl Tensor {
         }).into_shared())))
     }
 
+    /// The elements of dtype `T`, row-major: borrowed where they are contiguous (a weight
+    /// read in place is then never copied), else collected. `None` for another dtype.
+    /// Prefer it to the widening `to_f64_vec`/`to_i64_vec` for large tensors: those take
+    /// eight bytes per element at once.
+    pub fn values<T: Elem>(&self) -> Option<std::borrow::Cow<'_, [T]>> {
+        let a = self.as_array::<T>()?;
+        Some(match a.to_slice() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+        })
+    }
+
     /// The elements as f64, row-major.
     pub fn to_f64_vec(&self) -> Vec<f64> {
         dispatch!(self, a => a.iter().map(|x| x.to_f64()).collect())
@@ -798,6 +810,20 @@ impl<'de> Deserialize<'de> for Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_borrowed_when_contiguous_and_row_major_always() {
+        let t = Tensor::from_vec(vec![1u8, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+        let v = t.values::<u8>().unwrap();
+        assert!(matches!(v, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(*v, [1, 2, 3, 4, 5, 6]);
+        let a = ndarray::ArrayD::from_shape_vec(vec![2, 3], vec![1u8, 2, 3, 4, 5, 6]).unwrap();
+        let t = Tensor::from_array(a.reversed_axes());
+        let v = t.values::<u8>().unwrap();
+        assert!(matches!(v, std::borrow::Cow::Owned(_)));
+        assert_eq!(*v, [1, 4, 2, 5, 3, 6]);
+        assert!(t.values::<f32>().is_none());
+    }
 
     #[test]
     fn bytes_round_trip_every_dtype() {

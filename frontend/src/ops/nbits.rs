@@ -131,7 +131,8 @@ fn read(cx: &Cx, n: &N) -> R<NBits> {
         n: cols,
         block,
         blocks,
-        packed: b.to_i64_vec().into_iter().map(|v| v as u8).collect(),
+        // As bytes: widened to i64 they took 8× the weight at once.
+        packed: b.values::<u8>().expect("checked u8 above").into_owned(),
         scales,
         zero_points,
     })
@@ -148,11 +149,11 @@ fn unpack_zero_points(n: &N, z: &Tensor, cols: usize, blocks: usize) -> R<Vec<u8
             z.shape()
         )));
     }
-    let bytes = z.to_i64_vec();
+    let bytes = z.values::<u8>().expect("checked u8 above");
     Ok((0..cols * blocks)
         .map(|i| {
             let (col, b) = (i / blocks, i % blocks);
-            let byte = bytes[col * per_col + b / 2] as u8;
+            let byte = bytes[col * per_col + b / 2];
             (byte >> (4 * (b % 2))) & 0x0F
         })
         .collect())
