@@ -167,7 +167,7 @@ def ort_loop(model, prompt, new_tokens, threads, result):
         ids.append(token)
         total += new
         feed_ids = [token]
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     result.put({"ids": ids, "prefill_ms": steps[0], "step_ms": steps[1:], "peak_rss_mb": rss})
 
 
@@ -193,8 +193,19 @@ def genai_loop(folder, prompt, new_tokens, threads, result):
         start = time.perf_counter()
         gen.generate_next_token()
         steps.append((time.perf_counter() - start) * 1e3)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     result.put({"prefill_ms": prefill, "step_ms": steps[1:], "peak_rss_mb": rss})
+
+
+def peak_rss_mb():
+    """This process's own peak resident memory (VmHWM), as `kiln generate` reports its
+    own. Not getrusage's ru_maxrss: Linux carries that across exec, so a spawned child
+    reports at least its parent's resident memory at the fork (this script's, after it
+    opened the model to read the vocabulary size)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(target, *args):
