@@ -533,8 +533,9 @@ impl Session {
     }
 
     /// Packs the constant weight of each call whose weight has constant sizes, once per
-    /// session (the packing holds at every shape; each call checks it fits).
-    fn prepack(&mut self) {
+    /// session (the packing holds at every shape; each call checks it fits). The first
+    /// run does it when it has not been done; a caller that times runs does it first.
+    pub fn prepack(&mut self) {
         if self.packed.is_some() {
             return;
         }

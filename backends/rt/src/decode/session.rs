@@ -37,6 +37,8 @@ pub fn generate(
     on_token: impl FnMut(i64),
 ) -> Result<Generation, String> {
     let capacity = super::capacity(prompt.len(), sampling, max_seq)?;
+    // Packed now, so that the prompt's time is the prompt's, as the JIT's is.
+    session.prepack();
     let meta = session.meta();
     let pasts: Vec<String> = (session.caches().iter())
         .map(|c| meta.inputs[c.input].name.clone())
