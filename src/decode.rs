@@ -109,15 +109,13 @@ impl Generator {
     ) -> Result<Generation, Error> {
         let capacity = kiln_rt::decode::capacity(prompt.len(), sampling, self.max_seq)?;
         let in_place = self.model.caches();
-        if in_place.is_empty() {
-            let run = |inputs: BTreeMap<_, _>| -> Result<BTreeMap<_, _>, Error> {
-                Ok(self.model.run(&inputs)?.into_iter().collect())
-            };
-            let step = kiln_rt::decode::copying(&self.signature, run)?;
-            return kiln_rt::decode::generate(&self.signature, prompt, sampling, step, on_token);
-        }
+        // Without caches in place (a model run in stages, say), every cache is passed
+        // through the ordinary run, as exported.
         let run = |inputs: BTreeMap<String, Tensor>, buffers: &mut [KvBuffer]| {
-            let outputs = self.model.run_cached(&inputs, buffers)?;
+            let outputs = match buffers.is_empty() {
+                true => self.model.run(&inputs)?,
+                false => self.model.run_cached(&inputs, buffers)?,
+            };
             Ok::<_, Error>(outputs.into_iter().collect())
         };
         let pasts: Vec<&str> = in_place.iter().map(|(past, _)| past.as_str()).collect();

@@ -309,7 +309,7 @@ impl Session {
     /// Each cache's new rows are written after its valid ones, in place, and its length
     /// grows by them; the outputs are the graph outputs other than the caches' presents,
     /// in graph order. A run whose new rows would pass the capacity is refused before
-    /// anything runs.
+    /// anything runs. Without caches it is [`Session::run`].
     pub fn run_cached(
         &mut self,
         inputs: &[Tensor],
@@ -326,12 +326,19 @@ impl Session {
             })
             .collect();
         self.check_inputs(&dtypes)?;
-        let bound = self.cached_layout(shapes, Some(capacity))?;
+        // A program without caches has no capacity to bind.
+        let capacity = (!cached.is_empty()).then_some(capacity);
+        let bound = self.cached_layout(shapes, capacity)?;
         let inputs: Vec<Tensor> = inputs.iter().map(exec::contiguous).collect();
         let ptrs = place.pointers(&inputs, caches);
         let outputs = self.execute(&bound, &ptrs)?;
         place.grow(caches, |i| &bound.outputs[i].1);
         Ok(place.others(outputs).into_iter().flatten().collect())
+    }
+
+    /// Where the caches sit among the graph's inputs and outputs.
+    pub fn cache_placement(&self) -> Placement<'_> {
+        self.placement(&self.meta.caches)
     }
 
     /// Where `caches` sit among the graph's inputs and outputs.
@@ -400,7 +407,7 @@ impl Session {
             ptrs: &ptrs,
             slots: &bound.run.slots,
         };
-        let place = self.placement(&self.meta.caches);
+        let place = self.cache_placement();
         let outputs = bound.outputs.iter().zip(&self.meta.outputs).enumerate();
         outputs
             .map(|(i, ((buf, shape), out))| match place.is_present(i) {

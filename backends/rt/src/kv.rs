@@ -186,10 +186,10 @@ impl Placement<'_> {
     /// (contiguous, counted by [`Placement::shapes`]).
     pub fn pointers(&self, given: &[Tensor], buffers: &mut [KvBuffer]) -> Vec<*mut u8> {
         let mut given = given.iter();
-        let mut buffers = buffers.iter_mut();
+        let caches: Vec<*mut u8> = buffers.iter_mut().map(KvBuffer::as_mut_ptr).collect();
         (0..self.inputs)
             .map(|i| match self.cache_of_input(i) {
-                Some(_) => buffers.next().expect("one buffer per cache").as_mut_ptr(),
+                Some(j) => caches[j],
                 None => {
                     let t = given.next().expect("counted");
                     kiln_ir::dispatch!(t, a => a.as_ptr() as *mut u8)
@@ -204,6 +204,14 @@ impl Placement<'_> {
         for (c, kv) in self.caches.iter().zip(buffers) {
             kv.grow(present_shape(c.output)[SEQ_AXIS] - kv.len());
         }
+    }
+
+    /// The inputs that are not pasts, in order.
+    pub fn given<T>(&self, inputs: Vec<T>) -> Vec<T> {
+        (inputs.into_iter().enumerate())
+            .filter(|(i, _)| self.cache_of_input(*i).is_none())
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// The outputs that are not presents, in order.
@@ -230,10 +238,7 @@ impl Placement<'_> {
                 .ok_or_else(|| bad("a KV cache input is not f32 of rank 4".into()))?;
             buffers.push(KvBuffer::holding(past, capacity).map_err(|e| bad(e.to_string()))?);
         }
-        let others: Vec<Tensor> = (inputs.iter().enumerate())
-            .filter(|(i, _)| self.cache_of_input(*i).is_none())
-            .map(|(_, t)| t.clone())
-            .collect();
+        let others = self.given(inputs.to_vec());
         let mut rest = run_cached(&others, &mut buffers)?.into_iter();
         (0..self.outputs)
             .map(|i| match self.caches.iter().position(|c| c.output == i) {

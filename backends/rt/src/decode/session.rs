@@ -40,33 +40,17 @@ pub fn generate(
     // Packed now, so that the prompt's time is the prompt's, as the JIT's is.
     session.prepack();
     let meta = session.meta();
-    let pasts: Vec<String> = (session.caches().iter())
+    let place = session.cache_placement();
+    let pasts: Vec<String> = (place.caches.iter())
         .map(|c| meta.inputs[c.input].name.clone())
         .collect();
-    let input_names: Vec<String> = meta.inputs.iter().map(|i| i.name.clone()).collect();
-    let output_names: Vec<String> = meta.outputs.iter().map(|o| o.name.clone()).collect();
-    let in_place = |i: usize| session.caches().iter().any(|c| c.input == i);
-    let given: Vec<String> = (input_names.iter().enumerate())
-        .filter(|(i, _)| !in_place(*i))
-        .map(|(_, n)| n.clone())
-        .collect();
-    let kept: Vec<String> = (output_names.iter().enumerate())
-        .filter(|(i, _)| !session.caches().iter().any(|c| c.output == *i))
-        .map(|(_, n)| n.clone())
-        .collect();
+    let given = place.given(meta.inputs.iter().map(|i| i.name.clone()).collect());
+    let kept = place.others(meta.outputs.iter().map(|o| o.name.clone()).collect());
     let run = |mut inputs: BTreeMap<String, Tensor>, buffers: &mut [KvBuffer]| {
         let ordered = (given.iter())
-            .map(|name| {
-                inputs
-                    .remove(name)
-                    .ok_or_else(|| format!("no input `{name}`"))
-            })
+            .map(|name| (inputs.remove(name)).ok_or_else(|| format!("no input `{name}`")))
             .collect::<Result<Vec<Tensor>, String>>()?;
-        let outputs = match buffers.is_empty() {
-            true => session.run(&ordered),
-            false => session.run_cached(&ordered, buffers),
-        };
-        let outputs = outputs.map_err(|e| e.to_string())?;
+        let outputs = (session.run_cached(&ordered, buffers)).map_err(|e| e.to_string())?;
         Ok::<_, String>(kept.iter().cloned().zip(outputs).collect())
     };
     let pasts: Vec<&str> = pasts.iter().map(String::as_str).collect();
