@@ -151,6 +151,35 @@ fn a_quantized_executable_matches_the_quantized_jit() {
     }
 }
 
+/// A decode step (one token against its cache) of each weight-only scheme runs on the
+/// small weights' few-row kernels (`qgemm/dequant.rs`, f16 and bf16 included, where the
+/// CPU has them), and computes what the interpreter says the quantized graph means.
+#[test]
+fn weight_only_decode_steps_agree_with_the_interpreter() {
+    for name in ["gpt2_kv", "llama_kv"] {
+        let model = Model::load(common::vendored(&format!("{name}.onnx"))).unwrap();
+        let inputs = inputs(&format!("{name}.alt"));
+        for scheme in [Scheme::Int8Weights, Scheme::F16, Scheme::BF16] {
+            let (quantized, _) = model.optimize().unwrap().quantize(scheme).unwrap();
+            let opts = Options {
+                quantize: Some(scheme),
+                ..threads()
+            };
+            let got = outputs(&model, &inputs, &opts);
+            let want = quantized.run(&inputs).unwrap();
+            assert_eq!(got.len(), want.len(), "{name} {}", scheme.name());
+            for ((out, want), got) in want.iter().zip(&got) {
+                agrees_with_interpreter(got, want, scheme).unwrap_or_else(|e| {
+                    panic!(
+                        "{name} {} `{out}`: JIT against interpreter: {e}",
+                        scheme.name()
+                    )
+                });
+            }
+        }
+    }
+}
+
 /// Whether the JIT's output `got` of a model quantized with `scheme` matches the
 /// interpreter's `want`: within rtol 1e-4, except that with dynamic int8 activations a sum
 /// that lands on a rounding tie in one order and not the other moves one token's activation

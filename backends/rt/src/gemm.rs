@@ -12,10 +12,12 @@
 //! would cost as much as the product.
 
 mod epilogue;
+pub mod half;
 mod kernels;
 mod pack;
 
 pub use epilogue::{activate, Epilogue};
+pub use half::PackedHalf;
 
 use super::pool::ThreadPool;
 use kernels::{Kernel, KernelFn, RowStream, Tile};
@@ -231,7 +233,7 @@ pub unsafe fn sgemm_prepacked_epilogue(
         a_batch_stride,
         b: NO_B,
         b_batch_stride: 0,
-        prepacked: Some(b.at()),
+        prepacked: Some(Packing::F32(b.at())),
         c,
         c_batch_stride,
         accumulate: false,
@@ -241,12 +243,55 @@ pub unsafe fn sgemm_prepacked_epilogue(
     unsafe { problem.run(pool) }
 }
 
+/// `c = epilogue(a · b)` for `m` rows of A over a half weight, which is widened to f32 as
+/// each block of it is packed: bit-identical to [`sgemm_batched_epilogue`] over the f32
+/// weight (widening is exact).
+///
+/// # Safety
+/// As for [`sgemm_prepacked_epilogue`] with a batch of one.
+pub unsafe fn sgemm_half_epilogue(
+    pool: &ThreadPool,
+    m: usize,
+    a: MatRef,
+    b: &PackedHalf,
+    c: MatMut,
+    epilogue: Epilogue,
+) {
+    let problem = Problem {
+        kernel: b.kernel(),
+        batch: 1,
+        m,
+        k: b.k(),
+        n: b.n(),
+        a,
+        a_batch_stride: 0,
+        b: NO_B,
+        b_batch_stride: 0,
+        prepacked: Some(Packing::Half(b)),
+        c,
+        c_batch_stride: 0,
+        accumulate: false,
+        epilogue,
+    };
+    // SAFETY: forwarded from the caller; the half weight replaces every read of `b`.
+    unsafe { problem.run(pool) }
+}
+
 /// The strided B of a product whose B is pre-packed: never read.
 const NO_B: MatRef = MatRef {
     ptr: std::ptr::null(),
     row_stride: 0,
     col_stride: 0,
 };
+
+/// A B packed ahead of time.
+#[derive(Clone, Copy)]
+enum Packing {
+    /// In the micro-kernels' f32 panels.
+    F32(Prepacked),
+    /// Half panels, widened block by block (the weight outlives the product).
+    Half(*const PackedHalf),
+}
 
 /// Where a pre-packed B lives: block `pc` starts at float `pc * npad`.
 #[derive(Clone, Copy)]
@@ -434,7 +479,7 @@ struct Problem {
     b: MatRef,
     b_batch_stride: isize,
     /// B packed ahead of time (then `b` is unused).
-    prepacked: Option<Prepacked>,
+    prepacked: Option<Packing>,
     c: MatMut,
     c_batch_stride: isize,
     accumulate: bool,
@@ -553,7 +598,8 @@ impl Problem {
         };
         let (m, n, a, b, c, j0, epilogue) = block;
         let b = match self.prepacked {
-            Some(packed) => BMatrix::Prepacked(packed, j0),
+            Some(Packing::F32(packed)) => BMatrix::Prepacked(packed, j0),
+            Some(Packing::Half(half)) => BMatrix::Half(half, j0),
             None => BMatrix::Strided(b),
         };
         // SAFETY: the block lies inside this item's valid views.
@@ -576,6 +622,8 @@ enum BMatrix {
     Strided(MatRef),
     /// Packed ahead of time; the block starts at this column of the whole B.
     Prepacked(Prepacked, usize),
+    /// A half weight, widened as it is packed; the block starts at this column of it.
+    Half(*const PackedHalf, usize),
 }
 
 /// One thread's BLIS loop nest over an m×k×n block with its own packing buffers.
@@ -605,17 +653,19 @@ unsafe fn gemm_block(
     }
     // B panels are reused once per A panel; with few A panels, packing B costs more than
     // reading it in place (possible when its columns are contiguous).
-    let (b, prepacked) = match b {
-        BMatrix::Strided(b) => (b, None),
-        BMatrix::Prepacked(p, j0) => (NO_B, Some((p, j0))),
+    let strided = match b {
+        BMatrix::Strided(b) => Some(b),
+        BMatrix::Prepacked(..) | BMatrix::Half(..) => None,
     };
-    let direct_b = prepacked.is_none() && b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr;
+    let direct_b =
+        strided.is_some_and(|b| b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr);
+    let b_view = strided.unwrap_or(NO_B);
     if let Some(stream) = kern
         .stream
         .filter(|rows| direct_b && c.col_stride == 1 && m <= rows.len())
     {
         // SAFETY: the views are valid; B and C have unit column strides.
-        unsafe { stream_rows(stream, kern.kc, m, k, n, a, b, c, accumulate) };
+        unsafe { stream_rows(stream, kern.kc, m, k, n, a, b_view, c, accumulate) };
         // The rows are few (a decode step), so the whole block is still in cache.
         // SAFETY: the epilogue's operands cover C.
         unsafe { epilogue.apply(m, n, c) };
@@ -626,31 +676,44 @@ unsafe fn gemm_block(
             let nc = kern.nc.min(n - jc);
             for pc in (0..k).step_by(kern.kc) {
                 let kc = kern.kc.min(k - pc);
-                let b_block = b.at(pc, jc);
+                let b_block = b_view.at(pc, jc);
+                let panels = nc.div_ceil(kern.nr) * kern.nr * kc;
                 let block = Block {
                     kern,
                     kc,
                     nc,
                     load_c: accumulate || pc > 0,
-                    b: if let Some((packed, j0)) = prepacked {
-                        BSource::Packed(packed.block(pc, j0 + jc, kc))
-                    } else if direct_b {
-                        BSource::Direct(b_block, scratch.b.get(kern.nr * kc))
-                    } else {
-                        let packed = scratch.b.get(nc.div_ceil(kern.nr) * kern.nr * kc);
-                        // SAFETY: the block of B is valid; the buffer has the size asked for.
-                        unsafe {
-                            pack_b(
-                                kern.nr,
-                                kc,
-                                nc,
-                                b_block.ptr,
-                                b.row_stride,
-                                b.col_stride,
-                                packed,
-                            )
-                        };
-                        BSource::Packed(packed)
+                    b: match b {
+                        BMatrix::Prepacked(packed, j0) => {
+                            BSource::Packed(packed.block(pc, j0 + jc, kc))
+                        }
+                        BMatrix::Half(half, j0) => {
+                            let packed = scratch.b.get(panels);
+                            // SAFETY: the weight outlives the product and holds the block;
+                            // the buffer has the size asked for.
+                            unsafe { (*half).pack_block(kern.nr, (pc, kc), (j0 + jc, nc), packed) };
+                            BSource::Packed(packed)
+                        }
+                        BMatrix::Strided(_) if direct_b => {
+                            BSource::Direct(b_block, scratch.b.get(kern.nr * kc))
+                        }
+                        BMatrix::Strided(b) => {
+                            let packed = scratch.b.get(panels);
+                            // SAFETY: the block of B is valid; the buffer has the size asked
+                            // for.
+                            unsafe {
+                                pack_b(
+                                    kern.nr,
+                                    kc,
+                                    nc,
+                                    b_block.ptr,
+                                    b.row_stride,
+                                    b.col_stride,
+                                    packed,
+                                )
+                            };
+                            BSource::Packed(packed)
+                        }
                     },
                 };
                 for ic in (0..m).step_by(kern.mc) {

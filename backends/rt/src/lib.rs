@@ -31,8 +31,8 @@ pub use kiln_ir as ir;
 pub use ndarray;
 
 use call::{BufId, Call, MatMul, MatOperand, OpCall, QuantLinear};
-use gemm::{MatMut, MatRef, PackedB};
-use kiln_ir::{interp, ActQuant, Tensor};
+use gemm::{MatMut, MatRef, PackedB, PackedHalf};
+use kiln_ir::{interp, ActQuant, Tensor, WeightQuant};
 use pool::ThreadPool;
 use qgemm::{PackedQuant, QuantWeight, Scales};
 
@@ -58,9 +58,12 @@ pub enum Packed {
     F32(PackedB),
     /// A quantized layer's weight in the integer GEMM's panels.
     Quant(PackedQuant),
-    /// A weight-only layer's weight: dequantized to f32 for many rows, and in integer
-    /// panels for few rows (a decode step) where the CPU runs [`qgemm::dequant`].
+    /// A weight-only layer's integer weight: dequantized to f32 for many rows, and in
+    /// integer panels for few rows (a decode step) where the CPU runs [`qgemm::dequant`].
     WeightOnly(PackedB, Option<PackedQuant>),
+    /// A weight-only layer's f16 or bf16 weight, at two bytes for every row count, where
+    /// the CPU widens them fast (else it is a [`Packed::WeightOnly`]).
+    Half(PackedHalf),
 }
 
 impl Packed {
@@ -69,6 +72,7 @@ impl Packed {
         match self {
             Packed::F32(b) => b.bytes(),
             Packed::WeightOnly(b, q) => b.bytes() + q.as_ref().map_or(0, PackedQuant::bytes),
+            Packed::Half(h) => h.bytes(),
             Packed::Quant(q) => q.bytes(),
         }
     }
@@ -268,6 +272,19 @@ unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String>
         ActQuant::DynamicInt8 | ActQuant::Quantized | ActQuant::PerTensor | ActQuant::DynamicU8 => {
             unsafe { PackedQuant::new(w) }.map(Packed::Quant)
         }
+        ActQuant::None if w.format.range().is_none() && qgemm::dequant::available() => {
+            // SAFETY: forwarded from the caller: a half format's values are K × N halves.
+            unsafe {
+                PackedHalf::new(
+                    w.k,
+                    w.n,
+                    w.values as *const u16,
+                    w.format == WeightQuant::BF16,
+                )
+            }
+            .map(Packed::Half)
+            .ok_or_else(|| "the packed weight's size overflows".to_string())
+        }
         ActQuant::None => {
             // SAFETY: forwarded from the caller.
             let f = unsafe { w.dequantized() }?;
@@ -338,6 +355,12 @@ unsafe fn quant_linear(
         Packed::WeightOnly(_, Some(w)) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
             qgemm::dequant::dequant_gemm(pool, q.m, x, w, c, epilogue)
         },
+        // SAFETY: as above; `Packed::Half` exists only where the CPU runs `half_gemm`.
+        Packed::Half(w) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
+            qgemm::dequant::half_gemm(pool, q.m, x, w, c, epilogue)
+        },
+        // SAFETY: as above.
+        Packed::Half(w) => unsafe { gemm::sgemm_half_epilogue(pool, q.m, a, w, c, epilogue) },
         // SAFETY: as above.
         Packed::F32(b) | Packed::WeightOnly(b, _) => unsafe {
             gemm::sgemm_prepacked_epilogue(pool, 1, q.m, a, 0, b, c, 0, epilogue)

@@ -432,3 +432,100 @@ fn a_read_in_place_is_bit_identical_to_packed_a() {
         );
     }
 }
+
+/// A half weight widened block by block gives the product over its f32 widening bit for
+/// bit, on every kernel family (the portable one's 8-column panels cut the 16-column
+/// half panels), odd shapes and thread counts, with an epilogue.
+#[test]
+fn half_weights_are_bit_identical_to_their_f32_widening() {
+    let shapes = [
+        (1, 5, 3),
+        (9, 40, 50),
+        (13, 300, 257),
+        (130, 70, 90),
+        (200, 600, 1100),
+    ];
+    for kernel in kernels::available() {
+        for (idx, &(m, k, n)) in shapes.iter().enumerate() {
+            for bf16 in [false, true] {
+                let values = fill(k * n, 30 + idx as u64);
+                let bits: Vec<u16> = values
+                    .iter()
+                    .map(|&v| match bf16 {
+                        true => ::half::bf16::from_f32(v).to_bits(),
+                        false => ::half::f16::from_f32(v).to_bits(),
+                    })
+                    .collect();
+                let wide: Vec<f32> = bits
+                    .iter()
+                    .map(|&b| match bf16 {
+                        true => ::half::bf16::from_bits(b).to_f32(),
+                        false => ::half::f16::from_bits(b).to_f32(),
+                    })
+                    .collect();
+                // SAFETY: k × n halves.
+                let mut half = unsafe { PackedHalf::new(k, n, bits.as_ptr(), bf16) }.unwrap();
+                half.kernel = kernel;
+                let b = MatRef {
+                    ptr: wide.as_ptr(),
+                    row_stride: n as isize,
+                    col_stride: 1,
+                };
+                let a = fill(m * k, 31);
+                let bias = fill(n, 32);
+                let a_view = MatRef {
+                    ptr: a.as_ptr(),
+                    row_stride: k as isize,
+                    col_stride: 1,
+                };
+                let epilogue = Epilogue {
+                    bias: bias.as_ptr(),
+                    activation: None,
+                    residual: None,
+                };
+                for threads in [1, 3] {
+                    let pool = ThreadPool::new(threads);
+                    let (mut want, mut got) = (vec![0f32; m * n], vec![1f32; m * n]);
+                    let view = |c: &mut Vec<f32>| MatMut {
+                        ptr: c.as_mut_ptr(),
+                        row_stride: n as isize,
+                        col_stride: 1,
+                    };
+                    let f32_product = Problem {
+                        kernel,
+                        batch: 1,
+                        m,
+                        k,
+                        n,
+                        a: a_view,
+                        a_batch_stride: 0,
+                        b,
+                        b_batch_stride: 0,
+                        prepacked: None,
+                        c: view(&mut want),
+                        c_batch_stride: 0,
+                        accumulate: false,
+                        epilogue,
+                    };
+                    // SAFETY: A is m × k, B k × n, C m × n, the bias n.
+                    unsafe {
+                        f32_product.run(&pool);
+                        sgemm_half_epilogue(&pool, m, a_view, &half, view(&mut got), epilogue);
+                    }
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{} m={m} k={k} n={n} bf16={bf16} threads={threads}: first difference {:?}",
+                        kernel.name,
+                        want.iter()
+                            .zip(&got)
+                            .find(|(x, y)| x.to_bits() != y.to_bits())
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,15 +1,18 @@
 //! Weight-only products for few rows (a decode step): `y = x · dequant(w)` in f32, reading
-//! the packed integer panels and dequantizing them in registers, so a step streams the
-//! 1- or ½-byte weights instead of an f32 copy four or eight times their size. Each
-//! weight is dequantized exactly as the definition says (`f32(w - zero_point) · scale`);
-//! the sums run in a fixed order per column, so results do not depend on the thread count,
-//! and agree with the f32 GEMM's to rounding.
+//! the packed small weights and widening them in registers, so a step streams the 2-, 1-
+//! or ½-byte weights instead of an f32 copy two to eight times their size. Integer weights
+//! are dequantized exactly as the definition says (`f32(w - zero_point) · scale`) from the
+//! integer GEMM's panels ([`PackedQuant`], [`dequant_gemm`]); f16 and bf16 weights widen
+//! exactly from their [`PackedHalf`] panels ([`half_gemm`]). Each column sums in four
+//! partial sums (rows 4g + l into the l-th) in a fixed order, so results do not depend on
+//! the thread count, and agree with the f32 GEMM's to rounding.
 //!
 //! AVX-512 only: elsewhere the f32 GEMM over the dequantized copy is faster than scalar
 //! dequantization would be.
 
 use super::{PackedQuant, GROUP, GROUP_BYTES, NR};
-use crate::gemm::{Epilogue, MatMut};
+use crate::gemm::half::COLS;
+use crate::gemm::{Epilogue, MatMut, PackedHalf};
 use crate::pool::ThreadPool;
 
 /// The most rows this path takes; more rows amortize the f32 GEMM's packing.
@@ -40,23 +43,80 @@ pub unsafe fn dequant_gemm(
     c: MatMut,
     epilogue: Epilogue,
 ) {
-    if m == 0 || w.n == 0 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        run(
+            pool,
+            Job {
+                w: Weight::Integer(w),
+                x,
+                m,
+            },
+            c,
+            epilogue,
+        )
+    }
+}
+
+/// [`dequant_gemm`] for an f16 or bf16 weight.
+///
+/// # Safety
+/// As for [`dequant_gemm`].
+pub unsafe fn half_gemm(
+    pool: &ThreadPool,
+    m: usize,
+    x: *const f32,
+    w: &PackedHalf,
+    c: MatMut,
+    epilogue: Epilogue,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        run(
+            pool,
+            Job {
+                w: Weight::Half(w),
+                x,
+                m,
+            },
+            c,
+            epilogue,
+        )
+    }
+}
+
+/// # Safety
+/// As for [`dequant_gemm`].
+unsafe fn run(pool: &ThreadPool, job: Job, c: MatMut, epilogue: Epilogue) {
+    // The half panels are as wide as the integer ones, so both split by NR columns.
+    const _: () = assert!(COLS == NR);
+    let n = match job.w {
+        Weight::Integer(w) => w.n,
+        Weight::Half(w) => w.n(),
+    };
+    if job.m == 0 || n == 0 {
         return;
     }
-    let job = Job { w, x, m };
     // SAFETY: `panel` writes panel p of C only; the caller checked the CPU and vouches for
     // the operands.
     unsafe {
-        super::for_each_panel(pool, m, w.n, c, epilogue, &|p, c| {
+        super::for_each_panel(pool, job.m, n, c, epilogue, &|p, c| {
             #[cfg(target_arch = "x86_64")]
             x86::panel(&job, p, c)
         })
     };
 }
 
+/// A weight of either kind.
+#[derive(Clone, Copy)]
+enum Weight<'a> {
+    Integer(&'a PackedQuant),
+    Half(&'a PackedHalf),
+}
+
 /// What every panel reads.
 struct Job<'a> {
-    w: &'a PackedQuant,
+    w: Weight<'a>,
     x: *const f32,
     m: usize,
 }
@@ -68,6 +128,10 @@ unsafe impl Sync for Job<'_> {}
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// `acc[i][q]`: columns 4q..4q+4 of row i, four partial sums (one per row of a group):
+    /// lane 4j + l of vector q is column 4q + j, row l.
+    type Acc<const R: usize> = [[__m512; 4]; R];
 
     /// Panel `p` of C for every row.
     ///
@@ -95,10 +159,94 @@ mod x86 {
     /// As for [`dequant_gemm`], with `R == job.m`.
     #[target_feature(enable = "avx512f")]
     unsafe fn rows<const R: usize>(job: &Job, p: usize, c: MatMut) {
-        let w = job.w;
-        let (k, m) = (w.k, R);
-        // acc[i][q]: columns 4q..4q+4 of row i, four partial sums (one per lane of a group).
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        // Column j of C is lanes 4j..4j+4 of the integer sums (lane 4j + l of vector q is
+        // column 4q + j, row l of a group), and lane j of the four half sums.
+        // SAFETY: forwarded from the caller.
+        let (n, transpose) = unsafe {
+            match job.w {
+                Weight::Integer(w) => {
+                    integer(w, job.x, p, &mut acc);
+                    (w.n, false)
+                }
+                Weight::Half(w) if w.bf16() => {
+                    half::<R, true>(w, job.x, p, &mut acc);
+                    (w.n(), true)
+                }
+                Weight::Half(w) => {
+                    half::<R, false>(w, job.x, p, &mut acc);
+                    (w.n(), true)
+                }
+            }
+        };
+        // Column j's four partial sums: lanes 4j..4j+4 of the integer sums (lane 4j + l of
+        // vector q is column 4q + j, row l of a group), lane j of each half sum.
+        let mut lanes = [[0f32; 64]; R];
+        for (lanes, acc) in lanes.iter_mut().zip(&acc) {
+            for (q, a) in acc.iter().enumerate() {
+                // SAFETY: 16 floats at 16q.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * q), *a) };
+            }
+            if transpose {
+                let by_row = *lanes;
+                for j in 0..16 {
+                    for l in 0..4 {
+                        lanes[4 * j + l] = by_row[16 * l + j];
+                    }
+                }
+            }
+        }
+        let cols = NR.min(n - p * NR);
+        for (i, lanes) in lanes.iter().enumerate() {
+            for j in 0..cols {
+                let s = &lanes[4 * j..4 * j + 4];
+                // SAFETY: (i, p·NR + j) is inside C.
+                unsafe { *c.at(i, p * NR + j).ptr = (s[0] + s[1]) + (s[2] + s[3]) };
+            }
+        }
+    }
+
+    /// Adds one group's weights `wf` (rows `row0..row0 + 4` of the panel) times each row
+    /// of `x` into `acc`.
+    ///
+    /// # Safety
+    /// `x` must hold `R × k` floats.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn accumulate<const R: usize>(
+        acc: &mut Acc<R>,
+        wf: &[__m512; 4],
+        (x, k): (*const f32, usize),
+        row0: usize,
+    ) {
+        let live = (k - row0).min(GROUP);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // The group's four activations (zeros past K), in every 4-lane slot.
+            let src = x.wrapping_add(i * k + row0);
+            let xv = if live == GROUP {
+                // SAFETY: row i of x holds K floats.
+                _mm512_broadcast_f32x4(unsafe { _mm_loadu_ps(src) })
+            } else {
+                let mut four = [0f32; 4];
+                // SAFETY: as above, `live` of them.
+                unsafe { std::ptr::copy_nonoverlapping(src, four.as_mut_ptr(), live) };
+                // SAFETY: four floats.
+                _mm512_broadcast_f32x4(unsafe { _mm_loadu_ps(four.as_ptr()) })
+            };
+            for q in 0..4 {
+                acc[q] = _mm512_add_ps(acc[q], _mm512_mul_ps(wf[q], xv));
+            }
+        }
+    }
+
+    /// Panel `p` of the integer weight `w`, dequantized group by group.
+    ///
+    /// # Safety
+    /// As for [`dequant_gemm`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn integer<const R: usize>(w: &PackedQuant, x: *const f32, p: usize, acc: &mut Acc<R>) {
+        let k = w.k;
         let block_bytes = w.block_bytes();
         for b in 0..w.blocks {
             let meta = (p * w.blocks + b) * NR;
@@ -158,39 +306,43 @@ mod x86 {
                     let u = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
                     *wf = _mm512_mul_ps(_mm512_sub_ps(u, off[q]), scale[q]);
                 }
-                let row0 = b * w.block + g * GROUP;
-                let live = (k - row0).min(GROUP);
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    // The group's four activations (zeros past K), in every 4-lane slot.
-                    let src = job.x.wrapping_add(i * k + row0);
-                    let xv = if live == GROUP {
-                        // SAFETY: row i of x holds K floats.
-                        _mm512_broadcast_f32x4(unsafe { _mm_loadu_ps(src) })
-                    } else {
-                        let mut four = [0f32; 4];
-                        // SAFETY: as above, `live` of them.
-                        unsafe { std::ptr::copy_nonoverlapping(src, four.as_mut_ptr(), live) };
-                        // SAFETY: four floats.
-                        _mm512_broadcast_f32x4(unsafe { _mm_loadu_ps(four.as_ptr()) })
-                    };
-                    for q in 0..4 {
-                        acc[q] = _mm512_add_ps(acc[q], _mm512_mul_ps(wf[q], xv));
-                    }
-                }
+                // SAFETY: forwarded from the caller.
+                unsafe { accumulate(acc, &wf, (x, k), b * w.block + g * GROUP) };
             }
         }
-        let cols = NR.min(w.n - p * NR);
-        for (i, acc) in acc.iter().enumerate().take(m) {
-            let mut lanes = [0f32; 64];
-            for (q, a) in acc.iter().enumerate() {
-                // SAFETY: 16 floats at 16q.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * q), *a) };
+    }
+
+    /// Panel `p` of the half weight `w` (bf16 when `BF16`, else f16), widened row by row
+    /// (exactly: every f16 and bf16 is an f32) into the partial sum of its row mod 4.
+    ///
+    /// # Safety
+    /// As for [`dequant_gemm`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn half<const R: usize, const BF16: bool>(
+        w: &PackedHalf,
+        x: *const f32,
+        p: usize,
+        acc: &mut Acc<R>,
+    ) {
+        let (k, panel) = (w.k(), w.panel(p));
+        let mut step = |row: usize, l: usize| {
+            // SAFETY: the panel holds K rows of COLS halves.
+            let wv = unsafe { crate::gemm::half::x86::load(panel.add(row * COLS), BF16) };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: row i of x holds K floats.
+                let xv = _mm512_set1_ps(unsafe { *x.add(i * k + row) });
+                acc[l] = _mm512_add_ps(acc[l], _mm512_mul_ps(wv, xv));
             }
-            for j in 0..cols {
-                let s = &lanes[4 * j..4 * j + 4];
-                // SAFETY: (i, p·NR + j) is inside C.
-                unsafe { *c.at(i, p * NR + j).ptr = (s[0] + s[1]) + (s[2] + s[3]) };
+        };
+        let whole = k / GROUP * GROUP;
+        for r0 in (0..whole).step_by(GROUP) {
+            for l in 0..GROUP {
+                step(r0 + l, l);
             }
+        }
+        for row in whole..k {
+            step(row, row - whole);
         }
     }
 }

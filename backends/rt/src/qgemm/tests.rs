@@ -101,12 +101,16 @@ fn case(weights: WeightQuant, f16_scales: bool, [m, k, n]: [usize; 3], seed: u64
             let v: Vec<i8> = (0..k * n).map(|_| rng.below(16) as i8 - 8).collect();
             (Tensor::from_vec(v, &[k, n]).unwrap(), None)
         }
-        WeightQuant::F16 | WeightQuant::BF16 => panic!("the integer kernels take integer formats"),
+        WeightQuant::F16 | WeightQuant::BF16 => {
+            let v: Vec<f32> = (0..k * n).map(|_| rng.float() * 0.05).collect();
+            let w = Tensor::from_vec(v, &[k, n]).unwrap();
+            (w.cast(weights.stored()), None)
+        }
     };
+    // The half formats take no scales: theirs are made and never read.
     let scale_shape = match weights {
-        WeightQuant::Int8 => vec![n],
         WeightQuant::Int4 { .. } => vec![blocks, n],
-        WeightQuant::F16 | WeightQuant::BF16 => panic!("the integer kernels take integer formats"),
+        WeightQuant::Int8 | WeightQuant::F16 | WeightQuant::BF16 => vec![n],
     };
     let scales: Vec<f32> = (0..blocks * n)
         .map(|_| 0.001 + rng.float().abs() * 0.02)
@@ -138,7 +142,10 @@ impl Case {
             (Some(q), ActQuant::Quantized) => bytes_tensor(&q.bytes, q.signed, &[self.m, self.k]),
             _ => Tensor::from_vec(self.x.clone(), &[self.m, self.k]).unwrap(),
         };
-        let mut inputs = vec![x, self.w.clone(), self.scale.clone()];
+        let mut inputs = vec![x, self.w.clone()];
+        if self.q.weights.params() > 0 {
+            inputs.push(self.scale.clone());
+        }
         inputs.extend(self.zero_points.clone());
         if let Some(q) = self
             .quantized
@@ -162,6 +169,7 @@ impl Case {
             n: self.n,
             values: bytes(&self.w),
             scales: match &self.scale {
+                _ if self.q.weights.params() == 0 => Scales::None,
                 Tensor::F16(a) => Scales::F16(a.view().as_ptr()),
                 t => Scales::F32(bytes(t) as *const f32),
             },
@@ -479,7 +487,8 @@ fn vectorized_quantization_is_the_definition() {
 }
 
 /// The dequantizing kernel for few rows computes the weight-only definition, to f32
-/// rounding (its sums run in another order than the interpreter's), on every format.
+/// rounding (its sums run in another order than the interpreter's), on every format, the
+/// half ones included.
 #[test]
 fn weight_only_few_rows_match_the_definition() {
     if !dequant::available() {
@@ -487,14 +496,28 @@ fn weight_only_few_rows_match_the_definition() {
         return;
     }
     let pools = [ThreadPool::new(1), ThreadPool::new(3)];
-    for (f, (format, f16)) in formats().into_iter().enumerate() {
+    let halves = [(WeightQuant::F16, false), (WeightQuant::BF16, false)];
+    for (f, (format, f16)) in formats().into_iter().chain(halves).enumerate() {
         for (s, [_, k, n]) in SHAPES.into_iter().enumerate() {
             for m in [1, 3, dequant::MAX_ROWS] {
                 let mut c = case(format, f16, [m, k, n], (f * 17 + s) as u64);
                 c.q.activations = ActQuant::None;
                 let want = c.reference();
                 // SAFETY: the tensors have the shapes the format gives.
-                let packed = unsafe { PackedQuant::new(&c.weight()) }.unwrap();
+                let w = c.weight();
+                let (integer, half) = match format.range() {
+                    // SAFETY: as above.
+                    Some(_) => (Some(unsafe { PackedQuant::new(&w) }.unwrap()), None),
+                    // SAFETY: as above, K × N halves.
+                    None => (None, unsafe {
+                        crate::gemm::PackedHalf::new(
+                            k,
+                            n,
+                            w.values as *const u16,
+                            format == WeightQuant::BF16,
+                        )
+                    }),
+                };
                 let mut outs = Vec::new();
                 for pool in &pools {
                     let mut got = vec![0f32; m * n];
@@ -516,7 +539,17 @@ fn weight_only_few_rows_match_the_definition() {
                         )),
                     };
                     // SAFETY: x is m×k, the output m×n, the bias n, the residual m×n.
-                    unsafe { dequant::dequant_gemm(pool, m, c.x.as_ptr(), &packed, out, epilogue) };
+                    unsafe {
+                        match (&integer, &half) {
+                            (Some(w), _) => {
+                                dequant::dequant_gemm(pool, m, c.x.as_ptr(), w, out, epilogue)
+                            }
+                            (_, Some(w)) => {
+                                dequant::half_gemm(pool, m, c.x.as_ptr(), w, out, epilogue)
+                            }
+                            _ => unreachable!("one of the two is packed"),
+                        }
+                    };
                     outs.push(got);
                 }
                 assert_eq!(
