@@ -98,7 +98,7 @@ impl Model {
                 skip: opts.quantize_skip.clone(),
                 ..kiln_passes::Quantize::new(scheme)
             };
-            model = model.quantize_with(pass)?.0;
+            model = model.into_quantized_with(pass)?.0;
         }
         let cpu = kiln_cpu::Options {
             threads: opts.threads.max(1),

@@ -159,12 +159,21 @@ impl Model {
         &self,
         pass: kiln_passes::Quantize,
     ) -> Result<(Model, PipelineReport), Error> {
+        self.clone().into_quantized_with(pass)
+    }
+
+    /// [`Model::quantize_with`] on this model itself: each f32 weight goes as its layer is
+    /// quantized, where a copy would keep them all beside the quantized ones.
+    pub fn into_quantized_with(
+        self,
+        pass: kiln_passes::Quantize,
+    ) -> Result<(Model, PipelineReport), Error> {
         let passes = PassManager::once(vec![Box::new(pass), Box::new(kiln_passes::Dce)]);
         let opts = RunOptions {
             stop_after: None,
             verify: true,
         };
-        self.optimize_with(&passes, &opts)
+        self.into_optimized_with(&passes, &opts)
     }
 
     /// The model after a given pipeline, with the pipeline's report (per-pass timings).
@@ -175,19 +184,19 @@ impl Model {
         passes: &PassManager,
         opts: &RunOptions,
     ) -> Result<(Model, PipelineReport), Error> {
-        let mut graph = self.graph.clone();
-        let report = passes.run(&mut graph, opts)?;
+        self.clone().into_optimized_with(passes, opts)
+    }
+
+    /// [`Model::optimize_with`] on this model itself.
+    pub fn into_optimized_with(
+        mut self,
+        passes: &PassManager,
+        opts: &RunOptions,
+    ) -> Result<(Model, PipelineReport), Error> {
+        let report = passes.run(&mut self.graph, opts)?;
         // Quantization, its accuracy search and --quantize-skip tell layers apart by name.
-        kiln_passes::Quantize::name_layers(&mut graph);
-        Ok((
-            Model {
-                graph,
-                path: self.path.clone(),
-                bound_at_import: self.bound_at_import.clone(),
-                load_stats: self.load_stats,
-            },
-            report,
-        ))
+        kiln_passes::Quantize::name_layers(&mut self.graph);
+        Ok((self, report))
     }
 
     /// Runs the model with the reference interpreter. Inputs are given by name; every graph

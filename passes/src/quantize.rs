@@ -167,28 +167,97 @@ impl Pass for Quantize {
 
     fn run(&self, g: &mut Graph) -> Result<PassReport, PassError> {
         let producers = g.producers();
+        let uses = g.use_counts();
         let old = std::mem::take(&mut g.nodes);
+        let plan: Vec<Option<Layer>> = (old.iter())
+            .map(|node| self.plan(g, &old, &producers, node))
+            .collect();
+        // A constant that only layers being quantized read is left out of the new graph
+        // and dropped after its last reader, so the f32 weights are not all resident beside
+        // their quantized copies (a mapped weight's pages are handed back as it drops).
+        let mut pending = vec![0; uses.len()];
+        for layer in plan.iter().flatten() {
+            pending[layer.weight.index()] += 1;
+        }
+        let replaced: Vec<bool> = (pending.iter().zip(&uses))
+            .map(|(&p, &u)| p > 0 && p == u)
+            .collect();
+        let mut old: Vec<Option<Node>> = old.into_iter().map(Some).collect();
         let mut changes = 0;
-        for node in &old {
-            if let Some((t, scheme)) = table(&old, &producers, node).zip(self.scheme_of(&node.name))
-            {
-                embedding(g, node, &t, scheme).map_err(|m| failed(node, m))?;
-                changes += 1;
-                continue;
-            }
-            let weight = candidate(g, &old, &producers, node);
-            match weight.zip(self.scheme_of(&node.name)) {
-                Some(((epilogue, w), scheme)) => {
-                    let q = scheme.attrs(epilogue);
-                    let node = quantized(g, node, q, &w).map_err(|m| failed(node, m))?;
-                    g.nodes.push(node);
-                    changes += 1;
+        for (i, layer) in plan.into_iter().enumerate() {
+            let Some(node) = old[i].take() else { continue };
+            let Some(layer) = layer else {
+                let dropped = matches!(node.op, Op::Const(_))
+                    && node.outputs.iter().all(|v| replaced[v.index()]);
+                match dropped {
+                    true => old[i] = Some(node),
+                    false => g.nodes.push(node),
                 }
-                None => g.nodes.push(node.clone()),
+                continue;
+            };
+            match layer.kind {
+                LayerKind::Table(t) => embedding(g, &node, &t, layer.scheme),
+                LayerKind::Linear(epilogue, w) => {
+                    let q = layer.scheme.attrs(epilogue);
+                    quantized(g, &node, q, &w).map(|n| g.nodes.push(n))
+                }
+            }
+            .map_err(|m| failed(&node, m))?;
+            changes += 1;
+            let w = layer.weight.index();
+            pending[w] -= 1;
+            if pending[w] == 0 {
+                // The weight's last reader is quantized: its constant goes now.
+                if let Some(p) = producers[w] {
+                    old[p] = None;
+                }
             }
         }
         g.compact();
         Ok(PassReport::changes(changes))
+    }
+}
+
+/// A layer the pass quantizes, and how.
+struct Layer {
+    kind: LayerKind,
+    /// The f32 weight it replaces.
+    weight: ValueId,
+    scheme: Scheme,
+}
+
+enum LayerKind {
+    /// An embedding lookup in this table.
+    Table(Tensor),
+    /// A linear layer with this epilogue and weight.
+    Linear(Epilogue, Tensor),
+}
+
+impl Quantize {
+    /// How the pass quantizes `node`, if it does.
+    fn plan(
+        &self,
+        g: &Graph,
+        nodes: &[Node],
+        producers: &[Option<usize>],
+        node: &Node,
+    ) -> Option<Layer> {
+        let scheme = self.scheme_of(&node.name)?;
+        if let Some(t) = table(nodes, producers, node) {
+            let weight = node.inputs[0];
+            return Some(Layer {
+                kind: LayerKind::Table(t),
+                weight,
+                scheme,
+            });
+        }
+        let (epilogue, w) = candidate(g, nodes, producers, node)?;
+        let weight = node.inputs[1];
+        Some(Layer {
+            kind: LayerKind::Linear(epilogue, w),
+            weight,
+            scheme,
+        })
     }
 }
 
@@ -572,6 +641,38 @@ mod tests {
         // Named layers and other ops (the constant) keep their names.
         assert_eq!(Quantize::name_layers(&mut g), 0);
         assert_eq!(g.nodes[0].name, "");
+    }
+
+    /// The f32 weight goes with its last reader when every reader is quantized, and stays
+    /// while a layer left in f32 reads it.
+    #[test]
+    fn a_weight_goes_with_its_last_quantized_reader() {
+        let mut g = parse(TWO_LAYERS).unwrap();
+        for (i, node) in g.nodes.iter_mut().enumerate() {
+            node.name = format!("n{i}");
+        }
+        let f32_consts = |q: &Graph| {
+            (q.nodes.iter())
+                .filter(|n| matches!(&n.op, Op::Const(t) if t.dtype() == DType::F32))
+                .count()
+        };
+        let mut all = g.clone();
+        assert_eq!(Quantize::new(Scheme::F16).run(&mut all).unwrap().changes, 2);
+        kiln_ir::verify(&all).unwrap();
+        assert_eq!(f32_consts(&all), 0, "{}", kiln_ir::print(&all));
+        let mut one = g.clone();
+        let pass = Quantize {
+            skip: vec!["n2".into()],
+            ..Quantize::new(Scheme::F16)
+        };
+        assert_eq!(pass.run(&mut one).unwrap().changes, 1);
+        kiln_ir::verify(&one).unwrap();
+        assert_eq!(f32_consts(&one), 1, "{}", kiln_ir::print(&one));
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let run = |g: &Graph| interp::run(g, std::slice::from_ref(&x)).unwrap()[0].to_f64_vec();
+        // The weights are exact in f16, so every variant computes the same.
+        assert_eq!(run(&all), run(&g));
+        assert_eq!(run(&one), run(&g));
     }
 
     #[test]
