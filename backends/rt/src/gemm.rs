@@ -243,22 +243,63 @@ pub unsafe fn sgemm_prepacked_epilogue(
     unsafe { problem.run(pool) }
 }
 
-/// `c = epilogue(a · b)` for `m` rows of A over a half weight, which is widened to f32 as
-/// each block of it is packed: bit-identical to [`sgemm_batched_epilogue`] over the f32
-/// weight (widening is exact).
+/// A weight kept narrower than f32 (halves, integers with their scales), which the GEMM
+/// widens to f32 block by block as it packs B, so that a process holds only the narrow
+/// copy. Widening must be the weight's exact f32 value, so that a product over it equals
+/// the product over the widened weight.
+pub trait NarrowB: Sync {
+    /// Rows.
+    fn k(&self) -> usize;
+    /// Columns.
+    fn n(&self) -> usize;
+    /// Writes the `kc × cols` block at row `pc`, column `col` as f32 panels of `nr`
+    /// columns, as `pack_b` lays out an f32 block (padding columns may hold anything
+    /// finite: no kernel stores them).
+    ///
+    /// # Safety
+    /// The block must lie inside the weight, `col` be a multiple of `nr`, and `dst` be
+    /// valid for `cols.div_ceil(nr) * nr * kc` floats.
+    unsafe fn pack_block(
+        &self,
+        nr: usize,
+        rows: (usize, usize),
+        cols: (usize, usize),
+        dst: *mut f32,
+    );
+}
+
+/// `c = epilogue(a · b)` for `m` rows of A over a narrow weight, widened as each block of
+/// it is packed: bit-identical to [`sgemm_batched_epilogue`] over the widened weight.
 ///
 /// # Safety
 /// As for [`sgemm_prepacked_epilogue`] with a batch of one.
-pub unsafe fn sgemm_half_epilogue(
+pub unsafe fn sgemm_narrow_epilogue(
     pool: &ThreadPool,
     m: usize,
     a: MatRef,
-    b: &PackedHalf,
+    b: &dyn NarrowB,
+    c: MatMut,
+    epilogue: Epilogue,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { sgemm_narrow_on(kernels::best(), pool, m, a, b, c, epilogue) }
+}
+
+/// [`sgemm_narrow_epilogue`] on a given kernel family.
+///
+/// # Safety
+/// As for [`sgemm_narrow_epilogue`]; the CPU must run `kernel`.
+unsafe fn sgemm_narrow_on(
+    kernel: &'static Kernel,
+    pool: &ThreadPool,
+    m: usize,
+    a: MatRef,
+    b: &dyn NarrowB,
     c: MatMut,
     epilogue: Epilogue,
 ) {
     let problem = Problem {
-        kernel: b.kernel(),
+        kernel,
         batch: 1,
         m,
         k: b.k(),
@@ -267,13 +308,13 @@ pub unsafe fn sgemm_half_epilogue(
         a_batch_stride: 0,
         b: NO_B,
         b_batch_stride: 0,
-        prepacked: Some(Packing::Half(b)),
+        prepacked: Some(Packing::Narrow(b)),
         c,
         c_batch_stride: 0,
         accumulate: false,
         epilogue,
     };
-    // SAFETY: forwarded from the caller; the half weight replaces every read of `b`.
+    // SAFETY: forwarded from the caller; the narrow weight replaces every read of `b`.
     unsafe { problem.run(pool) }
 }
 
@@ -286,11 +327,11 @@ const NO_B: MatRef = MatRef {
 
 /// A B packed ahead of time.
 #[derive(Clone, Copy)]
-enum Packing {
+enum Packing<'a> {
     /// In the micro-kernels' f32 panels.
     F32(Prepacked),
-    /// Half panels, widened block by block (the weight outlives the product).
-    Half(*const PackedHalf),
+    /// A narrow weight, widened block by block.
+    Narrow(&'a dyn NarrowB),
 }
 
 /// Where a pre-packed B lives: block `pc` starts at float `pc * npad`.
@@ -468,7 +509,7 @@ pub unsafe fn sgemm_batched_epilogue(
 
 /// One batched product with its kernel family; the unit of work splitting.
 #[derive(Clone, Copy)]
-struct Problem {
+struct Problem<'a> {
     kernel: &'static Kernel,
     batch: usize,
     m: usize,
@@ -479,7 +520,7 @@ struct Problem {
     b: MatRef,
     b_batch_stride: isize,
     /// B packed ahead of time (then `b` is unused).
-    prepacked: Option<Packing>,
+    prepacked: Option<Packing<'a>>,
     c: MatMut,
     c_batch_stride: isize,
     accumulate: bool,
@@ -489,7 +530,7 @@ struct Problem {
 
 // SAFETY: the caller of `sgemm_batched` guarantees the views are valid; tasks write disjoint
 // blocks of C and only read A and B.
-unsafe impl Sync for Problem {}
+unsafe impl Sync for Problem<'_> {}
 
 /// How one batch item's C is cut into parts.
 #[derive(Clone, Copy)]
@@ -500,7 +541,7 @@ enum Split {
     Rows { height: usize },
 }
 
-impl Problem {
+impl Problem<'_> {
     /// Splits the work into tasks and runs them on the pool.
     ///
     /// # Safety
@@ -599,7 +640,7 @@ impl Problem {
         let (m, n, a, b, c, j0, epilogue) = block;
         let b = match self.prepacked {
             Some(Packing::F32(packed)) => BMatrix::Prepacked(packed, j0),
-            Some(Packing::Half(half)) => BMatrix::Half(half, j0),
+            Some(Packing::Narrow(b)) => BMatrix::Narrow(b, j0),
             None => BMatrix::Strided(b),
         };
         // SAFETY: the block lies inside this item's valid views.
@@ -617,13 +658,13 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// The B of one thread's block.
 #[derive(Clone, Copy)]
-enum BMatrix {
+enum BMatrix<'a> {
     /// A strided view, packed (or read in place) block by block.
     Strided(MatRef),
     /// Packed ahead of time; the block starts at this column of the whole B.
     Prepacked(Prepacked, usize),
-    /// A half weight, widened as it is packed; the block starts at this column of it.
-    Half(*const PackedHalf, usize),
+    /// A narrow weight, widened as it is packed; the block starts at this column of it.
+    Narrow(&'a dyn NarrowB, usize),
 }
 
 /// One thread's BLIS loop nest over an m×k×n block with its own packing buffers.
@@ -637,7 +678,7 @@ unsafe fn gemm_block(
     k: usize,
     n: usize,
     a: MatRef,
-    b: BMatrix,
+    b: BMatrix<'_>,
     c: MatMut,
     accumulate: bool,
     epilogue: Epilogue,
@@ -655,7 +696,7 @@ unsafe fn gemm_block(
     // reading it in place (possible when its columns are contiguous).
     let strided = match b {
         BMatrix::Strided(b) => Some(b),
-        BMatrix::Prepacked(..) | BMatrix::Half(..) => None,
+        BMatrix::Prepacked(..) | BMatrix::Narrow(..) => None,
     };
     let direct_b =
         strided.is_some_and(|b| b.col_stride == 1 && b.row_stride > 0 && m <= 2 * kern.mr);
@@ -687,11 +728,12 @@ unsafe fn gemm_block(
                         BMatrix::Prepacked(packed, j0) => {
                             BSource::Packed(packed.block(pc, j0 + jc, kc))
                         }
-                        BMatrix::Half(half, j0) => {
+                        BMatrix::Narrow(b, j0) => {
                             let packed = scratch.b.get(panels);
-                            // SAFETY: the weight outlives the product and holds the block;
-                            // the buffer has the size asked for.
-                            unsafe { (*half).pack_block(kern.nr, (pc, kc), (j0 + jc, nc), packed) };
+                            // SAFETY: the weight outlives the product and holds the block,
+                            // whose column is a multiple of nr; the buffer has the size
+                            // asked for.
+                            unsafe { b.pack_block(kern.nr, (pc, kc), (j0 + jc, nc), packed) };
                             BSource::Packed(packed)
                         }
                         BMatrix::Strided(_) if direct_b => {

@@ -54,15 +54,16 @@ pub struct CallError {
 
 /// A call's constant weight, packed ahead of time by [`prepack`].
 pub enum Packed {
-    /// The B of an f32 matmul, or a weight-only layer's weight dequantized to f32.
+    /// The B of an f32 matmul, or a weight-only layer's weight dequantized to f32 (on
+    /// CPUs without AVX-512, where widening it at every run would cost more).
     F32(PackedB),
     /// A quantized layer's weight in the integer GEMM's panels.
     Quant(PackedQuant),
-    /// A weight-only layer's integer weight: dequantized to f32 for many rows, and in
-    /// integer panels for few rows (a decode step) where the CPU runs [`qgemm::dequant`].
-    WeightOnly(PackedB, Option<PackedQuant>),
-    /// A weight-only layer's f16 or bf16 weight, at two bytes for every row count, where
-    /// the CPU widens them fast (else it is a [`Packed::WeightOnly`]).
+    /// A weight-only layer's integer weight, in the integer GEMM's panels: few rows (a
+    /// decode step) dequantize it in registers ([`qgemm::dequant`]), many rows as the f32
+    /// GEMM packs it.
+    WeightOnly(PackedQuant),
+    /// A weight-only layer's f16 or bf16 weight, used as [`Packed::WeightOnly`] is.
     Half(PackedHalf),
 }
 
@@ -71,9 +72,8 @@ impl Packed {
     pub fn bytes(&self) -> usize {
         match self {
             Packed::F32(b) => b.bytes(),
-            Packed::WeightOnly(b, q) => b.bytes() + q.as_ref().map_or(0, PackedQuant::bytes),
+            Packed::Quant(q) | Packed::WeightOnly(q) => q.bytes(),
             Packed::Half(h) => h.bytes(),
-            Packed::Quant(q) => q.bytes(),
         }
     }
 }
@@ -272,9 +272,12 @@ unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String>
         ActQuant::DynamicInt8 | ActQuant::Quantized | ActQuant::PerTensor | ActQuant::DynamicU8 => {
             unsafe { PackedQuant::new(w) }.map(Packed::Quant)
         }
-        ActQuant::None if w.format.range().is_none() && qgemm::dequant::available() => {
+        // The narrow panels, where this CPU widens them fast.
+        ActQuant::None if qgemm::dequant::available() => match w.format.range() {
+            // SAFETY: forwarded from the caller.
+            Some(_) => unsafe { PackedQuant::new(w) }.map(Packed::WeightOnly),
             // SAFETY: forwarded from the caller: a half format's values are K × N halves.
-            unsafe {
+            None => unsafe {
                 PackedHalf::new(
                     w.k,
                     w.n,
@@ -283,8 +286,8 @@ unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String>
                 )
             }
             .map(Packed::Half)
-            .ok_or_else(|| "the packed weight's size overflows".to_string())
-        }
+            .ok_or_else(|| "the packed weight's size overflows".to_string()),
+        },
         ActQuant::None => {
             // SAFETY: forwarded from the caller.
             let f = unsafe { w.dequantized() }?;
@@ -294,13 +297,7 @@ unsafe fn pack_quant(q: &QuantLinear, w: &QuantWeight) -> Result<Packed, String>
                 col_stride: 1,
             };
             // SAFETY: `f` is k×n.
-            let f32 = unsafe { PackedB::new(q.k, q.n, b) };
-            // Integer panels too, for few rows; not for the half formats (no integers).
-            let few = (w.format.range().is_some() && qgemm::dequant::available())
-                // SAFETY: forwarded from the caller.
-                .then(|| unsafe { PackedQuant::new(w) })
-                .transpose()?;
-            Ok(Packed::WeightOnly(f32, few))
+            Ok(Packed::F32(unsafe { PackedB::new(q.k, q.n, b) }))
         }
     }
 }
@@ -351,18 +348,23 @@ unsafe fn quant_linear(
     match packed {
         // SAFETY: the schedule sized x as m×k and c as m×n, contiguous.
         Packed::Quant(w) => unsafe { qgemm::qgemm(pool, q.m, activations, w, c, epilogue) },
-        // SAFETY: the schedule sized x and c; `dequant_gemm` checked the CPU.
-        Packed::WeightOnly(_, Some(w)) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
+        // SAFETY: the schedule sized x and c; `Packed::WeightOnly` and `Packed::Half` exist
+        // only where the CPU runs `qgemm::dequant`.
+        Packed::WeightOnly(w) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
             qgemm::dequant::dequant_gemm(pool, q.m, x, w, c, epilogue)
         },
-        // SAFETY: as above; `Packed::Half` exists only where the CPU runs `half_gemm`.
+        // SAFETY: as above.
         Packed::Half(w) if q.m <= qgemm::dequant::MAX_ROWS => unsafe {
             qgemm::dequant::half_gemm(pool, q.m, x, w, c, epilogue)
         },
         // SAFETY: as above.
-        Packed::Half(w) => unsafe { gemm::sgemm_half_epilogue(pool, q.m, a, w, c, epilogue) },
+        Packed::WeightOnly(w) => unsafe {
+            gemm::sgemm_narrow_epilogue(pool, q.m, a, w, c, epilogue)
+        },
         // SAFETY: as above.
-        Packed::F32(b) | Packed::WeightOnly(b, _) => unsafe {
+        Packed::Half(w) => unsafe { gemm::sgemm_narrow_epilogue(pool, q.m, a, w, c, epilogue) },
+        // SAFETY: as above.
+        Packed::F32(b) => unsafe {
             gemm::sgemm_prepacked_epilogue(pool, 1, q.m, a, 0, b, c, 0, epilogue)
         },
     }

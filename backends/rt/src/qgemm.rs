@@ -26,6 +26,7 @@ pub mod dequant;
 mod kernels;
 #[cfg(test)]
 mod tests;
+mod widen;
 
 use crate::aligned::Aligned;
 use crate::gemm::{Epilogue, MatMut};

@@ -7,7 +7,7 @@
 //! A weight `[K, N]` is stored in panels of [`COLS`] columns, each panel K rows of
 //! `COLS` halves (zero past N), so a row of a panel widens with one instruction.
 
-use super::kernels::Kernel;
+use super::NarrowB;
 use crate::aligned::Aligned;
 
 /// Columns per panel.
@@ -15,8 +15,6 @@ pub const COLS: usize = 16;
 
 /// A half weight `[K, N]` in panels; see the module docs.
 pub struct PackedHalf {
-    /// The f32 GEMM's kernel family (tests set others).
-    pub(super) kernel: &'static Kernel,
     k: usize,
     n: usize,
     bf16: bool,
@@ -44,23 +42,12 @@ impl PackedHalf {
             }
         }
         Some(PackedHalf {
-            kernel: super::kernels::best(),
             k,
             n,
             bf16,
             simd: simd(),
             bytes,
         })
-    }
-
-    /// Rows.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// Columns.
-    pub fn n(&self) -> usize {
-        self.n
     }
 
     /// Whether the halves are bf16 (else IEEE f16).
@@ -73,22 +60,44 @@ impl PackedHalf {
         self.bytes.len()
     }
 
-    pub(super) fn kernel(&self) -> &'static Kernel {
-        self.kernel
-    }
-
     /// Panel `p`: K rows of [`COLS`] halves.
     pub(crate) fn panel(&self, p: usize) -> *const u16 {
         self.bytes.as_ptr().wrapping_add(2 * p * self.k * COLS) as *const u16
     }
 
-    /// Widens the `kc × cols` block at row `pc`, column `col` into zero-padded f32 panels
-    /// of `nr` columns, as `pack_b` lays out an f32 block.
+    /// Widens the [`COLS`] halves at `src` into `dst`.
     ///
     /// # Safety
-    /// The block must lie inside the weight; `dst` must be valid for
-    /// `cols.div_ceil(nr) * nr * kc` floats.
-    pub(super) unsafe fn pack_block(
+    /// `src` must hold `COLS` halves and `dst` room for `COLS` floats.
+    unsafe fn widen(&self, src: *const u16, dst: *mut f32) {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd {
+            // SAFETY: `simd` says the CPU has AVX-512F; forwarded from the caller.
+            return unsafe { x86::widen(src, self.bf16, dst) };
+        }
+        for i in 0..COLS {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                let bits = src.add(i).read();
+                *dst.add(i) = match self.bf16 {
+                    true => half::bf16::from_bits(bits).to_f32(),
+                    false => half::f16::from_bits(bits).to_f32(),
+                };
+            }
+        }
+    }
+}
+
+impl NarrowB for PackedHalf {
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    unsafe fn pack_block(
         &self,
         nr: usize,
         (pc, kc): (usize, usize),
@@ -130,28 +139,6 @@ impl PackedHalf {
                 }
                 // SAFETY: as above, the panel row's padding.
                 unsafe { std::ptr::write_bytes(out.add(live), 0, nr - live) };
-            }
-        }
-    }
-
-    /// Widens the [`COLS`] halves at `src` into `dst`.
-    ///
-    /// # Safety
-    /// `src` must hold `COLS` halves and `dst` room for `COLS` floats.
-    unsafe fn widen(&self, src: *const u16, dst: *mut f32) {
-        #[cfg(target_arch = "x86_64")]
-        if self.simd {
-            // SAFETY: `simd` says the CPU has AVX-512F; forwarded from the caller.
-            return unsafe { x86::widen(src, self.bf16, dst) };
-        }
-        for i in 0..COLS {
-            // SAFETY: forwarded from the caller.
-            unsafe {
-                let bits = src.add(i).read();
-                *dst.add(i) = match self.bf16 {
-                    true => half::bf16::from_bits(bits).to_f32(),
-                    false => half::f16::from_bits(bits).to_f32(),
-                };
             }
         }
     }

@@ -464,8 +464,7 @@ fn half_weights_are_bit_identical_to_their_f32_widening() {
                     })
                     .collect();
                 // SAFETY: k × n halves.
-                let mut half = unsafe { PackedHalf::new(k, n, bits.as_ptr(), bf16) }.unwrap();
-                half.kernel = kernel;
+                let half = unsafe { PackedHalf::new(k, n, bits.as_ptr(), bf16) }.unwrap();
                 let b = MatRef {
                     ptr: wide.as_ptr(),
                     row_stride: n as isize,
@@ -510,7 +509,7 @@ fn half_weights_are_bit_identical_to_their_f32_widening() {
                     // SAFETY: A is m × k, B k × n, C m × n, the bias n.
                     unsafe {
                         f32_product.run(&pool);
-                        sgemm_half_epilogue(&pool, m, a_view, &half, view(&mut got), epilogue);
+                        sgemm_narrow_on(kernel, &pool, m, a_view, &half, view(&mut got), epilogue);
                     }
                     let same = want
                         .iter()

@@ -12,7 +12,7 @@
 
 use super::{PackedQuant, GROUP, GROUP_BYTES, NR};
 use crate::gemm::half::COLS;
-use crate::gemm::{Epilogue, MatMut, PackedHalf};
+use crate::gemm::{Epilogue, MatMut, NarrowB, PackedHalf};
 use crate::pool::ThreadPool;
 
 /// The most rows this path takes; more rows amortize the f32 GEMM's packing.

@@ -564,3 +564,96 @@ fn weight_only_few_rows_match_the_definition() {
         }
     }
 }
+
+/// Many rows of a weight-only layer run the f32 GEMM over the integer panels, dequantized
+/// block by block as they are packed: bit for bit the product over the f32 weight the
+/// definition gives, on every format and odd shapes.
+#[test]
+fn weight_only_many_rows_are_the_gemm_over_the_dequantized_weight() {
+    use crate::gemm::{sgemm_narrow_epilogue, sgemm_prepacked_epilogue, PackedB};
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    for (f, (format, f16)) in formats().into_iter().enumerate() {
+        for (s, [m, k, n]) in SHAPES.into_iter().enumerate() {
+            let c = case(format, f16, [m + 9, k, n], (f * 13 + s) as u64);
+            let w = c.weight();
+            // SAFETY: the tensors have the shapes the format gives.
+            let (packed, wide) =
+                unsafe { (PackedQuant::new(&w).unwrap(), w.dequantized().unwrap()) };
+            let b = MatRef {
+                ptr: wide.as_ptr(),
+                row_stride: n as isize,
+                col_stride: 1,
+            };
+            // SAFETY: `wide` is k × n.
+            let prepacked = unsafe { PackedB::new(k, n, b) };
+            let a = MatRef {
+                ptr: c.x.as_ptr(),
+                row_stride: k as isize,
+                col_stride: 1,
+            };
+            let epilogue = Epilogue {
+                bias: c.bias.as_ptr(),
+                activation: None,
+                residual: None,
+            };
+            for pool in &pools {
+                let (mut want, mut got) = (vec![0f32; c.m * n], vec![1f32; c.m * n]);
+                let out = |v: &mut Vec<f32>| MatMut {
+                    ptr: v.as_mut_ptr(),
+                    row_stride: n as isize,
+                    col_stride: 1,
+                };
+                // SAFETY: x is m×k, the outputs m×n, the bias n.
+                unsafe {
+                    sgemm_prepacked_epilogue(
+                        pool,
+                        1,
+                        c.m,
+                        a,
+                        0,
+                        &prepacked,
+                        out(&mut want),
+                        0,
+                        epilogue,
+                    );
+                    sgemm_narrow_epilogue(pool, c.m, a, &packed, out(&mut got), epilogue);
+                }
+                assert!(bits_equal(&want, &got), "{format:?} {}x{k}x{n}", c.m);
+            }
+        }
+    }
+}
+
+/// Packing a block of B from the integer panels writes the dequantized weight in the f32
+/// GEMM's panel layout, on the vector path (whole panels, a block that starts on a group)
+/// and on the scalar one (8-column panels, a block that does not).
+#[test]
+fn integer_panels_widen_to_the_dequantized_weight() {
+    use crate::gemm::NarrowB;
+    for (f, (format, f16)) in formats().into_iter().enumerate() {
+        let [k, n] = [200, 50];
+        let c = case(format, f16, [1, k, n], 70 + f as u64);
+        let w = c.weight();
+        // SAFETY: the tensors have the shapes the format gives.
+        let (packed, wide) = unsafe { (PackedQuant::new(&w).unwrap(), w.dequantized().unwrap()) };
+        for (nr, pc, col) in [(32, 4, 0), (32, 64, 32), (8, 3, 8), (16, 1, 16)] {
+            let (kc, cols) = (k - pc - 1, n - col);
+            let mut dst = vec![f32::NAN; cols.div_ceil(nr) * nr * kc];
+            // SAFETY: the block is inside the weight; dst has the size asked for.
+            unsafe { packed.pack_block(nr, (pc, kc), (col, cols), dst.as_mut_ptr()) };
+            for (panel, j0) in (0..cols).step_by(nr).enumerate() {
+                for p in 0..kc {
+                    for j in 0..nr.min(cols - j0) {
+                        let got = dst[(panel * kc + p) * nr + j];
+                        let want = wide[(pc + p) * n + col + j0 + j];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{format:?} nr {nr} ({p}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
