@@ -39,8 +39,8 @@ pub use op::{
     SliceAxis, UnaryOp,
 };
 pub use quant::{
-    dynamic_u8, min_max, quantize_linear, ActQuant, Block, QuantAttrs, WeightQuant, MAX_INT8_K,
-    MAX_QUANTIZED_K,
+    dynamic_u8, min_max, quantize_linear, round_half_even, ActQuant, Block, QuantAttrs,
+    WeightQuant, MAX_INT8_K, MAX_QUANTIZED_K,
 };
 pub use tensor::{
     bf16_from_f64, f16_from_f64, ArcArrayD, Elem, StableBytes, Store, Tensor, TensorError,

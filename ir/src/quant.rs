@@ -220,10 +220,26 @@ pub enum ActQuant {
     DynamicU8,
 }
 
+/// `x.round_ties_even()`, bit for bit on every non-NaN input (NaN stays NaN), without the
+/// libm call baseline x86-64 makes of it (it has no SSE4.1 `roundss`): quantizing GPT-2's
+/// weights to int4 spent 31% of a 4.5 s compile in `rintf`. Adding and removing 2^23
+/// rounds any magnitude below 2^23 to an integer, ties to even (IEEE's default rounding,
+/// which Rust's float arithmetic assumes); larger magnitudes are integers already.
+#[inline]
+pub fn round_half_even(x: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    let a = x.abs();
+    if a < TWO_23 {
+        ((a + TWO_23) - TWO_23).copysign(x)
+    } else {
+        x
+    }
+}
+
 /// `saturate(round_half_even(x / scale) + zero_point)` into `lo..=hi`, as ONNX's
 /// `QuantizeLinear` computes it in f32; NaN quantizes to 0 (the cast of a NaN).
 pub fn quantize_linear(x: f32, scale: f32, zero_point: f32, (lo, hi): (f32, f32)) -> i32 {
-    let r = (x / scale).round_ties_even() + zero_point;
+    let r = round_half_even(x / scale) + zero_point;
     if r.is_nan() {
         0
     } else {
@@ -293,6 +309,55 @@ impl ActQuant {
         match self {
             ActQuant::Quantized | ActQuant::PerTensor => 2,
             ActQuant::None | ActQuant::DynamicInt8 | ActQuant::DynamicU8 => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::round_half_even;
+
+    /// The fast rounding is `round_ties_even` on ties, signs, zeros, the 2^23 edge,
+    /// subnormals, infinities and a sweep of ordinary values.
+    #[test]
+    fn rounding_is_round_ties_even() {
+        let mut xs = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            8388607.5,
+            -8388607.5,
+            8388608.0,
+            8388609.0,
+            16777215.0,
+            1e30,
+            -1e30,
+            1e-40,
+            -1e-40,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+        ];
+        let mut bits = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            xs.push(f32::from_bits(bits));
+            xs.push((bits % 4000) as f32 / 8.0 - 250.0);
+        }
+        for x in xs {
+            let (got, want) = (round_half_even(x), x.round_ties_even());
+            match want.is_nan() {
+                true => assert!(got.is_nan(), "{x:e}"),
+                false => assert_eq!(got.to_bits(), want.to_bits(), "{x:e}"),
+            }
         }
     }
 }

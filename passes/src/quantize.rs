@@ -17,7 +17,8 @@
 use crate::{Pass, PassError, PassReport};
 use kiln_ir::half::f16;
 use kiln_ir::{
-    ActQuant, Block, DType, Epilogue, Graph, Node, Op, QuantAttrs, Tensor, ValueId, WeightQuant,
+    round_half_even, ActQuant, Block, DType, Epilogue, Graph, Node, Op, QuantAttrs, Tensor,
+    ValueId, WeightQuant,
 };
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -426,7 +427,7 @@ fn levels(w: &[f32], scale: &[f32], group: impl Fn(usize) -> usize, lo: f32, hi:
     (w.iter().enumerate())
         .map(|(i, &v)| match scale[group(i)] {
             0.0 => 0,
-            s => (v / s).round_ties_even().clamp(lo, hi) as i8,
+            s => round_half_even(v / s).clamp(lo, hi) as i8,
         })
         .collect()
 }
@@ -521,10 +522,13 @@ fn int8_symmetric(w: &[f32], groups: usize, group: impl Fn(usize) -> usize) -> (
 fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln_ir::TensorError> {
     let blocks = k.div_ceil(rows);
     let (mut lo, mut hi) = (vec![0f32; blocks * n], vec![0f32; blocks * n]);
-    for (i, &v) in w.iter().enumerate() {
-        let p = (i / n / rows) * n + i % n;
-        lo[p] = lo[p].min(v);
-        hi[p] = hi[p].max(v);
+    // Row by row, so that an element's block is its row's (no division per weight).
+    for (r, row) in w.chunks_exact(n.max(1)).enumerate() {
+        let b = r / rows * n;
+        for ((l, h), &v) in lo[b..b + n].iter_mut().zip(&mut hi[b..b + n]).zip(row) {
+            *l = l.min(v);
+            *h = h.max(v);
+        }
     }
     let scale: Vec<f32> = lo.iter().zip(&hi).map(|(l, h)| (h - l) / 15.0).collect();
     let scale_tensor = f16_scales(Tensor::from_vec(scale, &[blocks, n])?);
@@ -534,18 +538,18 @@ fn int4_blocks(w: &[f32], k: usize, n: usize, rows: usize) -> Result<Parts, kiln
     let zero: Vec<u8> = (lo.iter().zip(&scale))
         .map(|(&l, &s)| match s {
             0.0 => 0,
-            s => (-l / s).round_ties_even().clamp(0.0, 15.0) as u8,
+            s => round_half_even(-l / s).clamp(0.0, 15.0) as u8,
         })
         .collect();
-    let q: Vec<u8> = (w.iter().enumerate())
-        .map(|(i, &v)| {
-            let p = (i / n / rows) * n + i % n;
-            match scale[p] {
-                0.0 => zero[p],
-                s => ((v / s).round_ties_even() + f32::from(zero[p])).clamp(0.0, 15.0) as u8,
-            }
-        })
-        .collect();
+    let mut q = Vec::with_capacity(w.len());
+    for (r, row) in w.chunks_exact(n.max(1)).enumerate() {
+        let b = r / rows * n;
+        let levels = row.iter().zip(&scale[b..b + n]).zip(&zero[b..b + n]);
+        q.extend(levels.map(|((&v, &s), &z)| match s {
+            0.0 => z,
+            s => (round_half_even(v / s) + f32::from(z)).clamp(0.0, 15.0) as u8,
+        }));
+    }
     Ok(Parts {
         weight: Tensor::from_vec(q, &[k, n])?,
         scale: Some(scale_tensor),

@@ -162,33 +162,39 @@ impl QuantWeight {
         self.format.block().unwrap_or(self.k.max(1))
     }
 
-    /// Weight (k, n) less its zero point, after checking both against the format.
+    /// Row `k` of the weight less its zero points, into `out` (N values), after checking
+    /// both against the format.
     ///
     /// # Safety
     /// The operands must be valid for the shapes the format gives.
-    unsafe fn centered(&self, k: usize, n: usize) -> Result<i32, String> {
-        let i = k * self.n + n;
-        // SAFETY: (k, n) is inside the weight.
-        let raw = unsafe { *self.values.add(i) };
-        let v = match self.zero_points {
-            Some(_) => i64::from(raw),
-            None => i64::from(raw as i8),
-        };
+    unsafe fn centered_row(&self, k: usize, out: &mut [i32]) -> Result<(), String> {
         let name = self.format.name();
         let (lo, hi) =
             (self.format.range()).ok_or_else(|| format!("{name} weights are not integers"))?;
-        if !(lo..=hi).contains(&v) {
-            return Err(format!("weight value {v} is outside {name}'s {lo}..={hi}"));
-        }
-        let z = match self.zero_points {
-            // SAFETY: the zero points cover every block and column.
-            Some(z) => i64::from(unsafe { *z.add((k / self.block()) * self.n + n) }),
-            None => 0,
+        // SAFETY: row k of the weight, and of its block's zero points, hold N bytes each.
+        let (raw, zero_points) = unsafe {
+            (
+                std::slice::from_raw_parts(self.values.add(k * self.n), self.n),
+                (self.zero_points).map(|z| {
+                    std::slice::from_raw_parts(z.add((k / self.block()) * self.n), self.n)
+                }),
+            )
         };
-        if !(0..=15).contains(&z) {
-            return Err(format!("zero point {z} is outside 0..=15"));
+        for (j, (out, &raw)) in out.iter_mut().zip(raw).enumerate() {
+            let v = match zero_points {
+                Some(_) => i64::from(raw),
+                None => i64::from(raw as i8),
+            };
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("weight value {v} is outside {name}'s {lo}..={hi}"));
+            }
+            let z = zero_points.map_or(0, |z| i64::from(z[j]));
+            if !(0..=15).contains(&z) {
+                return Err(format!("zero point {z} is outside 0..=15"));
+            }
+            *out = (v - z) as i32;
         }
-        Ok((v - z) as i32)
+        Ok(())
     }
 
     /// The weight dequantized to f32 `[K, N]`: `(w - zero_point) · scale`, as the
@@ -213,15 +219,13 @@ impl QuantWeight {
         }
         let block = self.block();
         let mut out = Vec::with_capacity(self.k * self.n);
+        let mut row = vec![0; self.n];
         for k in 0..self.k {
-            for n in 0..self.n {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.centered_row(k, &mut row) }?;
+            for (n, &c) in row.iter().enumerate() {
                 // SAFETY: forwarded from the caller.
-                let (c, s) = unsafe {
-                    (
-                        self.centered(k, n)?,
-                        self.scales.get((k / block) * self.n + n),
-                    )
-                };
+                let s = unsafe { self.scales.get((k / block) * self.n + n) };
                 out.push(c as f32 * s);
             }
         }
@@ -273,24 +277,28 @@ impl PackedQuant {
                 (_, None) => 8,
             }
         };
-        for p in 0..panels {
-            for b in 0..blocks {
-                let meta = (p * blocks + b) * NR;
-                let bytes = &mut packed.weights[(p * blocks + b) * block_bytes..][..block_bytes];
-                for j in 0..NR.min(w.n - p * NR) {
-                    let n = p * NR + j;
-                    let off = offset(b, n);
-                    packed.offsets[meta + j] = off;
-                    // SAFETY: forwarded from the caller.
-                    packed.scales[meta + j] = unsafe { w.scales.get(b * w.n + n) };
-                    for r in 0..block.min(w.k - b * block) {
-                        // SAFETY: forwarded from the caller.
-                        let c = unsafe { w.centered(b * block + r, n) }?;
-                        packed.colsums[meta + j] += c;
-                        // The check above bounds `c + off` to 0..=255.
-                        put(bytes, nibbles, r, j, (c + off) as u8);
-                    }
-                }
+        // `[panel][block][NR]`: where column n's metadata for block b is.
+        let meta = |b: usize, n: usize| (n / NR * blocks + b) * NR + n % NR;
+        for b in 0..blocks {
+            for n in 0..w.n {
+                packed.offsets[meta(b, n)] = offset(b, n);
+                // SAFETY: forwarded from the caller.
+                packed.scales[meta(b, n)] = unsafe { w.scales.get(b * w.n + n) };
+            }
+        }
+        // Row by row, as the weight is stored.
+        let mut row = vec![0; w.n];
+        for k in 0..w.k {
+            // SAFETY: forwarded from the caller.
+            unsafe { w.centered_row(k, &mut row) }?;
+            let (b, r) = (k / block, k % block);
+            for (n, &c) in row.iter().enumerate() {
+                let at = meta(b, n);
+                packed.colsums[at] += c;
+                let bytes =
+                    &mut packed.weights[(n / NR * blocks + b) * block_bytes..][..block_bytes];
+                // The check above bounds `c + offset` to 0..=255.
+                put(bytes, nibbles, r, n % NR, (c + packed.offsets[at]) as u8);
             }
         }
         Ok(packed)
