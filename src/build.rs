@@ -266,7 +266,7 @@ impl Model {
     pub fn compile(&self) -> Result<Artifact, BuildError> {
         let mut model = crate::Model::load(&self.path)?.optimize()?;
         if let Some(pass) = &self.quantize {
-            model = model.quantize_with(pass.clone())?.0;
+            model = model.into_quantized_with(pass.clone())?.0;
         }
         let g = model.graph();
         if kiln_cpu::needs_stages(g) {

@@ -116,9 +116,10 @@ pub(crate) fn quantize(
     let Some(pass) = quantize_pass(&model, args, inputs, threads, timer)? else {
         return Ok(model);
     };
+    let path = model.path().to_path_buf();
     let (quantized, report) = timer
-        .time("quantize", || model.quantize_with(pass))
-        .with_context(|| format!("quantizing {}", model.path().display()))?;
+        .time("quantize", || model.into_quantized_with(pass))
+        .with_context(|| format!("quantizing {}", path.display()))?;
     if report.passes.first().is_none_or(|p| p.report.changes == 0) {
         eprintln!(
             "warning: --quantize {}: no linear layer has a constant f32 weight (or every one \

@@ -252,9 +252,12 @@ pub trait NarrowB: Sync {
     fn k(&self) -> usize;
     /// Columns.
     fn n(&self) -> usize;
+    /// Weight (r, c) as f32 (inside the weight).
+    fn value(&self, r: usize, c: usize) -> f32;
     /// Writes the `kc × cols` block at row `pc`, column `col` as f32 panels of `nr`
     /// columns, as `pack_b` lays out an f32 block (padding columns may hold anything
-    /// finite: no kernel stores them).
+    /// finite: no kernel stores them): a vector path where the weight has one, else
+    /// [`pack_values`].
     ///
     /// # Safety
     /// The block must lie inside the weight, `col` be a multiple of `nr`, and `dst` be
@@ -266,6 +269,59 @@ pub trait NarrowB: Sync {
         cols: (usize, usize),
         dst: *mut f32,
     );
+}
+
+/// [`NarrowB::pack_block`] one [`NarrowB::value`] at a time, zeros past N.
+///
+/// # Safety
+/// As for [`NarrowB::pack_block`].
+pub(crate) unsafe fn pack_values(
+    b: &(impl NarrowB + ?Sized),
+    nr: usize,
+    (pc, kc): (usize, usize),
+    (col, cols): (usize, usize),
+    dst: *mut f32,
+) {
+    for (panel, j0) in (0..cols).step_by(nr).enumerate() {
+        for p in 0..kc {
+            for j in 0..nr {
+                let c = col + j0 + j;
+                let v = if c < b.n() { b.value(pc + p, c) } else { 0.0 };
+                // SAFETY: (p, j) of panel `panel` lies within dst.
+                unsafe { *dst.add((panel * kc + p) * nr + j) = v };
+            }
+        }
+    }
+}
+
+/// The narrow panels under the f32 panels of a `kc × cols` block at column `col`, for the
+/// vector paths of [`NarrowB::pack_block`]: each f32 panel `nr` wide holds `nr / width`
+/// narrow panels. Calls `fill(p, out)` for narrow panel `p` of the weight, `out` its first
+/// float in `dst` (row stride `nr`), and zeroes those past the weight's `panels`.
+///
+/// # Safety
+/// As for [`NarrowB::pack_block`]; `nr` and `col` must be multiples of `width`.
+pub(crate) unsafe fn each_narrow_panel(
+    (nr, width, panels): (usize, usize, usize),
+    kc: usize,
+    (col, cols): (usize, usize),
+    dst: *mut f32,
+    mut fill: impl FnMut(usize, *mut f32),
+) {
+    for (panel, j0) in (0..cols).step_by(nr).enumerate() {
+        let out = dst.wrapping_add(panel * kc * nr);
+        for h in 0..nr / width {
+            let (p, at) = ((col + j0) / width + h, out.wrapping_add(h * width));
+            if p < panels {
+                fill(p, at);
+                continue;
+            }
+            for r in 0..kc {
+                // SAFETY: row r of the f32 panel holds nr floats, `width` of them from `at`.
+                unsafe { std::ptr::write_bytes(at.add(r * nr), 0, width) };
+            }
+        }
+    }
 }
 
 /// `c = epilogue(a · b)` for `m` rows of A over a narrow weight, widened as each block of

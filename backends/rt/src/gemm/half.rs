@@ -7,7 +7,7 @@
 //! A weight `[K, N]` is stored in panels of [`COLS`] columns, each panel K rows of
 //! `COLS` halves (zero past N), so a row of a panel widens with one instruction.
 
-use super::NarrowB;
+use super::{each_narrow_panel, pack_values, NarrowB};
 use crate::aligned::Aligned;
 
 /// Columns per panel.
@@ -64,28 +64,6 @@ impl PackedHalf {
     pub(crate) fn panel(&self, p: usize) -> *const u16 {
         self.bytes.as_ptr().wrapping_add(2 * p * self.k * COLS) as *const u16
     }
-
-    /// Widens the [`COLS`] halves at `src` into `dst`.
-    ///
-    /// # Safety
-    /// `src` must hold `COLS` halves and `dst` room for `COLS` floats.
-    unsafe fn widen(&self, src: *const u16, dst: *mut f32) {
-        #[cfg(target_arch = "x86_64")]
-        if self.simd {
-            // SAFETY: `simd` says the CPU has AVX-512F; forwarded from the caller.
-            return unsafe { x86::widen(src, self.bf16, dst) };
-        }
-        for i in 0..COLS {
-            // SAFETY: forwarded from the caller.
-            unsafe {
-                let bits = src.add(i).read();
-                *dst.add(i) = match self.bf16 {
-                    true => half::bf16::from_bits(bits).to_f32(),
-                    false => half::f16::from_bits(bits).to_f32(),
-                };
-            }
-        }
-    }
 }
 
 impl NarrowB for PackedHalf {
@@ -97,6 +75,15 @@ impl NarrowB for PackedHalf {
         self.n
     }
 
+    fn value(&self, r: usize, c: usize) -> f32 {
+        // SAFETY: (r, c) is inside the weight, so inside its panel.
+        let bits = unsafe { self.panel(c / COLS).add(r * COLS + c % COLS).read() };
+        match self.bf16 {
+            true => half::bf16::from_bits(bits).to_f32(),
+            false => half::f16::from_bits(bits).to_f32(),
+        }
+    }
+
     unsafe fn pack_block(
         &self,
         nr: usize,
@@ -106,41 +93,16 @@ impl NarrowB for PackedHalf {
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.simd && nr.is_multiple_of(COLS) && col.is_multiple_of(COLS) {
-            // SAFETY: `simd` says the CPU has AVX-512F; forwarded from the caller.
-            return unsafe { x86::pack_whole(self, nr, (pc, kc), (col, cols), dst) };
+            let panels = self.n.div_ceil(COLS);
+            // SAFETY: forwarded from the caller; `simd` says the CPU has AVX-512F.
+            return unsafe {
+                each_narrow_panel((nr, COLS, panels), kc, (col, cols), dst, |p, out| {
+                    x86::widen_rows(self, p, (pc, kc), out, nr)
+                })
+            };
         }
-        let mut wide = [0f32; COLS];
-        for (panel, j0) in (0..cols).step_by(nr).enumerate() {
-            let live = nr.min(cols - j0);
-            for p in 0..kc {
-                // SAFETY: row p of the panel lies within dst.
-                let out = unsafe { dst.add((panel * kc + p) * nr) };
-                let mut j = 0;
-                while j < live {
-                    let c = col + j0 + j;
-                    let (at, take) = (c % COLS, (COLS - c % COLS).min(live - j));
-                    let src = self.panel(c / COLS).wrapping_add((pc + p) * COLS);
-                    // SAFETY: the row of the panel holds COLS halves; `out` has `nr` floats
-                    // and j + take <= live <= nr.
-                    unsafe {
-                        match take == COLS {
-                            true => self.widen(src, out.add(j)),
-                            false => {
-                                self.widen(src, wide.as_mut_ptr());
-                                std::ptr::copy_nonoverlapping(
-                                    wide[at..].as_ptr(),
-                                    out.add(j),
-                                    take,
-                                );
-                            }
-                        }
-                    }
-                    j += take;
-                }
-                // SAFETY: as above, the panel row's padding.
-                unsafe { std::ptr::write_bytes(out.add(live), 0, nr - live) };
-            }
-        }
+        // SAFETY: forwarded from the caller.
+        unsafe { pack_values(self, nr, (pc, kc), (col, cols), dst) }
     }
 }
 
@@ -177,54 +139,24 @@ pub(crate) mod x86 {
         }
     }
 
-    /// [`PackedHalf::pack_block`] where the f32 panels are whole half panels wide and
-    /// start on one (the AVX-512 kernel's 32 columns): each row of each half panel widens
-    /// with one instruction, and the padding past N is the half panels' zeros.
+    /// Rows `pc..pc + kc` of half panel `p`, widened into the rows of `out` (row stride
+    /// `nr`), one instruction a row.
     ///
     /// # Safety
-    /// As for [`PackedHalf::pack_block`]; the CPU must have AVX-512F, `nr` and `col` must
-    /// be multiples of [`COLS`].
+    /// The CPU must have AVX-512F; the rows must exist, and `kc` rows of 16 floats at
+    /// `out` be writable.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_whole(
+    pub(super) unsafe fn widen_rows(
         w: &PackedHalf,
-        nr: usize,
+        p: usize,
         (pc, kc): (usize, usize),
-        (col, cols): (usize, usize),
-        dst: *mut f32,
+        out: *mut f32,
+        nr: usize,
     ) {
-        let halves = cols.div_ceil(COLS);
-        for (panel, j0) in (0..cols).step_by(nr).enumerate() {
-            let out = dst.wrapping_add(panel * kc * nr);
-            for h in 0..nr / COLS {
-                let half = (col + j0) / COLS + h;
-                let at = out.wrapping_add(h * COLS);
-                if j0 / COLS + h >= halves {
-                    for p in 0..kc {
-                        // SAFETY: row p of the f32 panel holds nr floats.
-                        unsafe { _mm512_storeu_ps(at.add(p * nr), _mm512_setzero_ps()) };
-                    }
-                    continue;
-                }
-                let src = w.panel(half).wrapping_add(pc * COLS);
-                for p in 0..kc {
-                    // SAFETY: row pc + p of the half panel exists; row p of the f32 panel
-                    // holds nr floats.
-                    unsafe {
-                        let v = load(src.add(p * COLS), w.bf16);
-                        _mm512_storeu_ps(at.add(p * nr), v);
-                    }
-                }
-            }
+        let src = w.panel(p).wrapping_add(pc * COLS);
+        for r in 0..kc {
+            // SAFETY: forwarded from the caller.
+            unsafe { _mm512_storeu_ps(out.add(r * nr), load(src.add(r * COLS), w.bf16)) };
         }
-    }
-
-    /// [`load`] into `dst`.
-    ///
-    /// # Safety
-    /// As for [`load`]; `dst` must have room for 16 floats.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn widen(src: *const u16, bf16: bool, dst: *mut f32) {
-        // SAFETY: forwarded from the caller.
-        unsafe { _mm512_storeu_ps(dst, load(src, bf16)) }
     }
 }

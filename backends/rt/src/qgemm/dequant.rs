@@ -129,8 +129,9 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// `acc[i][q]`: columns 4q..4q+4 of row i, four partial sums (one per row of a group):
-    /// lane 4j + l of vector q is column 4q + j, row l.
+    /// Row i's four partial sums of each of the panel's 16 columns, one per row of K mod
+    /// 4: for integer weights lane 4j + l of `acc[i][q]` is column 4q + j, row l (the
+    /// panels' byte order); for halves lane j of `acc[i][l]` is column j, row l.
     type Acc<const R: usize> = [[__m512; 4]; R];
 
     /// Panel `p` of C for every row.
@@ -160,48 +161,49 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn rows<const R: usize>(job: &Job, p: usize, c: MatMut) {
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        // Column j of C is lanes 4j..4j+4 of the integer sums (lane 4j + l of vector q is
-        // column 4q + j, row l of a group), and lane j of the four half sums.
         // SAFETY: forwarded from the caller.
-        let (n, transpose) = unsafe {
+        let (n, interleaved) = unsafe {
             match job.w {
                 Weight::Integer(w) => {
                     integer(w, job.x, p, &mut acc);
-                    (w.n, false)
+                    (w.n, true)
                 }
                 Weight::Half(w) if w.bf16() => {
                     half::<R, true>(w, job.x, p, &mut acc);
-                    (w.n(), true)
+                    (w.n(), false)
                 }
                 Weight::Half(w) => {
                     half::<R, false>(w, job.x, p, &mut acc);
-                    (w.n(), true)
+                    (w.n(), false)
                 }
             }
         };
-        // Column j's four partial sums: lanes 4j..4j+4 of the integer sums (lane 4j + l of
-        // vector q is column 4q + j, row l of a group), lane j of each half sum.
-        let mut lanes = [[0f32; 64]; R];
-        for (lanes, acc) in lanes.iter_mut().zip(&acc) {
-            for (q, a) in acc.iter().enumerate() {
-                // SAFETY: 16 floats at 16q.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * q), *a) };
-            }
-            if transpose {
-                let by_row = *lanes;
-                for j in 0..16 {
-                    for l in 0..4 {
-                        lanes[4 * j + l] = by_row[16 * l + j];
-                    }
+        // Each column's four partial sums, added as (s0 + s1) + (s2 + s3).
+        let mut sums = [[0f32; NR]; R];
+        for (sums, acc) in sums.iter_mut().zip(&acc) {
+            if interleaved {
+                // Lane 4j + l of vector q is column 4q + j, row l of a group.
+                let mut lanes = [0f32; 64];
+                for (q, a) in acc.iter().enumerate() {
+                    // SAFETY: 16 floats at 16q.
+                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * q), *a) };
                 }
+                for (sum, s) in sums.iter_mut().zip(lanes.chunks_exact(4)) {
+                    *sum = (s[0] + s[1]) + (s[2] + s[3]);
+                }
+            } else {
+                // Vector l holds rows l mod 4 of every column.
+                let sum =
+                    _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+                // SAFETY: NR = 16 floats.
+                unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), sum) };
             }
         }
         let cols = NR.min(n - p * NR);
-        for (i, lanes) in lanes.iter().enumerate() {
-            for j in 0..cols {
-                let s = &lanes[4 * j..4 * j + 4];
+        for (i, sums) in sums.iter().enumerate() {
+            for (j, &sum) in sums.iter().enumerate().take(cols) {
                 // SAFETY: (i, p·NR + j) is inside C.
-                unsafe { *c.at(i, p * NR + j).ptr = (s[0] + s[1]) + (s[2] + s[3]) };
+                unsafe { *c.at(i, p * NR + j).ptr = sum };
             }
         }
     }

@@ -5,7 +5,7 @@
 //! them took four more.
 
 use super::{PackedQuant, GROUP, GROUP_BYTES, NR};
-use crate::gemm::NarrowB;
+use crate::gemm::{each_narrow_panel, pack_values, NarrowB};
 
 impl NarrowB for PackedQuant {
     fn k(&self) -> usize {
@@ -14,6 +14,21 @@ impl NarrowB for PackedQuant {
 
     fn n(&self) -> usize {
         self.n
+    }
+
+    fn value(&self, r: usize, c: usize) -> f32 {
+        let (p, j) = (c / NR, c % NR);
+        let (b, rb) = (r / self.block, r % self.block);
+        let (g, lane) = (rb / GROUP, rb % GROUP);
+        let base = (p * self.blocks + b) * self.block_bytes();
+        let u = match self.nibbles {
+            true => {
+                self.weights[base + g / 2 * GROUP_BYTES + j * GROUP + lane] >> (4 * (g % 2)) & 0x0F
+            }
+            false => self.weights[base + g * GROUP_BYTES + j * GROUP + lane],
+        };
+        let meta = (p * self.blocks + b) * NR + j;
+        (f32::from(u) - self.offsets[meta] as f32) * self.scales[meta]
     }
 
     unsafe fn pack_block(
@@ -29,41 +44,16 @@ impl NarrowB for PackedQuant {
             && col.is_multiple_of(NR)
             && pc.is_multiple_of(GROUP)
         {
-            // SAFETY: the CPU has AVX-512F; forwarded from the caller.
-            return unsafe { x86::pack_whole(self, nr, (pc, kc), (col, cols), dst) };
+            let panels = self.n.div_ceil(NR);
+            // SAFETY: forwarded from the caller; the CPU has AVX-512F.
+            return unsafe {
+                each_narrow_panel((nr, NR, panels), kc, (col, cols), dst, |p, out| {
+                    x86::panel_rows(self, p, (pc, kc), out, nr)
+                })
+            };
         }
-        for (panel, j0) in (0..cols).step_by(nr).enumerate() {
-            for p in 0..kc {
-                for j in 0..nr {
-                    let c = col + j0 + j;
-                    let v = if c < self.n {
-                        self.value(pc + p, c)
-                    } else {
-                        0.0
-                    };
-                    // SAFETY: (p, j) of panel `panel` lies within dst.
-                    unsafe { *dst.add((panel * kc + p) * nr + j) = v };
-                }
-            }
-        }
-    }
-}
-
-impl PackedQuant {
-    /// Weight (r, c) dequantized.
-    fn value(&self, r: usize, c: usize) -> f32 {
-        let (p, j) = (c / NR, c % NR);
-        let (b, rb) = (r / self.block, r % self.block);
-        let (g, lane) = (rb / GROUP, rb % GROUP);
-        let base = (p * self.blocks + b) * self.block_bytes();
-        let u = match self.nibbles {
-            true => {
-                self.weights[base + g / 2 * GROUP_BYTES + j * GROUP + lane] >> (4 * (g % 2)) & 0x0F
-            }
-            false => self.weights[base + g * GROUP_BYTES + j * GROUP + lane],
-        };
-        let meta = (p * self.blocks + b) * NR + j;
-        (f32::from(u) - self.offsets[meta] as f32) * self.scales[meta]
+        // SAFETY: forwarded from the caller.
+        unsafe { pack_values(self, nr, (pc, kc), (col, cols), dst) }
     }
 }
 
@@ -72,43 +62,29 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// [`NarrowB::pack_block`] where the f32 panels are whole integer panels wide and
-    /// start on one, and the block on a group: each group of four rows of an integer panel
-    /// (64 bytes, four per column) widens to four rows of 16 floats, the column's offset
-    /// and scale applied as whole vectors.
+    /// Rows `pc..pc + kc` (`pc` on a group) of integer panel `p`, dequantized into the
+    /// rows of `out` (row stride `nr`), block by block: each group of four rows (64
+    /// bytes, four per column) widens to four rows of 16 floats, the column's offset and
+    /// scale applied as whole vectors.
     ///
     /// # Safety
-    /// As for [`NarrowB::pack_block`]; the CPU must have AVX-512F, `nr` and `col` be
-    /// multiples of [`NR`] and `pc` of [`GROUP`].
+    /// The CPU must have AVX-512F; the rows must exist, and `kc` rows of 16 floats at
+    /// `out` be writable.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_whole(
+    pub(super) unsafe fn panel_rows(
         w: &PackedQuant,
-        nr: usize,
+        p: usize,
         (pc, kc): (usize, usize),
-        (col, cols): (usize, usize),
-        dst: *mut f32,
+        out: *mut f32,
+        nr: usize,
     ) {
-        let (panels, end) = (w.n.div_ceil(NR), pc + kc);
-        for (panel, j0) in (0..cols).step_by(nr).enumerate() {
-            let out = dst.wrapping_add(panel * kc * nr);
-            for h in 0..nr / NR {
-                let (p, at) = ((col + j0) / NR + h, out.wrapping_add(h * NR));
-                if p >= panels {
-                    for r in 0..kc {
-                        // SAFETY: row r of the f32 panel holds nr floats.
-                        unsafe { _mm512_storeu_ps(at.add(r * nr), _mm512_setzero_ps()) };
-                    }
-                    continue;
-                }
-                let mut r = pc;
-                while r < end {
-                    let b = r / w.block;
-                    let last = end.min((b + 1) * w.block);
-                    // SAFETY: rows r..last of panel p lie in block b.
-                    unsafe { block_rows(w, (p, b), (r, last), at.wrapping_sub(pc * nr), nr) };
-                    r = last;
-                }
-            }
+        let (mut r, end) = (pc, pc + kc);
+        while r < end {
+            let b = r / w.block;
+            let last = end.min((b + 1) * w.block);
+            // SAFETY: rows r..last of panel p lie in block b; `out` holds rows pc..end.
+            unsafe { block_rows(w, (p, b), (r, last), out.wrapping_sub(pc * nr), nr) };
+            r = last;
         }
     }
 
